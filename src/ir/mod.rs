@@ -1,0 +1,209 @@
+//! The IR: a graph of primitive ops over typed values, one graph per mode.
+//!
+//! Lowering produces a `Program` (a train graph, an eval graph and the checked training
+//! settings); every later stage consumes and produces `Graph`s. Nodes are appended in
+//! topological order and never mutated, so a value id is also a schedule position.
+//! Analyses (liveness, buffer plans) are side tables keyed by `Value`.
+//!
+//! Architecture invariant: every node's type equals `op::infer` of its operands' types;
+//! `verify` checks that, and every stage keeps it.
+
+pub mod op;
+pub mod print;
+pub mod ty;
+pub mod verify;
+
+use crate::diagnostic::Span;
+use cranelift_entity::{entity_impl, PrimaryMap};
+pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
+pub use ty::{DType, Dim, Shape, Sym, Type};
+
+/// A value id: `v3` in the text format.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value(u32);
+entity_impl!(Value, "v");
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub args: Vec<Value>,
+    pub ty: Type,
+}
+
+/// How a parameter or state is initialized (LANGUAGE.md section 5).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Constant(f64),
+    Normal { std: f64 },
+    Uniform { lo: f64, hi: f64 },
+    XavierUniform { gain: f64 },
+    XavierNormal { gain: f64 },
+    HeUniform { gain: f64 },
+    HeNormal { gain: f64 },
+}
+
+impl Init {
+    pub fn describe(&self) -> String {
+        let g = |name: &str, gain: f64| {
+            if gain == 1.0 {
+                name.to_string()
+            } else {
+                format!("{name}({})", print::num(gain))
+            }
+        };
+        match self {
+            Init::Zeros => "zeros".into(),
+            Init::Ones => "ones".into(),
+            Init::Constant(v) => format!("constant({})", print::num(*v)),
+            Init::Normal { std } => format!("normal({})", print::num(*std)),
+            Init::Uniform { lo, hi } => format!("uniform({}, {})", print::num(*lo), print::num(*hi)),
+            Init::XavierUniform { gain } => g("xavier_uniform", *gain),
+            Init::XavierNormal { gain } => g("xavier_normal", *gain),
+            Init::HeUniform { gain } => g("he_uniform", *gain),
+            Init::HeNormal { gain } => g("he_normal", *gain),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputDecl {
+    pub name: String,
+    pub ty: Type,
+    pub value: Value,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamDecl {
+    /// Dotted path: `fc1.W`, `blocks.3.fc.b`.
+    pub name: String,
+    /// Parameters and states have constant shapes.
+    pub shape: Vec<i64>,
+    pub init: Init,
+    /// Whether `l1`/`l2`/`adamw` decay applies: weights (rank >= 2) only.
+    pub decay: bool,
+    pub value: Value,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateDecl {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub init: Init,
+    pub value: Value,
+    /// The new value written by `<-` in this graph (train graphs only).
+    pub update: Option<Value>,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub mode: Mode,
+    /// Symbol names (`B`), indexed by `Sym`.
+    pub symbols: Vec<String>,
+    pub nodes: PrimaryMap<Value, Node>,
+    pub inputs: Vec<InputDecl>,
+    pub params: Vec<ParamDecl>,
+    pub states: Vec<StateDecl>,
+    pub outputs: Vec<(String, Value)>,
+    pub loss: Option<Value>,
+}
+
+impl Graph {
+    pub fn new(mode: Mode) -> Graph {
+        Graph {
+            mode,
+            symbols: Vec::new(),
+            nodes: PrimaryMap::new(),
+            inputs: Vec::new(),
+            params: Vec::new(),
+            states: Vec::new(),
+            outputs: Vec::new(),
+            loss: None,
+        }
+    }
+
+    pub fn ty(&self, v: Value) -> &Type {
+        &self.nodes[v].ty
+    }
+
+    /// Appends a node after checking it with the shape rule. `declared` is the type of a
+    /// leaf (an op without operands); it is ignored otherwise.
+    pub fn push(&mut self, op: Op, args: Vec<Value>, declared: Option<Type>) -> Result<Value, String> {
+        for a in &args {
+            if !self.nodes.is_valid(*a) {
+                return Err(format!("operand {a} does not exist"));
+            }
+        }
+        let tys: Vec<&Type> = args.iter().map(|a| &self.nodes[*a].ty).collect();
+        let ty = op::infer(&op, &tys, declared.as_ref())?;
+        Ok(self.nodes.push(Node { op, args, ty }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Total element count of all parameters.
+    pub fn param_count(&self) -> i64 {
+        self.params.iter().map(|p| p.shape.iter().product::<i64>()).sum()
+    }
+
+    /// The graph's symbol named `name`, if any.
+    pub fn symbol(&self, name: &str) -> Option<Sym> {
+        self.symbols.iter().position(|s| s == name).map(|i| Sym(i as u32))
+    }
+}
+
+/// A lowered model: the graphs of both modes and its training settings.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub name: String,
+    pub train: Graph,
+    pub eval: Graph,
+    pub settings: crate::settings::TrainSettings,
+}
+
+/// A copy of `g` with the symbol `name` replaced by `value` in every type and attribute
+/// (`--batch 32`). Errors when the symbol is unknown or the value is not positive.
+pub fn bind_symbol(g: &Graph, name: &str, value: i64) -> Result<Graph, String> {
+    let sym = g.symbol(name).ok_or_else(|| format!("the model has no symbol `{name}`"))?;
+    if value < 1 {
+        return Err(format!("`{name}` must be at least 1, found {value}"));
+    }
+    let bind = |s: Sym| if s == sym { Some(value) } else { None };
+    let sub = |d: &Dim| d.substitute(&bind).ok_or_else(|| format!("`{name} = {value}` makes a size overflow"));
+    let sub_shape = |s: &Shape| s.iter().map(sub).collect::<Result<Shape, String>>();
+    let mut out = g.clone();
+    for (_, node) in out.nodes.iter_mut() {
+        node.ty.shape = sub_shape(&node.ty.shape)?;
+        match &mut node.op {
+            Op::DimValue(d) => *d = sub(d)?,
+            Op::Broadcast { shape } | Op::Reshape { shape } => *shape = sub_shape(shape)?,
+            Op::Pad { len, .. } => *len = sub(len)?,
+            Op::ScatterAdd { rows } => *rows = sub(rows)?,
+            _ => {}
+        }
+        if let Some(Some(n)) = ty::numel(&node.ty.shape).map(|d| d.as_const()) {
+            if n > crate::limits::MAX_TENSOR_ELEMENTS {
+                return Err(format!("with `{name} = {value}` a tensor has {n} elements; the limit is {}", crate::limits::MAX_TENSOR_ELEMENTS));
+            }
+        }
+    }
+    for i in out.inputs.iter_mut() {
+        i.ty.shape = sub_shape(&i.ty.shape)?;
+    }
+    Ok(out)
+}

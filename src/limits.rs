@@ -1,0 +1,24 @@
+//! Documented limits that keep every input's compile time and memory bounded
+//! (docs/language.md, "Limits"). Exceeding one is a diagnostic, never a crash.
+
+/// Largest source file accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 8 << 20;
+/// Deepest nesting of `( [ {` brackets.
+pub const MAX_NESTING: usize = 100;
+/// Deepest expression tree (a chain `a + b + ...` counts one level per operator).
+pub const MAX_EXPR_DEPTH: usize = 400;
+/// pest's budget of rule calls per parse: guards against pathological backtracking.
+pub const PARSER_CALL_LIMIT: usize = 200_000_000;
+/// Deepest chain of `fn` / layer calls while lowering.
+pub const MAX_CALL_DEPTH: usize = 64;
+/// Most IR nodes one graph may have after unrolling (both graphs counted separately).
+pub const MAX_NODES: usize = 2_000_000;
+/// Most iterations of one `for` loop.
+pub const MAX_LOOP_ITERATIONS: i64 = 100_000;
+/// Most elements in one tensor (2^31 - 1): offsets fit in 32-bit indices and an 8 GiB
+/// f32 tensor is beyond what this tool is for.
+pub const MAX_TENSOR_ELEMENTS: i64 = (1 << 31) - 1;
+/// Most dimensions of one tensor.
+pub const MAX_RANK: usize = 8;
+/// Most copies in a layer array `[Block(64); n]`.
+pub const MAX_LAYER_ARRAY: i64 = 10_000;

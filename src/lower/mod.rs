@@ -1,0 +1,1419 @@
+//! Lowering: `ast::File` (the user's items plus the prelude's) to `ir::Program`.
+//!
+//! Lowering is a partial evaluator: statements run at compile time over an environment
+//! of compile-time values (ints, which may be symbolic dims like `B`; floats; layers;
+//! fns) and tensors (IR values). Layers are instantiated into dotted parameter names,
+//! fns are inlined, `for` loops are unrolled and `if` picks a branch, once for the train
+//! graph and once for the eval graph. Every tensor op goes through `ir::Graph::push`, so
+//! each node is shape-checked by the IR's own rule; user-facing checks come first so the
+//! messages speak the user's language.
+//!
+//! Errors: statements of a model body are independent, so a failing statement records
+//! its diagnostic, poisons the name it binds, and lowering goes on. Values derived from a
+//! poisoned one are poisoned silently, so one mistake gives one message.
+
+mod builtins;
+mod tensor;
+
+use crate::diagnostic::{Diagnostic, FileId, Span};
+use crate::ir::{self, DType, Dim, Graph, Init, Mode, Op, Program, Sym, Type, Value};
+use crate::limits;
+use crate::settings::{self, TrainSettings};
+use crate::syntax::ast::{self, ArgType, BinOp, Expr, ExprKind, Kind, Stmt, TensorType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A lexical scope. Closures and layer instances keep their scope alive (late binding,
+/// as in Python).
+pub(crate) struct Scope {
+    vars: RefCell<HashMap<String, Val>>,
+    parent: Option<Rc<Scope>>,
+}
+
+pub(crate) type Env = Rc<Scope>;
+
+fn new_scope(parent: Option<&Env>) -> Env {
+    Rc::new(Scope { vars: RefCell::new(HashMap::new()), parent: parent.cloned() })
+}
+
+fn lookup(env: &Env, name: &str) -> Option<Val> {
+    let mut s = Some(env);
+    while let Some(sc) = s {
+        if let Some(v) = sc.vars.borrow().get(name) {
+            return Some(v.clone());
+        }
+        s = sc.parent.as_ref();
+    }
+    None
+}
+
+/// Like `lookup`, but skips tensors: in call position `mean(x)` means the function even
+/// inside a layer with a state named `mean`.
+fn lookup_callable(env: &Env, name: &str) -> Option<Val> {
+    let mut s = Some(env);
+    while let Some(sc) = s {
+        if let Some(v) = sc.vars.borrow().get(name) {
+            if !matches!(v, Val::Tensor(_)) {
+                return Some(v.clone());
+            }
+        }
+        s = sc.parent.as_ref();
+    }
+    None
+}
+
+fn set(env: &Env, name: &str, v: Val) {
+    env.vars.borrow_mut().insert(name.to_string(), v);
+}
+
+fn all_names(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut s = Some(env);
+    while let Some(sc) = s {
+        out.extend(sc.vars.borrow().keys().filter(|k| !k.starts_with('.')).cloned());
+        s = sc.parent.as_ref();
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The closest candidate by edit distance, for "did you mean".
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = edit_distance(name, c);
+        let limit = (name.len().max(c.len()) / 3).max(1);
+        if d <= limit && best.is_none_or(|(bd, bc)| d < bd || (d == bd && c < bc)) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(64).collect();
+    let b: Vec<char> = b.chars().take(64).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub(crate) struct Closure {
+    def: Rc<ast::FnDef>,
+    env: Env,
+    /// Fns of the prelude report their errors at the user's call site.
+    from_prelude: bool,
+}
+
+pub(crate) struct LayerCtor {
+    def: Rc<ast::LayerDef>,
+    from_prelude: bool,
+}
+
+pub(crate) struct Instance {
+    /// The layer definition's name, `Dense`.
+    kind: String,
+    /// The dotted path of the instance, `blocks.3`.
+    path: String,
+    env: Env,
+}
+
+/// A compile-time value.
+#[derive(Clone)]
+pub(crate) enum Val {
+    Tensor(Value),
+    /// An integer, possibly symbolic (`B`, `B*T`).
+    Int(Dim),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<Val>),
+    Init(Init),
+    Builtin(&'static str),
+    Fn(Rc<Closure>),
+    LayerCtor(Rc<LayerCtor>),
+    Layer(Rc<Instance>),
+    /// The result of a failed statement: uses of it are silently poisoned too.
+    Poison,
+}
+
+impl Val {
+    fn describe(&self) -> &'static str {
+        match self {
+            Val::Tensor(_) => "a tensor",
+            Val::Int(_) => "an integer",
+            Val::Float(_) => "a number",
+            Val::Bool(_) => "a boolean",
+            Val::Str(_) => "a string",
+            Val::List(_) => "a list",
+            Val::Init(_) => "an initializer",
+            Val::Builtin(_) | Val::Fn(_) => "a function",
+            Val::LayerCtor(_) => "a layer definition",
+            Val::Layer(_) => "a layer",
+            Val::Poison => "an invalid value",
+        }
+    }
+}
+
+/// What kind of body a statement runs in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Model,
+    Layer,
+    Fn,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    env: Env,
+    body: Body,
+    /// Prefix of parameter names declared here: "" in the model, "blocks.3." in a layer.
+    path: String,
+}
+
+/// A call argument after evaluation.
+#[derive(Clone)]
+pub(crate) struct ArgVal {
+    name: Option<ast::Ident>,
+    val: Val,
+    span: Span,
+}
+
+/// Lowers one model into the graph of one mode.
+pub(crate) struct Lowerer {
+    g: Graph,
+    /// The scope of the items: layer bodies are evaluated in it.
+    global: Env,
+    mode: Mode,
+    errors: Vec<Diagnostic>,
+    /// Set by a limit error: lowering stops at once.
+    fatal: bool,
+    prelude: FileId,
+    /// Fn definitions currently being inlined (by address), to reject recursion.
+    stack: Vec<*const ast::FnDef>,
+    /// Which state a state leaf is.
+    state_of: HashMap<Value, usize>,
+    /// Names declared in the model (params, states, layers, inputs, outputs), for duplicates.
+    declared: HashMap<String, Span>,
+    rand_streams: u32,
+    settings: Option<TrainSettings>,
+    train_span: Option<Span>,
+    loss_span: Option<Span>,
+}
+
+type R<T> = Result<T, Diagnostic>;
+
+/// The items visible to every model: the prelude's, then the user's files' (which may
+/// shadow the prelude's, but not each other).
+pub struct Items {
+    pub files: Vec<(FileId, ast::File)>,
+    pub prelude: FileId,
+}
+
+/// Lowers every model in `main` (a file id among `items.files`). Returns one program per
+/// model, or every diagnostic found.
+pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic>> {
+    let (global, mut errors) = global_scope(items);
+    let mut programs = Vec::new();
+    let models: Vec<&ast::ModelDef> = items
+        .files
+        .iter()
+        .filter(|(f, _)| *f == main)
+        .flat_map(|(_, file)| file.items.iter())
+        .filter_map(|i| match i {
+            ast::Item::Model(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    if models.is_empty() && errors.is_empty() {
+        let span = Span::new(main, 0, 0);
+        errors.push(
+            Diagnostic::new("E0200", span, "no `model` in this file")
+                .with_help("a file that nnc compiles declares `model Name { ... }`"),
+        );
+    }
+    for m in models {
+        let train = lower_model(m, &global, items.prelude, Mode::Train);
+        let eval = lower_model(m, &global, items.prelude, Mode::Eval);
+        match (train, eval) {
+            (Ok((train, settings)), Ok((eval, _))) => {
+                programs.push(Program { name: m.name.name.clone(), train, eval, settings })
+            }
+            (t, e) => {
+                for r in [t, e] {
+                    if let Err(es) = r {
+                        errors.extend(es);
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(programs)
+    } else {
+        Err(dedup(errors))
+    }
+}
+
+fn dedup(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for e in errors {
+        if !out.iter().any(|o| o.code == e.code && o.span == e.span && o.message == e.message) {
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| a.span.cmp(&b.span));
+    out
+}
+
+fn global_scope(items: &Items) -> (Env, Vec<Diagnostic>) {
+    let root = new_scope(None);
+    builtins::register(&root);
+    let global = new_scope(Some(&root));
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    // The prelude first, so user items shadow it.
+    let mut order: Vec<&(FileId, ast::File)> = items.files.iter().filter(|(f, _)| *f == items.prelude).collect();
+    order.extend(items.files.iter().filter(|(f, _)| *f != items.prelude));
+    for (file, f) in order {
+        let from_prelude = *file == items.prelude;
+        for it in &f.items {
+            let (name, val) = match it {
+                ast::Item::Fn(d) => (
+                    &d.name,
+                    Val::Fn(Rc::new(Closure { def: Rc::new(d.clone()), env: global.clone(), from_prelude })),
+                ),
+                ast::Item::Layer(d) => {
+                    (&d.name, Val::LayerCtor(Rc::new(LayerCtor { def: Rc::new(d.clone()), from_prelude })))
+                }
+                ast::Item::Model(m) => (&m.name, Val::Poison),
+                ast::Item::Use { .. } => continue,
+            };
+            if !from_prelude {
+                if let Some(first) = seen.get(&name.name) {
+                    errors.push(
+                        Diagnostic::new("E0202", name.span, format!("`{}` is defined twice", name.name))
+                            .with_label("second definition")
+                            .with_note(*first, "first defined here"),
+                    );
+                    continue;
+                }
+                seen.insert(name.name.clone(), name.span);
+            }
+            if !matches!(val, Val::Poison) {
+                set(&global, &name.name, val);
+            }
+        }
+    }
+    (global, errors)
+}
+
+fn lower_model(
+    m: &ast::ModelDef,
+    global: &Env,
+    prelude: FileId,
+    mode: Mode,
+) -> Result<(Graph, TrainSettings), Vec<Diagnostic>> {
+    let mut lw = Lowerer {
+        g: Graph::new(mode),
+        global: global.clone(),
+        mode,
+        errors: Vec::new(),
+        fatal: false,
+        prelude,
+        stack: Vec::new(),
+        state_of: HashMap::new(),
+        declared: HashMap::new(),
+        rand_streams: 0,
+        settings: None,
+        train_span: None,
+        loss_span: None,
+    };
+    let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
+    let _ = lw.exec_block(&m.body.stmts, &ctx);
+    if !lw.fatal {
+        let settings_present = lw.settings.as_ref().is_some_and(|s| s.present);
+        if settings_present && lw.g.loss.is_none() && lw.loss_span.is_none() {
+            lw.errors.push(
+                Diagnostic::new("E0332", m.name.span, format!("model `{}` has a `train` block but no `loss`", m.name.name))
+                    .with_help("add `loss = cross_entropy(logits, y)` or another scalar objective"),
+            );
+        }
+        if lw.errors.is_empty() {
+            let problems = ir::verify::verify(&lw.g);
+            if let Some(p) = problems.first() {
+                lw.errors.push(Diagnostic::new(
+                    "E0999",
+                    m.name.span,
+                    format!("internal compiler error: the IR verifier rejected model `{}`: {p}", m.name.name),
+                ));
+            }
+        }
+    }
+    if lw.errors.is_empty() {
+        Ok((lw.g, lw.settings.unwrap_or_default()))
+    } else {
+        Err(lw.errors)
+    }
+}
+
+impl Lowerer {
+    // ---- statements ------------------------------------------------------------------
+
+    /// Runs statements; returns the value of a final expression statement (fn bodies).
+    fn exec_block(&mut self, stmts: &[Stmt], ctx: &Ctx) -> R<Option<Val>> {
+        let mut last = None;
+        for s in stmts {
+            if self.fatal {
+                break;
+            }
+            match self.exec_stmt(s, ctx) {
+                Ok(v) => last = v,
+                Err(d) => {
+                    if ctx.body == Body::Model {
+                        // Poison what the statement would have bound and go on.
+                        if let Stmt::Assign { name, .. } | Stmt::Output { name, .. } | Stmt::Layer { name, .. } = s {
+                            set(&ctx.env, &name.name, Val::Poison);
+                        }
+                        if let Stmt::Loss { span, .. } = s {
+                            self.loss_span = Some(*span);
+                        }
+                        self.errors.push(d);
+                        last = None;
+                    } else {
+                        return Err(d);
+                    }
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn only_in(&self, ctx: &Ctx, allowed: &[Body], what: &str, span: Span) -> R<()> {
+        if allowed.contains(&ctx.body) {
+            return Ok(());
+        }
+        let place = match ctx.body {
+            Body::Model => "a model",
+            Body::Layer => "a layer",
+            Body::Fn => "a fn",
+        };
+        Err(Diagnostic::new("E0203", span, format!("{what} cannot appear in {place}")).with_help(match what {
+            "`input`" | "`output`" | "`loss`" | "`train`" => "declare it in the `model` body",
+            _ => "declare it in a `model` or `layer` body",
+        }))
+    }
+
+    fn declare(&mut self, full: &str, span: Span) -> R<()> {
+        if let Some(first) = self.declared.get(full) {
+            return Err(Diagnostic::new("E0310", span, format!("`{full}` is declared twice"))
+                .with_label("declared again here")
+                .with_note(*first, "first declared here"));
+        }
+        self.declared.insert(full.to_string(), span);
+        Ok(())
+    }
+
+    fn exec_stmt(&mut self, s: &Stmt, ctx: &Ctx) -> R<Option<Val>> {
+        match s {
+            Stmt::Input { name, ty, span } => {
+                self.only_in(ctx, &[Body::Model], "`input`", *span)?;
+                self.declare(&name.name, name.span)?;
+                let t = self.input_type(ty, &ctx.env)?;
+                let idx = self.g.inputs.len() as u32;
+                let v = self.push(Op::Input(idx), vec![], Some(t.clone()), *span)?;
+                self.g.inputs.push(ir::InputDecl { name: name.name.clone(), ty: t, value: v, span: *span });
+                set(&ctx.env, &name.name, Val::Tensor(v));
+            }
+            Stmt::Param { name, ty, init, span } | Stmt::State { name, ty, init, span } => {
+                let is_param = matches!(s, Stmt::Param { .. });
+                let what = if is_param { "`param`" } else { "`state`" };
+                self.only_in(ctx, &[Body::Model, Body::Layer], what, *span)?;
+                let full = format!("{}{}", ctx.path, name.name);
+                self.declare(&full, name.span)?;
+                let shape = self.fixed_shape(ty, &ctx.env, &full)?;
+                let init = match init {
+                    Some(e) => {
+                        let v = self.eval(e, &ctx.env)?;
+                        self.as_init(&v, e.span)?
+                    }
+                    None if is_param && shape.len() >= 2 => Init::XavierUniform { gain: 1.0 },
+                    None => Init::Zeros,
+                };
+                let t = Type::f32(shape.iter().map(|&d| Dim::konst(d)).collect());
+                let v;
+                if is_param {
+                    let idx = self.g.params.len() as u32;
+                    v = self.push(Op::Param(idx), vec![], Some(t), *span)?;
+                    let decay = shape.len() >= 2;
+                    self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, span: *span });
+                } else {
+                    let idx = self.g.states.len();
+                    v = self.push(Op::State(idx as u32), vec![], Some(t), *span)?;
+                    self.state_of.insert(v, idx);
+                    self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span: *span });
+                }
+                set(&ctx.env, &name.name, Val::Tensor(v));
+            }
+            Stmt::Layer { name, value, span } => {
+                self.only_in(ctx, &[Body::Model, Body::Layer], "`layer`", *span)?;
+                let full = format!("{}{}", ctx.path, name.name);
+                self.declare(&full, name.span)?;
+                let v = self.layer_decl(&full, value, &ctx.env)?;
+                set(&ctx.env, &name.name, v);
+            }
+            Stmt::Output { name, value, span } => {
+                self.only_in(ctx, &[Body::Model], "`output`", *span)?;
+                let v = match value {
+                    Some(e) => self.eval(e, &ctx.env)?,
+                    None => lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?,
+                };
+                if self.g.outputs.iter().any(|(n, _)| *n == name.name) {
+                    return Err(Diagnostic::new("E0310", name.span, format!("output `{}` is declared twice", name.name)));
+                }
+                match v {
+                    Val::Tensor(t) => {
+                        self.g.outputs.push((name.name.clone(), t));
+                        set(&ctx.env, &name.name, Val::Tensor(t));
+                    }
+                    Val::Poison => set(&ctx.env, &name.name, Val::Poison),
+                    other => {
+                        return Err(Diagnostic::new(
+                            "E0330",
+                            value.as_ref().map(|e| e.span).unwrap_or(name.span),
+                            format!("an output must be a tensor, found {}", other.describe()),
+                        ))
+                    }
+                }
+            }
+            Stmt::Loss { value, span } => {
+                self.only_in(ctx, &[Body::Model], "`loss`", *span)?;
+                if let Some(first) = self.loss_span {
+                    return Err(Diagnostic::new("E0310", *span, "the model has two `loss` statements")
+                        .with_note(first, "first loss here"));
+                }
+                self.loss_span = Some(*span);
+                match self.eval(value, &ctx.env)? {
+                    Val::Tensor(t) => {
+                        let ty = self.g.ty(t).clone();
+                        if ty.dtype != DType::F32 || !ty.shape.is_empty() {
+                            return Err(Diagnostic::new(
+                                "E0331",
+                                value.span,
+                                format!("the loss must be an f32 scalar, found {}", self.ty_str(&ty)),
+                            )
+                            .with_label("not a scalar")
+                            .with_help("reduce it, e.g. `loss = mean(...)`"));
+                        }
+                        self.g.loss = Some(t);
+                    }
+                    Val::Float(_) | Val::Int(_) => {
+                        return Err(Diagnostic::new("E0331", value.span, "the loss must depend on the model; found a constant"))
+                    }
+                    Val::Poison => {}
+                    other => {
+                        return Err(Diagnostic::new(
+                            "E0331",
+                            value.span,
+                            format!("the loss must be an f32 scalar tensor, found {}", other.describe()),
+                        ))
+                    }
+                }
+            }
+            Stmt::Fn(def) => {
+                let c = Closure { def: Rc::new(def.clone()), env: ctx.env.clone(), from_prelude: def.span.file == self.prelude };
+                set(&ctx.env, &def.name.name, Val::Fn(Rc::new(c)));
+            }
+            Stmt::For { var, start, end, body, span } => {
+                let a = self.eval_const_int(start, &ctx.env, "a loop bound")?;
+                let b = self.eval_const_int(end, &ctx.env, "a loop bound")?;
+                if b.saturating_sub(a) > limits::MAX_LOOP_ITERATIONS {
+                    self.fatal = true;
+                    return Err(Diagnostic::new(
+                        "E0902",
+                        *span,
+                        format!("this loop runs {} times; loops are unrolled and the limit is {}", b.saturating_sub(a), limits::MAX_LOOP_ITERATIONS),
+                    ));
+                }
+                for i in a..b {
+                    set(&ctx.env, &var.name, Val::Int(Dim::konst(i)));
+                    self.exec_block(&body.stmts, ctx)?;
+                    if self.fatal {
+                        break;
+                    }
+                }
+            }
+            Stmt::If { negated, cond, then, otherwise, .. } => {
+                let c = match self.eval(cond, &ctx.env)? {
+                    Val::Bool(b) => b,
+                    Val::Poison => return Ok(None),
+                    other => {
+                        return Err(Diagnostic::new(
+                            "E0404",
+                            cond.span,
+                            format!("`if` needs a compile-time boolean such as `training`, found {}", other.describe()),
+                        ))
+                    }
+                };
+                if c != *negated {
+                    return self.exec_block(&then.stmts, ctx);
+                } else if let Some(o) = otherwise {
+                    return self.exec_block(&o.stmts, ctx);
+                }
+            }
+            Stmt::Train { settings: st, span } => {
+                self.only_in(ctx, &[Body::Model], "`train`", *span)?;
+                if let Some(first) = self.train_span {
+                    return Err(Diagnostic::new("E0310", *span, "the model has two `train` blocks").with_note(first, "first here"));
+                }
+                self.train_span = Some(*span);
+                let (s, errs) = settings::check_block(st, *span);
+                self.settings = Some(s);
+                if self.mode == Mode::Train {
+                    self.errors.extend(errs);
+                }
+            }
+            Stmt::Update { name, value, span } => {
+                let target = lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?;
+                let v = self.eval(value, &ctx.env)?;
+                let (Val::Tensor(t), Val::Tensor(nv)) = (&target, &v) else {
+                    if matches!(target, Val::Poison) || matches!(v, Val::Poison) {
+                        return Ok(None);
+                    }
+                    return Err(Diagnostic::new("E0340", name.span, format!("`{}` is not a state; `<-` updates a `state`", name.name)));
+                };
+                let Some(&idx) = self.state_of.get(t) else {
+                    return Err(Diagnostic::new("E0340", name.span, format!("`{}` is not a state; `<-` updates a `state`", name.name))
+                        .with_help("use `=` to bind a new value"));
+                };
+                let shape = self.g.ty(*t).shape.clone();
+                let nv = self.broadcast_to(*nv, &shape, value.span)?;
+                if self.mode == Mode::Train {
+                    if self.g.states[idx].update.is_some() {
+                        return Err(Diagnostic::new("E0341", *span, format!("state `{}` is updated twice in one step", self.g.states[idx].name)));
+                    }
+                    self.g.states[idx].update = Some(nv);
+                }
+            }
+            Stmt::Assign { name, value, .. } => {
+                let v = self.eval(value, &ctx.env)?;
+                set(&ctx.env, &name.name, v);
+            }
+            Stmt::Expr(e) => return Ok(Some(self.eval(e, &ctx.env)?)),
+        }
+        Ok(None)
+    }
+
+    fn layer_decl(&mut self, path: &str, value: &Expr, env: &Env) -> R<Val> {
+        match &value.kind {
+            ExprKind::Repeat(inner, count) => {
+                let n = self.eval_const_int(count, env, "the number of copies")?;
+                if !(1..=limits::MAX_LAYER_ARRAY).contains(&n) {
+                    return Err(Diagnostic::new(
+                        "E0311",
+                        count.span,
+                        format!("a layer array needs 1 to {} copies, found {n}", limits::MAX_LAYER_ARRAY),
+                    ));
+                }
+                let mut out = Vec::new();
+                for i in 0..n {
+                    out.push(self.layer_decl(&format!("{path}.{i}"), inner, env)?);
+                    if self.fatal {
+                        break;
+                    }
+                }
+                Ok(Val::List(out))
+            }
+            ExprKind::Call { callee, args } => {
+                let c = self.eval_callee(callee, env)?;
+                match c {
+                    Val::LayerCtor(ctor) => {
+                        let args = self.eval_args(args, env)?;
+                        self.instantiate(&ctor, args, path, value.span)
+                    }
+                    Val::Poison => Ok(Val::Poison),
+                    other => Err(Diagnostic::new(
+                        "E0312",
+                        callee.span,
+                        format!("`layer` needs a layer definition such as `Dense(64, 10)`, found {}", other.describe()),
+                    )),
+                }
+            }
+            _ => match self.eval(value, env)? {
+                v @ (Val::Layer(_) | Val::Poison) => Ok(v),
+                Val::LayerCtor(ctor) => self.instantiate(&ctor, vec![], path, value.span),
+                Val::List(items) if items.iter().all(|i| matches!(i, Val::Layer(_))) => Ok(Val::List(items)),
+                other => Err(Diagnostic::new(
+                    "E0312",
+                    value.span,
+                    format!("`layer` needs a layer such as `Dense(64, 10)`, found {}", other.describe()),
+                )),
+            },
+        }
+    }
+
+    fn instantiate(&mut self, ctor: &Rc<LayerCtor>, args: Vec<ArgVal>, path: &str, span: Span) -> R<Val> {
+        let def = ctor.def.clone();
+        if self.stack.len() >= limits::MAX_CALL_DEPTH {
+            return Err(self.too_deep(span));
+        }
+        let key = Rc::as_ptr(&def) as *const ast::FnDef;
+        if self.stack.contains(&key) {
+            return Err(Diagnostic::new("E0306", span, format!("layer `{}` contains itself", def.name.name)));
+        }
+        let scope = new_scope(Some(&self.global));
+        self.bind_args(&def.name.name, &def.args, args, &scope, span, None)?;
+        let ctx = Ctx { env: scope.clone(), body: Body::Layer, path: format!("{path}.") };
+        self.stack.push(key);
+        let r = self.exec_block(&def.body.stmts, &ctx);
+        self.stack.pop();
+        r.map_err(|d| self.at_call_site(d, ctor.from_prelude, span, &def.name.name))?;
+        Ok(Val::Layer(Rc::new(Instance { kind: def.name.name.clone(), path: path.to_string(), env: scope })))
+    }
+
+    /// Errors inside prelude code are reported at the user's call site.
+    fn at_call_site(&self, d: Diagnostic, from_prelude: bool, call: Span, name: &str) -> Diagnostic {
+        if from_prelude && d.span.file == self.prelude && call.file != self.prelude {
+            let mut nd = Diagnostic::new(d.code, call, format!("in `{name}`: {}", d.message));
+            nd.label = d.label.clone();
+            nd.help = d.help.clone();
+            nd
+        } else {
+            d
+        }
+    }
+
+    fn too_deep(&mut self, span: Span) -> Diagnostic {
+        self.fatal = true;
+        Diagnostic::new("E0903", span, format!("calls nested more than {} deep", limits::MAX_CALL_DEPTH))
+    }
+
+    fn input_type(&mut self, ty: &TensorType, env: &Env) -> R<Type> {
+        let dtype = match ty.dtype {
+            Some(ast::DType::I32) => DType::I32,
+            _ => DType::F32,
+        };
+        let mut shape = Vec::new();
+        for d in &ty.dims {
+            match d {
+                ast::DimExpr::Ellipsis(s) => {
+                    return Err(Diagnostic::new("E0313", *s, "an `input` needs a full shape; `...` is for fn arguments"))
+                }
+                ast::DimExpr::Expr(e) => {
+                    if let ExprKind::Name(n) = &e.kind {
+                        if lookup(env, n).is_none() {
+                            let sym = match self.g.symbol(n) {
+                                Some(s) => s,
+                                None => {
+                                    self.g.symbols.push(n.clone());
+                                    Sym(self.g.symbols.len() as u32 - 1)
+                                }
+                            };
+                            shape.push(Dim::sym(sym));
+                            continue;
+                        }
+                    }
+                    let v = self.eval(e, env)?;
+                    shape.push(self.as_dim(&v, e.span)?);
+                }
+            }
+        }
+        if shape.len() > limits::MAX_RANK {
+            return Err(Diagnostic::new("E0314", ty.span, format!("rank {} is above the limit of {}", shape.len(), limits::MAX_RANK)));
+        }
+        let fixed: i64 = shape.iter().filter_map(Dim::as_const).try_fold(1i64, |a, b| a.checked_mul(b)).unwrap_or(i64::MAX);
+        if fixed > limits::MAX_TENSOR_ELEMENTS {
+            return Err(Diagnostic::new("E0321", ty.span, format!("this input has more than {} elements per sample", limits::MAX_TENSOR_ELEMENTS)));
+        }
+        Ok(Type { dtype, shape })
+    }
+
+    /// A parameter or state shape: fixed positive numbers within the limits.
+    fn fixed_shape(&mut self, ty: &TensorType, env: &Env, name: &str) -> R<Vec<i64>> {
+        if ty.dtype == Some(ast::DType::I32) {
+            return Err(Diagnostic::new("E0315", ty.span, "parameters and states are f32"));
+        }
+        let mut out = Vec::new();
+        for d in &ty.dims {
+            let ast::DimExpr::Expr(e) = d else {
+                return Err(Diagnostic::new("E0313", ty.span, "a parameter needs a full shape; `...` is for fn arguments"));
+            };
+            let v = self.eval(e, env)?;
+            let dim = self.as_dim(&v, e.span)?;
+            let Some(n) = dim.as_const() else {
+                return Err(Diagnostic::new(
+                    "E0320",
+                    e.span,
+                    format!("`{name}` needs a fixed size, found `{}`", dim.display(&self.g.symbols)),
+                )
+                .with_help("parameter shapes cannot use the batch symbol"));
+            };
+            if n < 1 {
+                return Err(Diagnostic::new("E0320", e.span, format!("a dimension of `{name}` is {n}; it must be at least 1")));
+            }
+            out.push(n);
+        }
+        if out.len() > limits::MAX_RANK {
+            return Err(Diagnostic::new("E0314", ty.span, format!("rank {} is above the limit of {}", out.len(), limits::MAX_RANK)));
+        }
+        let total = out.iter().try_fold(1i64, |a, &b| a.checked_mul(b));
+        match total {
+            Some(t) if t <= limits::MAX_TENSOR_ELEMENTS => Ok(out),
+            _ => Err(Diagnostic::new(
+                "E0321",
+                ty.span,
+                format!(
+                    "`{name}` would have {} elements; the limit is {}",
+                    total.map(|t| t.to_string()).unwrap_or_else(|| "more than 2^63".into()),
+                    limits::MAX_TENSOR_ELEMENTS
+                ),
+            )),
+        }
+    }
+
+    fn as_init(&self, v: &Val, span: Span) -> R<Init> {
+        match v {
+            Val::Init(i) => Ok(i.clone()),
+            Val::Builtin(name) => builtins::init_by_name(name, 1.0).ok_or_else(|| {
+                Diagnostic::new("E0316", span, format!("`{name}` is not an initializer"))
+                    .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal")
+            }),
+            Val::Float(f) => Ok(Init::Constant(*f)),
+            Val::Int(d) if d.as_const().is_some() => Ok(Init::Constant(d.as_const().unwrap_or(0) as f64)),
+            other => Err(Diagnostic::new("E0316", span, format!("expected an initializer, found {}", other.describe()))
+                .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal")),
+        }
+    }
+
+    // ---- expressions -----------------------------------------------------------------
+
+    fn unknown_name(&self, name: &str, span: Span, env: &Env) -> Diagnostic {
+        let names = all_names(env);
+        let mut d = Diagnostic::new("E0201", span, format!("unknown name `{name}`")).with_label("not defined here");
+        if let Some(c) = closest(name, names.iter().map(String::as_str)) {
+            d = d.with_help(format!("did you mean `{c}`?"));
+        }
+        d
+    }
+
+    pub(crate) fn eval(&mut self, e: &Expr, env: &Env) -> R<Val> {
+        Ok(match &e.kind {
+            ExprKind::Number(v, is_int) => {
+                if *is_int && v.abs() < 9.0e15 {
+                    Val::Int(Dim::konst(*v as i64))
+                } else {
+                    Val::Float(*v)
+                }
+            }
+            ExprKind::Str(s) => Val::Str(s.clone()),
+            ExprKind::Bool(b) => Val::Bool(*b),
+            ExprKind::Training => Val::Bool(self.mode == Mode::Train),
+            ExprKind::Ellipsis => return Err(Diagnostic::new("E0405", e.span, "`...` is only allowed in shapes and indexing")),
+            ExprKind::Name(n) => lookup(env, n).ok_or_else(|| self.unknown_name(n, e.span, env))?,
+            ExprKind::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    out.push(self.eval(it, env)?);
+                }
+                Val::List(out)
+            }
+            ExprKind::Repeat(..) => {
+                return Err(Diagnostic::new("E0312", e.span, "`[Layer(..); n]` only declares layers: `layer blocks = [Block(64); 16]`"))
+            }
+            ExprKind::Neg(inner) => {
+                let v = self.eval(inner, env)?;
+                self.negate(v, e.span)?
+            }
+            ExprKind::Binary(op, a, b) => {
+                let x = self.eval(a, env)?;
+                let y = self.eval(b, env)?;
+                self.binary(*op, x, y, a.span, b.span, e.span)?
+            }
+            ExprKind::Call { callee, args } => {
+                let f = self.eval_callee(callee, env)?;
+                let args = self.eval_args(args, env)?;
+                self.call(f, args, e.span, callee.span)?
+            }
+            ExprKind::Index { base, items } => {
+                let b = self.eval(base, env)?;
+                self.index(b, items, env, e.span)?
+            }
+            ExprKind::Field { base, name } => {
+                let b = self.eval(base, env)?;
+                self.field(b, name, e.span)?
+            }
+        })
+    }
+
+    fn eval_callee(&mut self, callee: &Expr, env: &Env) -> R<Val> {
+        if let ExprKind::Name(n) = &callee.kind {
+            return lookup_callable(env, n).ok_or_else(|| {
+                let mut d = self.unknown_name(n, callee.span, env);
+                d.message = format!("unknown function `{n}`");
+                d
+            });
+        }
+        self.eval(callee, env)
+    }
+
+    fn eval_args(&mut self, args: &[ast::Arg], env: &Env) -> R<Vec<ArgVal>> {
+        let mut out = Vec::with_capacity(args.len());
+        let mut seen_named = false;
+        for a in args {
+            if a.name.is_some() {
+                seen_named = true;
+            } else if seen_named {
+                return Err(Diagnostic::new("E0407", a.span, "positional arguments must come before named ones"));
+            }
+            let val = self.eval(&a.value, env)?;
+            out.push(ArgVal { name: a.name.clone(), val, span: a.value.span });
+        }
+        Ok(out)
+    }
+
+    fn eval_const_int(&mut self, e: &Expr, env: &Env, what: &str) -> R<i64> {
+        let v = self.eval(e, env)?;
+        match &v {
+            Val::Int(d) => d.as_const().ok_or_else(|| {
+                Diagnostic::new(
+                    "E0408",
+                    e.span,
+                    format!("{what} must be a known integer, found `{}`", d.display(&self.g.symbols)),
+                )
+            }),
+            other => Err(Diagnostic::new("E0408", e.span, format!("{what} must be an integer, found {}", other.describe()))),
+        }
+    }
+
+    pub(crate) fn as_dim(&self, v: &Val, span: Span) -> R<Dim> {
+        match v {
+            Val::Int(d) => Ok(d.clone()),
+            Val::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Dim::konst(*f as i64)),
+            Val::Float(f) => Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found {f}"))),
+            other => Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found {}", other.describe()))),
+        }
+    }
+
+    pub(crate) fn ty_str(&self, t: &Type) -> String {
+        t.display(&self.g.symbols).to_string()
+    }
+    pub(crate) fn shape_str(&self, s: &[Dim]) -> String {
+        ir::ty::shape_str(s, &self.g.symbols)
+    }
+
+    /// Appends a node; shape-rule failures become diagnostics at `span`.
+    pub(crate) fn push(&mut self, op: Op, args: Vec<Value>, declared: Option<Type>, span: Span) -> R<Value> {
+        if self.g.len() >= limits::MAX_NODES {
+            self.fatal = true;
+            return Err(Diagnostic::new(
+                "E0901",
+                span,
+                format!("the model unrolls to more than {} operations", limits::MAX_NODES),
+            ));
+        }
+        if let Some(t) = &declared {
+            if t.shape.len() > limits::MAX_RANK {
+                return Err(Diagnostic::new("E0314", span, format!("rank {} is above the limit of {}", t.shape.len(), limits::MAX_RANK)));
+            }
+        }
+        let name = op.name();
+        let v = self
+            .g
+            .push(op, args, declared)
+            .map_err(|m| Diagnostic::new("E0400", span, format!("{name}: {m}")))?;
+        let ty = self.g.ty(v);
+        if ty.shape.len() > limits::MAX_RANK {
+            return Err(Diagnostic::new("E0314", span, format!("rank {} is above the limit of {}", ty.shape.len(), limits::MAX_RANK)));
+        }
+        if let Some(Some(n)) = ir::ty::numel(&ty.shape).map(|d| d.as_const()) {
+            if n > limits::MAX_TENSOR_ELEMENTS {
+                return Err(Diagnostic::new(
+                    "E0321",
+                    span,
+                    format!("this tensor would have {n} elements; the limit is {}", limits::MAX_TENSOR_ELEMENTS),
+                ));
+            }
+        }
+        Ok(v)
+    }
+
+    fn negate(&mut self, v: Val, span: Span) -> R<Val> {
+        Ok(match v {
+            Val::Int(d) => Val::Int(d.neg()),
+            Val::Float(f) => Val::Float(-f),
+            Val::Tensor(t) => {
+                self.require_f32(t, span, "negation")?;
+                Val::Tensor(self.push(Op::Unary(ir::UnaryOp::Neg), vec![t], None, span)?)
+            }
+            Val::Poison => Val::Poison,
+            other => return Err(Diagnostic::new("E0410", span, format!("cannot negate {}", other.describe()))),
+        })
+    }
+
+    pub(crate) fn require_f32(&self, t: Value, span: Span, what: &str) -> R<()> {
+        if self.g.ty(t).dtype == DType::I32 {
+            return Err(Diagnostic::new("E0401", span, format!("{what} of an i32 tensor"))
+                .with_label("i32 values are labels or ids")
+                .with_help("i32 tensors may only go to one_hot, gather, Embedding and the losses' label arguments"));
+        }
+        Ok(())
+    }
+
+    fn binary(&mut self, op: BinOp, x: Val, y: Val, xs: Span, ys: Span, span: Span) -> R<Val> {
+        use Val::*;
+        if matches!(x, Poison) || matches!(y, Poison) {
+            return Ok(Poison);
+        }
+        match (&x, &y) {
+            (Int(a), Int(b)) => return self.int_binary(op, a, b, span),
+            (Int(_) | Float(_), Int(_) | Float(_)) if x_const(&x).is_some() && x_const(&y).is_some() => {
+                let (a, b) = (x_const(&x).unwrap_or(0.0), x_const(&y).unwrap_or(0.0));
+                return Ok(float_binary(op, a, b));
+            }
+            (List(a), List(b)) if op == BinOp::Add => {
+                let mut out = a.clone();
+                out.extend(b.iter().cloned());
+                return Ok(List(out));
+            }
+            (Bool(a), Bool(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => return Ok(Bool((a == b) == (op == BinOp::Eq))),
+            _ => {}
+        }
+        let tensorish = |v: &Val| matches!(v, Tensor(_) | Int(_) | Float(_) | Bool(_));
+        if !(tensorish(&x) && tensorish(&y)) {
+            return Err(Diagnostic::new(
+                "E0411",
+                span,
+                format!("cannot apply `{}` to {} and {}", op.symbol(), x.describe(), y.describe()),
+            ));
+        }
+        if op == BinOp::MatMul {
+            let (Tensor(a), Tensor(b)) = (&x, &y) else {
+                return Err(Diagnostic::new("E0411", span, "`@` needs two tensors; use `*` to scale"));
+            };
+            return Ok(Tensor(self.matmul(*a, *b, xs, ys, span)?));
+        }
+        let bop = match op {
+            BinOp::Add => ir::BinaryOp::Add,
+            BinOp::Sub => ir::BinaryOp::Sub,
+            BinOp::Mul => ir::BinaryOp::Mul,
+            BinOp::Div => ir::BinaryOp::Div,
+            BinOp::Pow => ir::BinaryOp::Pow,
+            BinOp::Lt => ir::BinaryOp::Lt,
+            BinOp::Le => ir::BinaryOp::Le,
+            BinOp::Gt => ir::BinaryOp::Gt,
+            BinOp::Ge => ir::BinaryOp::Ge,
+            BinOp::Eq => ir::BinaryOp::Eq,
+            BinOp::Ne => ir::BinaryOp::Ne,
+            BinOp::MatMul => ir::BinaryOp::Mul,
+        };
+        Ok(Tensor(self.elementwise(bop, &x, &y, xs, ys, span)?))
+    }
+
+    fn int_binary(&mut self, op: BinOp, a: &Dim, b: &Dim, span: Span) -> R<Val> {
+        let overflow = || Diagnostic::new("E0412", span, "integer overflow");
+        Ok(match op {
+            BinOp::Add => Val::Int(a.add(b).ok_or_else(overflow)?),
+            BinOp::Sub => Val::Int(a.sub(b).ok_or_else(overflow)?),
+            BinOp::Mul => Val::Int(a.mul(b).ok_or_else(overflow)?),
+            BinOp::Div => match a.div_exact(b) {
+                Some(d) => Val::Int(d),
+                None => match (a.as_const(), b.as_const()) {
+                    (Some(_), Some(0)) => return Err(Diagnostic::new("E0413", span, "division by zero")),
+                    (Some(x), Some(y)) => Val::Float(x as f64 / y as f64),
+                    _ => {
+                        return Err(Diagnostic::new(
+                            "E0413",
+                            span,
+                            format!(
+                                "`{}` is not divisible by `{}`",
+                                a.display(&self.g.symbols),
+                                b.display(&self.g.symbols)
+                            ),
+                        ))
+                    }
+                },
+            },
+            BinOp::Pow => match (a.as_const(), b.as_const()) {
+                (Some(x), Some(y)) if (0..64).contains(&y) => {
+                    Val::Int(Dim::konst(x.checked_pow(y as u32).ok_or_else(overflow)?))
+                }
+                (Some(x), Some(y)) => Val::Float((x as f64).powf(y as f64)),
+                _ => return Err(Diagnostic::new("E0413", span, "powers of symbolic sizes are not supported")),
+            },
+            BinOp::MatMul => return Err(Diagnostic::new("E0411", span, "`@` needs two tensors")),
+            cmp => match (a.as_const(), b.as_const()) {
+                (Some(x), Some(y)) => Val::Bool(match cmp {
+                    BinOp::Lt => x < y,
+                    BinOp::Le => x <= y,
+                    BinOp::Gt => x > y,
+                    BinOp::Ge => x >= y,
+                    BinOp::Eq => x == y,
+                    _ => x != y,
+                }),
+                _ if matches!(cmp, BinOp::Eq | BinOp::Ne) => Val::Bool((a == b) == (cmp == BinOp::Eq)),
+                _ => return Err(Diagnostic::new("E0413", span, "cannot order symbolic sizes")),
+            },
+        })
+    }
+
+    fn index(&mut self, b: Val, items: &[ast::IndexItem], env: &Env, span: Span) -> R<Val> {
+        match b {
+            Val::Poison => Ok(Val::Poison),
+            Val::List(list) => {
+                let [ast::IndexItem::Expr(e)] = items else {
+                    return Err(Diagnostic::new("E0414", span, "a list takes one index: `blocks[i]`"));
+                };
+                let i = self.eval_const_int(e, env, "a list index")?;
+                let n = list.len() as i64;
+                let j = if i < 0 { i + n } else { i };
+                if j < 0 || j >= n {
+                    return Err(Diagnostic::new("E0415", e.span, format!("index {i} out of range for a list of {n}")));
+                }
+                Ok(list[j as usize].clone())
+            }
+            Val::Tensor(t) => Ok(Val::Tensor(self.tensor_index(t, items, env, span)?)),
+            other => Err(Diagnostic::new("E0414", span, format!("cannot index {}", other.describe()))),
+        }
+    }
+
+    fn field(&mut self, b: Val, name: &ast::Ident, span: Span) -> R<Val> {
+        match b {
+            Val::Poison => Ok(Val::Poison),
+            Val::Tensor(t) if name.name == "T" => {
+                let r = self.g.ty(t).rank();
+                if r < 2 {
+                    return Err(Diagnostic::new("E0416", span, format!("`.T` needs a rank >= 2 tensor, found {}", self.ty_str(self.g.ty(t)))));
+                }
+                let mut perm: Vec<u32> = (0..r as u32).collect();
+                perm.swap(r - 2, r - 1);
+                Ok(Val::Tensor(self.push(Op::Transpose { perm }, vec![t], None, span)?))
+            }
+            Val::Layer(inst) => {
+                let v = inst.env.vars.borrow().get(&name.name).cloned();
+                v.ok_or_else(|| {
+                    let names: Vec<String> = inst.env.vars.borrow().keys().cloned().collect();
+                    let mut d = Diagnostic::new(
+                        "E0417",
+                        name.span,
+                        format!("layer `{}` ({}) has no member `{}`", inst.path, inst.kind, name.name),
+                    );
+                    if let Some(c) = closest(&name.name, names.iter().map(String::as_str)) {
+                        d = d.with_help(format!("did you mean `{c}`?"));
+                    }
+                    d
+                })
+            }
+            other => Err(Diagnostic::new("E0417", name.span, format!("{} has no member `{}`", other.describe(), name.name))),
+        }
+    }
+
+    // ---- calls -----------------------------------------------------------------------
+
+    fn call(&mut self, f: Val, args: Vec<ArgVal>, span: Span, callee_span: Span) -> R<Val> {
+        if args.iter().any(|a| matches!(a.val, Val::Poison)) {
+            return Ok(Val::Poison);
+        }
+        match f {
+            Val::Poison => Ok(Val::Poison),
+            Val::Builtin(name) => builtins::call(self, name, args, span),
+            Val::Fn(c) => self.call_fn(&c, args, span, None),
+            Val::Layer(inst) => {
+                let fwd = inst.env.vars.borrow().get("forward").cloned();
+                match fwd {
+                    Some(Val::Fn(c)) => self.call_fn(&c, args, span, Some(&inst.path)),
+                    _ => Err(Diagnostic::new(
+                        "E0418",
+                        callee_span,
+                        format!("layer `{}` ({}) has no `fn forward`, so it cannot be called", inst.path, inst.kind),
+                    )),
+                }
+            }
+            Val::LayerCtor(ctor) => Err(Diagnostic::new(
+                "E0305",
+                callee_span,
+                format!("layer `{}` must be declared before use", ctor.def.name.name),
+            )
+            .with_help(format!("write `layer name = {}(...)`, then call `name(x)`", ctor.def.name.name))),
+            Val::List(_) => Err(Diagnostic::new("E0418", callee_span, "a layer array is called through an index: `blocks[i](h)`")),
+            other => Err(Diagnostic::new("E0418", callee_span, format!("{} is not callable", other.describe()))),
+        }
+    }
+
+    fn call_fn(&mut self, c: &Rc<Closure>, args: Vec<ArgVal>, span: Span, layer: Option<&str>) -> R<Val> {
+        let def = c.def.clone();
+        let key = Rc::as_ptr(&def);
+        if self.stack.contains(&key) {
+            return Err(Diagnostic::new(
+                "E0306",
+                span,
+                format!("`{}` calls itself; fns are inlined at compile time and cannot recurse", def.name.name),
+            ));
+        }
+        if self.stack.len() >= limits::MAX_CALL_DEPTH {
+            return Err(self.too_deep(span));
+        }
+        let what = match layer {
+            Some(p) => format!("`{p}`"),
+            None => format!("`{}`", def.name.name),
+        };
+        let scope = new_scope(Some(&c.env));
+        self.bind_args(&what, &def.args, args, &scope, span, Some(&c.env))?;
+        self.stack.push(key);
+        let ctx = Ctx { env: scope.clone(), body: Body::Fn, path: String::new() };
+        let r = self.exec_block(&def.body.stmts, &ctx);
+        self.stack.pop();
+        let result = r.map_err(|d| self.at_call_site(d, c.from_prelude, span, &def.name.name))?;
+        let Some(v) = result else {
+            return Err(Diagnostic::new("E0419", def.body.span, format!("fn `{}` does not end with a value", def.name.name))
+                .with_help("the last line of a fn body is its result"));
+        };
+        if let (Some(ret), Val::Tensor(t)) = (&def.ret, &v) {
+            let ty = self.g.ty(*t).clone();
+            if let Err(msg) = self.match_pattern(ret, &ty, &scope)? {
+                let d = Diagnostic::new(
+                    "E0303",
+                    if c.from_prelude { span } else { ret.span },
+                    format!("{what} returns {} but declares {msg}", self.ty_str(&ty)),
+                );
+                return Err(d);
+            }
+        }
+        Ok(v)
+    }
+
+    /// Binds call arguments to declarations: positional, then named, then defaults.
+    /// Tensor declarations are shape patterns whose free names bind to the actual dims.
+    fn bind_args(
+        &mut self,
+        what: &str,
+        decls: &[ast::ArgDecl],
+        args: Vec<ArgVal>,
+        scope: &Env,
+        span: Span,
+        def_env: Option<&Env>,
+    ) -> R<()> {
+        let _ = def_env;
+        let mut slots: Vec<Option<ArgVal>> = vec![None; decls.len()];
+        let mut pos = 0;
+        for a in args {
+            let idx = match &a.name {
+                Some(n) => decls.iter().position(|d| d.name.name == n.name).ok_or_else(|| {
+                    let names: Vec<&str> = decls.iter().map(|d| d.name.name.as_str()).collect();
+                    let mut d = Diagnostic::new("E0420", n.span, format!("{what} has no argument named `{}`", n.name));
+                    d = d.with_help(match closest(&n.name, names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None if names.is_empty() => "it takes no arguments".to_string(),
+                        None => format!("its arguments are: {}", names.join(", ")),
+                    });
+                    d
+                })?,
+                None => {
+                    pos += 1;
+                    if pos > decls.len() {
+                        return Err(Diagnostic::new(
+                            "E0421",
+                            a.span,
+                            format!("{what} takes {} argument(s), found more", decls.len()),
+                        )
+                        .with_label("extra argument"));
+                    }
+                    pos - 1
+                }
+            };
+            if slots[idx].is_some() {
+                return Err(Diagnostic::new("E0422", a.span, format!("argument `{}` given twice", decls[idx].name.name)));
+            }
+            slots[idx] = Some(a);
+        }
+        for (decl, slot) in decls.iter().zip(slots) {
+            let (val, aspan) = match slot {
+                Some(a) => (a.val, a.span),
+                None => match &decl.default {
+                    Some(e) => (self.eval(e, scope)?, span),
+                    None => {
+                        return Err(Diagnostic::new(
+                            "E0423",
+                            span,
+                            format!("{what} needs the argument `{}`", decl.name.name),
+                        )
+                        .with_label(format!("`{}` missing", decl.name.name)))
+                    }
+                },
+            };
+            let val = self.check_arg(what, decl, val, aspan, scope)?;
+            set(scope, &decl.name.name, val);
+        }
+        Ok(())
+    }
+
+    fn check_arg(&mut self, what: &str, decl: &ast::ArgDecl, val: Val, span: Span, scope: &Env) -> R<Val> {
+        let name = &decl.name.name;
+        let mismatch = |want: &str, val: &Val| {
+            Diagnostic::new("E0424", span, format!("argument `{name}` of {what} must be {want}, found {}", val.describe()))
+                .with_label(format!("expected {want}"))
+        };
+        match &decl.ty {
+            ArgType::Kind(k, _) => {
+                let ok = match (k, &val) {
+                    (Kind::Int, Val::Int(_)) => true,
+                    (Kind::Float, Val::Float(_)) => true,
+                    (Kind::Float, Val::Int(d)) if d.is_const() => {
+                        return Ok(Val::Float(d.as_const().unwrap_or(0) as f64));
+                    }
+                    (Kind::Bool, Val::Bool(_)) => true,
+                    (Kind::Fn, Val::Fn(_) | Val::Builtin(_) | Val::Layer(_)) => true,
+                    (Kind::Init, _) => return Ok(Val::Init(self.as_init(&val, span)?)),
+                    (Kind::Str, Val::Str(_)) => true,
+                    (Kind::List, Val::List(_)) => true,
+                    (_, Val::Poison) => true,
+                    _ => false,
+                };
+                if ok {
+                    Ok(val)
+                } else {
+                    let want = match k {
+                        Kind::Int => "an integer",
+                        Kind::Float => "a number",
+                        Kind::Bool => "true or false",
+                        Kind::Fn => "a function",
+                        Kind::Init => "an initializer",
+                        Kind::Str => "a string",
+                        Kind::List => "a list",
+                    };
+                    Err(mismatch(want, &val))
+                }
+            }
+            ArgType::Tensor(pat) => {
+                let t = match val {
+                    Val::Tensor(t) => t,
+                    Val::Poison => return Ok(Val::Poison),
+                    Val::Int(_) | Val::Float(_) | Val::Bool(_) if pat.dims.iter().all(|d| matches!(d, ast::DimExpr::Ellipsis(_))) => {
+                        self.to_tensor(&val, &[], span)?
+                    }
+                    other => return Err(mismatch("a tensor", &other)),
+                };
+                let ty = self.g.ty(t).clone();
+                match self.match_pattern(pat, &ty, scope)? {
+                    Ok(()) => Ok(Val::Tensor(t)),
+                    Err(expected) => Err(Diagnostic::new(
+                        "E0302",
+                        span,
+                        format!("{what} expects `{name}` of shape {expected}, found {}", self.ty_str(&ty)),
+                    )
+                    .with_label(format!("this is {}", self.ty_str(&ty)))),
+                }
+            }
+        }
+    }
+
+    /// Matches a type against a pattern like `i32[..., n]`, binding free names in
+    /// `scope`. Ok(Err(text)) is a mismatch, with the expected shape rendered.
+    fn match_pattern(&mut self, pat: &TensorType, ty: &Type, scope: &Env) -> R<Result<(), String>> {
+        let want_dtype = match pat.dtype {
+            Some(ast::DType::I32) => DType::I32,
+            _ => DType::F32,
+        };
+        let ell = pat.dims.iter().position(|d| matches!(d, ast::DimExpr::Ellipsis(_)));
+        let fixed = pat.dims.len() - usize::from(ell.is_some());
+        let rank_ok = match ell {
+            Some(_) => ty.rank() >= fixed,
+            None => ty.rank() == fixed,
+        };
+        let mut ok = want_dtype == ty.dtype && rank_ok;
+        let mut rendered = Vec::new();
+        let mut actual_i = 0usize;
+        for (i, d) in pat.dims.iter().enumerate() {
+            match d {
+                ast::DimExpr::Ellipsis(_) => {
+                    let n = ty.rank().saturating_sub(fixed);
+                    let dims: Vec<Val> = if rank_ok {
+                        ty.shape[actual_i..actual_i + n].iter().cloned().map(Val::Int).collect()
+                    } else {
+                        vec![]
+                    };
+                    match scope.vars.borrow().get(".ellipsis") {
+                        Some(Val::List(prev)) => {
+                            let same = prev.len() == dims.len()
+                                && prev.iter().zip(&dims).all(|(a, b)| matches!((a, b), (Val::Int(x), Val::Int(y)) if x == y));
+                            ok &= same;
+                            let shown: Vec<String> = prev
+                                .iter()
+                                .map(|v| match v {
+                                    Val::Int(d) => d.display(&self.g.symbols).to_string(),
+                                    _ => "?".into(),
+                                })
+                                .collect();
+                            rendered.extend(shown);
+                        }
+                        _ => rendered.push("...".into()),
+                    }
+                    if rank_ok && !scope.vars.borrow().contains_key(".ellipsis") {
+                        set(scope, ".ellipsis", Val::List(dims));
+                    }
+                    actual_i += n;
+                }
+                ast::DimExpr::Expr(e) => {
+                    let actual = if rank_ok { ty.shape.get(actual_i).cloned() } else { None };
+                    actual_i += 1;
+                    let _ = i;
+                    // A bare name that is not bound yet binds to the actual dim.
+                    if let ExprKind::Name(n) = &e.kind {
+                        if lookup(scope, n).is_none() {
+                            if let Some(a) = &actual {
+                                set(scope, n, Val::Int(a.clone()));
+                            }
+                            rendered.push(n.clone());
+                            continue;
+                        }
+                    }
+                    let v = self.eval(e, scope)?;
+                    let want = self.as_dim(&v, e.span)?;
+                    rendered.push(want.display(&self.g.symbols).to_string());
+                    if actual.as_ref() != Some(&want) {
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if ok {
+            Ok(Ok(()))
+        } else {
+            let dt = if want_dtype == DType::I32 { "i32" } else { "f32" };
+            Ok(Err(format!("{dt}[{}]", rendered.join(", "))))
+        }
+    }
+}
+
+fn x_const(v: &Val) -> Option<f64> {
+    match v {
+        Val::Int(d) => d.as_const().map(|c| c as f64),
+        Val::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn float_binary(op: BinOp, a: f64, b: f64) -> Val {
+    match op {
+        BinOp::Add => Val::Float(a + b),
+        BinOp::Sub => Val::Float(a - b),
+        BinOp::Mul | BinOp::MatMul => Val::Float(a * b),
+        BinOp::Div => Val::Float(a / b),
+        BinOp::Pow => Val::Float(a.powf(b)),
+        BinOp::Lt => Val::Bool(a < b),
+        BinOp::Le => Val::Bool(a <= b),
+        BinOp::Gt => Val::Bool(a > b),
+        BinOp::Ge => Val::Bool(a >= b),
+        BinOp::Eq => Val::Bool(a == b),
+        BinOp::Ne => Val::Bool(a != b),
+    }
+}
+

@@ -1,0 +1,152 @@
+//! The pipeline as a straight list of stages: read and parse the file and the files it
+//! `use`s, add the prelude, lower every model, verify the IR. Later stages (autodiff,
+//! fusion, planning, codegen) are added here, in order.
+
+use crate::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use crate::ir::{Graph, Program};
+use crate::lower::{self, Items};
+use crate::syntax::{self, ast};
+use std::path::{Path, PathBuf};
+
+/// The prelude's source, compiled into the binary.
+pub const PRELUDE: &str = include_str!("prelude.nn");
+/// Most files one compilation may `use` (transitively).
+pub const MAX_FILES: usize = 64;
+
+/// A successful compilation: the sources (for later diagnostics) and one program per model.
+pub struct Compiled {
+    pub sources: SourceMap,
+    pub programs: Vec<Program>,
+}
+
+/// A failed compilation: every diagnostic, and the sources to render them against.
+pub struct CompileError {
+    pub sources: SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses one source text (no `use` resolution, no prelude): the `--stage ast` view.
+pub fn parse_source(name: &str, text: &str) -> Result<(SourceMap, ast::File), CompileError> {
+    let mut sources = SourceMap::default();
+    let id = sources.add(name, text);
+    match syntax::parse(text, id) {
+        Ok(f) => Ok((sources, f)),
+        Err(d) => Err(CompileError { sources, diagnostics: vec![d] }),
+    }
+}
+
+/// Compiles source text. `use` paths are resolved against `dir`, when given.
+pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Compiled, CompileError> {
+    let mut sources = SourceMap::default();
+    let prelude = sources.add("<prelude>", PRELUDE);
+    let main = sources.add(name, text);
+    let mut files: Vec<(FileId, ast::File)> = Vec::new();
+    let mut diagnostics = Vec::new();
+    match syntax::parse(PRELUDE, prelude) {
+        Ok(f) => files.push((prelude, f)),
+        Err(d) => diagnostics.push(d),
+    }
+    let mut queue: Vec<(FileId, Option<PathBuf>)> = vec![(main, dir.map(Path::to_path_buf))];
+    let mut seen: Vec<PathBuf> = Vec::new();
+    while let Some((id, dir)) = queue.pop() {
+        let text = sources.text(id).to_string();
+        let file = match syntax::parse(&text, id) {
+            Ok(f) => f,
+            Err(d) => {
+                diagnostics.push(d);
+                continue;
+            }
+        };
+        for item in &file.items {
+            let ast::Item::Use { path, span } = item else { continue };
+            match load_use(path, *span, dir.as_deref(), &mut seen, &mut sources) {
+                Ok(Some((nid, ndir))) => queue.push((nid, Some(ndir))),
+                Ok(None) => {}
+                Err(d) => diagnostics.push(d),
+            }
+        }
+        files.push((id, file));
+    }
+    if !diagnostics.is_empty() {
+        return Err(CompileError { sources, diagnostics });
+    }
+    let items = Items { files, prelude };
+    match lower::lower(&items, main) {
+        Ok(programs) => Ok(Compiled { sources, programs }),
+        Err(diagnostics) => Err(CompileError { sources, diagnostics }),
+    }
+}
+
+fn load_use(
+    path: &str,
+    span: Span,
+    dir: Option<&Path>,
+    seen: &mut Vec<PathBuf>,
+    sources: &mut SourceMap,
+) -> Result<Option<(FileId, PathBuf)>, Diagnostic> {
+    let full = match dir {
+        Some(d) => d.join(path),
+        None => PathBuf::from(path),
+    };
+    let canon = full.canonicalize().map_err(|e| {
+        Diagnostic::new("E0107", span, format!("cannot read `{}`: {e}", full.display()))
+    })?;
+    if seen.contains(&canon) {
+        return Ok(None);
+    }
+    if seen.len() >= MAX_FILES {
+        return Err(Diagnostic::new("E0108", span, format!("more than {MAX_FILES} files are `use`d")));
+    }
+    seen.push(canon.clone());
+    let text = read_source(&canon).map_err(|m| Diagnostic::new("E0107", span, m))?;
+    let id = sources.add(full.display().to_string(), text);
+    let ndir = canon.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Some((id, ndir)))
+}
+
+/// Reads a source file: a clear message for a missing file, a huge one or bad UTF-8.
+pub fn read_source(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!("`{}` is a directory, not a .nn file", path.display()));
+    }
+    if meta.len() > crate::limits::MAX_SOURCE_BYTES as u64 {
+        return Err(format!(
+            "`{}` is {} bytes; the limit for a source file is {} bytes",
+            path.display(),
+            meta.len(),
+            crate::limits::MAX_SOURCE_BYTES
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("`{}` is not valid UTF-8 (line {line}, byte {at})", path.display())
+    })
+}
+
+/// Compiles a file from disk.
+pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
+    let text = match read_source(path) {
+        Ok(t) => t,
+        Err(m) => {
+            let mut sources = SourceMap::default();
+            let id = sources.add(path.display().to_string(), "");
+            return Err(CompileError { sources, diagnostics: vec![Diagnostic::new("E0107", Span::new(id, 0, 0), m)] });
+        }
+    };
+    let dir = path.parent().map(Path::to_path_buf);
+    compile_source(&path.display().to_string(), &text, dir.as_deref())
+}
+
+/// The batch symbol of a graph: `B` if declared, else the first input's leading symbol.
+pub fn batch_symbol(g: &Graph) -> Option<String> {
+    if g.symbol("B").is_some() {
+        return Some("B".into());
+    }
+    let first = g.inputs.first()?.ty.shape.first()?;
+    let s = first.symbols().next()?;
+    g.symbols.get(s.0 as usize).cloned()
+}

@@ -1,0 +1,465 @@
+//! The `train { }` block: known keys, known data sources, optimizers and schedules with
+//! their argument names, defaults and value types (LANGUAGE.md section 8).
+//!
+//! `apply` checks one `key = value` and stores it; the same function serves the block in
+//! the source and `--set key=value` on the command line. The result, `TrainSettings`, is
+//! plain data with every default filled in.
+
+use crate::diagnostic::{Diagnostic, Span};
+use crate::syntax::ast::{Expr, ExprKind, Ident};
+
+/// A checked literal value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lit {
+    Num(f64),
+    Str(String),
+    Name(String),
+    Bool(bool),
+    List(Vec<Lit>),
+}
+
+impl Lit {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Lit::Num(v) => Some(*v),
+            _ => None,
+        }
+    }
+    pub fn render(&self) -> String {
+        match self {
+            Lit::Num(v) => crate::ir::print::num(*v),
+            Lit::Str(s) => format!("{s:?}"),
+            Lit::Name(n) => n.clone(),
+            Lit::Bool(b) => b.to_string(),
+            Lit::List(items) => format!("[{}]", items.iter().map(Lit::render).collect::<Vec<_>>().join(", ")),
+        }
+    }
+}
+
+/// A named choice with its arguments, defaults filled in: `adam(lr = 0.001, ...)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub name: String,
+    pub args: Vec<(String, Lit)>,
+}
+
+impl Choice {
+    pub fn arg(&self, name: &str) -> Option<&Lit> {
+        self.args.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn num(&self, name: &str) -> Option<f64> {
+        self.arg(name).and_then(Lit::as_f64)
+    }
+    pub fn render(&self) -> String {
+        if self.args.is_empty() {
+            return self.name.clone();
+        }
+        let a: Vec<String> = self.args.iter().map(|(k, v)| format!("{k} = {}", v.render())).collect();
+        format!("{}({})", self.name, a.join(", "))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSettings {
+    /// Whether the model has a `train` block at all.
+    pub present: bool,
+    pub data: Option<Choice>,
+    pub preprocess: Choice,
+    pub split: Vec<f64>,
+    pub optimizer: Choice,
+    pub schedule: Choice,
+    pub batch: i64,
+    pub epochs: i64,
+    pub l1: f64,
+    pub l2: f64,
+    pub clip_norm: Option<f64>,
+    pub clip_value: Option<f64>,
+    pub early_stop: Option<i64>,
+    pub seed: i64,
+    pub metrics: Vec<String>,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            present: false,
+            data: None,
+            preprocess: Choice { name: "none".into(), args: vec![] },
+            split: vec![],
+            optimizer: Choice {
+                name: "adam".into(),
+                args: vec![
+                    ("lr".into(), Lit::Num(1e-3)),
+                    ("beta1".into(), Lit::Num(0.9)),
+                    ("beta2".into(), Lit::Num(0.999)),
+                    ("eps".into(), Lit::Num(1e-8)),
+                ],
+            },
+            schedule: Choice { name: "constant".into(), args: vec![] },
+            batch: 32,
+            epochs: 10,
+            l1: 0.0,
+            l2: 0.0,
+            clip_norm: None,
+            clip_value: None,
+            early_stop: None,
+            seed: 0,
+            metrics: vec!["accuracy".into()],
+        }
+    }
+}
+
+/// The type an argument or key accepts.
+#[derive(Clone, Copy, Debug)]
+enum Ty {
+    /// A number in [min, max].
+    Num(f64, f64),
+    /// An integer in [min, max].
+    Int(i64, i64),
+    Str,
+    Bool,
+}
+
+const INF: f64 = f64::INFINITY;
+const POS: Ty = Ty::Num(0.0, INF);
+const UNIT: Ty = Ty::Num(0.0, 1.0);
+const COUNT: Ty = Ty::Int(1, 1 << 40);
+const SEED: Ty = Ty::Int(0, i64::MAX);
+
+/// (argument name, type, default; None = required).
+type ArgSpec = (&'static str, Ty, Option<Lit>);
+
+fn num(v: f64) -> Option<Lit> {
+    Some(Lit::Num(v))
+}
+
+/// Data sources (LANGUAGE.md section 8).
+fn data_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    Some(match name {
+        "csv" => vec![
+            ("path", Ty::Str, None),
+            ("label", Ty::Int(i64::MIN / 2, i64::MAX / 2), num(-1.0)),
+            ("header", Ty::Bool, Some(Lit::Bool(false))),
+        ],
+        "idx" => vec![("images", Ty::Str, None), ("labels", Ty::Str, None)],
+        "npy" => vec![("features", Ty::Str, None), ("labels", Ty::Str, None)],
+        "npz" | "safetensors" => vec![("path", Ty::Str, None)],
+        "spirals" => vec![
+            ("n", COUNT, None),
+            ("classes", Ty::Int(2, 1000), num(2.0)),
+            ("noise", POS, num(0.2)),
+            ("seed", SEED, num(0.0)),
+        ],
+        "moons" => vec![("n", COUNT, None), ("noise", POS, num(0.1)), ("seed", SEED, num(0.0))],
+        "blobs" => vec![
+            ("n", COUNT, None),
+            ("centers", Ty::Int(1, 1000), num(3.0)),
+            ("std", POS, num(1.0)),
+            ("seed", SEED, num(0.0)),
+        ],
+        "xor" => vec![("n", COUNT, None), ("noise", POS, num(0.1)), ("seed", SEED, num(0.0))],
+        _ => return None,
+    })
+}
+const DATA_NAMES: &str = "csv, idx, npy, npz, safetensors, spirals, moons, blobs, xor";
+
+fn optimizer_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    let lr = |d: Option<f64>| ("lr", POS, d.map(Lit::Num));
+    Some(match name {
+        "sgd" => vec![lr(None)],
+        "momentum" | "nesterov" => vec![lr(None), ("mu", UNIT, num(0.9))],
+        "adagrad" => vec![lr(Some(0.01)), ("eps", POS, num(1e-10))],
+        "rmsprop" => vec![lr(Some(0.01)), ("beta", UNIT, num(0.99)), ("eps", POS, num(1e-8))],
+        "adam" => vec![lr(Some(1e-3)), ("beta1", UNIT, num(0.9)), ("beta2", UNIT, num(0.999)), ("eps", POS, num(1e-8))],
+        "adamw" => vec![
+            lr(Some(1e-3)),
+            ("beta1", UNIT, num(0.9)),
+            ("beta2", UNIT, num(0.999)),
+            ("eps", POS, num(1e-8)),
+            ("weight_decay", POS, num(0.01)),
+        ],
+        "lbfgs" => vec![lr(Some(1.0)), ("history", Ty::Int(1, 1000), num(10.0)), ("max_iter", COUNT, num(20.0))],
+        _ => return None,
+    })
+}
+const OPTIMIZER_NAMES: &str = "sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs";
+
+fn schedule_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    Some(match name {
+        "constant" => vec![],
+        "step" => vec![("every", COUNT, None), ("gamma", POS, num(0.1))],
+        "exponential" => vec![("gamma", POS, None)],
+        "inverse_time" => vec![("decay", POS, None), ("power", POS, num(1.0))],
+        "linear_warmup" => vec![("warmup", Ty::Int(0, 1 << 40), None)],
+        "cosine" => vec![
+            ("warmup", Ty::Int(0, 1 << 40), num(0.0)),
+            ("min_lr", POS, num(0.0)),
+            ("period", Ty::Int(0, 1 << 40), num(0.0)),
+        ],
+        "cyclic" => vec![("period", COUNT, None), ("min_lr", POS, num(0.0))],
+        _ => return None,
+    })
+}
+const SCHEDULE_NAMES: &str = "constant, step, exponential, inverse_time, linear_warmup, cosine, cyclic";
+
+fn preprocess_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    Some(match name {
+        "none" | "center" | "standardize" => vec![],
+        "whiten" => vec![("method", Ty::Str, Some(Lit::Str("zca".into()))), ("eps", POS, num(1e-5))],
+        _ => return None,
+    })
+}
+const PREPROCESS_NAMES: &str = "none, center, standardize, whiten";
+
+const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
+
+pub const KEYS: [&str; 15] = [
+    "data",
+    "preprocess",
+    "split",
+    "optimizer",
+    "schedule",
+    "batch",
+    "epochs",
+    "l1",
+    "l2",
+    "clip_norm",
+    "clip_value",
+    "early_stop",
+    "seed",
+    "metrics",
+    "lr",
+];
+
+fn err(span: Span, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::new("E0601", span, msg)
+}
+
+fn lit_of(ty: Ty, e: &Expr, what: &str) -> Result<Lit, Diagnostic> {
+    let (value, negated) = match &e.kind {
+        ExprKind::Neg(inner) => (&inner.kind, true),
+        k => (k, false),
+    };
+    match (ty, value) {
+        (Ty::Num(lo, hi), ExprKind::Number(v, _)) => {
+            let v = if negated { -v } else { *v };
+            if v < lo || v > hi {
+                return Err(Diagnostic::new("E0602", e.span, format!("{what} must be in [{lo}, {hi}], found {v}")));
+            }
+            Ok(Lit::Num(v))
+        }
+        (Ty::Int(lo, hi), ExprKind::Number(v, is_int)) => {
+            let v = if negated { -v } else { *v };
+            if !is_int || v.fract() != 0.0 {
+                return Err(Diagnostic::new("E0603", e.span, format!("{what} must be an integer, found {v}")));
+            }
+            if v < lo as f64 || v > hi as f64 {
+                return Err(Diagnostic::new("E0602", e.span, format!("{what} must be in [{lo}, {hi}], found {v}")));
+            }
+            Ok(Lit::Num(v))
+        }
+        (Ty::Str, ExprKind::Str(s)) if !negated => Ok(Lit::Str(s.clone())),
+        (Ty::Str, ExprKind::Name(s)) if !negated => Ok(Lit::Str(s.clone())),
+        (Ty::Bool, ExprKind::Bool(b)) if !negated => Ok(Lit::Bool(*b)),
+        (ty, _) => {
+            let want = match ty {
+                Ty::Num(..) => "a number",
+                Ty::Int(..) => "an integer",
+                Ty::Str => "a string",
+                Ty::Bool => "true or false",
+            };
+            Err(Diagnostic::new("E0603", e.span, format!("{what} must be {want}")).with_label(format!("expected {want}")))
+        }
+    }
+}
+
+/// Checks `name` or `name(args)` against a table of choices.
+fn choice(
+    e: &Expr,
+    key: &str,
+    spec: fn(&str) -> Option<Vec<ArgSpec>>,
+    names: &str,
+) -> Result<Choice, Diagnostic> {
+    let (name, name_span, args) = match &e.kind {
+        ExprKind::Name(n) => (n.clone(), e.span, &[][..]),
+        ExprKind::Call { callee, args } => match &callee.kind {
+            ExprKind::Name(n) => (n.clone(), callee.span, &args[..]),
+            _ => return Err(err(e.span, format!("`{key}` must be one of: {names}"))),
+        },
+        _ => return Err(err(e.span, format!("`{key}` must be one of: {names}"))),
+    };
+    let Some(specs) = spec(&name) else {
+        return Err(Diagnostic::new("E0604", name_span, format!("unknown {key} `{name}`"))
+            .with_label(format!("not a known {key}"))
+            .with_help(format!("expected one of: {names}")));
+    };
+    let mut values: Vec<Option<Lit>> = vec![None; specs.len()];
+    let mut positional = 0;
+    for a in args {
+        let idx = match &a.name {
+            Some(n) => specs.iter().position(|s| s.0 == n.name).ok_or_else(|| {
+                let known: Vec<&str> = specs.iter().map(|s| s.0).collect();
+                Diagnostic::new("E0605", n.span, format!("`{name}` has no argument `{}`", n.name))
+                    .with_help(if known.is_empty() {
+                        format!("`{name}` takes no arguments")
+                    } else {
+                        format!("its arguments are: {}", known.join(", "))
+                    })
+            })?,
+            None => {
+                positional += 1;
+                if positional > specs.len() {
+                    return Err(Diagnostic::new(
+                        "E0606",
+                        a.span,
+                        format!("`{name}` takes {} argument(s), found more", specs.len()),
+                    ));
+                }
+                positional - 1
+            }
+        };
+        if values[idx].is_some() {
+            return Err(Diagnostic::new("E0607", a.span, format!("argument `{}` given twice", specs[idx].0)));
+        }
+        values[idx] = Some(lit_of(specs[idx].1, &a.value, &format!("`{}`", specs[idx].0))?);
+    }
+    let mut out = Vec::new();
+    for (i, (arg, _, default)) in specs.iter().enumerate() {
+        match values[i].take().or_else(|| default.clone()) {
+            Some(v) => out.push((arg.to_string(), v)),
+            None => {
+                return Err(Diagnostic::new("E0608", e.span, format!("`{name}` needs the argument `{arg}`"))
+                    .with_help(format!("write `{name}({arg} = ...)`")))
+            }
+        }
+    }
+    Ok(Choice { name, args: out })
+}
+
+/// Checks one setting and stores it.
+pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Diagnostic> {
+    let v = value;
+    match key.name.as_str() {
+        "data" => s.data = Some(choice(v, "data source", data_spec, DATA_NAMES)?),
+        "preprocess" => s.preprocess = choice(v, "preprocessing", preprocess_spec, PREPROCESS_NAMES)?,
+        "optimizer" => s.optimizer = choice(v, "optimizer", optimizer_spec, OPTIMIZER_NAMES)?,
+        "schedule" => s.schedule = choice(v, "schedule", schedule_spec, SCHEDULE_NAMES)?,
+        "lr" => {
+            // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).
+            let lr = lit_of(POS, v, "`lr`")?;
+            match s.optimizer.args.iter_mut().find(|(n, _)| n == "lr") {
+                Some(slot) => slot.1 = lr,
+                None => s.optimizer.args.push(("lr".into(), lr)),
+            }
+        }
+        "split" => {
+            let ExprKind::List(items) = &v.kind else {
+                return Err(err(v.span, "`split` must be a list like [0.8, 0.1, 0.1]"));
+            };
+            if items.len() != 2 && items.len() != 3 {
+                return Err(Diagnostic::new("E0609", v.span, "`split` needs two (train, test) or three (train, validation, test) parts"));
+            }
+            let mut parts = Vec::new();
+            for it in items {
+                parts.push(lit_of(Ty::Num(0.0, 1.0), it, "a split fraction")?.as_f64().unwrap_or(0.0));
+            }
+            let total: f64 = parts.iter().sum();
+            if (total - 1.0).abs() > 1e-6 {
+                return Err(Diagnostic::new("E0609", v.span, format!("split fractions must add up to 1, found {total}")));
+            }
+            if parts[0] <= 0.0 {
+                return Err(Diagnostic::new("E0609", v.span, "the training part of `split` must be above 0"));
+            }
+            s.split = parts;
+        }
+        "batch" => s.batch = int(v, "`batch`", 1, 1 << 24)?,
+        "epochs" => s.epochs = int(v, "`epochs`", 1, 1 << 24)?,
+        "l1" => s.l1 = number(v, "`l1`")?,
+        "l2" => s.l2 = number(v, "`l2`")?,
+        "clip_norm" => s.clip_norm = Some(positive(v, "`clip_norm`")?),
+        "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
+        "early_stop" => s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?),
+        "seed" => s.seed = int(v, "`seed`", 0, i64::MAX)?,
+        "metrics" => {
+            let items = match &v.kind {
+                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+                _ => vec![v],
+            };
+            let mut out = Vec::new();
+            for it in items {
+                let ExprKind::Name(n) = &it.kind else {
+                    return Err(err(it.span, "a metric is a name like `accuracy`"));
+                };
+                if !METRIC_NAMES.contains(&n.as_str()) {
+                    return Err(Diagnostic::new("E0604", it.span, format!("unknown metric `{n}`"))
+                        .with_help(format!("expected one of: {}", METRIC_NAMES.join(", "))));
+                }
+                out.push(n.clone());
+            }
+            s.metrics = out;
+        }
+        other => {
+            let mut d = Diagnostic::new("E0610", key.span, format!("unknown train setting `{other}`"))
+                .with_label("not a train setting");
+            if let Some(close) = crate::lower::closest(other, KEYS.iter().copied()) {
+                d = d.with_help(format!("did you mean `{close}`? Settings are: {}", KEYS.join(", ")));
+            } else {
+                d = d.with_help(format!("settings are: {}", KEYS.join(", ")));
+            }
+            return Err(d);
+        }
+    }
+    Ok(())
+}
+
+fn int(v: &Expr, what: &str, lo: i64, hi: i64) -> Result<i64, Diagnostic> {
+    Ok(lit_of(Ty::Int(lo, hi), v, what)?.as_f64().unwrap_or(0.0) as i64)
+}
+fn number(v: &Expr, what: &str) -> Result<f64, Diagnostic> {
+    Ok(lit_of(POS, v, what)?.as_f64().unwrap_or(0.0))
+}
+fn positive(v: &Expr, what: &str) -> Result<f64, Diagnostic> {
+    let x = number(v, what)?;
+    if x <= 0.0 {
+        return Err(Diagnostic::new("E0602", v.span, format!("{what} must be above 0")));
+    }
+    Ok(x)
+}
+
+/// Checks a whole `train` block; every wrong setting is reported. Cross-key rules
+/// (early stopping needs a validation split) are checked at the end.
+pub fn check_block(settings: &[crate::syntax::ast::Setting], span: Span) -> (TrainSettings, Vec<Diagnostic>) {
+    let mut s = TrainSettings { present: true, ..TrainSettings::default() };
+    let mut errs = Vec::new();
+    let mut seen: Vec<(&str, Span)> = Vec::new();
+    for st in settings {
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == st.key.name) {
+            errs.push(
+                Diagnostic::new("E0611", st.key.span, format!("train setting `{}` given twice", st.key.name))
+                    .with_note(*first, "first given here"),
+            );
+            continue;
+        }
+        seen.push((&st.key.name, st.key.span));
+        if let Err(d) = apply(&mut s, &st.key, &st.value) {
+            errs.push(d);
+        }
+    }
+    if errs.is_empty() {
+        if let Err(d) = cross_check(&s, span) {
+            errs.push(d);
+        }
+    }
+    (s, errs)
+}
+
+/// Rules that involve more than one key.
+pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
+    if s.early_stop.is_some() && s.split.len() != 3 {
+        return Err(Diagnostic::new("E0612", span, "`early_stop` needs a validation part: `split = [train, validation, test]`"));
+    }
+    if s.clip_norm.is_some() && s.clip_value.is_some() {
+        return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));
+    }
+    Ok(())
+}
