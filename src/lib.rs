@@ -13,11 +13,14 @@
 //! assert_eq!(compiled.programs[0].train.params.len(), 2);
 //! ```
 
+pub mod autodiff;
 pub mod cli;
 pub mod diagnostic;
+pub mod gradcheck;
 pub mod ir;
 pub mod limits;
 pub mod lower;
 pub mod pipeline;
+pub mod runtime;
 pub mod settings;
 pub mod syntax;

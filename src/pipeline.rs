@@ -89,7 +89,13 @@ fn load_use(
         None => PathBuf::from(path),
     };
     let canon = full.canonicalize().map_err(|e| {
-        Diagnostic::new("E0107", span, format!("cannot read `{}`: {e}", full.display()))
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        Diagnostic::new("E0107", span, format!("cannot read `{path}`: {why}"))
+            .with_help("`use` paths are relative to the file that says them")
     })?;
     if seen.contains(&canon) {
         return Ok(None);

@@ -114,6 +114,8 @@ impl Default for TrainSettings {
 enum Ty {
     /// A number in [min, max].
     Num(f64, f64),
+    /// A number above 0.
+    Pos,
     /// An integer in [min, max].
     Int(i64, i64),
     Str,
@@ -164,7 +166,7 @@ fn data_spec(name: &str) -> Option<Vec<ArgSpec>> {
 const DATA_NAMES: &str = "csv, idx, npy, npz, safetensors, spirals, moons, blobs, xor";
 
 fn optimizer_spec(name: &str) -> Option<Vec<ArgSpec>> {
-    let lr = |d: Option<f64>| ("lr", POS, d.map(Lit::Num));
+    let lr = |d: Option<f64>| ("lr", Ty::Pos, d.map(Lit::Num));
     Some(match name {
         "sgd" => vec![lr(None)],
         "momentum" | "nesterov" => vec![lr(None), ("mu", UNIT, num(0.9))],
@@ -244,7 +246,15 @@ fn lit_of(ty: Ty, e: &Expr, what: &str) -> Result<Lit, Diagnostic> {
         (Ty::Num(lo, hi), ExprKind::Number(v, _)) => {
             let v = if negated { -v } else { *v };
             if v < lo || v > hi {
-                return Err(Diagnostic::new("E0602", e.span, format!("{what} must be in [{lo}, {hi}], found {v}")));
+                let range = if hi.is_infinite() { format!("at least {lo}") } else { format!("between {lo} and {hi}") };
+                return Err(Diagnostic::new("E0602", e.span, format!("{what} must be {range}, found {v}")));
+            }
+            Ok(Lit::Num(v))
+        }
+        (Ty::Pos, ExprKind::Number(v, _)) => {
+            let v = if negated { -v } else { *v };
+            if v <= 0.0 || !v.is_finite() {
+                return Err(Diagnostic::new("E0602", e.span, format!("{what} must be above 0, found {v}")));
             }
             Ok(Lit::Num(v))
         }
@@ -263,7 +273,7 @@ fn lit_of(ty: Ty, e: &Expr, what: &str) -> Result<Lit, Diagnostic> {
         (Ty::Bool, ExprKind::Bool(b)) if !negated => Ok(Lit::Bool(*b)),
         (ty, _) => {
             let want = match ty {
-                Ty::Num(..) => "a number",
+                Ty::Num(..) | Ty::Pos => "a number",
                 Ty::Int(..) => "an integer",
                 Ty::Str => "a string",
                 Ty::Bool => "true or false",
@@ -289,9 +299,13 @@ fn choice(
         _ => return Err(err(e.span, format!("`{key}` must be one of: {names}"))),
     };
     let Some(specs) = spec(&name) else {
+        let help = match crate::lower::closest(&name, names.split(", ")) {
+            Some(c) => format!("did you mean `{c}`? Expected one of: {names}"),
+            None => format!("expected one of: {names}"),
+        };
         return Err(Diagnostic::new("E0604", name_span, format!("unknown {key} `{name}`"))
             .with_label(format!("not a known {key}"))
-            .with_help(format!("expected one of: {names}")));
+            .with_help(help));
     };
     let mut values: Vec<Option<Lit>> = vec![None; specs.len()];
     let mut positional = 0;
@@ -299,12 +313,14 @@ fn choice(
         let idx = match &a.name {
             Some(n) => specs.iter().position(|s| s.0 == n.name).ok_or_else(|| {
                 let known: Vec<&str> = specs.iter().map(|s| s.0).collect();
-                Diagnostic::new("E0605", n.span, format!("`{name}` has no argument `{}`", n.name))
-                    .with_help(if known.is_empty() {
-                        format!("`{name}` takes no arguments")
-                    } else {
-                        format!("its arguments are: {}", known.join(", "))
-                    })
+                let close = crate::lower::closest(&n.name, known.iter().copied());
+                Diagnostic::new("E0605", n.span, format!("`{name}` has no argument `{}`", n.name)).with_help(
+                    match (known.is_empty(), close) {
+                        (true, _) => format!("`{name}` takes no arguments"),
+                        (false, Some(c)) => format!("did you mean `{c}`? Its arguments are: {}", known.join(", ")),
+                        (false, None) => format!("its arguments are: {}", known.join(", ")),
+                    },
+                )
             })?,
             None => {
                 positional += 1;
@@ -322,6 +338,13 @@ fn choice(
             return Err(Diagnostic::new("E0607", a.span, format!("argument `{}` given twice", specs[idx].0)));
         }
         values[idx] = Some(lit_of(specs[idx].1, &a.value, &format!("`{}`", specs[idx].0))?);
+    }
+    if let Some(v) = values.iter().zip(&specs).find_map(|(v, s)| (s.0 == "method").then_some(v.as_ref()).flatten()) {
+        if let Lit::Str(m) = v {
+            if m != "pca" && m != "zca" {
+                return Err(Diagnostic::new("E0602", e.span, format!("`method` must be \"pca\" or \"zca\", found \"{m}\"")));
+            }
+        }
     }
     let mut out = Vec::new();
     for (i, (arg, _, default)) in specs.iter().enumerate() {
@@ -391,8 +414,11 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
                     return Err(err(it.span, "a metric is a name like `accuracy`"));
                 };
                 if !METRIC_NAMES.contains(&n.as_str()) {
-                    return Err(Diagnostic::new("E0604", it.span, format!("unknown metric `{n}`"))
-                        .with_help(format!("expected one of: {}", METRIC_NAMES.join(", "))));
+                    let help = match crate::lower::closest(n, METRIC_NAMES.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`? Expected one of: {}", METRIC_NAMES.join(", ")),
+                        None => format!("expected one of: {}", METRIC_NAMES.join(", ")),
+                    };
+                    return Err(Diagnostic::new("E0604", it.span, format!("unknown metric `{n}`")).with_help(help));
                 }
                 out.push(n.clone());
             }

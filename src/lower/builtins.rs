@@ -607,17 +607,19 @@ fn conv2d(lw: &mut Lowerer, x: Value, w: Value, stride: i64, pad: i64, xspan: Sp
         return Err(Diagnostic::new("E0445", wspan, format!("a conv2d weight is [c_out, c_in, k, k], found {}", lw.ty_str(&tw))));
     }
     if tx.rank() == 4 && tx.shape[1] != tw.shape[1] {
+        let _ = span;
         return Err(Diagnostic::new(
             "E0447",
-            span,
+            xspan,
             format!(
                 "conv2d channels differ: the input has {} channels but the weight expects {}",
                 tx.shape[1].display(&lw.g.symbols),
                 tw.shape[1].display(&lw.g.symbols)
             ),
         )
-        .with_note(xspan, format!("this is {}", lw.ty_str(&tx)))
-        .with_note(wspan, format!("this is {}", lw.ty_str(&tw))));
+        .with_label(format!("this is {}", lw.ty_str(&tx)))
+        .with_note(wspan, format!("this is {}", lw.ty_str(&tw)))
+        .with_help("the weight of conv2d is [c_out, c_in, k, k] and the input [N, c_in, H, W]"));
     }
     let (Some(kh), Some(kw)) = (tw.shape[2].as_const(), tw.shape[3].as_const()) else {
         return Err(Diagnostic::new("E0445", wspan, "the kernel size must be known"));

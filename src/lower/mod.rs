@@ -95,16 +95,26 @@ pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().take(64).collect();
     let b: Vec<char> = b.chars().take(64).collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    // Optimal string alignment distance: a swap of two neighbours counts as one edit.
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=m {
+        d[0][j] = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
 }
 
 pub(crate) struct Closure {
@@ -135,6 +145,8 @@ pub(crate) enum Val {
     Int(Dim),
     Float(f64),
     Bool(bool),
+    /// A string (file paths in settings; `str` arguments).
+    #[allow(dead_code)]
     Str(String),
     List(Vec<Val>),
     Init(Init),
@@ -381,7 +393,13 @@ impl Lowerer {
                 Err(d) => {
                     if ctx.body == Body::Model {
                         // Poison what the statement would have bound and go on.
-                        if let Stmt::Assign { name, .. } | Stmt::Output { name, .. } | Stmt::Layer { name, .. } = s {
+                        if let Stmt::Assign { name, .. }
+                        | Stmt::Output { name, .. }
+                        | Stmt::Layer { name, .. }
+                        | Stmt::Param { name, .. }
+                        | Stmt::State { name, .. }
+                        | Stmt::Input { name, .. } = s
+                        {
                             set(&ctx.env, &name.name, Val::Poison);
                         }
                         if let Stmt::Loss { span, .. } = s {
@@ -477,9 +495,12 @@ impl Lowerer {
                     Some(e) => self.eval(e, &ctx.env)?,
                     None => lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?,
                 };
-                if self.g.outputs.iter().any(|(n, _)| *n == name.name) {
-                    return Err(Diagnostic::new("E0310", name.span, format!("output `{}` is declared twice", name.name)));
+                let key = format!("output {}", name.name);
+                if let Some(first) = self.declared.get(&key) {
+                    return Err(Diagnostic::new("E0310", name.span, format!("output `{}` is declared twice", name.name))
+                        .with_note(*first, "first declared here"));
                 }
+                self.declared.insert(key, name.span);
                 match v {
                     Val::Tensor(t) => {
                         self.g.outputs.push((name.name.clone(), t));
@@ -671,7 +692,7 @@ impl Lowerer {
             return Err(Diagnostic::new("E0306", span, format!("layer `{}` contains itself", def.name.name)));
         }
         let scope = new_scope(Some(&self.global));
-        self.bind_args(&def.name.name, &def.args, args, &scope, span, None)?;
+        self.bind_args(&format!("`{}`", def.name.name), &def.args, args, &scope, span, None)?;
         let ctx = Ctx { env: scope.clone(), body: Body::Layer, path: format!("{path}.") };
         self.stack.push(key);
         let r = self.exec_block(&def.body.stmts, &ctx);
@@ -718,6 +739,9 @@ impl Lowerer {
                                     Sym(self.g.symbols.len() as u32 - 1)
                                 }
                             };
+                            // The symbol is a size the rest of the model can use:
+                            // `zeros([B, 4])`, `reshape(x, [B, 2, 5])`.
+                            set(env, n, Val::Int(Dim::sym(sym)));
                             shape.push(Dim::sym(sym));
                             continue;
                         }
@@ -833,10 +857,10 @@ impl Lowerer {
                 let v = self.eval(inner, env)?;
                 self.negate(v, e.span)?
             }
-            ExprKind::Binary(op, a, b) => {
+            ExprKind::Binary { op, op_span, lhs: a, rhs: b } => {
                 let x = self.eval(a, env)?;
                 let y = self.eval(b, env)?;
-                self.binary(*op, x, y, a.span, b.span, e.span)?
+                self.binary(*op, x, y, a.span, b.span, *op_span)?
             }
             ExprKind::Call { callee, args } => {
                 let f = self.eval_callee(callee, env)?;
@@ -1171,7 +1195,8 @@ impl Lowerer {
         let ctx = Ctx { env: scope.clone(), body: Body::Fn, path: String::new() };
         let r = self.exec_block(&def.body.stmts, &ctx);
         self.stack.pop();
-        let result = r.map_err(|d| self.at_call_site(d, c.from_prelude, span, &def.name.name))?;
+        let shown = what.trim_matches('`').to_string();
+        let result = r.map_err(|d| self.at_call_site(d, c.from_prelude, span, &shown))?;
         let Some(v) = result else {
             return Err(Diagnostic::new("E0419", def.body.span, format!("fn `{}` does not end with a value", def.name.name))
                 .with_help("the last line of a fn body is its result"));
@@ -1258,7 +1283,11 @@ impl Lowerer {
     fn check_arg(&mut self, what: &str, decl: &ast::ArgDecl, val: Val, span: Span, scope: &Env) -> R<Val> {
         let name = &decl.name.name;
         let mismatch = |want: &str, val: &Val| {
-            Diagnostic::new("E0424", span, format!("argument `{name}` of {what} must be {want}, found {}", val.describe()))
+            let found = match val {
+                Val::Float(f) => format!("{f}"),
+                other => other.describe().to_string(),
+            };
+            Diagnostic::new("E0424", span, format!("argument `{name}` of {what} must be {want}, found {found}"))
                 .with_label(format!("expected {want}"))
         };
         match &decl.ty {

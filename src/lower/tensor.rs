@@ -152,8 +152,19 @@ impl Lowerer {
             shape.push(n.clone());
             self.reshape(r, shape, span)?
         } else {
-            let batch = self.broadcast_shapes(batch_a, batch_b).map_err(|why| {
-                Diagnostic::new("E0402", span, format!("batch dims of `@` do not broadcast: {why}"))
+            let batch = self.broadcast_shapes(batch_a, batch_b).map_err(|_| {
+                Diagnostic::new(
+                    "E0402",
+                    span,
+                    format!(
+                        "the batch dims of `@` do not broadcast: {} vs {}",
+                        self.shape_str(batch_a),
+                        self.shape_str(batch_b)
+                    ),
+                )
+                .with_note(aspan, format!("this is {}", self.shape_str(&ta)))
+                .with_note(bspan, format!("this is {}", self.shape_str(&tb)))
+                .with_help("`@` multiplies the last two dims; the dims before them broadcast like `+`")
             })?;
             let mut fa = batch.clone();
             fa.extend([m.clone(), k_a.clone()]);

@@ -213,7 +213,8 @@ pub enum ExprKind {
     /// `[Block(64); 16]`: the first expression evaluated once per copy.
     Repeat(Box<Expr>, Box<Expr>),
     Neg(Box<Expr>),
-    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// A binary operation; `op_span` covers the operator symbol alone.
+    Binary { op: BinOp, op_span: Span, lhs: Box<Expr>, rhs: Box<Expr> },
     Call { callee: Box<Expr>, args: Vec<Arg> },
     Index { base: Box<Expr>, items: Vec<IndexItem> },
     Field { base: Box<Expr>, name: Ident },

@@ -28,7 +28,7 @@ pub fn parse(source: &str, file: FileId) -> Result<ast::File, Diagnostic> {
     let mut items = Vec::new();
     for p in file_pair.into_inner() {
         match p.as_rule() {
-            Rule::EOI => {}
+            Rule::EOI | Rule::sep => {}
             _ => items.push(b.item(p)?),
         }
     }
@@ -82,6 +82,11 @@ fn prepare(source: &str, file: FileId) -> Result<String, Diagnostic> {
                 if i < bytes.len() && bytes[i] == b'"' {
                     out.push(b'"');
                     i += 1;
+                } else {
+                    let start = out.len() - 1 - (out.iter().rev().take_while(|&&b| b != b'"').count());
+                    return Err(Diagnostic::new("E0110", Span::new(file, start, i), "unclosed string")
+                        .with_label("this string never ends")
+                        .with_help("strings end with `\"` on the same line"));
                 }
                 continue;
             }
@@ -99,7 +104,31 @@ fn prepare(source: &str, file: FileId) -> Result<String, Diagnostic> {
                 out.push(c);
             }
             b')' | b']' | b'}' => {
-                stack.pop();
+                let want = match c {
+                    b')' => b'(',
+                    b']' => b'[',
+                    _ => b'{',
+                };
+                match stack.pop() {
+                    Some((open, _)) if open == want => {}
+                    Some((open, at)) => {
+                        return Err(Diagnostic::new(
+                            "E0109",
+                            Span::new(file, i, i + 1),
+                            format!("`{}` does not close `{}`", c as char, open as char),
+                        )
+                        .with_label(format!("expected `{}`", closer(open)))
+                        .with_note(Span::new(file, at, at + 1), format!("`{}` opened here", open as char)));
+                    }
+                    None => {
+                        return Err(Diagnostic::new(
+                            "E0109",
+                            Span::new(file, i, i + 1),
+                            format!("unmatched `{}`", c as char),
+                        )
+                        .with_label("nothing to close here"));
+                    }
+                }
                 out.push(c);
             }
             b'\n' if matches!(stack.last(), Some((b'(' | b'[', _))) => out.push(b' '),
@@ -108,8 +137,21 @@ fn prepare(source: &str, file: FileId) -> Result<String, Diagnostic> {
         }
         i += 1;
     }
+    if let Some(&(open, at)) = stack.last() {
+        return Err(Diagnostic::new("E0109", Span::new(file, at, at + 1), format!("unclosed `{}`", open as char))
+            .with_label(format!("this `{}` is never closed", open as char))
+            .with_help(format!("add the matching `{}`", closer(open))));
+    }
     // Only ASCII bytes were replaced by ASCII bytes, so the text is still UTF-8.
     String::from_utf8(out).map_err(|_| Diagnostic::new("E0103", Span::new(file, 0, 0), "source is not valid UTF-8"))
+}
+
+fn closer(open: u8) -> char {
+    match open {
+        b'(' => ')',
+        b'[' => ']',
+        _ => '}',
+    }
 }
 
 fn rule_name(r: &Rule) -> Option<&'static str> {
@@ -135,6 +177,8 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::setting => "a setting `key = value`",
         Rule::arg_decl | Rule::arg_decls => "an argument declaration `name: type`",
         Rule::EOI => "end of file",
+        Rule::sep => "a new line",
+        Rule::range_op => "`..`",
         Rule::call => "`(`",
         Rule::index => "`[`",
         Rule::field => "`.`",
@@ -166,7 +210,13 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, file: FileId) -> Diag
         pest::error::InputLocation::Span((s, e)) => (s, e),
     };
     let found = found_at(source, start);
-    let end = if end > start { end } else { (start + found.len().max(1)).min(source.len()) };
+    let end = if end > start {
+        end
+    } else if found == "end of line" || found.is_empty() {
+        start
+    } else {
+        (start + found.len()).min(source.len())
+    };
     let span = Span::new(file, start, end.max(start));
     match e.variant {
         pest::error::ErrorVariant::ParsingError { positives, .. } => {
@@ -178,7 +228,11 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, file: FileId) -> Diag
                 1 => names[0].to_string(),
                 n => format!("{} or {}", names[..n - 1].join(", "), names[n - 1]),
             };
-            let found_desc = if found.is_empty() { "end of file".to_string() } else { format!("`{found}`") };
+            let found_desc = match found.as_str() {
+                "" => "end of file".to_string(),
+                "end of line" => "the end of the line".to_string(),
+                f => format!("`{f}`"),
+            };
             Diagnostic::new("E0100", span, format!("syntax error: expected {expected}, found {found_desc}"))
                 .with_label(format!("expected {expected}"))
         }
@@ -338,7 +392,9 @@ impl Builder {
         let span = self.span(&p);
         let mut stmts = Vec::new();
         for s in p.into_inner() {
-            stmts.push(self.stmt(s)?);
+            if s.as_rule() != Rule::sep {
+                stmts.push(self.stmt(s)?);
+            }
         }
         Ok(Block { stmts, span })
     }
@@ -397,6 +453,7 @@ impl Builder {
                 let var = self.ident(next("var")?);
                 next("in")?;
                 let start = self.expr(next("start")?)?;
+                next("..")?;
                 let end = self.expr(next("end")?)?;
                 let body = self.block(next("body")?)?;
                 Stmt::For { var, start, end, body, span }
@@ -466,6 +523,7 @@ impl Builder {
                 let mut inner = p.into_inner();
                 let (mut acc, mut depth) = self.expr_d(inner.next().ok_or_else(|| bug(span, "operand"))?)?;
                 while let Some(op) = inner.next() {
+                    let op_span = self.span(&op);
                     let bop = match op.as_str() {
                         "+" => BinOp::Add,
                         "-" => BinOp::Sub,
@@ -485,7 +543,7 @@ impl Builder {
                         return Err(self.too_deep(span));
                     }
                     let s = acc.span.to(rhs.span);
-                    acc = Expr { kind: ExprKind::Binary(bop, Box::new(acc), Box::new(rhs)), span: s };
+                    acc = Expr { kind: ExprKind::Binary { op: bop, op_span, lhs: Box::new(acc), rhs: Box::new(rhs) }, span: s };
                 }
                 Ok((acc, depth))
             }
@@ -511,13 +569,15 @@ impl Builder {
                 Ok((e, depth))
             }
             Rule::power => {
-                // a ^ -b ^ c  is  a ^ (-(b ^ c)): collect operands with their leading
-                // minus signs, then fold from the right.
+                // `a ^ -b ^ c` is `a ^ (-(b ^ c))`: `^` is right-associative and a minus
+                // after `^` applies to everything to its right. Collect the operands with
+                // their minus signs and operator spans, then fold from the right.
                 let mut operands: Vec<(Vec<Span>, Expr, usize)> = Vec::new();
+                let mut ops: Vec<Span> = Vec::new();
                 let mut negs = Vec::new();
                 for q in p.into_inner() {
                     match q.as_rule() {
-                        Rule::pow_op => {}
+                        Rule::pow_op => ops.push(self.span(&q)),
                         Rule::neg => negs.push(self.span(&q)),
                         _ => {
                             let (e, d) = self.expr_d(q)?;
@@ -525,25 +585,27 @@ impl Builder {
                         }
                     }
                 }
-                let (_, mut acc, mut depth) = operands.pop().ok_or_else(|| bug(span, "power"))?;
-                let mut pending_negs: Vec<Span> = Vec::new();
+                let (last_negs, mut acc, mut depth) = operands.pop().ok_or_else(|| bug(span, "power"))?;
+                let mut pending = last_negs;
                 loop {
-                    for s in pending_negs.drain(..).rev() {
+                    for s in pending.drain(..).rev() {
                         depth += 1;
                         let sp = s.to(acc.span);
                         acc = Expr { kind: ExprKind::Neg(Box::new(acc)), span: sp };
                     }
-                    let Some((negs_of_prev, base, bd)) = operands.pop() else { break };
-                    depth = depth.max(bd) + 1;
                     if depth > limits::MAX_EXPR_DEPTH {
                         return Err(self.too_deep(span));
                     }
+                    let Some((negs_of_base, base, bd)) = operands.pop() else { break };
+                    let op_span = ops.pop().unwrap_or(base.span);
+                    depth = depth.max(bd) + 1;
                     let sp = base.span.to(acc.span);
-                    acc = Expr { kind: ExprKind::Binary(BinOp::Pow, Box::new(base), Box::new(acc)), span: sp };
-                    pending_negs = negs_of_prev;
+                    acc = Expr {
+                        kind: ExprKind::Binary { op: BinOp::Pow, op_span, lhs: Box::new(base), rhs: Box::new(acc) },
+                        span: sp,
+                    };
+                    pending = negs_of_base;
                 }
-                // The first operand cannot carry a minus (unary handles that), but the
-                // later ones can: `a ^ -b` keeps its sign on b via `pending_negs` above.
                 Ok((acc, depth))
             }
             Rule::postfix => {

@@ -136,7 +136,7 @@ pub fn expr(e: &Expr) -> String {
         ExprKind::List(items) => format!("[{}]", items.iter().map(expr).collect::<Vec<_>>().join(", ")),
         ExprKind::Repeat(a, b) => format!("[{}; {}]", expr(a), expr(b)),
         ExprKind::Neg(x) => format!("(-{})", expr(x)),
-        ExprKind::Binary(op, a, b) => format!("({} {} {})", expr(a), op.symbol(), expr(b)),
+        ExprKind::Binary { op, lhs: a, rhs: b, .. } => format!("({} {} {})", expr(a), op.symbol(), expr(b)),
         ExprKind::Call { callee, args } => {
             let a: Vec<String> = args
                 .iter()

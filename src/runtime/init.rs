@@ -1,0 +1,67 @@
+//! Initializers (LANGUAGE.md section 5): values for every parameter and state of a
+//! graph, deterministic per seed. Each tensor draws from its own generator seeded by
+//! (seed, name), so values do not depend on declaration order.
+
+use super::rng::{name_hash, SplitMix64};
+use crate::ir::{Graph, Init};
+
+/// (fan_in, fan_out) of a shape: `[in, out]` (nnc's Dense layout), `[out, in, k..]` (conv,
+/// as PyTorch), `[n]` gives (n, n), a scalar (1, 1).
+pub fn fans(shape: &[i64]) -> (f64, f64) {
+    match shape.len() {
+        0 => (1.0, 1.0),
+        1 => (shape[0] as f64, shape[0] as f64),
+        2 => (shape[0] as f64, shape[1] as f64),
+        _ => {
+            let receptive: i64 = shape[2..].iter().product();
+            ((shape[1] * receptive) as f64, (shape[0] * receptive) as f64)
+        }
+    }
+}
+
+/// The initial values of one tensor.
+pub fn init_tensor(init: &Init, shape: &[i64], seed: u64, name: &str) -> Vec<f64> {
+    let n: i64 = shape.iter().product();
+    let n = n.max(0) as usize;
+    let mut rng = SplitMix64::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ name_hash(name));
+    let (fan_in, fan_out) = fans(shape);
+    let uniform = |rng: &mut SplitMix64, a: f64| (0..n).map(|_| rng.uniform(-a, a)).collect::<Vec<f64>>();
+    let normal = |rng: &mut SplitMix64, s: f64| (0..n).map(|_| s * rng.normal()).collect::<Vec<f64>>();
+    match init {
+        Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
+        Init::Constant(v) => vec![*v; n],
+        Init::Normal { std } => normal(&mut rng, *std),
+        Init::Uniform { lo, hi } => (0..n).map(|_| rng.uniform(*lo, *hi)).collect(),
+        Init::XavierUniform { gain } => uniform(&mut rng, gain * (6.0 / (fan_in + fan_out)).sqrt()),
+        Init::XavierNormal { gain } => normal(&mut rng, gain * (2.0 / (fan_in + fan_out)).sqrt()),
+        Init::HeUniform { gain } => uniform(&mut rng, gain * (6.0 / fan_in).sqrt()),
+        Init::HeNormal { gain } => normal(&mut rng, gain * (2.0 / fan_in).sqrt()),
+    }
+}
+
+/// Initial values of every parameter and every state of `g`, in declaration order.
+pub fn init_all(g: &Graph, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let params = g.params.iter().map(|p| init_tensor(&p.init, &p.shape, seed, &p.name)).collect();
+    let states = g.states.iter().map(|s| init_tensor(&s.init, &s.shape, seed, &s.name)).collect();
+    (params, states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xavier_bounds_and_fans() {
+        assert_eq!(fans(&[64, 128]), (64.0, 128.0));
+        assert_eq!(fans(&[8, 3, 5, 5]), (75.0, 200.0));
+        let v = init_tensor(&Init::XavierUniform { gain: 1.0 }, &[64, 128], 0, "W");
+        let a = (6.0f64 / 192.0).sqrt();
+        assert!(v.iter().all(|x| x.abs() <= a));
+        assert!(v.iter().any(|x| x.abs() > 0.9 * a));
+        let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        assert!((var - a * a / 3.0).abs() < 0.05 * a * a / 3.0);
+        assert_eq!(v, init_tensor(&Init::XavierUniform { gain: 1.0 }, &[64, 128], 0, "W"));
+        assert_ne!(v, init_tensor(&Init::XavierUniform { gain: 1.0 }, &[64, 128], 1, "W"));
+    }
+}

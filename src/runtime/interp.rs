@@ -1,0 +1,490 @@
+//! The reference interpreter: the executable definition of every primitive.
+//!
+//! Plain loops over row-major buffers, no cleverness: this is the oracle that autodiff,
+//! fusion, buffer planning and the JIT are checked against. It also fingerprints every
+//! discrete decision a graph takes (which side of a max won, the sign of an `abs`, the
+//! outcome of a comparison), so gradient checks can tell a kink crossed by a finite
+//! difference from a wrong derivative.
+
+use super::{bind_inputs, rng, Bindings, Real};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Window};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data<T> {
+    F(Vec<T>),
+    I(Vec<i32>),
+}
+
+/// A dense row-major tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<T> {
+    pub shape: Vec<usize>,
+    pub data: Data<T>,
+}
+
+impl<T: Real> Tensor<T> {
+    pub fn f(shape: Vec<usize>, data: Vec<T>) -> Tensor<T> {
+        Tensor { shape, data: Data::F(data) }
+    }
+    pub fn i(shape: Vec<usize>, data: Vec<i32>) -> Tensor<T> {
+        Tensor { shape, data: Data::I(data) }
+    }
+    pub fn floats(&self) -> &[T] {
+        match &self.data {
+            Data::F(v) => v,
+            Data::I(_) => &[],
+        }
+    }
+    pub fn ints(&self) -> &[i32] {
+        match &self.data {
+            Data::I(v) => v,
+            Data::F(_) => &[],
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything a graph reads: inputs by input index, parameters and states by
+/// declaration index, and the (seed, step) pair that keys the random streams.
+#[derive(Clone, Debug)]
+pub struct Feeds<T> {
+    pub inputs: Vec<Tensor<T>>,
+    pub params: Vec<Vec<T>>,
+    pub states: Vec<Vec<T>>,
+    pub seed: u64,
+    pub step: u64,
+}
+
+/// The value of every node, and the fingerprint of the graph's discrete decisions.
+pub struct Run<T> {
+    pub values: Vec<Tensor<T>>,
+    pub decisions: u64,
+    pub bindings: Bindings,
+}
+
+impl<T> Run<T> {
+    pub fn get(&self, v: crate::ir::Value) -> &Tensor<T> {
+        &self.values[v.as_u32() as usize]
+    }
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// For each element of an output of `shape` (row-major), the source offset
+/// `base + sum(idx[i] * src_strides[i])`.
+fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        out.push(base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>());
+        for a in (0..shape.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+    }
+}
+
+fn unary<T: Real>(op: UnaryOp, x: T) -> T {
+    let zero = T::zero();
+    let one = T::one();
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sign => {
+            if x > zero {
+                one
+            } else if x < zero {
+                -one
+            } else {
+                zero
+            }
+        }
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sigmoid => {
+            // Stable on both tails.
+            if x >= zero {
+                one / (one + (-x).exp())
+            } else {
+                let e = x.exp();
+                e / (one + e)
+            }
+        }
+        UnaryOp::Erf => x.erf(),
+    }
+}
+
+fn binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
+    let bit = |c: bool| if c { T::one() } else { T::zero() };
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::Max => {
+            if a >= b || b != b {
+                if b != b {
+                    b
+                } else {
+                    a
+                }
+            } else {
+                b
+            }
+        }
+        BinaryOp::Min => {
+            if a <= b || b != b {
+                if b != b {
+                    b
+                } else {
+                    a
+                }
+            } else {
+                b
+            }
+        }
+        BinaryOp::Lt => bit(a < b),
+        BinaryOp::Le => bit(a <= b),
+        BinaryOp::Gt => bit(a > b),
+        BinaryOp::Ge => bit(a >= b),
+        BinaryOp::Eq => bit(a == b),
+        BinaryOp::Ne => bit(a != b),
+    }
+}
+
+/// Runs a graph. Input shapes bind the symbols; missing or mis-shaped feeds are errors.
+pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
+    if feeds.inputs.len() != g.inputs.len() {
+        return Err(format!("the graph has {} inputs, {} were given", g.inputs.len(), feeds.inputs.len()));
+    }
+    let shapes: Vec<Vec<usize>> = feeds.inputs.iter().map(|t| t.shape.clone()).collect();
+    let b = bind_inputs(g, &shapes)?;
+    let mut fp = Fingerprint(0xcbf2_9ce4_8422_2325);
+    let mut vals: Vec<Tensor<T>> = Vec::with_capacity(g.len());
+    for (v, node) in g.nodes.iter() {
+        let shape = b.shape(&node.ty.shape, g)?;
+        let n: usize = shape.iter().product();
+        let arg = |i: usize| &vals[node.args[i].as_u32() as usize];
+        let fl = |i: usize| arg(i).floats();
+        let out: Tensor<T> = match &node.op {
+            Op::Input(i) => {
+                let t = &feeds.inputs[*i as usize];
+                let ok = match (&t.data, node.ty.dtype) {
+                    (Data::F(d), crate::ir::DType::F32) => d.len() == n,
+                    (Data::I(d), crate::ir::DType::I32) => d.len() == n,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!("input `{}` has the wrong element type or length", g.inputs[*i as usize].name));
+                }
+                t.clone()
+            }
+            Op::Param(i) | Op::State(i) => {
+                let (src, kind, name) = if matches!(node.op, Op::Param(_)) {
+                    (&feeds.params, "parameter", &g.params[*i as usize].name)
+                } else {
+                    (&feeds.states, "state", &g.states[*i as usize].name)
+                };
+                let d = src.get(*i as usize).ok_or_else(|| format!("{kind} `{name}` was not given"))?;
+                if d.len() != n {
+                    return Err(format!("{kind} `{name}` has {} values, expected {n}", d.len()));
+                }
+                Tensor::f(shape, d.clone())
+            }
+            Op::Fill(x) => Tensor::f(shape, vec![T::from_f64(*x); n]),
+            Op::DimValue(d) => {
+                let x = d.eval(&|s| b.get(s)).ok_or("unbound symbol in a dim value")?;
+                Tensor::f(shape, vec![T::from_f64(x as f64)])
+            }
+            Op::Iota { axis } => {
+                let st = strides(&shape);
+                let a = *axis as usize;
+                Tensor::f(shape.clone(), (0..n).map(|i| T::from_f64(((i / st[a]) % shape[a]) as f64)).collect())
+            }
+            Op::Rand { stream } => {
+                let key = rng::stream_key(feeds.seed, feeds.step, *stream);
+                Tensor::f(shape, (0..n).map(|i| T::from_f64(rng::uniform(key, i as u32) as f64)).collect())
+            }
+            Op::Unary(u) => {
+                let x = fl(0);
+                if matches!(u, UnaryOp::Abs | UnaryOp::Sign) {
+                    for &e in x {
+                        fp.add(u64::from(e > T::zero()) + 2 * u64::from(e < T::zero()));
+                    }
+                }
+                Tensor::f(shape, x.iter().map(|&e| unary(*u, e)).collect())
+            }
+            Op::Binary(op) => {
+                let (a, c) = (fl(0), fl(1));
+                let out: Vec<T> = a.iter().zip(c).map(|(&x, &y)| binary(*op, x, y)).collect();
+                if op.is_comparison() || matches!(op, BinaryOp::Max | BinaryOp::Min) {
+                    for (&x, &y) in a.iter().zip(c) {
+                        fp.add(u64::from(x > y) + 2 * u64::from(x < y));
+                    }
+                }
+                Tensor::f(shape, out)
+            }
+            Op::Select => {
+                let (c, a, e) = (fl(0), fl(1), fl(2));
+                for &x in c {
+                    fp.add(u64::from(x != T::zero()));
+                }
+                Tensor::f(shape, (0..n).map(|i| if c[i] != T::zero() { a[i] } else { e[i] }).collect())
+            }
+            Op::StopGradient => arg(0).clone(),
+            Op::Broadcast { .. } => {
+                let x = arg(0);
+                let r = shape.len();
+                let k = x.shape.len();
+                let xs = strides(&x.shape);
+                let mut src = vec![0usize; r];
+                for j in 0..k {
+                    src[r - k + j] = if x.shape[j] == 1 { 0 } else { xs[j] };
+                }
+                let offs = gather_offsets(&shape, &src, 0);
+                pick(x, shape, &offs)
+            }
+            Op::Reshape { .. } => Tensor { shape, data: arg(0).data.clone() },
+            Op::Transpose { perm } => {
+                let x = arg(0);
+                let xs = strides(&x.shape);
+                let src: Vec<usize> = perm.iter().map(|&p| xs[p as usize]).collect();
+                let offs = gather_offsets(&shape, &src, 0);
+                pick(x, shape, &offs)
+            }
+            Op::Slice { axis, start, step, .. } => {
+                let x = arg(0);
+                let xs = strides(&x.shape);
+                let a = *axis as usize;
+                let mut src = xs.clone();
+                src[a] = xs[a] * *step as usize;
+                let offs = gather_offsets(&shape, &src, *start as usize * xs[a]);
+                pick(x, shape, &offs)
+            }
+            Op::Pad { axis, start, step, .. } => {
+                let x = arg(0);
+                let os = strides(&shape);
+                let a = *axis as usize;
+                let mut dst = os.clone();
+                dst[a] = os[a] * *step as usize;
+                let offs = gather_offsets(&x.shape, &dst, *start as usize * os[a]);
+                let mut out = vec![T::zero(); n];
+                for (k, &o) in offs.iter().enumerate() {
+                    out[o] = x.floats()[k];
+                }
+                Tensor::f(shape, out)
+            }
+            Op::Concat { axis } => {
+                let a = *axis as usize;
+                let outer: usize = shape[..a].iter().product();
+                let mut out_f = Vec::with_capacity(n);
+                let mut out_i = Vec::new();
+                let is_int = matches!(arg(0).data, Data::I(_));
+                for o in 0..outer {
+                    for i in 0..node.args.len() {
+                        let t = arg(i);
+                        let chunk: usize = t.shape[a..].iter().product();
+                        match &t.data {
+                            Data::F(d) => out_f.extend_from_slice(&d[o * chunk..(o + 1) * chunk]),
+                            Data::I(d) => out_i.extend_from_slice(&d[o * chunk..(o + 1) * chunk]),
+                        }
+                    }
+                }
+                if is_int {
+                    Tensor::i(shape, out_i)
+                } else {
+                    Tensor::f(shape, out_f)
+                }
+            }
+            Op::Reduce { op, axes } => {
+                let x = arg(0);
+                let os = strides(&shape);
+                // Source strides into the output: reduced axes contribute nothing.
+                let mut dst = Vec::with_capacity(x.shape.len());
+                let mut k = 0;
+                for i in 0..x.shape.len() {
+                    if axes.contains(&(i as u32)) {
+                        dst.push(0);
+                    } else {
+                        dst.push(os[k]);
+                        k += 1;
+                    }
+                }
+                let offs = gather_offsets(&x.shape, &dst, 0);
+                let d = x.floats();
+                let mut out: Vec<Option<T>> = vec![None; n];
+                let mut arg_of = vec![0usize; n];
+                for (i, &o) in offs.iter().enumerate() {
+                    let e = d[i];
+                    out[o] = Some(match (out[o], op) {
+                        (None, _) => {
+                            arg_of[o] = i;
+                            e
+                        }
+                        (Some(acc), ReduceOp::Sum) => acc + e,
+                        (Some(acc), ReduceOp::Max) => {
+                            if e > acc || e != e {
+                                arg_of[o] = i;
+                                e
+                            } else {
+                                acc
+                            }
+                        }
+                        (Some(acc), ReduceOp::Min) => {
+                            if e < acc || e != e {
+                                arg_of[o] = i;
+                                e
+                            } else {
+                                acc
+                            }
+                        }
+                    });
+                }
+                if *op != ReduceOp::Sum {
+                    for a in &arg_of {
+                        fp.add(*a as u64);
+                    }
+                }
+                Tensor::f(shape, out.into_iter().map(|o| o.unwrap_or(T::zero())).collect())
+            }
+            Op::MatMul => {
+                let (a, c) = (arg(0), arg(1));
+                let r = a.shape.len();
+                let (m, k, nn) = (a.shape[r - 2], a.shape[r - 1], c.shape[r - 1]);
+                let batch: usize = a.shape[..r - 2].iter().product();
+                let (ad, cd) = (a.floats(), c.floats());
+                let mut out = vec![T::zero(); n];
+                for bi in 0..batch {
+                    let (ao, co, oo) = (bi * m * k, bi * k * nn, bi * m * nn);
+                    for i in 0..m {
+                        for j in 0..nn {
+                            let mut acc = T::zero();
+                            for p in 0..k {
+                                acc += ad[ao + i * k + p] * cd[co + p * nn + j];
+                            }
+                            out[oo + i * nn + j] = acc;
+                        }
+                    }
+                }
+                Tensor::f(shape, out)
+            }
+            Op::Gather => {
+                let (t, ids) = (arg(0), arg(1));
+                let rows = t.shape[0];
+                let row: usize = t.shape[1..].iter().product();
+                let mut out = Vec::with_capacity(n);
+                for &id in ids.ints() {
+                    if id >= 0 && (id as usize) < rows {
+                        out.extend_from_slice(&t.floats()[id as usize * row..(id as usize + 1) * row]);
+                    } else {
+                        out.extend(std::iter::repeat_n(T::zero(), row));
+                    }
+                }
+                Tensor::f(shape, out)
+            }
+            Op::ScatterAdd { .. } => {
+                let (ids, src) = (arg(0), arg(1));
+                let rows = shape[0];
+                let row: usize = shape[1..].iter().product();
+                let mut out = vec![T::zero(); n];
+                for (k, &id) in ids.ints().iter().enumerate() {
+                    if id >= 0 && (id as usize) < rows {
+                        for j in 0..row {
+                            out[id as usize * row + j] += src.floats()[k * row + j];
+                        }
+                    }
+                }
+                Tensor::f(shape, out)
+            }
+            Op::OneHot { n: classes } => {
+                let ids = arg(0);
+                let c = *classes as usize;
+                let mut out = vec![T::zero(); n];
+                for (k, &id) in ids.ints().iter().enumerate() {
+                    if id >= 0 && (id as usize) < c {
+                        out[k * c + id as usize] = T::one();
+                    }
+                }
+                Tensor::f(shape, out)
+            }
+            Op::Im2col(w) => {
+                let x = arg(0);
+                let mut out = vec![T::zero(); n];
+                im2col_map(&x.shape, w, &shape, |o, i| out[o] = x.floats()[i]);
+                Tensor::f(shape, out)
+            }
+            Op::Col2im { window, .. } => {
+                let p = arg(0);
+                let mut out = vec![T::zero(); n];
+                im2col_map(&shape, window, &p.shape, |o, i| out[i] += p.floats()[o]);
+                Tensor::f(shape, out)
+            }
+        };
+        debug_assert_eq!(out.len(), n, "{v}: wrong element count");
+        vals.push(out);
+    }
+    Ok(Run { values: vals, decisions: fp.0, bindings: b })
+}
+
+/// Calls `f(patch_offset, image_offset)` for every in-bounds pair of the window
+/// mapping between an image `[N, C, H, W]` and its patches `[N, C, kh, kw, OH, OW]`.
+fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {
+    let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
+    let (oh, ow) = (patches[4], patches[5]);
+    let (kh, kw) = (w.kh as usize, w.kw as usize);
+    let mut o = 0;
+    for b in 0..nb {
+        for ch in 0..c {
+            let base = (b * c + ch) * (h * wd) as usize;
+            for i in 0..kh {
+                for j in 0..kw {
+                    for y in 0..oh {
+                        let iy = (y * w.stride_h as usize + i) as i64 - w.pad_h as i64;
+                        for x in 0..ow {
+                            let ix = (x * w.stride_w as usize + j) as i64 - w.pad_w as i64;
+                            if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                                f(o, base + (iy * wd + ix) as usize);
+                            }
+                            o += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The elements of `x` at `offs`, as a tensor of `shape` (float or int alike).
+fn pick<T: Real>(x: &Tensor<T>, shape: Vec<usize>, offs: &[usize]) -> Tensor<T> {
+    match &x.data {
+        Data::F(d) => Tensor::f(shape, offs.iter().map(|&o| d[o]).collect()),
+        Data::I(d) => Tensor::i(shape, offs.iter().map(|&o| d[o]).collect()),
+    }
+}
