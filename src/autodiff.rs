@@ -386,3 +386,40 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
     };
     Ok(Some(out))
 }
+
+/// A graph whose loss is `s = sum_p <grad_p, v_p>` for new inputs `v.<param>` (one per
+/// parameter, of its shape). The gradient of `s` with respect to the parameters is the
+/// Hessian-vector product `H v`: differentiating this graph again gives second
+/// derivatives, and gradient-checking it checks every VJP rule's own VJP.
+pub fn directional_graph(g: &Graph) -> Result<Graph, String> {
+    let loss = g.loss.ok_or("the graph has no loss")?;
+    let wrt: Vec<Value> = g.params.iter().map(|p| p.value).collect();
+    let (graph, grads) = grad(g, loss, &wrt)?;
+    let mut b = Builder { g: graph };
+    let mut total: Option<Value> = None;
+    for (p, &gp) in g.params.iter().zip(&grads) {
+        let ty = Type::f32(p.shape.iter().map(|&d| Dim::konst(d)).collect());
+        let idx = b.g.inputs.len() as u32;
+        let v = b.push(Op::Input(idx), vec![], Some(ty.clone()))?;
+        b.g.inputs.push(crate::ir::InputDecl { name: format!("v.{}", p.name), ty, value: v, span: p.span });
+        let prod = b.mul(gp, v)?;
+        let rank = p.shape.len() as u32;
+        let s = if rank == 0 { prod } else { b.push(Op::Reduce { op: ReduceOp::Sum, axes: (0..rank).collect() }, vec![prod], None)? };
+        total = Some(match total {
+            Some(t) => b.bin(BinaryOp::Add, t, s)?,
+            None => s,
+        });
+    }
+    let mut out = b.g;
+    out.outputs.clear();
+    out.loss = Some(match total {
+        Some(t) => t,
+        None => {
+            let mut bb = Builder { g: out.clone() };
+            let z = bb.fill(0.0, vec![])?;
+            out = bb.g;
+            z
+        }
+    });
+    Ok(out)
+}

@@ -26,7 +26,7 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { seed: 0, eps: 1e-6, tol: 1e-6, batch: 3, max_coords: 64, floor: 1e-3 }
+        GradcheckOptions { seed: 0, eps: 1e-6, tol: 1e-6, batch: 3, max_coords: 64, floor: 1e-2 }
     }
 }
 

@@ -23,4 +23,6 @@ pub mod lower;
 pub mod pipeline;
 pub mod runtime;
 pub mod settings;
+pub mod simplify;
 pub mod syntax;
+pub mod tensors;

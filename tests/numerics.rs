@@ -1,11 +1,22 @@
-//! Numerical oracles: gradient checks (f64 central differences) of every example and
-//! fixture, known-answer tests of the course formulas, second derivatives.
+//! Numerical oracles: gradient checks (f64 central differences) of every primitive,
+//! prelude layer, loss and example; second derivatives; known-answer tests of the course
+//! formulas (with the corrections of LANGUAGE.md section 11); kink handling; dropout.
 
+use nnc::autodiff;
 use nnc::gradcheck::{gradcheck, table, GradcheckOptions};
+use nnc::ir::{Graph, Program};
 use nnc::pipeline;
-use std::path::Path;
+use nnc::runtime::interp::{self, Feeds, Tensor};
+use std::path::{Path, PathBuf};
 
-fn compile(path: &Path) -> nnc::ir::Program {
+fn compile_text(name: &str, text: &str) -> Program {
+    match pipeline::compile_source(name, text, None) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+    }
+}
+
+fn compile(path: &Path) -> Program {
     let text = std::fs::read_to_string(path).expect("readable");
     match pipeline::compile_source(&path.display().to_string(), &text, path.parent()) {
         Ok(mut c) => c.programs.remove(0),
@@ -13,28 +24,263 @@ fn compile(path: &Path) -> nnc::ir::Program {
     }
 }
 
-fn check_file(path: &Path, opts: &GradcheckOptions) {
-    let p = compile(path);
-    for g in [&p.train, &p.eval] {
-        if g.loss.is_none() {
-            continue;
-        }
-        let reports = gradcheck(g, opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let worst = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
-        let checked: usize = reports.iter().map(|r| r.checked).sum();
-        println!("{} ({:?}):\n{}", path.display(), g.mode, table(&reports, opts.tol));
-        assert!(worst <= opts.tol, "{}: gradient check failed\n{}", path.display(), table(&reports, opts.tol));
-        assert!(checked > 0, "{}: no coordinate was checked", path.display());
+fn nn_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("folder exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "nn"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn assert_gradcheck(what: &str, g: &Graph, opts: &GradcheckOptions) {
+    let reports = gradcheck(g, opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let worst = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
+    let checked: usize = reports.iter().map(|r| r.checked).sum();
+    assert!(worst <= opts.tol, "{what}: gradient check failed\n{}", table(&reports, opts.tol));
+    assert!(checked > 0, "{what}: no coordinate was checked\n{}", table(&reports, opts.tol));
+}
+
+/// Every primitive, prelude layer and loss (tests/data/grad), in both graphs.
+#[test]
+fn primitives_gradcheck() {
+    let files = nn_files("tests/data/grad");
+    assert!(files.len() >= 40);
+    let opts = GradcheckOptions { batch: 2, max_coords: 24, ..Default::default() };
+    for f in files {
+        let p = compile(&f);
+        assert_gradcheck(&format!("{} (train)", f.display()), &p.train, &opts);
+        assert_gradcheck(&format!("{} (eval)", f.display()), &p.eval, &opts);
     }
 }
 
+/// Second derivatives: the gradient of <grad, v> (a Hessian-vector product) against
+/// central differences of <grad, v>, for every fixture: each VJP rule's own VJP.
+#[test]
+fn second_derivatives_gradcheck() {
+    let opts = GradcheckOptions { batch: 2, max_coords: 12, ..Default::default() };
+    for f in nn_files("tests/data/grad") {
+        let p = compile(&f);
+        let g2 = autodiff::directional_graph(&p.train).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_gradcheck(&format!("{} (second order)", f.display()), &g2, &opts);
+    }
+}
+
+/// Every example of LANGUAGE.md section 9 (a sample of coordinates, a small batch).
 #[test]
 fn examples_gradcheck() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "nn")).collect();
-    files.sort();
-    let opts = GradcheckOptions { batch: 2, max_coords: 8, ..Default::default() };
-    for f in files {
-        check_file(&f, &opts);
+    let opts = GradcheckOptions { batch: 2, max_coords: 6, ..Default::default() };
+    for f in nn_files("examples") {
+        let p = compile(&f);
+        assert_gradcheck(&format!("{} (train)", f.display()), &p.train, &opts);
+        assert_gradcheck(&format!("{} (eval)", f.display()), &p.eval, &opts);
     }
+}
+
+/// A Hessian-vector product of a small MLP's loss equals finite differences of its
+/// gradient: (grad(w + h v) - grad(w - h v)) / 2h.
+#[test]
+fn hessian_vector_product_matches_finite_differences() {
+    let p = compile_text(
+        "mlp.nn",
+        "model M {\n input x: [B, 3]\n input y: i32[B]\n layer a = Dense(3, 5)\n layer b = Dense(5, 2)\n loss = cross_entropy(b(tanh(a(x))), y)\n}\n",
+    );
+    let g = &p.train;
+    let hv_graph = autodiff::directional_graph(g).expect("directional graph");
+    let wrt: Vec<_> = hv_graph.params.iter().map(|d| d.value).collect();
+    let (hv_full, hv) = autodiff::grad(&hv_graph, hv_graph.loss.expect("loss"), &wrt).expect("second grad");
+    let (grad_graph, grads) = autodiff::grad(g, g.loss.expect("loss"), &wrt).expect("grad");
+    let inputs = nnc::gradcheck::random_inputs::<f64>(g, 4, 1).expect("inputs");
+    let (params, states) = nnc::gradcheck::random_params(g, 1);
+    let mut rng = nnc::runtime::rng::SplitMix64::new(9);
+    let v: Vec<Vec<f64>> = params.iter().map(|p| p.iter().map(|_| rng.normal()).collect()).collect();
+    // H v from the twice-differentiated graph.
+    let mut hv_inputs = inputs.clone();
+    for (vp, d) in v.iter().zip(&g.params) {
+        hv_inputs.push(Tensor::f(d.shape.iter().map(|&x| x as usize).collect(), vp.clone()));
+    }
+    let feeds = Feeds { inputs: hv_inputs, params: params.clone(), states: states.clone(), seed: 0, step: 0 };
+    let run = interp::run(&hv_full, &feeds).expect("run");
+    // Finite differences of the gradient along v.
+    let h = 1e-5;
+    let grad_at = |sign: f64| {
+        let ps: Vec<Vec<f64>> = params.iter().zip(&v).map(|(p, vp)| p.iter().zip(vp).map(|(a, b)| a + sign * h * b).collect()).collect();
+        let f = Feeds { inputs: inputs.clone(), params: ps, states: states.clone(), seed: 0, step: 0 };
+        let r = interp::run(&grad_graph, &f).expect("run");
+        grads.iter().map(|gv| r.get(*gv).floats().to_vec()).collect::<Vec<_>>()
+    };
+    let (gp, gm) = (grad_at(1.0), grad_at(-1.0));
+    let mut worst: f64 = 0.0;
+    for (k, hvk) in hv.iter().enumerate() {
+        for (i, a) in run.get(*hvk).floats().iter().enumerate() {
+            let n = (gp[k][i] - gm[k][i]) / (2.0 * h);
+            worst = worst.max((a - n).abs() / a.abs().max(n.abs()).max(1e-2));
+        }
+    }
+    assert!(worst < 1e-6, "H v differs from finite differences: {worst:e}");
+}
+
+fn run_f64(g: &Graph, inputs: Vec<Tensor<f64>>, params: Vec<Vec<f64>>) -> interp::Run<f64> {
+    let states = nnc::runtime::init::init_all(g, 0).1;
+    interp::run(g, &Feeds { inputs, params, states, seed: 0, step: 0 }).expect("run")
+}
+
+/// The course's one-hidden-layer window scorer with the max-margin loss, by hand:
+/// s = U . sigmoid(W x + b), J = max(0, 1 - s + s_c), and with J active
+/// dJ/dU = -a + a_c, dJ/dW_ij = -U_i f'(z_i) x_j + U_i f'(z_c,i) x_c,j (no sum over i:
+/// LANGUAGE.md section 11), dJ/db_i = -U_i f'(z_i) + U_i f'(z_c,i).
+#[test]
+fn max_margin_formulas_by_hand() {
+    let p = compile_text(
+        "window.nn",
+        "model W {\n input good: [1, 4]\n input bad: [1, 4]\n param W: [4, 3] = xavier_uniform\n param b: [3] = zeros\n param U: [3] = xavier_uniform\n fn score(x: [N, 4]) -> [N] { sigmoid(x @ W + b) @ U }\n loss = mean(max(0, 1.0 - score(good) + score(bad)))\n}\n",
+    );
+    let g = &p.train;
+    let gr = autodiff::grad_program(g).expect("grad");
+    let x = [0.5, -1.0, 2.0, 0.25];
+    let xc = [-0.3, 0.8, 0.1, -1.5];
+    let w: Vec<f64> = (0..12).map(|i| ((i * 7 % 11) as f64 - 5.0) / 10.0).collect();
+    let b = vec![0.1, -0.2, 0.05];
+    let u = vec![0.3, -0.7, 0.2];
+    let run = run_f64(
+        &gr.graph,
+        vec![Tensor::f(vec![1, 4], x.to_vec()), Tensor::f(vec![1, 4], xc.to_vec())],
+        vec![w.clone(), b.clone(), u.clone()],
+    );
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let hidden = |x: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let z: Vec<f64> = (0..3).map(|i| (0..4).map(|j| x[j] * w[j * 3 + i]).sum::<f64>() + b[i]).collect();
+        let a = z.iter().map(|&z| sig(z)).collect();
+        (z, a)
+    };
+    let (z, a) = hidden(&x);
+    let (zc, ac) = hidden(&xc);
+    let s: f64 = (0..3).map(|i| u[i] * a[i]).sum();
+    let sc: f64 = (0..3).map(|i| u[i] * ac[i]).sum();
+    let j = (1.0 - s + sc).max(0.0);
+    assert!(j > 0.0, "the margin must be active for this test");
+    assert!((run.get(g.loss.expect("loss")).floats()[0] - j).abs() < 1e-12);
+    let fp = |z: f64| sig(z) * (1.0 - sig(z));
+    let grad = |name: &str| {
+        let k = g.params.iter().position(|p| p.name == name).expect("param");
+        run.get(gr.grads[k]).floats().to_vec()
+    };
+    let (gw, gb, gu) = (grad("W"), grad("b"), grad("U"));
+    for i in 0..3 {
+        assert!((gu[i] - (-a[i] + ac[i])).abs() < 1e-12);
+        assert!((gb[i] - (-u[i] * fp(z[i]) + u[i] * fp(zc[i]))).abs() < 1e-12);
+        for jj in 0..4 {
+            // W is [in, out]: W[j][i] connects input j to hidden unit i (aᵀ·δ layout).
+            let want = -u[i] * fp(z[i]) * x[jj] + u[i] * fp(zc[i]) * xc[jj];
+            assert!((gw[jj * 3 + i] - want).abs() < 1e-12, "dJ/dW[{jj},{i}]");
+        }
+    }
+}
+
+/// Softmax cross-entropy: dL/dz = (softmax(z) - onehot(y)) / B.
+#[test]
+fn softmax_cross_entropy_gradient_by_hand() {
+    let p = compile_text("ce.nn", "model C {\n input y: i32[2]\n param z: [2, 3] = zeros\n loss = cross_entropy(z, y)\n}\n");
+    let g = &p.train;
+    let gr = autodiff::grad_program(g).expect("grad");
+    let z = vec![1.0, 2.0, 0.5, -1.0, 0.0, 3.0];
+    let y = [2, 0];
+    let run = run_f64(&gr.graph, vec![Tensor::i(vec![2], y.to_vec())], vec![z.clone()]);
+    let dz = run.get(gr.grads[0]).floats().to_vec();
+    let mut loss = 0.0;
+    for r in 0..2 {
+        let row = &z[r * 3..r * 3 + 3];
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        loss += -(e[y[r] as usize] / s).ln() / 2.0;
+        for c in 0..3 {
+            let want = (e[c] / s - f64::from(u8::from(c == y[r] as usize))) / 2.0;
+            assert!((dz[r * 3 + c] - want).abs() < 1e-12);
+        }
+    }
+    assert!((run.get(g.loss.expect("loss")).floats()[0] - loss).abs() < 1e-12);
+}
+
+/// Soft sign's derivative is 1/(1+|x|)^2 (not sgn(x)/(1+|x|)^2, as the notes say).
+#[test]
+fn softsign_derivative() {
+    let p = compile_text("s.nn", "model S {\n param w: [4] = zeros\n loss = sum(softsign(w))\n}\n");
+    let gr = autodiff::grad_program(&p.train).expect("grad");
+    let w = vec![-2.0, -0.5, 0.5, 3.0];
+    let run = run_f64(&gr.graph, vec![], vec![w.clone()]);
+    for (d, x) in run.get(gr.grads[0]).floats().iter().zip(&w) {
+        assert!((d - 1.0 / (1.0 + x.abs()).powi(2)).abs() < 1e-12);
+    }
+}
+
+/// stop_gradient passes the value and blocks the gradient.
+#[test]
+fn stop_gradient_blocks_gradient() {
+    let p = compile_text("sg.nn", "model S {\n param w: [3] = zeros\n loss = sum(stop_gradient(w) * w)\n}\n");
+    let gr = autodiff::grad_program(&p.train).expect("grad");
+    let w = vec![1.5, -2.0, 0.25];
+    let run = run_f64(&gr.graph, vec![], vec![w.clone()]);
+    assert_eq!(run.get(gr.grads[0]).floats(), &w[..]);
+}
+
+/// Kinks are found, not stumbled on: with a step as large as the inputs, relu's
+/// central differences straddle 0 for many coordinates; those are skipped and counted,
+/// and the rest still agree.
+#[test]
+fn kinks_are_detected_and_skipped() {
+    let p = compile_text("k.nn", "model K {\n input x: [B, 4]\n param w: [4, 4] = normal(1.0)\n loss = sum(relu(x @ w) * relu(x @ w))\n}\n");
+    let opts = GradcheckOptions { eps: 0.3, tol: 1.0, batch: 8, ..Default::default() };
+    let reports = gradcheck(&p.train, &opts).expect("gradcheck");
+    let kinks: usize = reports.iter().map(|r| r.kinks).sum();
+    assert!(kinks > 0, "a step of 0.3 must cross some kinks:\n{}", table(&reports, 1.0));
+    // Where no kink is crossed, relu(.)^2 is quadratic, so central differences are exact.
+    assert!(reports.iter().all(|r| r.max_rel_err < 1e-9), "{}", table(&reports, 1.0));
+    // A tie in max splits the gradient evenly.
+    let t = compile_text("t.nn", "model T {\n param a: [2] = zeros\n param b: [2] = zeros\n loss = sum(maximum(a, b))\n}\n");
+    let gr = autodiff::grad_program(&t.train).expect("grad");
+    let run = run_f64(&gr.graph, vec![], vec![vec![1.0, 2.0], vec![1.0, 0.0]]);
+    assert_eq!(run.get(gr.grads[0]).floats(), &[0.5, 1.0]);
+    assert_eq!(run.get(gr.grads[1]).floats(), &[0.5, 0.0]);
+}
+
+/// Dropout: a (seed, step) pair always gives the same mask; another step another mask;
+/// kept units are scaled by 1/(1-p); evaluation is the identity.
+#[test]
+fn dropout_is_deterministic_and_inverted() {
+    let p = compile_text("d.nn", "model D {\n input x: [B, 1000]\n output y = dropout(x, 0.25)\n}\n");
+    let x = Tensor::f(vec![1, 1000], vec![1.0; 1000]);
+    let run = |g: &Graph, step: u64| -> Vec<f64> {
+        let f = Feeds { inputs: vec![x.clone()], params: vec![], states: vec![], seed: 42, step };
+        let r = interp::run(g, &f).expect("run");
+        r.get(g.outputs[0].1).floats().to_vec() as Vec<f64>
+    };
+    let a = run(&p.train, 3);
+    assert_eq!(a, run(&p.train, 3));
+    assert_ne!(a, run(&p.train, 4));
+    let kept = a.iter().filter(|&&v| v != 0.0).count();
+    assert!((700..800).contains(&kept), "kept {kept} of 1000 with p = 0.25");
+    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12));
+    assert!(run(&p.eval, 3).iter().all(|&v| v == 1.0));
+}
+
+/// BatchNorm updates its running statistics in training (unbiased variance, PyTorch's
+/// momentum convention) and uses them in evaluation.
+#[test]
+fn batchnorm_running_statistics() {
+    let p = compile_text("bn.nn", "model N {\n input x: [B, 2]\n layer bn = BatchNorm(2, momentum = 0.9)\n output y = bn(x)\n}\n");
+    let g = &p.train;
+    let x = Tensor::f(vec![3, 2], vec![1.0, 10.0, 2.0, 20.0, 6.0, 0.0]);
+    let params = nnc::runtime::init::init_all(g, 0).0;
+    let r = run_f64(g, vec![x], params);
+    let mean_u = g.states[0].update.expect("mean updated");
+    let var_u = g.states[1].update.expect("var updated");
+    let m = r.get(mean_u).floats().to_vec();
+    let v = r.get(var_u).floats().to_vec();
+    // Column 0: mean 3, unbiased variance 7; column 1: mean 10, unbiased variance 100.
+    assert!((m[0] - 0.3).abs() < 1e-12 && (m[1] - 1.0).abs() < 1e-12);
+    assert!((v[0] - (0.9 + 0.1 * 7.0)).abs() < 1e-12 && (v[1] - (0.9 + 0.1 * 100.0)).abs() < 1e-12);
+    assert!(p.eval.states.iter().all(|s| s.update.is_none()));
 }

@@ -471,36 +471,55 @@ impl Failures {
     }
 }
 
-/// Runs `body` on an 8 MB thread; if it stops reporting progress for `HANG`, fails the
-/// test with the input it was working on.
-fn with_hang_guard(label: &str, body: impl FnOnce(&Mutex<String>) + Send + 'static) {
+/// Where a long loop reports what it is working on.
+struct Progress {
+    tx: mpsc::Sender<Option<Result<(), String>>>,
+    current: Arc<Mutex<String>>,
+}
+
+impl Progress {
+    fn working_on(&self, what: &str, text: &str) {
+        if let Ok(mut c) = self.current.lock() {
+            c.clear();
+            c.push_str(what);
+            c.push('\n');
+            c.push_str(text);
+        }
+        let _ = self.tx.send(None);
+    }
+}
+
+/// Runs `body` on an 8 MB thread. If one input takes longer than `HANG` (no progress
+/// reported for that long), fails the test with that input instead of hanging.
+fn with_hang_guard(label: &str, body: impl FnOnce(&Progress) + Send + 'static) {
     let current = Arc::new(Mutex::new(String::new()));
-    let cur = current.clone();
     let (tx, rx) = mpsc::channel();
+    let progress = Progress { tx: tx.clone(), current: current.clone() };
     std::thread::Builder::new()
         .name(label.to_string())
         .stack_size(STACK)
         .spawn(move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(|| body(&cur)));
-            let _ = tx.send(r.map_err(|p| panic_text(&*p)));
+            let r = panic::catch_unwind(AssertUnwindSafe(|| body(&progress)));
+            let _ = tx.send(Some(r.map_err(|p| panic_text(&*p))));
         })
         .expect("spawn a thread");
-    match rx.recv_timeout(HANG) {
-        Ok(Ok(())) => {}
-        Ok(Err(p)) => panic!("{p}"),
-        Err(_) => {
-            let c = current.lock().map(|c| c.clone()).unwrap_or_default();
-            panic!("{label}: no answer after {HANG:?}; working on:\n{}", excerpt(&c, 3000));
+    loop {
+        match rx.recv_timeout(HANG) {
+            Ok(None) => {}
+            Ok(Some(Ok(()))) => return,
+            Ok(Some(Err(p))) => panic!("{p}"),
+            Err(_) => {
+                let c = current.lock().map(|c| c.clone()).unwrap_or_default();
+                panic!("{label}: no answer after {HANG:?}; working on:\n{}", excerpt(&c, 3000));
+            }
         }
     }
 }
 
 /// Compiles one text mutant, recording a failure if it panics, breaks an invariant or
 /// is slow.
-fn try_mutant(current: &Mutex<String>, fails: &mut Failures, what: String, text: &str) {
-    if let Ok(mut c) = current.lock() {
-        *c = format!("{what}\n{text}");
-    }
+fn try_mutant(progress: &Progress, fails: &mut Failures, what: String, text: &str) {
+    progress.working_on(&what, text);
     let start = Instant::now();
     let r = compile_checked("mutant.nn", text, Some(&examples_dir()));
     let took = start.elapsed();
@@ -513,7 +532,7 @@ fn try_mutant(current: &Mutex<String>, fails: &mut Failures, what: String, text:
 
 #[test]
 fn mutated_examples_truncated() {
-    with_hang_guard("truncations", |current| {
+    with_hang_guard("truncations", |progress| {
         let mut fails = Failures::default();
         let mut total = 0;
         let scale = env_u64("NNC_FUZZ_SCALE", 1) as usize;
@@ -532,7 +551,7 @@ fn mutated_examples_truncated() {
                     c -= 1;
                 }
                 total += 1;
-                try_mutant(current, &mut fails, format!("{name} truncated at byte {c}"), &text[..c]);
+                try_mutant(progress, &mut fails, format!("{name} truncated at byte {c}"), &text[..c]);
             }
         }
         fails.finish(total, "truncations");
@@ -541,7 +560,7 @@ fn mutated_examples_truncated() {
 
 #[test]
 fn mutated_examples_random() {
-    with_hang_guard("random mutations", |current| {
+    with_hang_guard("random mutations", |progress| {
         let seed = env_u64("NNC_FUZZ_SEED", 0x6e6e63);
         let per_example = 320 * env_u64("NNC_FUZZ_SCALE", 1) as usize;
         let exs = examples();
@@ -560,7 +579,7 @@ fn mutated_examples_random() {
                     descs.push(d);
                 }
                 total += 1;
-                try_mutant(current, &mut fails, format!("{name} (seed {seed:#x}, #{k}): {}", descs.join("; ")), &t);
+                try_mutant(progress, &mut fails, format!("{name} (seed {seed:#x}, #{k}): {}", descs.join("; ")), &t);
             }
         }
         fails.finish(total, "random mutations");
@@ -571,7 +590,7 @@ fn mutated_examples_random() {
 /// the file path, which must reject them with a clear E0107 naming the file.
 #[test]
 fn mutated_examples_bytes() {
-    with_hang_guard("byte mutations", |current| {
+    with_hang_guard("byte mutations", |progress| {
         let seed = env_u64("NNC_FUZZ_SEED", 0x6e6e63) ^ 0xb17e;
         let per_example = 120 * env_u64("NNC_FUZZ_SCALE", 1) as usize;
         let dir = scratch("bytes");
@@ -585,7 +604,7 @@ fn mutated_examples_bytes() {
                 let what = format!("{name} (seed {seed:#x}, #{k}): {desc}");
                 total += 1;
                 match std::str::from_utf8(&bytes) {
-                    Ok(t) => try_mutant(current, &mut fails, what, t),
+                    Ok(t) => try_mutant(progress, &mut fails, what, t),
                     Err(_) => {
                         invalid += 1;
                         // Every invalid mutant through the read path would be slow; a
@@ -594,9 +613,7 @@ fn mutated_examples_bytes() {
                             continue;
                         }
                         let lossy = String::from_utf8_lossy(&bytes).to_string();
-                        if let Ok(mut c) = current.lock() {
-                            *c = format!("{what}\n{lossy}");
-                        }
+                        progress.working_on(&what, &lossy);
                         let path = dir.join(format!("m{k}-{name}"));
                         std::fs::write(&path, &bytes).expect("write a mutant");
                         let r = panic::catch_unwind(AssertUnwindSafe(|| pipeline::compile_file(&path)));
@@ -653,7 +670,7 @@ fn invalid_utf8_through_the_binary() {
 /// `--set key=value` parses one expression: the same mutants must not panic there.
 #[test]
 fn mutated_expressions() {
-    with_hang_guard("expression mutations", |current| {
+    with_hang_guard("expression mutations", |progress| {
         let seeds = [
             "adam(lr = 1e-3, beta1 = 0.9)",
             "[0.8, 0.1, 0.1]",
@@ -668,9 +685,7 @@ fn mutated_expressions() {
         for s in seeds {
             for k in 0..200 {
                 let (t, d) = mutate_text(&mut rng, s, &others);
-                if let Ok(mut c) = current.lock() {
-                    *c = t.clone();
-                }
+                progress.working_on(&d, &t);
                 total += 1;
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     let mut sources = SourceMap::default();
@@ -993,4 +1008,18 @@ fn pathological_files() {
     let huge = " ".repeat(nnc::limits::MAX_SOURCE_BYTES + 1);
     expect_err("a 8 MB + 1 string", huge, &["E0101"], "the limit is");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn probe_combined_depth() {
+    let fns: usize = env_u64("P_FNS", 62) as usize;
+    let negs: usize = env_u64("P_NEGS", 390) as usize;
+    let mut chain = String::new();
+    for i in 0..fns {
+        chain.push_str(&format!("fn f{i}(x: [N, 4]) -> [N, 4] {{ {}f{}(x) }}\n", "-".repeat(negs), i + 1));
+    }
+    chain.push_str(&format!("fn f{fns}(x: [N, 4]) -> [N, 4] {{ x }}\n"));
+    chain.push_str("model M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
+    if std::env::var("P_DUMP").is_ok() { std::fs::write("/tmp/nnprobe/deep.nn", &chain).unwrap(); }
+    expect_ok("nested fns, each deep in minus", chain);
 }

@@ -31,6 +31,20 @@ enum Stage {
     Ast,
     /// The lowered IR of the train and eval graphs.
     Ir,
+    /// The train graph with its backward pass (`grad.<param>` outputs).
+    Grad,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Backend {
+    /// The reference interpreter.
+    Interp,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum RunMode {
+    Train,
+    Eval,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -64,6 +78,72 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         batch: Option<i64>,
+    },
+    /// Write every parameter and state, initialized by its initializer.
+    Init {
+        file: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Run forward and backward: write `loss`, every output and `grad.<param>`.
+    Grad {
+        file: PathBuf,
+        #[arg(long)]
+        params: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "train")]
+        mode: RunMode,
+        /// Compute in f64 and write f64 tensors.
+        #[arg(long)]
+        f64: bool,
+        #[arg(long, value_enum, default_value = "interp")]
+        backend: Backend,
+        /// Seed of the dropout masks (with step 0).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Run the eval graph: write every output.
+    Predict {
+        file: PathBuf,
+        #[arg(long)]
+        params: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "interp")]
+        backend: Backend,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Compare analytic gradients with central differences in f64.
+    Gradcheck {
+        file: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 1e-6)]
+        eps: f64,
+        #[arg(long, default_value_t = 1e-6)]
+        tol: f64,
+        /// Batch size of the random inputs.
+        #[arg(long, default_value_t = 3)]
+        batch: usize,
+        /// Most coordinates checked per parameter (a seeded sample beyond that).
+        #[arg(long, default_value_t = 64)]
+        coords: usize,
+        #[arg(long, value_enum, default_value = "train")]
+        mode: RunMode,
+        #[arg(long)]
+        model: Option<String>,
     },
 }
 
@@ -130,6 +210,21 @@ pub fn run() -> i32 {
             }
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
+                if stage == Stage::Grad {
+                    println!("model {}", p.name);
+                    if p.train.loss.is_none() {
+                        return fail(&format!("model `{}` has no `loss` to differentiate", p.name));
+                    }
+                    let g = match crate::autodiff::grad_program(&p.train) {
+                        Ok(gr) => gr.graph,
+                        Err(m) => return fail(&format!("internal compiler error: {m}")),
+                    };
+                    match bind_batch(&g, batch) {
+                        Ok(g) => print!("{}", print::print(&g)),
+                        Err(m) => return fail(&m),
+                    }
+                    continue;
+                }
                 let graphs: Vec<&ir::Graph> = match mode {
                     ModeArg::Train => vec![&p.train],
                     ModeArg::Eval => vec![&p.eval],
@@ -148,6 +243,83 @@ pub fn run() -> i32 {
             }
             0
         }
+        Command::Init { file, seed, out, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let (params, states) = crate::runtime::init::init_all(&p.train, seed);
+            let mut map = crate::tensors::TensorMap::new();
+            for (d, v) in p.train.params.iter().zip(params) {
+                map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+            }
+            for (d, v) in p.train.states.iter().zip(states) {
+                map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+            }
+            let meta = std::collections::BTreeMap::from([("model".to_string(), p.name.clone()), ("seed".to_string(), seed.to_string())]);
+            match crate::tensors::write(&out, &map, Some(meta)) {
+                Ok(()) => {
+                    eprintln!("wrote {} tensors to {}", map.len(), out.display());
+                    0
+                }
+                Err(m) => fail(&m),
+            }
+        }
+        Command::Grad { file, params, inputs, out, mode, f64, backend: _, seed, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let g = if mode == RunMode::Train { &p.train } else { &p.eval };
+            if g.loss.is_none() {
+                return fail(&format!("model `{}` has no `loss` to differentiate", p.name));
+            }
+            let graph = match crate::autodiff::grad_program(g) {
+                Ok(gr) => gr.graph,
+                Err(m) => return fail(&format!("internal compiler error: {m}")),
+            };
+            let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0 };
+            run_and_write(&graph, &params, &inputs, &out, run)
+        }
+        Command::Predict { file, params, inputs, out, backend: _, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let mut g = p.eval.clone();
+            // predict returns outputs only: a loss may need labels the caller lacks.
+            g.loss = None;
+            let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
+            run_and_write(&g, &params, &inputs, &out, crate::runtime::exec::ExecOptions::default())
+        }
+        Command::Gradcheck { file, seed, eps, tol, batch, coords, mode, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let g = if mode == RunMode::Train { &p.train } else { &p.eval };
+            let o = crate::gradcheck::GradcheckOptions { seed, eps, tol, batch, max_coords: coords, ..Default::default() };
+            match crate::gradcheck::gradcheck(g, &o) {
+                Ok(reports) => {
+                    print!("{}", crate::gradcheck::table(&reports, tol));
+                    let worst = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
+                    let checked: usize = reports.iter().map(|r| r.checked).sum();
+                    let kinks: usize = reports.iter().map(|r| r.kinks).sum();
+                    println!("checked {checked} coordinates ({kinks} skipped at kinks); max relative error {worst:.3e} (tolerance {tol:e})");
+                    if worst > tol || worst.is_nan() {
+                        eprintln!("error: gradient check failed");
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(m) => fail(&m),
+            }
+        }
         Command::Params { file, batch } => {
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
@@ -159,6 +331,54 @@ pub fn run() -> i32 {
             }
             0
         }
+    }
+}
+
+fn fail(m: &str) -> i32 {
+    eprintln!("error: {m}");
+    1
+}
+
+/// The model named `name`, or the only model of the file.
+fn pick<'a>(c: &'a Compiled, name: Option<&str>) -> Result<&'a Program, String> {
+    match name {
+        Some(n) => c.programs.iter().find(|p| p.name == n).ok_or_else(|| {
+            let names: Vec<&str> = c.programs.iter().map(|p| p.name.as_str()).collect();
+            format!("no model named `{n}`; the file has: {}", names.join(", "))
+        }),
+        None if c.programs.len() == 1 => Ok(&c.programs[0]),
+        None => {
+            let names: Vec<&str> = c.programs.iter().map(|p| p.name.as_str()).collect();
+            Err(format!("the file has several models ({}); choose one with --model", names.join(", ")))
+        }
+    }
+}
+
+fn run_and_write(
+    g: &ir::Graph,
+    params: &std::path::Path,
+    inputs: &std::path::Path,
+    out: &std::path::Path,
+    run: crate::runtime::exec::ExecOptions,
+) -> i32 {
+    let ps = match crate::tensors::read(params) {
+        Ok(t) => t,
+        Err(m) => return fail(&m),
+    };
+    let ins = match crate::tensors::read(inputs) {
+        Ok(t) => t,
+        Err(m) => return fail(&m),
+    };
+    let result = match crate::runtime::exec::run_named(g, &ps, &ins, run) {
+        Ok(r) => r,
+        Err(m) => return fail(&m),
+    };
+    match crate::tensors::write(out, &result, None) {
+        Ok(()) => {
+            eprintln!("wrote {} tensors to {}", result.len(), out.display());
+            0
+        }
+        Err(m) => fail(&m),
     }
 }
 

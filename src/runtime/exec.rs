@@ -1,0 +1,97 @@
+//! Running a graph on named tensors (safetensors files): parameters and states by their
+//! dotted names, inputs by their `input` names; results by output name plus `loss`.
+//! Other tensors in the files (a checkpoint's optimizer state, say) are ignored.
+
+use super::interp::{self, Data, Feeds, Tensor};
+use super::Real;
+use crate::ir::{DType, Graph};
+use crate::tensors::{HostData, HostTensor, TensorMap};
+
+/// How to run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecOptions {
+    /// Run in f64 (the default is f32, as the compiled code does).
+    pub f64: bool,
+    pub seed: u64,
+    pub step: u64,
+}
+
+fn floats_of(name: &str, kind: &str, t: &HostTensor, shape: &[i64]) -> Result<Vec<f64>, String> {
+    let want: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if t.shape != want {
+        return Err(format!("{kind} `{name}` must have shape {want:?}, found {:?}", t.shape));
+    }
+    t.floats().map(<[f64]>::to_vec).ok_or_else(|| format!("{kind} `{name}` must be a float tensor, found {}", t.dtype_name()))
+}
+
+/// Builds the interpreter's feeds for `g` from named tensors.
+pub fn feeds<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<Feeds<T>, String> {
+    let conv = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+    let mut ps = Vec::new();
+    for p in &g.params {
+        let t = params.get(&p.name).ok_or_else(|| format!("parameter `{}` is missing", p.name))?;
+        ps.push(conv(floats_of(&p.name, "parameter", t, &p.shape)?));
+    }
+    let mut ss = Vec::new();
+    for s in &g.states {
+        let t = params.get(&s.name).ok_or_else(|| format!("state `{}` is missing", s.name))?;
+        ss.push(conv(floats_of(&s.name, "state", t, &s.shape)?));
+    }
+    let mut ins = Vec::new();
+    for i in &g.inputs {
+        let t = inputs.get(&i.name).ok_or_else(|| format!("input `{}` is missing", i.name))?;
+        let tensor = match (&t.data, i.ty.dtype) {
+            (HostData::F32(v) | HostData::F64(v), DType::F32) => Tensor::f(t.shape.clone(), conv(v.clone())),
+            (HostData::I32(v), DType::I32) => Tensor::i(t.shape.clone(), v.clone()),
+            _ => {
+                return Err(format!(
+                    "input `{}` must be {}, found {}",
+                    i.name,
+                    i.ty.dtype.name(),
+                    t.dtype_name()
+                ))
+            }
+        };
+        ins.push(tensor);
+    }
+    let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape.clone()).collect();
+    super::bind_inputs(g, &shapes)?;
+    Ok(Feeds { inputs: ins, params: ps, states: ss, seed: opts.seed, step: opts.step })
+}
+
+fn host<T: Real>(t: &Tensor<T>, f64_out: bool) -> HostTensor {
+    let data = match &t.data {
+        Data::F(v) => {
+            let v: Vec<f64> = v.iter().map(|x| x.to_f64()).collect();
+            if f64_out {
+                HostData::F64(v)
+            } else {
+                HostData::F32(v)
+            }
+        }
+        Data::I(v) => HostData::I32(v.clone()),
+    };
+    HostTensor { shape: t.shape.clone(), data }
+}
+
+fn run_t<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<TensorMap, String> {
+    let f = feeds::<T>(g, params, inputs, opts)?;
+    let r = interp::run(g, &f)?;
+    let mut out = TensorMap::new();
+    if let Some(l) = g.loss {
+        out.insert("loss".into(), host(r.get(l), opts.f64));
+    }
+    for (name, v) in &g.outputs {
+        out.insert(name.clone(), host(r.get(*v), opts.f64));
+    }
+    Ok(out)
+}
+
+/// Runs `g` with the reference interpreter and returns `loss` and every output.
+pub fn run_named(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<TensorMap, String> {
+    if opts.f64 {
+        run_t::<f64>(g, params, inputs, opts)
+    } else {
+        run_t::<f32>(g, params, inputs, opts)
+    }
+}

@@ -1,0 +1,121 @@
+//! Named tensors on disk: safetensors files (parameters, inputs, gradients, checkpoints).
+//!
+//! `read` accepts F32, F64 and I32 tensors (others are errors naming the tensor);
+//! `write` stores F32 or F64 for floats and I32 for ids, atomically (a temporary file in
+//! the same folder, then a rename), so an interrupted write never leaves a torn file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One tensor: float data is kept in f64 in memory (f32 files convert exactly).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: HostData,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostData {
+    F32(Vec<f64>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+}
+
+impl HostTensor {
+    pub fn f32(shape: Vec<usize>, data: Vec<f64>) -> HostTensor {
+        HostTensor { shape, data: HostData::F32(data) }
+    }
+    pub fn dtype_name(&self) -> &'static str {
+        match self.data {
+            HostData::F32(_) => "f32",
+            HostData::F64(_) => "f64",
+            HostData::I32(_) => "i32",
+        }
+    }
+    pub fn floats(&self) -> Option<&[f64]> {
+        match &self.data {
+            HostData::F32(v) | HostData::F64(v) => Some(v),
+            HostData::I32(_) => None,
+        }
+    }
+}
+
+pub type TensorMap = BTreeMap<String, HostTensor>;
+
+/// Reads every tensor of a safetensors file. Errors name the file (and the tensor).
+pub fn read(path: &Path) -> Result<TensorMap, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
+    let mut out = TensorMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let raw = view.data();
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => {
+                HostData::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect())
+            }
+            safetensors::Dtype::F64 => HostData::F64(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
+            safetensors::Dtype::I32 => {
+                HostData::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            }
+            safetensors::Dtype::I64 => HostData::I32(
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .map(|v| i32::try_from(v).unwrap_or(i32::MIN))
+                    .collect(),
+            ),
+            other => {
+                return Err(format!(
+                    "`{}`: tensor `{name}` has element type {other:?}; nnc reads F32, F64, I32 and I64",
+                    path.display()
+                ))
+            }
+        };
+        out.insert(name, HostTensor { shape, data });
+    }
+    Ok(out)
+}
+
+/// Serializes tensors (sorted by name) with optional string metadata.
+pub fn to_bytes(tensors: &TensorMap, metadata: Option<BTreeMap<String, String>>) -> Result<Vec<u8>, String> {
+    let mut bufs: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in tensors {
+        let (dtype, bytes): (safetensors::Dtype, Vec<u8>) = match &t.data {
+            HostData::F32(v) => (safetensors::Dtype::F32, v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()),
+            HostData::F64(v) => (safetensors::Dtype::F64, v.iter().flat_map(|&x| x.to_le_bytes()).collect()),
+            HostData::I32(v) => (safetensors::Dtype::I32, v.iter().flat_map(|&x| x.to_le_bytes()).collect()),
+        };
+        bufs.push((name.clone(), dtype, t.shape.clone(), bytes));
+    }
+    let mut views = Vec::new();
+    for (name, dtype, shape, bytes) in &bufs {
+        let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        views.push((name.clone(), v));
+    }
+    let meta = metadata.map(|m| m.into_iter().collect());
+    safetensors::serialize(views, meta).map_err(|e| format!("cannot serialize tensors: {e}"))
+}
+
+/// Writes a safetensors file atomically: a temporary file beside it, then a rename.
+pub fn write(path: &Path, tensors: &TensorMap, metadata: Option<BTreeMap<String, String>>) -> Result<(), String> {
+    let bytes = to_bytes(tensors, metadata)?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes bytes to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write `{}`: {e}", path.display())
+    })
+}
