@@ -28,5 +28,16 @@ fn compile_examples(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, compile_examples);
+/// Reverse-mode autodiff of the 16-block residual example (target: under 10 ms).
+fn autodiff_residual(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let text = std::fs::read_to_string(dir.join("residual.nn")).expect("residual example");
+    let compiled = nnc::pipeline::compile_source("residual", &text, Some(&dir)).ok().expect("compiles");
+    let g = &compiled.programs[0].train;
+    c.bench_function("autodiff/residual", |b| {
+        b.iter(|| nnc::autodiff::grad_program(black_box(g)).map(|r| r.graph.len()))
+    });
+}
+
+criterion_group!(benches, compile_examples, autodiff_residual);
 criterion_main!(benches);

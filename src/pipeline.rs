@@ -42,7 +42,7 @@ pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Comp
     let main = sources.add(name, text);
     let mut files: Vec<(FileId, ast::File)> = Vec::new();
     let mut diagnostics = Vec::new();
-    match syntax::parse(PRELUDE, prelude) {
+    match prelude_ast(prelude) {
         Ok(f) => files.push((prelude, f)),
         Err(d) => diagnostics.push(d),
     }
@@ -75,6 +75,14 @@ pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Comp
         Ok(programs) => Ok(Compiled { sources, programs }),
         Err(diagnostics) => Err(CompileError { sources, diagnostics }),
     }
+}
+
+/// The prelude, parsed once per process (its spans carry file id 0, which
+/// `compile_source` always gives it).
+fn prelude_ast(id: FileId) -> Result<ast::File, Diagnostic> {
+    static PARSED: std::sync::OnceLock<Result<ast::File, Diagnostic>> = std::sync::OnceLock::new();
+    debug_assert_eq!(id, FileId(0));
+    PARSED.get_or_init(|| syntax::parse(PRELUDE, FileId(0))).clone()
 }
 
 fn load_use(

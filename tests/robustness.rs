@@ -1009,17 +1009,3 @@ fn pathological_files() {
     expect_err("a 8 MB + 1 string", huge, &["E0101"], "the limit is");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[test]
-fn probe_combined_depth() {
-    let fns: usize = env_u64("P_FNS", 62) as usize;
-    let negs: usize = env_u64("P_NEGS", 390) as usize;
-    let mut chain = String::new();
-    for i in 0..fns {
-        chain.push_str(&format!("fn f{i}(x: [N, 4]) -> [N, 4] {{ {}f{}(x) }}\n", "-".repeat(negs), i + 1));
-    }
-    chain.push_str(&format!("fn f{fns}(x: [N, 4]) -> [N, 4] {{ x }}\n"));
-    chain.push_str("model M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
-    if std::env::var("P_DUMP").is_ok() { std::fs::write("/tmp/nnprobe/deep.nn", &chain).unwrap(); }
-    expect_ok("nested fns, each deep in minus", chain);
-}

@@ -1,0 +1,392 @@
+//! The `nnc` binary's contract: exit codes (0 success, 1 a user error, 2 bad usage),
+//! diagnostics on stderr as `error[E....]` with `file.nn:line:col`, the outputs of
+//! `check`, `ir` and `params`, and never a panic whatever the input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Any single run of the binary on these small inputs must finish well within this.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    what: String,
+}
+
+impl Out {
+    /// Asserts the exit code, showing everything on failure.
+    fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, Some(want), "{}: exit code\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout, self.stderr);
+        self
+    }
+    fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(self.stderr.contains(needle), "{}: stderr lacks {needle:?}:\n{}", self.what, self.stderr);
+        self
+    }
+    fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(self.stdout.contains(needle), "{}: stdout lacks {needle:?}:\n{}", self.what, self.stdout);
+        self
+    }
+    fn stdout_lacks(&self, needle: &str) -> &Self {
+        assert!(!self.stdout.contains(needle), "{}: stdout has {needle:?}:\n{}", self.what, self.stdout);
+        self
+    }
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/ is readable")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("nn"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 8, "expected the 8 examples, found {}", v.len());
+    v
+}
+
+/// A scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nnc-cli-{}", std::process::id())).join(test);
+    std::fs::create_dir_all(&d).expect("create a scratch directory");
+    d
+}
+
+/// Runs `nnc --color never ARGS` in the crate root. Whatever the outcome, nnc must not
+/// panic, report an internal error or take long.
+fn nnc(args: &[&str]) -> Out {
+    let mut all = vec!["--color", "never"];
+    all.extend_from_slice(args);
+    nnc_raw(&all)
+}
+
+/// Runs `nnc ARGS` exactly as given.
+fn nnc_raw(args: &[&str]) -> Out {
+    let what = format!("nnc {}", args.join(" "));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nnc");
+    // Drain the pipes on threads so a large output cannot block the child.
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut se, &mut b);
+        b
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for nnc") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: no answer after {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = String::from_utf8_lossy(&t_out.join().expect("stdout reader")).to_string();
+    let stderr = String::from_utf8_lossy(&t_err.join().expect("stderr reader")).to_string();
+    let out = Out { code: status.code(), stdout, stderr, what };
+    for bad in ["panicked at", "internal compiler error", "RUST_BACKTRACE", "stack overflow"] {
+        assert!(!out.stderr.contains(bad), "{}: stderr has {bad:?}:\n{}", out.what, out.stderr);
+    }
+    assert!(out.code != Some(101) && out.code.is_some(), "{}: exit {:?}\n{}", out.what, out.code, out.stderr);
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+// ---- check ----------------------------------------------------------------------------
+
+#[test]
+fn check_every_example_exits_0() {
+    for ex in examples() {
+        let o = nnc(&["check", s(&ex)]);
+        o.code(0).stderr_has(" ok: ");
+        assert!(o.stdout.is_empty(), "{}: check prints nothing on stdout:\n{}", o.what, o.stdout);
+        assert!(!o.stderr.contains("error"), "{}: {}", o.what, o.stderr);
+    }
+    // All at once, with paths relative to the working directory.
+    let rel: Vec<String> = examples()
+        .iter()
+        .map(|p| format!("examples/{}", p.file_name().and_then(|n| n.to_str()).expect("name")))
+        .collect();
+    let mut args = vec!["check"];
+    args.extend(rel.iter().map(String::as_str));
+    let o = nnc(&args);
+    o.code(0);
+    for r in &rel {
+        o.stderr_has(&format!("{r}: model "));
+    }
+}
+
+#[test]
+fn check_reports_a_broken_model_with_its_location() {
+    let dir = scratch("broken");
+    // An unknown name at line 3, column 21.
+    let f = dir.join("broken.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    output o = relu(zz)\n}\n").expect("write");
+    let o = nnc(&["check", s(&f)]);
+    o.code(1).stderr_has("error[E0201]").stderr_has("broken.nn:3:21").stderr_has("1 error");
+    // A syntax error: the operand missing at the end of line 3 (column 12).
+    let f = dir.join("syntax.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    y = x +\n}\n").expect("write");
+    let o = nnc(&["check", s(&f)]);
+    o.code(1).stderr_has("error[E0100]").stderr_has("syntax.nn:3:12");
+    // A shape error inside a prelude layer is reported at the user's call.
+    let f = dir.join("shape.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    layer fc = Dense(5, 2)\n    output o = fc(x)\n}\n")
+        .expect("write");
+    let o = nnc(&["check", s(&f)]);
+    o.code(1).stderr_has("error[E").stderr_has("shape.nn:4:");
+    // Two independent mistakes: both reported, and counted.
+    let f = dir.join("two.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    a = relu(p)\n    b = relu(q)\n    output o = x\n}\n")
+        .expect("write");
+    let o = nnc(&["check", s(&f)]);
+    o.code(1).stderr_has("two.nn:3:").stderr_has("two.nn:4:").stderr_has("2 errors");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_missing_file_names_it() {
+    let o = nnc(&["check", "no/such/model_file.nn"]);
+    o.code(1).stderr_has("error[E0107]").stderr_has("no/such/model_file.nn");
+}
+
+#[test]
+fn check_directory_names_it() {
+    let o = nnc(&["check", "examples"]);
+    o.code(1).stderr_has("examples").stderr_has("directory");
+}
+
+#[test]
+fn check_invalid_utf8_names_the_file() {
+    let dir = scratch("utf8");
+    let f = dir.join("latin1.nn");
+    std::fs::write(&f, b"# caf\xe9\nmodel M {\n    input x: [B, 4]\n    output o = x\n}\n").expect("write");
+    let o = nnc(&["check", s(&f)]);
+    o.code(1).stderr_has("latin1.nn").stderr_has("not valid UTF-8").stderr_has("line 1");
+    // The AST view reads the file through the same path.
+    let o = nnc(&["ir", s(&f), "--stage", "ast"]);
+    o.code(1).stderr_has("latin1.nn").stderr_has("not valid UTF-8");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_many_files_reports_each() {
+    let dir = scratch("many");
+    let bad = dir.join("bad.nn");
+    std::fs::write(&bad, "model M {\n    input x: [B, 4]\n    output o = relu(zz)\n}\n").expect("write");
+    let good = "examples/digits.nn";
+    // The broken file first: the good one after it is still checked and reported.
+    let o = nnc(&["check", s(&bad), good]);
+    o.code(1).stderr_has("bad.nn:3:21").stderr_has("examples/digits.nn: model Digits ok");
+    // And the other way round.
+    let o = nnc(&["check", good, s(&bad), "examples/neuron.nn"]);
+    o.code(1)
+        .stderr_has("examples/digits.nn: model Digits ok")
+        .stderr_has("error[E0201]")
+        .stderr_has("examples/neuron.nn: model Neuron ok");
+    // A missing file among good ones.
+    let o = nnc(&["check", good, "missing_one.nn"]);
+    o.code(1).stderr_has("missing_one.nn").stderr_has("model Digits ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn color_never_and_always() {
+    let dir = scratch("color");
+    let f = dir.join("broken.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    output o = relu(zz)\n}\n").expect("write");
+    let o = nnc(&["check", s(&f)]);
+    assert!(!o.stderr.contains('\u{1b}'), "--color never printed escapes:\n{}", o.stderr);
+    let o = nnc_raw(&["--color", "always", "check", s(&f)]);
+    o.code(1);
+    assert!(o.stderr.contains('\u{1b}'), "--color always printed no escapes:\n{}", o.stderr);
+    // `auto` with stderr not a terminal: plain.
+    let o = nnc_raw(&["check", s(&f)]);
+    o.code(1);
+    assert!(!o.stderr.contains('\u{1b}'), "--color auto on a pipe printed escapes:\n{}", o.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- usage ----------------------------------------------------------------------------
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["frobnicate", "examples/digits.nn"][..],
+        &["check", "--frobnicate", "examples/digits.nn"],
+        &["--frobnicate", "check", "examples/digits.nn"],
+        &["check"],
+        &[],
+        &["ir"],
+        &["ir", "examples/digits.nn", "--stage", "bytecode"],
+        &["ir", "examples/digits.nn", "--mode", "sideways"],
+        &["ir", "examples/digits.nn", "--batch", "many"],
+        &["ir", "examples/digits.nn", "--batch"],
+        &["ir", "examples/digits.nn", "examples/neuron.nn"],
+        &["params"],
+        &["params", "examples/digits.nn", "--batch", "1.5"],
+    ] {
+        let o = nnc(args);
+        o.code(2);
+        assert!(o.stderr.contains("error") || o.stderr.contains("Usage"), "{}: {}", o.what, o.stderr);
+    }
+    let o = nnc_raw(&["--color", "sometimes", "check", "examples/digits.nn"]);
+    o.code(2);
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let o = nnc_raw(&["--help"]);
+    o.code(0).stdout_has("check").stdout_has("ir").stdout_has("params");
+    let o = nnc_raw(&["--version"]);
+    o.code(0).stdout_has("nnc");
+    let o = nnc_raw(&["ir", "--help"]);
+    o.code(0).stdout_has("--stage").stdout_has("--batch");
+}
+
+// ---- ir -------------------------------------------------------------------------------
+
+#[test]
+fn ir_stage_ast() {
+    let o = nnc(&["ir", "examples/digits.nn", "--stage", "ast"]);
+    o.code(0)
+        .stdout_has("model Digits")
+        .stdout_has("input x: [B, 64]")
+        .stdout_has("layer fc1 = Dense(64, 128)")
+        .stdout_has("h = dropout(relu(fc1(x)), 0.2)")
+        .stdout_lacks("graph train");
+    // Operators come out fully parenthesized.
+    let o = nnc(&["ir", "examples/neuron.nn", "--stage", "ast"]);
+    o.code(0).stdout_has("z = ((x @ w) + b)");
+    // The AST stage only parses: a model with a name error still prints...
+    let dir = scratch("ast");
+    let f = dir.join("names.nn");
+    std::fs::write(&f, "model M {\n    input x: [B, 4]\n    output o = relu(zz)\n}\n").expect("write");
+    nnc(&["ir", s(&f), "--stage", "ast"]).code(0).stdout_has("output o = relu(zz)");
+    // ...but a syntax error does not.
+    let f = dir.join("syntax.nn");
+    std::fs::write(&f, "model M {\n    y = x +\n}\n").expect("write");
+    let o = nnc(&["ir", s(&f), "--stage", "ast"]);
+    o.code(1).stderr_has("error[E0100]").stderr_has("syntax.nn:2:");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ir_stage_ir_and_modes() {
+    let o = nnc(&["ir", "examples/digits.nn", "--stage", "ir"]);
+    o.code(0).stdout_has("model Digits").stdout_has("graph train {").stdout_has("graph eval {");
+    // The default stage is the IR of both graphs.
+    let d = nnc(&["ir", "examples/digits.nn"]);
+    d.code(0);
+    assert_eq!(d.stdout, o.stdout, "`--stage ir` is the default");
+    let o = nnc(&["ir", "examples/digits.nn", "--mode", "train"]);
+    o.code(0).stdout_has("graph train {").stdout_lacks("graph eval");
+    // Dropout draws random numbers in training only.
+    o.stdout_has("rand");
+    let o = nnc(&["ir", "examples/digits.nn", "--mode", "eval"]);
+    o.code(0).stdout_has("graph eval {").stdout_lacks("graph train").stdout_lacks("rand");
+    let o = nnc(&["ir", "examples/digits.nn", "--mode", "both"]);
+    o.code(0).stdout_has("graph train {").stdout_has("graph eval {");
+    // Every example prints.
+    for ex in examples() {
+        nnc(&["ir", s(&ex)]).code(0).stdout_has("graph train {");
+    }
+}
+
+#[test]
+fn ir_batch_binds_the_batch_symbol() {
+    let o = nnc(&["ir", "examples/digits.nn", "--batch", "32"]);
+    o.code(0).stdout_has("f32[32, 64]").stdout_has("i32[32]").stdout_has("f32[32, 10]");
+    assert!(!o.stdout.contains('B'), "the batch symbol is left in:\n{}", o.stdout);
+    let o = nnc(&["ir", "examples/mnist_cnn.nn", "--batch", "7", "--mode", "eval"]);
+    o.code(0).stdout_has("f32[7, 1, 28, 28]");
+    assert!(!o.stdout.contains("[B"), "the batch symbol is left in:\n{}", o.stdout);
+    // Without --batch the symbol stays.
+    nnc(&["ir", "examples/digits.nn"]).code(0).stdout_has("f32[B, 64]");
+}
+
+#[test]
+fn batch_must_be_positive_and_within_limits() {
+    for args in [
+        &["ir", "examples/digits.nn", "--batch", "0"][..],
+        &["params", "examples/digits.nn", "--batch", "0"],
+    ] {
+        let o = nnc(args);
+        // A user error or a usage error, never success.
+        assert!(matches!(o.code, Some(1) | Some(2)), "{}: exit {:?}\n{}", o.what, o.code, o.stderr);
+        o.stderr_has("at least 1");
+    }
+    // Negative: clap reads it as a flag, a usage error.
+    nnc(&["ir", "examples/digits.nn", "--batch", "-3"]).code(2);
+    // Too big for the tensor limit.
+    let o = nnc(&["ir", "examples/digits.nn", "--batch", "99999999999"]);
+    o.code(1).stderr_has("limit");
+    let o = nnc(&["ir", "examples/digits.nn", "--batch", "9223372036854775807"]);
+    assert!(matches!(o.code, Some(1) | Some(2)), "{}: exit {:?}\n{}", o.what, o.code, o.stderr);
+}
+
+// ---- params ---------------------------------------------------------------------------
+
+#[test]
+fn params_lists_parameters_states_and_a_total() {
+    let o = nnc(&["params", "examples/mnist_cnn.nn"]);
+    o.code(0).stdout_has("model MnistCnn");
+    let line = |name: &str| -> Vec<String> {
+        let l = o
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{}", o.stdout));
+        l.split_whitespace().map(str::to_string).collect()
+    };
+    let c1w = line("c1.W").join(" ");
+    assert!(c1w.contains("[8, 1, 3, 3]") && c1w.contains(" 72 "), "c1.W row: {c1w}");
+    let mean = line("bn.mean").join(" ");
+    assert!(mean.contains("[8]") && mean.ends_with("state"), "bn.mean row: {mean}");
+    for name in ["c1.b", "bn.gamma", "bn.beta", "bn.var", "c2.W", "c2.b", "fc.W", "fc.b"] {
+        line(name);
+    }
+    let total = o.stdout.lines().find(|l| l.starts_with("total:")).unwrap_or_else(|| panic!("no total:\n{}", o.stdout));
+    // 72 + 8 + 8 + 8 + 1152 + 16 + 7840 + 10 parameters in 8 tensors; 16 state values.
+    assert!(total.contains("9114 parameters in 8 tensors"), "{total}");
+    assert!(total.contains("16 state values"), "{total}");
+    // Every example lists its parameters.
+    for ex in examples() {
+        nnc(&["params", s(&ex)]).code(0).stdout_has("total:");
+    }
+    // A broken file: exit 1, nothing on stdout.
+    let o = nnc(&["params", "no_such_model.nn"]);
+    o.code(1).stderr_has("no_such_model.nn");
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+}
+
+#[test]
+fn params_with_batch() {
+    nnc(&["params", "examples/residual.nn", "--batch", "16"]).code(0).stdout_has("blocks.15.fc.W").stdout_has("total:");
+}
