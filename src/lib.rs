@@ -26,3 +26,4 @@ pub mod settings;
 pub mod simplify;
 pub mod syntax;
 pub mod tensors;
+pub mod train;

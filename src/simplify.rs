@@ -16,10 +16,8 @@ pub fn dead_code(g: &Graph) -> Graph {
     if let Some(l) = g.loss {
         live[idx(l)] = true;
     }
-    for s in &g.states {
-        if let Some(u) = s.update {
-            live[idx(u)] = true;
-        }
+    for u in g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|s| s.update)) {
+        live[idx(u)] = true;
     }
     for (v, node) in g.nodes.iter() {
         if matches!(node.op, Op::Input(_) | Op::Param(_) | Op::State(_)) {
@@ -96,6 +94,7 @@ fn rebuild(g: &Graph, keep: &[bool]) -> Graph {
     }
     for p in out.params.iter_mut() {
         p.value = m(p.value);
+        p.update = p.update.map(m);
     }
     for s in out.states.iter_mut() {
         s.value = m(s.value);

@@ -85,6 +85,8 @@ pub struct ParamDecl {
     /// Whether `l1`/`l2`/`adamw` decay applies: weights (rank >= 2) only.
     pub decay: bool,
     pub value: Value,
+    /// The new value written by the optimizer update (step graphs only).
+    pub update: Option<Value>,
     pub span: Span,
 }
 

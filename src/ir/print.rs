@@ -113,6 +113,11 @@ pub fn print(g: &Graph) -> String {
     if let Some(l) = g.loss {
         let _ = writeln!(out, "  loss = {}", v(l));
     }
+    for p in &g.params {
+        if let Some(u) = p.update {
+            let _ = writeln!(out, "  update {} <- {}", p.name, v(u));
+        }
+    }
     for s in &g.states {
         if let Some(u) = s.update {
             let _ = writeln!(out, "  update {} <- {}", s.name, v(u));

@@ -53,6 +53,13 @@ pub fn verify(g: &Graph) -> Vec<String> {
             errs.push("loss is not an f32 scalar".to_string());
         }
     }
+    for p in &g.params {
+        if let Some(u) = p.update {
+            if !exists(u) || g.ty(u) != &fixed(&p.shape) {
+                errs.push(format!("update of parameter {}: bad value {u}", p.name));
+            }
+        }
+    }
     for s in &g.states {
         if let Some(u) = s.update {
             if !exists(u) || g.ty(u) != &fixed(&s.shape) {

@@ -473,7 +473,7 @@ impl Lowerer {
                     let idx = self.g.params.len() as u32;
                     v = self.push(Op::Param(idx), vec![], Some(t), *span)?;
                     let decay = shape.len() >= 2;
-                    self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, span: *span });
+                    self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, update: None, span: *span });
                 } else {
                     let idx = self.g.states.len();
                     v = self.push(Op::State(idx as u32), vec![], Some(t), *span)?;

@@ -488,3 +488,22 @@ fn pick<T: Real>(x: &Tensor<T>, shape: Vec<usize>, offs: &[usize]) -> Tensor<T> 
         Data::I(d) => Tensor::i(shape, offs.iter().map(|&o| d[o]).collect()),
     }
 }
+
+/// One training step of a step graph in the interpreter: returns the loss and writes
+/// each parameter's and state's update back into `feeds` (the reference for the JIT's
+/// in-place step).
+pub fn step<T: Real>(g: &Graph, feeds: &mut Feeds<T>) -> Result<T, String> {
+    let r = run(g, feeds)?;
+    let loss = g.loss.map(|l| r.get(l).floats()[0]).unwrap_or(T::zero());
+    for (i, p) in g.params.iter().enumerate() {
+        if let Some(u) = p.update {
+            feeds.params[i] = r.get(u).floats().to_vec();
+        }
+    }
+    for (i, s) in g.states.iter().enumerate() {
+        if let Some(u) = s.update {
+            feeds.states[i] = r.get(u).floats().to_vec();
+        }
+    }
+    Ok(loss)
+}

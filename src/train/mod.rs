@@ -1,0 +1,4 @@
+//! Training: the step graph (`update`), and (later) the loop, checkpoints and early
+//! stopping.
+
+pub mod update;

@@ -1,0 +1,256 @@
+//! The training step as one graph: forward, backward, regularization, gradient clipping
+//! and the optimizer update, all IR, so fusion and the JIT treat the update like any
+//! other computation.
+//!
+//! The objective is the model's `loss` plus the `train` block's `l1`/`l2` terms on
+//! decayed parameters (weights, rank >= 2); the reported loss stays the model's. Values
+//! that change per step without changing the graph (the learning rate from the
+//! schedule, Adam's bias corrections) are scalar inputs named `hyper.*`, computed on the
+//! host by `hyper_values`. Optimizer state lives in states named `opt.<slot>.<param>`.
+//! Formulas follow PyTorch's conventions (LANGUAGE.md section 8).
+
+use crate::autodiff;
+use crate::diagnostic::Span;
+use crate::ir::{BinaryOp, Dim, Graph, Init, InputDecl, Op, ReduceOp, StateDecl, Type, UnaryOp, Value};
+use crate::settings::TrainSettings;
+
+/// The scalar inputs of a step graph, in order.
+pub const HYPER: [&str; 3] = ["hyper.lr", "hyper.bc1", "hyper.bc2"];
+
+/// Values of the `hyper.*` inputs at optimizer step `t` (1-based) with learning rate
+/// `lr`: the rate itself and Adam's bias corrections 1 - beta^t.
+pub fn hyper_values(settings: &TrainSettings, lr: f64, t: u64) -> [f64; 3] {
+    let o = &settings.optimizer;
+    let b1 = o.num("beta1").unwrap_or(0.9);
+    let b2 = o.num("beta2").unwrap_or(0.999);
+    let t = t.max(1) as i32;
+    [lr, 1.0 - b1.powi(t), 1.0 - b2.powi(t)]
+}
+
+struct B {
+    g: Graph,
+}
+
+impl B {
+    fn push(&mut self, op: Op, args: Vec<Value>, ty: Option<Type>) -> Result<Value, String> {
+        let name = op.name();
+        self.g.push(op, args, ty).map_err(|e| format!("the optimizer update built an ill-typed {name}: {e}"))
+    }
+    fn konst(&mut self, v: f64, like: Value) -> Result<Value, String> {
+        let ty = Type::f32(self.g.ty(like).shape.clone());
+        self.push(Op::Fill(v), vec![], Some(ty))
+    }
+    fn bin(&mut self, op: BinaryOp, a: Value, b: Value) -> Result<Value, String> {
+        self.push(Op::Binary(op), vec![a, b], None)
+    }
+    fn add(&mut self, a: Value, b: Value) -> Result<Value, String> {
+        self.bin(BinaryOp::Add, a, b)
+    }
+    fn sub(&mut self, a: Value, b: Value) -> Result<Value, String> {
+        self.bin(BinaryOp::Sub, a, b)
+    }
+    fn mul(&mut self, a: Value, b: Value) -> Result<Value, String> {
+        self.bin(BinaryOp::Mul, a, b)
+    }
+    fn div(&mut self, a: Value, b: Value) -> Result<Value, String> {
+        self.bin(BinaryOp::Div, a, b)
+    }
+    fn scale(&mut self, a: Value, k: f64) -> Result<Value, String> {
+        let c = self.konst(k, a)?;
+        self.mul(a, c)
+    }
+    /// A scalar broadcast to `like`'s shape.
+    fn spread(&mut self, s: Value, like: Value) -> Result<Value, String> {
+        let shape = self.g.ty(like).shape.clone();
+        if shape.is_empty() {
+            return Ok(s);
+        }
+        self.push(Op::Broadcast { shape }, vec![s], None)
+    }
+    fn sum_all(&mut self, x: Value) -> Result<Value, String> {
+        let r = self.g.ty(x).rank() as u32;
+        if r == 0 {
+            return Ok(x);
+        }
+        self.push(Op::Reduce { op: ReduceOp::Sum, axes: (0..r).collect() }, vec![x], None)
+    }
+    fn scalar_input(&mut self, name: &str) -> Result<Value, String> {
+        let idx = self.g.inputs.len() as u32;
+        let v = self.push(Op::Input(idx), vec![], Some(Type::scalar()))?;
+        self.g.inputs.push(InputDecl { name: name.into(), ty: Type::scalar(), value: v, span: Span::default() });
+        Ok(v)
+    }
+    /// A new optimizer state `opt.<slot>.<param>` of the parameter's shape, zeros.
+    fn state(&mut self, slot: &str, param: usize) -> Result<(usize, Value), String> {
+        let p = &self.g.params[param];
+        let (name, shape, span) = (format!("opt.{slot}.{}", p.name), p.shape.clone(), p.span);
+        let idx = self.g.states.len();
+        let ty = Type::f32(shape.iter().map(|&d| Dim::konst(d)).collect());
+        let v = self.push(Op::State(idx as u32), vec![], Some(ty))?;
+        self.g.states.push(StateDecl { name, shape, init: Init::Zeros, value: v, update: None, span });
+        Ok((idx, v))
+    }
+}
+
+/// The step graph of a train graph: every parameter gets its `update`, optimizer
+/// states are added with theirs. L-BFGS is a host loop and has no step graph.
+pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    let loss = train.loss.ok_or("the model has no `loss` to train")?;
+    let mut b = B { g: train.clone() };
+    // The objective: loss + l1 sum|w| + l2/2 sum w^2 over decayed parameters.
+    let mut objective = loss;
+    for (coef, is_l1) in [(settings.l1, true), (settings.l2, false)] {
+        if coef == 0.0 {
+            continue;
+        }
+        for i in 0..train.params.len() {
+            if !train.params[i].decay {
+                continue;
+            }
+            let w = train.params[i].value;
+            let t = if is_l1 {
+                b.push(Op::Unary(UnaryOp::Abs), vec![w], None)?
+            } else {
+                let sq = b.mul(w, w)?;
+                b.scale(sq, 0.5)?
+            };
+            let s = b.sum_all(t)?;
+            let s = b.scale(s, coef)?;
+            objective = b.add(objective, s)?;
+        }
+    }
+    let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
+    let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    b.g = g2;
+    // Clipping.
+    if let Some(c) = settings.clip_value {
+        for gv in grads.iter_mut() {
+            let lo = b.konst(-c, *gv)?;
+            let hi = b.konst(c, *gv)?;
+            let t = b.bin(BinaryOp::Max, *gv, lo)?;
+            *gv = b.bin(BinaryOp::Min, t, hi)?;
+        }
+    }
+    if let Some(c) = settings.clip_norm {
+        // factor = min(1, c / (||g|| + 1e-6)) over the global L2 norm, as PyTorch.
+        let mut total: Option<Value> = None;
+        for &gv in &grads {
+            let sq = b.mul(gv, gv)?;
+            let s = b.sum_all(sq)?;
+            total = Some(match total {
+                Some(t) => b.add(t, s)?,
+                None => s,
+            });
+        }
+        if let Some(t) = total {
+            let norm = b.push(Op::Unary(UnaryOp::Sqrt), vec![t], None)?;
+            let eps = b.konst(1e-6, norm)?;
+            let den = b.add(norm, eps)?;
+            let cv = b.konst(c, norm)?;
+            let ratio = b.div(cv, den)?;
+            let one = b.konst(1.0, norm)?;
+            let factor = b.bin(BinaryOp::Min, ratio, one)?;
+            for gv in grads.iter_mut() {
+                let f = b.spread(factor, *gv)?;
+                *gv = b.mul(*gv, f)?;
+            }
+        }
+    }
+    let lr = b.scalar_input(HYPER[0])?;
+    let bc1 = b.scalar_input(HYPER[1])?;
+    let bc2 = b.scalar_input(HYPER[2])?;
+    let o = settings.optimizer.clone();
+    let arg = |n: &str, d: f64| o.num(n).unwrap_or(d);
+    for (i, &gv) in grads.iter().enumerate() {
+        let p = b.g.params[i].value;
+        let lr_p = b.spread(lr, p)?;
+        let new_p = match o.name.as_str() {
+            "sgd" => {
+                let step = b.mul(lr_p, gv)?;
+                b.sub(p, step)?
+            }
+            "momentum" => {
+                // v = mu v - lr g; w += v
+                let (si, v) = b.state("v", i)?;
+                let mv = b.scale(v, arg("mu", 0.9))?;
+                let step = b.mul(lr_p, gv)?;
+                let nv = b.sub(mv, step)?;
+                b.g.states[si].update = Some(nv);
+                b.add(p, nv)?
+            }
+            "nesterov" => {
+                // b = mu b + g; w -= lr (g + mu b)
+                let mu = arg("mu", 0.9);
+                let (si, buf) = b.state("b", i)?;
+                let mb = b.scale(buf, mu)?;
+                let nb = b.add(mb, gv)?;
+                b.g.states[si].update = Some(nb);
+                let look = b.scale(nb, mu)?;
+                let d = b.add(gv, look)?;
+                let step = b.mul(lr_p, d)?;
+                b.sub(p, step)?
+            }
+            "adagrad" | "rmsprop" => {
+                // adagrad: s += g^2; rmsprop: s = beta s + (1 - beta) g^2; w -= lr g / (sqrt(s) + eps)
+                let (si, s) = b.state("s", i)?;
+                let g2 = b.mul(gv, gv)?;
+                let ns = if o.name == "adagrad" {
+                    b.add(s, g2)?
+                } else {
+                    let beta = arg("beta", 0.99);
+                    let a = b.scale(s, beta)?;
+                    let c = b.scale(g2, 1.0 - beta)?;
+                    b.add(a, c)?
+                };
+                b.g.states[si].update = Some(ns);
+                let root = b.push(Op::Unary(UnaryOp::Sqrt), vec![ns], None)?;
+                let eps = b.konst(arg("eps", if o.name == "adagrad" { 1e-10 } else { 1e-8 }), root)?;
+                let den = b.add(root, eps)?;
+                let q = b.div(gv, den)?;
+                let step = b.mul(lr_p, q)?;
+                b.sub(p, step)?
+            }
+            "adam" | "adamw" => {
+                let (b1, b2) = (arg("beta1", 0.9), arg("beta2", 0.999));
+                // adamw decays first: w = w - lr wd w (weights only).
+                let mut w = p;
+                if o.name == "adamw" && b.g.params[i].decay {
+                    let wd = arg("weight_decay", 0.01);
+                    let lw = b.mul(lr_p, p)?;
+                    let d = b.scale(lw, wd)?;
+                    w = b.sub(p, d)?;
+                }
+                let (mi, m) = b.state("m", i)?;
+                let (vi, v) = b.state("v", i)?;
+                let a = b.scale(m, b1)?;
+                let c = b.scale(gv, 1.0 - b1)?;
+                let nm = b.add(a, c)?;
+                let g2 = b.mul(gv, gv)?;
+                let a = b.scale(v, b2)?;
+                let c = b.scale(g2, 1.0 - b2)?;
+                let nv = b.add(a, c)?;
+                b.g.states[mi].update = Some(nm);
+                b.g.states[vi].update = Some(nv);
+                // w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), as PyTorch.
+                let bc1_p = b.spread(bc1, p)?;
+                let bc2_p = b.spread(bc2, p)?;
+                let root_v = b.push(Op::Unary(UnaryOp::Sqrt), vec![nv], None)?;
+                let root_bc2 = b.push(Op::Unary(UnaryOp::Sqrt), vec![bc2_p], None)?;
+                let den = b.div(root_v, root_bc2)?;
+                let eps = b.konst(arg("eps", 1e-8), den)?;
+                let den = b.add(den, eps)?;
+                let q = b.div(nm, den)?;
+                let rate = b.div(lr_p, bc1_p)?;
+                let step = b.mul(rate, q)?;
+                b.sub(w, step)?
+            }
+            other => return Err(format!("optimizer `{other}` has no compiled update step")),
+        };
+        b.g.params[i].update = Some(new_p);
+    }
+    let errs = crate::ir::verify::verify(&b.g);
+    if let Some(e) = errs.first() {
+        return Err(format!("internal compiler error: the step graph is ill-formed: {e}"));
+    }
+    Ok(b.g)
+}
