@@ -14,8 +14,11 @@
 //! ```
 
 pub mod autodiff;
+pub mod buffers;
 pub mod cli;
+pub mod codegen;
 pub mod diagnostic;
+pub mod fusion;
 pub mod gradcheck;
 pub mod ir;
 pub mod limits;

@@ -4,6 +4,7 @@
 //! later stage. It is generic over `Real` (f32 and f64) so gradient checks run in f64.
 
 pub mod exec;
+pub mod executable;
 pub mod init;
 pub mod interp;
 pub mod rng;

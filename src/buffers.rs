@@ -1,0 +1,221 @@
+//! Buffer planning: liveness over the kernel schedule, then fixed offsets in one arena.
+//!
+//! Parameters and states (model states and optimizer states) live in a persistent
+//! region that survives across steps; everything else (inputs, activations kept for the
+//! backward pass, gradients, temporaries) gets an offset in the step's arena, reused as
+//! soon as its last reader has run (first fit). An update whose last kernel is
+//! elementwise and runs after every reader of its parameter is computed in place, into
+//! the parameter's own storage; other updates are copied at the end of the step.
+//! The plan is a side table keyed by value: codegen takes `(&Schedule, &Plan)`.
+
+use crate::fusion::{fused_nodes, Kernel, Schedule};
+use crate::ir::{Graph, Op, Value};
+
+/// Floats per alignment unit: buffers start on 64-byte boundaries.
+pub const ALIGN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// The step's scratch memory.
+    Arena,
+    /// Parameters and states, kept across steps.
+    Persistent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub region: Region,
+    /// In f32 elements.
+    pub offset: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Per value: where its data lives (None: fused, never stored).
+    pub slots: Vec<Option<Slot>>,
+    pub arena_len: usize,
+    pub persistent_len: usize,
+    /// Persistent slot of each parameter and each state (declaration order).
+    pub param_slots: Vec<Slot>,
+    pub state_slots: Vec<Slot>,
+    /// (update value, destination) pairs copied at the end of the step.
+    pub copies: Vec<(Value, Slot)>,
+    /// Per kernel: the arena buffers whose last reader it is (for the NaN check).
+    pub dead_after: Vec<Vec<Value>>,
+    /// Live range per stored value: (first kernel, last kernel), kernel -1 = before all.
+    pub live: Vec<Option<(i64, i64)>>,
+    /// Sum of every node's size, as if each had its own buffer (bytes).
+    pub naive_bytes: usize,
+}
+
+fn round(n: usize) -> usize {
+    n.div_ceil(ALIGN).max(1) * ALIGN
+}
+
+fn size(g: &Graph, v: Value) -> usize {
+    g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).product()
+}
+
+/// The materialized values a kernel reads.
+pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut add = |v: Value| {
+        let r = s.storage[v.as_u32() as usize];
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    };
+    match k {
+        Kernel::Elementwise { out: o, .. } => {
+            for v in fused_nodes(g, s, *o) {
+                for &a in &g.nodes[v].args {
+                    if s.materialized[a.as_u32() as usize] {
+                        add(a);
+                    }
+                }
+            }
+        }
+        Kernel::Reduce { x, .. } => add(*x),
+        Kernel::MatMul { a, b, .. } => {
+            add(*a);
+            add(*b);
+        }
+        Kernel::Host { out: o } => {
+            for &a in &g.nodes[*o].args {
+                add(a);
+            }
+        }
+    }
+    out
+}
+
+/// Plans every buffer of a scheduled, concrete graph.
+pub fn plan(g: &Graph, s: &Schedule) -> Plan {
+    let n = g.len();
+    let idx = |v: Value| v.as_u32() as usize;
+    let nk = s.kernels.len() as i64;
+    // Persistent region: parameters then states.
+    let mut slots: Vec<Option<Slot>> = vec![None; n];
+    let mut off = 0;
+    let mut param_slots = Vec::new();
+    for p in &g.params {
+        let len = size(g, p.value);
+        let slot = Slot { region: Region::Persistent, offset: off, len };
+        slots[idx(p.value)] = Some(slot);
+        param_slots.push(slot);
+        off += round(len);
+    }
+    let mut state_slots = Vec::new();
+    for st in &g.states {
+        let len = size(g, st.value);
+        let slot = Slot { region: Region::Persistent, offset: off, len };
+        slots[idx(st.value)] = Some(slot);
+        state_slots.push(slot);
+        off += round(len);
+    }
+    let persistent_len = off;
+    // Liveness of storage roots.
+    let mut live: Vec<Option<(i64, i64)>> = vec![None; n];
+    for i in &g.inputs {
+        live[idx(i.value)] = Some((-1, -1));
+    }
+    let mut last_reader = vec![-1i64; n];
+    for (ki, k) in s.kernels.iter().enumerate() {
+        let ki = ki as i64;
+        let o = idx(s.storage[idx(k.out())]);
+        live[o] = Some((live[o].map(|l| l.0).unwrap_or(ki), ki));
+        for r in reads(g, s, k) {
+            last_reader[idx(r)] = ki;
+            if let Some(l) = live[idx(r)].as_mut() {
+                l.1 = l.1.max(ki);
+            }
+        }
+    }
+    let pinned: Vec<Value> = g
+        .outputs
+        .iter()
+        .map(|(_, v)| *v)
+        .chain(g.loss)
+        .chain(g.params.iter().filter_map(|p| p.update))
+        .chain(g.states.iter().filter_map(|s| s.update))
+        .collect();
+    for v in &pinned {
+        if let Some(l) = live[idx(s.storage[idx(*v)])].as_mut() {
+            l.1 = nk;
+        }
+    }
+    // In-place updates: the update's kernel is elementwise, runs after the last reader
+    // of the old value, and nothing else needs the update's own buffer.
+    let mut copies = Vec::new();
+    let kernel_of: std::collections::HashMap<Value, usize> =
+        s.kernels.iter().enumerate().map(|(i, k)| (k.out(), i)).collect();
+    let updates: Vec<(Value, Value, Slot)> = g
+        .params
+        .iter()
+        .zip(&param_slots)
+        .filter_map(|(p, sl)| p.update.map(|u| (p.value, u, *sl)))
+        .chain(g.states.iter().zip(&state_slots).filter_map(|(st, sl)| st.update.map(|u| (st.value, u, *sl))))
+        .collect();
+    let mut in_place = vec![false; n];
+    for &(old, u, slot) in &updates {
+        let root = s.storage[idx(u)];
+        let ok = root == u
+            && matches!(kernel_of.get(&u).map(|&k| &s.kernels[k]), Some(Kernel::Elementwise { .. }))
+            && kernel_of.get(&u).is_some_and(|&k| last_reader[idx(old)] <= k as i64 && last_reader[idx(u)] <= k as i64)
+            && !g.outputs.iter().any(|(_, v)| *v == u)
+            && g.loss != Some(u)
+            && updates.iter().filter(|(_, u2, _)| *u2 == u).count() == 1
+            && !matches!(g.nodes[u].op, Op::Input(_) | Op::Param(_) | Op::State(_));
+        if ok {
+            slots[idx(u)] = Some(slot);
+            in_place[idx(u)] = true;
+        } else {
+            copies.push((u, slot));
+        }
+    }
+    // First-fit offsets in the arena, in order of first kernel.
+    let mut order: Vec<usize> = (0..n)
+        .filter(|&i| live[i].is_some() && slots[i].is_none() && s.storage[i].as_u32() as usize == i)
+        .collect();
+    order.sort_by_key(|&i| (live[i].map(|l| l.0).unwrap_or(0), i));
+    let mut placed: Vec<(usize, usize, i64, i64)> = Vec::new(); // offset, len, from, to
+    let mut arena_len = 0;
+    for i in order {
+        let (from, to) = live[i].unwrap_or((0, 0));
+        let len = round(size(g, Value::from_u32(i as u32)));
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|p| !(p.3 < from || to < p.2))
+            .map(|p| (p.0, p.0 + p.1))
+            .collect();
+        busy.sort_unstable();
+        let mut at = 0;
+        for (a, b) in busy {
+            if at + len <= a {
+                break;
+            }
+            at = at.max(b);
+        }
+        placed.push((at, len, from, to));
+        arena_len = arena_len.max(at + len);
+        slots[i] = Some(Slot { region: Region::Arena, offset: at, len: size(g, Value::from_u32(i as u32)) });
+    }
+    // Views take their root's slot.
+    for i in 0..n {
+        let r = s.storage[i].as_u32() as usize;
+        if r != i && s.materialized[i] {
+            slots[i] = slots[r];
+        }
+    }
+    let mut dead_after = vec![Vec::new(); s.kernels.len()];
+    for i in 0..n {
+        if let (Some((_, to)), Some(slot)) = (live[i], slots[i]) {
+            if slot.region == Region::Arena && to >= 0 && to < nk && !in_place[i] {
+                dead_after[to as usize].push(Value::from_u32(i as u32));
+            }
+        }
+    }
+    let naive_bytes = g.nodes.keys().map(|v| size(g, v) * 4).sum();
+    Plan { slots, arena_len, persistent_len, param_slots, state_slots, copies, dead_after, live, naive_bytes }
+}

@@ -1,0 +1,427 @@
+//! The routines JIT code calls: GEMM (the `gemm` crate) and the data-movement and
+//! generator kernels (transpose, slice, pad, concat, general broadcast and reduction,
+//! gather, scatter-add, one-hot, im2col, col2im, iota, random numbers).
+//!
+//! Every index computation is done once at compile time into a table of offsets
+//! (`HostOp`); at run time a kernel is a loop over its table, with no allocation. The
+//! callbacks are `extern "C"` and never panic: an out-of-range offset is skipped.
+
+use crate::buffers::{Plan, Region, Slot};
+use crate::fusion::Kernel;
+use crate::ir::{Graph, Op, ReduceOp, Value};
+use crate::runtime::rng;
+
+/// A precomputed host kernel.
+#[derive(Clone, Debug)]
+pub enum HostOp {
+    /// `dst[k] = src[map[k]]` (`u32::MAX`: 0). Transpose, slice, broadcast, im2col, iota.
+    Gather { src: Slot, dst: Slot, map: Vec<u32> },
+    /// `dst = 0; dst[map[k]] += src[k]` for each source part (`u32::MAX`: skipped).
+    /// Pad, concat (one part per operand), col2im.
+    Scatter { parts: Vec<(Slot, Vec<u32>)>, dst: Slot },
+    /// `dst[map[k]] = op(dst[map[k]], src[k])` after filling dst with the identity.
+    Reduce { src: Slot, dst: Slot, map: Vec<u32>, op: ReduceOp },
+    /// Rows of a table picked by i32 ids (out-of-range ids give zeros).
+    GatherRows { table: Slot, ids: Slot, dst: Slot, rows: usize, row: usize },
+    /// Rows added into a zeroed table at i32 ids.
+    ScatterRows { ids: Slot, src: Slot, dst: Slot, rows: usize, row: usize },
+    OneHot { ids: Slot, dst: Slot, n: usize },
+    Rand { dst: Slot, stream: u32 },
+    /// `dst = src` (updates that could not be computed in place).
+    Copy { src: Slot, dst: Slot },
+    /// `dst = values` (iota: known at compile time).
+    Const { dst: Slot, values: Vec<f32> },
+}
+
+/// A GEMM call: `out[b] = op(a[b]) @ op(b[b])`, row-major.
+#[derive(Clone, Debug)]
+pub struct GemmOp {
+    pub a: Slot,
+    pub b: Slot,
+    pub out: Slot,
+    pub a_t: bool,
+    pub b_t: bool,
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Threads for this call (1: none).
+    pub threads: usize,
+}
+
+/// What the JIT code's callbacks see: the memory and the precomputed tables.
+#[repr(C)]
+pub struct HostCtx {
+    pub arena: *mut f32,
+    pub persistent: *mut f32,
+    pub seed: u64,
+    pub step: u64,
+    pub tables: *const Tables,
+}
+
+pub struct Tables {
+    pub host: Vec<HostOp>,
+    pub gemm: Vec<GemmOp>,
+    /// Per kernel, the arena slots to fill with NaN after it (the debug check).
+    pub poison: Vec<Vec<Slot>>,
+}
+
+fn ptr(ctx: &HostCtx, s: Slot) -> *mut f32 {
+    let base = match s.region {
+        Region::Arena => ctx.arena,
+        Region::Persistent => ctx.persistent,
+    };
+    // SAFETY: slots come from the plan and lie inside the region the executable owns.
+    unsafe { base.add(s.offset) }
+}
+
+/// # Safety
+/// `ctx` must point to a live `HostCtx` whose regions match the plan of its tables.
+unsafe fn slice<'a>(ctx: &HostCtx, s: Slot) -> &'a mut [f32] {
+    std::slice::from_raw_parts_mut(ptr(ctx, s), s.len)
+}
+
+/// Runs host kernel `index`. Called from JIT code.
+pub extern "C" fn nnc_host(ctx: *const HostCtx, index: u32) {
+    // SAFETY: the JIT code passes the context of the executable that compiled it.
+    let ctx = unsafe { &*ctx };
+    let tables = unsafe { &*ctx.tables };
+    let Some(op) = tables.host.get(index as usize) else { return };
+    unsafe { run_host(ctx, op) }
+}
+
+unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
+    match op {
+        HostOp::Gather { src, dst, map } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            for (o, &m) in d.iter_mut().zip(map) {
+                *o = if m == u32::MAX { 0.0 } else { s.get(m as usize).copied().unwrap_or(0.0) };
+            }
+        }
+        HostOp::Scatter { parts, dst } => {
+            let d = slice(ctx, *dst);
+            d.fill(0.0);
+            for (src, map) in parts {
+                let s = slice(ctx, *src);
+                for (&x, &m) in s.iter().zip(map) {
+                    if let Some(o) = d.get_mut(m as usize) {
+                        *o += x;
+                    }
+                }
+            }
+        }
+        HostOp::Reduce { src, dst, map, op } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            d.fill(match op {
+                ReduceOp::Sum => 0.0,
+                ReduceOp::Max => f32::NEG_INFINITY,
+                ReduceOp::Min => f32::INFINITY,
+            });
+            for (&x, &m) in s.iter().zip(map) {
+                if let Some(o) = d.get_mut(m as usize) {
+                    *o = match op {
+                        ReduceOp::Sum => *o + x,
+                        ReduceOp::Max => {
+                            if x > *o || x.is_nan() {
+                                x
+                            } else {
+                                *o
+                            }
+                        }
+                        ReduceOp::Min => {
+                            if x < *o || x.is_nan() {
+                                x
+                            } else {
+                                *o
+                            }
+                        }
+                    };
+                }
+            }
+        }
+        HostOp::GatherRows { table, ids, dst, rows, row } => {
+            let (t, d) = (slice(ctx, *table), slice(ctx, *dst));
+            let ids = slice(ctx, *ids);
+            for (k, id) in ids.iter().enumerate() {
+                let id = id.to_bits() as i32;
+                let out = &mut d[k * row..(k + 1) * row];
+                if id >= 0 && (id as usize) < *rows {
+                    out.copy_from_slice(&t[id as usize * row..(id as usize + 1) * row]);
+                } else {
+                    out.fill(0.0);
+                }
+            }
+        }
+        HostOp::ScatterRows { ids, src, dst, rows, row } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            d.fill(0.0);
+            for (k, id) in slice(ctx, *ids).iter().enumerate() {
+                let id = id.to_bits() as i32;
+                if id >= 0 && (id as usize) < *rows {
+                    for j in 0..*row {
+                        d[id as usize * row + j] += s[k * row + j];
+                    }
+                }
+            }
+        }
+        HostOp::OneHot { ids, dst, n } => {
+            let d = slice(ctx, *dst);
+            d.fill(0.0);
+            for (k, id) in slice(ctx, *ids).iter().enumerate() {
+                let id = id.to_bits() as i32;
+                if id >= 0 && (id as usize) < *n {
+                    d[k * n + id as usize] = 1.0;
+                }
+            }
+        }
+        HostOp::Rand { dst, stream } => {
+            let key = rng::stream_key(ctx.seed, ctx.step, *stream);
+            for (i, o) in slice(ctx, *dst).iter_mut().enumerate() {
+                *o = rng::uniform(key, i as u32);
+            }
+        }
+        HostOp::Copy { src, dst } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            d.copy_from_slice(&s[..d.len()]);
+        }
+        HostOp::Const { dst, values } => {
+            slice(ctx, *dst).copy_from_slice(values);
+        }
+    }
+}
+
+/// Runs GEMM `index`. Called from JIT code.
+pub extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
+    // SAFETY: as for `nnc_host`.
+    let ctx = unsafe { &*ctx };
+    let tables = unsafe { &*ctx.tables };
+    let Some(op) = tables.gemm.get(index as usize) else { return };
+    let (a, b, out) = (ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
+    let (m, k, n) = (op.m, op.k, op.n);
+    // Row-major strides of op(a) [m, k] and op(b) [k, n].
+    let (a_rs, a_cs) = if op.a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if op.b_t { (1, k as isize) } else { (n as isize, 1) };
+    let par = if op.threads > 1 { gemm::Parallelism::Rayon(op.threads) } else { gemm::Parallelism::None };
+    for i in 0..op.batch {
+        // SAFETY: the plan sized each slot for `batch` matrices of these shapes.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.add(i * m * n),
+                1,
+                n as isize,
+                false,
+                a.add(i * m * k),
+                a_cs,
+                a_rs,
+                b.add(i * k * n),
+                b_cs,
+                b_rs,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+}
+
+/// Fills the buffers that died at kernel `index` with NaN (the debug check).
+pub extern "C" fn nnc_poison(ctx: *const HostCtx, index: u32) {
+    // SAFETY: as for `nnc_host`.
+    let ctx = unsafe { &*ctx };
+    let tables = unsafe { &*ctx.tables };
+    if let Some(slots) = tables.poison.get(index as usize) {
+        for s in slots {
+            unsafe { slice(ctx, *s).fill(f32::NAN) };
+        }
+    }
+}
+
+fn dims(g: &Graph, v: Value) -> Vec<usize> {
+    g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// For each element of `shape` (row-major), `base + sum(idx * strides)`.
+fn offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<u32> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        out.push((base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>()) as u32);
+        for a in (0..shape.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+/// The im2col map: for each patch element, the image offset (u32::MAX for padding).
+fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u32> {
+    let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
+    let (oh, ow) = (patches[4], patches[5]);
+    let mut out = Vec::with_capacity(patches.iter().product());
+    for b in 0..nb {
+        for ch in 0..c {
+            let base = (b * c + ch) * (h * wd) as usize;
+            for i in 0..w.kh as usize {
+                for j in 0..w.kw as usize {
+                    for y in 0..oh {
+                        let iy = (y * w.stride_h as usize + i) as i64 - w.pad_h as i64;
+                        for x in 0..ow {
+                            let ix = (x * w.stride_w as usize + j) as i64 - w.pad_w as i64;
+                            out.push(if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                                (base + (iy * wd + ix) as usize) as u32
+                            } else {
+                                u32::MAX
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The host kernel of a `Kernel::Host` node.
+pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
+    let node = &g.nodes[out];
+    let slot = |v: Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
+    let dst = slot(out)?;
+    let os = dims(g, out);
+    Ok(match &node.op {
+        Op::Transpose { perm } => {
+            let x = node.args[0];
+            let xs = strides(&dims(g, x));
+            let src: Vec<usize> = perm.iter().map(|&p| xs[p as usize]).collect();
+            HostOp::Gather { src: slot(x)?, dst, map: offsets(&os, &src, 0) }
+        }
+        Op::Slice { axis, start, step, .. } => {
+            let x = node.args[0];
+            let xs = strides(&dims(g, x));
+            let a = *axis as usize;
+            let mut src = xs.clone();
+            src[a] = xs[a] * *step as usize;
+            HostOp::Gather { src: slot(x)?, dst, map: offsets(&os, &src, *start as usize * xs[a]) }
+        }
+        Op::Broadcast { .. } => {
+            let x = node.args[0];
+            let xd = dims(g, x);
+            let xs = strides(&xd);
+            let (r, k) = (os.len(), xd.len());
+            let mut src = vec![0usize; r];
+            for j in 0..k {
+                src[r - k + j] = if xd[j] == 1 { 0 } else { xs[j] };
+            }
+            HostOp::Gather { src: slot(x)?, dst, map: offsets(&os, &src, 0) }
+        }
+        Op::Pad { axis, start, step, .. } => {
+            let x = node.args[0];
+            let ostr = strides(&os);
+            let a = *axis as usize;
+            let mut d = ostr.clone();
+            d[a] = ostr[a] * *step as usize;
+            HostOp::Scatter { parts: vec![(slot(x)?, offsets(&dims(g, x), &d, *start as usize * ostr[a]))], dst }
+        }
+        Op::Concat { axis } => {
+            let a = *axis as usize;
+            let ostr = strides(&os);
+            let mut parts = Vec::new();
+            let mut off = 0;
+            for &x in &node.args {
+                let xd = dims(g, x);
+                parts.push((slot(x)?, offsets(&xd, &ostr, off * ostr[a])));
+                off += xd[a];
+            }
+            HostOp::Scatter { parts, dst }
+        }
+        Op::Reduce { op, axes } => {
+            let x = node.args[0];
+            let xd = dims(g, x);
+            let ostr = strides(&os);
+            let mut d = Vec::new();
+            let mut k = 0;
+            for i in 0..xd.len() {
+                if axes.contains(&(i as u32)) {
+                    d.push(0);
+                } else {
+                    d.push(ostr.get(k).copied().unwrap_or(0));
+                    k += 1;
+                }
+            }
+            HostOp::Reduce { src: slot(x)?, dst, map: offsets(&xd, &d, 0), op: *op }
+        }
+        Op::Gather => {
+            let td = dims(g, node.args[0]);
+            HostOp::GatherRows {
+                table: slot(node.args[0])?,
+                ids: slot(node.args[1])?,
+                dst,
+                rows: td[0],
+                row: td[1..].iter().product(),
+            }
+        }
+        Op::ScatterAdd { .. } => HostOp::ScatterRows {
+            ids: slot(node.args[0])?,
+            src: slot(node.args[1])?,
+            dst,
+            rows: os[0],
+            row: os[1..].iter().product(),
+        },
+        Op::OneHot { n } => HostOp::OneHot { ids: slot(node.args[0])?, dst, n: *n as usize },
+        Op::Iota { axis } => {
+            let st = strides(&os);
+            let a = *axis as usize;
+            let n: usize = os.iter().product();
+            HostOp::Const { dst, values: (0..n).map(|i| ((i / st[a]) % os[a]) as f32).collect() }
+        }
+        Op::Rand { stream } => HostOp::Rand { dst, stream: *stream },
+        Op::Im2col(w) => {
+            let x = node.args[0];
+            HostOp::Gather { src: slot(x)?, dst, map: im2col_map(&dims(g, x), w, &os) }
+        }
+        Op::Col2im { window, .. } => {
+            let p = node.args[0];
+            HostOp::Scatter { parts: vec![(slot(p)?, im2col_map(&os, window, &dims(g, p)))], dst }
+        }
+        other => return Err(format!("internal error: no host kernel for {}", other.name())),
+    })
+}
+
+/// The tables of a schedule: host ops and GEMMs in kernel order, plus the update copies.
+pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String> {
+    let Kernel::MatMul { out, a, b, a_t, b_t, batch, m, k: kk, n } = k else {
+        return Err("internal error: not a matmul".into());
+    };
+    let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
+    let flops = 2 * batch * m * kk * n;
+    Ok(GemmOp {
+        a: slot(a)?,
+        b: slot(b)?,
+        out: slot(out)?,
+        a_t: *a_t,
+        b_t: *b_t,
+        batch: *batch,
+        m: *m,
+        k: *kk,
+        n: *n,
+        threads: if flops >= 4_000_000 { threads.max(1) } else { 1 },
+    })
+}

@@ -1,0 +1,580 @@
+//! Code generation: a scheduled, planned graph to one native step function (Cranelift).
+//!
+//! Elementwise kernels become f32x4 loops (a flat loop when every operand is read
+//! element for element, else rows x columns with row/column/scalar broadcasts), with a
+//! scalar tail; reductions become vector loops with a horizontal combine at the end.
+//! GEMMs call the `gemm` crate, and data-movement kernels call precomputed host
+//! routines (`host`). The step function calls every kernel in schedule order, then
+//! copies the updates that were not computed in place. Takes `(&Schedule, &Plan)`:
+//! codegen cannot run without a plan.
+
+pub mod host;
+pub mod math;
+
+use crate::buffers::{Plan, Region, Slot};
+use crate::fusion::{broadcast_access, fused_nodes, Access, Kernel, Schedule};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Value};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, MemFlagsData, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use host::{HostCtx, HostOp, Tables};
+use math::E;
+use std::collections::HashMap;
+
+type ClValue = cranelift_codegen::ir::Value;
+
+/// `step(arena, persistent, ctx)`.
+pub type StepFn = unsafe extern "C" fn(*mut f32, *mut f32, *const HostCtx);
+
+#[derive(Clone, Debug, Default)]
+pub struct CodegenOptions {
+    /// Fill dead arena buffers with NaN after each kernel (the planner's check).
+    pub poison: bool,
+    /// Threads for large GEMMs.
+    pub threads: usize,
+    /// Keep the Cranelift IR text (`nnc ir --stage clif`).
+    pub keep_clif: bool,
+    /// Run Cranelift's verifier (tests).
+    pub verify: bool,
+}
+
+/// Native code for one step, and the tables its callbacks read.
+pub struct Compiled {
+    /// Kept alive: dropping the module would free the code.
+    _module: JITModule,
+    pub step: StepFn,
+    pub tables: Box<Tables>,
+    pub clif: String,
+}
+
+fn isa(opts: &CodegenOptions) -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, String> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| format!("cranelift flag {k}: {e}"));
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "enable_verifier", if opts.verify { "true" } else { "false" })?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    let builder = cranelift_native::builder().map_err(|e| format!("this CPU is not supported by Cranelift: {e}"))?;
+    builder.finish(settings::Flags::new(flags)).map_err(|e| format!("cannot configure Cranelift: {e}"))
+}
+
+/// Compiles the step of a concrete graph.
+pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> Result<Compiled, String> {
+    let isa = isa(opts)?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    jb.symbol("nnc_host", host::nnc_host as *const u8);
+    jb.symbol("nnc_gemm", host::nnc_gemm as *const u8);
+    jb.symbol("nnc_poison", host::nnc_poison as *const u8);
+    let mut module = JITModule::new(jb);
+    let frontend_config = module.target_config();
+    let ptr = frontend_config.pointer_type();
+    let mut cb_sig = module.make_signature();
+    cb_sig.params.push(AbiParam::new(ptr));
+    cb_sig.params.push(AbiParam::new(types::I32));
+    let err = |e: cranelift_module::ModuleError| format!("cranelift: {e}");
+    let f_host = module.declare_function("nnc_host", Linkage::Import, &cb_sig).map_err(err)?;
+    let f_gemm = module.declare_function("nnc_gemm", Linkage::Import, &cb_sig).map_err(err)?;
+    let f_poison = module.declare_function("nnc_poison", Linkage::Import, &cb_sig).map_err(err)?;
+    let mut kern_sig = module.make_signature();
+    kern_sig.params.push(AbiParam::new(ptr));
+    kern_sig.params.push(AbiParam::new(ptr));
+
+    let mut tables = Tables { host: Vec::new(), gemm: Vec::new(), poison: Vec::new() };
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ctx = module.make_context();
+    let mut clif = String::new();
+    // What the step does, in order.
+    enum Call {
+        Kernel(FuncId),
+        Host(u32),
+        Gemm(u32),
+        Poison(u32),
+    }
+    let mut calls = Vec::new();
+    for (ki, k) in s.kernels.iter().enumerate() {
+        match k {
+            Kernel::Elementwise { .. } | Kernel::Reduce { .. } => {
+                let name = format!("k{ki}");
+                let id = module.declare_function(&name, Linkage::Local, &kern_sig).map_err(err)?;
+                ctx.func.signature = kern_sig.clone();
+                ctx.func.name = UserFuncName::user(0, id.as_u32());
+                {
+                    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                    let entry = b.create_block();
+                    b.append_block_params_for_function_params(entry);
+                    b.switch_to_block(entry);
+                    let bases = [b.block_params(entry)[0], b.block_params(entry)[1]];
+                    match k {
+                        Kernel::Elementwise { out, rows, cols } => elementwise(&mut b, g, s, plan, bases, *out, *rows, *cols)?,
+                        Kernel::Reduce { out, x, op, outer, red, inner } => {
+                            reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
+                        }
+                        _ => {}
+                    }
+                    b.ins().return_(&[]);
+                    b.seal_all_blocks();
+                    b.finalize(frontend_config);
+                }
+                if opts.keep_clif {
+                    clif.push_str(&format!("; kernel {ki}: {}\n{}\n", crate::fusion::describe(g, s, k), ctx.func.display()));
+                }
+                module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
+                module.clear_context(&mut ctx);
+                calls.push(Call::Kernel(id));
+            }
+            Kernel::MatMul { .. } => {
+                tables.gemm.push(host::gemm_op(plan, k, opts.threads)?);
+                calls.push(Call::Gemm(tables.gemm.len() as u32 - 1));
+            }
+            Kernel::Host { out } => {
+                tables.host.push(host::host_op(g, plan, *out)?);
+                calls.push(Call::Host(tables.host.len() as u32 - 1));
+            }
+        }
+        if opts.poison {
+            let slots: Vec<Slot> = plan.dead_after[ki].iter().filter_map(|v| plan.slots[v.as_u32() as usize]).collect();
+            tables.poison.push(slots);
+            calls.push(Call::Poison(ki as u32));
+        }
+    }
+    for &(u, dst) in &plan.copies {
+        let src = plan.slots[u.as_u32() as usize].ok_or_else(|| format!("internal error: update {u} has no buffer"))?;
+        tables.host.push(HostOp::Copy { src, dst });
+        calls.push(Call::Host(tables.host.len() as u32 - 1));
+    }
+    // The step function.
+    let mut step_sig = module.make_signature();
+    for _ in 0..3 {
+        step_sig.params.push(AbiParam::new(ptr));
+    }
+    let step_id = module.declare_function("nnc_step", Linkage::Export, &step_sig).map_err(err)?;
+    ctx.func.signature = step_sig;
+    ctx.func.name = UserFuncName::user(0, step_id.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let (arena, pers, hctx) = (b.block_params(entry)[0], b.block_params(entry)[1], b.block_params(entry)[2]);
+        let mut refs: HashMap<FuncId, cranelift_codegen::ir::FuncRef> = HashMap::new();
+        for c in &calls {
+            let (fid, args): (FuncId, Vec<ClValue>) = match c {
+                Call::Kernel(id) => (*id, vec![arena, pers]),
+                Call::Host(i) | Call::Gemm(i) | Call::Poison(i) => {
+                    let f = match c {
+                        Call::Host(_) => f_host,
+                        Call::Gemm(_) => f_gemm,
+                        _ => f_poison,
+                    };
+                    let iv = b.ins().iconst(types::I32, i64::from(*i));
+                    (f, vec![hctx, iv])
+                }
+            };
+            let fr = *refs.entry(fid).or_insert_with(|| module.declare_func_in_func(fid, b.func));
+            b.ins().call(fr, &args);
+        }
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(frontend_config);
+    }
+    if opts.keep_clif {
+        clif.push_str(&format!("; step\n{}\n", ctx.func.display()));
+    }
+    module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(err)?;
+    let code = module.get_finalized_function(step_id);
+    // SAFETY: the function was declared with exactly this signature.
+    let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
+    Ok(Compiled { _module: module, step, tables: Box::new(tables), clif })
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// The byte address of a slot.
+fn base(b: &mut FunctionBuilder, bases: [ClValue; 2], s: Slot) -> ClValue {
+    let root = match s.region {
+        Region::Arena => bases[0],
+        Region::Persistent => bases[1],
+    };
+    b.ins().iadd_imm_s(root, (s.offset * 4) as i64)
+}
+
+/// A counted loop `for i in (start..end).step_by(step)` (start < end), rotated so the
+/// body is its own header.
+fn counted_loop(
+    b: &mut FunctionBuilder,
+    start: i64,
+    end: i64,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, ClValue) -> Result<(), String>,
+) -> Result<(), String> {
+    if start >= end {
+        return Ok(());
+    }
+    let header = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    let s0 = b.ins().iconst(types::I64, start);
+    b.ins().jump(header, &[BlockArg::Value(s0)]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    body(b, i)?;
+    let next = b.ins().iadd_imm_s(i, step);
+    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+    b.ins().brif(more, header, &[BlockArg::Value(next)], exit, &[]);
+    b.switch_to_block(exit);
+    Ok(())
+}
+
+/// Where the loop is: a flat index, or a row and a column.
+#[derive(Clone, Copy)]
+enum Pos {
+    Flat(ClValue),
+    Grid(ClValue, ClValue),
+}
+
+struct Loads<'p> {
+    plan: &'p Plan,
+    bases: [ClValue; 2],
+    cols: usize,
+}
+
+impl Loads<'_> {
+    fn load(&self, e: &mut E, x: Value, access: Access, pos: Pos) -> Result<ClValue, String> {
+        let slot = self.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+        let addr0 = base(e.b, self.bases, slot);
+        let ty = e.fty();
+        let scalar = |e: &mut E, addr: ClValue| {
+            let v = e.b.ins().load(types::F32, flags(), addr, 0);
+            e.spread(v)
+        };
+        Ok(match (access, pos) {
+            (Access::Scalar, _) => scalar(e, addr0),
+            (Access::Full, Pos::Flat(i)) => {
+                let off = e.b.ins().ishl_imm_u(i, 2);
+                let a = e.b.ins().iadd(addr0, off);
+                e.b.ins().load(ty, flags(), a, 0)
+            }
+            (Access::Full, Pos::Grid(r, c)) => {
+                let row = e.b.ins().imul_imm_s(r, (self.cols * 4) as i64);
+                let col = e.b.ins().ishl_imm_u(c, 2);
+                let a = e.b.ins().iadd(addr0, row);
+                let a = e.b.ins().iadd(a, col);
+                e.b.ins().load(ty, flags(), a, 0)
+            }
+            (Access::Row, Pos::Grid(_, c)) => {
+                let col = e.b.ins().ishl_imm_u(c, 2);
+                let a = e.b.ins().iadd(addr0, col);
+                e.b.ins().load(ty, flags(), a, 0)
+            }
+            (Access::Col, Pos::Grid(r, _)) => {
+                let row = e.b.ins().ishl_imm_u(r, 2);
+                let a = e.b.ins().iadd(addr0, row);
+                scalar(e, a)
+            }
+            _ => return Err("internal error: a row or column broadcast in a flat loop".into()),
+        })
+    }
+}
+
+/// Emits the value of `v` (a fused node) at `pos`.
+fn emit_node(
+    e: &mut E,
+    g: &Graph,
+    s: &Schedule,
+    loads: &Loads,
+    memo: &mut HashMap<Value, ClValue>,
+    v: Value,
+    pos: Pos,
+) -> Result<ClValue, String> {
+    if let Some(&c) = memo.get(&v) {
+        return Ok(c);
+    }
+    let node = &g.nodes[v];
+    let mut arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
+        let a = node.args[i];
+        if s.materialized[a.as_u32() as usize] {
+            loads.load(e, a, Access::Full, pos)
+        } else {
+            emit_node(e, g, s, loads, memo, a, pos)
+        }
+    };
+    let out = match &node.op {
+        Op::Fill(x) => e.c(*x as f32),
+        Op::DimValue(d) => e.c(d.as_const().ok_or("internal error: unbound dim in codegen")? as f32),
+        Op::Broadcast { .. } => {
+            let x = node.args[0];
+            if s.materialized[x.as_u32() as usize] {
+                let acc = broadcast_access(g, x, v).ok_or("internal error: unsupported fused broadcast")?;
+                loads.load(e, x, acc, pos)?
+            } else {
+                emit_node(e, g, s, loads, memo, x, pos)?
+            }
+        }
+        Op::Unary(u) => {
+            let x = arg(e, memo, 0)?;
+            match u {
+                UnaryOp::Neg => e.neg(x),
+                UnaryOp::Abs => e.abs(x),
+                UnaryOp::Sqrt => e.sqrt(x),
+                UnaryOp::Sign => e.sign(x),
+                UnaryOp::Exp => e.exp(x),
+                UnaryOp::Log => e.log(x),
+                UnaryOp::Tanh => e.tanh(x),
+                UnaryOp::Sigmoid => e.sigmoid(x),
+                UnaryOp::Erf => e.erf(x),
+            }
+        }
+        Op::Binary(op) => {
+            let a = arg(e, memo, 0)?;
+            let b = arg(e, memo, 1)?;
+            match op {
+                BinaryOp::Add => e.add(a, b),
+                BinaryOp::Sub => e.sub(a, b),
+                BinaryOp::Mul => e.mul(a, b),
+                BinaryOp::Div => e.div(a, b),
+                BinaryOp::Pow => e.pow(a, b),
+                BinaryOp::Max => e.max(a, b),
+                BinaryOp::Min => e.min(a, b),
+                BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne => {
+                    let cc = match op {
+                        BinaryOp::Lt => FloatCC::LessThan,
+                        BinaryOp::Le => FloatCC::LessThanOrEqual,
+                        BinaryOp::Gt => FloatCC::GreaterThan,
+                        BinaryOp::Ge => FloatCC::GreaterThanOrEqual,
+                        BinaryOp::Eq => FloatCC::Equal,
+                        _ => FloatCC::NotEqual,
+                    };
+                    let m = e.cmp(cc, a, b);
+                    e.mask_to_f(m)
+                }
+            }
+        }
+        Op::Select => {
+            let c = arg(e, memo, 0)?;
+            let a = arg(e, memo, 1)?;
+            let b = arg(e, memo, 2)?;
+            let zero = e.c(0.0);
+            let m = e.cmp(FloatCC::NotEqual, c, zero);
+            e.sel(m, a, b)
+        }
+        other => return Err(format!("internal error: {} cannot be fused", other.name())),
+    };
+    memo.insert(v, out);
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn elementwise(
+    b: &mut FunctionBuilder,
+    g: &Graph,
+    s: &Schedule,
+    plan: &Plan,
+    bases: [ClValue; 2],
+    out: Value,
+    rows: usize,
+    cols: usize,
+) -> Result<(), String> {
+    let nodes = fused_nodes(g, s, out);
+    // Flat when every operand is read element for element (or is a scalar).
+    let mut flat = true;
+    for &v in &nodes {
+        let node = &g.nodes[v];
+        if let Op::Broadcast { .. } = node.op {
+            let x = node.args[0];
+            if s.materialized[x.as_u32() as usize] && !matches!(broadcast_access(g, x, v), Some(Access::Full | Access::Scalar)) {
+                flat = false;
+            }
+        }
+    }
+    let out_slot = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let loads = Loads { plan, bases, cols };
+    let store = |e: &mut E, val: ClValue, pos: Pos| {
+        let addr0 = base(e.b, bases, out_slot);
+        let a = match pos {
+            Pos::Flat(i) => {
+                let off = e.b.ins().ishl_imm_u(i, 2);
+                e.b.ins().iadd(addr0, off)
+            }
+            Pos::Grid(r, c) => {
+                let row = e.b.ins().imul_imm_s(r, (cols * 4) as i64);
+                let col = e.b.ins().ishl_imm_u(c, 2);
+                let a = e.b.ins().iadd(addr0, row);
+                e.b.ins().iadd(a, col)
+            }
+        };
+        e.b.ins().store(flags(), val, a, 0);
+    };
+    let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos| -> Result<(), String> {
+        let mut e = E { b, vec };
+        let mut memo = HashMap::new();
+        let v = emit_node(&mut e, g, s, &loads, &mut memo, out, pos)?;
+        store(&mut e, v, pos);
+        Ok(())
+    };
+    if flat {
+        let n = (rows * cols) as i64;
+        let n4 = n / 4 * 4;
+        counted_loop(b, 0, n4, 4, |b, i| body(b, true, Pos::Flat(i)))?;
+        counted_loop(b, n4, n, 1, |b, i| body(b, false, Pos::Flat(i)))?;
+    } else {
+        let c4 = (cols / 4 * 4) as i64;
+        counted_loop(b, 0, rows as i64, 1, |b, r| {
+            counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c)))?;
+            counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c)))
+        })?;
+    }
+    Ok(())
+}
+
+fn combine(e: &mut E, op: ReduceOp, acc: ClValue, x: ClValue) -> ClValue {
+    match op {
+        ReduceOp::Sum => e.add(acc, x),
+        // Keep NaN: x wins when it is larger or NaN.
+        ReduceOp::Max => {
+            let gt = e.cmp(FloatCC::GreaterThan, x, acc);
+            let un = e.cmp(FloatCC::Unordered, x, x);
+            let m = e.or(gt, un);
+            e.sel(m, x, acc)
+        }
+        ReduceOp::Min => {
+            let lt = e.cmp(FloatCC::LessThan, x, acc);
+            let un = e.cmp(FloatCC::Unordered, x, x);
+            let m = e.or(lt, un);
+            e.sel(m, x, acc)
+        }
+    }
+}
+
+fn identity(op: ReduceOp) -> f32 {
+    match op {
+        ReduceOp::Sum => 0.0,
+        ReduceOp::Max => f32::NEG_INFINITY,
+        ReduceOp::Min => f32::INFINITY,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reduce(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    bases: [ClValue; 2],
+    out: Value,
+    x: Value,
+    op: ReduceOp,
+    outer: usize,
+    red: usize,
+    inner: usize,
+) -> Result<(), String> {
+    let xs = plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+    let os = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let xb = base(b, bases, xs);
+    let ob = base(b, bases, os);
+    let red_i = red as i64;
+    if inner == 1 {
+        // Rows: a vector accumulator over the row, combined across lanes at the end.
+        counted_loop(b, 0, outer as i64, 1, |b, o| {
+            let row = b.ins().imul_imm_s(o, red_i * 4);
+            let rb = b.ins().iadd(xb, row);
+            let r4 = red_i / 4 * 4;
+            let acc_var = {
+                let mut e = E { b: &mut *b, vec: true };
+                e.c(identity(op))
+            };
+            // Vector part: the accumulator travels as a block parameter.
+            let acc = if r4 > 0 {
+                let header = b.create_block();
+                let exit = b.create_block();
+                b.append_block_param(header, types::I64);
+                b.append_block_param(header, types::F32X4);
+                b.append_block_param(exit, types::F32X4);
+                let z = b.ins().iconst(types::I64, 0);
+                b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(acc_var)]);
+                b.switch_to_block(header);
+                let (i, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
+                let off = b.ins().ishl_imm_u(i, 2);
+                let a = b.ins().iadd(rb, off);
+                let v = b.ins().load(types::F32X4, flags(), a, 0);
+                let nacc = {
+                    let mut e = E { b: &mut *b, vec: true };
+                    combine(&mut e, op, acc, v)
+                };
+                let next = b.ins().iadd_imm_s(i, 4);
+                let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, r4);
+                b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+                b.switch_to_block(exit);
+                b.block_params(exit)[0]
+            } else {
+                acc_var
+            };
+            // Lanes, then the scalar tail.
+            let mut s = b.ins().extractlane(acc, 0);
+            for lane in 1..4u8 {
+                let l = b.ins().extractlane(acc, lane);
+                let mut e = E { b: &mut *b, vec: false };
+                s = combine(&mut e, op, s, l);
+            }
+            for t in r4..red_i {
+                let v = b.ins().load(types::F32, flags(), rb, (t * 4) as i32);
+                let mut e = E { b: &mut *b, vec: false };
+                s = combine(&mut e, op, s, v);
+            }
+            let oo = b.ins().ishl_imm_u(o, 2);
+            let oa = b.ins().iadd(ob, oo);
+            b.ins().store(flags(), s, oa, 0);
+            Ok(())
+        })
+    } else {
+        // Columns: accumulate `inner`-wide slices over `red` rows, 4 columns at a time.
+        let in_i = inner as i64;
+        let i4 = in_i / 4 * 4;
+        counted_loop(b, 0, outer as i64, 1, |b, o| {
+            let xo = b.ins().imul_imm_s(o, red_i * in_i * 4);
+            let xo = b.ins().iadd(xb, xo);
+            let oo = b.ins().imul_imm_s(o, in_i * 4);
+            let oo = b.ins().iadd(ob, oo);
+            for (vec, from, to, step) in [(true, 0, i4, 4), (false, i4, in_i, 1)] {
+                counted_loop(b, from, to, step, |b, c| {
+                    let coff = b.ins().ishl_imm_u(c, 2);
+                    let col = b.ins().iadd(xo, coff);
+                    let ty = if vec { types::F32X4 } else { types::F32 };
+                    let init = {
+                        let mut e = E { b: &mut *b, vec };
+                        e.c(identity(op))
+                    };
+                    let header = b.create_block();
+                    let exit = b.create_block();
+                    b.append_block_param(header, types::I64);
+                    b.append_block_param(header, ty);
+                    b.append_block_param(exit, ty);
+                    let z = b.ins().iconst(types::I64, 0);
+                    b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(init)]);
+                    b.switch_to_block(header);
+                    let (r, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
+                    let roff = b.ins().imul_imm_s(r, in_i * 4);
+                    let a = b.ins().iadd(col, roff);
+                    let v = b.ins().load(ty, flags(), a, 0);
+                    let nacc = {
+                        let mut e = E { b: &mut *b, vec };
+                        combine(&mut e, op, acc, v)
+                    };
+                    let next = b.ins().iadd_imm_s(r, 1);
+                    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, red_i);
+                    b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+                    b.switch_to_block(exit);
+                    let res = b.block_params(exit)[0];
+                    let oa = b.ins().iadd(oo, coff);
+                    b.ins().store(flags(), res, oa, 0);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+    }
+}

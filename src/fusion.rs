@@ -1,0 +1,304 @@
+//! Fusion: a concrete graph (every dim bound) to an ordered list of kernels.
+//!
+//! Every value either gets a buffer (it is *materialized*) or is computed inside the
+//! loop of the kernel that needs it (*fused*). Elementwise ops, constants and the
+//! broadcasts whose access pattern a loop can express (scalar, a row vector repeated
+//! over rows, a column repeated over columns) are fused into their consumers when those
+//! are elementwise too; a value with several users, an output, an update, or the input
+//! of a matmul, reduction, reshape or data-movement op is materialized. Reshapes and
+//! `stop_gradient` are views: they share their input's buffer. A transpose of the last
+//! two dims feeding a matmul costs nothing: the GEMM reads it through strides.
+
+use crate::ir::{Graph, Op, ReduceOp, Value};
+
+/// How an elementwise loop of shape [rows, cols] reads a materialized operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Element (r, c): the operand has the loop's element count.
+    Full,
+    /// Element c: a row vector repeated over rows.
+    Row,
+    /// Element r: a column vector repeated over columns.
+    Col,
+    /// Element 0.
+    Scalar,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// Computes `out` (and the fused nodes it needs) in one loop over [rows, cols].
+    Elementwise { out: Value, rows: usize, cols: usize },
+    /// `out[o, i] = op over r of x[o, r, i]` for a materialized `x`.
+    Reduce { out: Value, x: Value, op: ReduceOp, outer: usize, red: usize, inner: usize },
+    /// `out[b] = a[b] @ b[b]` for `batch` matrices; operands may be read transposed.
+    MatMul { out: Value, a: Value, b: Value, a_t: bool, b_t: bool, batch: usize, m: usize, k: usize, n: usize },
+    /// A data-movement or generator op run by a host routine over the arena.
+    Host { out: Value },
+}
+
+impl Kernel {
+    pub fn out(&self) -> Value {
+        match self {
+            Kernel::Elementwise { out, .. }
+            | Kernel::Reduce { out, .. }
+            | Kernel::MatMul { out, .. }
+            | Kernel::Host { out } => *out,
+        }
+    }
+}
+
+/// The kernels of a graph in execution order, and which values own buffers.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub kernels: Vec<Kernel>,
+    /// Per value: materialized (has a buffer or is a view of one).
+    pub materialized: Vec<bool>,
+    /// Per value: the value whose buffer it shares (views), or itself.
+    pub storage: Vec<Value>,
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Fill(_) | Op::DimValue(_))
+}
+
+fn numel(g: &Graph, v: Value) -> usize {
+    g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).product()
+}
+
+fn dims(g: &Graph, v: Value) -> Vec<usize> {
+    g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()
+}
+
+/// The loop shape of a value: [all but the last dim, the last dim].
+pub fn loop_shape(g: &Graph, v: Value) -> (usize, usize) {
+    let d = dims(g, v);
+    match d.split_last() {
+        None => (1, 1),
+        Some((last, rest)) => (rest.iter().product(), *last),
+    }
+}
+
+/// How a loop over `out`'s shape can read `x` broadcast to it, if it can.
+pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
+    let (rows, cols) = loop_shape(g, out);
+    let xs = dims(g, x);
+    let n = numel(g, x);
+    let os = dims(g, out);
+    if n == 1 {
+        return Some(Access::Scalar);
+    }
+    if n == rows * cols && strip_ones(&xs) == strip_ones(&os) {
+        return Some(Access::Full);
+    }
+    // A row vector: x is [..1.., cols] aligned with the last dim.
+    if n == cols && xs.last() == Some(&cols) {
+        return Some(Access::Row);
+    }
+    // A column vector: x is out's shape with the last dim 1.
+    if n == rows && xs.len() == os.len() && xs.last() == Some(&1) && xs[..xs.len() - 1] == os[..os.len() - 1] {
+        return Some(Access::Col);
+    }
+    None
+}
+
+fn strip_ones(s: &[usize]) -> Vec<usize> {
+    s.iter().copied().filter(|&d| d != 1).collect()
+}
+
+/// Whether `t` transposes exactly the last two dims.
+fn swaps_last_two(perm: &[u32]) -> bool {
+    let r = perm.len();
+    r >= 2 && perm[r - 2] as usize == r - 1 && perm[r - 1] as usize == r - 2 && perm[..r - 2].iter().enumerate().all(|(i, &p)| p as usize == i)
+}
+
+/// Groups a concrete graph into kernels.
+pub fn fuse(g: &Graph) -> Result<Schedule, String> {
+    let n = g.len();
+    let idx = |v: Value| v.as_u32() as usize;
+    let mut users: Vec<Vec<Value>> = vec![Vec::new(); n];
+    for (v, node) in g.nodes.iter() {
+        for a in &node.args {
+            if !users[idx(*a)].contains(&v) {
+                users[idx(*a)].push(v);
+            }
+        }
+    }
+    let mut pinned = vec![false; n];
+    for (_, v) in &g.outputs {
+        pinned[idx(*v)] = true;
+    }
+    if let Some(l) = g.loss {
+        pinned[idx(l)] = true;
+    }
+    for u in g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|s| s.update)) {
+        pinned[idx(u)] = true;
+    }
+    // Decide from the last node backwards, so a node's users are decided first;
+    // `force` marks values a decided user needs in a buffer.
+    let mut mat = vec![false; n];
+    let mut force = vec![false; n];
+    let is_const = |v: Value| matches!(g.nodes[v].op, Op::Fill(_) | Op::DimValue(_));
+    for (v, node) in g.nodes.iter().rev() {
+        let i = idx(v);
+        let same_shape_ew = |u: Value| is_elementwise(&g.nodes[u].op) && g.ty(u).shape == g.ty(v).shape;
+        let m = match &node.op {
+            Op::Input(_) | Op::Param(_) | Op::State(_) => true,
+            Op::Fill(_) | Op::DimValue(_) | Op::Unary(_) | Op::Binary(_) | Op::Select => {
+                let u_ok = |u: Value| {
+                    same_shape_ew(u) || (is_const(v) && matches!(g.nodes[u].op, Op::Broadcast { .. }) && !mat[idx(u)])
+                };
+                pinned[i] || force[i] || users[i].len() != 1 || !users[i].iter().all(|&u| u_ok(u))
+            }
+            Op::Broadcast { .. } => {
+                pinned[i]
+                    || force[i]
+                    || users[i].is_empty()
+                    || !users[i].iter().all(|&u| same_shape_ew(u))
+                    || broadcast_access(g, node.args[0], v).is_none()
+            }
+            _ => true,
+        };
+        mat[i] = m;
+        match &node.op {
+            Op::Fill(_) | Op::DimValue(_) | Op::Unary(_) | Op::Binary(_) | Op::Select => {}
+            Op::Broadcast { .. } => {
+                let x = node.args[0];
+                if !is_const(x) {
+                    force[idx(x)] = true;
+                }
+            }
+            _ => {
+                for &a in &node.args {
+                    force[idx(a)] = true;
+                }
+            }
+        }
+    }
+    // Views share storage; transposes feeding only matmuls are folded into strides.
+    let mut storage: Vec<Value> = (0..n as u32).map(Value::from_u32).collect();
+    let mut kernels = Vec::new();
+    let mut folded_t = vec![false; n];
+    for (v, node) in g.nodes.iter() {
+        if let Op::Transpose { perm } = &node.op {
+            if swaps_last_two(perm) && !pinned[idx(v)] && !users[idx(v)].is_empty() && users[idx(v)].iter().all(|&u| matches!(g.nodes[u].op, Op::MatMul)) {
+                folded_t[idx(v)] = true;
+            }
+        }
+    }
+    for (v, node) in g.nodes.iter() {
+        let i = idx(v);
+        if !mat[i] || folded_t[i] {
+            continue;
+        }
+        match &node.op {
+            Op::Input(_) | Op::Param(_) | Op::State(_) => {}
+            Op::Reshape { .. } | Op::StopGradient => storage[i] = storage[idx(node.args[0])],
+            Op::Fill(_) | Op::DimValue(_) | Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Broadcast { .. }
+                if !matches!(node.op, Op::Broadcast { .. }) || broadcast_access(g, node.args[0], v).is_some() =>
+            {
+                let (rows, cols) = loop_shape(g, v);
+                kernels.push(Kernel::Elementwise { out: v, rows, cols });
+            }
+            Op::Reduce { op, axes } => {
+                let xs = dims(g, node.args[0]);
+                let contiguous = axes.windows(2).all(|w| w[1] == w[0] + 1);
+                if contiguous && !axes.is_empty() {
+                    let a = axes[0] as usize;
+                    let b = *axes.last().unwrap_or(&0) as usize + 1;
+                    kernels.push(Kernel::Reduce {
+                        out: v,
+                        x: node.args[0],
+                        op: *op,
+                        outer: xs[..a].iter().product(),
+                        red: xs[a..b].iter().product(),
+                        inner: xs[b..].iter().product(),
+                    });
+                } else {
+                    kernels.push(Kernel::Host { out: v });
+                }
+            }
+            Op::MatMul => {
+                let (mut a, mut b) = (node.args[0], node.args[1]);
+                let (mut a_t, mut b_t) = (false, false);
+                if folded_t[idx(a)] {
+                    a = g.nodes[a].args[0];
+                    a_t = true;
+                }
+                if folded_t[idx(b)] {
+                    b = g.nodes[b].args[0];
+                    b_t = true;
+                }
+                let s = dims(g, v);
+                let r = s.len();
+                let k = dims(g, node.args[0])[r - 1];
+                kernels.push(Kernel::MatMul {
+                    out: v,
+                    a,
+                    b,
+                    a_t,
+                    b_t,
+                    batch: s[..r - 2].iter().product(),
+                    m: s[r - 2],
+                    k,
+                    n: s[r - 1],
+                });
+            }
+            _ => kernels.push(Kernel::Host { out: v }),
+        }
+    }
+    // Folded transposes read their source: it must be materialized.
+    for (v, node) in g.nodes.iter() {
+        if folded_t[idx(v)] && !mat[idx(node.args[0])] {
+            return Err(format!("internal error: {v} folds a transpose of an unmaterialized value"));
+        }
+    }
+    Ok(Schedule { kernels, materialized: mat, storage })
+}
+
+/// The nodes computed inside an elementwise kernel for `out`, in topological order:
+/// `out` and its unmaterialized elementwise ancestors (broadcasts read as patterns).
+pub fn fused_nodes(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = vec![out];
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        let node = &g.nodes[v];
+        if matches!(node.op, Op::Broadcast { .. }) {
+            // A fused broadcast reads its operand through an access pattern; a scalar
+            // constant operand is computed inline.
+            let x = node.args[0];
+            if !s.materialized[x.as_u32() as usize] {
+                stack.push(x);
+            }
+            continue;
+        }
+        for &a in &node.args {
+            if !s.materialized[a.as_u32() as usize] {
+                stack.push(a);
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// A short description of a kernel (`nnc ir --stage fused`, `nnc plan`).
+pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
+    match k {
+        Kernel::Elementwise { out, rows, cols } => {
+            let nodes = fused_nodes(g, s, *out);
+            let ops: Vec<String> = nodes.iter().map(|v| format!("{v}={}", g.nodes[*v].op.name())).collect();
+            format!("elementwise {out} [{rows} x {cols}]: {}", ops.join(" "))
+        }
+        Kernel::Reduce { out, x, op, outer, red, inner } => {
+            format!("{} {out} <- {x} [{outer} x {red} x {inner}]", op.name())
+        }
+        Kernel::MatMul { out, a, b, a_t, b_t, batch, m, k, n } => format!(
+            "gemm {out} <- {a}{} @ {b}{} [{batch} x {m}x{k} @ {k}x{n}]",
+            if *a_t { "^T" } else { "" },
+            if *b_t { "^T" } else { "" }
+        ),
+        Kernel::Host { out } => format!("host {} {out} <- {:?}", g.nodes[*out].op.name(), g.nodes[*out].args),
+    }
+}

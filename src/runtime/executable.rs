@@ -1,0 +1,195 @@
+//! A compiled step ready to run: the concrete graph, its schedule and buffer plan, the
+//! native code, and the memory it runs on (one arena for the step, one persistent region
+//! for parameters and states). `run` is a single call into native code; nothing is
+//! allocated inside it.
+
+use crate::buffers::{self, Plan, Region, Slot};
+use crate::codegen::{self, host::HostCtx, CodegenOptions, Compiled};
+use crate::fusion::{self, Schedule};
+use crate::ir::{self, DType, Graph, Value};
+
+/// Memory aligned to 64 bytes, of f32 elements.
+struct Aligned {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let buf = vec![0.0f32; len + 16];
+        let addr = buf.as_ptr() as usize;
+        let start = ((64 - addr % 64) % 64) / 4;
+        Aligned { buf, start, len }
+    }
+    fn ptr(&mut self) -> *mut f32 {
+        // SAFETY: start + len <= buf.len() by construction.
+        unsafe { self.buf.as_mut_ptr().add(self.start) }
+    }
+    fn slice(&self) -> &[f32] {
+        &self.buf[self.start..self.start + self.len]
+    }
+    fn slice_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+pub struct Executable {
+    pub graph: Graph,
+    pub schedule: Schedule,
+    pub plan: Plan,
+    compiled: Compiled,
+    arena: Aligned,
+    persistent: Aligned,
+    ctx: Box<HostCtx>,
+    /// Seconds spent in fusion, planning and code generation.
+    pub compile_seconds: f64,
+}
+
+/// Binds every symbol of `g` to the batch size (the graph must then be concrete).
+pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
+    let mut out = g.clone();
+    for name in g.symbols.clone() {
+        if out.inputs.iter().any(|i| i.ty.shape.iter().any(|d| d.symbols().any(|s| g.symbols[s.0 as usize] == name))) {
+            out = ir::bind_symbol(&out, &name, batch as i64)?;
+        }
+    }
+    Ok(out)
+}
+
+impl Executable {
+    /// Compiles a concrete graph (every dim a number).
+    pub fn new(g: &Graph, opts: &CodegenOptions) -> Result<Executable, String> {
+        let t0 = std::time::Instant::now();
+        for (v, node) in g.nodes.iter() {
+            if node.ty.shape.iter().any(|d| !d.is_const()) {
+                return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
+            }
+        }
+        let g = crate::simplify::dead_code(g);
+        let schedule = fusion::fuse(&g)?;
+        let plan = buffers::plan(&g, &schedule);
+        let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
+        let mut arena = Aligned::new(plan.arena_len);
+        let mut persistent = Aligned::new(plan.persistent_len);
+        let ctx = Box::new(HostCtx {
+            arena: arena.ptr(),
+            persistent: persistent.ptr(),
+            seed: 0,
+            step: 0,
+            tables: &*compiled.tables,
+        });
+        Ok(Executable {
+            graph: g,
+            schedule,
+            plan,
+            compiled,
+            arena,
+            persistent,
+            ctx,
+            compile_seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn slot(&self, v: Value) -> Result<Slot, String> {
+        self.plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} is not stored"))
+    }
+
+    fn region(&self, s: Slot) -> &[f32] {
+        let r = match s.region {
+            Region::Arena => self.arena.slice(),
+            Region::Persistent => self.persistent.slice(),
+        };
+        &r[s.offset..s.offset + s.len]
+    }
+
+    fn region_mut(&mut self, s: Slot) -> &mut [f32] {
+        let r = match s.region {
+            Region::Arena => self.arena.slice_mut(),
+            Region::Persistent => self.persistent.slice_mut(),
+        };
+        &mut r[s.offset..s.offset + s.len]
+    }
+
+    pub fn param(&self, i: usize) -> &[f32] {
+        self.region(self.plan.param_slots[i])
+    }
+    pub fn set_param(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
+        let s = self.plan.param_slots[i];
+        if data.len() != s.len {
+            return Err(format!("parameter `{}` has {} values, expected {}", self.graph.params[i].name, data.len(), s.len));
+        }
+        self.region_mut(s).copy_from_slice(data);
+        Ok(())
+    }
+    pub fn state(&self, i: usize) -> &[f32] {
+        self.region(self.plan.state_slots[i])
+    }
+    pub fn set_state(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
+        let s = self.plan.state_slots[i];
+        if data.len() != s.len {
+            return Err(format!("state `{}` has {} values, expected {}", self.graph.states[i].name, data.len(), s.len));
+        }
+        self.region_mut(s).copy_from_slice(data);
+        Ok(())
+    }
+    /// Sets input `i` from floats (f32 inputs) or ids (i32 inputs, as `f32::from_bits`).
+    pub fn set_input_f32(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
+        let decl = &self.graph.inputs[i];
+        if decl.ty.dtype != DType::F32 {
+            return Err(format!("input `{}` is i32", decl.name));
+        }
+        let s = self.slot(decl.value)?;
+        if data.len() != s.len {
+            return Err(format!("input `{}` has {} values, expected {}", decl.name, data.len(), s.len));
+        }
+        self.region_mut(s).copy_from_slice(data);
+        Ok(())
+    }
+    pub fn set_input_i32(&mut self, i: usize, data: &[i32]) -> Result<(), String> {
+        let decl = &self.graph.inputs[i];
+        if decl.ty.dtype != DType::I32 {
+            return Err(format!("input `{}` is f32", decl.name));
+        }
+        let s = self.slot(decl.value)?;
+        if data.len() != s.len {
+            return Err(format!("input `{}` has {} values, expected {}", decl.name, data.len(), s.len));
+        }
+        for (o, &x) in self.region_mut(s).iter_mut().zip(data) {
+            *o = f32::from_bits(x as u32);
+        }
+        Ok(())
+    }
+    /// Runs one step: a single call into native code.
+    pub fn run(&mut self, seed: u64, step: u64) {
+        self.ctx.seed = seed;
+        self.ctx.step = step;
+        self.ctx.arena = self.arena.ptr();
+        self.ctx.persistent = self.persistent.ptr();
+        let (a, p) = (self.arena.ptr(), self.persistent.ptr());
+        // SAFETY: the code was compiled for this plan and these regions.
+        unsafe { (self.compiled.step)(a, p, &*self.ctx) }
+    }
+    /// The data of a stored value after `run` (outputs, the loss, updates).
+    pub fn value(&self, v: Value) -> Result<&[f32], String> {
+        Ok(self.region(self.slot(v)?))
+    }
+    pub fn output(&self, name: &str) -> Result<&[f32], String> {
+        let v = self
+            .graph
+            .outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| format!("no output `{name}`"))?;
+        self.value(v)
+    }
+    pub fn loss(&self) -> Result<f32, String> {
+        let l = self.graph.loss.ok_or("the graph has no loss")?;
+        Ok(self.value(l)?[0])
+    }
+    /// The Cranelift IR of every kernel and of the step (with `keep_clif`).
+    pub fn clif(&self) -> &str {
+        &self.compiled.clif
+    }
+}

@@ -1,0 +1,166 @@
+//! The JIT equals the interpreter: every single-op fixture and every example, forward
+//! (eval graph), backward (train graph + gradients) and a whole training step (Adam),
+//! run with the planner's debug check on (dead buffers are filled with NaN after each
+//! kernel, so a buffer reused too early shows up as NaN).
+//!
+//! Tolerance: both run in f32; the JIT sums in a different order (4 lanes, GEMM
+//! blocking) and its exp/log/tanh/erf are within a few ulp of the interpreter's libm.
+//! Differences are measured relative to the largest magnitude in the tensor, which is
+//! the scale at which reassociated f32 sums err: 1e-4 of it. The scale is at least 1e-2:
+//! gradients that cancel to exactly zero (a bias before batch norm, the key bias of
+//! attention) come out as residues of ~1e-7 from terms of size 1e-2 to 1.
+
+use nnc::codegen::CodegenOptions;
+use nnc::gradcheck::{random_inputs, random_params};
+use nnc::ir::{DType, Graph, Value};
+use nnc::runtime::executable::{concrete, Executable};
+use nnc::runtime::interp::{self, Data, Feeds, Tensor};
+use std::path::{Path, PathBuf};
+
+fn nn_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "nn"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn compile(path: &Path) -> nnc::ir::Program {
+    let text = std::fs::read_to_string(path).expect("readable");
+    match nnc::pipeline::compile_source(&path.display().to_string(), &text, path.parent()) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+    }
+}
+
+fn opts() -> CodegenOptions {
+    CodegenOptions { poison: true, threads: 1, keep_clif: false, verify: true }
+}
+
+/// Runs `g` (symbolic) at batch `batch` in both backends and compares every output,
+/// the loss and every update.
+fn compare(what: &str, g: &Graph, batch: usize) {
+    let g = concrete(g, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let inputs = random_inputs::<f32>(&g, batch, 3).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (params, states) = random_params(&g, 3);
+    let to32 = |v: &Vec<Vec<f64>>| v.iter().map(|p| p.iter().map(|&x| x as f32).collect::<Vec<f32>>()).collect::<Vec<_>>();
+    let feeds = Feeds { inputs: inputs.clone(), params: to32(&params), states: to32(&states), seed: 7, step: 2 };
+    let want = interp::run(&g, &feeds).unwrap_or_else(|e| panic!("{what}: interpreter: {e}"));
+    let mut exe = Executable::new(&g, &opts()).unwrap_or_else(|e| panic!("{what}: compile: {e}"));
+    for (i, p) in feeds.params.iter().enumerate() {
+        exe.set_param(i, p).expect("param");
+    }
+    for (i, s) in feeds.states.iter().enumerate() {
+        exe.set_state(i, s).expect("state");
+    }
+    for (i, t) in inputs.iter().enumerate() {
+        match (&t.data, g.inputs[i].ty.dtype) {
+            (Data::F(d), DType::F32) => exe.set_input_f32(i, d).expect("input"),
+            (Data::I(d), DType::I32) => exe.set_input_i32(i, d).expect("input"),
+            _ => panic!("input dtype"),
+        }
+    }
+    exe.run(7, 2);
+    let mut checks: Vec<(String, Value, Vec<f32>)> = Vec::new();
+    for (name, v) in &g.outputs {
+        checks.push((name.clone(), *v, exe.value(exe.graph.outputs.iter().find(|(n, _)| n == name).expect("out").1).expect("value").to_vec()));
+    }
+    if let Some(l) = g.loss {
+        checks.push(("loss".into(), l, vec![exe.loss().expect("loss")]));
+    }
+    for (i, p) in g.params.iter().enumerate() {
+        if let Some(u) = p.update {
+            checks.push((format!("update {}", p.name), u, exe.param(i).to_vec()));
+        }
+    }
+    for (i, s) in g.states.iter().enumerate() {
+        if let Some(u) = s.update {
+            checks.push((format!("update {}", s.name), u, exe.state(i).to_vec()));
+        }
+    }
+    assert!(!checks.is_empty(), "{what}: nothing to compare");
+    for (name, v, got) in checks {
+        let w: &Tensor<f32> = want.get(v);
+        let w = w.floats();
+        assert_eq!(got.len(), w.len(), "{what}: {name}: length");
+        let scale = w.iter().fold(1e-2f32, |m, x| m.max(x.abs()));
+        for (k, (a, b)) in got.iter().zip(w).enumerate() {
+            let ok = (a - b).abs() <= 1e-4 * scale || (a.is_nan() && b.is_nan());
+            assert!(ok, "{what}: {name}[{k}]: jit {a} vs interpreter {b} (scale {scale})");
+        }
+    }
+}
+
+fn all_graphs(path: &Path, batch: usize) {
+    let p = compile(path);
+    let what = path.display().to_string();
+    compare(&format!("{what} (eval)"), &p.eval, batch);
+    if p.train.loss.is_some() {
+        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        compare(&format!("{what} (train + grad)"), &g, batch);
+        // Momentum here: Adam divides by sqrt(v), so on gradients that cancel to zero it
+        // turns rounding residues into full-size steps (see `adam_step_on_digits`).
+        let settings = nnc::settings::TrainSettings {
+            optimizer: nnc::settings::Choice {
+                name: "momentum".into(),
+                args: vec![("lr".into(), nnc::settings::Lit::Num(0.1)), ("mu".into(), nnc::settings::Lit::Num(0.9))],
+            },
+            l2: 1e-3,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        };
+        let step = nnc::train::update::step_graph(&p.train, &settings).expect("step");
+        compare(&format!("{what} (momentum step)"), &with_hyper(step), batch);
+    }
+}
+
+/// The hyper inputs become constants so `random_inputs` does not draw them.
+fn with_hyper(mut g: Graph) -> Graph {
+    let n = nnc::train::update::HYPER.len();
+    let keep = g.inputs.len() - n;
+    let hyper: Vec<Value> = g.inputs[keep..].iter().map(|i| i.value).collect();
+    for (v, x) in hyper.iter().zip([1e-3, 0.1, 0.001]) {
+        g.nodes[*v].op = nnc::ir::Op::Fill(x);
+    }
+    g.inputs.truncate(keep);
+    g
+}
+
+/// Every optimizer's step. The normalizing ones (Adam, AdamW, RMSprop, Adagrad) map a
+/// first-step gradient g to about lr * sign(g), so they are compared on smooth models
+/// (tanh, sigmoid) where no gradient is a rounding residue; dead ReLU units in digits
+/// would make them compare noise.
+#[test]
+fn every_optimizer_step() {
+    for (f, opts) in [
+        ("examples/digits.nn", &["sgd", "nesterov", "momentum"][..]),
+        ("examples/spirals.nn", &["adam", "adamw", "rmsprop", "adagrad", "nesterov", "sgd"][..]),
+        ("examples/neuron.nn", &["adam", "adamw", "rmsprop", "adagrad"][..]),
+    ] {
+        let p = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
+        for &opt in opts {
+            let mut settings = nnc::settings::TrainSettings::default();
+            settings.optimizer.name = opt.into();
+            settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
+            let step = nnc::train::update::step_graph(&p.train, &settings).expect("step");
+            compare(&format!("{f} ({opt} step)"), &with_hyper(step), 8);
+        }
+    }
+}
+
+#[test]
+fn primitives_jit_equals_interpreter() {
+    for f in nn_files("tests/data/grad") {
+        all_graphs(&f, 3);
+    }
+}
+
+#[test]
+fn examples_jit_equal_interpreter() {
+    for f in nn_files("examples") {
+        all_graphs(&f, 2);
+    }
+}
