@@ -164,3 +164,28 @@ pub fn batch_symbol(g: &Graph) -> Option<String> {
     let s = first.symbols().next()?;
     g.symbols.get(s.0 as usize).cloned()
 }
+
+/// The training step of a program as a concrete graph: forward, backward and the
+/// `train` block's optimizer update (hyper-parameters as `hyper.*` inputs), at `batch`.
+pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
+    let mut settings = p.settings.clone();
+    if settings.optimizer.name == "lbfgs" {
+        // L-BFGS runs on the host around the compiled loss and gradient; its step graph
+        // is plain gradient descent (used for benchmarking only).
+        settings.optimizer = crate::settings::Choice {
+            name: "sgd".into(),
+            args: vec![("lr".into(), crate::settings::Lit::Num(1.0))],
+        };
+    }
+    let g = crate::train::update::step_graph(&p.train, &settings)?;
+    crate::runtime::executable::concrete(&g, batch)
+}
+
+/// The batch size a command uses: the one asked for, else the `train` block's.
+pub fn batch_of(p: &Program, asked: Option<i64>) -> Result<usize, String> {
+    match asked {
+        Some(b) if b >= 1 => Ok(b as usize),
+        Some(b) => Err(format!("--batch must be at least 1, found {b}")),
+        None => Ok(p.settings.batch.max(1) as usize),
+    }
+}

@@ -33,10 +33,16 @@ enum Stage {
     Ir,
     /// The train graph with its backward pass (`grad.<param>` outputs).
     Grad,
+    /// The kernels of the training step after fusion.
+    Fused,
+    /// The Cranelift IR of the training step.
+    Clif,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Backend {
+    /// Native code from Cranelift (the default).
+    Jit,
     /// The reference interpreter.
     Interp,
 }
@@ -103,7 +109,7 @@ enum Command {
         /// Compute in f64 and write f64 tensors.
         #[arg(long)]
         f64: bool,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
         /// Seed of the dropout masks (with step 0).
         #[arg(long, default_value_t = 0)]
@@ -120,8 +126,30 @@ enum Command {
         inputs: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Print the buffer plan of the training step.
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        batch: Option<i64>,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Compile the training step and time it on synthetic inputs.
+    Bench {
+        file: PathBuf,
+        #[arg(long)]
+        batch: Option<i64>,
+        /// Threads for large GEMMs.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed steps (after 5 warm-up steps).
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
         #[arg(long)]
         model: Option<String>,
     },
@@ -210,6 +238,26 @@ pub fn run() -> i32 {
             }
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
+                if stage == Stage::Fused || stage == Stage::Clif {
+                    let b = match crate::pipeline::batch_of(p, batch) {
+                        Ok(b) => b,
+                        Err(m) => return fail(&m),
+                    };
+                    let opts = crate::codegen::CodegenOptions { keep_clif: stage == Stage::Clif, threads: 1, ..Default::default() };
+                    let exe = match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &opts)) {
+                        Ok(e) => e,
+                        Err(m) => return fail(&m),
+                    };
+                    println!("model {} (training step, batch {b})", p.name);
+                    if stage == Stage::Clif {
+                        print!("{}", exe.clif());
+                    } else {
+                        for (i, k) in exe.schedule.kernels.iter().enumerate() {
+                            println!("  k{i}: {}", crate::fusion::describe(&exe.graph, &exe.schedule, k));
+                        }
+                    }
+                    continue;
+                }
                 if stage == Stage::Grad {
                     println!("model {}", p.name);
                     if p.train.loss.is_none() {
@@ -266,7 +314,7 @@ pub fn run() -> i32 {
                 Err(m) => fail(&m),
             }
         }
-        Command::Grad { file, params, inputs, out, mode, f64, backend: _, seed, model } => {
+        Command::Grad { file, params, inputs, out, mode, f64, backend, seed, model } => {
             let Some(c) = compile(&file, opts) else { return 1 };
             let p = match pick(&c, model.as_deref()) {
                 Ok(p) => p,
@@ -280,10 +328,13 @@ pub fn run() -> i32 {
                 Ok(gr) => gr.graph,
                 Err(m) => return fail(&format!("internal compiler error: {m}")),
             };
-            let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0 };
+            if f64 && backend == Backend::Jit {
+                return fail("--f64 runs in the interpreter: add --backend interp");
+            }
+            let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0, jit: backend == Backend::Jit };
             run_and_write(&graph, &params, &inputs, &out, run)
         }
-        Command::Predict { file, params, inputs, out, backend: _, model } => {
+        Command::Predict { file, params, inputs, out, backend, model } => {
             let Some(c) = compile(&file, opts) else { return 1 };
             let p = match pick(&c, model.as_deref()) {
                 Ok(p) => p,
@@ -293,7 +344,8 @@ pub fn run() -> i32 {
             // predict returns outputs only: a loss may need labels the caller lacks.
             g.loss = None;
             let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
-            run_and_write(&g, &params, &inputs, &out, crate::runtime::exec::ExecOptions::default())
+            let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
+            run_and_write(&g, &params, &inputs, &out, run)
         }
         Command::Gradcheck { file, seed, eps, tol, batch, coords, mode, model } => {
             let Some(c) = compile(&file, opts) else { return 1 };
@@ -320,6 +372,26 @@ pub fn run() -> i32 {
                 Err(m) => fail(&m),
             }
         }
+        Command::Plan { file, batch, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let b = match crate::pipeline::batch_of(p, batch) {
+                Ok(b) => b,
+                Err(m) => return fail(&m),
+            };
+            let exe = match crate::pipeline::step_graph(p, b)
+                .and_then(|g| crate::runtime::executable::Executable::new(&g, &Default::default()))
+            {
+                Ok(e) => e,
+                Err(m) => return fail(&m),
+            };
+            print!("{}", plan_table(&exe, &p.name, b));
+            0
+        }
+        Command::Bench { file, batch, threads, steps, model } => bench(&file, batch, threads, steps, model.as_deref(), opts),
         Command::Params { file, batch } => {
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
@@ -406,6 +478,127 @@ fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
             None => Ok(g.clone()),
         },
     }
+}
+
+fn bench(
+    file: &std::path::Path,
+    batch: Option<i64>,
+    threads: usize,
+    steps: usize,
+    model: Option<&str>,
+    opts: RenderOptions,
+) -> i32 {
+    let t0 = std::time::Instant::now();
+    let Some(c) = compile(file, opts) else { return 1 };
+    let p = match pick(&c, model) {
+        Ok(p) => p,
+        Err(m) => return fail(&m),
+    };
+    let b = match crate::pipeline::batch_of(p, batch) {
+        Ok(b) => b,
+        Err(m) => return fail(&m),
+    };
+    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), ..Default::default() };
+    let mut exe = match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
+        Ok(e) => e,
+        Err(m) => return fail(&m),
+    };
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Err(m) = synthetic_feeds(&mut exe, b) {
+        return fail(&m);
+    }
+    if threads > 1 {
+        let _ = rayon_threads(threads);
+    }
+    for s in 0..5 {
+        exe.run(0, s);
+    }
+    let mut times = Vec::with_capacity(steps);
+    for s in 0..steps.max(1) {
+        let t = std::time::Instant::now();
+        exe.run(0, 5 + s as u64);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let flops: usize = exe
+        .schedule
+        .kernels
+        .iter()
+        .map(|k| match k {
+            crate::fusion::Kernel::MatMul { batch, m, k, n, .. } => 2 * batch * m * k * n,
+            _ => 0,
+        })
+        .sum();
+    println!("model {} (training step: {}, batch {b}, {threads} thread{})", p.name, p.settings.optimizer.name, if threads == 1 { "" } else { "s" });
+    println!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
+    println!("step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps", times[0], times[times.len() - 1], times.len());
+    println!("matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median", flops as f64 / 1e6, flops as f64 / median / 1e6);
+    println!("arena: {:.2} MB, parameters and states: {:.2} MB", exe.plan.arena_len as f64 * 4e-6, exe.plan.persistent_len as f64 * 4e-6);
+    0
+}
+
+/// Sets up rayon's global pool once (used by multithreaded GEMMs).
+fn rayon_threads(n: usize) -> Result<(), String> {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| e.to_string())
+}
+
+/// Random inputs (ids within their range), initialized parameters, hyper inputs.
+fn synthetic_feeds(exe: &mut crate::runtime::executable::Executable, batch: usize) -> Result<(), String> {
+    let g = exe.graph.clone();
+    let (params, states) = crate::runtime::init::init_all(&g, 0);
+    for (i, p) in params.iter().enumerate() {
+        exe.set_param(i, &p.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+    }
+    for (i, s) in states.iter().enumerate() {
+        exe.set_state(i, &s.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+    }
+    let inputs = crate::gradcheck::random_inputs::<f32>(&g, batch, 0)?;
+    for (i, t) in inputs.iter().enumerate() {
+        let name = &g.inputs[i].name;
+        if name.starts_with("hyper.") {
+            exe.set_input_f32(i, &[if name == "hyper.lr" { 1e-3 } else { 0.5 }])?;
+            continue;
+        }
+        match &t.data {
+            crate::runtime::interp::Data::F(d) => exe.set_input_f32(i, d)?,
+            crate::runtime::interp::Data::I(d) => exe.set_input_i32(i, d)?,
+        }
+    }
+    Ok(())
+}
+
+/// The `nnc plan` table.
+fn plan_table(exe: &crate::runtime::executable::Executable, name: &str, batch: usize) -> String {
+    use crate::buffers::Region;
+    let g = &exe.graph;
+    let plan = &exe.plan;
+    let mut out = format!("model {name} (training step, batch {batch}): {} kernels\n", exe.schedule.kernels.len());
+    out.push_str(&format!("{:<8} {:<14} {:>10} {:>10} {:>9}  {}\n", "value", "op", "offset", "bytes", "live", "type"));
+    for (i, slot) in plan.slots.iter().enumerate() {
+        let v = crate::ir::Value::from_u32(i as u32);
+        let Some(slot) = slot else { continue };
+        if slot.region != Region::Arena || exe.schedule.storage[i] != v {
+            continue;
+        }
+        let live = plan.live[i].map(|(a, b)| format!("{a}..{b}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {:<14} {:>10} {:>10} {:>9}  {}\n",
+            v.to_string(),
+            g.nodes[v].op.name(),
+            slot.offset * 4,
+            slot.len * 4,
+            live,
+            g.ty(v).display(&g.symbols)
+        ));
+    }
+    let param_bytes: usize = plan.param_slots.iter().map(|s| s.len * 4).sum();
+    let state_bytes: usize = plan.state_slots.iter().map(|s| s.len * 4).sum();
+    out.push_str(&format!("arena: {} bytes ({:.2} MB)\n", plan.arena_len * 4, plan.arena_len as f64 * 4e-6));
+    out.push_str(&format!("naive (every value its own buffer): {} bytes ({:.2} MB)\n", plan.naive_bytes, plan.naive_bytes as f64 * 1e-6));
+    out.push_str(&format!("parameters: {param_bytes} bytes; gradients: computed into the arena; states and optimizer state: {state_bytes} bytes\n"));
+    out.push_str(&format!("updates in place: {}, copied: {}\n", g.params.len() + g.states.iter().filter(|s| s.update.is_some()).count() - plan.copies.len(), plan.copies.len()));
+    out
 }
 
 /// The `nnc params` table.

@@ -82,7 +82,9 @@ unsafe fn slice<'a>(ctx: &HostCtx, s: Slot) -> &'a mut [f32] {
 }
 
 /// Runs host kernel `index`. Called from JIT code.
-pub extern "C" fn nnc_host(ctx: *const HostCtx, index: u32) {
+/// # Safety
+/// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+pub unsafe extern "C" fn nnc_host(ctx: *const HostCtx, index: u32) {
     // SAFETY: the JIT code passes the context of the executable that compiled it.
     let ctx = unsafe { &*ctx };
     let tables = unsafe { &*ctx.tables };
@@ -191,7 +193,9 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
 }
 
 /// Runs GEMM `index`. Called from JIT code.
-pub extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
+/// # Safety
+/// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     // SAFETY: as for `nnc_host`.
     let ctx = unsafe { &*ctx };
     let tables = unsafe { &*ctx.tables };
@@ -231,7 +235,9 @@ pub extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
 }
 
 /// Fills the buffers that died at kernel `index` with NaN (the debug check).
-pub extern "C" fn nnc_poison(ctx: *const HostCtx, index: u32) {
+/// # Safety
+/// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+pub unsafe extern "C" fn nnc_poison(ctx: *const HostCtx, index: u32) {
     // SAFETY: as for `nnc_host`.
     let ctx = unsafe { &*ctx };
     let tables = unsafe { &*ctx.tables };

@@ -297,7 +297,7 @@ fn emit_node(
         return Ok(c);
     }
     let node = &g.nodes[v];
-    let mut arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
+    let arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
         let a = node.args[i];
         if s.materialized[a.as_u32() as usize] {
             loads.load(e, a, Access::Full, pos)

@@ -14,6 +14,8 @@ pub struct ExecOptions {
     pub f64: bool,
     pub seed: u64,
     pub step: u64,
+    /// Run JIT-compiled native code (f32) instead of the interpreter.
+    pub jit: bool,
 }
 
 fn floats_of(name: &str, kind: &str, t: &HostTensor, shape: &[i64]) -> Result<Vec<f64>, String> {
@@ -87,11 +89,53 @@ fn run_t<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecO
     Ok(out)
 }
 
-/// Runs `g` with the reference interpreter and returns `loss` and every output.
+/// Runs `g` and returns `loss` and every output (JIT or interpreter).
 pub fn run_named(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<TensorMap, String> {
+    if opts.jit && !opts.f64 {
+        return run_jit(g, params, inputs, opts);
+    }
     if opts.f64 {
         run_t::<f64>(g, params, inputs, opts)
     } else {
         run_t::<f32>(g, params, inputs, opts)
     }
+}
+
+fn run_jit(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<TensorMap, String> {
+    let f = feeds::<f32>(g, params, inputs, opts)?;
+    let shapes: Vec<Vec<usize>> = f.inputs.iter().map(|t| t.shape.clone()).collect();
+    let b = super::bind_inputs(g, &shapes)?;
+    let mut cg = g.clone();
+    for (i, name) in g.symbols.iter().enumerate() {
+        if let Some(v) = b.0[i] {
+            cg = crate::ir::bind_symbol(&cg, name, v)?;
+        }
+    }
+    let mut exe = super::executable::Executable::new(&cg, &Default::default())?;
+    for (i, p) in f.params.iter().enumerate() {
+        exe.set_param(i, p)?;
+    }
+    for (i, s) in f.states.iter().enumerate() {
+        exe.set_state(i, s)?;
+    }
+    for (i, t) in f.inputs.iter().enumerate() {
+        match &t.data {
+            Data::F(d) => exe.set_input_f32(i, d)?,
+            Data::I(d) => exe.set_input_i32(i, d)?,
+        }
+    }
+    exe.run(opts.seed, opts.step);
+    let mut out = TensorMap::new();
+    let shape = |v: crate::ir::Value| -> Vec<usize> {
+        exe.graph.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0) as usize).collect()
+    };
+    if let Some(l) = exe.graph.loss {
+        out.insert("loss".into(), HostTensor::f32(vec![], vec![f64::from(exe.loss()?)]));
+        let _ = l;
+    }
+    for (name, v) in &exe.graph.outputs {
+        let data = exe.value(*v)?.iter().map(|&x| f64::from(x)).collect();
+        out.insert(name.clone(), HostTensor::f32(shape(*v), data));
+    }
+    Ok(out)
 }

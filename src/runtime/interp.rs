@@ -148,24 +148,17 @@ fn binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
         BinaryOp::Mul => a * b,
         BinaryOp::Div => a / b,
         BinaryOp::Pow => a.powf(b),
+        // NaN from either side propagates (as the JIT's max/min).
         BinaryOp::Max => {
-            if a >= b || b != b {
-                if b != b {
-                    b
-                } else {
-                    a
-                }
+            if a.is_nan() || a > b {
+                a
             } else {
                 b
             }
         }
         BinaryOp::Min => {
-            if a <= b || b != b {
-                if b != b {
-                    b
-                } else {
-                    a
-                }
+            if a.is_nan() || a < b {
+                a
             } else {
                 b
             }
@@ -350,7 +343,7 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
                         }
                         (Some(acc), ReduceOp::Sum) => acc + e,
                         (Some(acc), ReduceOp::Max) => {
-                            if e > acc || e != e {
+                            if e > acc || e.is_nan() {
                                 arg_of[o] = i;
                                 e
                             } else {
@@ -358,7 +351,7 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
                             }
                         }
                         (Some(acc), ReduceOp::Min) => {
-                            if e < acc || e != e {
+                            if e < acc || e.is_nan() {
                                 arg_of[o] = i;
                                 e
                             } else {

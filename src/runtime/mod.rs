@@ -36,6 +36,9 @@ pub trait Real:
     fn tanh(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn erf(self) -> Self;
+    fn is_nan(self) -> bool {
+        self != self
+    }
     fn zero() -> Self {
         Self::from_f64(0.0)
     }

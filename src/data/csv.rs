@@ -1,0 +1,119 @@
+//! `csv(path, label = -1, header = false)`: consumes a comma-separated text file (gzip
+//! when the name ends in `.gz`) and produces `Raw` features (every column but the label
+//! column) and labels, remembering each sample's line for error messages.
+//!
+//! A byte-order mark and blank lines are skipped; cells are trimmed and may be wrapped in
+//! double quotes. Every row needs the first data row's column count; every cell must be a
+//! finite number.
+
+use std::path::Path;
+
+use super::{formats::read_file, Locator, Raw};
+
+pub(crate) fn load(path: &Path, label: i64, header: bool) -> Result<Raw, String> {
+    let file = path.display().to_string();
+    let bytes = read_file(path)?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            return Err(format!("{file}:{line}: not UTF-8 text; expected comma-separated numbers"));
+        }
+    };
+    parse(text.strip_prefix('\u{feff}').unwrap_or(text), &file, label, header)
+}
+
+fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String> {
+    let mut columns: Option<(usize, usize)> = None; // (count, label column)
+    let mut first_row = 0;
+    let mut header_pending = header;
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    let mut lines = Vec::new();
+    let mut cells: Vec<&str> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let row = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if header_pending {
+            header_pending = false;
+            continue;
+        }
+        cells.clear();
+        cells.extend(line.split(','));
+        let (count, lab) = match columns {
+            Some(c) => c,
+            None => {
+                let count = cells.len();
+                if count < 2 {
+                    return Err(format!(
+                        "{file}:{row}: found {count} column; expected at least 2 (features and a label)"
+                    ));
+                }
+                let lab = if label < 0 { count as i64 + label } else { label };
+                if lab < 0 || lab >= count as i64 {
+                    return Err(format!(
+                        "{file}:{row}: the label column is {label}, but the rows have {count} columns (0..{} or -1..-{count})",
+                        count - 1
+                    ));
+                }
+                columns = Some((count, lab as usize));
+                first_row = row;
+                (count, lab as usize)
+            }
+        };
+        if cells.len() != count {
+            return Err(format!(
+                "{file}:{row}: expected {count} columns (as in row {first_row}), found {}",
+                cells.len()
+            ));
+        }
+        for (j, cell) in cells.iter().enumerate() {
+            let t = cell.trim();
+            let t = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(t).trim();
+            let col = j + 1;
+            let v: f64 = match t.parse() {
+                Ok(v) => v,
+                Err(_) if t.is_empty() => {
+                    return Err(format!("{file}:{row}:{col}: empty value; expected a number"));
+                }
+                Err(_) => {
+                    let hint = if !header && labels.is_empty() {
+                        " (if this is a header row, write `header = true`)"
+                    } else {
+                        ""
+                    };
+                    return Err(format!("{file}:{row}:{col}: `{t}` is not a number{hint}"));
+                }
+            };
+            if !v.is_finite() {
+                return Err(format!(
+                    "{file}:{row}:{col}: `{t}` is not a finite number (NaN and infinities are not data)"
+                ));
+            }
+            if j == lab {
+                labels.push(v);
+            } else {
+                let f = v as f32;
+                if !f.is_finite() {
+                    return Err(format!("{file}:{row}:{col}: {t} is too large for f32"));
+                }
+                features.push(f);
+            }
+        }
+        lines.push(row);
+    }
+    let Some((count, _)) = columns else {
+        return Err(format!("`{file}` is empty: it has no data rows"));
+    };
+    Ok(Raw {
+        n: labels.len(),
+        features,
+        shape: vec![count - 1],
+        labels,
+        feature_at: Locator::Lines(file.to_string(), lines.clone()),
+        label_at: Locator::Lines(file.to_string(), lines),
+    })
+}

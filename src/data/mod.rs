@@ -1,0 +1,546 @@
+//! The data layer: consumes a `train { data = ... }` choice (`settings::Choice`), the
+//! `.nn` file's folder and the model's inputs (`InputSpec`), and produces a `Dataset` of
+//! named arrays with one leading sample dimension; then splits it (`split`), fits and
+//! applies preprocessing (`Preprocessor`), and cuts batches (`batches`, `gather`).
+//!
+//! Binding (LANGUAGE.md section 8):
+//! - `csv`, `idx`, `npy` and the synthetic sets yield features and labels. The features
+//!   go to the features input (`features_input`: the model's first input not named `y`),
+//!   reshaped to its per-sample shape (the per-sample element counts must agree); the
+//!   labels go to the input named `y` (`LABEL_INPUT`), as i32 (integers >= 0) when that
+//!   input is i32, else as f32.
+//! - `npz` and `safetensors` yield arrays bound to inputs by name; every input needs an
+//!   array with the same number of samples and the same per-sample element count (arrays
+//!   are reshaped to the input's per-sample shape). Arrays no input names are ignored.
+//!
+//! A training run strings these together:
+//!
+//! ```
+//! use nnc::data::{self, DType, InputSpec, Preprocessor};
+//! use nnc::settings::{Choice, Lit};
+//! let inputs = [InputSpec::new("x", DType::F32, &[2]), InputSpec::new("y", DType::I32, &[])];
+//! let source = Choice { name: "moons".into(), args: vec![("n".into(), Lit::Num(100.0))] };
+//! let mut ds = data::load(&source, std::path::Path::new("."), &inputs)?;
+//! let parts = data::split(&ds, &[0.8, 0.2], 0, Some("y"))?; // train, test
+//! let standardize = Choice { name: "standardize".into(), args: vec![] };
+//! let pre = Preprocessor::fit(&standardize, &ds, &parts[0], &inputs)?;
+//! pre.apply_dataset(&mut ds)?; // checkpoints keep pre.to_tensors()
+//! for epoch in 0..2 {
+//!     for rows in data::batches(&parts[0], 32, Some(data::epoch_seed(0, epoch))) {
+//!         let batch = data::gather(&ds, &rows); // "x": [rows.len(), 2], "y": [rows.len()]
+//!         assert_eq!(batch["x"].shape, vec![rows.len(), 2]);
+//!     }
+//! }
+//! # Ok::<(), String>(())
+//! ```
+//!
+//! Every value is checked: non-numbers, NaN and infinities, non-integer values for i32
+//! inputs and negative class labels are errors naming the file and the row (1-based: a
+//! line of a text file, a sample of a binary one). Errors are plain `String`s.
+
+mod csv;
+mod formats;
+pub mod linalg;
+mod preprocess;
+mod split;
+mod synthetic;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::settings::{Choice, Lit};
+
+pub use preprocess::{
+    PreprocessKind, Preprocessor, KIND_TENSOR, MATRIX_TENSOR, MAX_WHITEN_DIM, MEAN_TENSOR, SCALE_TENSOR,
+};
+pub use split::{batches, epoch_seed, split};
+pub use synthetic::MAX_POINTS as MAX_SYNTHETIC_POINTS;
+
+/// The input that receives the labels of `csv`, `idx`, `npy` and the synthetic sets.
+pub const LABEL_INPUT: &str = "y";
+
+/// Element type of a model input (and of an `Array`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    I32,
+    F32,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::I32 => "i32",
+            DType::F32 => "f32",
+        }
+    }
+}
+
+/// One model input as the data layer sees it: the name, element type and shape without
+/// the batch dimension (`[B, 8, 8]` gives `[8, 8]`; a `[B]` input gives `[]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub per_sample_shape: Vec<usize>,
+}
+
+impl InputSpec {
+    pub fn new(name: &str, dtype: DType, per_sample_shape: &[usize]) -> InputSpec {
+        InputSpec { name: name.to_string(), dtype, per_sample_shape: per_sample_shape.to_vec() }
+    }
+    fn per_sample(&self) -> usize {
+        self.per_sample_shape.iter().product()
+    }
+}
+
+/// Row-major element storage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArrayData {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+/// A dense array whose leading dimension is the sample count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: ArrayData,
+}
+
+impl Array {
+    /// The leading dimension (0 for a scalar, which a `Dataset` never holds).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+    /// Elements per sample: the product of the dimensions after the first.
+    pub fn per_sample(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            ArrayData::F32(_) => DType::F32,
+            ArrayData::I32(_) => DType::I32,
+        }
+    }
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            ArrayData::F32(v) => Some(v),
+            ArrayData::I32(_) => None,
+        }
+    }
+    pub fn as_i32(&self) -> Option<&[i32]> {
+        match &self.data {
+            ArrayData::I32(v) => Some(v),
+            ArrayData::F32(_) => None,
+        }
+    }
+    /// The selected samples, in the order given; rows past the end are skipped.
+    pub fn gather(&self, rows: &[usize]) -> Array {
+        let k = self.per_sample();
+        let n = self.rows();
+        let valid: Vec<usize> = rows.iter().copied().filter(|&r| r < n).collect();
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = valid.len();
+        }
+        fn pick<T: Copy>(src: &[T], rows: &[usize], k: usize) -> Vec<T> {
+            let mut out = Vec::with_capacity(rows.len() * k);
+            for &r in rows {
+                if let Some(s) = src.get(r * k..(r + 1) * k) {
+                    out.extend_from_slice(s);
+                }
+            }
+            out
+        }
+        let data = match &self.data {
+            ArrayData::F32(v) => ArrayData::F32(pick(v, &valid, k)),
+            ArrayData::I32(v) => ArrayData::I32(pick(v, &valid, k)),
+        };
+        Array { shape, data }
+    }
+}
+
+/// Named arrays sharing the leading dimension `n`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub n: usize,
+    pub arrays: BTreeMap<String, Array>,
+}
+
+impl Dataset {
+    pub fn get(&self, name: &str) -> Option<&Array> {
+        self.arrays.get(name)
+    }
+    /// The largest value of an input's array (class labels): i32 values as they are, f32
+    /// values rounded down. `None` when the array is missing or empty.
+    pub fn max_label(&self, input: &str) -> Option<i32> {
+        match &self.arrays.get(input)?.data {
+            ArrayData::I32(v) => v.iter().copied().max(),
+            ArrayData::F32(v) => v.iter().copied().filter(|x| x.is_finite()).map(|x| x.floor() as i32).max(),
+        }
+    }
+    /// How many samples carry each label value (i32 arrays, or f32 arrays rounded down).
+    pub fn class_counts(&self, input: &str) -> Option<BTreeMap<i32, usize>> {
+        let mut out = BTreeMap::new();
+        match &self.arrays.get(input)?.data {
+            ArrayData::I32(v) => v.iter().for_each(|&c| *out.entry(c).or_insert(0) += 1),
+            ArrayData::F32(v) => v.iter().for_each(|&c| *out.entry(c.floor() as i32).or_insert(0) += 1),
+        }
+        Some(out)
+    }
+    /// The dataset of the given rows (see `gather`).
+    pub fn subset(&self, rows: &[usize]) -> Dataset {
+        let arrays = gather(self, rows);
+        let n = rows.iter().filter(|&&r| r < self.n).count();
+        Dataset { n, arrays }
+    }
+}
+
+/// The arrays of the given rows, in that order, each with leading dimension `rows.len()`.
+/// Rows past the end of the dataset are skipped.
+pub fn gather(ds: &Dataset, rows: &[usize]) -> BTreeMap<String, Array> {
+    ds.arrays.iter().map(|(k, a)| (k.clone(), a.gather(rows))).collect()
+}
+
+/// The input that receives the features of `csv`, `idx`, `npy` and synthetic sets: the
+/// model's first input not named `y` (in practice the first input).
+pub fn features_input(inputs: &[InputSpec]) -> Option<&InputSpec> {
+    inputs.iter().find(|i| i.name != LABEL_INPUT)
+}
+
+/// The input that preprocessing transforms: the model's first f32 input not named `y`.
+pub fn preprocess_input(inputs: &[InputSpec]) -> Option<&InputSpec> {
+    inputs.iter().find(|i| i.name != LABEL_INPUT && i.dtype == DType::F32)
+}
+
+/// Loads the data source of a `train` block. Paths are relative to `base_dir` (the `.nn`
+/// file's folder); a path ending in `.gz` (or starting with the gzip magic bytes) is
+/// decompressed. The result binds every input in `inputs`.
+pub fn load(choice: &Choice, base_dir: &Path, inputs: &[InputSpec]) -> Result<Dataset, String> {
+    let path = |arg: &str| -> Result<std::path::PathBuf, String> { Ok(base_dir.join(str_arg(choice, arg)?)) };
+    let raw = match choice.name.as_str() {
+        "csv" => {
+            let label = int_arg(choice, "label", -1)?;
+            let header = match choice.arg("header") {
+                None => false,
+                Some(Lit::Bool(b)) => *b,
+                Some(other) => return Err(format!("csv: `header` must be true or false, found {}", other.render())),
+            };
+            csv::load(&path("path")?, label, header)?
+        }
+        "idx" => formats::load_idx(&path("images")?, &path("labels")?)?,
+        "npy" => formats::load_npy_pair(&path("features")?, &path("labels")?)?,
+        "npz" => {
+            let p = path("path")?;
+            let arrays = formats::load_npz(&p)?;
+            return bind_named(arrays, &p.display().to_string(), inputs);
+        }
+        "safetensors" => {
+            let p = path("path")?;
+            let arrays = formats::load_safetensors(&p)?;
+            return bind_named(arrays, &p.display().to_string(), inputs);
+        }
+        "spirals" | "moons" | "blobs" | "xor" => synthetic::generate(choice)?,
+        other => {
+            return Err(format!(
+                "unknown data source `{other}`; expected one of: csv, idx, npy, npz, safetensors, spirals, moons, blobs, xor"
+            ))
+        }
+    };
+    bind_raw(raw, inputs)
+}
+
+fn str_arg(choice: &Choice, name: &str) -> Result<String, String> {
+    match choice.arg(name) {
+        Some(Lit::Str(s)) | Some(Lit::Name(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("{}: `{name}` must be a string, found {}", choice.name, other.render())),
+        None => Err(format!("{}: the argument `{name}` is missing", choice.name)),
+    }
+}
+
+pub(crate) fn num_arg(choice: &Choice, name: &str, default: Option<f64>) -> Result<f64, String> {
+    match choice.arg(name) {
+        Some(Lit::Num(v)) if v.is_finite() => Ok(*v),
+        Some(other) => Err(format!("{}: `{name}` must be a number, found {}", choice.name, other.render())),
+        None => default.ok_or_else(|| format!("{}: the argument `{name}` is missing", choice.name)),
+    }
+}
+
+pub(crate) fn int_arg(choice: &Choice, name: &str, default: i64) -> Result<i64, String> {
+    let v = num_arg(choice, name, Some(default as f64))?;
+    if v.fract() != 0.0 || v.abs() > 9.0e15 {
+        return Err(format!("{}: `{name}` must be an integer, found {v}", choice.name));
+    }
+    Ok(v as i64)
+}
+
+/// Where a sample came from, for error messages.
+#[derive(Clone, Debug)]
+pub(crate) enum Locator {
+    /// A text file and the 1-based line of each sample.
+    Lines(String, Vec<usize>),
+    /// A binary file (or a generator): samples are numbered from 1.
+    Samples(String),
+}
+
+impl Locator {
+    pub(crate) fn at(&self, i: usize) -> String {
+        match self {
+            Locator::Lines(f, lines) => match lines.get(i) {
+                Some(l) => format!("{f}:{l}"),
+                None => format!("{f}: sample {}", i + 1),
+            },
+            Locator::Samples(f) => format!("{f}: sample {}", i + 1),
+        }
+    }
+    fn file(&self) -> &str {
+        match self {
+            Locator::Lines(f, _) | Locator::Samples(f) => f,
+        }
+    }
+}
+
+/// Features and labels from a source that yields both.
+pub(crate) struct Raw {
+    pub n: usize,
+    /// `n * shape.product()` values, row-major.
+    pub features: Vec<f32>,
+    /// Per-sample shape of the features.
+    pub shape: Vec<usize>,
+    pub labels: Vec<f64>,
+    pub feature_at: Locator,
+    pub label_at: Locator,
+}
+
+fn shape_str(s: &[usize]) -> String {
+    format!("{s:?}")
+}
+
+fn bind_raw(raw: Raw, inputs: &[InputSpec]) -> Result<Dataset, String> {
+    let file = raw.feature_at.file().to_string();
+    if raw.n == 0 {
+        return Err(format!("`{file}` has no samples"));
+    }
+    let per: usize = raw.shape.iter().product();
+    if raw.features.len() != raw.n * per || raw.labels.len() != raw.n {
+        return Err(format!("`{file}`: internal size mismatch"));
+    }
+    let fin = features_input(inputs)
+        .ok_or_else(|| format!("`{file}` gives features and labels, but the model has no input for the features"))?;
+    if fin.per_sample() != per {
+        return Err(format!(
+            "`{file}` gives samples of shape {} ({per} values each), but the model's input `{}` takes samples of shape {} ({} values each)",
+            shape_str(&raw.shape),
+            fin.name,
+            shape_str(&fin.per_sample_shape),
+            fin.per_sample()
+        ));
+    }
+    let mut arrays = BTreeMap::new();
+    let mut fshape = vec![raw.n];
+    fshape.extend_from_slice(&fin.per_sample_shape);
+    let fdata = match fin.dtype {
+        DType::F32 => {
+            for (i, row) in raw.features.chunks(per.max(1)).enumerate() {
+                if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "{}: feature {} is {}; expected a finite number",
+                        raw.feature_at.at(i),
+                        j + 1,
+                        row[j]
+                    ));
+                }
+            }
+            ArrayData::F32(raw.features)
+        }
+        DType::I32 => {
+            let mut out = Vec::with_capacity(raw.features.len());
+            for (idx, &v) in raw.features.iter().enumerate() {
+                let i = idx / per.max(1);
+                out.push(to_i32(v as f64).ok_or_else(|| {
+                    format!(
+                        "{}: feature {} is {v}; the model's input `{}` is i32, so an integer was expected",
+                        raw.feature_at.at(i),
+                        idx % per.max(1) + 1,
+                        fin.name
+                    )
+                })?);
+            }
+            ArrayData::I32(out)
+        }
+    };
+    arrays.insert(fin.name.clone(), Array { shape: fshape, data: fdata });
+
+    let yin = inputs.iter().find(|i| i.name == LABEL_INPUT).ok_or_else(|| {
+        format!(
+            "`{file}` gives labels, but the model has no input named `{LABEL_INPUT}` to receive them (declare e.g. `input y: i32[B]`)"
+        )
+    })?;
+    if yin.per_sample() != 1 {
+        return Err(format!(
+            "`{}` gives one label per sample, but the model's input `{LABEL_INPUT}` takes samples of shape {} ({} values each)",
+            raw.label_at.file(),
+            shape_str(&yin.per_sample_shape),
+            yin.per_sample()
+        ));
+    }
+    let mut yshape = vec![raw.n];
+    yshape.extend_from_slice(&yin.per_sample_shape);
+    let ydata = labels_to(&raw.labels, yin.dtype, &raw.label_at, LABEL_INPUT)?;
+    arrays.insert(LABEL_INPUT.to_string(), Array { shape: yshape, data: ydata });
+
+    if let Some(other) = inputs.iter().find(|i| !arrays.contains_key(&i.name)) {
+        return Err(format!(
+            "`{file}` gives features (bound to `{}`) and labels (bound to `{LABEL_INPUT}`), but the model's input `{}` has no data; use npz or safetensors to give every input by name",
+            fin.name, other.name
+        ));
+    }
+    Ok(Dataset { n: raw.n, arrays })
+}
+
+fn to_i32(v: f64) -> Option<i32> {
+    (v.is_finite() && v.fract() == 0.0 && v >= i32::MIN as f64 && v <= i32::MAX as f64).then_some(v as i32)
+}
+
+/// Converts label values for the label input: i32 needs non-negative integers.
+fn labels_to(values: &[f64], dtype: DType, at: &Locator, input: &str) -> Result<ArrayData, String> {
+    match dtype {
+        DType::I32 => {
+            let mut out = Vec::with_capacity(values.len());
+            for (i, &v) in values.iter().enumerate() {
+                let Some(c) = to_i32(v) else {
+                    return Err(format!(
+                        "{}: label {v} is not an integer; the model's input `{input}` is i32 (class labels)",
+                        at.at(i)
+                    ));
+                };
+                if c < 0 {
+                    return Err(format!("{}: label {c} is negative; class labels are 0, 1, 2, ...", at.at(i)));
+                }
+                out.push(c);
+            }
+            Ok(ArrayData::I32(out))
+        }
+        DType::F32 => {
+            let mut out = Vec::with_capacity(values.len());
+            for (i, &v) in values.iter().enumerate() {
+                let f = v as f32;
+                if !f.is_finite() {
+                    return Err(format!("{}: label {v} is not a finite f32 number", at.at(i)));
+                }
+                out.push(f);
+            }
+            Ok(ArrayData::F32(out))
+        }
+    }
+}
+
+/// An array read from a binary file, values widened to f64.
+pub(crate) struct NdArray {
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+fn bind_named(mut arrays: BTreeMap<String, NdArray>, file: &str, inputs: &[InputSpec]) -> Result<Dataset, String> {
+    let mut n: Option<(usize, String)> = None;
+    let mut out = BTreeMap::new();
+    let names = arrays_list(arrays.keys());
+    for inp in inputs {
+        let Some(a) = arrays.remove(&inp.name) else {
+            return Err(format!(
+                "`{file}` has no array `{}` for the model's input `{}`; it has: {names}",
+                inp.name, inp.name
+            ));
+        };
+        let Some(&rows) = a.shape.first() else {
+            return Err(format!(
+                "`{file}`: array `{}` is a scalar; expected shape [n, {}] (samples first)",
+                inp.name,
+                inp.per_sample_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        };
+        match &n {
+            None => n = Some((rows, inp.name.clone())),
+            Some((m, first)) if *m != rows => {
+                return Err(format!(
+                    "`{file}`: array `{}` has {rows} samples but array `{first}` has {m}; every array needs the same leading dimension",
+                    inp.name
+                ))
+            }
+            _ => {}
+        }
+        let per: usize = a.shape.iter().skip(1).product();
+        if per != inp.per_sample() {
+            let mut want = vec![rows];
+            want.extend_from_slice(&inp.per_sample_shape);
+            return Err(format!(
+                "`{file}`: array `{}` has shape {} ({per} values per sample), but the model's input `{}` takes shape {} ({} values per sample)",
+                inp.name,
+                shape_str(&a.shape),
+                inp.name,
+                shape_str(&want),
+                inp.per_sample()
+            ));
+        }
+        let at = Locator::Samples(format!("{file}: array `{}`", inp.name));
+        let data = if inp.name == LABEL_INPUT && per == 1 {
+            labels_to(&a.values, inp.dtype, &at, &inp.name)?
+        } else {
+            values_to(&a.values, per, inp.dtype, &at, &inp.name)?
+        };
+        let mut shape = vec![rows];
+        shape.extend_from_slice(&inp.per_sample_shape);
+        out.insert(inp.name.clone(), Array { shape, data });
+    }
+    let Some((n, first)) = n else {
+        return Err(format!("the model has no inputs to bind the arrays of `{file}` to"));
+    };
+    if n == 0 {
+        return Err(format!("`{file}`: array `{first}` has no samples"));
+    }
+    Ok(Dataset { n, arrays: out })
+}
+
+fn arrays_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<String> = names.map(|s| format!("`{s}`")).collect();
+    if v.is_empty() {
+        "no arrays".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Converts any values for an input: finite for f32, integers for i32.
+fn values_to(values: &[f64], per: usize, dtype: DType, at: &Locator, input: &str) -> Result<ArrayData, String> {
+    let per = per.max(1);
+    match dtype {
+        DType::F32 => {
+            let mut out = Vec::with_capacity(values.len());
+            for (idx, &v) in values.iter().enumerate() {
+                let f = v as f32;
+                if !f.is_finite() {
+                    return Err(format!(
+                        "{}: value {} is {v}; expected a finite f32 number",
+                        at.at(idx / per),
+                        idx % per + 1
+                    ));
+                }
+                out.push(f);
+            }
+            Ok(ArrayData::F32(out))
+        }
+        DType::I32 => {
+            let mut out = Vec::with_capacity(values.len());
+            for (idx, &v) in values.iter().enumerate() {
+                out.push(to_i32(v).ok_or_else(|| {
+                    format!(
+                        "{}: value {} is {v}; the model's input `{input}` is i32, so an integer was expected",
+                        at.at(idx / per),
+                        idx % per + 1
+                    )
+                })?);
+            }
+            Ok(ArrayData::I32(out))
+        }
+    }
+}
