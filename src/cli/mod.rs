@@ -131,6 +131,39 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Train a model with its `train` block: the main job.
+    Train {
+        file: PathBuf,
+        /// Override a train setting, e.g. `--set epochs=5 --set lr=0.01`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder (default: runs/<file stem>/ beside the model).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from <out>/last.safetensors.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: Backend,
+        /// Threads for large GEMMs.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Metrics of a checkpoint on the test split.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: Backend,
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Print the buffer plan of the training step.
     Plan {
         file: PathBuf,
@@ -391,6 +424,31 @@ pub fn run() -> i32 {
             print!("{}", plan_table(&exe, &p.name, b));
             0
         }
+        Command::Train { file, set, out, resume, backend, threads, model } => {
+            train_command(&file, &set, out, resume, backend == Backend::Jit, threads, model.as_deref(), opts)
+        }
+        Command::Eval { file, checkpoint, json, backend, model } => {
+            let Some(c) = compile(&file, opts) else { return 1 };
+            let p = match pick(&c, model.as_deref()) {
+                Ok(p) => p,
+                Err(m) => return fail(&m),
+            };
+            let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            match crate::train::trainer::evaluate(p, &dir, &checkpoint, backend == Backend::Jit) {
+                Ok((m, confusion)) => {
+                    if json {
+                        println!("{}", crate::metrics::to_json(&m));
+                    } else {
+                        print!("{}", crate::metrics::format_lines(&m));
+                        if let Some(c) = confusion {
+                            println!("confusion matrix (rows: true class, columns: predicted):\n{c}");
+                        }
+                    }
+                    0
+                }
+                Err(m) => fail(&m),
+            }
+        }
         Command::Bench { file, batch, threads, steps, model } => bench(&file, batch, threads, steps, model.as_deref(), opts),
         Command::Params { file, batch } => {
             let Some(c) = compile(&file, opts) else { return 1 };
@@ -477,6 +535,97 @@ fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
             Some(sym) => ir::bind_symbol(g, &sym, n),
             None => Ok(g.clone()),
         },
+    }
+}
+
+/// Applies `--set key=value` overrides to a program's train settings.
+fn apply_sets(p: &mut Program, sets: &[String]) -> Result<(), String> {
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects key=value, found `{s}`"))?;
+        let id = crate::diagnostic::FileId(0);
+        let expr = crate::syntax::parse_expr(v.trim(), id).map_err(|d| format!("--set {s}: {}", d.message))?;
+        let key = crate::syntax::ast::Ident { name: k.trim().to_string(), span: crate::diagnostic::Span::default() };
+        crate::settings::apply(&mut p.settings, &key, &expr).map_err(|d| {
+            let help = d.help.map(|h| format!(" ({h})")).unwrap_or_default();
+            format!("--set {s}: {}{help}", d.message)
+        })?;
+        p.settings.present = true;
+    }
+    crate::settings::cross_check(&p.settings, crate::diagnostic::Span::default()).map_err(|d| d.message)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_command(
+    file: &std::path::Path,
+    sets: &[String],
+    out: Option<PathBuf>,
+    resume: bool,
+    jit: bool,
+    threads: usize,
+    model: Option<&str>,
+    opts: RenderOptions,
+) -> i32 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(c) = compile(file, opts) else { return 1 };
+    let mut p = match pick(&c, model) {
+        Ok(p) => p.clone(),
+        Err(m) => return fail(&m),
+    };
+    if let Err(m) = apply_sets(&mut p, sets) {
+        eprintln!("error: {m}");
+        return 2;
+    }
+    let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let out_dir = out.unwrap_or_else(|| dir.join("runs").join(&stem));
+    let source = std::fs::read_to_string(file).unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    if threads > 1 {
+        let _ = rayon_threads(threads);
+    }
+    let topts = crate::train::trainer::TrainOptions { out_dir: out_dir.clone(), resume, jit, threads, source };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut on_event = |e: crate::train::trainer::Event| match e {
+        crate::train::trainer::Event::Batch { epoch, batch, batches, loss, lr } => {
+            bar.set_length(batches as u64);
+            bar.set_position(batch as u64);
+            bar.set_prefix(format!("epoch {}", epoch + 1));
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        }
+        crate::train::trainer::Event::Epoch(r) => {
+            let parts: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect();
+            bar.suspend(|| eprintln!("{}", parts.join("  ")));
+        }
+    };
+    eprintln!("training {} from {} ({} backend) -> {}", p.name, file.display(), if jit { "jit" } else { "interp" }, out_dir.display());
+    let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            if r.interrupted {
+                eprintln!("interrupted: saved {}", out_dir.join("last.safetensors").display());
+                return 130;
+            }
+            if r.stopped_early {
+                eprintln!("stopped early after epoch {}; restored the best epoch ({})", r.epochs_run, r.best_epoch.unwrap_or(0));
+            }
+            eprintln!("trained {} epochs in {:.1} s; files: {}", r.epochs_run, r.seconds, r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+            if let Some(c) = &r.confusion {
+                println!("confusion matrix (rows: true class, columns: predicted):\n{c}");
+            }
+            print!("{}", crate::metrics::format_lines(&r.test));
+            0
+        }
+        Err(m) => fail(&m),
     }
 }
 

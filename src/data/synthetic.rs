@@ -3,8 +3,8 @@
 //!
 //! - `spirals(n, classes = 2, noise = 0.2, seed)`: `n` points in all, split as evenly as
 //!   possible among the arms; arm j has radius linspace(0, 1) and angle
-//!   linspace(4j, 4(j+1)) radians, the point (r sin t, r cos t) plus N(0, noise²) on each
-//!   coordinate; label j.
+//!   linspace(4j, 4(j+1)) radians plus N(0, noise²) (the noise is on the angle, as in
+//!   the CS231n spiral set the course uses), the point (r sin t, r cos t); label j.
 //! - `moons(n, noise = 0.1, seed)`: scikit-learn's `make_moons`: n // 2 points on the
 //!   upper half circle (label 0), the rest on the lower one shifted to (1, 0.5) (label 1).
 //! - `blobs(n, centers = 3, std = 1.0, seed)`: scikit-learn's `make_blobs` with 2
@@ -60,9 +60,9 @@ pub(crate) fn generate(choice: &Choice) -> Result<Raw, String> {
                 let m = n / k + usize::from(j < n % k);
                 for i in 0..m {
                     let r = linspace(0.0, 1.0, m, i);
-                    let t = linspace(4.0 * j as f64, 4.0 * (j + 1) as f64, m, i);
-                    let x = r * t.sin() + noise * rng.normal();
-                    let y = r * t.cos() + noise * rng.normal();
+                    let t = linspace(4.0 * j as f64, 4.0 * (j + 1) as f64, m, i) + noise * rng.normal();
+                    let x = r * t.sin();
+                    let y = r * t.cos();
                     points.push(([x, y], j as i32));
                 }
             }

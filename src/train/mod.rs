@@ -1,4 +1,6 @@
 //! Training: the step graph (`update`), and (later) the loop, checkpoints and early
 //! stopping.
 
+pub mod schedule;
+pub mod trainer;
 pub mod update;
