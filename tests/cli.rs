@@ -19,7 +19,14 @@ struct Out {
 impl Out {
     /// Asserts the exit code, showing everything on failure.
     fn code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, Some(want), "{}: exit code\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(want),
+            "{}: exit code\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     fn stderr_has(&self, needle: &str) -> &Self {
@@ -53,7 +60,7 @@ fn examples() -> Vec<PathBuf> {
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nnc-cli-{}", std::process::id())).join(test);
+    let d = std::env::temp_dir().join(format!("nnc-cli-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&d).expect("create a scratch directory");
     d
 }
@@ -333,10 +340,7 @@ fn ir_batch_binds_the_batch_symbol() {
 
 #[test]
 fn batch_must_be_positive_and_within_limits() {
-    for args in [
-        &["ir", "examples/digits.nn", "--batch", "0"][..],
-        &["params", "examples/digits.nn", "--batch", "0"],
-    ] {
+    for args in [&["ir", "examples/digits.nn", "--batch", "0"][..], &["params", "examples/digits.nn", "--batch", "0"]] {
         let o = nnc(args);
         // A user error or a usage error, never success.
         assert!(matches!(o.code, Some(1) | Some(2)), "{}: exit {:?}\n{}", o.what, o.code, o.stderr);
@@ -389,4 +393,54 @@ fn params_lists_parameters_states_and_a_total() {
 #[test]
 fn params_with_batch() {
     nnc(&["params", "examples/residual.nn", "--batch", "16"]).code(0).stdout_has("blocks.15.fc.W").stdout_has("total:");
+}
+
+// ---- hostile inputs -------------------------------------------------------------------
+
+/// Hostile files get exit 1 and a coded diagnostic, promptly, never a crash.
+#[test]
+fn hostile_files_exit_1_promptly() {
+    let dir = scratch("hostile");
+    let model = |body: &str| format!("model M {{\n    input x: [B, 4]\n{body}\n    output o = x\n}}\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty.nn", String::new(), "error[E0200]"),
+        ("comments.nn", "# nothing here\n".repeat(10), "error[E0200]"),
+        ("garbage.nn", "@#$%^&*!~`".repeat(100_000), "error[E0100]"),
+        ("parens.nn", model(&format!("    y = {}x{}", "(".repeat(100_000), ")".repeat(100_000))), "error[E0102]"),
+        ("minus.nn", model(&format!("    y = {}x", "-".repeat(100_000))), "error[E0105]"),
+        ("loop.nn", model("    for i in 0..1000000000 { y = x }"), "error[E0902]"),
+        ("param.nn", model("    param W: [10000000, 10000000] = zeros"), "error[E0321]"),
+        (
+            "recursive.nn",
+            "fn f(x: [N, 4]) -> [N, 4] { f(x) }\nmodel M {\n    input x: [B, 4]\n    output o = f(x)\n}\n".into(),
+            "error[E0306]",
+        ),
+        ("number.nn", model("    y = x * 1e999"), "error[E0106]"),
+    ];
+    for (name, text, code) in cases {
+        let f = dir.join(name);
+        std::fs::write(&f, text).expect("write");
+        let start = Instant::now();
+        let o = nnc(&["check", s(&f)]);
+        let took = start.elapsed();
+        o.code(1).stderr_has(code).stderr_has(name);
+        assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The deepest nesting the limits allow (63 fns, each call under ~390 minus signs) needs
+/// a deep stack; the binary runs the compiler on a big one, so it compiles.
+#[test]
+fn deepest_accepted_input_compiles_in_the_binary() {
+    let dir = scratch("deepest");
+    let mut src = String::new();
+    for i in 0..63 {
+        src.push_str(&format!("fn f{i}(x: [N, 4]) -> [N, 4] {{ {}f{}(x) }}\n", "-".repeat(390), i + 1));
+    }
+    src.push_str("fn f63(x: [N, 4]) -> [N, 4] { x }\nmodel M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
+    let f = dir.join("deepest.nn");
+    std::fs::write(&f, src).expect("write");
+    nnc(&["check", s(&f)]).code(0).stderr_has("model M ok");
+    let _ = std::fs::remove_dir_all(&dir);
 }

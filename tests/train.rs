@@ -1,0 +1,93 @@
+//! The training loop: resuming is bit-identical, the partial last batch is trained on,
+//! bad labels and a diverging loss are clear errors, Ctrl-C saves a checkpoint.
+
+use nnc::train::trainer::{train, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+const MODEL: &str = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer a = Dense(2, 8)\n layer b = Dense(8, 2)\n output logits = b(dropout(tanh(a(x)), 0.1))\n loss = cross_entropy(logits, y)\n train { data = moons(n = 200, seed = 3)  split = [0.7, 0.15, 0.15]  optimizer = adam(lr = 0.01)\n batch = 32  epochs = 4  seed = 5 }\n}\n";
+
+fn program(src: &str) -> nnc::ir::Program {
+    match nnc::pipeline::compile_source("m.nn", src, None) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+    }
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(p: &nnc::ir::Program, dir: &Path, resume: bool, jit: bool) -> Result<nnc::train::trainer::Report, String> {
+    let opts = TrainOptions { out_dir: dir.to_path_buf(), resume, jit, threads: 1, source: MODEL.into() };
+    train(p, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| {})
+}
+
+fn params(dir: &Path) -> nnc::tensors::TensorMap {
+    nnc::tensors::read(&dir.join("last.safetensors")).expect("checkpoint")
+}
+
+/// 140 training rows in batches of 32: four full batches and a partial one of 12, every
+/// epoch; two epochs, then two more with --resume, equal four epochs straight, bit for bit
+/// (parameters, optimizer state and all).
+#[test]
+fn resume_is_bit_identical() {
+    let straight = out_dir("straight");
+    let p = program(MODEL);
+    let r = run(&p, &straight, false, true).expect("train");
+    assert_eq!(r.epochs_run, 4);
+    let resumed = out_dir("resumed");
+    let mut half = p.clone();
+    half.settings.epochs = 2;
+    run(&half, &resumed, false, true).expect("first half");
+    run(&p, &resumed, true, true).expect("resume");
+    let (a, b) = (params(&straight), params(&resumed));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        assert_eq!(Some(t), b.get(k), "{k} differs after resuming");
+    }
+    assert!(a.keys().any(|k| k.starts_with("opt.m.")), "the optimizer state is checkpointed");
+    let log = std::fs::read_to_string(resumed.join("metrics.csv")).expect("metrics.csv");
+    assert_eq!(log.lines().count(), 5, "a header and one row per epoch:\n{log}");
+}
+
+/// The interpreter backend trains to the same place as the JIT, up to f32 rounding.
+#[test]
+fn interpreter_backend_agrees_with_jit() {
+    let p = program(MODEL);
+    let (j, i) = (out_dir("jit"), out_dir("interp"));
+    run(&p, &j, false, true).expect("jit");
+    run(&p, &i, false, false).expect("interp");
+    let (a, b) = (params(&j), params(&i));
+    for (k, t) in &a {
+        let (x, y) = (t.floats().expect("f"), b[k].floats().expect("f"));
+        for (u, v) in x.iter().zip(y) {
+            assert!((u - v).abs() <= 1e-3 * (1.0 + u.abs()), "{k}: jit {u} vs interpreter {v}");
+        }
+    }
+}
+
+#[test]
+fn labels_out_of_range_are_an_error() {
+    let src = MODEL.replace("Dense(8, 2)", "Dense(8, 1)");
+    let err = run(&program(&src), &out_dir("labels"), false, true).expect_err("label 1 needs 2 classes");
+    assert!(err.contains("label 1 is out of range") && err.contains("1 classes"), "{err}");
+}
+
+#[test]
+fn a_diverging_loss_names_the_step() {
+    let src = "model R {\n input x: [B, 2]\n input y: [B]\n param w: [2] = ones\n loss = mse(x @ w, y)\n train { data = moons(n = 200, seed = 3)  optimizer = sgd(lr = 1e20)  batch = 32  epochs = 4 }\n}\n";
+    let err = run(&program(src), &out_dir("nan"), false, true).expect_err("diverges");
+    assert!(err.contains("at step") && err.contains("checkpoint"), "{err}");
+}
+
+#[test]
+fn stopping_saves_a_checkpoint() {
+    let dir = out_dir("stop");
+    let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: MODEL.into() };
+    let r = train(&program(MODEL), Path::new("."), &opts, &AtomicBool::new(true), &mut |_| {}).expect("train");
+    assert!(r.interrupted);
+    assert!(dir.join("last.safetensors").exists());
+}
