@@ -22,3 +22,10 @@ pub const MAX_TENSOR_ELEMENTS: i64 = (1 << 31) - 1;
 pub const MAX_RANK: usize = 8;
 /// Most copies in a layer array `[Block(64); n]`.
 pub const MAX_LAYER_ARRAY: i64 = 10_000;
+/// Deepest nesting of expression evaluation across inlined calls (keeps lowering within
+/// an 8 MiB stack for library users).
+pub const MAX_EVAL_DEPTH: usize = 1_200;
+/// Most loop iterations in one lowering, all loops together.
+pub const MAX_TOTAL_ITERATIONS: u64 = 2_000_000;
+/// Most layer instances in one model.
+pub const MAX_LAYER_INSTANCES: usize = 100_000;

@@ -37,6 +37,11 @@ pub fn parse_source(name: &str, text: &str) -> Result<(SourceMap, ast::File), Co
 
 /// Compiles source text. `use` paths are resolved against `dir`, when given.
 pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Compiled, CompileError> {
+    compile_source_at(name, text, dir, None)
+}
+
+/// `compile_source` for a file on disk (`path`), so that a `use` of itself is a no-op.
+fn compile_source_at(name: &str, text: &str, dir: Option<&Path>, path: Option<&Path>) -> Result<Compiled, CompileError> {
     let mut sources = SourceMap::default();
     let prelude = sources.add("<prelude>", PRELUDE);
     let main = sources.add(name, text);
@@ -47,7 +52,7 @@ pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Comp
         Err(d) => diagnostics.push(d),
     }
     let mut queue: Vec<(FileId, Option<PathBuf>)> = vec![(main, dir.map(Path::to_path_buf))];
-    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut seen: Vec<PathBuf> = path.and_then(|p| p.canonicalize().ok()).into_iter().collect();
     while let Some((id, dir)) = queue.pop() {
         let text = sources.text(id).to_string();
         let file = match syntax::parse(&text, id) {
@@ -152,7 +157,7 @@ pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
         }
     };
     let dir = path.parent().map(Path::to_path_buf);
-    compile_source(&path.display().to_string(), &text, dir.as_deref())
+    compile_source_at(&path.display().to_string(), &text, dir.as_deref(), Some(path))
 }
 
 /// The batch symbol of a graph: `B` if declared, else the first input's leading symbol.

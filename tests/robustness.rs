@@ -1033,7 +1033,7 @@ fn pathological_recursion() {
         chain.push_str(&format!("fn f{i}(x: [N, 4]) -> [N, 4] {{ f{}(x) }}\n", i + 1));
     }
     chain.push_str("fn f1000(x: [N, 4]) -> [N, 4] { x }\nmodel M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
-    expect_err("a chain of 1000 fn calls", chain, &["E0903"], "nested more than");
+    expect_err("a chain of 1000 fn calls", chain, &["E0903", "E0905"], "nest");
     // The same chain, each link deep in an expression: the stack must still hold.
     let mut chain = String::new();
     for i in 0..1000 {
@@ -1045,14 +1045,14 @@ fn pathological_recursion() {
         ));
     }
     chain.push_str("fn f1000(x: [N, 4]) -> [N, 4] { x }\nmodel M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
-    expect_err("a chain of 1000 fn calls, each 90 calls deep", chain, &["E0903"], "nested more than");
+    expect_err("a chain of 1000 fn calls, each 90 calls deep", chain, &["E0903", "E0905"], "nest");
     // A chain of 1000 layers, each instantiating the next.
     let mut layers = String::new();
     for i in 0..1000 {
         layers.push_str(&format!("layer L{i}() {{\n    layer inner = L{}()\n}}\n", i + 1));
     }
     layers.push_str("layer L1000() {\n}\nmodel M {\n    input x: [B, 4]\n    layer l = L0()\n    output o = x\n}\n");
-    expect_err("a chain of 1000 layers", layers, &["E0903"], "nested more than");
+    expect_err("a chain of 1000 layers", layers, &["E0903", "E0905"], "nest");
 }
 
 #[test]
@@ -1107,4 +1107,40 @@ fn pathological_files() {
     let huge = " ".repeat(nnc::limits::MAX_SOURCE_BYTES + 1);
     expect_err("a 8 MB + 1 string", huge, &["E0101"], "the limit is");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Inputs found by this suite and fixed since: each must now be rejected promptly.
+#[test]
+fn pathological_fixed_regressions() {
+    // Deep expressions inside a long chain of fns: within each limit, too deep in all.
+    let mut chain = String::new();
+    let minus = "-".repeat(390);
+    for i in 0..32 {
+        chain.push_str(&format!("fn f{i}(x: [N, 4]) -> [N, 4] {{ {minus}f{}(x) }}\n", i + 1));
+    }
+    chain.push_str("fn f32(x: [N, 4]) -> [N, 4] { x }\nmodel M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
+    expect_err("deep expressions across 32 fns", chain, &["E0905"], "nest more than");
+    expect_err(
+        "nested loops of 10^10 iterations in all",
+        model("    for i in 0..100000 { for j in 0..100000 { k = 1 } }"),
+        &["E0902"],
+        "iterations in all",
+    );
+    expect_err(
+        "nested layer arrays of 10^6 instances",
+        "layer Inner() { fn forward(x: [..., 4]) -> [..., 4] { x } }\nlayer Outer() { layer a = [Inner(); 1000] }\nmodel M {\n    input x: [B, 4]\n    layer b = [Outer(); 1000]\n    output o = x\n}\n".into(),
+        &["E0904"],
+        "layer instances",
+    );
+    expect_err("a zero input dim", "model M {\n    input x: [B, 0]\n    output o = x\n}\n".into(), &["E0320"], "at least 1");
+    expect_err("a negative input dim", "model M {\n    input x: [B, -4]\n    output o = x\n}\n".into(), &["E0320"], "at least 1");
+}
+
+/// A file that `use`s itself is read once.
+#[test]
+fn use_of_itself_is_read_once() {
+    let dir = scratch("self_use");
+    let path = dir.join("self.nn");
+    std::fs::write(&path, "use \"self.nn\"\nmodel M {\n    input x: [B, 4]\n    output o = x\n}\n").expect("write");
+    assert!(nnc::pipeline::compile_file(&path).is_ok(), "a self-use must not define M twice");
 }

@@ -8,6 +8,32 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+// Output that never panics: a closed pipe (`nnc ir big.nn | head`) is not an error.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! outs {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! errs {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "nnc: a neural-network compiler for .nn models")]
 pub struct Cli {
@@ -230,7 +256,7 @@ pub fn run() -> i32 {
                 match pipeline::compile_file(&f) {
                     Ok(c) => {
                         for p in &c.programs {
-                            eprintln!(
+                            errln!(
                                 "{}: model {} ok: {} params ({} values), {} + {} ops (train + eval)",
                                 f.display(),
                                 p.name,
@@ -254,13 +280,13 @@ pub fn run() -> i32 {
                 let text = match pipeline::read_source(&file) {
                     Ok(t) => t,
                     Err(m) => {
-                        eprintln!("error: {m}");
+                        errln!("error: {m}");
                         return 1;
                     }
                 };
                 return match pipeline::parse_source(&file.display().to_string(), &text) {
                     Ok((_, ast)) => {
-                        print!("{}", crate::syntax::print::print(&ast));
+                        outs!("{}", crate::syntax::print::print(&ast));
                         0
                     }
                     Err(e) => {
@@ -281,18 +307,18 @@ pub fn run() -> i32 {
                         Ok(e) => e,
                         Err(m) => return fail(&m),
                     };
-                    println!("model {} (training step, batch {b})", p.name);
+                    outln!("model {} (training step, batch {b})", p.name);
                     if stage == Stage::Clif {
-                        print!("{}", exe.clif());
+                        outs!("{}", exe.clif());
                     } else {
                         for (i, k) in exe.schedule.kernels.iter().enumerate() {
-                            println!("  k{i}: {}", crate::fusion::describe(&exe.graph, &exe.schedule, k));
+                            outln!("  k{i}: {}", crate::fusion::describe(&exe.graph, &exe.schedule, k));
                         }
                     }
                     continue;
                 }
                 if stage == Stage::Grad {
-                    println!("model {}", p.name);
+                    outln!("model {}", p.name);
                     if p.train.loss.is_none() {
                         return fail(&format!("model `{}` has no `loss` to differentiate", p.name));
                     }
@@ -301,7 +327,7 @@ pub fn run() -> i32 {
                         Err(m) => return fail(&format!("internal compiler error: {m}")),
                     };
                     match bind_batch(&g, batch) {
-                        Ok(g) => print!("{}", print::print(&g)),
+                        Ok(g) => outs!("{}", print::print(&g)),
                         Err(m) => return fail(&m),
                     }
                     continue;
@@ -311,12 +337,12 @@ pub fn run() -> i32 {
                     ModeArg::Eval => vec![&p.eval],
                     ModeArg::Both => vec![&p.train, &p.eval],
                 };
-                println!("model {}", p.name);
+                outln!("model {}", p.name);
                 for g in graphs {
                     match bind_batch(g, batch) {
-                        Ok(g) => print!("{}", print::print(&g)),
+                        Ok(g) => outs!("{}", print::print(&g)),
                         Err(m) => {
-                            eprintln!("error: {m}");
+                            errln!("error: {m}");
                             return 1;
                         }
                     }
@@ -341,7 +367,7 @@ pub fn run() -> i32 {
             let meta = std::collections::BTreeMap::from([("model".to_string(), p.name.clone()), ("seed".to_string(), seed.to_string())]);
             match crate::tensors::write(&out, &map, Some(meta)) {
                 Ok(()) => {
-                    eprintln!("wrote {} tensors to {}", map.len(), out.display());
+                    errln!("wrote {} tensors to {}", map.len(), out.display());
                     0
                 }
                 Err(m) => fail(&m),
@@ -390,13 +416,13 @@ pub fn run() -> i32 {
             let o = crate::gradcheck::GradcheckOptions { seed, eps, tol, batch, max_coords: coords, ..Default::default() };
             match crate::gradcheck::gradcheck(g, &o) {
                 Ok(reports) => {
-                    print!("{}", crate::gradcheck::table(&reports, tol));
+                    outs!("{}", crate::gradcheck::table(&reports, tol));
                     let worst = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
                     let checked: usize = reports.iter().map(|r| r.checked).sum();
                     let kinks: usize = reports.iter().map(|r| r.kinks).sum();
-                    println!("checked {checked} coordinates ({kinks} skipped at kinks); max relative error {worst:.3e} (tolerance {tol:e})");
+                    outln!("checked {checked} coordinates ({kinks} skipped at kinks); max relative error {worst:.3e} (tolerance {tol:e})");
                     if worst > tol || worst.is_nan() {
-                        eprintln!("error: gradient check failed");
+                        errln!("error: gradient check failed");
                         1
                     } else {
                         0
@@ -421,7 +447,7 @@ pub fn run() -> i32 {
                 Ok(e) => e,
                 Err(m) => return fail(&m),
             };
-            print!("{}", plan_table(&exe, &p.name, b));
+            outs!("{}", plan_table(&exe, &p.name, b));
             0
         }
         Command::Train { file, set, out, resume, backend, threads, model } => {
@@ -437,11 +463,11 @@ pub fn run() -> i32 {
             match crate::train::trainer::evaluate(p, &dir, &checkpoint, backend == Backend::Jit) {
                 Ok((m, confusion)) => {
                     if json {
-                        println!("{}", crate::metrics::to_json(&m));
+                        outln!("{}", crate::metrics::to_json(&m));
                     } else {
-                        print!("{}", crate::metrics::format_lines(&m));
+                        outs!("{}", crate::metrics::format_lines(&m));
                         if let Some(c) = confusion {
-                            println!("confusion matrix (rows: true class, columns: predicted):\n{c}");
+                            outln!("confusion matrix (rows: true class, columns: predicted):\n{c}");
                         }
                     }
                     0
@@ -454,10 +480,10 @@ pub fn run() -> i32 {
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
                 if let Err(m) = bind_batch(&p.train, batch) {
-                    eprintln!("error: {m}");
+                    errln!("error: {m}");
                     return 1;
                 }
-                print!("{}", params_table(p));
+                outs!("{}", params_table(p));
             }
             0
         }
@@ -465,7 +491,7 @@ pub fn run() -> i32 {
 }
 
 fn fail(m: &str) -> i32 {
-    eprintln!("error: {m}");
+    errln!("error: {m}");
     1
 }
 
@@ -505,7 +531,7 @@ fn run_and_write(
     };
     match crate::tensors::write(out, &result, None) {
         Ok(()) => {
-            eprintln!("wrote {} tensors to {}", result.len(), out.display());
+            errln!("wrote {} tensors to {}", result.len(), out.display());
             0
         }
         Err(m) => fail(&m),
@@ -523,9 +549,9 @@ fn compile(file: &std::path::Path, opts: RenderOptions) -> Option<Compiled> {
 }
 
 fn report(e: &CompileError, opts: RenderOptions) {
-    eprint!("{}", render(&e.diagnostics, &e.sources, opts));
+    errs!("{}", render(&e.diagnostics, &e.sources, opts));
     let n = e.diagnostics.len();
-    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+    errln!("{n} error{}", if n == 1 { "" } else { "s" });
 }
 
 fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
@@ -573,7 +599,7 @@ fn train_command(
         Err(m) => return fail(&m),
     };
     if let Err(m) = apply_sets(&mut p, sets) {
-        eprintln!("error: {m}");
+        errln!("error: {m}");
         return 2;
     }
     let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
@@ -603,26 +629,26 @@ fn train_command(
         }
         crate::train::trainer::Event::Epoch(r) => {
             let parts: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect();
-            bar.suspend(|| eprintln!("{}", parts.join("  ")));
+            bar.suspend(|| errln!("{}", parts.join("  ")));
         }
     };
-    eprintln!("training {} from {} ({} backend) -> {}", p.name, file.display(), if jit { "jit" } else { "interp" }, out_dir.display());
+    errln!("training {} from {} ({} backend) -> {}", p.name, file.display(), if jit { "jit" } else { "interp" }, out_dir.display());
     let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
     bar.finish_and_clear();
     match result {
         Ok(r) => {
             if r.interrupted {
-                eprintln!("interrupted: saved {}", out_dir.join("last.safetensors").display());
+                errln!("interrupted: saved {}", out_dir.join("last.safetensors").display());
                 return 130;
             }
             if r.stopped_early {
-                eprintln!("stopped early after epoch {}; restored the best epoch ({})", r.epochs_run, r.best_epoch.unwrap_or(0));
+                errln!("stopped early after epoch {}; restored the best epoch ({})", r.epochs_run, r.best_epoch.unwrap_or(0));
             }
-            eprintln!("trained {} epochs in {:.1} s; files: {}", r.epochs_run, r.seconds, r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+            errln!("trained {} epochs in {:.1} s; files: {}", r.epochs_run, r.seconds, r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
             if let Some(c) = &r.confusion {
-                println!("confusion matrix (rows: true class, columns: predicted):\n{c}");
+                outln!("confusion matrix (rows: true class, columns: predicted):\n{c}");
             }
-            print!("{}", crate::metrics::format_lines(&r.test));
+            outs!("{}", crate::metrics::format_lines(&r.test));
             0
         }
         Err(m) => fail(&m),
@@ -679,11 +705,11 @@ fn bench(
             _ => 0,
         })
         .sum();
-    println!("model {} (training step: {}, batch {b}, {threads} thread{})", p.name, p.settings.optimizer.name, if threads == 1 { "" } else { "s" });
-    println!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
-    println!("step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps", times[0], times[times.len() - 1], times.len());
-    println!("matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median", flops as f64 / 1e6, flops as f64 / median / 1e6);
-    println!("arena: {:.2} MB, parameters and states: {:.2} MB", exe.plan.arena_len as f64 * 4e-6, exe.plan.persistent_len as f64 * 4e-6);
+    outln!("model {} (training step: {}, batch {b}, {threads} thread{})", p.name, p.settings.optimizer.name, if threads == 1 { "" } else { "s" });
+    outln!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
+    outln!("step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps", times[0], times[times.len() - 1], times.len());
+    outln!("matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median", flops as f64 / 1e6, flops as f64 / median / 1e6);
+    outln!("arena: {:.2} MB, parameters and states: {:.2} MB", exe.plan.arena_len as f64 * 4e-6, exe.plan.persistent_len as f64 * 4e-6);
     0
 }
 

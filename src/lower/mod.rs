@@ -217,6 +217,14 @@ pub(crate) struct Lowerer {
     /// Names declared in the model (params, states, layers, inputs, outputs), for duplicates.
     declared: HashMap<String, Span>,
     rand_streams: u32,
+    /// Current depth of `eval` recursion, all calls included.
+    depth: usize,
+    /// Loop iterations run so far, all loops together.
+    iterations: u64,
+    /// Layer instances created so far.
+    instances: usize,
+    /// Every scope created, cleared at the end to break closure/scope cycles.
+    scopes: Vec<Env>,
     settings: Option<TrainSettings>,
     train_span: Option<Span>,
     loss_span: Option<Span>,
@@ -269,6 +277,7 @@ pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic
             }
         }
     }
+    global.vars.borrow_mut().clear();
     if errors.is_empty() {
         Ok(programs)
     } else {
@@ -346,11 +355,16 @@ fn lower_model(
         state_of: HashMap::new(),
         declared: HashMap::new(),
         rand_streams: 0,
+        depth: 0,
+        iterations: 0,
+        instances: 0,
+        scopes: Vec::new(),
         settings: None,
         train_span: None,
         loss_span: None,
     };
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
+    lw.scopes.push(ctx.env.clone());
     let _ = lw.exec_block(&m.body.stmts, &ctx);
     if !lw.fatal {
         let settings_present = lw.settings.as_ref().is_some_and(|s| s.present);
@@ -370,6 +384,10 @@ fn lower_model(
                 ));
             }
         }
+    }
+    // Closures keep their scope alive and scopes keep closures: break the cycles.
+    for sc in lw.scopes.drain(..) {
+        sc.vars.borrow_mut().clear();
     }
     if lw.errors.is_empty() {
         Ok((lw.g, lw.settings.unwrap_or_default()))
@@ -566,6 +584,15 @@ impl Lowerer {
                     ));
                 }
                 for i in a..b {
+                    self.iterations += 1;
+                    if self.iterations > limits::MAX_TOTAL_ITERATIONS {
+                        self.fatal = true;
+                        return Err(Diagnostic::new(
+                            "E0902",
+                            *span,
+                            format!("loops run more than {} iterations in all; loops are unrolled", limits::MAX_TOTAL_ITERATIONS),
+                        ));
+                    }
                     set(&ctx.env, &var.name, Val::Int(Dim::konst(i)));
                     self.exec_block(&body.stmts, ctx)?;
                     if self.fatal {
@@ -691,7 +718,17 @@ impl Lowerer {
         if self.stack.contains(&key) {
             return Err(Diagnostic::new("E0306", span, format!("layer `{}` contains itself", def.name.name)));
         }
+        if self.instances >= limits::MAX_LAYER_INSTANCES {
+            self.fatal = true;
+            return Err(Diagnostic::new(
+                "E0904",
+                span,
+                format!("the model has more than {} layer instances", limits::MAX_LAYER_INSTANCES),
+            ));
+        }
+        self.instances += 1;
         let scope = new_scope(Some(&self.global));
+        self.scopes.push(scope.clone());
         self.bind_args(&format!("`{}`", def.name.name), &def.args, args, &scope, span, None)?;
         let ctx = Ctx { env: scope.clone(), body: Body::Layer, path: format!("{path}.") };
         self.stack.push(key);
@@ -747,7 +784,13 @@ impl Lowerer {
                         }
                     }
                     let v = self.eval(e, env)?;
-                    shape.push(self.as_dim(&v, e.span)?);
+                    let d = self.as_dim(&v, e.span)?;
+                    if let Some(c) = d.as_const() {
+                        if c < 1 {
+                            return Err(Diagnostic::new("E0320", e.span, format!("an input dimension is {c}; it must be at least 1")));
+                        }
+                    }
+                    shape.push(d);
                 }
             }
         }
@@ -830,6 +873,22 @@ impl Lowerer {
     }
 
     pub(crate) fn eval(&mut self, e: &Expr, env: &Env) -> R<Val> {
+        if self.depth >= limits::MAX_EVAL_DEPTH {
+            self.fatal = true;
+            return Err(Diagnostic::new(
+                "E0905",
+                e.span,
+                format!("expressions and calls nest more than {} levels deep", limits::MAX_EVAL_DEPTH),
+            )
+            .with_help("split deep expressions into named steps"));
+        }
+        self.depth += 1;
+        let r = self.eval_inner(e, env);
+        self.depth -= 1;
+        r
+    }
+
+    fn eval_inner(&mut self, e: &Expr, env: &Env) -> R<Val> {
         Ok(match &e.kind {
             ExprKind::Number(v, is_int) => {
                 if *is_int && v.abs() < 9.0e15 {
@@ -1190,6 +1249,7 @@ impl Lowerer {
             None => format!("`{}`", def.name.name),
         };
         let scope = new_scope(Some(&c.env));
+        self.scopes.push(scope.clone());
         self.bind_args(&what, &def.args, args, &scope, span, Some(&c.env))?;
         self.stack.push(key);
         let ctx = Ctx { env: scope.clone(), body: Body::Fn, path: String::new() };
