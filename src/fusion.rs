@@ -147,7 +147,10 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                 let u_ok = |u: Value| {
                     same_shape_ew(u) || (is_const(v) && matches!(g.nodes[u].op, Op::Broadcast { .. }) && !mat[idx(u)])
                 };
-                pinned[i] || force[i] || users[i].len() != 1 || !users[i].iter().all(|&u| u_ok(u))
+                // Constants are recomputed in every loop that uses them (they cost
+                // nothing); other values with several users are stored once.
+                let users_ok = if is_const(v) { !users[i].is_empty() } else { users[i].len() == 1 };
+                pinned[i] || force[i] || !users_ok || !users[i].iter().all(|&u| u_ok(u))
             }
             Op::Broadcast { .. } => {
                 pinned[i]

@@ -209,6 +209,9 @@ enum Command {
         /// Timed steps (after 5 warm-up steps).
         #[arg(long, default_value_t = 50)]
         steps: usize,
+        /// Time every kernel and print the most expensive ones.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         model: Option<String>,
     },
@@ -475,7 +478,9 @@ pub fn run() -> i32 {
                 Err(m) => fail(&m),
             }
         }
-        Command::Bench { file, batch, threads, steps, model } => bench(&file, batch, threads, steps, model.as_deref(), opts),
+        Command::Bench { file, batch, threads, steps, profile, model } => {
+            bench(&file, batch, threads, steps, profile, model.as_deref(), opts)
+        }
         Command::Params { file, batch } => {
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
@@ -660,6 +665,7 @@ fn bench(
     batch: Option<i64>,
     threads: usize,
     steps: usize,
+    profile: bool,
     model: Option<&str>,
     opts: RenderOptions,
 ) -> i32 {
@@ -673,7 +679,7 @@ fn bench(
         Ok(b) => b,
         Err(m) => return fail(&m),
     };
-    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), ..Default::default() };
+    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, ..Default::default() };
     let mut exe = match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
         Ok(e) => e,
         Err(m) => return fail(&m),
@@ -710,6 +716,19 @@ fn bench(
     outln!("step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps", times[0], times[times.len() - 1], times.len());
     outln!("matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median", flops as f64 / 1e6, flops as f64 / median / 1e6);
     outln!("arena: {:.2} MB, parameters and states: {:.2} MB", exe.plan.arena_len as f64 * 4e-6, exe.plan.persistent_len as f64 * 4e-6);
+    if profile {
+        let times = exe.kernel_times();
+        let total: u64 = times.iter().sum();
+        let runs = (steps.max(1) + 5) as f64;
+        let mut order: Vec<usize> = (0..times.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(times[i]));
+        outln!("kernels by time (ms per step, share):");
+        for &i in order.iter().take(15) {
+            let k = &exe.schedule.kernels[i];
+            let d = crate::fusion::describe(&exe.graph, &exe.schedule, k);
+            outln!("  {:>8.3} {:>5.1}%  k{i}: {}", times[i] as f64 / runs / 1e6, 100.0 * times[i] as f64 / total.max(1) as f64, d);
+        }
+    }
     0
 }
 

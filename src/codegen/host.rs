@@ -64,6 +64,29 @@ pub struct Tables {
     pub gemm: Vec<GemmOp>,
     /// Per kernel, the arena slots to fill with NaN after it (the debug check).
     pub poison: Vec<Vec<Slot>>,
+    /// Per kernel, accumulated nanoseconds (with `CodegenOptions::profile`).
+    pub ticks: Vec<std::sync::atomic::AtomicU64>,
+    pub last_tick: std::sync::atomic::AtomicU64,
+}
+
+fn now_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Profiling: charges the time since the previous tick to kernel `index`
+/// (`u32::MAX`: start the clock).
+///
+/// # Safety
+/// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+pub unsafe extern "C" fn nnc_tick(ctx: *const HostCtx, index: u32) {
+    use std::sync::atomic::Ordering;
+    let tables = &*(*ctx).tables;
+    let t = now_ns();
+    let prev = tables.last_tick.swap(t, Ordering::Relaxed);
+    if let Some(slot) = tables.ticks.get(index as usize) {
+        slot.fetch_add(t.saturating_sub(prev), Ordering::Relaxed);
+    }
 }
 
 fn ptr(ctx: &HostCtx, s: Slot) -> *mut f32 {

@@ -39,6 +39,8 @@ pub struct CodegenOptions {
     pub keep_clif: bool,
     /// Run Cranelift's verifier (tests).
     pub verify: bool,
+    /// Time every kernel (`nnc bench --profile`).
+    pub profile: bool,
 }
 
 /// Native code for one step, and the tables its callbacks read.
@@ -68,6 +70,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     jb.symbol("nnc_host", host::nnc_host as *const u8);
     jb.symbol("nnc_gemm", host::nnc_gemm as *const u8);
     jb.symbol("nnc_poison", host::nnc_poison as *const u8);
+    jb.symbol("nnc_tick", host::nnc_tick as *const u8);
     let mut module = JITModule::new(jb);
     let frontend_config = module.target_config();
     let ptr = frontend_config.pointer_type();
@@ -78,11 +81,18 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let f_host = module.declare_function("nnc_host", Linkage::Import, &cb_sig).map_err(err)?;
     let f_gemm = module.declare_function("nnc_gemm", Linkage::Import, &cb_sig).map_err(err)?;
     let f_poison = module.declare_function("nnc_poison", Linkage::Import, &cb_sig).map_err(err)?;
+    let f_tick = module.declare_function("nnc_tick", Linkage::Import, &cb_sig).map_err(err)?;
     let mut kern_sig = module.make_signature();
     kern_sig.params.push(AbiParam::new(ptr));
     kern_sig.params.push(AbiParam::new(ptr));
 
-    let mut tables = Tables { host: Vec::new(), gemm: Vec::new(), poison: Vec::new() };
+    let mut tables = Tables {
+        host: Vec::new(),
+        gemm: Vec::new(),
+        poison: Vec::new(),
+        ticks: (0..s.kernels.len()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        last_tick: std::sync::atomic::AtomicU64::new(0),
+    };
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut clif = String::new();
@@ -92,8 +102,12 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
         Host(u32),
         Gemm(u32),
         Poison(u32),
+        Tick(u32),
     }
     let mut calls = Vec::new();
+    if opts.profile {
+        calls.push(Call::Tick(u32::MAX));
+    }
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
             Kernel::Elementwise { .. } | Kernel::Reduce { .. } => {
@@ -134,6 +148,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                 calls.push(Call::Host(tables.host.len() as u32 - 1));
             }
         }
+        if opts.profile {
+            calls.push(Call::Tick(ki as u32));
+        }
         if opts.poison {
             let slots: Vec<Slot> = plan.dead_after[ki].iter().filter_map(|v| plan.slots[v.as_u32() as usize]).collect();
             tables.poison.push(slots);
@@ -163,13 +180,14 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
         for c in &calls {
             let (fid, args): (FuncId, Vec<ClValue>) = match c {
                 Call::Kernel(id) => (*id, vec![arena, pers]),
-                Call::Host(i) | Call::Gemm(i) | Call::Poison(i) => {
+                Call::Host(i) | Call::Gemm(i) | Call::Poison(i) | Call::Tick(i) => {
                     let f = match c {
                         Call::Host(_) => f_host,
                         Call::Gemm(_) => f_gemm,
+                        Call::Tick(_) => f_tick,
                         _ => f_poison,
                     };
-                    let iv = b.ins().iconst(types::I32, i64::from(*i));
+                    let iv = b.ins().iconst(types::I32, i64::from(*i as i32));
                     (f, vec![hctx, iv])
                 }
             };
@@ -382,6 +400,7 @@ fn elementwise(
     cols: usize,
 ) -> Result<(), String> {
     let nodes = fused_nodes(g, s, out);
+    let mut recips: [HashMap<Value, ClValue>; 2] = [HashMap::new(), HashMap::new()];
     // Flat when every operand is read element for element (or is a scalar).
     let mut flat = true;
     for &v in &nodes {
@@ -411,9 +430,65 @@ fn elementwise(
         };
         e.b.ins().store(flags(), val, a, 0);
     };
+    // Loop-invariant nodes (constants, scalar operands and what depends only on them)
+    // are computed once, before the loops, in both widths.
+    let mut invariant: Vec<Value> = Vec::new();
+    for &v in &nodes {
+        let node = &g.nodes[v];
+        let inv = match &node.op {
+            Op::Fill(_) | Op::DimValue(_) => true,
+            Op::Broadcast { .. } => {
+                let x = node.args[0];
+                if s.materialized[x.as_u32() as usize] {
+                    broadcast_access(g, x, v) == Some(Access::Scalar)
+                } else {
+                    invariant.contains(&x)
+                }
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Select => {
+                node.args.iter().all(|a| !s.materialized[a.as_u32() as usize] && invariant.contains(a))
+            }
+            _ => false,
+        };
+        if inv {
+            invariant.push(v);
+        }
+    }
+    let mut pre: [HashMap<Value, ClValue>; 2] = [HashMap::new(), HashMap::new()];
+    {
+        let zero = b.ins().iconst(types::I64, 0);
+        for (k, vec) in [(0usize, false), (1, true)] {
+            let mut e = E { b: &mut *b, vec };
+            for &v in &invariant {
+                emit_node(&mut e, g, s, &loads, &mut pre[k], v, Pos::Flat(zero))?;
+            }
+            // Division by an invariant is a multiplication by its reciprocal.
+            for &v in &nodes {
+                let node = &g.nodes[v];
+                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v) {
+                    let d = pre[k][&node.args[1]];
+                    let one = e.c(1.0);
+                    let r = e.div(one, d);
+                    recips[k].insert(v, r);
+                }
+            }
+        }
+    }
     let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos| -> Result<(), String> {
         let mut e = E { b, vec };
-        let mut memo = HashMap::new();
+        let k = usize::from(vec);
+        let mut memo = pre[k].clone();
+        // Nodes that divide by an invariant: emitted as multiplications.
+        for (&v, &r) in &recips[k] {
+            let a = g.nodes[v].args[0];
+            let x = if s.materialized[a.as_u32() as usize] {
+                loads.load(&mut e, a, Access::Full, pos)?
+            } else {
+                emit_node(&mut e, g, s, &loads, &mut memo, a, pos)?
+            };
+            let m = e.mul(x, r);
+            memo.insert(v, m);
+        }
         let v = emit_node(&mut e, g, s, &loads, &mut memo, out, pos)?;
         store(&mut e, v, pos);
         Ok(())

@@ -188,6 +188,11 @@ impl Executable {
         let l = self.graph.loss.ok_or("the graph has no loss")?;
         Ok(self.value(l)?[0])
     }
+    /// Nanoseconds spent in each kernel so far (with `CodegenOptions::profile`).
+    pub fn kernel_times(&self) -> Vec<u64> {
+        self.compiled.tables.ticks.iter().map(|t| t.load(std::sync::atomic::Ordering::Relaxed)).collect()
+    }
+
     /// The Cranelift IR of every kernel and of the step (with `keep_clif`).
     pub fn clif(&self) -> &str {
         &self.compiled.clif
