@@ -345,6 +345,12 @@ fn score_metrics(ds: &Dataset, rows: &[usize], scores: &[f32], width: usize, pre
         if let Ok(c) = metrics::classification_metrics(scores, width, &labels, kind, prefix) {
             m.extend(c);
         }
+        // `metrics = [f1, precision, recall]` name the macro averages.
+        for k in ["precision", "recall", "f1"] {
+            if let Some(v) = m.get(&format!("{prefix}{k}_macro")).copied() {
+                m.insert(format!("{prefix}{k}"), v);
+            }
+        }
     } else if let Some(Array { data: ArrayData::F32(t), .. }) = ds.get(data::LABEL_INPUT) {
         let per = t.len() / ds.n.max(1);
         let targets: Vec<f32> = rows.iter().flat_map(|&r| t[r * per..(r + 1) * per].iter().copied()).collect();
