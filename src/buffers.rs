@@ -145,6 +145,11 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
             l.1 = nk;
         }
     }
+    // Inputs keep their buffers for the whole step, so a caller may set them once and
+    // run several times (L-BFGS evaluates one batch many times).
+    for i in &g.inputs {
+        live[idx(i.value)] = Some((-1, nk));
+    }
     // In-place updates: the update's kernel is elementwise, runs after the last reader
     // of the old value, and nothing else needs the update's own buffer.
     let mut copies = Vec::new();

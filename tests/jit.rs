@@ -180,3 +180,12 @@ fn examples_jit_equal_interpreter() {
         all_graphs(&f, 2);
     }
 }
+
+/// Large, odd batches (loop tails, column reductions over many rows).
+#[test]
+fn large_odd_batches() {
+    let p = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits.nn"));
+    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    compare("digits grad at batch 1437", &g, 1437);
+    compare("digits eval at batch 333", &p.eval, 333);
+}

@@ -442,12 +442,22 @@ pub fn train(
         2 => (None, &parts[1]),
         _ => (None, &parts[0]),
     };
-    if s.optimizer.name == "lbfgs" {
-        return Err("`lbfgs` is not available in `nnc train` yet; use another optimizer".into());
-    }
-    let step_graph = update::step_graph(&p.train, &s)?;
-    let batch = (s.batch as usize).min(train_rows.len()).max(1);
+    let lbfgs = s.optimizer.name == "lbfgs";
+    let (step_graph, batch) = if lbfgs {
+        // Full batch: the objective and every gradient, as outputs.
+        let (g, obj) = update::objective(&p.train, &s)?;
+        let wrt: Vec<_> = p.train.params.iter().map(|q| q.value).collect();
+        let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
+        g2.outputs = vec![("objective".into(), obj)];
+        for (q, gv) in p.train.params.iter().zip(grads) {
+            g2.outputs.push((format!("grad.{}", q.name), gv));
+        }
+        (g2, train_rows.len())
+    } else {
+        (update::step_graph(&p.train, &s)?, (s.batch as usize).min(train_rows.len()).max(1))
+    };
     let mut full = Engine::new(&step_graph, batch, opts.jit, opts.threads)?;
+    let mut lbfgs_state = super::lbfgs::State::default();
     let mut last: Option<Engine> = None;
     let rem = train_rows.len() % batch;
     let mut eval_graph = p.eval.clone();
@@ -509,9 +519,26 @@ pub fn train(
     };
     for epoch in start_epoch..epochs {
         let te = std::time::Instant::now();
-        let order = data::batches(train_rows, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)));
+        let order = if lbfgs {
+            Vec::new()
+        } else {
+            data::batches(train_rows, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
+        };
         let (mut sum_loss, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
         let mut lr = base_lr;
+        if lbfgs {
+            let (loss, evals) = lbfgs_epoch(&mut full, ds, train_rows, &s, &mut lbfgs_state)?;
+            if !loss.is_finite() {
+                return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
+            }
+            step += evals;
+            sum_loss = loss * train_rows.len() as f64;
+            seen = train_rows.len();
+            progress(Event::Batch { epoch, batch: 1, batches: 1, loss, lr });
+            if stop.load(Ordering::SeqCst) {
+                interrupted = true;
+            }
+        }
         for (bi, rows) in order.iter().enumerate() {
             let partial = rows.len() != batch;
             if partial && last.is_none() {
@@ -642,6 +669,52 @@ pub fn train(
         }
     }
     Ok(Report { test, confusion, epochs_run, best_epoch, stopped_early, interrupted, seconds: t0.elapsed().as_secs_f64(), files })
+}
+
+/// One `train` epoch of L-BFGS: up to `max_iter` iterations on the whole training set.
+/// Returns the final objective and the number of function evaluations.
+fn lbfgs_epoch(
+    e: &mut Engine,
+    ds: &Dataset,
+    rows: &[usize],
+    s: &crate::settings::TrainSettings,
+    st: &mut super::lbfgs::State,
+) -> Result<(f64, u64), String> {
+    set_batch(e, ds, rows)?;
+    let g = e.graph().clone();
+    let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
+    let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
+    let mut evals = 0u64;
+    let mut f = |x: &[f64]| -> Result<(f64, Vec<f64>), String> {
+        let mut at = 0;
+        for (i, &n) in sizes.iter().enumerate() {
+            let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
+            e.set_param(i, &v)?;
+            at += n;
+        }
+        e.run(s.seed as u64, evals)?;
+        evals += 1;
+        let obj = f64::from(e.output(0)?.first().copied().unwrap_or(f32::NAN));
+        let mut grad = Vec::with_capacity(x.len());
+        for k in 0..sizes.len() {
+            grad.extend(e.output(k + 1)?.into_iter().map(f64::from));
+        }
+        Ok((obj, grad))
+    };
+    let o = super::lbfgs::Options {
+        lr: s.optimizer.num("lr").unwrap_or(1.0),
+        history: s.optimizer.num("history").unwrap_or(10.0) as usize,
+        max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
+        tolerance_grad: 1e-7,
+    };
+    let value = super::lbfgs::minimize(&mut f, &mut x, st, &o)?;
+    let mut at = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
+        e.set_param(i, &v)?;
+        at += n;
+    }
+    Ok((value, evals))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -92,12 +92,16 @@ impl B {
     }
 }
 
-/// The step graph of a train graph: every parameter gets its `update`, optimizer
-/// states are added with theirs. L-BFGS is a host loop and has no step graph.
-pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+/// The training objective: the model's loss plus the `train` block's l1/l2 terms on
+/// decayed parameters. Returns the graph with the objective's nodes and its value.
+pub fn objective(train: &Graph, settings: &TrainSettings) -> Result<(Graph, Value), String> {
     let loss = train.loss.ok_or("the model has no `loss` to train")?;
     let mut b = B { g: train.clone() };
-    // The objective: loss + l1 sum|w| + l2/2 sum w^2 over decayed parameters.
+    let objective = add_regularizers(&mut b, train, settings, loss)?;
+    Ok((b.g, objective))
+}
+
+fn add_regularizers(b: &mut B, train: &Graph, settings: &TrainSettings, loss: Value) -> Result<Value, String> {
     let mut objective = loss;
     for (coef, is_l1) in [(settings.l1, true), (settings.l2, false)] {
         if coef == 0.0 {
@@ -119,6 +123,15 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
             objective = b.add(objective, s)?;
         }
     }
+    Ok(objective)
+}
+
+/// The step graph of a train graph: every parameter gets its `update`, optimizer
+/// states are added with theirs. L-BFGS is a host loop and has no step graph.
+pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    let loss = train.loss.ok_or("the model has no `loss` to train")?;
+    let mut b = B { g: train.clone() };
+    let objective = add_regularizers(&mut b, train, settings, loss)?;
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
     let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
     b.g = g2;
