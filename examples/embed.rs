@@ -20,9 +20,8 @@ model Moons {
 
 fn main() -> Result<(), String> {
     // 1. Compile: errors come back as diagnostics to render however you like.
-    let compiled = nnc::pipeline::compile_source("moons.nn", MODEL, None).map_err(|e| {
-        nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
-    })?;
+    let compiled = nnc::pipeline::compile_source("moons.nn", MODEL, None)
+        .map_err(|e| nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default()))?;
     let mut program = compiled.programs.into_iter().next().ok_or("no model")?;
     // 2. Override settings as `--set` would.
     program.settings.epochs = 40;

@@ -178,9 +178,13 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
     let x = node.args[k];
     let arg = |i: usize| node.args[i];
     let out = match &node.op {
-        Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Fill(_) | Op::DimValue(_) | Op::Iota { .. } | Op::Rand { .. } => {
-            return Ok(None)
-        }
+        Op::Input(_)
+        | Op::Param(_)
+        | Op::State(_)
+        | Op::Fill(_)
+        | Op::DimValue(_)
+        | Op::Iota { .. }
+        | Op::Rand { .. } => return Ok(None),
         Op::StopGradient | Op::OneHot { .. } => return Ok(None),
         Op::Unary(u) => match u {
             // d(-x) = -g
@@ -404,7 +408,11 @@ pub fn directional_graph(g: &Graph) -> Result<Graph, String> {
         b.g.inputs.push(crate::ir::InputDecl { name: format!("v.{}", p.name), ty, value: v, span: p.span });
         let prod = b.mul(gp, v)?;
         let rank = p.shape.len() as u32;
-        let s = if rank == 0 { prod } else { b.push(Op::Reduce { op: ReduceOp::Sum, axes: (0..rank).collect() }, vec![prod], None)? };
+        let s = if rank == 0 {
+            prod
+        } else {
+            b.push(Op::Reduce { op: ReduceOp::Sum, axes: (0..rank).collect() }, vec![prod], None)?
+        };
         total = Some(match total {
             Some(t) => b.bin(BinaryOp::Add, t, s)?,
             None => s,

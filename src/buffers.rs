@@ -180,20 +180,16 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
         }
     }
     // First-fit offsets in the arena, in order of first kernel.
-    let mut order: Vec<usize> = (0..n)
-        .filter(|&i| live[i].is_some() && slots[i].is_none() && s.storage[i].as_u32() as usize == i)
-        .collect();
+    let mut order: Vec<usize> =
+        (0..n).filter(|&i| live[i].is_some() && slots[i].is_none() && s.storage[i].as_u32() as usize == i).collect();
     order.sort_by_key(|&i| (live[i].map(|l| l.0).unwrap_or(0), i));
     let mut placed: Vec<(usize, usize, i64, i64)> = Vec::new(); // offset, len, from, to
     let mut arena_len = 0;
     for i in order {
         let (from, to) = live[i].unwrap_or((0, 0));
         let len = round(size(g, Value::from_u32(i as u32)));
-        let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|p| !(p.3 < from || to < p.2))
-            .map(|p| (p.0, p.0 + p.1))
-            .collect();
+        let mut busy: Vec<(usize, usize)> =
+            placed.iter().filter(|p| !(p.3 < from || to < p.2)).map(|p| (p.0, p.0 + p.1)).collect();
         busy.sort_unstable();
         let mut at = 0;
         for (a, b) in busy {

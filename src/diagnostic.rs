@@ -81,14 +81,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            code,
-            message: message.into(),
-            span,
-            label: String::new(),
-            labels: Vec::new(),
-            help: None,
-        }
+        Diagnostic { code, message: message.into(), span, label: String::new(), labels: Vec::new(), help: None }
     }
     pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {
         self.label = label.into();
@@ -160,14 +153,8 @@ impl miette::Diagnostic for Report<'_> {
 /// Renders diagnostics as text: `error[E...]: message (file.nn:3:5)`, then the source
 /// line(s) with the span underlined, labels, and help.
 pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) -> String {
-    let theme = if opts.color {
-        miette::GraphicalTheme::unicode()
-    } else {
-        miette::GraphicalTheme::unicode_nocolor()
-    };
-    let handler = miette::GraphicalReportHandler::new_themed(theme)
-        .with_width(100)
-        .with_links(false);
+    let theme = if opts.color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
     let mut out = String::new();
     for d in diags {
         let file = d.span.file;
@@ -190,11 +177,7 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) ->
                 notes.push(format!("note: {} ({}:{}:{})", l.message, sources.name(l.span.file), nl, nc));
             }
         }
-        let report = Report {
-            diag: d,
-            source: miette::NamedSource::new(sources.name(file), text.clone()),
-            labels,
-        };
+        let report = Report { diag: d, source: miette::NamedSource::new(sources.name(file), text.clone()), labels };
         let mut s = String::new();
         if handler.render_report(&mut s, &report).is_err() {
             s = format!("error[{}]: {}\n", d.code, d.message);

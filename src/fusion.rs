@@ -108,7 +108,10 @@ fn strip_ones(s: &[usize]) -> Vec<usize> {
 /// Whether `t` transposes exactly the last two dims.
 fn swaps_last_two(perm: &[u32]) -> bool {
     let r = perm.len();
-    r >= 2 && perm[r - 2] as usize == r - 1 && perm[r - 1] as usize == r - 2 && perm[..r - 2].iter().enumerate().all(|(i, &p)| p as usize == i)
+    r >= 2
+        && perm[r - 2] as usize == r - 1
+        && perm[r - 1] as usize == r - 2
+        && perm[..r - 2].iter().enumerate().all(|(i, &p)| p as usize == i)
 }
 
 /// Groups a concrete graph into kernels.
@@ -183,7 +186,11 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     let mut folded_t = vec![false; n];
     for (v, node) in g.nodes.iter() {
         if let Op::Transpose { perm } = &node.op {
-            if swaps_last_two(perm) && !pinned[idx(v)] && !users[idx(v)].is_empty() && users[idx(v)].iter().all(|&u| matches!(g.nodes[u].op, Op::MatMul)) {
+            if swaps_last_two(perm)
+                && !pinned[idx(v)]
+                && !users[idx(v)].is_empty()
+                && users[idx(v)].iter().all(|&u| matches!(g.nodes[u].op, Op::MatMul))
+            {
                 folded_t[idx(v)] = true;
             }
         }

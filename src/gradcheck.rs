@@ -68,7 +68,7 @@ fn id_range(g: &Graph, input: crate::ir::Value) -> i64 {
 /// Floats are standard normal; ids are uniform over their valid range.
 pub fn random_inputs<T: crate::runtime::Real>(g: &Graph, batch: usize, seed: u64) -> Result<Vec<Tensor<T>>, String> {
     let b = crate::runtime::Bindings(vec![Some(batch as i64); g.symbols.len()]);
-    let mut rng = SplitMix64::new(seed ^ 0x5EED_0F_1A9);
+    let mut rng = SplitMix64::new(seed ^ 0x0005_EED0_F1A9);
     let mut out = Vec::new();
     for i in &g.inputs {
         let shape = b.shape(&i.ty.shape, g)?;

@@ -41,7 +41,12 @@ pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Comp
 }
 
 /// `compile_source` for a file on disk (`path`), so that a `use` of itself is a no-op.
-fn compile_source_at(name: &str, text: &str, dir: Option<&Path>, path: Option<&Path>) -> Result<Compiled, CompileError> {
+fn compile_source_at(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    path: Option<&Path>,
+) -> Result<Compiled, CompileError> {
     let mut sources = SourceMap::default();
     let prelude = sources.add("<prelude>", PRELUDE);
     let main = sources.add(name, text);
@@ -177,10 +182,8 @@ pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
     if settings.optimizer.name == "lbfgs" {
         // L-BFGS runs on the host around the compiled loss and gradient; its step graph
         // is plain gradient descent (used for benchmarking only).
-        settings.optimizer = crate::settings::Choice {
-            name: "sgd".into(),
-            args: vec![("lr".into(), crate::settings::Lit::Num(1.0))],
-        };
+        settings.optimizer =
+            crate::settings::Choice { name: "sgd".into(), args: vec![("lr".into(), crate::settings::Lit::Num(1.0))] };
     }
     let g = crate::train::update::step_graph(&p.train, &settings)?;
     crate::runtime::executable::concrete(&g, batch)

@@ -278,18 +278,14 @@ fn lit_of(ty: Ty, e: &Expr, what: &str) -> Result<Lit, Diagnostic> {
                 Ty::Str => "a string",
                 Ty::Bool => "true or false",
             };
-            Err(Diagnostic::new("E0603", e.span, format!("{what} must be {want}")).with_label(format!("expected {want}")))
+            Err(Diagnostic::new("E0603", e.span, format!("{what} must be {want}"))
+                .with_label(format!("expected {want}")))
         }
     }
 }
 
 /// Checks `name` or `name(args)` against a table of choices.
-fn choice(
-    e: &Expr,
-    key: &str,
-    spec: fn(&str) -> Option<Vec<ArgSpec>>,
-    names: &str,
-) -> Result<Choice, Diagnostic> {
+fn choice(e: &Expr, key: &str, spec: fn(&str) -> Option<Vec<ArgSpec>>, names: &str) -> Result<Choice, Diagnostic> {
     let (name, name_span, args) = match &e.kind {
         ExprKind::Name(n) => (n.clone(), e.span, &[][..]),
         ExprKind::Call { callee, args } => match &callee.kind {
@@ -339,10 +335,16 @@ fn choice(
         }
         values[idx] = Some(lit_of(specs[idx].1, &a.value, &format!("`{}`", specs[idx].0))?);
     }
-    if let Some(v) = values.iter().zip(&specs).find_map(|(v, s)| (s.0 == "method").then_some(v.as_ref()).flatten()) {
-        if let Lit::Str(m) = v {
+    if let Some(Lit::Str(m)) =
+        values.iter().zip(&specs).find_map(|(v, s)| (s.0 == "method").then_some(v.as_ref()).flatten())
+    {
+        {
             if m != "pca" && m != "zca" {
-                return Err(Diagnostic::new("E0602", e.span, format!("`method` must be \"pca\" or \"zca\", found \"{m}\"")));
+                return Err(Diagnostic::new(
+                    "E0602",
+                    e.span,
+                    format!("`method` must be \"pca\" or \"zca\", found \"{m}\""),
+                ));
             }
         }
     }
@@ -380,7 +382,11 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
                 return Err(err(v.span, "`split` must be a list like [0.8, 0.1, 0.1]"));
             };
             if items.len() != 2 && items.len() != 3 {
-                return Err(Diagnostic::new("E0609", v.span, "`split` needs two (train, test) or three (train, validation, test) parts"));
+                return Err(Diagnostic::new(
+                    "E0609",
+                    v.span,
+                    "`split` needs two (train, test) or three (train, validation, test) parts",
+                ));
             }
             let mut parts = Vec::new();
             for it in items {
@@ -388,7 +394,11 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
             }
             let total: f64 = parts.iter().sum();
             if (total - 1.0).abs() > 1e-6 {
-                return Err(Diagnostic::new("E0609", v.span, format!("split fractions must add up to 1, found {total}")));
+                return Err(Diagnostic::new(
+                    "E0609",
+                    v.span,
+                    format!("split fractions must add up to 1, found {total}"),
+                ));
             }
             if parts[0] <= 0.0 {
                 return Err(Diagnostic::new("E0609", v.span, "the training part of `split` must be above 0"));
@@ -482,7 +492,11 @@ pub fn check_block(settings: &[crate::syntax::ast::Setting], span: Span) -> (Tra
 /// Rules that involve more than one key.
 pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
     if s.early_stop.is_some() && s.split.len() != 3 {
-        return Err(Diagnostic::new("E0612", span, "`early_stop` needs a validation part: `split = [train, validation, test]`"));
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "`early_stop` needs a validation part: `split = [train, validation, test]`",
+        ));
     }
     if s.clip_norm.is_some() && s.clip_value.is_some() {
         return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));

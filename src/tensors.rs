@@ -52,9 +52,9 @@ pub fn read(path: &Path) -> Result<TensorMap, String> {
         let shape = view.shape().to_vec();
         let raw = view.data();
         let data = match view.dtype() {
-            safetensors::Dtype::F32 => {
-                HostData::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect())
-            }
+            safetensors::Dtype::F32 => HostData::F32(
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+            ),
             safetensors::Dtype::F64 => HostData::F64(
                 raw.chunks_exact(8)
                     .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))

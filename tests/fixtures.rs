@@ -100,9 +100,8 @@ fn examples_compile() {
 fn grad_stage() {
     insta::glob!("data/grad/*.nn", |path| {
         let text = read(path);
-        let c = pipeline::compile_source(&name_of(path), &text, None).unwrap_or_else(|e| {
-            panic!("{}", render(&e.diagnostics, &e.sources, RenderOptions { color: false }))
-        });
+        let c = pipeline::compile_source(&name_of(path), &text, None)
+            .unwrap_or_else(|e| panic!("{}", render(&e.diagnostics, &e.sources, RenderOptions { color: false })));
         let g = nnc::autodiff::grad_program(&c.programs[0].train).expect("differentiable").graph;
         let errs = nnc::ir::verify::verify(&g);
         assert!(errs.is_empty(), "{}: the verifier rejects the backward graph: {errs:?}", path.display());

@@ -47,11 +47,14 @@ fn compare(what: &str, g: &Graph, batch: usize) {
     let g = concrete(g, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
     let inputs = random_inputs::<f32>(&g, batch, 3).unwrap_or_else(|e| panic!("{what}: {e}"));
     let (params, states) = random_params(&g, 3);
-    let to32 = |v: &Vec<Vec<f64>>| v.iter().map(|p| p.iter().map(|&x| x as f32).collect::<Vec<f32>>()).collect::<Vec<_>>();
+    let to32 =
+        |v: &Vec<Vec<f64>>| v.iter().map(|p| p.iter().map(|&x| x as f32).collect::<Vec<f32>>()).collect::<Vec<_>>();
     let feeds = Feeds { inputs: inputs.clone(), params: to32(&params), states: to32(&states), seed: 7, step: 2 };
     let want = interp::run(&g, &feeds).unwrap_or_else(|e| panic!("{what}: interpreter: {e}"));
     let inputs64 = random_inputs::<f64>(&g, batch, 3).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let round = |v: &Vec<Vec<f64>>| v.iter().map(|p| p.iter().map(|&x| x as f32 as f64).collect::<Vec<f64>>()).collect::<Vec<_>>();
+    let round = |v: &Vec<Vec<f64>>| {
+        v.iter().map(|p| p.iter().map(|&x| x as f32 as f64).collect::<Vec<f64>>()).collect::<Vec<_>>()
+    };
     let inputs64: Vec<Tensor<f64>> = inputs64
         .into_iter()
         .map(|t| match t.data {
@@ -78,7 +81,11 @@ fn compare(what: &str, g: &Graph, batch: usize) {
     exe.run(7, 2);
     let mut checks: Vec<(String, Value, Vec<f32>)> = Vec::new();
     for (name, v) in &g.outputs {
-        checks.push((name.clone(), *v, exe.value(exe.graph.outputs.iter().find(|(n, _)| n == name).expect("out").1).expect("value").to_vec()));
+        checks.push((
+            name.clone(),
+            *v,
+            exe.value(exe.graph.outputs.iter().find(|(n, _)| n == name).expect("out").1).expect("value").to_vec(),
+        ));
     }
     if let Some(l) = g.loss {
         checks.push(("loss".into(), l, vec![exe.loss().expect("loss")]));

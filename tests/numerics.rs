@@ -106,7 +106,8 @@ fn hessian_vector_product_matches_finite_differences() {
     // Finite differences of the gradient along v.
     let h = 1e-5;
     let grad_at = |sign: f64| {
-        let ps: Vec<Vec<f64>> = params.iter().zip(&v).map(|(p, vp)| p.iter().zip(vp).map(|(a, b)| a + sign * h * b).collect()).collect();
+        let ps: Vec<Vec<f64>> =
+            params.iter().zip(&v).map(|(p, vp)| p.iter().zip(vp).map(|(a, b)| a + sign * h * b).collect()).collect();
         let f = Feeds { inputs: inputs.clone(), params: ps, states: states.clone(), seed: 0, step: 0 };
         let r = interp::run(&grad_graph, &f).expect("run");
         grads.iter().map(|gv| r.get(*gv).floats().to_vec()).collect::<Vec<_>>()
@@ -182,7 +183,10 @@ fn max_margin_formulas_by_hand() {
 /// Softmax cross-entropy: dL/dz = (softmax(z) - onehot(y)) / B.
 #[test]
 fn softmax_cross_entropy_gradient_by_hand() {
-    let p = compile_text("ce.nn", "model C {\n input y: i32[2]\n param z: [2, 3] = zeros\n loss = cross_entropy(z, y)\n}\n");
+    let p = compile_text(
+        "ce.nn",
+        "model C {\n input y: i32[2]\n param z: [2, 3] = zeros\n loss = cross_entropy(z, y)\n}\n",
+    );
     let g = &p.train;
     let gr = autodiff::grad_program(g).expect("grad");
     let z = vec![1.0, 2.0, 0.5, -1.0, 0.0, 3.0];
@@ -231,7 +235,10 @@ fn stop_gradient_blocks_gradient() {
 /// and the rest still agree.
 #[test]
 fn kinks_are_detected_and_skipped() {
-    let p = compile_text("k.nn", "model K {\n input x: [B, 4]\n param w: [4, 4] = normal(1.0)\n loss = sum(relu(x @ w) * relu(x @ w))\n}\n");
+    let p = compile_text(
+        "k.nn",
+        "model K {\n input x: [B, 4]\n param w: [4, 4] = normal(1.0)\n loss = sum(relu(x @ w) * relu(x @ w))\n}\n",
+    );
     let opts = GradcheckOptions { eps: 0.3, tol: 1.0, batch: 8, ..Default::default() };
     let reports = gradcheck(&p.train, &opts).expect("gradcheck");
     let kinks: usize = reports.iter().map(|r| r.kinks).sum();
@@ -239,7 +246,10 @@ fn kinks_are_detected_and_skipped() {
     // Where no kink is crossed, relu(.)^2 is quadratic, so central differences are exact.
     assert!(reports.iter().all(|r| r.max_rel_err < 1e-9), "{}", table(&reports, 1.0));
     // A tie in max splits the gradient evenly.
-    let t = compile_text("t.nn", "model T {\n param a: [2] = zeros\n param b: [2] = zeros\n loss = sum(maximum(a, b))\n}\n");
+    let t = compile_text(
+        "t.nn",
+        "model T {\n param a: [2] = zeros\n param b: [2] = zeros\n loss = sum(maximum(a, b))\n}\n",
+    );
     let gr = autodiff::grad_program(&t.train).expect("grad");
     let run = run_f64(&gr.graph, vec![], vec![vec![1.0, 2.0], vec![1.0, 0.0]]);
     assert_eq!(run.get(gr.grads[0]).floats(), &[0.5, 1.0]);
@@ -270,7 +280,10 @@ fn dropout_is_deterministic_and_inverted() {
 /// momentum convention) and uses them in evaluation.
 #[test]
 fn batchnorm_running_statistics() {
-    let p = compile_text("bn.nn", "model N {\n input x: [B, 2]\n layer bn = BatchNorm(2, momentum = 0.9)\n output y = bn(x)\n}\n");
+    let p = compile_text(
+        "bn.nn",
+        "model N {\n input x: [B, 2]\n layer bn = BatchNorm(2, momentum = 0.9)\n output y = bn(x)\n}\n",
+    );
     let g = &p.train;
     let x = Tensor::f(vec![3, 2], vec![1.0, 10.0, 2.0, 20.0, 6.0, 0.0]);
     let params = nnc::runtime::init::init_all(g, 0).0;

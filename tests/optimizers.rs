@@ -9,7 +9,10 @@ const MODEL: &str = "model Q {\n input a: [3]\n param w: [3] = zeros\n param m: 
 
 fn settings(name: &str, args: &[(&str, f64)]) -> TrainSettings {
     TrainSettings {
-        optimizer: Choice { name: name.into(), args: args.iter().map(|(k, v)| (k.to_string(), Lit::Num(*v))).collect() },
+        optimizer: Choice {
+            name: name.into(),
+            args: args.iter().map(|(k, v)| (k.to_string(), Lit::Num(*v))).collect(),
+        },
         ..TrainSettings::default()
     }
 }
@@ -30,8 +33,8 @@ fn run(s: &TrainSettings, w0: &[f64], m0: &[f64], steps: usize) -> Vec<(Vec<f64>
     let mut out = Vec::new();
     for t in 1..=steps {
         let h = hyper_values(s, lr, t as u64);
-        for k in 0..3 {
-            feeds.inputs[1 + k] = Tensor::f(vec![], vec![h[k]]);
+        for (k, v) in h.iter().enumerate() {
+            feeds.inputs[1 + k] = Tensor::f(vec![], vec![*v]);
         }
         interp::step(&g, &mut feeds).expect("step");
         out.push((feeds.params[0].clone(), feeds.params[1].clone()));

@@ -1132,8 +1132,18 @@ fn pathological_fixed_regressions() {
         &["E0904"],
         "layer instances",
     );
-    expect_err("a zero input dim", "model M {\n    input x: [B, 0]\n    output o = x\n}\n".into(), &["E0320"], "at least 1");
-    expect_err("a negative input dim", "model M {\n    input x: [B, -4]\n    output o = x\n}\n".into(), &["E0320"], "at least 1");
+    expect_err(
+        "a zero input dim",
+        "model M {\n    input x: [B, 0]\n    output o = x\n}\n".into(),
+        &["E0320"],
+        "at least 1",
+    );
+    expect_err(
+        "a negative input dim",
+        "model M {\n    input x: [B, -4]\n    output o = x\n}\n".into(),
+        &["E0320"],
+        "at least 1",
+    );
 }
 
 /// A file that `use`s itself is read once.

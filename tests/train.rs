@@ -96,9 +96,12 @@ fn stopping_saves_a_checkpoint() {
 /// and gradient, on both backends.
 #[test]
 fn lbfgs_trains() {
-    let src = MODEL.replace("optimizer = adam(lr = 0.01)", "optimizer = lbfgs(max_iter = 30)").replace("dropout(tanh(a(x)), 0.1)", "tanh(a(x))");
+    let src = MODEL
+        .replace("optimizer = adam(lr = 0.01)", "optimizer = lbfgs(max_iter = 30)")
+        .replace("dropout(tanh(a(x)), 0.1)", "tanh(a(x))");
     for jit in [true, false] {
-        let r = run(&program(&src), &out_dir(if jit { "lbfgs_jit" } else { "lbfgs_interp" }), false, jit).expect("train");
+        let r =
+            run(&program(&src), &out_dir(if jit { "lbfgs_jit" } else { "lbfgs_interp" }), false, jit).expect("train");
         let acc = r.test.get("test_accuracy").copied().unwrap_or(0.0);
         assert!(acc > 0.9, "L-BFGS on moons: test accuracy {acc}");
     }

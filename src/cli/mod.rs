@@ -310,8 +310,14 @@ pub fn run() -> i32 {
                         Ok(b) => b,
                         Err(m) => return fail(&m),
                     };
-                    let opts = crate::codegen::CodegenOptions { keep_clif: stage == Stage::Clif, threads: 1, ..Default::default() };
-                    let exe = match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &opts)) {
+                    let opts = crate::codegen::CodegenOptions {
+                        keep_clif: stage == Stage::Clif,
+                        threads: 1,
+                        ..Default::default()
+                    };
+                    let exe = match crate::pipeline::step_graph(p, b)
+                        .and_then(|g| crate::runtime::executable::Executable::new(&g, &opts))
+                    {
                         Ok(e) => e,
                         Err(m) => return fail(&m),
                     };
@@ -367,12 +373,21 @@ pub fn run() -> i32 {
             let (params, states) = crate::runtime::init::init_all(&p.train, seed);
             let mut map = crate::tensors::TensorMap::new();
             for (d, v) in p.train.params.iter().zip(params) {
-                map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+                map.insert(
+                    d.name.clone(),
+                    crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v),
+                );
             }
             for (d, v) in p.train.states.iter().zip(states) {
-                map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+                map.insert(
+                    d.name.clone(),
+                    crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v),
+                );
             }
-            let meta = std::collections::BTreeMap::from([("model".to_string(), p.name.clone()), ("seed".to_string(), seed.to_string())]);
+            let meta = std::collections::BTreeMap::from([
+                ("model".to_string(), p.name.clone()),
+                ("seed".to_string(), seed.to_string()),
+            ]);
             match crate::tensors::write(&out, &map, Some(meta)) {
                 Ok(()) => {
                     errln!("wrote {} tensors to {}", map.len(), out.display());
@@ -382,7 +397,6 @@ pub fn run() -> i32 {
             }
         }
         Command::Grad { file, params, inputs, out, mode, f64, backend, seed, model } => {
-
             let Some(c) = compile(&file, opts) else { return 1 };
             let p = match pick(&c, model.as_deref()) {
                 Ok(p) => p,
@@ -444,7 +458,9 @@ pub fn run() -> i32 {
                 Ok(t) => t,
                 Err(m) => return fail(&m),
             };
-            match crate::runtime::exec::run_named(&g, &ps, &ins, run).and_then(|r| crate::tensors::write(&out, &r, None).map(|_| r.len())) {
+            match crate::runtime::exec::run_named(&g, &ps, &ins, run)
+                .and_then(|r| crate::tensors::write(&out, &r, None).map(|_| r.len()))
+            {
                 Ok(n) => {
                     errln!("wrote {n} tensors to {}", out.display());
                     0
@@ -459,7 +475,8 @@ pub fn run() -> i32 {
                 Err(m) => return fail(&m),
             };
             let g = if mode == RunMode::Train { &p.train } else { &p.eval };
-            let o = crate::gradcheck::GradcheckOptions { seed, eps, tol, batch, max_coords: coords, ..Default::default() };
+            let o =
+                crate::gradcheck::GradcheckOptions { seed, eps, tol, batch, max_coords: coords, ..Default::default() };
             match crate::gradcheck::gradcheck(g, &o) {
                 Ok(reports) => {
                     outs!("{}", crate::gradcheck::table(&reports, tol));
@@ -676,11 +693,18 @@ fn train_command(
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
         }
         crate::train::trainer::Event::Epoch(r) => {
-            let parts: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect();
+            let parts: Vec<String> =
+                r.metrics.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect();
             bar.suspend(|| errln!("{}", parts.join("  ")));
         }
     };
-    errln!("training {} from {} ({} backend) -> {}", p.name, file.display(), if jit { "jit" } else { "interp" }, out_dir.display());
+    errln!(
+        "training {} from {} ({} backend) -> {}",
+        p.name,
+        file.display(),
+        if jit { "jit" } else { "interp" },
+        out_dir.display()
+    );
     let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
     bar.finish_and_clear();
     match result {
@@ -690,9 +714,18 @@ fn train_command(
                 return 130;
             }
             if r.stopped_early {
-                errln!("stopped early after epoch {}; restored the best epoch ({})", r.epochs_run, r.best_epoch.unwrap_or(0));
+                errln!(
+                    "stopped early after epoch {}; restored the best epoch ({})",
+                    r.epochs_run,
+                    r.best_epoch.unwrap_or(0)
+                );
             }
-            errln!("trained {} epochs in {:.1} s; files: {}", r.epochs_run, r.seconds, r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+            errln!(
+                "trained {} epochs in {:.1} s; files: {}",
+                r.epochs_run,
+                r.seconds,
+                r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
             if let Some(c) = &r.confusion {
                 outln!("confusion matrix (rows: true class, columns: predicted):\n{c}");
             }
@@ -723,10 +756,11 @@ fn bench(
         Err(m) => return fail(&m),
     };
     let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, ..Default::default() };
-    let mut exe = match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
-        Ok(e) => e,
-        Err(m) => return fail(&m),
-    };
+    let mut exe =
+        match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
+            Ok(e) => e,
+            Err(m) => return fail(&m),
+        };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     if let Err(m) = synthetic_feeds(&mut exe, b) {
         return fail(&m);
@@ -754,11 +788,29 @@ fn bench(
             _ => 0,
         })
         .sum();
-    outln!("model {} (training step: {}, batch {b}, {threads} thread{})", p.name, p.settings.optimizer.name, if threads == 1 { "" } else { "s" });
+    outln!(
+        "model {} (training step: {}, batch {b}, {threads} thread{})",
+        p.name,
+        p.settings.optimizer.name,
+        if threads == 1 { "" } else { "s" }
+    );
     outln!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
-    outln!("step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps", times[0], times[times.len() - 1], times.len());
-    outln!("matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median", flops as f64 / 1e6, flops as f64 / median / 1e6);
-    outln!("arena: {:.2} MB, parameters and states: {:.2} MB", exe.plan.arena_len as f64 * 4e-6, exe.plan.persistent_len as f64 * 4e-6);
+    outln!(
+        "step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps",
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+    outln!(
+        "matmul work: {:.1} MFLOP per step, {:.1} GFLOP/s at the median",
+        flops as f64 / 1e6,
+        flops as f64 / median / 1e6
+    );
+    outln!(
+        "arena: {:.2} MB, parameters and states: {:.2} MB",
+        exe.plan.arena_len as f64 * 4e-6,
+        exe.plan.persistent_len as f64 * 4e-6
+    );
     if profile {
         let times = exe.kernel_times();
         let total: u64 = times.iter().sum();
@@ -769,7 +821,12 @@ fn bench(
         for &i in order.iter().take(15) {
             let k = &exe.schedule.kernels[i];
             let d = crate::fusion::describe(&exe.graph, &exe.schedule, k);
-            outln!("  {:>8.3} {:>5.1}%  k{i}: {}", times[i] as f64 / runs / 1e6, 100.0 * times[i] as f64 / total.max(1) as f64, d);
+            outln!(
+                "  {:>8.3} {:>5.1}%  k{i}: {}",
+                times[i] as f64 / runs / 1e6,
+                100.0 * times[i] as f64 / total.max(1) as f64,
+                d
+            );
         }
     }
     0
@@ -832,9 +889,17 @@ fn plan_table(exe: &crate::runtime::executable::Executable, name: &str, batch: u
     let param_bytes: usize = plan.param_slots.iter().map(|s| s.len * 4).sum();
     let state_bytes: usize = plan.state_slots.iter().map(|s| s.len * 4).sum();
     out.push_str(&format!("arena: {} bytes ({:.2} MB)\n", plan.arena_len * 4, plan.arena_len as f64 * 4e-6));
-    out.push_str(&format!("naive (every value its own buffer): {} bytes ({:.2} MB)\n", plan.naive_bytes, plan.naive_bytes as f64 * 1e-6));
+    out.push_str(&format!(
+        "naive (every value its own buffer): {} bytes ({:.2} MB)\n",
+        plan.naive_bytes,
+        plan.naive_bytes as f64 * 1e-6
+    ));
     out.push_str(&format!("parameters: {param_bytes} bytes; gradients: computed into the arena; states and optimizer state: {state_bytes} bytes\n"));
-    out.push_str(&format!("updates in place: {}, copied: {}\n", g.params.len() + g.states.iter().filter(|s| s.update.is_some()).count() - plan.copies.len(), plan.copies.len()));
+    out.push_str(&format!(
+        "updates in place: {}, copied: {}\n",
+        g.params.len() + g.states.iter().filter(|s| s.update.is_some()).count() - plan.copies.len(),
+        plan.copies.len()
+    ));
     out
 }
 

@@ -15,22 +15,59 @@ use crate::runtime::rng;
 #[derive(Clone, Debug)]
 pub enum HostOp {
     /// `dst[k] = src[map[k]]` (`u32::MAX`: 0). Transpose, slice, broadcast, im2col, iota.
-    Gather { src: Slot, dst: Slot, map: Vec<u32> },
+    Gather {
+        src: Slot,
+        dst: Slot,
+        map: Vec<u32>,
+    },
     /// `dst = 0; dst[map[k]] += src[k]` for each source part (`u32::MAX`: skipped).
     /// Pad, concat (one part per operand), col2im.
-    Scatter { parts: Vec<(Slot, Vec<u32>)>, dst: Slot },
+    Scatter {
+        parts: Vec<(Slot, Vec<u32>)>,
+        dst: Slot,
+    },
     /// `dst[map[k]] = op(dst[map[k]], src[k])` after filling dst with the identity.
-    Reduce { src: Slot, dst: Slot, map: Vec<u32>, op: ReduceOp },
+    Reduce {
+        src: Slot,
+        dst: Slot,
+        map: Vec<u32>,
+        op: ReduceOp,
+    },
     /// Rows of a table picked by i32 ids (out-of-range ids give zeros).
-    GatherRows { table: Slot, ids: Slot, dst: Slot, rows: usize, row: usize },
+    GatherRows {
+        table: Slot,
+        ids: Slot,
+        dst: Slot,
+        rows: usize,
+        row: usize,
+    },
     /// Rows added into a zeroed table at i32 ids.
-    ScatterRows { ids: Slot, src: Slot, dst: Slot, rows: usize, row: usize },
-    OneHot { ids: Slot, dst: Slot, n: usize },
-    Rand { dst: Slot, stream: u32 },
+    ScatterRows {
+        ids: Slot,
+        src: Slot,
+        dst: Slot,
+        rows: usize,
+        row: usize,
+    },
+    OneHot {
+        ids: Slot,
+        dst: Slot,
+        n: usize,
+    },
+    Rand {
+        dst: Slot,
+        stream: u32,
+    },
     /// `dst = src` (updates that could not be computed in place).
-    Copy { src: Slot, dst: Slot },
+    Copy {
+        src: Slot,
+        dst: Slot,
+    },
     /// `dst = values` (iota: known at compile time).
-    Const { dst: Slot, values: Vec<f32> },
+    Const {
+        dst: Slot,
+        values: Vec<f32>,
+    },
 }
 
 /// A GEMM call: `out[b] = op(a[b]) @ op(b[b])`, row-major.

@@ -3,6 +3,8 @@
 //! functions as range reduction plus FMA polynomials (Cephes' single-precision
 //! coefficients), with explicit handling of NaN, infinities and denormals.
 
+#![allow(clippy::excessive_precision)] // coefficients as published / fitted
+
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -169,7 +171,8 @@ impl<'a, 'b> E<'a, 'b> {
         let c2 = self.c(2.121_944_4e-4);
         let r = self.fma(fx, c1, xc);
         let r = self.fma(fx, c2, r);
-        let p = self.poly(r, &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1]);
+        let p = self
+            .poly(r, &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1]);
         let r2 = self.mul(r, r);
         let one = self.c(1.0);
         let y = self.add(r, one);

@@ -122,7 +122,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     b.switch_to_block(entry);
                     let bases = [b.block_params(entry)[0], b.block_params(entry)[1]];
                     match k {
-                        Kernel::Elementwise { out, rows, cols } => elementwise(&mut b, g, s, plan, bases, *out, *rows, *cols)?,
+                        Kernel::Elementwise { out, rows, cols } => {
+                            elementwise(&mut b, g, s, plan, bases, *out, *rows, *cols)?
+                        }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
                             reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
                         }
@@ -133,7 +135,11 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     b.finalize(frontend_config);
                 }
                 if opts.keep_clif {
-                    clif.push_str(&format!("; kernel {ki}: {}\n{}\n", crate::fusion::describe(g, s, k), ctx.func.display()));
+                    clif.push_str(&format!(
+                        "; kernel {ki}: {}\n{}\n",
+                        crate::fusion::describe(g, s, k),
+                        ctx.func.display()
+                    ));
                 }
                 module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
                 module.clear_context(&mut ctx);
@@ -407,7 +413,9 @@ fn elementwise(
         let node = &g.nodes[v];
         if let Op::Broadcast { .. } = node.op {
             let x = node.args[0];
-            if s.materialized[x.as_u32() as usize] && !matches!(broadcast_access(g, x, v), Some(Access::Full | Access::Scalar)) {
+            if s.materialized[x.as_u32() as usize]
+                && !matches!(broadcast_access(g, x, v), Some(Access::Full | Access::Scalar))
+            {
                 flat = false;
             }
         }
@@ -465,7 +473,8 @@ fn elementwise(
             // Division by an invariant is a multiplication by its reciprocal.
             for &v in &nodes {
                 let node = &g.nodes[v];
-                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v) {
+                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v)
+                {
                     let d = pre[k][&node.args[1]];
                     let one = e.c(1.0);
                     let r = e.div(one, d);
@@ -582,7 +591,13 @@ fn reduce(
                 };
                 let next = b.ins().iadd_imm_s(i, 4);
                 let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, r4);
-                b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+                b.ins().brif(
+                    more,
+                    header,
+                    &[BlockArg::Value(next), BlockArg::Value(nacc)],
+                    exit,
+                    &[BlockArg::Value(nacc)],
+                );
                 b.switch_to_block(exit);
                 b.block_params(exit)[0]
             } else {
@@ -641,7 +656,13 @@ fn reduce(
                     };
                     let next = b.ins().iadd_imm_s(r, 1);
                     let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, red_i);
-                    b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+                    b.ins().brif(
+                        more,
+                        header,
+                        &[BlockArg::Value(next), BlockArg::Value(nacc)],
+                        exit,
+                        &[BlockArg::Value(nacc)],
+                    );
                     b.switch_to_block(exit);
                     let res = b.block_params(exit)[0];
                     let oa = b.ins().iadd(oo, coff);

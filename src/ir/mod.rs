@@ -200,7 +200,10 @@ pub fn bind_symbol(g: &Graph, name: &str, value: i64) -> Result<Graph, String> {
         }
         if let Some(Some(n)) = ty::numel(&node.ty.shape).map(|d| d.as_const()) {
             if n > crate::limits::MAX_TENSOR_ELEMENTS {
-                return Err(format!("with `{name} = {value}` a tensor has {n} elements; the limit is {}", crate::limits::MAX_TENSOR_ELEMENTS));
+                return Err(format!(
+                    "with `{name} = {value}` a tensor has {n} elements; the limit is {}",
+                    crate::limits::MAX_TENSOR_ELEMENTS
+                ));
             }
         }
     }

@@ -46,10 +46,7 @@ fn attrs(g: &Graph, op: &Op) -> String {
 }
 
 fn window(w: &super::Window) -> String {
-    format!(
-        "k={}x{} stride={}x{} pad={}x{}",
-        w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w
-    )
+    format!("k={}x{} stride={}x{} pad={}x{}", w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w)
 }
 
 /// Prints a whole graph.

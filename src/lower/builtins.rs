@@ -9,10 +9,47 @@ use crate::limits;
 
 /// Every built-in name, in the root scope below the prelude.
 pub const BUILTINS: &[&str] = &[
-    "exp", "log", "sqrt", "abs", "sign", "sigmoid", "tanh", "erf", "maximum", "minimum", "max", "min", "sum",
-    "mean", "var", "clamp", "where", "stop_gradient", "reshape", "transpose", "flatten", "concat", "stack",
-    "one_hot", "zeros", "ones", "full", "arange", "uniform_like", "gather", "conv2d", "maxpool2d", "avgpool2d",
-    "shape", "size", "normal", "uniform", "constant", "xavier_uniform", "xavier_normal", "he_uniform",
+    "exp",
+    "log",
+    "sqrt",
+    "abs",
+    "sign",
+    "sigmoid",
+    "tanh",
+    "erf",
+    "maximum",
+    "minimum",
+    "max",
+    "min",
+    "sum",
+    "mean",
+    "var",
+    "clamp",
+    "where",
+    "stop_gradient",
+    "reshape",
+    "transpose",
+    "flatten",
+    "concat",
+    "stack",
+    "one_hot",
+    "zeros",
+    "ones",
+    "full",
+    "arange",
+    "uniform_like",
+    "gather",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "shape",
+    "size",
+    "normal",
+    "uniform",
+    "constant",
+    "xavier_uniform",
+    "xavier_normal",
+    "he_uniform",
     "he_normal",
 ];
 
@@ -107,8 +144,10 @@ impl Lowerer {
     fn tensor_arg(&mut self, a: &ArgVal, what: &str) -> R<Value> {
         match &a.val {
             Val::Tensor(t) => Ok(*t),
-            Val::Float(_) | Val::Int(_) | Val::Bool(_) => self.to_tensor(&a.val, &[], a.span),
-            other => Err(Diagnostic::new("E0424", a.span, format!("{what} must be a tensor, found {}", other.describe()))),
+            Val::Float(_) | Val::Int(_) | Val::Bool(_) => self.tensor_of(&a.val, &[], a.span),
+            other => {
+                Err(Diagnostic::new("E0424", a.span, format!("{what} must be a tensor, found {}", other.describe())))
+            }
         }
     }
 
@@ -126,14 +165,22 @@ impl Lowerer {
         match v {
             Some(v) if v >= min && v <= i64::from(u32::MAX) => Ok(v),
             Some(v) => Err(Diagnostic::new("E0436", a.span, format!("{what} must be at least {min}, found {v}"))),
-            None => Err(Diagnostic::new("E0436", a.span, format!("{what} must be a known integer, found {}", a.val.describe()))),
+            None => Err(Diagnostic::new(
+                "E0436",
+                a.span,
+                format!("{what} must be a known integer, found {}", a.val.describe()),
+            )),
         }
     }
 
     /// A list of dims (`[B, 2, 5]`), as written or from `shape(x)`.
     fn dims_arg(&self, a: &ArgVal, what: &str) -> R<Vec<Dim>> {
         let Val::List(items) = &a.val else {
-            return Err(Diagnostic::new("E0437", a.span, format!("{what} must be a list like [B, 64], found {}", a.val.describe())));
+            return Err(Diagnostic::new(
+                "E0437",
+                a.span,
+                format!("{what} must be a list like [B, 64], found {}", a.val.describe()),
+            ));
         };
         items.iter().map(|v| self.as_dim(v, a.span)).collect()
     }
@@ -141,12 +188,20 @@ impl Lowerer {
     fn fixed_dims(&self, a: &ArgVal, what: &str) -> R<Vec<Dim>> {
         let dims = self.dims_arg(a, what)?;
         if dims.len() > limits::MAX_RANK {
-            return Err(Diagnostic::new("E0314", a.span, format!("rank {} is above the limit of {}", dims.len(), limits::MAX_RANK)));
+            return Err(Diagnostic::new(
+                "E0314",
+                a.span,
+                format!("rank {} is above the limit of {}", dims.len(), limits::MAX_RANK),
+            ));
         }
         for d in &dims {
             if let Some(c) = d.as_const() {
                 if c < 1 {
-                    return Err(Diagnostic::new("E0437", a.span, format!("{what}: a dimension is {c}; it must be at least 1")));
+                    return Err(Diagnostic::new(
+                        "E0437",
+                        a.span,
+                        format!("{what}: a dimension is {c}; it must be at least 1"),
+                    ));
                 }
             }
         }
@@ -154,13 +209,29 @@ impl Lowerer {
     }
 }
 
-fn fold_unary(name: &str) -> Option<(UnaryOp, Option<fn(f64) -> f64>)> {
+/// A unary built-in: its primitive and, when it has one, its f64 constant folding.
+type UnaryBuiltin = (UnaryOp, Option<fn(f64) -> f64>);
+
+fn fold_unary(name: &str) -> Option<UnaryBuiltin> {
     Some(match name {
         "exp" => (UnaryOp::Exp, Some(f64::exp as fn(f64) -> f64)),
         "log" => (UnaryOp::Log, Some(f64::ln as fn(f64) -> f64)),
         "sqrt" => (UnaryOp::Sqrt, Some(f64::sqrt as fn(f64) -> f64)),
         "abs" => (UnaryOp::Abs, Some(f64::abs as fn(f64) -> f64)),
-        "sign" => (UnaryOp::Sign, Some((|x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }) as fn(f64) -> f64)),
+        "sign" => (
+            UnaryOp::Sign,
+            Some(
+                (|x: f64| {
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
+                }) as fn(f64) -> f64,
+            ),
+        ),
         "sigmoid" => (UnaryOp::Sigmoid, Some((|x: f64| 1.0 / (1.0 + (-x).exp())) as fn(f64) -> f64)),
         "tanh" => (UnaryOp::Tanh, Some(f64::tanh as fn(f64) -> f64)),
         // erf of a constant is left to the tensor path (no f64 erf in std).
@@ -243,7 +314,7 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
             for a in [c, x, y] {
                 let t = match &a.val {
                     Val::Tensor(t) => lw.broadcast_to(*t, &shape, a.span)?,
-                    other => lw.to_tensor(other, &shape, a.span)?,
+                    other => lw.tensor_of(other, &shape, a.span)?,
                 };
                 vals.push(t);
             }
@@ -275,21 +346,31 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
                 } else {
                     if let Some(c) = d.as_const() {
                         if c < 1 {
-                            return Err(Diagnostic::new("E0438", sa.span, format!("a reshape dim is {c}; it must be at least 1 (or -1)")));
+                            return Err(Diagnostic::new(
+                                "E0438",
+                                sa.span,
+                                format!("a reshape dim is {c}; it must be at least 1 (or -1)"),
+                            ));
                         }
                     }
                     dims.push(Some(d));
                 }
             }
             let known: Vec<Dim> = dims.iter().flatten().cloned().collect();
-            let known_n = crate::ir::ty::numel(&known).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
+            let known_n =
+                crate::ir::ty::numel(&known).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
             let shape: Vec<Dim> = if dims.iter().any(Option::is_none) {
                 let Some(rest) = total.div_exact(&known_n) else {
                     return Err(Diagnostic::new(
                         "E0438",
                         span,
-                        format!("cannot reshape {} to {}: {} elements do not divide by {}",
-                            lw.shape_str(&from), render_dims(lw, &dims), total.display(&lw.g.symbols), known_n.display(&lw.g.symbols)),
+                        format!(
+                            "cannot reshape {} to {}: {} elements do not divide by {}",
+                            lw.shape_str(&from),
+                            render_dims(lw, &dims),
+                            total.display(&lw.g.symbols),
+                            known_n.display(&lw.g.symbols)
+                        ),
                     ));
                 };
                 dims.into_iter().map(|d| d.unwrap_or_else(|| rest.clone())).collect()
@@ -358,14 +439,19 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
             if shape.is_empty() {
                 return Err(Diagnostic::new("E0439", span, "`flatten` needs a tensor of rank >= 1"));
             }
-            let rest = crate::ir::ty::numel(&shape[1..]).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
+            let rest =
+                crate::ir::ty::numel(&shape[1..]).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
             Ok(Val::Tensor(lw.reshape(t, vec![shape[0].clone(), rest], span)?))
         }
         "concat" | "stack" => {
             let b = bind(name, &args, &["xs", "axis"], span)?;
             let xs = b.req("xs")?;
             let Val::List(items) = &xs.val else {
-                return Err(Diagnostic::new("E0437", xs.span, format!("`{name}` takes a list of tensors: `{name}([a, b], axis)`")));
+                return Err(Diagnostic::new(
+                    "E0437",
+                    xs.span,
+                    format!("`{name}` takes a list of tensors: `{name}([a, b], axis)`"),
+                ));
             };
             if items.is_empty() {
                 return Err(Diagnostic::new("E0437", xs.span, format!("`{name}` needs at least one tensor")));
@@ -388,7 +474,11 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
                         return Err(Diagnostic::new(
                             "E0441",
                             xs.span,
-                            format!("`stack` needs tensors of one type; found {} and {}", lw.ty_str(&first), lw.ty_str(&lw.g.ty(*t).clone())),
+                            format!(
+                                "`stack` needs tensors of one type; found {} and {}",
+                                lw.ty_str(&first),
+                                lw.ty_str(&lw.g.ty(*t).clone())
+                            ),
                         ));
                     }
                     s.insert(axis as usize, Dim::konst(1));
@@ -399,12 +489,21 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
                     let ty = lw.g.ty(*t).clone();
                     let same = ty.rank() == first.rank()
                         && ty.dtype == first.dtype
-                        && ty.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis as usize || a == b);
+                        && ty
+                            .shape
+                            .iter()
+                            .zip(&first.shape)
+                            .enumerate()
+                            .all(|(i, (a, b))| i == axis as usize || a == b);
                     if !same {
                         return Err(Diagnostic::new(
                             "E0441",
                             xs.span,
-                            format!("`concat` along axis {axis} needs equal other dims; found {} and {}", lw.ty_str(&first), lw.ty_str(&ty)),
+                            format!(
+                                "`concat` along axis {axis} needs equal other dims; found {} and {}",
+                                lw.ty_str(&first),
+                                lw.ty_str(&ty)
+                            ),
                         ));
                     }
                 }
@@ -419,8 +518,12 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
             let ids = b.req("ids")?;
             let t = lw.tensor_arg(ids, "the ids")?;
             if lw.g.ty(t).dtype != DType::I32 {
-                return Err(Diagnostic::new("E0442", ids.span, format!("`one_hot` needs i32 ids, found {}", lw.ty_str(&lw.g.ty(t).clone())))
-                    .with_help("declare labels as `input y: i32[B]`"));
+                return Err(Diagnostic::new(
+                    "E0442",
+                    ids.span,
+                    format!("`one_hot` needs i32 ids, found {}", lw.ty_str(&lw.g.ty(t).clone())),
+                )
+                .with_help("declare labels as `input y: i32[B]`"));
             }
             let n = lw.int_arg(b.req("n")?, "the number of classes", 1)?;
             Ok(Val::Tensor(lw.push(Op::OneHot { n }, vec![t], None, span)?))
@@ -455,7 +558,8 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
             let ids_a = b.req("ids")?;
             let ids = lw.tensor_arg(ids_a, "the ids")?;
             if lw.g.ty(ids).dtype != DType::I32 {
-                return Err(Diagnostic::new("E0442", ids_a.span, "`gather` needs i32 ids").with_help("declare ids as `input tokens: i32[B, T]`"));
+                return Err(Diagnostic::new("E0442", ids_a.span, "`gather` needs i32 ids")
+                    .with_help("declare ids as `input tokens: i32[B, T]`"));
             }
             if lw.g.ty(table).rank() < 1 {
                 return Err(Diagnostic::new("E0443", span, "`gather` needs a table of rank >= 1"));
@@ -569,8 +673,12 @@ fn reduction(
 fn windows(lw: &mut Lowerer, x: Value, kh: i64, kw: i64, stride: i64, pad: i64, xspan: Span, span: Span) -> R<Value> {
     let ty = lw.g.ty(x).clone();
     if ty.rank() != 4 {
-        return Err(Diagnostic::new("E0445", xspan, format!("expected an NCHW image [N, C, H, W], found {}", lw.ty_str(&ty)))
-            .with_help("reshape the input to [B, channels, height, width]"));
+        return Err(Diagnostic::new(
+            "E0445",
+            xspan,
+            format!("expected an NCHW image [N, C, H, W], found {}", lw.ty_str(&ty)),
+        )
+        .with_help("reshape the input to [B, channels, height, width]"));
     }
     let (Some(h), Some(w)) = (ty.shape[2].as_const(), ty.shape[3].as_const()) else {
         return Err(Diagnostic::new("E0445", xspan, "the image height and width must be known numbers"));
@@ -579,7 +687,9 @@ fn windows(lw: &mut Lowerer, x: Value, kh: i64, kw: i64, stride: i64, pad: i64, 
     if big(kh) || big(kw) || big(stride) || big(pad) {
         return Err(Diagnostic::new("E0446", span, "window sizes, strides and padding must be below 2^20"));
     }
-    if Window::out_len(h, kh as u32, stride as u32, pad as u32).is_none() || Window::out_len(w, kw as u32, stride as u32, pad as u32).is_none() {
+    if Window::out_len(h, kh as u32, stride as u32, pad as u32).is_none()
+        || Window::out_len(w, kw as u32, stride as u32, pad as u32).is_none()
+    {
         return Err(Diagnostic::new(
             "E0446",
             span,
@@ -600,11 +710,24 @@ fn windows(lw: &mut Lowerer, x: Value, kh: i64, kw: i64, stride: i64, pad: i64, 
 /// `conv2d(x [N, C, H, W], w [O, C, kh, kw])` as im2col + one GEMM (cross-correlation,
 /// as in PyTorch).
 #[allow(clippy::too_many_arguments)]
-fn conv2d(lw: &mut Lowerer, x: Value, w: Value, stride: i64, pad: i64, xspan: Span, wspan: Span, span: Span) -> R<Value> {
+fn conv2d(
+    lw: &mut Lowerer,
+    x: Value,
+    w: Value,
+    stride: i64,
+    pad: i64,
+    xspan: Span,
+    wspan: Span,
+    span: Span,
+) -> R<Value> {
     let tx = lw.g.ty(x).clone();
     let tw = lw.g.ty(w).clone();
     if tw.rank() != 4 {
-        return Err(Diagnostic::new("E0445", wspan, format!("a conv2d weight is [c_out, c_in, k, k], found {}", lw.ty_str(&tw))));
+        return Err(Diagnostic::new(
+            "E0445",
+            wspan,
+            format!("a conv2d weight is [c_out, c_in, k, k], found {}", lw.ty_str(&tw)),
+        ));
     }
     if tx.rank() == 4 && tx.shape[1] != tw.shape[1] {
         let _ = span;

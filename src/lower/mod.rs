@@ -101,8 +101,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
@@ -292,7 +292,7 @@ fn dedup(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
             out.push(e);
         }
     }
-    out.sort_by(|a, b| a.span.cmp(&b.span));
+    out.sort_by_key(|a| a.span);
     out
 }
 
@@ -309,10 +309,9 @@ fn global_scope(items: &Items) -> (Env, Vec<Diagnostic>) {
         let from_prelude = *file == items.prelude;
         for it in &f.items {
             let (name, val) = match it {
-                ast::Item::Fn(d) => (
-                    &d.name,
-                    Val::Fn(Rc::new(Closure { def: Rc::new(d.clone()), env: global.clone(), from_prelude })),
-                ),
+                ast::Item::Fn(d) => {
+                    (&d.name, Val::Fn(Rc::new(Closure { def: Rc::new(d.clone()), env: global.clone(), from_prelude })))
+                }
                 ast::Item::Layer(d) => {
                     (&d.name, Val::LayerCtor(Rc::new(LayerCtor { def: Rc::new(d.clone()), from_prelude })))
                 }
@@ -370,8 +369,12 @@ fn lower_model(
         let settings_present = lw.settings.as_ref().is_some_and(|s| s.present);
         if settings_present && lw.g.loss.is_none() && lw.loss_span.is_none() {
             lw.errors.push(
-                Diagnostic::new("E0332", m.name.span, format!("model `{}` has a `train` block but no `loss`", m.name.name))
-                    .with_help("add `loss = cross_entropy(logits, y)` or another scalar objective"),
+                Diagnostic::new(
+                    "E0332",
+                    m.name.span,
+                    format!("model `{}` has a `train` block but no `loss`", m.name.name),
+                )
+                .with_help("add `loss = cross_entropy(logits, y)` or another scalar objective"),
             );
         }
         if lw.errors.is_empty() {
@@ -491,7 +494,15 @@ impl Lowerer {
                     let idx = self.g.params.len() as u32;
                     v = self.push(Op::Param(idx), vec![], Some(t), *span)?;
                     let decay = shape.len() >= 2;
-                    self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, update: None, span: *span });
+                    self.g.params.push(ir::ParamDecl {
+                        name: full,
+                        shape,
+                        init,
+                        decay,
+                        value: v,
+                        update: None,
+                        span: *span,
+                    });
                 } else {
                     let idx = self.g.states.len();
                     v = self.push(Op::State(idx as u32), vec![], Some(t), *span)?;
@@ -511,12 +522,17 @@ impl Lowerer {
                 self.only_in(ctx, &[Body::Model], "`output`", *span)?;
                 let v = match value {
                     Some(e) => self.eval(e, &ctx.env)?,
-                    None => lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?,
+                    None => lookup(&ctx.env, &name.name)
+                        .ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?,
                 };
                 let key = format!("output {}", name.name);
                 if let Some(first) = self.declared.get(&key) {
-                    return Err(Diagnostic::new("E0310", name.span, format!("output `{}` is declared twice", name.name))
-                        .with_note(*first, "first declared here"));
+                    return Err(Diagnostic::new(
+                        "E0310",
+                        name.span,
+                        format!("output `{}` is declared twice", name.name),
+                    )
+                    .with_note(*first, "first declared here"));
                 }
                 self.declared.insert(key, name.span);
                 match v {
@@ -556,7 +572,11 @@ impl Lowerer {
                         self.g.loss = Some(t);
                     }
                     Val::Float(_) | Val::Int(_) => {
-                        return Err(Diagnostic::new("E0331", value.span, "the loss must depend on the model; found a constant"))
+                        return Err(Diagnostic::new(
+                            "E0331",
+                            value.span,
+                            "the loss must depend on the model; found a constant",
+                        ))
                     }
                     Val::Poison => {}
                     other => {
@@ -569,7 +589,11 @@ impl Lowerer {
                 }
             }
             Stmt::Fn(def) => {
-                let c = Closure { def: Rc::new(def.clone()), env: ctx.env.clone(), from_prelude: def.span.file == self.prelude };
+                let c = Closure {
+                    def: Rc::new(def.clone()),
+                    env: ctx.env.clone(),
+                    from_prelude: def.span.file == self.prelude,
+                };
                 set(&ctx.env, &def.name.name, Val::Fn(Rc::new(c)));
             }
             Stmt::For { var, start, end, body, span } => {
@@ -580,7 +604,11 @@ impl Lowerer {
                     return Err(Diagnostic::new(
                         "E0902",
                         *span,
-                        format!("this loop runs {} times; loops are unrolled and the limit is {}", b.saturating_sub(a), limits::MAX_LOOP_ITERATIONS),
+                        format!(
+                            "this loop runs {} times; loops are unrolled and the limit is {}",
+                            b.saturating_sub(a),
+                            limits::MAX_LOOP_ITERATIONS
+                        ),
                     ));
                 }
                 for i in a..b {
@@ -590,7 +618,10 @@ impl Lowerer {
                         return Err(Diagnostic::new(
                             "E0902",
                             *span,
-                            format!("loops run more than {} iterations in all; loops are unrolled", limits::MAX_TOTAL_ITERATIONS),
+                            format!(
+                                "loops run more than {} iterations in all; loops are unrolled",
+                                limits::MAX_TOTAL_ITERATIONS
+                            ),
                         ));
                     }
                     set(&ctx.env, &var.name, Val::Int(Dim::konst(i)));
@@ -621,7 +652,8 @@ impl Lowerer {
             Stmt::Train { settings: st, span } => {
                 self.only_in(ctx, &[Body::Model], "`train`", *span)?;
                 if let Some(first) = self.train_span {
-                    return Err(Diagnostic::new("E0310", *span, "the model has two `train` blocks").with_note(first, "first here"));
+                    return Err(Diagnostic::new("E0310", *span, "the model has two `train` blocks")
+                        .with_note(first, "first here"));
                 }
                 self.train_span = Some(*span);
                 let (s, errs) = settings::check_block(st, *span);
@@ -631,23 +663,36 @@ impl Lowerer {
                 }
             }
             Stmt::Update { name, value, span } => {
-                let target = lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?;
+                let target =
+                    lookup(&ctx.env, &name.name).ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?;
                 let v = self.eval(value, &ctx.env)?;
                 let (Val::Tensor(t), Val::Tensor(nv)) = (&target, &v) else {
                     if matches!(target, Val::Poison) || matches!(v, Val::Poison) {
                         return Ok(None);
                     }
-                    return Err(Diagnostic::new("E0340", name.span, format!("`{}` is not a state; `<-` updates a `state`", name.name)));
+                    return Err(Diagnostic::new(
+                        "E0340",
+                        name.span,
+                        format!("`{}` is not a state; `<-` updates a `state`", name.name),
+                    ));
                 };
                 let Some(&idx) = self.state_of.get(t) else {
-                    return Err(Diagnostic::new("E0340", name.span, format!("`{}` is not a state; `<-` updates a `state`", name.name))
-                        .with_help("use `=` to bind a new value"));
+                    return Err(Diagnostic::new(
+                        "E0340",
+                        name.span,
+                        format!("`{}` is not a state; `<-` updates a `state`", name.name),
+                    )
+                    .with_help("use `=` to bind a new value"));
                 };
                 let shape = self.g.ty(*t).shape.clone();
                 let nv = self.broadcast_to(*nv, &shape, value.span)?;
                 if self.mode == Mode::Train {
                     if self.g.states[idx].update.is_some() {
-                        return Err(Diagnostic::new("E0341", *span, format!("state `{}` is updated twice in one step", self.g.states[idx].name)));
+                        return Err(Diagnostic::new(
+                            "E0341",
+                            *span,
+                            format!("state `{}` is updated twice in one step", self.g.states[idx].name),
+                        ));
                     }
                     self.g.states[idx].update = Some(nv);
                 }
@@ -764,7 +809,11 @@ impl Lowerer {
         for d in &ty.dims {
             match d {
                 ast::DimExpr::Ellipsis(s) => {
-                    return Err(Diagnostic::new("E0313", *s, "an `input` needs a full shape; `...` is for fn arguments"))
+                    return Err(Diagnostic::new(
+                        "E0313",
+                        *s,
+                        "an `input` needs a full shape; `...` is for fn arguments",
+                    ))
                 }
                 ast::DimExpr::Expr(e) => {
                     if let ExprKind::Name(n) = &e.kind {
@@ -787,7 +836,11 @@ impl Lowerer {
                     let d = self.as_dim(&v, e.span)?;
                     if let Some(c) = d.as_const() {
                         if c < 1 {
-                            return Err(Diagnostic::new("E0320", e.span, format!("an input dimension is {c}; it must be at least 1")));
+                            return Err(Diagnostic::new(
+                                "E0320",
+                                e.span,
+                                format!("an input dimension is {c}; it must be at least 1"),
+                            ));
                         }
                     }
                     shape.push(d);
@@ -795,11 +848,20 @@ impl Lowerer {
             }
         }
         if shape.len() > limits::MAX_RANK {
-            return Err(Diagnostic::new("E0314", ty.span, format!("rank {} is above the limit of {}", shape.len(), limits::MAX_RANK)));
+            return Err(Diagnostic::new(
+                "E0314",
+                ty.span,
+                format!("rank {} is above the limit of {}", shape.len(), limits::MAX_RANK),
+            ));
         }
-        let fixed: i64 = shape.iter().filter_map(Dim::as_const).try_fold(1i64, |a, b| a.checked_mul(b)).unwrap_or(i64::MAX);
+        let fixed: i64 =
+            shape.iter().filter_map(Dim::as_const).try_fold(1i64, |a, b| a.checked_mul(b)).unwrap_or(i64::MAX);
         if fixed > limits::MAX_TENSOR_ELEMENTS {
-            return Err(Diagnostic::new("E0321", ty.span, format!("this input has more than {} elements per sample", limits::MAX_TENSOR_ELEMENTS)));
+            return Err(Diagnostic::new(
+                "E0321",
+                ty.span,
+                format!("this input has more than {} elements per sample", limits::MAX_TENSOR_ELEMENTS),
+            ));
         }
         Ok(Type { dtype, shape })
     }
@@ -812,7 +874,11 @@ impl Lowerer {
         let mut out = Vec::new();
         for d in &ty.dims {
             let ast::DimExpr::Expr(e) = d else {
-                return Err(Diagnostic::new("E0313", ty.span, "a parameter needs a full shape; `...` is for fn arguments"));
+                return Err(Diagnostic::new(
+                    "E0313",
+                    ty.span,
+                    "a parameter needs a full shape; `...` is for fn arguments",
+                ));
             };
             let v = self.eval(e, env)?;
             let dim = self.as_dim(&v, e.span)?;
@@ -825,12 +891,20 @@ impl Lowerer {
                 .with_help("parameter shapes cannot use the batch symbol"));
             };
             if n < 1 {
-                return Err(Diagnostic::new("E0320", e.span, format!("a dimension of `{name}` is {n}; it must be at least 1")));
+                return Err(Diagnostic::new(
+                    "E0320",
+                    e.span,
+                    format!("a dimension of `{name}` is {n}; it must be at least 1"),
+                ));
             }
             out.push(n);
         }
         if out.len() > limits::MAX_RANK {
-            return Err(Diagnostic::new("E0314", ty.span, format!("rank {} is above the limit of {}", out.len(), limits::MAX_RANK)));
+            return Err(Diagnostic::new(
+                "E0314",
+                ty.span,
+                format!("rank {} is above the limit of {}", out.len(), limits::MAX_RANK),
+            ));
         }
         let total = out.iter().try_fold(1i64, |a, &b| a.checked_mul(b));
         match total {
@@ -900,7 +974,9 @@ impl Lowerer {
             ExprKind::Str(s) => Val::Str(s.clone()),
             ExprKind::Bool(b) => Val::Bool(*b),
             ExprKind::Training => Val::Bool(self.mode == Mode::Train),
-            ExprKind::Ellipsis => return Err(Diagnostic::new("E0405", e.span, "`...` is only allowed in shapes and indexing")),
+            ExprKind::Ellipsis => {
+                return Err(Diagnostic::new("E0405", e.span, "`...` is only allowed in shapes and indexing"))
+            }
             ExprKind::Name(n) => lookup(env, n).ok_or_else(|| self.unknown_name(n, e.span, env))?,
             ExprKind::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -910,7 +986,11 @@ impl Lowerer {
                 Val::List(out)
             }
             ExprKind::Repeat(..) => {
-                return Err(Diagnostic::new("E0312", e.span, "`[Layer(..); n]` only declares layers: `layer blocks = [Block(64); 16]`"))
+                return Err(Diagnostic::new(
+                    "E0312",
+                    e.span,
+                    "`[Layer(..); n]` only declares layers: `layer blocks = [Block(64); 16]`",
+                ))
             }
             ExprKind::Neg(inner) => {
                 let v = self.eval(inner, env)?;
@@ -973,7 +1053,9 @@ impl Lowerer {
                     format!("{what} must be a known integer, found `{}`", d.display(&self.g.symbols)),
                 )
             }),
-            other => Err(Diagnostic::new("E0408", e.span, format!("{what} must be an integer, found {}", other.describe()))),
+            other => {
+                Err(Diagnostic::new("E0408", e.span, format!("{what} must be an integer, found {}", other.describe())))
+            }
         }
     }
 
@@ -982,7 +1064,11 @@ impl Lowerer {
             Val::Int(d) => Ok(d.clone()),
             Val::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Dim::konst(*f as i64)),
             Val::Float(f) => Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found {f}"))),
-            other => Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found {}", other.describe()))),
+            other => Err(Diagnostic::new(
+                "E0409",
+                span,
+                format!("a dimension must be an integer, found {}", other.describe()),
+            )),
         }
     }
 
@@ -1005,17 +1091,22 @@ impl Lowerer {
         }
         if let Some(t) = &declared {
             if t.shape.len() > limits::MAX_RANK {
-                return Err(Diagnostic::new("E0314", span, format!("rank {} is above the limit of {}", t.shape.len(), limits::MAX_RANK)));
+                return Err(Diagnostic::new(
+                    "E0314",
+                    span,
+                    format!("rank {} is above the limit of {}", t.shape.len(), limits::MAX_RANK),
+                ));
             }
         }
         let name = op.name();
-        let v = self
-            .g
-            .push(op, args, declared)
-            .map_err(|m| Diagnostic::new("E0400", span, format!("{name}: {m}")))?;
+        let v = self.g.push(op, args, declared).map_err(|m| Diagnostic::new("E0400", span, format!("{name}: {m}")))?;
         let ty = self.g.ty(v);
         if ty.shape.len() > limits::MAX_RANK {
-            return Err(Diagnostic::new("E0314", span, format!("rank {} is above the limit of {}", ty.shape.len(), limits::MAX_RANK)));
+            return Err(Diagnostic::new(
+                "E0314",
+                span,
+                format!("rank {} is above the limit of {}", ty.shape.len(), limits::MAX_RANK),
+            ));
         }
         if let Some(Some(n)) = ir::ty::numel(&ty.shape).map(|d| d.as_const()) {
             if n > limits::MAX_TENSOR_ELEMENTS {
@@ -1067,7 +1158,9 @@ impl Lowerer {
                 out.extend(b.iter().cloned());
                 return Ok(List(out));
             }
-            (Bool(a), Bool(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => return Ok(Bool((a == b) == (op == BinOp::Eq))),
+            (Bool(a), Bool(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+                return Ok(Bool((a == b) == (op == BinOp::Eq)))
+            }
             _ => {}
         }
         let tensorish = |v: &Val| matches!(v, Tensor(_) | Int(_) | Float(_) | Bool(_));
@@ -1174,7 +1267,11 @@ impl Lowerer {
             Val::Tensor(t) if name.name == "T" => {
                 let r = self.g.ty(t).rank();
                 if r < 2 {
-                    return Err(Diagnostic::new("E0416", span, format!("`.T` needs a rank >= 2 tensor, found {}", self.ty_str(self.g.ty(t)))));
+                    return Err(Diagnostic::new(
+                        "E0416",
+                        span,
+                        format!("`.T` needs a rank >= 2 tensor, found {}", self.ty_str(self.g.ty(t))),
+                    ));
                 }
                 let mut perm: Vec<u32> = (0..r as u32).collect();
                 perm.swap(r - 2, r - 1);
@@ -1195,7 +1292,9 @@ impl Lowerer {
                     d
                 })
             }
-            other => Err(Diagnostic::new("E0417", name.span, format!("{} has no member `{}`", other.describe(), name.name))),
+            other => {
+                Err(Diagnostic::new("E0417", name.span, format!("{} has no member `{}`", other.describe(), name.name)))
+            }
         }
     }
 
@@ -1226,7 +1325,9 @@ impl Lowerer {
                 format!("layer `{}` must be declared before use", ctor.def.name.name),
             )
             .with_help(format!("write `layer name = {}(...)`, then call `name(x)`", ctor.def.name.name))),
-            Val::List(_) => Err(Diagnostic::new("E0418", callee_span, "a layer array is called through an index: `blocks[i](h)`")),
+            Val::List(_) => {
+                Err(Diagnostic::new("E0418", callee_span, "a layer array is called through an index: `blocks[i](h)`"))
+            }
             other => Err(Diagnostic::new("E0418", callee_span, format!("{} is not callable", other.describe()))),
         }
     }
@@ -1258,8 +1359,12 @@ impl Lowerer {
         let shown = what.trim_matches('`').to_string();
         let result = r.map_err(|d| self.at_call_site(d, c.from_prelude, span, &shown))?;
         let Some(v) = result else {
-            return Err(Diagnostic::new("E0419", def.body.span, format!("fn `{}` does not end with a value", def.name.name))
-                .with_help("the last line of a fn body is its result"));
+            return Err(Diagnostic::new(
+                "E0419",
+                def.body.span,
+                format!("fn `{}` does not end with a value", def.name.name),
+            )
+            .with_help("the last line of a fn body is its result"));
         };
         if let (Some(ret), Val::Tensor(t)) = (&def.ret, &v) {
             let ty = self.g.ty(*t).clone();
@@ -1315,7 +1420,11 @@ impl Lowerer {
                 }
             };
             if slots[idx].is_some() {
-                return Err(Diagnostic::new("E0422", a.span, format!("argument `{}` given twice", decls[idx].name.name)));
+                return Err(Diagnostic::new(
+                    "E0422",
+                    a.span,
+                    format!("argument `{}` given twice", decls[idx].name.name),
+                ));
             }
             slots[idx] = Some(a);
         }
@@ -1385,8 +1494,10 @@ impl Lowerer {
                 let t = match val {
                     Val::Tensor(t) => t,
                     Val::Poison => return Ok(Val::Poison),
-                    Val::Int(_) | Val::Float(_) | Val::Bool(_) if pat.dims.iter().all(|d| matches!(d, ast::DimExpr::Ellipsis(_))) => {
-                        self.to_tensor(&val, &[], span)?
+                    Val::Int(_) | Val::Float(_) | Val::Bool(_)
+                        if pat.dims.iter().all(|d| matches!(d, ast::DimExpr::Ellipsis(_))) =>
+                    {
+                        self.tensor_of(&val, &[], span)?
                     }
                     other => return Err(mismatch("a tensor", &other)),
                 };
@@ -1432,7 +1543,10 @@ impl Lowerer {
                     match scope.vars.borrow().get(".ellipsis") {
                         Some(Val::List(prev)) => {
                             let same = prev.len() == dims.len()
-                                && prev.iter().zip(&dims).all(|(a, b)| matches!((a, b), (Val::Int(x), Val::Int(y)) if x == y));
+                                && prev
+                                    .iter()
+                                    .zip(&dims)
+                                    .all(|(a, b)| matches!((a, b), (Val::Int(x), Val::Int(y)) if x == y));
                             ok &= same;
                             let shown: Vec<String> = prev
                                 .iter()
@@ -1505,4 +1619,3 @@ fn float_binary(op: BinOp, a: f64, b: f64) -> Val {
         BinOp::Ne => Val::Bool(a != b),
     }
 }
-

@@ -9,7 +9,7 @@ use crate::syntax::ast::{self, ExprKind};
 
 impl Lowerer {
     /// A compile-time number or symbolic size as an f32 tensor of `shape`.
-    pub(crate) fn to_tensor(&mut self, v: &Val, shape: &[Dim], span: Span) -> R<Value> {
+    pub(crate) fn tensor_of(&mut self, v: &Val, shape: &[Dim], span: Span) -> R<Value> {
         match v {
             Val::Tensor(t) => Ok(*t),
             Val::Float(f) => self.push(Op::Fill(*f), vec![], Some(Type::f32(shape.to_vec())), span),
@@ -21,7 +21,11 @@ impl Lowerer {
                     self.broadcast_to(s, shape, span)
                 }
             },
-            other => Err(Diagnostic::new("E0411", span, format!("expected a tensor or a number, found {}", other.describe()))),
+            other => Err(Diagnostic::new(
+                "E0411",
+                span,
+                format!("expected a tensor or a number, found {}", other.describe()),
+            )),
         }
     }
 
@@ -92,11 +96,11 @@ impl Lowerer {
         })?;
         let a = match x {
             Val::Tensor(t) => self.broadcast_to(*t, &shape, span)?,
-            other => self.to_tensor(other, &shape, xs)?,
+            other => self.tensor_of(other, &shape, xs)?,
         };
         let b = match y {
             Val::Tensor(t) => self.broadcast_to(*t, &shape, span)?,
-            other => self.to_tensor(other, &shape, ys)?,
+            other => self.tensor_of(other, &shape, ys)?,
         };
         self.push(Op::Binary(op), vec![a, b], None, span)
     }
@@ -145,7 +149,8 @@ impl Lowerer {
         let batch_b = &sb[..sb.len() - 2];
         let out = if batch_b.is_empty() && !batch_a.is_empty() {
             // [.., M, K] @ [K, N]: one GEMM over the flattened rows.
-            let rows = ir::ty::numel(&sa[..sa.len() - 1]).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
+            let rows =
+                ir::ty::numel(&sa[..sa.len() - 1]).ok_or_else(|| Diagnostic::new("E0412", span, "size overflow"))?;
             let flat = self.reshape(a2, vec![rows, k_a.clone()], aspan)?;
             let r = self.push(Op::MatMul, vec![flat, b2], None, span)?;
             let mut shape = sa[..sa.len() - 1].to_vec();
@@ -180,7 +185,7 @@ impl Lowerer {
         let shape: Vec<Dim> = full
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| !(ta.len() == 1 && *i == r - 2) && !(tb.len() == 1 && *i == r - 1))
+            .filter(|(i, _)| !(ta.len() == 1 && *i == r - 2 || tb.len() == 1 && *i == r - 1))
             .map(|(_, d)| d)
             .collect();
         self.reshape(out, shape, span)
@@ -196,7 +201,11 @@ impl Lowerer {
         let mut out = Vec::new();
         for it in &items {
             let Val::Int(d) = it else {
-                return Err(Diagnostic::new("E0432", span, format!("an axis must be an integer, found {}", it.describe())));
+                return Err(Diagnostic::new(
+                    "E0432",
+                    span,
+                    format!("an axis must be an integer, found {}", it.describe()),
+                ));
             };
             let Some(a) = d.as_const() else {
                 return Err(Diagnostic::new("E0432", span, "an axis must be a known integer"));
@@ -253,7 +262,7 @@ impl Lowerer {
                 self.push(Op::Binary(BinaryOp::Mul), vec![s, k], None, span)
             }
             None => {
-                let d = self.to_tensor(&Val::Int(count), &out_shape, span)?;
+                let d = self.tensor_of(&Val::Int(count), &out_shape, span)?;
                 self.push(Op::Binary(BinaryOp::Div), vec![s, d], None, span)
             }
         }
@@ -296,7 +305,12 @@ impl Lowerer {
                         )
                         .with_label(format!("must be in {}..{}", -n, n)));
                     }
-                    cur = self.push(Op::Slice { axis: axis as u32, start: j, end: j + 1, step: 1 }, vec![cur], None, e.span)?;
+                    cur = self.push(
+                        Op::Slice { axis: axis as u32, start: j, end: j + 1, step: 1 },
+                        vec![cur],
+                        None,
+                        e.span,
+                    )?;
                     drop.push(axis);
                 }
                 ast::IndexItem::Slice { start, end, step, span: sspan } => {
@@ -332,12 +346,17 @@ impl Lowerer {
                         Some(e) => self.eval_const_int(e, env, "a slice step")?,
                     };
                     if s < 1 {
-                        return Err(Diagnostic::new("E0435", *sspan, format!("a slice step must be at least 1, found {s}")));
+                        return Err(Diagnostic::new(
+                            "E0435",
+                            *sspan,
+                            format!("a slice step must be at least 1, found {s}"),
+                        ));
                     }
                     if a >= b {
                         return Err(Diagnostic::new("E0435", *sspan, format!("the slice {a}:{b} is empty")));
                     }
-                    cur = self.push(Op::Slice { axis: axis as u32, start: a, end: b, step: s }, vec![cur], None, *sspan)?;
+                    cur =
+                        self.push(Op::Slice { axis: axis as u32, start: a, end: b, step: s }, vec![cur], None, *sspan)?;
                 }
             }
             axis += 1;

@@ -23,11 +23,18 @@ fn floats_of(name: &str, kind: &str, t: &HostTensor, shape: &[i64]) -> Result<Ve
     if t.shape != want {
         return Err(format!("{kind} `{name}` must have shape {want:?}, found {:?}", t.shape));
     }
-    t.floats().map(<[f64]>::to_vec).ok_or_else(|| format!("{kind} `{name}` must be a float tensor, found {}", t.dtype_name()))
+    t.floats()
+        .map(<[f64]>::to_vec)
+        .ok_or_else(|| format!("{kind} `{name}` must be a float tensor, found {}", t.dtype_name()))
 }
 
 /// Builds the interpreter's feeds for `g` from named tensors.
-pub fn feeds<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<Feeds<T>, String> {
+pub fn feeds<T: Real>(
+    g: &Graph,
+    params: &TensorMap,
+    inputs: &TensorMap,
+    opts: ExecOptions,
+) -> Result<Feeds<T>, String> {
     let conv = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
     let mut ps = Vec::new();
     for p in &g.params {
@@ -45,14 +52,7 @@ pub fn feeds<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: E
         let tensor = match (&t.data, i.ty.dtype) {
             (HostData::F32(v) | HostData::F64(v), DType::F32) => Tensor::f(t.shape.clone(), conv(v.clone())),
             (HostData::I32(v), DType::I32) => Tensor::i(t.shape.clone(), v.clone()),
-            _ => {
-                return Err(format!(
-                    "input `{}` must be {}, found {}",
-                    i.name,
-                    i.ty.dtype.name(),
-                    t.dtype_name()
-                ))
-            }
+            _ => return Err(format!("input `{}` must be {}, found {}", i.name, i.ty.dtype.name(), t.dtype_name())),
         };
         ins.push(tensor);
     }

@@ -117,7 +117,12 @@ impl Executable {
     pub fn set_param(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
         let s = self.plan.param_slots[i];
         if data.len() != s.len {
-            return Err(format!("parameter `{}` has {} values, expected {}", self.graph.params[i].name, data.len(), s.len));
+            return Err(format!(
+                "parameter `{}` has {} values, expected {}",
+                self.graph.params[i].name,
+                data.len(),
+                s.len
+            ));
         }
         self.region_mut(s).copy_from_slice(data);
         Ok(())

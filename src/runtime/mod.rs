@@ -36,6 +36,7 @@ pub trait Real:
     fn tanh(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn erf(self) -> Self;
+    #[allow(clippy::eq_op)] // NaN is the only value unequal to itself
     fn is_nan(self) -> bool {
         self != self
     }
@@ -161,9 +162,9 @@ impl Bindings {
     }
     /// A dim's value; errors name the unbound symbol.
     pub fn dim(&self, d: &Dim, g: &Graph) -> Result<usize, String> {
-        let v = d.eval(&|s| self.get(s)).ok_or_else(|| {
-            format!("the size `{}` depends on an unbound symbol", d.display(&g.symbols))
-        })?;
+        let v = d
+            .eval(&|s| self.get(s))
+            .ok_or_else(|| format!("the size `{}` depends on an unbound symbol", d.display(&g.symbols)))?;
         usize::try_from(v).map_err(|_| format!("the size `{}` is negative", d.display(&g.symbols)))
     }
     pub fn shape(&self, s: &[Dim], g: &Graph) -> Result<Vec<usize>, String> {

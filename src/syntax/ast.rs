@@ -214,10 +214,24 @@ pub enum ExprKind {
     Repeat(Box<Expr>, Box<Expr>),
     Neg(Box<Expr>),
     /// A binary operation; `op_span` covers the operator symbol alone.
-    Binary { op: BinOp, op_span: Span, lhs: Box<Expr>, rhs: Box<Expr> },
-    Call { callee: Box<Expr>, args: Vec<Arg> },
-    Index { base: Box<Expr>, items: Vec<IndexItem> },
-    Field { base: Box<Expr>, name: Ident },
+    Binary {
+        op: BinOp,
+        op_span: Span,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Call {
+        callee: Box<Expr>,
+        args: Vec<Arg>,
+    },
+    Index {
+        base: Box<Expr>,
+        items: Vec<IndexItem>,
+    },
+    Field {
+        base: Box<Expr>,
+        name: Ident,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -502,12 +502,8 @@ impl Builder {
     }
 
     fn too_deep(&self, span: Span) -> Diagnostic {
-        Diagnostic::new(
-            "E0105",
-            span,
-            format!("expression nested more than {} levels deep", limits::MAX_EXPR_DEPTH),
-        )
-        .with_help("split the expression into named steps")
+        Diagnostic::new("E0105", span, format!("expression nested more than {} levels deep", limits::MAX_EXPR_DEPTH))
+            .with_help("split the expression into named steps")
     }
 
     /// Any expression-level rule. Binary chains are folded left to right in a loop.
@@ -543,7 +539,10 @@ impl Builder {
                         return Err(self.too_deep(span));
                     }
                     let s = acc.span.to(rhs.span);
-                    acc = Expr { kind: ExprKind::Binary { op: bop, op_span, lhs: Box::new(acc), rhs: Box::new(rhs) }, span: s };
+                    acc = Expr {
+                        kind: ExprKind::Binary { op: bop, op_span, lhs: Box::new(acc), rhs: Box::new(rhs) },
+                        span: s,
+                    };
                 }
                 Ok((acc, depth))
             }
@@ -678,9 +677,9 @@ impl Builder {
             Rule::number => {
                 let text = p.as_str();
                 let is_int = !text.contains(['.', 'e', 'E']);
-                let v: f64 = text.parse().map_err(|_| {
-                    Diagnostic::new("E0106", span, format!("`{text}` is not a valid number"))
-                })?;
+                let v: f64 = text
+                    .parse()
+                    .map_err(|_| Diagnostic::new("E0106", span, format!("`{text}` is not a valid number")))?;
                 if !v.is_finite() {
                     return Err(Diagnostic::new("E0106", span, format!("`{text}` is too large for a number")));
                 }

@@ -27,6 +27,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// The two-loop recursion: the quasi-Newton direction -H g.
+#[allow(clippy::needless_range_loop)] // the recursion reads clearest with indices
 fn direction(st: &State, g: &[f64]) -> Vec<f64> {
     let mut q: Vec<f64> = g.to_vec();
     let k = st.s.len();
@@ -107,10 +108,12 @@ fn line_search(
 }
 
 type Point = (f64, f64, f64);
+/// Evaluates the objective at step t: (value, gradient, directional derivative).
+type Probe<'a> = dyn Fn(&mut Eval, f64) -> Result<(f64, Vec<f64>, f64), String> + 'a;
 
 fn zoom(
     f: &mut Eval,
-    at: &dyn Fn(&mut Eval, f64) -> Result<(f64, Vec<f64>, f64), String>,
+    at: &Probe<'_>,
     fx: f64,
     g0: f64,
     mut lo: Point,
@@ -148,7 +151,7 @@ fn zoom(
 
 /// Runs up to `max_iter` L-BFGS iterations from `x` (updated in place). Returns the
 /// final objective.
-pub fn minimize(f: &mut Eval, x: &mut Vec<f64>, st: &mut State, o: &Options) -> Result<f64, String> {
+pub fn minimize(f: &mut Eval, x: &mut [f64], st: &mut State, o: &Options) -> Result<f64, String> {
     let (mut fx, mut g) = f(x)?;
     for it in 0..o.max_iter {
         let gnorm = g.iter().map(|v| v.abs()).fold(0.0, f64::max);
@@ -162,7 +165,11 @@ pub fn minimize(f: &mut Eval, x: &mut Vec<f64>, st: &mut State, o: &Options) -> 
             st.y.clear();
             d = g.iter().map(|v| -v).collect();
         }
-        let t0 = if st.s.is_empty() && it == 0 { o.lr * (1.0f64).min(1.0 / g.iter().map(|v| v.abs()).sum::<f64>().max(1e-12)) } else { o.lr };
+        let t0 = if st.s.is_empty() && it == 0 {
+            o.lr * (1.0f64).min(1.0 / g.iter().map(|v| v.abs()).sum::<f64>().max(1e-12))
+        } else {
+            o.lr
+        };
         let (t, ft, gt) = line_search(f, x, fx, &g, &d, t0)?;
         if t == 0.0 || gt.is_empty() {
             break;

@@ -8,7 +8,8 @@ use crate::settings::Choice;
 pub fn rate(schedule: &Choice, lr: f64, t: u64, total: u64) -> f64 {
     let arg = |n: &str, d: f64| schedule.num(n).unwrap_or(d);
     let t = t as f64;
-    let cosine = |p: f64, min_lr: f64| min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos());
+    let cosine =
+        |p: f64, min_lr: f64| min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos());
     match schedule.name.as_str() {
         // lr gamma^floor(t / every)
         "step" => lr * arg("gamma", 0.1).powf((t / arg("every", 1.0).max(1.0)).floor()),

@@ -60,6 +60,7 @@ pub struct Report {
 }
 
 /// A compiled graph on one backend.
+#[allow(clippy::large_enum_variant)] // one or two engines per run
 enum Engine {
     Jit(Box<Executable>),
     Interp { g: Graph, feeds: Feeds<f32>, run: Option<interp::Run<f32>> },
@@ -254,10 +255,7 @@ pub fn prepare(p: &Program, base_dir: &Path) -> Result<Prepared, String> {
     let mut ds = data::load(source, base_dir, &specs)?;
     if let (Some(k), Some(max)) = (classes_of(&p.train), ds.max_label(data::LABEL_INPUT)) {
         if i64::from(max) >= k {
-            return Err(format!(
-                "label {max} is out of range: the model has {k} classes (labels 0..{})",
-                k - 1
-            ));
+            return Err(format!("label {max} is out of range: the model has {k} classes (labels 0..{})", k - 1));
         }
     }
     let label = ds.get(data::LABEL_INPUT).is_some().then_some(data::LABEL_INPUT);
@@ -462,7 +460,8 @@ pub fn train(
     let rem = train_rows.len() % batch;
     let mut eval_graph = p.eval.clone();
     eval_graph.outputs.truncate(1);
-    let mut evaluator = Evaluator { engines: HashMap::new(), graph: eval_graph, batch: 256, jit: opts.jit, threads: opts.threads };
+    let mut evaluator =
+        Evaluator { engines: HashMap::new(), graph: eval_graph, batch: 256, jit: opts.jit, threads: opts.threads };
     // Parameters: initialized, or from the last checkpoint.
     let last_path = opts.out_dir.join("last.safetensors");
     let best_path = opts.out_dir.join("best.safetensors");
@@ -476,7 +475,10 @@ pub fn train(
         let meta = load(&last_path, &mut full)?;
         let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
         if get("nnc.source_hash") != fnv(&opts.source) {
-            return Err(format!("`{}` was written by a different version of this model; remove it or train without --resume", last_path.display()));
+            return Err(format!(
+                "`{}` was written by a different version of this model; remove it or train without --resume",
+                last_path.display()
+            ));
         }
         start_epoch = get("nnc.epoch").parse().unwrap_or(0);
         step = get("nnc.step").parse().unwrap_or(0);
@@ -562,8 +564,16 @@ pub fn train(
             engine.run(s.seed as u64, step)?;
             let loss = f64::from(engine.loss()?);
             if !loss.is_finite() {
-                let ck = if last_path.exists() { format!("the last good checkpoint is `{}`", last_path.display()) } else { "no checkpoint was written yet".into() };
-                return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {}); {ck}", epoch + 1, bi + 1));
+                let ck = if last_path.exists() {
+                    format!("the last good checkpoint is `{}`", last_path.display())
+                } else {
+                    "no checkpoint was written yet".into()
+                };
+                return Err(format!(
+                    "the loss became {loss} at step {step} (epoch {}, batch {}); {ck}",
+                    epoch + 1,
+                    bi + 1
+                ));
             }
             sum_loss += loss * rows.len() as f64;
             seen += rows.len();
@@ -651,11 +661,13 @@ pub fn train(
         }
         if s.metrics.iter().any(|m| m == "confusion") && width > 1 {
             if let Some(labels) = labels_of(ds, test_rows) {
-                confusion = metrics::confusion_matrix(&scores, width, &labels, ScoreKind::Logits).ok().map(|c| c.to_table(None));
+                confusion = metrics::confusion_matrix(&scores, width, &labels, ScoreKind::Logits)
+                    .ok()
+                    .map(|c| c.to_table(None));
             }
         }
         let curves = opts.out_dir.join("curves.png");
-        if log.len() > 0 && crate::plot::plot_curves(&curves, &log, &format!("{} training", p.name)).is_ok() {
+        if !log.is_empty() && crate::plot::plot_curves(&curves, &log, &format!("{} training", p.name)).is_ok() {
             files.push(curves);
         }
         // The decision boundary of a model with a 2-D input.
@@ -668,7 +680,16 @@ pub fn train(
             }
         }
     }
-    Ok(Report { test, confusion, epochs_run, best_epoch, stopped_early, interrupted, seconds: t0.elapsed().as_secs_f64(), files })
+    Ok(Report {
+        test,
+        confusion,
+        epochs_run,
+        best_epoch,
+        stopped_early,
+        interrupted,
+        seconds: t0.elapsed().as_secs_f64(),
+        files,
+    })
 }
 
 /// One `train` epoch of L-BFGS: up to `max_iter` iterations on the whole training set.
@@ -736,17 +757,30 @@ fn boundary(
     g.loss = None;
     g.outputs.truncate(1);
     let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
-    let mut grid_eval = Evaluator { engines: HashMap::new(), graph: g, batch: 1000, jit: evaluator.jit, threads: evaluator.threads };
+    let mut grid_eval =
+        Evaluator { engines: HashMap::new(), graph: g, batch: 1000, jit: evaluator.jit, threads: evaluator.threads };
     let mut predict = |pts: &[[f32; 2]]| -> Result<Vec<i32>, String> {
         let flat: Vec<f32> = pts.iter().flat_map(|p| p.iter().copied()).collect();
-        let arrays = BTreeMap::from([(input.to_string(), Array { shape: vec![pts.len(), 2], data: ArrayData::F32(flat) })]);
+        let arrays =
+            BTreeMap::from([(input.to_string(), Array { shape: vec![pts.len(), 2], data: ArrayData::F32(flat) })]);
         let grid = Dataset { n: pts.len(), arrays };
         let all: Vec<usize> = (0..pts.len()).collect();
         let (_, scores, width) = grid_eval.run(full, &grid, &all)?;
-        let kind = if width == 1 && scores.iter().all(|s| (0.0..=1.0).contains(s)) { ScoreKind::Probabilities } else { ScoreKind::Logits };
+        let kind = if width == 1 && scores.iter().all(|s| (0.0..=1.0).contains(s)) {
+            ScoreKind::Probabilities
+        } else {
+            ScoreKind::Logits
+        };
         metrics::predicted_classes(&scores, width.max(1), kind)
     };
-    crate::plot::plot_decision_boundary(path, &points, &labels, classes, &mut predict, &format!("{}: decision boundary", p.name))
+    crate::plot::plot_decision_boundary(
+        path,
+        &points,
+        &labels,
+        classes,
+        &mut predict,
+        &format!("{}: decision boundary", p.name),
+    )
 }
 
 /// Reads a `metrics.csv` written by `MetricsLog` (to continue it on `--resume`).
@@ -767,7 +801,12 @@ fn read_log(path: &Path) -> Result<MetricsLog, String> {
 }
 
 /// Evaluates a checkpoint on the test split: metrics and the confusion matrix.
-pub fn evaluate(p: &Program, base_dir: &Path, checkpoint: &Path, jit: bool) -> Result<(Metrics, Option<String>), String> {
+pub fn evaluate(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint: &Path,
+    jit: bool,
+) -> Result<(Metrics, Option<String>), String> {
     let prep = prepare(p, base_dir)?;
     let mut ds = prep.ds;
     // Use the checkpoint's preprocessing (fitted when it was trained) on the raw data.
@@ -786,7 +825,9 @@ pub fn evaluate(p: &Program, base_dir: &Path, checkpoint: &Path, jit: bool) -> R
     let mut m = score_metrics(&ds, &test_rows, &scores, width, "");
     m.insert("loss".into(), loss);
     let confusion = match labels_of(&ds, &test_rows) {
-        Some(labels) if width > 1 => metrics::confusion_matrix(&scores, width, &labels, ScoreKind::Logits).ok().map(|c| c.to_table(None)),
+        Some(labels) if width > 1 => {
+            metrics::confusion_matrix(&scores, width, &labels, ScoreKind::Logits).ok().map(|c| c.to_table(None))
+        }
         _ => None,
     };
     Ok((m, confusion))
@@ -795,7 +836,9 @@ pub fn evaluate(p: &Program, base_dir: &Path, checkpoint: &Path, jit: bool) -> R
 /// The input of `HostData` as an engine array (for library users feeding tensors).
 pub fn array_of(t: &HostTensor) -> Array {
     match &t.data {
-        HostData::F32(v) | HostData::F64(v) => Array { shape: t.shape.clone(), data: ArrayData::F32(v.iter().map(|&x| x as f32).collect()) },
+        HostData::F32(v) | HostData::F64(v) => {
+            Array { shape: t.shape.clone(), data: ArrayData::F32(v.iter().map(|&x| x as f32).collect()) }
+        }
         HostData::I32(v) => Array { shape: t.shape.clone(), data: ArrayData::I32(v.clone()) },
     }
 }
