@@ -1,0 +1,105 @@
+//! The JIT's transcendental functions against f64 references, in ulps of the f32
+//! result, over the whole f32 range: every exponent is sampled, plus ±0, ±inf, NaN, the
+//! denormals and the values around each function's thresholds.
+
+use nnc::codegen::CodegenOptions;
+use nnc::runtime::executable::{concrete, Executable};
+
+/// Runs `fname(x)` for every x through a compiled kernel.
+fn jit(fname: &str, xs: &[f32]) -> Vec<f32> {
+    let src = format!("model M {{\n input x: [B]\n output y = {fname}(x)\n}}\n");
+    let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
+    let g = concrete(&p.eval, xs.len()).expect("bind");
+    let mut exe = Executable::new(&g, &CodegenOptions { verify: true, threads: 1, ..Default::default() }).expect("jit");
+    exe.set_input_f32(0, xs).expect("input");
+    exe.run(0, 0);
+    exe.output("y").expect("y").to_vec()
+}
+
+/// Inputs: special values, and for each of the 254 normal exponents and the denormals,
+/// a spread of mantissas, both signs.
+fn inputs() -> Vec<f32> {
+    let mut v =
+        vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, f32::MAX, f32::MIN, 1e-45];
+    let mut s: u32 = 12345;
+    for e in 0..255u32 {
+        for _ in 0..24 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let bits = (e << 23) | (s >> 9);
+            v.push(f32::from_bits(bits));
+            v.push(-f32::from_bits(bits));
+        }
+    }
+    // Dense around zero and the usual working range.
+    for i in 0..4000 {
+        let x = (i as f32 - 2000.0) / 100.0;
+        v.push(x);
+    }
+    v
+}
+
+/// Distance in ulps between f32 `got` and the f64 reference (rounded to f32).
+fn ulps(got: f32, want: f64) -> f64 {
+    let w = want as f32;
+    if w.is_nan() || got.is_nan() {
+        return if w.is_nan() && got.is_nan() { 0.0 } else { f64::INFINITY };
+    }
+    if w.is_infinite() || got.is_infinite() {
+        return if w == got { 0.0 } else { f64::INFINITY };
+    }
+    let key = |x: f32| {
+        let b = x.to_bits() as i64;
+        if b < 0x8000_0000 {
+            b
+        } else {
+            -(b - 0x8000_0000)
+        }
+    };
+    (key(got) - key(w)).unsigned_abs() as f64
+}
+
+fn check(fname: &str, f: impl Fn(f64) -> f64, max_ulps: f64, domain: impl Fn(f32) -> bool) {
+    let xs: Vec<f32> = inputs().into_iter().filter(|&x| domain(x)).collect();
+    let ys = jit(fname, &xs);
+    let mut worst = (0.0, 0.0f32);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let u = ulps(y, f(f64::from(x)));
+        if u > worst.0 {
+            worst = (u, x);
+        }
+    }
+    assert!(
+        worst.0 <= max_ulps,
+        "{fname}: {} ulps at x = {:e} (got {:e}, want {:e})",
+        worst.0,
+        worst.1,
+        jit(fname, &[worst.1])[0],
+        f(f64::from(worst.1))
+    );
+    println!("{fname}: at most {} ulps over {} inputs", worst.0, xs.len());
+}
+
+#[test]
+fn exp_ulps() {
+    check("exp", f64::exp, 4.0, |_| true);
+}
+
+#[test]
+fn log_ulps() {
+    check("log", f64::ln, 4.0, |_| true);
+}
+
+#[test]
+fn tanh_ulps() {
+    check("tanh", f64::tanh, 4.0, |_| true);
+}
+
+#[test]
+fn sigmoid_ulps() {
+    check("sigmoid", |x| 1.0 / (1.0 + (-x).exp()), 4.0, |_| true);
+}
+
+#[test]
+fn erf_ulps() {
+    check("erf", nnc::runtime::erf64, 4.0, |_| true);
+}
