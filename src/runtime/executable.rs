@@ -57,9 +57,33 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
     Ok(out)
 }
 
+/// The `gemm` crate allocates its packing buffers (about a megabyte) on every call. With
+/// glibc's defaults such blocks are mmap'ed and returned to the OS when freed, so every
+/// GEMM would fault its buffer in again; keeping them in the heap makes the next call
+/// reuse warm pages (the candle measurement in BENCHMARKS.md). Done once per process.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: mallopt only changes allocator tuning parameters.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 256 << 20);
+                mallopt(M_TRIM_THRESHOLD, 512 << 20);
+            }
+        });
+    }
+}
+
 impl Executable {
     /// Compiles a concrete graph (every dim a number).
     pub fn new(g: &Graph, opts: &CodegenOptions) -> Result<Executable, String> {
+        keep_freed_memory();
         let t0 = std::time::Instant::now();
         for (v, node) in g.nodes.iter() {
             if node.ty.shape.iter().any(|d| !d.is_const()) {
