@@ -67,11 +67,13 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         }
     };
     match k {
-        Kernel::Elementwise { out: o, .. } => {
-            for v in fused_nodes(g, s, *o) {
-                for &a in &g.nodes[v].args {
-                    if s.materialized[a.as_u32() as usize] {
-                        add(a);
+        Kernel::Elementwise { .. } => {
+            for o in k.outs() {
+                for v in fused_nodes(g, s, o) {
+                    for &a in &g.nodes[v].args {
+                        if s.materialized[a.as_u32() as usize] {
+                            add(a);
+                        }
                     }
                 }
             }
@@ -123,8 +125,10 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     let mut last_reader = vec![-1i64; n];
     for (ki, k) in s.kernels.iter().enumerate() {
         let ki = ki as i64;
-        let o = idx(s.storage[idx(k.out())]);
-        live[o] = Some((live[o].map(|l| l.0).unwrap_or(ki), ki));
+        for out in k.outs() {
+            let o = idx(s.storage[idx(out)]);
+            live[o] = Some((live[o].map(|l| l.0).unwrap_or(ki), ki));
+        }
         for r in reads(g, s, k) {
             last_reader[idx(r)] = ki;
             if let Some(l) = live[idx(r)].as_mut() {
@@ -154,7 +158,7 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     // of the old value, and nothing else needs the update's own buffer.
     let mut copies = Vec::new();
     let kernel_of: std::collections::HashMap<Value, usize> =
-        s.kernels.iter().enumerate().map(|(i, k)| (k.out(), i)).collect();
+        s.kernels.iter().enumerate().flat_map(|(i, k)| k.outs().into_iter().map(move |o| (o, i))).collect();
     let updates: Vec<(Value, Value, Slot)> = g
         .params
         .iter()

@@ -26,8 +26,11 @@ pub enum Access {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// Computes `out` (and the fused nodes it needs) in one loop over [rows, cols].
-    Elementwise { out: Value, rows: usize, cols: usize },
+    /// Computes `out` (and the fused nodes it needs) in one loop over [rows, cols];
+    /// `also` are earlier outputs computed in the same loop (a chain such as Adam's
+    /// m, v and parameter updates): later outputs use them from registers, and every
+    /// output is stored at the end of an iteration.
+    Elementwise { out: Value, rows: usize, cols: usize, also: Vec<Value> },
     /// `out[o, i] = op over r of x[o, r, i]` for a materialized `x`.
     Reduce { out: Value, x: Value, op: ReduceOp, outer: usize, red: usize, inner: usize },
     /// `out[b] = a[b] @ b[b]` for `batch` matrices; operands may be read transposed.
@@ -37,6 +40,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every value the kernel stores.
+    pub fn outs(&self) -> Vec<Value> {
+        match self {
+            Kernel::Elementwise { out, also, .. } => also.iter().copied().chain([*out]).collect(),
+            k => vec![k.out()],
+        }
+    }
     pub fn out(&self) -> Value {
         match self {
             Kernel::Elementwise { out, .. }
@@ -207,7 +217,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                 if !matches!(node.op, Op::Broadcast { .. }) || broadcast_access(g, node.args[0], v).is_some() =>
             {
                 let (rows, cols) = loop_shape(g, v);
-                kernels.push(Kernel::Elementwise { out: v, rows, cols });
+                kernels.push(Kernel::Elementwise { out: v, rows, cols, also: Vec::new() });
             }
             Op::Reduce { op, axes } => {
                 let xs = dims(g, node.args[0]);
@@ -262,7 +272,50 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             return Err(format!("internal error: {v} folds a transpose of an unmaterialized value"));
         }
     }
-    Ok(Schedule { kernels, materialized: mat, storage })
+    let mut sched = Schedule { kernels, materialized: mat, storage };
+    merge_chains(g, &mut sched);
+    Ok(sched)
+}
+
+/// Whether every operand an elementwise kernel for `out` loads is read element for
+/// element or is a scalar (the loop can run flat, and outputs can be stored late).
+fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
+    fused_nodes(g, s, out).iter().all(|&v| {
+        let node = &g.nodes[v];
+        !matches!(node.op, Op::Broadcast { .. })
+            || !s.materialized[node.args[0].as_u32() as usize]
+            || matches!(broadcast_access(g, node.args[0], v), Some(Access::Full | Access::Scalar))
+    })
+}
+
+/// Merges consecutive elementwise kernels of one shape when a later one reads an
+/// earlier one's output (Adam's m, v and update), so the chain is one pass over memory.
+fn merge_chains(g: &Graph, s: &mut Schedule) {
+    let mut out: Vec<Kernel> = Vec::new();
+    for k in std::mem::take(&mut s.kernels) {
+        if let (
+            Some(Kernel::Elementwise { out: po, rows: pr, cols: pc, also: pa }),
+            Kernel::Elementwise { out: o, rows, cols, .. },
+        ) = (out.last_mut(), &k)
+        {
+            let group: Vec<Value> = pa.iter().copied().chain([*po]).collect();
+            let reads_group = fused_nodes(g, s, *o)
+                .iter()
+                .any(|&v| g.nodes[v].args.iter().any(|a| group.contains(&s.storage[a.as_u32() as usize])));
+            if *pr == *rows
+                && *pc == *cols
+                && reads_group
+                && flat_only(g, s, *o)
+                && group.iter().all(|&v| flat_only(g, s, v))
+            {
+                pa.push(*po);
+                *po = *o;
+                continue;
+            }
+        }
+        out.push(k);
+    }
+    s.kernels = out;
 }
 
 /// The nodes computed inside an elementwise kernel for `out`, in topological order:
@@ -296,10 +349,13 @@ pub fn fused_nodes(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
 /// A short description of a kernel (`nnc ir --stage fused`, `nnc plan`).
 pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
     match k {
-        Kernel::Elementwise { out, rows, cols } => {
-            let nodes = fused_nodes(g, s, *out);
-            let ops: Vec<String> = nodes.iter().map(|v| format!("{v}={}", g.nodes[*v].op.name())).collect();
-            format!("elementwise {out} [{rows} x {cols}]: {}", ops.join(" "))
+        Kernel::Elementwise { out, rows, cols, also } => {
+            let mut ops: Vec<String> = Vec::new();
+            for o in also.iter().chain([out]) {
+                ops.extend(fused_nodes(g, s, *o).iter().map(|v| format!("{v}={}", g.nodes[*v].op.name())));
+            }
+            let outs: Vec<String> = also.iter().chain([out]).map(|v| v.to_string()).collect();
+            format!("elementwise {} [{rows} x {cols}]: {}", outs.join(","), ops.join(" "))
         }
         Kernel::Reduce { out, x, op, outer, red, inner } => {
             format!("{} {out} <- {x} [{outer} x {red} x {inner}]", op.name())

@@ -8,18 +8,31 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
+/// All allocations, and this thread's (tests run in parallel threads).
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    let _ = MINE.try_with(|c| c.set(c.get() + 1));
+}
+
+fn mine() -> usize {
+    MINE.with(|c| c.get())
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         System.realloc(ptr, layout, new)
     }
 }
@@ -41,11 +54,11 @@ fn allocations_per_step(text: &str) -> (usize, usize) {
             }
         }
         exe.run(0, 0); // warm-up: anything lazily set up once happens here
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let before = mine();
         for step in 1..6 {
             exe.run(0, step);
         }
-        let after = ALLOCATIONS.load(Ordering::SeqCst);
+        let after = mine();
         let gemms = exe.schedule.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::MatMul { .. })).count();
         ((after - before) / 5, gemms)
     }

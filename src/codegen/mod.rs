@@ -122,8 +122,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     b.switch_to_block(entry);
                     let bases = [b.block_params(entry)[0], b.block_params(entry)[1]];
                     match k {
-                        Kernel::Elementwise { out, rows, cols } => {
-                            elementwise(&mut b, g, s, plan, bases, *out, *rows, *cols)?
+                        Kernel::Elementwise { out, rows, cols, also } => {
+                            let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
+                            elementwise(&mut b, g, s, plan, bases, &outs, *rows, *cols)?
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
                             reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
@@ -308,12 +309,14 @@ impl Loads<'_> {
 }
 
 /// Emits the value of `v` (a fused node) at `pos`.
+#[allow(clippy::too_many_arguments)]
 fn emit_node(
     e: &mut E,
     g: &Graph,
     s: &Schedule,
     loads: &Loads,
     memo: &mut HashMap<Value, ClValue>,
+    recip: &HashMap<Value, ClValue>,
     v: Value,
     pos: Pos,
 ) -> Result<ClValue, String> {
@@ -323,10 +326,15 @@ fn emit_node(
     let node = &g.nodes[v];
     let arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
         let a = node.args[i];
+        // An output computed earlier in the same loop (or a view of one) comes from a
+        // register: its store happens at the end of the iteration.
+        if let Some(&c) = memo.get(&a).or_else(|| memo.get(&s.storage[a.as_u32() as usize])) {
+            return Ok(c);
+        }
         if s.materialized[a.as_u32() as usize] {
             loads.load(e, a, Access::Full, pos)
         } else {
-            emit_node(e, g, s, loads, memo, a, pos)
+            emit_node(e, g, s, loads, memo, recip, a, pos)
         }
     };
     let out = match &node.op {
@@ -334,11 +342,14 @@ fn emit_node(
         Op::DimValue(d) => e.c(d.as_const().ok_or("internal error: unbound dim in codegen")? as f32),
         Op::Broadcast { .. } => {
             let x = node.args[0];
-            if s.materialized[x.as_u32() as usize] {
+            let root = s.storage[x.as_u32() as usize];
+            if let Some(&c) = memo.get(&x).or_else(|| memo.get(&root)) {
+                c
+            } else if s.materialized[x.as_u32() as usize] {
                 let acc = broadcast_access(g, x, v).ok_or("internal error: unsupported fused broadcast")?;
                 loads.load(e, x, acc, pos)?
             } else {
-                emit_node(e, g, s, loads, memo, x, pos)?
+                emit_node(e, g, s, loads, memo, recip, x, pos)?
             }
         }
         Op::Unary(u) => {
@@ -354,6 +365,11 @@ fn emit_node(
                 UnaryOp::Sigmoid => e.sigmoid(x),
                 UnaryOp::Erf => e.erf(x),
             }
+        }
+        // Division by a loop invariant: a multiplication by its reciprocal.
+        Op::Binary(BinaryOp::Div) if recip.contains_key(&v) => {
+            let a = arg(e, memo, 0)?;
+            e.mul(a, recip[&v])
         }
         Op::Binary(op) => {
             let a = arg(e, memo, 0)?;
@@ -401,11 +417,19 @@ fn elementwise(
     s: &Schedule,
     plan: &Plan,
     bases: [ClValue; 2],
-    out: Value,
+    outs: &[Value],
     rows: usize,
     cols: usize,
 ) -> Result<(), String> {
-    let nodes = fused_nodes(g, s, out);
+    let mut nodes: Vec<Value> = Vec::new();
+    for &o in outs {
+        for v in fused_nodes(g, s, o) {
+            if !nodes.contains(&v) {
+                nodes.push(v);
+            }
+        }
+    }
+    nodes.sort();
     let mut recips: [HashMap<Value, ClValue>; 2] = [HashMap::new(), HashMap::new()];
     // Flat when every operand is read element for element (or is a scalar).
     let mut flat = true;
@@ -420,9 +444,12 @@ fn elementwise(
             }
         }
     }
-    let out_slot = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let mut out_slots = Vec::new();
+    for &o in outs {
+        out_slots.push(plan.slots[o.as_u32() as usize].ok_or_else(|| format!("internal error: {o} has no buffer"))?);
+    }
     let loads = Loads { plan, bases, cols };
-    let store = |e: &mut E, val: ClValue, pos: Pos| {
+    let store = |e: &mut E, out_slot: Slot, val: ClValue, pos: Pos| {
         let addr0 = base(e.b, bases, out_slot);
         let a = match pos {
             Pos::Flat(i) => {
@@ -468,7 +495,7 @@ fn elementwise(
         for (k, vec) in [(0usize, false), (1, true)] {
             let mut e = E { b: &mut *b, vec };
             for &v in &invariant {
-                emit_node(&mut e, g, s, &loads, &mut pre[k], v, Pos::Flat(zero))?;
+                emit_node(&mut e, g, s, &loads, &mut pre[k], &HashMap::new(), v, Pos::Flat(zero))?;
             }
             // Division by an invariant is a multiplication by its reciprocal.
             for &v in &nodes {
@@ -487,19 +514,15 @@ fn elementwise(
         let mut e = E { b, vec };
         let k = usize::from(vec);
         let mut memo = pre[k].clone();
-        // Nodes that divide by an invariant: emitted as multiplications.
-        for (&v, &r) in &recips[k] {
-            let a = g.nodes[v].args[0];
-            let x = if s.materialized[a.as_u32() as usize] {
-                loads.load(&mut e, a, Access::Full, pos)?
-            } else {
-                emit_node(&mut e, g, s, &loads, &mut memo, a, pos)?
-            };
-            let m = e.mul(x, r);
-            memo.insert(v, m);
+        // Compute every output, then store them all: an update written in place is
+        // read (at this index) before it is overwritten.
+        let mut vals = Vec::with_capacity(outs.len());
+        for &o in outs {
+            vals.push(emit_node(&mut e, g, s, &loads, &mut memo, &recips[k], o, pos)?);
         }
-        let v = emit_node(&mut e, g, s, &loads, &mut memo, out, pos)?;
-        store(&mut e, v, pos);
+        for (slot, v) in out_slots.iter().zip(vals) {
+            store(&mut e, *slot, v, pos);
+        }
         Ok(())
     };
     if flat {
