@@ -312,58 +312,18 @@ fn dims(g: &Graph, v: Value) -> Vec<usize> {
     g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()
 }
 
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
+use crate::runtime::interp::strides;
 
-/// For each element of `shape` (row-major), `base + sum(idx * strides)`.
+/// For each element of `shape` (row-major), `base + sum(idx * strides)`, as u32.
 fn offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<u32> {
-    let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..n {
-        out.push((base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>()) as u32);
-        for a in (0..shape.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < shape[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
-    out
+    crate::runtime::interp::gather_offsets(shape, src_strides, base).into_iter().map(|o| o as u32).collect()
 }
 
 /// The im2col map: for each patch element, the image offset (u32::MAX for padding).
 fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u32> {
-    let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
-    let (oh, ow) = (patches[4], patches[5]);
-    let mut out = Vec::with_capacity(patches.iter().product());
-    for b in 0..nb {
-        for ch in 0..c {
-            let base = (b * c + ch) * (h * wd) as usize;
-            for i in 0..w.kh as usize {
-                for j in 0..w.kw as usize {
-                    for y in 0..oh {
-                        let iy = (y * w.stride_h as usize + i) as i64 - w.pad_h as i64;
-                        for x in 0..ow {
-                            let ix = (x * w.stride_w as usize + j) as i64 - w.pad_w as i64;
-                            out.push(if iy >= 0 && iy < h && ix >= 0 && ix < wd {
-                                (base + (iy * wd + ix) as usize) as u32
-                            } else {
-                                u32::MAX
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
+    let mut map = vec![u32::MAX; patches.iter().product()];
+    crate::runtime::interp::im2col_map(img, w, patches, |o, i| map[o] = i as u32);
+    map
 }
 
 /// The host kernel of a `Kernel::Host` node.

@@ -774,7 +774,7 @@ impl Lowerer {
         self.instances += 1;
         let scope = new_scope(Some(&self.global));
         self.scopes.push(scope.clone());
-        self.bind_args(&format!("`{}`", def.name.name), &def.args, args, &scope, span, None)?;
+        self.bind_args(&format!("`{}`", def.name.name), &def.args, args, &scope, span)?;
         let ctx = Ctx { env: scope.clone(), body: Body::Layer, path: format!("{path}.") };
         self.stack.push(key);
         let r = self.exec_block(&def.body.stmts, &ctx);
@@ -1351,7 +1351,7 @@ impl Lowerer {
         };
         let scope = new_scope(Some(&c.env));
         self.scopes.push(scope.clone());
-        self.bind_args(&what, &def.args, args, &scope, span, Some(&c.env))?;
+        self.bind_args(&what, &def.args, args, &scope, span)?;
         self.stack.push(key);
         let ctx = Ctx { env: scope.clone(), body: Body::Fn, path: String::new() };
         let r = self.exec_block(&def.body.stmts, &ctx);
@@ -1382,16 +1382,7 @@ impl Lowerer {
 
     /// Binds call arguments to declarations: positional, then named, then defaults.
     /// Tensor declarations are shape patterns whose free names bind to the actual dims.
-    fn bind_args(
-        &mut self,
-        what: &str,
-        decls: &[ast::ArgDecl],
-        args: Vec<ArgVal>,
-        scope: &Env,
-        span: Span,
-        def_env: Option<&Env>,
-    ) -> R<()> {
-        let _ = def_env;
+    fn bind_args(&mut self, what: &str, decls: &[ast::ArgDecl], args: Vec<ArgVal>, scope: &Env, span: Span) -> R<()> {
         let mut slots: Vec<Option<ArgVal>> = vec![None; decls.len()];
         let mut pos = 0;
         for a in args {

@@ -73,7 +73,8 @@ impl<T> Run<T> {
     }
 }
 
-fn strides(shape: &[usize]) -> Vec<usize> {
+/// Row-major strides of a shape.
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * shape[i + 1];
@@ -83,7 +84,7 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// For each element of an output of `shape` (row-major), the source offset
 /// `base + sum(idx[i] * src_strides[i])`.
-fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
+pub(crate) fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; shape.len()];
@@ -448,7 +449,7 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
 
 /// Calls `f(patch_offset, image_offset)` for every in-bounds pair of the window
 /// mapping between an image `[N, C, H, W]` and its patches `[N, C, kh, kw, OH, OW]`.
-fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {
+pub(crate) fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {
     let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
     let (oh, ow) = (patches[4], patches[5]);
     let (kh, kw) = (w.kh as usize, w.kw as usize);
@@ -488,6 +489,12 @@ fn pick<T: Real>(x: &Tensor<T>, shape: Vec<usize>, offs: &[usize]) -> Tensor<T> 
 pub fn step<T: Real>(g: &Graph, feeds: &mut Feeds<T>) -> Result<T, String> {
     let r = run(g, feeds)?;
     let loss = g.loss.map(|l| r.get(l).floats()[0]).unwrap_or(T::zero());
+    apply_updates(g, &r, feeds);
+    Ok(loss)
+}
+
+/// Writes a run's parameter and state updates back into the feeds.
+pub fn apply_updates<T: Real>(g: &Graph, r: &Run<T>, feeds: &mut Feeds<T>) {
     for (i, p) in g.params.iter().enumerate() {
         if let Some(u) = p.update {
             feeds.params[i] = r.get(u).floats().to_vec();
@@ -498,5 +505,4 @@ pub fn step<T: Real>(g: &Graph, feeds: &mut Feeds<T>) -> Result<T, String> {
             feeds.states[i] = r.get(u).floats().to_vec();
         }
     }
-    Ok(loss)
 }

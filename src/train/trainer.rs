@@ -157,16 +157,7 @@ impl Engine {
                 feeds.seed = seed;
                 feeds.step = step;
                 let r = interp::run(g, feeds)?;
-                for (i, p) in g.params.iter().enumerate() {
-                    if let Some(u) = p.update {
-                        feeds.params[i] = r.get(u).floats().to_vec();
-                    }
-                }
-                for (i, s) in g.states.iter().enumerate() {
-                    if let Some(u) = s.update {
-                        feeds.states[i] = r.get(u).floats().to_vec();
-                    }
-                }
+                interp::apply_updates(g, &r, feeds);
                 *run = Some(r);
                 Ok(())
             }
