@@ -63,35 +63,97 @@ pub fn grad(g: &Graph, of: Value, wrt: &[Value]) -> Result<(Graph, Vec<Value>), 
         }
     }
     let mut b = Builder { g: g.clone() };
-    let mut cot: HashMap<Value, Value> = HashMap::new();
+    // Contributions are collected per value and combined when the value is reached,
+    // so that disjoint slices' gradients become one concat instead of a sum of pads.
+    let mut cot: HashMap<Value, Vec<Value>> = HashMap::new();
     let seed = b.fill(1.0, vec![])?;
-    cot.insert(of, seed);
+    cot.insert(of, vec![seed]);
     for i in (0..=idx(of)).rev() {
         let v = Value::from_u32(i as u32);
         if !(depends[i] && needed[i]) {
             continue;
         }
-        let Some(&gv) = cot.get(&v) else { continue };
+        let Some(parts) = cot.remove(&v) else { continue };
+        let gv = combine(&mut b, parts)?;
+        cot.insert(v, vec![gv]);
         for (k, &a) in g.nodes[v].args.iter().enumerate() {
             if !depends[idx(a)] || g.ty(a).dtype != DType::F32 {
                 continue;
             }
             let Some(contrib) = vjp(&mut b, g, v, k, gv)? else { continue };
-            let total = match cot.get(&a) {
-                Some(&prev) => b.bin(BinaryOp::Add, prev, contrib)?,
-                None => contrib,
-            };
-            cot.insert(a, total);
+            cot.entry(a).or_default().push(contrib);
         }
     }
     let mut grads = Vec::with_capacity(wrt.len());
     for &w in wrt {
-        grads.push(match cot.get(&w) {
-            Some(&gw) => gw,
+        grads.push(match cot.remove(&w) {
+            Some(parts) => {
+                let gw = combine(&mut b, parts)?;
+                cot.insert(w, vec![gw]);
+                gw
+            }
             None => b.fill(0.0, g.ty(w).shape.clone())?,
         });
     }
     Ok((b.g, grads))
+}
+
+/// The sum of a value's gradient contributions. When they are all pads (the VJPs of
+/// slices) of disjoint ranges along one axis, the sum is the concatenation of the
+/// slices' gradients with zeros in the gaps: one op instead of a pad and an add each
+/// (an unrolled RNN slices every time step).
+fn combine(b: &mut Builder, parts: Vec<Value>) -> Result<Value, String> {
+    if parts.len() > 1 {
+        if let Some(v) = concat_of_pads(b, &parts)? {
+            return Ok(v);
+        }
+    }
+    let mut it = parts.into_iter();
+    let mut total = it.next().ok_or("internal error: no gradient contribution")?;
+    for p in it {
+        total = b.bin(BinaryOp::Add, total, p)?;
+    }
+    Ok(total)
+}
+
+fn concat_of_pads(b: &mut Builder, parts: &[Value]) -> Result<Option<Value>, String> {
+    let mut pieces: Vec<(i64, i64, Value)> = Vec::new(); // start, end, gradient of the slice
+    let mut axis0 = None;
+    for &p in parts {
+        let Op::Pad { axis, start, step: 1, len } = &b.g.nodes[p].op else { return Ok(None) };
+        if axis0.is_some_and(|a| a != *axis) || len.as_const().is_none() {
+            return Ok(None);
+        }
+        axis0 = Some(*axis);
+        let x = b.g.nodes[p].args[0];
+        let n = b.g.ty(x).shape[*axis as usize].as_const().ok_or("symbolic pad")?;
+        pieces.push((*start, start + n, x));
+    }
+    let Some(axis) = axis0 else { return Ok(None) };
+    pieces.sort_by_key(|p| p.0);
+    if pieces.windows(2).any(|w| w[0].1 > w[1].0) {
+        return Ok(None);
+    }
+    let full = b.g.ty(parts[0]).shape.clone();
+    let total = full[axis as usize].as_const().ok_or("symbolic pad")?;
+    let mut seq = Vec::new();
+    let mut at = 0;
+    let zeros = |b: &mut Builder, n: i64| {
+        let mut s = full.clone();
+        s[axis as usize] = Dim::konst(n);
+        b.fill(0.0, s)
+    };
+    for (start, end, x) in pieces {
+        if start > at {
+            seq.push(zeros(b, start - at)?);
+        }
+        seq.push(x);
+        at = end;
+    }
+    if at < total {
+        seq.push(zeros(b, total - at)?);
+    }
+    Ok(Some(b.push(Op::Concat { axis }, seq, None)?))
 }
 
 /// Whether an op can carry a nonzero gradient from its operands to its result.
