@@ -85,7 +85,15 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         }
         Kernel::Host { out: o } => {
             for &a in &g.nodes[*o].args {
-                add(a);
+                if s.materialized[a.as_u32() as usize] {
+                    add(a);
+                } else {
+                    // An operand folded into this kernel (im2col, transpose): its
+                    // own operands are what is read.
+                    for &b in &g.nodes[a].args {
+                        add(b);
+                    }
+                }
             }
         }
     }

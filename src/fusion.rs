@@ -151,6 +151,17 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     let mut mat = vec![false; n];
     let mut force = vec![false; n];
     let is_const = |v: Value| matches!(g.nodes[v].op, Op::Fill(_) | Op::DimValue(_));
+    // An im2col read only by a transpose, and a transpose read only by a col2im, are
+    // folded into that user: its host kernel composes the two index maps.
+    let folds_into_user = |v: Value| {
+        let sole =
+            |want: fn(&Op) -> bool| users[idx(v)].len() == 1 && want(&g.nodes[users[idx(v)][0]].op) && !pinned[idx(v)];
+        match g.nodes[v].op {
+            Op::Im2col(_) => sole(|o| matches!(o, Op::Transpose { .. })),
+            Op::Transpose { .. } => sole(|o| matches!(o, Op::Col2im { .. })),
+            _ => false,
+        }
+    };
     for (v, node) in g.nodes.iter().rev() {
         let i = idx(v);
         let same_shape_ew = |u: Value| is_elementwise(&g.nodes[u].op) && g.ty(u).shape == g.ty(v).shape;
@@ -172,6 +183,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     || !users[i].iter().all(|&u| same_shape_ew(u))
                     || broadcast_access(g, node.args[0], v).is_none()
             }
+            Op::Im2col(_) | Op::Transpose { .. } if folds_into_user(v) => false,
             _ => true,
         };
         mat[i] = m;
@@ -185,7 +197,14 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             }
             _ => {
                 for &a in &node.args {
-                    force[idx(a)] = true;
+                    let folded = folds_into_user(a)
+                        && matches!(
+                            (&node.op, &g.nodes[a].op),
+                            (Op::Transpose { .. }, Op::Im2col(_)) | (Op::Col2im { .. }, Op::Transpose { .. })
+                        );
+                    if !folded {
+                        force[idx(a)] = true;
+                    }
                 }
             }
         }

@@ -337,7 +337,17 @@ pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
             let x = node.args[0];
             let xs = strides(&dims(g, x));
             let src: Vec<usize> = perm.iter().map(|&p| xs[p as usize]).collect();
-            HostOp::Gather { src: slot(x)?, dst, map: offsets(&os, &src, 0) }
+            let tmap = offsets(&os, &src, 0);
+            match (&g.nodes[x].op, plan.slots[x.as_u32() as usize]) {
+                // A folded im2col: read the image through both maps.
+                (Op::Im2col(w), None) => {
+                    let img = g.nodes[x].args[0];
+                    let imap = im2col_map(&dims(g, img), w, &dims(g, x));
+                    let map = tmap.iter().map(|&j| imap.get(j as usize).copied().unwrap_or(u32::MAX)).collect();
+                    HostOp::Gather { src: slot(img)?, dst, map }
+                }
+                _ => HostOp::Gather { src: slot(x)?, dst, map: tmap },
+            }
         }
         Op::Slice { axis, start, step, .. } => {
             let x = node.args[0];
@@ -425,7 +435,24 @@ pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
         }
         Op::Col2im { window, .. } => {
             let p = node.args[0];
-            HostOp::Scatter { parts: vec![(slot(p)?, im2col_map(&os, window, &dims(g, p)))], dst }
+            let imap = im2col_map(&os, window, &dims(g, p));
+            match (&g.nodes[p].op, plan.slots[p.as_u32() as usize]) {
+                // A folded transpose: scatter from its input, composing the maps.
+                (Op::Transpose { perm }, None) => {
+                    let y = g.nodes[p].args[0];
+                    let ys = strides(&dims(g, y));
+                    let src: Vec<usize> = perm.iter().map(|&q| ys[q as usize]).collect();
+                    let tmap = offsets(&dims(g, p), &src, 0);
+                    let mut map = vec![u32::MAX; tmap.len()];
+                    for (j, &t) in tmap.iter().enumerate() {
+                        if let Some(m) = map.get_mut(t as usize) {
+                            *m = imap[j];
+                        }
+                    }
+                    HostOp::Scatter { parts: vec![(slot(y)?, map)], dst }
+                }
+                _ => HostOp::Scatter { parts: vec![(slot(p)?, imap)], dst },
+            }
         }
         other => return Err(format!("internal error: no host kernel for {}", other.name())),
     })
