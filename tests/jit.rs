@@ -196,3 +196,61 @@ fn large_odd_batches() {
     compare("digits grad at batch 1437", &g, 1437);
     compare("digits eval at batch 333", &p.eval, 333);
 }
+
+/// Random well-typed programs: expression trees over [B, 4] tensors drawn from the
+/// elementwise, reduction, matmul, broadcast, slicing and transpose primitives, compared
+/// forward and backward (the fixtures cover each op alone; this covers combinations).
+#[test]
+fn random_programs_jit_equals_interpreter() {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s % n
+    };
+    fn expr(depth: u32, next: &mut dyn FnMut(u64) -> u64) -> String {
+        let leaves = ["a", "b", "(a @ w)", "(b * v)", "(w[0, :] + a)"];
+        if depth == 0 {
+            return leaves[next(leaves.len() as u64) as usize].to_string();
+        }
+        let x = expr(depth - 1, next);
+        let y = expr(depth - 1, next);
+        match next(18) {
+            0 => format!("({x} + {y})"),
+            1 => format!("({x} - {y})"),
+            2 => format!("({x} * {y})"),
+            3 => format!("({x} / (1 + {y} * {y}))"),
+            4 => format!("exp(tanh({x}))"),
+            5 => format!("sigmoid({x})"),
+            6 => format!("relu({x})"),
+            7 => format!("maximum({x}, {y})"),
+            8 => format!("where({x} > {y}, {x}, 0.5 * {y})"),
+            9 => format!("({x} @ w)"),
+            10 => format!("({x} + sum({y}, axis = -1, keep = true))"),
+            11 => format!("({x} * mean({y}, axis = 0, keep = true))"),
+            12 => format!("concat([({x})[:, 0:2], ({y})[:, 2:4]], axis = 1)"),
+            13 => format!("transpose(({x}).T, [1, 0])"),
+            14 => format!("softmax({x})"),
+            15 => format!("log(1 + {x} * {x})"),
+            16 => format!("sqrt({x} * {x} + 1) * erf({y})"),
+            _ => format!("gelu(abs({x}) - {y})"),
+        }
+    }
+    for i in 0..60 {
+        let body = expr(1 + (i % 4) as u32, &mut next);
+        let src = format!(
+            "model R {{\n input a: [B, 4]\n input b: [B, 4]\n param w: [4, 4] = normal(0.5)\n param v: [4] = normal(1.0)\n output y = {body}\n loss = mean(y * y) + sum(y[:, 0])\n}}\n"
+        );
+        let p = match nnc::pipeline::compile_source("random.nn", &src, None) {
+            Ok(mut c) => c.programs.remove(0),
+            Err(e) => panic!(
+                "program {i} does not compile:\n{src}\n{}",
+                nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
+            ),
+        };
+        compare(&format!("random program {i}: {body}"), &p.eval, 3);
+        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        compare(&format!("random program {i} (grad): {body}"), &g, 3);
+    }
+}
