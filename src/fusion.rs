@@ -308,8 +308,22 @@ fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
 }
 
 /// Merges consecutive elementwise kernels of one shape when a later one reads an
-/// earlier one's output (Adam's m, v and update), so the chain is one pass over memory.
+/// earlier one's output or an operand the earlier ones load (Adam's m, v and update),
+/// so the chain is one pass over memory.
 fn merge_chains(g: &Graph, s: &mut Schedule) {
+    // The materialized values (storage roots) a kernel for `out` loads.
+    let loaded = |s: &Schedule, out: Value| {
+        let mut r = Vec::new();
+        for v in fused_nodes(g, s, out) {
+            for a in &g.nodes[v].args {
+                let root = s.storage[a.as_u32() as usize];
+                if s.materialized[a.as_u32() as usize] && !r.contains(&root) {
+                    r.push(root);
+                }
+            }
+        }
+        r
+    };
     let mut out: Vec<Kernel> = Vec::new();
     for k in std::mem::take(&mut s.kernels) {
         if let (
@@ -318,12 +332,13 @@ fn merge_chains(g: &Graph, s: &mut Schedule) {
         ) = (out.last_mut(), &k)
         {
             let group: Vec<Value> = pa.iter().copied().chain([*po]).collect();
-            let reads_group = fused_nodes(g, s, *o)
-                .iter()
-                .any(|&v| g.nodes[v].args.iter().any(|a| group.contains(&s.storage[a.as_u32() as usize])));
+            let mine = loaded(s, *o);
+            let reads_group = mine.iter().any(|r| group.contains(r));
+            // Or loads what the group loads (Adam's m and v both read the gradient).
+            let shares = group.iter().any(|&m| loaded(s, m).iter().any(|r| mine.contains(r)));
             if *pr == *rows
                 && *pc == *cols
-                && reads_group
+                && (reads_group || shares)
                 && flat_only(g, s, *o)
                 && group.iter().all(|&v| flat_only(g, s, v))
             {
