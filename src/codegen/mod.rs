@@ -567,6 +567,40 @@ fn identity(op: ReduceOp) -> f32 {
     }
 }
 
+/// A rotated loop `for i in (0..end).step_by(step)` folding `op` over the values loaded
+/// at `addr(i)` into `init`; the accumulator travels as a block parameter.
+fn accumulate(
+    b: &mut FunctionBuilder,
+    vec: bool,
+    op: ReduceOp,
+    init: ClValue,
+    end: i64,
+    step: i64,
+    addr: impl Fn(&mut FunctionBuilder, ClValue) -> ClValue,
+) -> ClValue {
+    let ty = if vec { types::F32X4 } else { types::F32 };
+    let header = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.append_block_param(header, ty);
+    b.append_block_param(exit, ty);
+    let z = b.ins().iconst(types::I64, 0);
+    b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(init)]);
+    b.switch_to_block(header);
+    let (i, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
+    let a = addr(b, i);
+    let v = b.ins().load(ty, flags(), a, 0);
+    let nacc = {
+        let mut e = E { b: &mut *b, vec };
+        combine(&mut e, op, acc, v)
+    };
+    let next = b.ins().iadd_imm_s(i, step);
+    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+    b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+    b.switch_to_block(exit);
+    b.block_params(exit)[0]
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reduce(
     b: &mut FunctionBuilder,
@@ -594,35 +628,12 @@ fn reduce(
                 let mut e = E { b: &mut *b, vec: true };
                 e.c(identity(op))
             };
-            // Vector part: the accumulator travels as a block parameter.
+            // Vector part over the row's first r4 elements.
             let acc = if r4 > 0 {
-                let header = b.create_block();
-                let exit = b.create_block();
-                b.append_block_param(header, types::I64);
-                b.append_block_param(header, types::F32X4);
-                b.append_block_param(exit, types::F32X4);
-                let z = b.ins().iconst(types::I64, 0);
-                b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(acc_var)]);
-                b.switch_to_block(header);
-                let (i, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
-                let off = b.ins().ishl_imm_u(i, 2);
-                let a = b.ins().iadd(rb, off);
-                let v = b.ins().load(types::F32X4, flags(), a, 0);
-                let nacc = {
-                    let mut e = E { b: &mut *b, vec: true };
-                    combine(&mut e, op, acc, v)
-                };
-                let next = b.ins().iadd_imm_s(i, 4);
-                let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, r4);
-                b.ins().brif(
-                    more,
-                    header,
-                    &[BlockArg::Value(next), BlockArg::Value(nacc)],
-                    exit,
-                    &[BlockArg::Value(nacc)],
-                );
-                b.switch_to_block(exit);
-                b.block_params(exit)[0]
+                accumulate(b, true, op, acc_var, r4, 4, |b, i| {
+                    let off = b.ins().ishl_imm_u(i, 2);
+                    b.ins().iadd(rb, off)
+                })
             } else {
                 acc_var
             };
@@ -656,38 +667,14 @@ fn reduce(
                 counted_loop(b, from, to, step, |b, c| {
                     let coff = b.ins().ishl_imm_u(c, 2);
                     let col = b.ins().iadd(xo, coff);
-                    let ty = if vec { types::F32X4 } else { types::F32 };
                     let init = {
                         let mut e = E { b: &mut *b, vec };
                         e.c(identity(op))
                     };
-                    let header = b.create_block();
-                    let exit = b.create_block();
-                    b.append_block_param(header, types::I64);
-                    b.append_block_param(header, ty);
-                    b.append_block_param(exit, ty);
-                    let z = b.ins().iconst(types::I64, 0);
-                    b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(init)]);
-                    b.switch_to_block(header);
-                    let (r, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
-                    let roff = b.ins().imul_imm_s(r, in_i * 4);
-                    let a = b.ins().iadd(col, roff);
-                    let v = b.ins().load(ty, flags(), a, 0);
-                    let nacc = {
-                        let mut e = E { b: &mut *b, vec };
-                        combine(&mut e, op, acc, v)
-                    };
-                    let next = b.ins().iadd_imm_s(r, 1);
-                    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, red_i);
-                    b.ins().brif(
-                        more,
-                        header,
-                        &[BlockArg::Value(next), BlockArg::Value(nacc)],
-                        exit,
-                        &[BlockArg::Value(nacc)],
-                    );
-                    b.switch_to_block(exit);
-                    let res = b.block_params(exit)[0];
+                    let res = accumulate(b, vec, op, init, red_i, 1, |b, r| {
+                        let roff = b.ins().imul_imm_s(r, in_i * 4);
+                        b.ins().iadd(col, roff)
+                    });
                     let oa = b.ins().iadd(oo, coff);
                     b.ins().store(flags(), res, oa, 0);
                     Ok(())
