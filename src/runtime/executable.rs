@@ -162,28 +162,27 @@ impl Executable {
         self.region_mut(s).copy_from_slice(data);
         Ok(())
     }
-    /// Sets input `i` from floats (f32 inputs) or ids (i32 inputs, as `f32::from_bits`).
-    pub fn set_input_f32(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
+    /// The slot of input `i`, after checking its element type and length.
+    fn input_slot(&self, i: usize, dtype: DType, len: usize) -> Result<Slot, String> {
         let decl = &self.graph.inputs[i];
-        if decl.ty.dtype != DType::F32 {
-            return Err(format!("input `{}` is i32", decl.name));
+        if decl.ty.dtype != dtype {
+            return Err(format!("input `{}` is {}, not {}", decl.name, decl.ty.dtype.name(), dtype.name()));
         }
         let s = self.slot(decl.value)?;
-        if data.len() != s.len {
-            return Err(format!("input `{}` has {} values, expected {}", decl.name, data.len(), s.len));
+        if len != s.len {
+            return Err(format!("input `{}` has {len} values, expected {}", decl.name, s.len));
         }
+        Ok(s)
+    }
+    /// Sets the f32 input `i`.
+    pub fn set_input_f32(&mut self, i: usize, data: &[f32]) -> Result<(), String> {
+        let s = self.input_slot(i, DType::F32, data.len())?;
         self.region_mut(s).copy_from_slice(data);
         Ok(())
     }
+    /// Sets the i32 input `i` (ids are stored bit for bit in the f32 arena).
     pub fn set_input_i32(&mut self, i: usize, data: &[i32]) -> Result<(), String> {
-        let decl = &self.graph.inputs[i];
-        if decl.ty.dtype != DType::I32 {
-            return Err(format!("input `{}` is f32", decl.name));
-        }
-        let s = self.slot(decl.value)?;
-        if data.len() != s.len {
-            return Err(format!("input `{}` has {} values, expected {}", decl.name, data.len(), s.len));
-        }
+        let s = self.input_slot(i, DType::I32, data.len())?;
         for (o, &x) in self.region_mut(s).iter_mut().zip(data) {
             *o = f32::from_bits(x as u32);
         }
