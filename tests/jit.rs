@@ -38,7 +38,7 @@ fn compile(path: &Path) -> nnc::ir::Program {
 }
 
 fn opts() -> CodegenOptions {
-    CodegenOptions { poison: true, threads: 1, keep_clif: false, verify: true, profile: false }
+    CodegenOptions { poison: true, threads: 1, verify: true, ..Default::default() }
 }
 
 /// Runs `g` (symbolic) at batch `batch` in both backends and compares every output,

@@ -10,7 +10,9 @@ fn jit(fname: &str, xs: &[f32]) -> Vec<f32> {
     let src = format!("model M {{\n input x: [B]\n output y = {fname}(x)\n}}\n");
     let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, xs.len()).expect("bind");
-    let mut exe = Executable::new(&g, &CodegenOptions { verify: true, threads: 1, ..Default::default() }).expect("jit");
+    let mut exe =
+        Executable::new(&g, &CodegenOptions { verify: true, threads: 1, keep_denormals: true, ..Default::default() })
+            .expect("jit");
     exe.set_input_f32(0, xs).expect("input");
     exe.run(0, 0);
     exe.output("y").expect("y").to_vec()
@@ -102,4 +104,30 @@ fn sigmoid_ulps() {
 #[test]
 fn erf_ulps() {
     check("erf", nnc::runtime::erf64, 4.0, |_| true);
+}
+
+/// By default a step flushes denormals (FTZ and DAZ, as XLA's CPU client does) and gives
+/// the caller's floating-point mode back; `keep_denormals` computes them exactly.
+#[test]
+fn denormals_flushed_by_default_and_mode_restored() {
+    let src = "model M {\n input x: [B]\n output y = x * 1e-30\n output z = x + 0\n}\n";
+    let p = nnc::pipeline::compile_source("m.nn", src, None).ok().expect("compiles").programs.remove(0);
+    let g = concrete(&p.eval, 4).expect("bind");
+    let xs = [1e-10f32, 1.0, 1e-39, -1e-39];
+    let run = |keep_denormals: bool| {
+        let mut exe = Executable::new(&g, &CodegenOptions { keep_denormals, ..Default::default() }).expect("jit");
+        exe.set_input_f32(0, &xs).expect("input");
+        let before = 1e-39f32 * std::hint::black_box(0.5f32);
+        exe.run(0, 0);
+        let after = 1e-39f32 * std::hint::black_box(0.5f32);
+        assert_eq!(before.to_bits(), after.to_bits(), "the caller's mode is restored");
+        assert!(after > 0.0, "the caller computes denormals");
+        (exe.output("y").expect("y").to_vec(), exe.output("z").expect("z").to_vec())
+    };
+    let (y, z) = run(false);
+    assert_eq!(y[0], 0.0, "1e-40 flushed to zero");
+    assert_eq!(&z[2..], &[0.0, 0.0], "denormal operands read as zero");
+    let (y, z) = run(true);
+    assert_eq!(y[0], 1e-10f32 * 1e-30f32);
+    assert_eq!(&z[2..], &xs[2..]);
 }

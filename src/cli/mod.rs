@@ -834,7 +834,11 @@ fn bench(
 
 /// Sets up rayon's global pool once (used by multithreaded GEMMs).
 fn rayon_threads(n: usize) -> Result<(), String> {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| e.to_string())
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .start_handler(|_| crate::runtime::executable::flush_denormals_in_this_thread())
+        .build_global()
+        .map_err(|e| e.to_string())
 }
 
 /// Random inputs (ids within their range), initialized parameters, hyper inputs.

@@ -41,6 +41,12 @@ pub struct CodegenOptions {
     pub verify: bool,
     /// Time every kernel (`nnc bench --profile`).
     pub profile: bool,
+    /// Compute with denormals as IEEE says. By default a step runs with denormal results
+    /// flushed to zero and denormal operands read as zero (MXCSR FTZ and DAZ), as XLA's
+    /// CPU client and TensorFlow do: a denormal costs about 100 cycles per operation on
+    /// this CPU, and Adam's second moment of tiny gradients, or the softmax of a confident
+    /// classifier, lands there (the MLP step's Adam kernel ran 4x slower).
+    pub keep_denormals: bool,
 }
 
 /// Native code for one step, and the tables its callbacks read.
