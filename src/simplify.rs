@@ -1,9 +1,204 @@
-//! Graph simplification. For now: dead-code elimination (`dead_code`), which keeps the
-//! nodes that outputs, the loss and state updates need, plus every declared leaf.
-//! (CSE, constant folding and algebraic rewrites come with the fusion work.)
+//! Graph simplification, run on the graphs that are executed (after autodiff):
+//! - `simplify`: one pass in topological order that folds constants, applies algebraic
+//!   identities that never make code worse, and merges common subexpressions; then
+//!   `dead_code`. `nnc ir --stage opt` prints its result.
+//! - `dead_code`: keeps the nodes that outputs, the loss and updates need, plus every
+//!   declared leaf.
+//!
+//! Every rewrite gives the same f32 result bit for bit, except two: the sign of a zero
+//! (`x + 0` is `x`, so `-0 + 0` stays `-0`, as in XLA's algebraic simplifier), and a sum
+//! of a constant, folded to one product (rounded once, where a loop rounds n times).
+//! Constants fold in f32 with the interpreter's own functions. `StopGradient` is dropped:
+//! it is the identity, and simplified graphs are not differentiated again.
 
-use crate::ir::{Graph, Op, Value};
+use crate::ir::{BinaryOp, DType, Graph, Node, Op, ReduceOp, Type, UnaryOp, Value};
+use crate::runtime::interp::{binary, unary};
 use cranelift_entity::PrimaryMap;
+use std::collections::HashMap;
+
+/// What a node becomes: an existing value of the new graph, or a node to add.
+enum Rewrite {
+    Same(Value),
+    New(Op, Vec<Value>),
+}
+
+/// Constant folding, algebraic identities and CSE, then dead-code elimination.
+pub fn simplify(g: &Graph) -> Graph {
+    let mut nodes: PrimaryMap<Value, Node> = PrimaryMap::new();
+    let mut map: Vec<Value> = Vec::with_capacity(g.len());
+    let mut seen: HashMap<String, Value> = HashMap::new();
+    for (_, node) in g.nodes.iter() {
+        let args: Vec<Value> = node.args.iter().map(|a| map[a.as_u32() as usize]).collect();
+        let v = match rewrite(&nodes, &node.op, args, &node.ty) {
+            Rewrite::Same(v) => v,
+            Rewrite::New(op, args) => {
+                let leaf = matches!(op, Op::Input(_) | Op::Param(_) | Op::State(_));
+                let key = (!leaf).then(|| cse_key(&op, &args, &node.ty));
+                match key.as_ref().and_then(|k| seen.get(k)) {
+                    Some(&v) => v,
+                    None => {
+                        let v = nodes.push(Node { op, args, ty: node.ty.clone() });
+                        if let Some(k) = key {
+                            seen.insert(k, v);
+                        }
+                        v
+                    }
+                }
+            }
+        };
+        map.push(v);
+    }
+    let m = |v: Value| map[v.as_u32() as usize];
+    let mut out = g.clone();
+    out.nodes = nodes;
+    for i in out.inputs.iter_mut() {
+        i.value = m(i.value);
+    }
+    for p in out.params.iter_mut() {
+        p.value = m(p.value);
+        p.update = p.update.map(m).filter(|&u| u != p.value);
+    }
+    for s in out.states.iter_mut() {
+        s.value = m(s.value);
+        s.update = s.update.map(m).filter(|&u| u != s.value);
+    }
+    for (_, v) in out.outputs.iter_mut() {
+        *v = m(*v);
+    }
+    out.loss = out.loss.map(m);
+    dead_code(&out)
+}
+
+/// Identical op, operands and type: the same value. `add` and `mul` commute exactly.
+fn cse_key(op: &Op, args: &[Value], ty: &Type) -> String {
+    let mut a = args.to_vec();
+    if matches!(op, Op::Binary(BinaryOp::Add | BinaryOp::Mul)) {
+        a.sort_unstable();
+    }
+    format!("{op:?}|{a:?}|{ty:?}")
+}
+
+/// The constant of an f32 `fill` node.
+fn fill_of(nodes: &PrimaryMap<Value, Node>, v: Value) -> Option<f64> {
+    match nodes[v].op {
+        Op::Fill(c) if nodes[v].ty.dtype == DType::F32 => Some(c),
+        _ => None,
+    }
+}
+
+fn rewrite(nodes: &PrimaryMap<Value, Node>, op: &Op, args: Vec<Value>, ty: &Type) -> Rewrite {
+    use Rewrite::{New, Same};
+    let fill = |i: usize| args.get(i).and_then(|&a| fill_of(nodes, a));
+    let arg_ty = |i: usize| &nodes[args[i]].ty;
+    let inner = |i: usize| &nodes[args[i]];
+    let folded = |c: f32| New(Op::Fill(f64::from(c)), vec![]);
+    // A view or broadcast of a constant is the constant at the node's type.
+    let moves_data = matches!(op, Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. });
+    if moves_data && ty.dtype == DType::F32 {
+        if let Some(c) = fill(0) {
+            return New(Op::Fill(c), vec![]);
+        }
+    }
+    match op {
+        Op::DimValue(d) => match d.as_const() {
+            Some(k) => folded(k as f32),
+            None => New(op.clone(), args),
+        },
+        Op::StopGradient => Same(args[0]),
+        Op::Unary(u) => {
+            if let Some(c) = fill(0) {
+                return folded(unary::<f32>(*u, c as f32));
+            }
+            if *u == UnaryOp::Neg && inner(0).op == Op::Unary(UnaryOp::Neg) {
+                return Same(inner(0).args[0]);
+            }
+            New(op.clone(), args)
+        }
+        Op::Binary(b) => {
+            let (ca, cb) = (fill(0), fill(1));
+            if let (Some(x), Some(y)) = (ca, cb) {
+                return folded(binary::<f32>(*b, x as f32, y as f32));
+            }
+            let is = |c: Option<f64>, k: f64| c == Some(k);
+            match b {
+                BinaryOp::Add if is(cb, 0.0) => Same(args[0]),
+                BinaryOp::Add if is(ca, 0.0) => Same(args[1]),
+                BinaryOp::Sub if is(cb, 0.0) => Same(args[0]),
+                BinaryOp::Mul | BinaryOp::Div if is(cb, 1.0) => Same(args[0]),
+                BinaryOp::Mul if is(ca, 1.0) => Same(args[1]),
+                _ => New(op.clone(), args),
+            }
+        }
+        Op::Select => match fill(0) {
+            Some(c) => Same(if c != 0.0 { args[1] } else { args[2] }),
+            None if args[1] == args[2] => Same(args[1]),
+            None => New(op.clone(), args),
+        },
+        Op::Broadcast { shape } => {
+            if arg_ty(0).shape == *shape {
+                return Same(args[0]);
+            }
+            if matches!(inner(0).op, Op::Broadcast { .. }) {
+                // NumPy broadcasts compose: x's dims are 1 or the inner shape's, whose
+                // dims are 1 or the outer shape's.
+                return New(op.clone(), vec![inner(0).args[0]]);
+            }
+            New(op.clone(), args)
+        }
+        Op::Reshape { shape } => {
+            if arg_ty(0).shape == *shape {
+                return Same(args[0]);
+            }
+            if matches!(inner(0).op, Op::Reshape { .. }) {
+                let x = inner(0).args[0];
+                if nodes[x].ty.shape == *shape {
+                    return Same(x);
+                }
+                return New(op.clone(), vec![x]);
+            }
+            New(op.clone(), args)
+        }
+        Op::Transpose { perm } => {
+            let identity = |p: &[u32]| p.iter().enumerate().all(|(i, &d)| d as usize == i);
+            if identity(perm) {
+                return Same(args[0]);
+            }
+            if let Op::Transpose { perm: p1 } = &inner(0).op {
+                // Result dim i is the inner result's dim perm[i], which is x's p1[perm[i]].
+                let composed: Vec<u32> = perm.iter().map(|&d| p1[d as usize]).collect();
+                let x = inner(0).args[0];
+                if identity(&composed) {
+                    return Same(x);
+                }
+                return New(Op::Transpose { perm: composed }, vec![x]);
+            }
+            New(op.clone(), args)
+        }
+        Op::Slice { axis, start, end, step } => {
+            let whole = arg_ty(0).shape.get(*axis as usize).and_then(|d| d.as_const()) == Some(*end);
+            if *start == 0 && *step == 1 && whole {
+                return Same(args[0]);
+            }
+            New(op.clone(), args)
+        }
+        Op::Reduce { op: r, axes } => {
+            if axes.is_empty() {
+                return Same(args[0]);
+            }
+            if let Some(c) = fill(0) {
+                let count: Option<i64> = axes.iter().map(|&a| arg_ty(0).shape[a as usize].as_const()).product();
+                match (r, count) {
+                    (ReduceOp::Sum, Some(n)) => return folded(c as f32 * n as f32),
+                    (ReduceOp::Max | ReduceOp::Min, _) => return New(Op::Fill(c), vec![]),
+                    _ => {}
+                }
+            }
+            New(op.clone(), args)
+        }
+        Op::Concat { .. } if args.len() == 1 => Same(args[0]),
+        _ => New(op.clone(), args),
+    }
+}
 
 /// A copy of `g` without the nodes nothing needs, renumbered densely in the same order.
 pub fn dead_code(g: &Graph) -> Graph {

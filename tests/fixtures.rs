@@ -108,3 +108,25 @@ fn grad_stage() {
         insta::assert_snapshot!(nnc::ir::print::print(&g));
     });
 }
+
+/// The simplified training step (`nnc ir --stage opt`, batch 4) of each simplify fixture:
+/// constants folded, identities applied, common subexpressions merged.
+#[test]
+fn simplify_stage() {
+    insta::glob!("data/simplify/*.nn", |path| {
+        let text = read(path);
+        let c = pipeline::compile_source(&name_of(path), &text, None)
+            .unwrap_or_else(|e| panic!("{}", render(&e.diagnostics, &e.sources, RenderOptions { color: false })));
+        let p = &c.programs[0];
+        let g = if p.train.loss.is_some() {
+            pipeline::step_graph(p, 4).expect("step graph")
+        } else {
+            nnc::runtime::executable::concrete(&p.eval, 4).expect("bind")
+        };
+        let s = nnc::simplify::simplify(&g);
+        let errs = nnc::ir::verify::verify(&s);
+        assert!(errs.is_empty(), "{}: the verifier rejects the simplified graph: {errs:?}", path.display());
+        assert!(s.len() <= g.len());
+        insta::assert_snapshot!(nnc::ir::print::print(&s));
+    });
+}

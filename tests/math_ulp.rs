@@ -110,7 +110,7 @@ fn erf_ulps() {
 /// the caller's floating-point mode back; `keep_denormals` computes them exactly.
 #[test]
 fn denormals_flushed_by_default_and_mode_restored() {
-    let src = "model M {\n input x: [B]\n output y = x * 1e-30\n output z = x + 0\n}\n";
+    let src = "model M {\n input x: [B]\n output y = x * 1e-30\n output z = x * 1e30\n}\n";
     let p = nnc::pipeline::compile_source("m.nn", src, None).ok().expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, 4).expect("bind");
     let xs = [1e-10f32, 1.0, 1e-39, -1e-39];
@@ -129,5 +129,5 @@ fn denormals_flushed_by_default_and_mode_restored() {
     assert_eq!(&z[2..], &[0.0, 0.0], "denormal operands read as zero");
     let (y, z) = run(true);
     assert_eq!(y[0], 1e-10f32 * 1e-30f32);
-    assert_eq!(&z[2..], &xs[2..]);
+    assert_eq!(&z[2..], &[1e-39f32 * 1e30f32, -1e-39f32 * 1e30f32]);
 }

@@ -59,6 +59,9 @@ enum Stage {
     Ir,
     /// The train graph with its backward pass (`grad.<param>` outputs).
     Grad,
+    /// The training step (or, without a loss, the eval graph) after simplification:
+    /// constants folded, identities applied, common subexpressions merged.
+    Opt,
     /// The kernels of the training step after fusion.
     Fused,
     /// The Cranelift IR of the training step.
@@ -305,6 +308,26 @@ pub fn run() -> i32 {
             }
             let Some(c) = compile(&file, opts) else { return 1 };
             for p in &c.programs {
+                if stage == Stage::Opt {
+                    let b = match crate::pipeline::batch_of(p, batch) {
+                        Ok(b) => b,
+                        Err(m) => return fail(&m),
+                    };
+                    let g = if p.train.loss.is_some() {
+                        crate::pipeline::step_graph(p, b)
+                    } else {
+                        crate::runtime::executable::concrete(&p.eval, b)
+                    };
+                    match g {
+                        Ok(g) => {
+                            let s = crate::simplify::simplify(&g);
+                            outln!("model {} ({} nodes simplified to {}, batch {b})", p.name, g.len(), s.len());
+                            outs!("{}", print::print(&s));
+                        }
+                        Err(m) => return fail(&m),
+                    }
+                    continue;
+                }
                 if stage == Stage::Fused || stage == Stage::Clif {
                     let b = match crate::pipeline::batch_of(p, batch) {
                         Ok(b) => b,

@@ -91,7 +91,7 @@ impl Executable {
                 return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
             }
         }
-        let g = crate::simplify::dead_code(g);
+        let g = crate::simplify::simplify(g);
         let schedule = fusion::fuse(&g)?;
         let plan = buffers::plan(&g, &schedule);
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;

@@ -109,7 +109,7 @@ impl Fingerprint {
     }
 }
 
-fn unary<T: Real>(op: UnaryOp, x: T) -> T {
+pub(crate) fn unary<T: Real>(op: UnaryOp, x: T) -> T {
     let zero = T::zero();
     let one = T::one();
     match op {
@@ -141,7 +141,7 @@ fn unary<T: Real>(op: UnaryOp, x: T) -> T {
     }
 }
 
-fn binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
+pub(crate) fn binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
     let bit = |c: bool| if c { T::one() } else { T::zero() };
     match op {
         BinaryOp::Add => a + b,
