@@ -37,13 +37,18 @@ fn compile(path: &Path) -> nnc::ir::Program {
     }
 }
 
-fn opts() -> CodegenOptions {
-    CodegenOptions { poison: true, threads: 1, verify: true, ..Default::default() }
+fn opts(threads: usize) -> CodegenOptions {
+    CodegenOptions { poison: true, threads, verify: true, ..Default::default() }
 }
 
 /// Runs `g` (symbolic) at batch `batch` in both backends and compares every output,
 /// the loss and every update.
 fn compare(what: &str, g: &Graph, batch: usize) {
+    compare_threads(what, g, batch, 1)
+}
+
+/// `compare` with GEMMs and large elementwise kernels split across `threads`.
+fn compare_threads(what: &str, g: &Graph, batch: usize, threads: usize) {
     let g = concrete(g, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
     let inputs = random_inputs::<f32>(&g, batch, 3).unwrap_or_else(|e| panic!("{what}: {e}"));
     let (params, states) = random_params(&g, 3);
@@ -64,7 +69,7 @@ fn compare(what: &str, g: &Graph, batch: usize) {
         .collect();
     let feeds64 = Feeds { inputs: inputs64, params: round(&params), states: round(&states), seed: 7, step: 2 };
     let want64 = interp::run(&g, &feeds64).unwrap_or_else(|e| panic!("{what}: interpreter (f64): {e}"));
-    let mut exe = Executable::new(&g, &opts()).unwrap_or_else(|e| panic!("{what}: compile: {e}"));
+    let mut exe = Executable::new(&g, &opts(threads)).unwrap_or_else(|e| panic!("{what}: compile: {e}"));
     for (i, p) in feeds.params.iter().enumerate() {
         exe.set_param(i, p).expect("param");
     }
@@ -195,6 +200,10 @@ fn large_odd_batches() {
     let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
     compare("digits grad at batch 1437", &g, 1437);
     compare("digits eval at batch 333", &p.eval, 333);
+    // Kernels of 1437 x 128 elements are split across threads (in parts of odd sizes).
+    for threads in [2, 3] {
+        compare_threads(&format!("digits grad at batch 1437, {threads} threads"), &g, 1437, threads);
+    }
 }
 
 /// Random well-typed programs: expression trees over [B, 4] tensors drawn from the

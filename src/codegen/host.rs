@@ -101,6 +101,8 @@ pub struct Tables {
     pub gemm: Vec<GemmOp>,
     /// Per kernel, the arena slots to fill with NaN after it (the debug check).
     pub poison: Vec<Vec<Slot>>,
+    /// Elementwise kernels split across threads.
+    pub par: Vec<ParOp>,
     /// Per kernel, accumulated nanoseconds (with `CodegenOptions::profile`).
     pub ticks: Vec<std::sync::atomic::AtomicU64>,
     pub last_tick: std::sync::atomic::AtomicU64,
@@ -250,6 +252,54 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
             slice(ctx, *dst).copy_from_slice(values);
         }
     }
+}
+
+/// A JIT kernel: (arena, persistent, lo, hi).
+pub type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, i64, i64);
+
+/// An elementwise kernel whose index space [0, total) is split into `threads` parts,
+/// each a multiple of `align` long (the last takes the rest).
+pub struct ParOp {
+    pub func: Option<KernelFn>,
+    pub total: i64,
+    pub align: i64,
+    pub threads: usize,
+}
+
+/// Runs parts `[lo, hi)` of a kernel in `parts` pieces with `rayon::join` (which
+/// allocates nothing), each worker in the caller's floating-point mode (flushing
+/// denormals, say).
+/// The arena and persistent region addresses, passed to worker threads: the parts of
+/// a split kernel write disjoint elements.
+#[derive(Clone, Copy)]
+struct Regions(usize, usize);
+
+fn run_parts(f: KernelFn, r: Regions, lo: i64, hi: i64, parts: usize, align: i64, mode: u32) {
+    if parts <= 1 {
+        let saved = crate::runtime::executable::fp_mode();
+        crate::runtime::executable::set_fp_mode(mode);
+        // SAFETY: the kernel was compiled for these regions; [lo, hi) is inside its space.
+        unsafe { f(r.0 as *mut f32, r.1 as *mut f32, lo, hi) };
+        crate::runtime::executable::set_fp_mode(saved);
+        return;
+    }
+    let left = parts / 2;
+    let mid = (lo + (hi - lo) * left as i64 / parts as i64) / align * align;
+    rayon::join(|| run_parts(f, r, lo, mid, left, align, mode), || run_parts(f, r, mid, hi, parts - left, align, mode));
+}
+
+/// Runs the split kernel `index` across threads. Called from JIT code.
+/// # Safety
+/// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+pub unsafe extern "C" fn nnc_par(ctx: *const HostCtx, index: u32) {
+    // SAFETY: as for `nnc_host`.
+    let ctx = unsafe { &*ctx };
+    let tables = unsafe { &*ctx.tables };
+    let Some(op) = tables.par.get(index as usize) else { return };
+    let Some(f) = op.func else { return };
+    let mode = crate::runtime::executable::fp_mode();
+    let r = Regions(ctx.arena as usize, ctx.persistent as usize);
+    run_parts(f, r, 0, op.total, op.threads, op.align, mode);
 }
 
 /// Runs GEMM `index`. Called from JIT code.

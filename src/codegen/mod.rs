@@ -29,6 +29,9 @@ type ClValue = cranelift_codegen::ir::Value;
 /// `step(arena, persistent, ctx)`.
 pub type StepFn = unsafe extern "C" fn(*mut f32, *mut f32, *const HostCtx);
 
+/// Elementwise kernels with at least this many elements are split across threads.
+const PAR_MIN_ELEMENTS: usize = 1 << 15;
+
 #[derive(Clone, Debug, Default)]
 pub struct CodegenOptions {
     /// Fill dead arena buffers with NaN after each kernel (the planner's check).
@@ -77,6 +80,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     jb.symbol("nnc_gemm", host::nnc_gemm as *const u8);
     jb.symbol("nnc_poison", host::nnc_poison as *const u8);
     jb.symbol("nnc_tick", host::nnc_tick as *const u8);
+    jb.symbol("nnc_par", host::nnc_par as *const u8);
     let mut module = JITModule::new(jb);
     let frontend_config = module.target_config();
     let ptr = frontend_config.pointer_type();
@@ -88,14 +92,21 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let f_gemm = module.declare_function("nnc_gemm", Linkage::Import, &cb_sig).map_err(err)?;
     let f_poison = module.declare_function("nnc_poison", Linkage::Import, &cb_sig).map_err(err)?;
     let f_tick = module.declare_function("nnc_tick", Linkage::Import, &cb_sig).map_err(err)?;
+    let f_par = module.declare_function("nnc_par", Linkage::Import, &cb_sig).map_err(err)?;
+    // Kernels take (arena, persistent, lo, hi): elementwise kernels run the part
+    // [lo, hi) of their index space (elements when flat, rows otherwise), so a step can
+    // split a large one across threads (`nnc_par`); reductions ignore lo and hi.
     let mut kern_sig = module.make_signature();
     kern_sig.params.push(AbiParam::new(ptr));
     kern_sig.params.push(AbiParam::new(ptr));
+    kern_sig.params.push(AbiParam::new(types::I64));
+    kern_sig.params.push(AbiParam::new(types::I64));
 
     let mut tables = Tables {
         host: Vec::new(),
         gemm: Vec::new(),
         poison: Vec::new(),
+        par: Vec::new(),
         ticks: (0..s.kernels.len()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         last_tick: std::sync::atomic::AtomicU64::new(0),
     };
@@ -104,19 +115,25 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let mut clif = String::new();
     // What the step does, in order.
     enum Call {
-        Kernel(FuncId),
+        /// A kernel over its whole index space [0, n).
+        Kernel(FuncId, i64),
+        /// A kernel split across threads: `Tables::par[i]`.
+        Par(u32),
         Host(u32),
         Gemm(u32),
         Poison(u32),
         Tick(u32),
     }
     let mut calls = Vec::new();
+    let mut par_ids: Vec<FuncId> = Vec::new();
     if opts.profile {
         calls.push(Call::Tick(u32::MAX));
     }
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
             Kernel::Elementwise { .. } | Kernel::Reduce { .. } => {
+                let mut space: (i64, i64) = (0, 1);
+                let mut par = false;
                 let name = format!("k{ki}");
                 let id = module.declare_function(&name, Linkage::Local, &kern_sig).map_err(err)?;
                 ctx.func.signature = kern_sig.clone();
@@ -126,11 +143,20 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     let entry = b.create_block();
                     b.append_block_params_for_function_params(entry);
                     b.switch_to_block(entry);
-                    let bases = [b.block_params(entry)[0], b.block_params(entry)[1]];
+                    let params = b.block_params(entry).to_vec();
+                    let bases = [params[0], params[1]];
                     match k {
                         Kernel::Elementwise { out, rows, cols, also } => {
                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
-                            elementwise(&mut b, g, s, plan, bases, &outs, *rows, *cols)?
+                            let range = (params[2], params[3]);
+                            let flat = elementwise(&mut b, g, s, plan, bases, range, &outs, *cols)?;
+                            space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
+                            // One part per thread when the kernel is large enough to pay
+                            // for waking a thread (about 10 us).
+                            let elems = rows * cols;
+                            if opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && space.0 >= 2 * space.1 {
+                                par = true;
+                            }
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
                             reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
@@ -150,7 +176,13 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                 }
                 module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
                 module.clear_context(&mut ctx);
-                calls.push(Call::Kernel(id));
+                if par {
+                    tables.par.push(host::ParOp { func: None, total: space.0, align: space.1, threads: opts.threads });
+                    par_ids.push(id);
+                    calls.push(Call::Par(tables.par.len() as u32 - 1));
+                } else {
+                    calls.push(Call::Kernel(id, space.0));
+                }
             }
             Kernel::MatMul { .. } => {
                 tables.gemm.push(host::gemm_op(plan, k, opts.threads)?);
@@ -192,12 +224,17 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
         let mut refs: HashMap<FuncId, cranelift_codegen::ir::FuncRef> = HashMap::new();
         for c in &calls {
             let (fid, args): (FuncId, Vec<ClValue>) = match c {
-                Call::Kernel(id) => (*id, vec![arena, pers]),
-                Call::Host(i) | Call::Gemm(i) | Call::Poison(i) | Call::Tick(i) => {
+                Call::Kernel(id, n) => {
+                    let lo = b.ins().iconst(types::I64, 0);
+                    let hi = b.ins().iconst(types::I64, *n);
+                    (*id, vec![arena, pers, lo, hi])
+                }
+                Call::Host(i) | Call::Gemm(i) | Call::Poison(i) | Call::Tick(i) | Call::Par(i) => {
                     let f = match c {
                         Call::Host(_) => f_host,
                         Call::Gemm(_) => f_gemm,
                         Call::Tick(_) => f_tick,
+                        Call::Par(_) => f_par,
                         _ => f_poison,
                     };
                     let iv = b.ins().iconst(types::I32, i64::from(*i as i32));
@@ -217,6 +254,11 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(err)?;
+    for (op, id) in tables.par.iter_mut().zip(&par_ids) {
+        let code = module.get_finalized_function(*id);
+        // SAFETY: kernels were declared with exactly this signature.
+        op.func = Some(unsafe { std::mem::transmute::<*const u8, host::KernelFn>(code) });
+    }
     let code = module.get_finalized_function(step_id);
     // SAFETY: the function was declared with exactly this signature.
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
@@ -258,6 +300,30 @@ fn counted_loop(
     body(b, i)?;
     let next = b.ins().iadd_imm_s(i, step);
     let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+    b.ins().brif(more, header, &[BlockArg::Value(next)], exit, &[]);
+    b.switch_to_block(exit);
+    Ok(())
+}
+
+/// A loop `for i in (start..end).step_by(step)` over run-time bounds (`end - start` a
+/// multiple of `step`), guarded for an empty range, then rotated like `counted_loop`.
+fn dyn_loop(
+    b: &mut FunctionBuilder,
+    start: ClValue,
+    end: ClValue,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, ClValue) -> Result<(), String>,
+) -> Result<(), String> {
+    let header = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    let any = b.ins().icmp(IntCC::SignedLessThan, start, end);
+    b.ins().brif(any, header, &[BlockArg::Value(start)], exit, &[]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    body(b, i)?;
+    let next = b.ins().iadd_imm_s(i, step);
+    let more = b.ins().icmp(IntCC::SignedLessThan, next, end);
     b.ins().brif(more, header, &[BlockArg::Value(next)], exit, &[]);
     b.switch_to_block(exit);
     Ok(())
@@ -423,10 +489,10 @@ fn elementwise(
     s: &Schedule,
     plan: &Plan,
     bases: [ClValue; 2],
+    (lo, hi): (ClValue, ClValue),
     outs: &[Value],
-    rows: usize,
     cols: usize,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let mut nodes: Vec<Value> = Vec::new();
     for &o in outs {
         for v in fused_nodes(g, s, o) {
@@ -532,18 +598,20 @@ fn elementwise(
         Ok(())
     };
     if flat {
-        let n = (rows * cols) as i64;
-        let n4 = n / 4 * 4;
-        counted_loop(b, 0, n4, 4, |b, i| body(b, true, Pos::Flat(i)))?;
-        counted_loop(b, n4, n, 1, |b, i| body(b, false, Pos::Flat(i)))?;
+        // Elements [lo, hi): lo is a multiple of 4; vectors, then the scalar tail.
+        let len = b.ins().isub(hi, lo);
+        let len4 = b.ins().band_imm_s(len, !3);
+        let mid = b.ins().iadd(lo, len4);
+        dyn_loop(b, lo, mid, 4, |b, i| body(b, true, Pos::Flat(i)))?;
+        dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i)))?;
     } else {
         let c4 = (cols / 4 * 4) as i64;
-        counted_loop(b, 0, rows as i64, 1, |b, r| {
+        dyn_loop(b, lo, hi, 1, |b, r| {
             counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c)))?;
             counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c)))
         })?;
     }
-    Ok(())
+    Ok(flat)
 }
 
 fn combine(e: &mut E, op: ReduceOp, acc: ClValue, x: ClValue) -> ClValue {

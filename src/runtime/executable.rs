@@ -239,6 +239,30 @@ struct FlushDenormals {
     saved: u32,
 }
 
+/// The calling thread's SSE floating-point mode (MXCSR; 0 elsewhere than x86-64).
+pub fn fp_mode() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut m: u32 = 0;
+        // SAFETY: stmxcsr only reads the SSE control register.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut m, options(nostack)) };
+        m
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// Sets the calling thread's SSE floating-point mode (a value from `fp_mode`).
+pub fn set_fp_mode(m: u32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: ldmxcsr of a value read by stmxcsr (possibly with FTZ/DAZ added).
+    unsafe {
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &m, options(nostack, readonly))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = m;
+}
+
 /// Sets FTZ and DAZ in the calling thread for good (for worker threads that run GEMM
 /// parts: `rayon::ThreadPoolBuilder::start_handler`).
 pub fn flush_denormals_in_this_thread() {
