@@ -36,12 +36,29 @@ pub enum Init {
     Zeros,
     Ones,
     Constant(f64),
-    Normal { std: f64 },
-    Uniform { lo: f64, hi: f64 },
-    XavierUniform { gain: f64 },
-    XavierNormal { gain: f64 },
-    HeUniform { gain: f64 },
-    HeNormal { gain: f64 },
+    Normal {
+        std: f64,
+    },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
+    XavierUniform {
+        gain: f64,
+    },
+    XavierNormal {
+        gain: f64,
+    },
+    HeUniform {
+        gain: f64,
+    },
+    HeNormal {
+        gain: f64,
+    },
+    /// The first dim split into equal chunks, each initialized by its own initializer
+    /// with its own fans (`chunks(zeros, ones, zeros, zeros)`: the LSTM bias with the
+    /// forget gate's part at 1).
+    Chunks(Vec<Init>),
 }
 
 impl Init {
@@ -63,6 +80,9 @@ impl Init {
             Init::XavierNormal { gain } => g("xavier_normal", *gain),
             Init::HeUniform { gain } => g("he_uniform", *gain),
             Init::HeNormal { gain } => g("he_normal", *gain),
+            Init::Chunks(parts) => {
+                format!("chunks({})", parts.iter().map(Init::describe).collect::<Vec<_>>().join(", "))
+            }
         }
     }
 }

@@ -47,6 +47,7 @@ pub const BUILTINS: &[&str] = &[
     "normal",
     "uniform",
     "constant",
+    "chunks",
     "xavier_uniform",
     "xavier_normal",
     "he_uniform",
@@ -619,6 +620,17 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
                 return Err(Diagnostic::new("E0444", span, format!("`uniform` needs lo <= hi, found {lo} > {hi}")));
             }
             Ok(Val::Init(Init::Uniform { lo, hi }))
+        }
+        "chunks" => {
+            if args.is_empty() || args.iter().any(|a| a.name.is_some()) {
+                return Err(Diagnostic::new("E0444", span, "`chunks` takes one or more initializers, positionally")
+                    .with_help("e.g. `chunks(zeros, ones, zeros, zeros)` splits the first dim in four"));
+            }
+            let mut parts = Vec::with_capacity(args.len());
+            for a in &args {
+                parts.push(lw.as_init(&a.val, a.span)?);
+            }
+            Ok(Val::Init(Init::Chunks(parts)))
         }
         "constant" => {
             let b = bind(name, &args, &["value"], span)?;

@@ -195,9 +195,9 @@ struct Ctx {
 /// A call argument after evaluation.
 #[derive(Clone)]
 pub(crate) struct ArgVal {
-    name: Option<ast::Ident>,
-    val: Val,
-    span: Span,
+    pub(crate) name: Option<ast::Ident>,
+    pub(crate) val: Val,
+    pub(crate) span: Span,
 }
 
 /// Lowers one model into the graph of one mode.
@@ -488,6 +488,19 @@ impl Lowerer {
                     None if is_param && shape.len() >= 2 => Init::XavierUniform { gain: 1.0 },
                     None => Init::Zeros,
                 };
+                if let Init::Chunks(parts) = &init {
+                    let first = shape.first().copied().unwrap_or(1);
+                    if shape.is_empty() || first % parts.len() as i64 != 0 {
+                        return Err(Diagnostic::new(
+                            "E0444",
+                            *span,
+                            format!(
+                                "`chunks` of {} parts needs a first dim divisible by {0}, found {first}",
+                                parts.len()
+                            ),
+                        ));
+                    }
+                }
                 let t = Type::f32(shape.iter().map(|&d| Dim::konst(d)).collect());
                 let v;
                 if is_param {
@@ -921,17 +934,17 @@ impl Lowerer {
         }
     }
 
-    fn as_init(&self, v: &Val, span: Span) -> R<Init> {
+    pub(crate) fn as_init(&self, v: &Val, span: Span) -> R<Init> {
         match v {
             Val::Init(i) => Ok(i.clone()),
             Val::Builtin(name) => builtins::init_by_name(name, 1.0).ok_or_else(|| {
                 Diagnostic::new("E0316", span, format!("`{name}` is not an initializer"))
-                    .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal")
+                    .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal, chunks(init, ...)")
             }),
             Val::Float(f) => Ok(Init::Constant(*f)),
             Val::Int(d) if d.as_const().is_some() => Ok(Init::Constant(d.as_const().unwrap_or(0) as f64)),
             other => Err(Diagnostic::new("E0316", span, format!("expected an initializer, found {}", other.describe()))
-                .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal")),
+                .with_help("initializers: zeros, ones, constant(v), normal(std), uniform(lo, hi), xavier_uniform, xavier_normal, he_uniform, he_normal, chunks(init, ...)")),
         }
     }
 

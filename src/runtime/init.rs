@@ -37,6 +37,20 @@ pub fn init_tensor(init: &Init, shape: &[i64], seed: u64, name: &str) -> Vec<f64
         Init::XavierNormal { gain } => normal(&mut rng, gain * (2.0 / (fan_in + fan_out)).sqrt()),
         Init::HeUniform { gain } => uniform(&mut rng, gain * (6.0 / fan_in).sqrt()),
         Init::HeNormal { gain } => normal(&mut rng, gain * (2.0 / fan_in).sqrt()),
+        Init::Chunks(parts) => {
+            // Lowering checked that the first dim divides evenly.
+            let k = parts.len().max(1) as i64;
+            let mut sub = shape.to_vec();
+            if let Some(d) = sub.first_mut() {
+                *d /= k;
+            }
+            let mut out = Vec::with_capacity(n);
+            for (i, p) in parts.iter().enumerate() {
+                out.extend(init_tensor(p, &sub, seed, &format!("{name}#{i}")));
+            }
+            out.resize(n, 0.0);
+            out
+        }
     }
 }
 
@@ -63,5 +77,16 @@ mod tests {
         assert!((var - a * a / 3.0).abs() < 0.05 * a * a / 3.0);
         assert_eq!(v, init_tensor(&Init::XavierUniform { gain: 1.0 }, &[64, 128], 0, "W"));
         assert_ne!(v, init_tensor(&Init::XavierUniform { gain: 1.0 }, &[64, 128], 1, "W"));
+    }
+
+    #[test]
+    fn chunks_initialize_each_part_with_its_own_fans() {
+        let init = Init::Chunks(vec![Init::Zeros, Init::Ones, Init::XavierUniform { gain: 1.0 }, Init::Constant(2.0)]);
+        let v = init_tensor(&init, &[8], 3, "b");
+        assert_eq!(&v[..6], &[0.0, 0.0, 1.0, 1.0, v[4], v[5]]);
+        assert!(v[4] != v[5] && v[4].abs() <= 3f64.sqrt() / 2.0 * 1.0001, "xavier over [2]: fans (2, 2)");
+        assert_eq!(&v[6..], &[2.0, 2.0]);
+        let m = init_tensor(&Init::Chunks(vec![Init::Zeros, Init::Ones]), &[4, 3], 0, "W");
+        assert_eq!(m, [vec![0.0; 6], vec![1.0; 6]].concat());
     }
 }
