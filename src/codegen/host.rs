@@ -254,6 +254,9 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
     }
 }
 
+/// GEMMs with at least this much work run on `CodegenOptions::threads` threads.
+const PAR_MIN_FLOPS: usize = 16_000_000;
+
 /// A JIT kernel: (arena, persistent, lo, hi).
 pub type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, i64, i64);
 
@@ -525,6 +528,8 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         m: *m,
         k: *kk,
         n: *n,
-        threads: if flops >= 4_000_000 { threads.max(1) } else { 1 },
+        // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
+        // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
+        threads: if flops >= PAR_MIN_FLOPS { threads.max(1) } else { 1 },
     })
 }
