@@ -26,6 +26,10 @@ fn compile(src: &str, batch: usize) -> Executable {
     Executable::new(&g, &Default::default()).expect("jit")
 }
 
+fn x_small(n: usize) -> Vec<f32> {
+    (0..n).map(|i| (i % 11) as f32 - 5.0).collect()
+}
+
 fn bandwidth(c: &mut Criterion) {
     let mut group = c.benchmark_group("bandwidth");
     group.sample_size(20);
@@ -41,6 +45,15 @@ fn bandwidth(c: &mut Criterion) {
     exe.set_input_f32(1, &src).expect("y");
     group.throughput(Throughput::Bytes((3 * N * 4) as u64));
     group.bench_function("axpy_relu", |b| b.iter(|| exe.run(0, 0)));
+
+    // The same kernel on 3 x 128 KiB, which stays in L2: what the loop itself sustains.
+    let small = 32 << 10;
+    let mut exe =
+        compile("model M {\n input x: [B, 1024]\n input y: [B, 1024]\n output z = relu(2 * x + y)\n}\n", small / 1024);
+    exe.set_input_f32(0, &x_small(small)).expect("x");
+    exe.set_input_f32(1, &x_small(small)).expect("y");
+    group.throughput(Throughput::Bytes((3 * small * 4) as u64));
+    group.bench_function("axpy_relu_in_l2", |b| b.iter(|| exe.run(0, 0)));
 
     // One Adam step of a [2048, 4096] weight whose gradient is the input itself.
     let src = "model M {\n input x: [2048, 4096]\n param w: [2048, 4096] = normal(0.1)\n loss = sum(w * x)\n train { optimizer = adam(lr = 1e-3) }\n}\n";

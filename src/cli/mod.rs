@@ -840,6 +840,32 @@ fn bench(
         let runs = (steps.max(1) + 5) as f64;
         let mut order: Vec<usize> = (0..times.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(times[i]));
+        // Totals by kind: gemm, elementwise, reduce, and each host routine.
+        let mut kinds: Vec<(String, u64, usize)> = Vec::new();
+        for (i, k) in exe.schedule.kernels.iter().enumerate() {
+            let d = crate::fusion::describe(&exe.graph, &exe.schedule, k);
+            let mut words = d.split_whitespace();
+            let mut kind = words.next().unwrap_or("?").to_string();
+            if kind == "host" {
+                kind = format!("host {}", words.next().unwrap_or("?"));
+            }
+            match kinds.iter_mut().find(|e| e.0 == kind) {
+                Some(e) => {
+                    e.1 += times[i];
+                    e.2 += 1;
+                }
+                None => kinds.push((kind, times[i], 1)),
+            }
+        }
+        kinds.sort_by_key(|e| std::cmp::Reverse(e.1));
+        outln!("time by kind (ms per step, share, kernels):");
+        for (kind, t, n) in &kinds {
+            outln!(
+                "  {:>8.3} {:>5.1}%  {n:>4}  {kind}",
+                *t as f64 / runs / 1e6,
+                100.0 * *t as f64 / total.max(1) as f64
+            );
+        }
         outln!("kernels by time (ms per step, share):");
         for &i in order.iter().take(15) {
             let k = &exe.schedule.kernels[i];
