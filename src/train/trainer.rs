@@ -462,6 +462,9 @@ pub fn train(
     let mut best_epoch: Option<usize> = None;
     let mut bad_epochs = 0usize;
     let mut log = MetricsLog::new();
+    // A run stopped inside an epoch resumes at its next batch, with the epoch's running
+    // sums, so the result is the uninterrupted run's, bit for bit.
+    let mut resume_at: (usize, f64, usize, usize) = (0, 0.0, 0, 0);
     if opts.resume {
         let meta = load(&last_path, &mut full)?;
         let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
@@ -476,6 +479,12 @@ pub fn train(
         best = get("nnc.best").parse().unwrap_or(f64::INFINITY);
         best_epoch = get("nnc.best_epoch").parse().ok();
         bad_epochs = get("nnc.bad_epochs").parse().unwrap_or(0);
+        resume_at = (
+            get("nnc.batch").parse().unwrap_or(0),
+            get("nnc.epoch_loss").parse().unwrap_or(0.0),
+            get("nnc.epoch_seen").parse().unwrap_or(0),
+            get("nnc.epoch_correct").parse().unwrap_or(0),
+        );
         log = read_log(&opts.out_dir.join("metrics.csv")).unwrap_or_default();
     } else {
         let (params, states) = crate::runtime::init::init_all(full.graph(), s.seed as u64);
@@ -512,12 +521,17 @@ pub fn train(
     };
     for epoch in start_epoch..epochs {
         let te = std::time::Instant::now();
+        let mut done_in_epoch = 0;
         let order = if lbfgs {
             Vec::new()
         } else {
             data::batches(train_rows, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
         };
         let (mut sum_loss, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
+        let mut skip = 0;
+        if epoch == start_epoch && !lbfgs {
+            (skip, sum_loss, seen, correct) = resume_at;
+        }
         let mut lr = base_lr;
         if lbfgs {
             let (loss, evals) = lbfgs_epoch(&mut full, ds, train_rows, &s, &mut lbfgs_state)?;
@@ -532,7 +546,7 @@ pub fn train(
                 interrupted = true;
             }
         }
-        for (bi, rows) in order.iter().enumerate() {
+        for (bi, rows) in order.iter().enumerate().skip(skip) {
             let partial = rows.len() != batch;
             if partial && last.is_none() {
                 last = Some(Engine::new(&step_graph, rem, opts.jit, opts.threads)?);
@@ -586,12 +600,22 @@ pub fn train(
             progress(Event::Batch { epoch, batch: bi + 1, batches: order.len(), loss, lr });
             if stop.load(Ordering::SeqCst) {
                 interrupted = true;
+                done_in_epoch = bi + 1;
                 break;
             }
         }
         if interrupted {
-            save(&last_path, &full, pre, meta(epoch, step, best, best_epoch, bad_epochs))?;
-            break;
+            let mut m = meta(epoch, step, best, best_epoch, bad_epochs);
+            if done_in_epoch < order.len() {
+                m.insert("nnc.batch".into(), done_in_epoch.to_string());
+                m.insert("nnc.epoch_loss".into(), sum_loss.to_string());
+                m.insert("nnc.epoch_seen".into(), seen.to_string());
+                m.insert("nnc.epoch_correct".into(), correct.to_string());
+                save(&last_path, &full, pre, m)?;
+                break;
+            }
+            // Stopped after the epoch's last batch: finish the epoch (log, checkpoints)
+            // and stop after it.
         }
         let secs = te.elapsed().as_secs_f64();
         let mut row: Vec<(String, f64)> = vec![
@@ -629,6 +653,9 @@ pub fn train(
         }
         save(&last_path, &full, pre, meta(epoch + 1, step, best, best_epoch, bad_epochs))?;
         progress(Event::Epoch(&EpochReport { epoch: epoch + 1, epochs, step, metrics: row }));
+        if interrupted {
+            break;
+        }
         if s.early_stop.is_some_and(|p| bad_epochs >= p as usize) {
             stopped_early = true;
             break;
