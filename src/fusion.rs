@@ -5,7 +5,9 @@
 //! broadcasts whose access pattern a loop can express (scalar, a row vector repeated
 //! over rows, a column repeated over columns) are fused into their consumers when those
 //! are elementwise too; a value with several users, an output, an update, or the input
-//! of a matmul, reduction, reshape or data-movement op is materialized. Reshapes and
+//! of a matmul, reduction, reshape or data-movement op is materialized. A slice of the
+//! last dim (step 1) read only by elementwise ops is fused too: the loop reads its
+//! source through a row stride (an LSTM's gate slices). Reshapes and
 //! `stop_gradient` are views: they share their input's buffer. A transpose of the last
 //! two dims feeding a matmul costs nothing: the GEMM reads it through strides.
 
@@ -115,6 +117,18 @@ fn strip_ones(s: &[usize]) -> Vec<usize> {
     s.iter().copied().filter(|&d| d != 1).collect()
 }
 
+/// Whether `v` is a slice of the last dim with step 1 of an f32 tensor, which a loop can
+/// read in place (element (r, c) is the source's (r, start + c)).
+pub fn fusible_slice(g: &Graph, v: Value) -> bool {
+    match g.nodes[v].op {
+        Op::Slice { axis, step: 1, .. } => {
+            let rank = g.ty(v).rank();
+            rank >= 1 && axis as usize == rank - 1 && g.ty(v).dtype == crate::ir::DType::F32
+        }
+        _ => false,
+    }
+}
+
 /// Whether `t` transposes exactly the last two dims.
 fn swaps_last_two(perm: &[u32]) -> bool {
     let r = perm.len();
@@ -184,6 +198,9 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     || broadcast_access(g, node.args[0], v).is_none()
             }
             Op::Im2col(_) | Op::Transpose { .. } if folds_into_user(v) => false,
+            Op::Slice { .. } if fusible_slice(g, v) => {
+                pinned[i] || force[i] || users[i].is_empty() || !users[i].iter().all(|&u| same_shape_ew(u))
+            }
             _ => true,
         };
         mat[i] = m;
@@ -301,6 +318,9 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
 fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
     fused_nodes(g, s, out).iter().all(|&v| {
         let node = &g.nodes[v];
+        if matches!(node.op, Op::Slice { .. }) {
+            return false;
+        }
         !matches!(node.op, Op::Broadcast { .. })
             || !s.materialized[node.args[0].as_u32() as usize]
             || matches!(broadcast_access(g, node.args[0], v), Some(Access::Full | Access::Scalar))

@@ -225,7 +225,7 @@ fn random_programs_jit_equals_interpreter() {
         }
         let x = expr(depth - 1, next);
         let y = expr(depth - 1, next);
-        match next(18) {
+        match next(19) {
             0 => format!("({x} + {y})"),
             1 => format!("({x} - {y})"),
             2 => format!("({x} * {y})"),
@@ -243,6 +243,7 @@ fn random_programs_jit_equals_interpreter() {
             14 => format!("softmax({x})"),
             15 => format!("log(1 + {x} * {x})"),
             16 => format!("sqrt({x} * {x} + 1) * erf({y})"),
+            17 => format!("concat([sigmoid(({x})[:, 0:2]) * ({y})[:, 1:3], ({y})[:, 2:4] - ({x})[:, 1:3]], axis = 1)"),
             _ => format!("gelu(abs({x}) - {y})"),
         }
     }

@@ -424,6 +424,23 @@ fn emit_node(
                 emit_node(e, g, s, loads, memo, recip, x, pos)?
             }
         }
+        // A fused slice of the last dim: the source's element (r, start + c).
+        Op::Slice { start, .. } => {
+            let x = node.args[0];
+            let Pos::Grid(r, c) = pos else {
+                return Err("internal error: a fused slice in a flat loop".into());
+            };
+            let src_cols = g.ty(x).shape.last().and_then(|d| d.as_const()).unwrap_or(1);
+            let slot = loads.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+            let addr0 = base(e.b, loads.bases, slot);
+            let row = e.b.ins().imul_imm_s(r, src_cols * 4);
+            let col = e.b.ins().ishl_imm_u(c, 2);
+            let a = e.b.ins().iadd(addr0, row);
+            let a = e.b.ins().iadd(a, col);
+            let a = e.b.ins().iadd_imm_s(a, *start * 4);
+            let ty = e.fty();
+            e.b.ins().load(ty, flags(), a, 0)
+        }
         Op::Unary(u) => {
             let x = arg(e, memo, 0)?;
             match u {
@@ -507,6 +524,9 @@ fn elementwise(
     let mut flat = true;
     for &v in &nodes {
         let node = &g.nodes[v];
+        if let Op::Slice { .. } = node.op {
+            flat = false;
+        }
         if let Op::Broadcast { .. } = node.op {
             let x = node.args[0];
             if s.materialized[x.as_u32() as usize]
