@@ -327,6 +327,27 @@ fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
     })
 }
 
+/// The buffers (storage roots) a kernel for `out` reads away from its loop position:
+/// through fused slices and row or column broadcasts.
+fn strided_sources(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
+    let mut r = Vec::new();
+    for v in fused_nodes(g, s, out) {
+        let node = &g.nodes[v];
+        let x = match node.op {
+            Op::Slice { .. } => node.args[0],
+            Op::Broadcast { .. }
+                if s.materialized[node.args[0].as_u32() as usize]
+                    && !matches!(broadcast_access(g, node.args[0], v), Some(Access::Full | Access::Scalar)) =>
+            {
+                node.args[0]
+            }
+            _ => continue,
+        };
+        r.push(s.storage[x.as_u32() as usize]);
+    }
+    r
+}
+
 /// Merges consecutive elementwise kernels of one shape when a later one reads an
 /// earlier one's output or an operand the earlier ones load (Adam's m, v and update),
 /// so the chain is one pass over memory.
@@ -356,12 +377,19 @@ fn merge_chains(g: &Graph, s: &mut Schedule) {
             let reads_group = mine.iter().any(|r| group.contains(r));
             // Or loads what the group loads (Adam's m and v both read the gradient).
             let shares = group.iter().any(|&m| loaded(s, m).iter().any(|r| mine.contains(r)));
-            if *pr == *rows
-                && *pc == *cols
-                && (reads_group || shares)
-                && flat_only(g, s, *o)
-                && group.iter().all(|&v| flat_only(g, s, v))
-            {
+            // Outputs are stored at the end of each iteration, so within the merged loop
+            // a value of the group can be read only at the loop's own position. Flat
+            // kernels read nothing elsewhere; a row-by-row kernel may read through a
+            // slice or a row/column broadcast, so those reads must not touch the group,
+            // nor a parameter or state another kernel may update in place.
+            let flat = flat_only(g, s, *o) && group.iter().all(|&v| flat_only(g, s, v));
+            let safe = flat || {
+                let strided: Vec<Value> = group.iter().chain([o]).flat_map(|&v| strided_sources(g, s, v)).collect();
+                strided.iter().all(|r| {
+                    !group.contains(r) && !matches!(g.nodes[*r].op, Op::Param(_) | Op::State(_) | Op::Input(_))
+                })
+            };
+            if *pr == *rows && *pc == *cols && (reads_group || shares) && safe {
                 pa.push(*po);
                 *po = *o;
                 continue;

@@ -431,7 +431,8 @@ fn emit_node(
                 return Err("internal error: a fused slice in a flat loop".into());
             };
             let src_cols = g.ty(x).shape.last().and_then(|d| d.as_const()).unwrap_or(1);
-            let slot = loads.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+            let slot =
+                loads.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
             let addr0 = base(e.b, loads.bases, slot);
             let row = e.b.ins().imul_imm_s(r, src_cols * 4);
             let col = e.b.ins().ishl_imm_u(c, 2);
