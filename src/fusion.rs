@@ -24,6 +24,9 @@ pub enum Access {
     Col,
     /// Element 0.
     Scalar,
+    /// Element (r / div) % modulo: a vector along middle dims, repeated over the rest (a
+    /// channel bias [C, 1, 1] over [N, C, H, W] reads element (r / H) % C).
+    Chan { div: usize, modulo: usize },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +112,16 @@ pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
     // A column vector: x is out's shape with the last dim 1.
     if n == rows && xs.len() == os.len() && xs.last() == Some(&1) && xs[..xs.len() - 1] == os[..os.len() - 1] {
         return Some(Access::Col);
+    }
+    // A run of middle dims [p, q) equal to out's, 1 elsewhere (the last dim included).
+    let r = os.len();
+    if xs.len() <= r && r >= 2 {
+        let xa: Vec<usize> = std::iter::repeat_n(1, r - xs.len()).chain(xs.iter().copied()).collect();
+        let p = xa.iter().position(|&d| d != 1)?;
+        let q = xa.iter().rposition(|&d| d != 1)? + 1;
+        if q < r && (p..q).all(|i| xa[i] == os[i]) {
+            return Some(Access::Chan { div: os[q..r - 1].iter().product(), modulo: os[p..q].iter().product() });
+        }
     }
     None
 }
@@ -384,10 +397,18 @@ fn merge_chains(g: &Graph, s: &mut Schedule) {
             // nor a parameter or state another kernel may update in place.
             let flat = flat_only(g, s, *o) && group.iter().all(|&v| flat_only(g, s, v));
             let safe = flat || {
-                let strided: Vec<Value> = group.iter().chain([o]).flat_map(|&v| strided_sources(g, s, v)).collect();
-                strided.iter().all(|r| {
-                    !group.contains(r) && !matches!(g.nodes[*r].op, Op::Param(_) | Op::State(_) | Op::Input(_))
-                })
+                let outs: Vec<Value> = group.iter().copied().chain([*o]).collect();
+                // Parameters and states this group may overwrite in place.
+                let updated: Vec<Value> = g
+                    .params
+                    .iter()
+                    .map(|p| (p.value, p.update))
+                    .chain(g.states.iter().map(|s| (s.value, s.update)))
+                    .filter(|(_, u)| u.is_some_and(|u| outs.contains(&u)))
+                    .map(|(v, _)| v)
+                    .collect();
+                let strided: Vec<Value> = outs.iter().flat_map(|&v| strided_sources(g, s, v)).collect();
+                strided.iter().all(|r| !group.contains(r) && !updated.contains(r))
             };
             if *pr == *rows && *pc == *cols && (reads_group || shares) && safe {
                 pa.push(*po);

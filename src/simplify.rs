@@ -5,7 +5,8 @@
 //! - `dead_code`: keeps the nodes that outputs, the loss and updates need, plus every
 //!   declared leaf.
 //!
-//! Every rewrite gives the same f32 result bit for bit, except two: the sign of a zero
+//! Every rewrite gives the same f32 result bit for bit, except three: a reduction over
+//! non-contiguous axes runs in two steps (sums reassociate), the sign of a zero
 //! (`x + 0` is `x`, so `-0 + 0` stays `-0`, as in XLA's algebraic simplifier), and a sum
 //! of a constant, folded to one product (rounded once, where a loop rounds n times).
 //! Constants fold in f32 with the interpreter's own functions. `StopGradient` is dropped:
@@ -27,24 +28,40 @@ pub fn simplify(g: &Graph) -> Graph {
     let mut nodes: PrimaryMap<Value, Node> = PrimaryMap::new();
     let mut map: Vec<Value> = Vec::with_capacity(g.len());
     let mut seen: HashMap<String, Value> = HashMap::new();
+    let mut add = |nodes: &mut PrimaryMap<Value, Node>, op: Op, args: Vec<Value>, ty: &Type| {
+        let leaf = matches!(op, Op::Input(_) | Op::Param(_) | Op::State(_));
+        let key = (!leaf).then(|| cse_key(&op, &args, ty));
+        match key.as_ref().and_then(|k| seen.get(k)) {
+            Some(&v) => v,
+            None => {
+                let v = nodes.push(Node { op, args, ty: ty.clone() });
+                if let Some(k) = key {
+                    seen.insert(k, v);
+                }
+                v
+            }
+        }
+    };
     for (_, node) in g.nodes.iter() {
-        let args: Vec<Value> = node.args.iter().map(|a| map[a.as_u32() as usize]).collect();
-        let v = match rewrite(&nodes, &node.op, args, &node.ty) {
-            Rewrite::Same(v) => v,
-            Rewrite::New(op, args) => {
-                let leaf = matches!(op, Op::Input(_) | Op::Param(_) | Op::State(_));
-                let key = (!leaf).then(|| cse_key(&op, &args, &node.ty));
-                match key.as_ref().and_then(|k| seen.get(k)) {
-                    Some(&v) => v,
-                    None => {
-                        let v = nodes.push(Node { op, args, ty: node.ty.clone() });
-                        if let Some(k) = key {
-                            seen.insert(k, v);
-                        }
-                        v
-                    }
+        let mut args: Vec<Value> = node.args.iter().map(|a| map[a.as_u32() as usize]).collect();
+        let mut op = node.op.clone();
+        // A reduction over axes that are not contiguous (BatchNorm's and a convolution
+        // bias's [0, 2, 3]) becomes one over the last run of axes, then one over the
+        // rest: each is a strided loop instead of a gather.
+        if let Op::Reduce { op: r, axes } = &node.op {
+            if let Some(split) = axes.windows(2).position(|w| w[1] != w[0] + 1) {
+                let (rest, last) = (axes[..=split].to_vec(), axes[split + 1..].to_vec());
+                let first = Op::Reduce { op: *r, axes: last };
+                if let Ok(ty) = crate::ir::op::infer(&first, &[&nodes[args[0]].ty], None) {
+                    let v = add(&mut nodes, first, args.clone(), &ty);
+                    args = vec![v];
+                    op = Op::Reduce { op: *r, axes: rest };
                 }
             }
+        }
+        let v = match rewrite(&nodes, &op, args, &node.ty) {
+            Rewrite::Same(v) => v,
+            Rewrite::New(op, args) => add(&mut nodes, op, args, &node.ty),
         };
         map.push(v);
     }

@@ -375,6 +375,16 @@ impl Loads<'_> {
                 let a = e.b.ins().iadd(addr0, row);
                 scalar(e, a)
             }
+            (Access::Chan { div, modulo }, Pos::Grid(r, _)) => {
+                let mut i = r;
+                if div > 1 {
+                    i = e.b.ins().udiv_imm_u(i, div as i64);
+                }
+                i = e.b.ins().urem_imm_u(i, modulo.max(1) as i64);
+                let off = e.b.ins().ishl_imm_u(i, 2);
+                let a = e.b.ins().iadd(addr0, off);
+                scalar(e, a)
+            }
             _ => return Err("internal error: a row or column broadcast in a flat loop".into()),
         })
     }
