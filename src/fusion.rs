@@ -38,8 +38,21 @@ pub enum Kernel {
     Elementwise { out: Value, rows: usize, cols: usize, also: Vec<Value> },
     /// `out[o, i] = op over r of x[o, r, i]` for a materialized `x`.
     Reduce { out: Value, x: Value, op: ReduceOp, outer: usize, red: usize, inner: usize },
-    /// `out[b] = a[b] @ b[b]` for `batch` matrices; operands may be read transposed.
-    MatMul { out: Value, a: Value, b: Value, a_t: bool, b_t: bool, batch: usize, m: usize, k: usize, n: usize },
+    /// `out[b] = a[b] @ b[b]` for `batch` matrices; operands may be read transposed, and
+    /// an operand marked `*_shared` is one matrix read for every batch (a broadcast).
+    MatMul {
+        out: Value,
+        a: Value,
+        b: Value,
+        a_t: bool,
+        b_t: bool,
+        a_shared: bool,
+        b_shared: bool,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+    },
     /// A data-movement or generator op run by a host routine over the arena.
     Host { out: Value },
 }
@@ -254,9 +267,28 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             }
         }
     }
+    // A matrix broadcast over leading batch dims and read only by matmuls is read in
+    // place, with a zero batch stride.
+    let mut folded_b = vec![false; n];
+    for (v, node) in g.nodes.iter() {
+        if let Op::Broadcast { shape } = &node.op {
+            let x = node.args[0];
+            let xs = &g.ty(x).shape;
+            if xs.len() == 2
+                && shape.len() > 2
+                && shape[shape.len() - 2..] == xs[..]
+                && mat[idx(x)]
+                && !pinned[idx(v)]
+                && !users[idx(v)].is_empty()
+                && users[idx(v)].iter().all(|&u| matches!(g.nodes[u].op, Op::MatMul))
+            {
+                folded_b[idx(v)] = true;
+            }
+        }
+    }
     for (v, node) in g.nodes.iter() {
         let i = idx(v);
-        if !mat[i] || folded_t[i] {
+        if !mat[i] || folded_t[i] || folded_b[i] {
             continue;
         }
         match &node.op {
@@ -289,6 +321,13 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             Op::MatMul => {
                 let (mut a, mut b) = (node.args[0], node.args[1]);
                 let (mut a_t, mut b_t) = (false, false);
+                let (a_shared, b_shared) = (folded_b[idx(a)], folded_b[idx(b)]);
+                if a_shared {
+                    a = g.nodes[a].args[0];
+                }
+                if b_shared {
+                    b = g.nodes[b].args[0];
+                }
                 if folded_t[idx(a)] {
                     a = g.nodes[a].args[0];
                     a_t = true;
@@ -306,6 +345,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     b,
                     a_t,
                     b_t,
+                    a_shared,
+                    b_shared,
                     batch: s[..r - 2].iter().product(),
                     m: s[r - 2],
                     k,
@@ -463,10 +504,12 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
         Kernel::Reduce { out, x, op, outer, red, inner } => {
             format!("{} {out} <- {x} [{outer} x {red} x {inner}]", op.name())
         }
-        Kernel::MatMul { out, a, b, a_t, b_t, batch, m, k, n } => format!(
-            "gemm {out} <- {a}{} @ {b}{} [{batch} x {m}x{k} @ {k}x{n}]",
+        Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n } => format!(
+            "gemm {out} <- {a}{}{} @ {b}{}{} [{batch} x {m}x{k} @ {k}x{n}]",
             if *a_t { "^T" } else { "" },
-            if *b_t { "^T" } else { "" }
+            if *a_shared { " (shared)" } else { "" },
+            if *b_t { "^T" } else { "" },
+            if *b_shared { " (shared)" } else { "" }
         ),
         Kernel::Host { out } => format!("host {} {out} <- {:?}", g.nodes[*out].op.name(), g.nodes[*out].args),
     }

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 enum Rewrite {
     Same(Value),
     New(Op, Vec<Value>),
+    /// Two nodes: the first (op, operands, type), then the second op applied to it.
+    Chain(Op, Vec<Value>, Type, Op),
 }
 
 /// Constant folding, algebraic identities and CSE, then dead-code elimination.
@@ -62,6 +64,10 @@ pub fn simplify(g: &Graph) -> Graph {
         let v = match rewrite(&nodes, &op, args, &node.ty) {
             Rewrite::Same(v) => v,
             Rewrite::New(op, args) => add(&mut nodes, op, args, &node.ty),
+            Rewrite::Chain(op1, args1, ty1, op2) => {
+                let v1 = add(&mut nodes, op1, args1, &ty1);
+                add(&mut nodes, op2, vec![v1], &node.ty)
+            }
         };
         map.push(v);
     }
@@ -104,7 +110,7 @@ fn fill_of(nodes: &PrimaryMap<Value, Node>, v: Value) -> Option<f64> {
 }
 
 fn rewrite(nodes: &PrimaryMap<Value, Node>, op: &Op, args: Vec<Value>, ty: &Type) -> Rewrite {
-    use Rewrite::{New, Same};
+    use Rewrite::{Chain, New, Same};
     let fill = |i: usize| args.get(i).and_then(|&a| fill_of(nodes, a));
     let arg_ty = |i: usize| &nodes[args[i]].ty;
     let inner = |i: usize| &nodes[args[i]];
@@ -179,6 +185,26 @@ fn rewrite(nodes: &PrimaryMap<Value, Node>, op: &Op, args: Vec<Value>, ty: &Type
             let identity = |p: &[u32]| p.iter().enumerate().all(|(i, &d)| d as usize == i);
             if identity(perm) {
                 return Same(args[0]);
+            }
+            // A transpose of trailing dims of a broadcast that only adds leading dims is
+            // the broadcast of the (smaller) transposed operand (a conv weight's).
+            if let Op::Broadcast { shape } = &inner(0).op {
+                let x = inner(0).args[0];
+                let xr = nodes[x].ty.rank();
+                let lead = shape.len() - xr.min(shape.len());
+                let only_leading = nodes[x].ty.shape[..] == shape[lead..];
+                let keeps_leading = perm[..lead].iter().enumerate().all(|(i, &d)| d as usize == i)
+                    && perm[lead..].iter().all(|&d| d as usize >= lead);
+                if only_leading && keeps_leading && xr >= 2 {
+                    let inner_perm: Vec<u32> = perm[lead..].iter().map(|&d| d - lead as u32).collect();
+                    let xt = &nodes[x].ty;
+                    let first_ty = Type {
+                        dtype: xt.dtype,
+                        shape: inner_perm.iter().map(|&d| xt.shape[d as usize].clone()).collect(),
+                    };
+                    let first = Op::Transpose { perm: inner_perm };
+                    return Chain(first, vec![x], first_ty, Op::Broadcast { shape: ty.shape.clone() });
+                }
             }
             if let Op::Transpose { perm: p1 } = &inner(0).op {
                 // Result dim i is the inner result's dim perm[i], which is x's p1[perm[i]].

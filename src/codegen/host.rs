@@ -78,6 +78,9 @@ pub struct GemmOp {
     pub out: Slot,
     pub a_t: bool,
     pub b_t: bool,
+    /// Elements between consecutive batches' matrices (0: one matrix for all).
+    pub a_batch_stride: usize,
+    pub b_batch_stride: usize,
     pub batch: usize,
     pub m: usize,
     pub k: usize,
@@ -330,10 +333,10 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
                 1,
                 n as isize,
                 false,
-                a.add(i * m * k),
+                a.add(i * op.a_batch_stride),
                 a_cs,
                 a_rs,
-                b.add(i * k * n),
+                b.add(i * op.b_batch_stride),
                 b_cs,
                 b_rs,
                 0.0f32,
@@ -513,7 +516,7 @@ pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
 
 /// The tables of a schedule: host ops and GEMMs in kernel order, plus the update copies.
 pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String> {
-    let Kernel::MatMul { out, a, b, a_t, b_t, batch, m, k: kk, n } = k else {
+    let Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k: kk, n } = k else {
         return Err("internal error: not a matmul".into());
     };
     let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
@@ -524,6 +527,8 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         out: slot(out)?,
         a_t: *a_t,
         b_t: *b_t,
+        a_batch_stride: if *a_shared { 0 } else { m * kk },
+        b_batch_stride: if *b_shared { 0 } else { kk * n },
         batch: *batch,
         m: *m,
         k: *kk,

@@ -764,13 +764,14 @@ fn conv2d(
     let (n, c, oh, ow) = (ps[0].clone(), ps[1].clone(), ps[4].clone(), ps[5].clone());
     let o = tw.shape[0].clone();
     let overflow = || Diagnostic::new("E0412", span, "size overflow");
-    let rows = n.mul(&oh).and_then(|d| d.mul(&ow)).ok_or_else(overflow)?;
+    // Per image, W [O, C·kh·kw] @ patches [C·kh·kw, OH·OW] is the NCHW output directly:
+    // the patches' layout [N, C, kh, kw, OH, OW] is already [N, C·kh·kw, OH·OW], and the
+    // GEMM reads the broadcast weight with a zero batch stride (no transposes).
+    let ohw = oh.mul(&ow).ok_or_else(overflow)?;
     let ckk = c.mul(&Dim::konst(kh * kw)).ok_or_else(overflow)?;
-    let pt = lw.push(Op::Transpose { perm: vec![0, 4, 5, 1, 2, 3] }, vec![p], None, span)?;
-    let pm = lw.reshape(pt, vec![rows, ckk.clone()], span)?;
-    let wm = lw.reshape(w, vec![o.clone(), ckk], span)?;
-    let wt = lw.push(Op::Transpose { perm: vec![1, 0] }, vec![wm], None, span)?;
-    let y = lw.push(Op::MatMul, vec![pm, wt], None, span)?;
-    let y = lw.reshape(y, vec![n, oh, ow, o], span)?;
-    lw.push(Op::Transpose { perm: vec![0, 3, 1, 2] }, vec![y], None, span)
+    let pm = lw.reshape(p, vec![n.clone(), ckk.clone(), ohw], span)?;
+    let wm = lw.reshape(w, vec![o.clone(), ckk.clone()], span)?;
+    let wb = lw.broadcast_to(wm, &[n.clone(), o.clone(), ckk], span)?;
+    let y = lw.push(Op::MatMul, vec![wb, pm], None, span)?;
+    lw.reshape(y, vec![n, o, oh, ow], span)
 }
