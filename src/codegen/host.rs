@@ -20,6 +20,19 @@ pub enum HostOp {
         dst: Slot,
         map: Vec<u32>,
     },
+    /// `Gather` as runs (dst position, src position or `u32::MAX` for zeros, length):
+    /// copies instead of one lookup per element, when the map has long runs (im2col
+    /// rows, slices, broadcasts over inner dims).
+    GatherRuns {
+        src: Slot,
+        dst: Slot,
+        runs: Vec<(u32, u32, u32)>,
+    },
+    /// `Scatter` as runs (src position, dst position, length).
+    ScatterRuns {
+        parts: Vec<(Slot, Vec<(u32, u32, u32)>)>,
+        dst: Slot,
+    },
     /// `dst = 0; dst[map[k]] += src[k]` for each source part (`u32::MAX`: skipped).
     /// Pad, concat (one part per operand), col2im.
     Scatter {
@@ -163,6 +176,32 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
             let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
             for (o, &m) in d.iter_mut().zip(map) {
                 *o = if m == u32::MAX { 0.0 } else { s.get(m as usize).copied().unwrap_or(0.0) };
+            }
+        }
+        HostOp::GatherRuns { src, dst, runs } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            for &(k, m, len) in runs {
+                let (k, m, len) = (k as usize, m as usize, len as usize);
+                let Some(out) = d.get_mut(k..k + len) else { continue };
+                match s.get(m..m + len) {
+                    Some(from) => out.copy_from_slice(from),
+                    None => out.fill(0.0),
+                }
+            }
+        }
+        HostOp::ScatterRuns { parts, dst } => {
+            let d = slice(ctx, *dst);
+            d.fill(0.0);
+            for (src, runs) in parts {
+                let s = slice(ctx, *src);
+                for &(k, m, len) in runs {
+                    let (k, m, len) = (k as usize, m as usize, len as usize);
+                    if let (Some(from), Some(to)) = (s.get(k..k + len), d.get_mut(m..m + len)) {
+                        for (o, x) in to.iter_mut().zip(from) {
+                            *o += x;
+                        }
+                    }
+                }
             }
         }
         HostOp::Scatter { parts, dst } => {
@@ -384,6 +423,51 @@ fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u3
 
 /// The host kernel of a `Kernel::Host` node.
 pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
+    host_op_maps(g, plan, out).map(compact)
+}
+
+/// Maximal runs of a map: (position, map value, length) with `map[k + i] = m + i`, or
+/// `u32::MAX` throughout.
+fn runs(map: &[u32]) -> Vec<(u32, u32, u32)> {
+    let mut out: Vec<(u32, u32, u32)> = Vec::new();
+    for (k, &m) in map.iter().enumerate() {
+        if let Some(last) = out.last_mut() {
+            let extends = if last.1 == u32::MAX { m == u32::MAX } else { m != u32::MAX && m == last.1 + last.2 };
+            if extends {
+                last.2 += 1;
+                continue;
+            }
+        }
+        out.push((k as u32, m, 1));
+    }
+    out
+}
+
+/// Index maps with runs of 4 or more on average become run lists.
+fn compact(op: HostOp) -> HostOp {
+    let long = |map: &[u32], r: &[(u32, u32, u32)]| r.len() * 4 <= map.len();
+    match op {
+        HostOp::Gather { src, dst, map } => {
+            let r = runs(&map);
+            if long(&map, &r) {
+                HostOp::GatherRuns { src, dst, runs: r }
+            } else {
+                HostOp::Gather { src, dst, map }
+            }
+        }
+        HostOp::Scatter { parts, dst } => {
+            let rs: Vec<Vec<(u32, u32, u32)>> = parts.iter().map(|(_, m)| runs(m)).collect();
+            if parts.iter().zip(&rs).all(|((_, m), r)| long(m, r)) {
+                HostOp::ScatterRuns { parts: parts.into_iter().zip(rs).map(|((s, _), r)| (s, r)).collect(), dst }
+            } else {
+                HostOp::Scatter { parts, dst }
+            }
+        }
+        op => op,
+    }
+}
+
+fn host_op_maps(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
     let node = &g.nodes[out];
     let slot = |v: Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
     let dst = slot(out)?;
