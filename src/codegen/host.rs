@@ -26,11 +26,11 @@ pub enum HostOp {
     GatherRuns {
         src: Slot,
         dst: Slot,
-        runs: Vec<(u32, u32, u32)>,
+        runs: Vec<Run>,
     },
     /// `Scatter` as runs (src position, dst position, length).
     ScatterRuns {
-        parts: Vec<(Slot, Vec<(u32, u32, u32)>)>,
+        parts: Vec<(Slot, Vec<Run>)>,
         dst: Slot,
     },
     /// `dst = 0; dst[map[k]] += src[k]` for each source part (`u32::MAX`: skipped).
@@ -101,6 +101,9 @@ pub struct GemmOp {
     /// Threads for this call (1: none).
     pub threads: usize,
 }
+
+/// A run of an index map: (position, mapped position or `u32::MAX`, length).
+pub type Run = (u32, u32, u32);
 
 /// What the JIT code's callbacks see: the memory and the precomputed tables.
 #[repr(C)]
@@ -428,8 +431,8 @@ pub fn host_op(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
 
 /// Maximal runs of a map: (position, map value, length) with `map[k + i] = m + i`, or
 /// `u32::MAX` throughout.
-fn runs(map: &[u32]) -> Vec<(u32, u32, u32)> {
-    let mut out: Vec<(u32, u32, u32)> = Vec::new();
+fn runs(map: &[u32]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
     for (k, &m) in map.iter().enumerate() {
         if let Some(last) = out.last_mut() {
             let extends = if last.1 == u32::MAX { m == u32::MAX } else { m != u32::MAX && m == last.1 + last.2 };
@@ -445,7 +448,7 @@ fn runs(map: &[u32]) -> Vec<(u32, u32, u32)> {
 
 /// Index maps with runs of 4 or more on average become run lists.
 fn compact(op: HostOp) -> HostOp {
-    let long = |map: &[u32], r: &[(u32, u32, u32)]| r.len() * 4 <= map.len();
+    let long = |map: &[u32], r: &[Run]| r.len() * 4 <= map.len();
     match op {
         HostOp::Gather { src, dst, map } => {
             let r = runs(&map);
@@ -456,7 +459,7 @@ fn compact(op: HostOp) -> HostOp {
             }
         }
         HostOp::Scatter { parts, dst } => {
-            let rs: Vec<Vec<(u32, u32, u32)>> = parts.iter().map(|(_, m)| runs(m)).collect();
+            let rs: Vec<Vec<Run>> = parts.iter().map(|(_, m)| runs(m)).collect();
             if parts.iter().zip(&rs).all(|((_, m), r)| long(m, r)) {
                 HostOp::ScatterRuns { parts: parts.into_iter().zip(rs).map(|((s, _), r)| (s, r)).collect(), dst }
             } else {
