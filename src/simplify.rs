@@ -1,16 +1,19 @@
 //! Graph simplification, run on the graphs that are executed (after autodiff):
 //! - `simplify`: one pass in topological order that folds constants, applies algebraic
-//!   identities that never make code worse, and merges common subexpressions; then
-//!   `dead_code`. `nnc ir --stage opt` prints its result.
+//!   identities that never make code worse, merges common subexpressions, and rewrites
+//!   a few shapes of computation into cheaper ones (a sum of matrix products into one
+//!   product, a reduction over scattered axes into two strided ones); then `dead_code`.
+//!   `nnc ir --stage opt` prints its result.
 //! - `dead_code`: keeps the nodes that outputs, the loss and updates need, plus every
 //!   declared leaf.
 //!
-//! Every rewrite gives the same f32 result bit for bit, except three: a reduction over
-//! non-contiguous axes runs in two steps (sums reassociate), the sign of a zero
-//! (`x + 0` is `x`, so `-0 + 0` stays `-0`, as in XLA's algebraic simplifier), and a sum
-//! of a constant, folded to one product (rounded once, where a loop rounds n times).
-//! Constants fold in f32 with the interpreter's own functions. `StopGradient` is dropped:
-//! it is the identity, and simplified graphs are not differentiated again.
+//! Most rewrites give the same f32 result bit for bit. The exceptions reassociate or
+//! round differently, as XLA's algebraic simplifier does: a sum of matrix products
+//! becomes one product over concatenated operands; a reduction over non-contiguous axes
+//! runs in two steps; a sum of a constant folds to one rounded product; and `x + 0` is
+//! `x`, so `-0 + 0` stays `-0`. Constants fold in f32 with the interpreter's own
+//! functions. `StopGradient` is dropped: it is the identity, and simplified graphs are
+//! not differentiated again. `tests/simplify.rs` checks results against f64.
 
 use crate::ir::{BinaryOp, DType, Graph, Node, Op, ReduceOp, Type, UnaryOp, Value};
 use crate::runtime::interp::{binary, unary};
@@ -21,56 +24,91 @@ use std::collections::HashMap;
 enum Rewrite {
     Same(Value),
     New(Op, Vec<Value>),
-    /// Two nodes: the first (op, operands, type), then the second op applied to it.
-    Chain(Op, Vec<Value>, Type, Op),
 }
 
-/// Constant folding, algebraic identities and CSE, then dead-code elimination.
-pub fn simplify(g: &Graph) -> Graph {
-    let mut nodes: PrimaryMap<Value, Node> = PrimaryMap::new();
-    let mut map: Vec<Value> = Vec::with_capacity(g.len());
-    let mut seen: HashMap<String, Value> = HashMap::new();
-    let mut add = |nodes: &mut PrimaryMap<Value, Node>, op: Op, args: Vec<Value>, ty: &Type| {
+/// The new graph being built, with CSE on every node added.
+struct Builder {
+    nodes: PrimaryMap<Value, Node>,
+    seen: HashMap<String, Value>,
+}
+
+impl Builder {
+    fn add(&mut self, op: Op, args: Vec<Value>, ty: &Type) -> Value {
         let leaf = matches!(op, Op::Input(_) | Op::Param(_) | Op::State(_));
         let key = (!leaf).then(|| cse_key(&op, &args, ty));
-        match key.as_ref().and_then(|k| seen.get(k)) {
+        match key.as_ref().and_then(|k| self.seen.get(k)) {
             Some(&v) => v,
             None => {
-                let v = nodes.push(Node { op, args, ty: ty.clone() });
+                let v = self.nodes.push(Node { op, args, ty: ty.clone() });
                 if let Some(k) = key {
-                    seen.insert(k, v);
+                    self.seen.insert(k, v);
                 }
                 v
             }
         }
-    };
+    }
+    /// Adds a node with operands, its type from the shape rule.
+    fn infer(&mut self, op: Op, args: Vec<Value>) -> Option<Value> {
+        let tys: Vec<&Type> = args.iter().map(|a| &self.nodes[*a].ty).collect();
+        let ty = crate::ir::op::infer(&op, &tys, None).ok()?;
+        Some(self.add(op, args, &ty))
+    }
+}
+
+/// Constant folding, algebraic identities and CSE, then dead-code elimination.
+pub fn simplify(g: &Graph) -> Graph {
+    let mut b = Builder { nodes: PrimaryMap::new(), seen: HashMap::new() };
+    let mut map: Vec<Value> = Vec::with_capacity(g.len());
+    // Uses of each value, and whether its only use is an addition (an inner node of an
+    // addition tree, which `merge_products` handles at the tree's root).
+    let mut users = vec![0usize; g.len()];
+    let mut add_users = vec![0usize; g.len()];
     for (_, node) in g.nodes.iter() {
+        for a in &node.args {
+            users[a.as_u32() as usize] += 1;
+            if node.op == Op::Binary(BinaryOp::Add) {
+                add_users[a.as_u32() as usize] += 1;
+            }
+        }
+    }
+    for (_, v) in &g.outputs {
+        users[v.as_u32() as usize] += 1;
+    }
+    for v in g.loss.iter().chain(g.params.iter().filter_map(|p| p.update.as_ref())) {
+        users[v.as_u32() as usize] += 1;
+    }
+    for v in g.states.iter().filter_map(|s| s.update.as_ref()) {
+        users[v.as_u32() as usize] += 1;
+    }
+    for (old, node) in g.nodes.iter() {
         let mut args: Vec<Value> = node.args.iter().map(|a| map[a.as_u32() as usize]).collect();
         let mut op = node.op.clone();
+        let inner_add = users[old.as_u32() as usize] == 1 && add_users[old.as_u32() as usize] == 1;
+        if !inner_add {
+            if let Some(v) = merge_products(g, &users, &map, &mut b, old) {
+                map.push(v);
+                continue;
+            }
+        }
         // A reduction over axes that are not contiguous (BatchNorm's and a convolution
         // bias's [0, 2, 3]) becomes one over the last run of axes, then one over the
         // rest: each is a strided loop instead of a gather.
         if let Op::Reduce { op: r, axes } = &node.op {
             if let Some(split) = axes.windows(2).position(|w| w[1] != w[0] + 1) {
                 let (rest, last) = (axes[..=split].to_vec(), axes[split + 1..].to_vec());
-                let first = Op::Reduce { op: *r, axes: last };
-                if let Ok(ty) = crate::ir::op::infer(&first, &[&nodes[args[0]].ty], None) {
-                    let v = add(&mut nodes, first, args.clone(), &ty);
+                if let Some(v) = b.infer(Op::Reduce { op: *r, axes: last }, args.clone()) {
                     args = vec![v];
                     op = Op::Reduce { op: *r, axes: rest };
                 }
             }
         }
-        let v = match rewrite(&nodes, &op, args, &node.ty) {
+        let v = match rewrite(&mut b, &op, args, &node.ty) {
             Rewrite::Same(v) => v,
-            Rewrite::New(op, args) => add(&mut nodes, op, args, &node.ty),
-            Rewrite::Chain(op1, args1, ty1, op2) => {
-                let v1 = add(&mut nodes, op1, args1, &ty1);
-                add(&mut nodes, op2, vec![v1], &node.ty)
-            }
+            Rewrite::New(op, args) => b.add(op, args, &node.ty),
         };
         map.push(v);
     }
+    let nodes = b.nodes;
     let m = |v: Value| map[v.as_u32() as usize];
     let mut out = g.clone();
     out.nodes = nodes;
@@ -109,8 +147,12 @@ fn fill_of(nodes: &PrimaryMap<Value, Node>, v: Value) -> Option<f64> {
     }
 }
 
-fn rewrite(nodes: &PrimaryMap<Value, Node>, op: &Op, args: Vec<Value>, ty: &Type) -> Rewrite {
-    use Rewrite::{Chain, New, Same};
+fn rewrite(b: &mut Builder, op: &Op, args: Vec<Value>, ty: &Type) -> Rewrite {
+    use Rewrite::{New, Same};
+    if let Some(v) = concat_of_transposes(b, op, &args) {
+        return Same(v);
+    }
+    let nodes = &b.nodes;
     let fill = |i: usize| args.get(i).and_then(|&a| fill_of(nodes, a));
     let arg_ty = |i: usize| &nodes[args[i]].ty;
     let inner = |i: usize| &nodes[args[i]];
@@ -202,8 +244,8 @@ fn rewrite(nodes: &PrimaryMap<Value, Node>, op: &Op, args: Vec<Value>, ty: &Type
                         dtype: xt.dtype,
                         shape: inner_perm.iter().map(|&d| xt.shape[d as usize].clone()).collect(),
                     };
-                    let first = Op::Transpose { perm: inner_perm };
-                    return Chain(first, vec![x], first_ty, Op::Broadcast { shape: ty.shape.clone() });
+                    let t = b.add(Op::Transpose { perm: inner_perm }, vec![x], &first_ty);
+                    return New(Op::Broadcast { shape: ty.shape.clone() }, vec![t]);
                 }
             }
             if let Op::Transpose { perm: p1 } = &inner(0).op {
@@ -343,4 +385,65 @@ fn rebuild(g: &Graph, keep: &[bool]) -> Graph {
     }
     out.loss = out.loss.map(m);
     out
+}
+
+/// A sum of three or more matrix products, Σ Pᵢ Bᵢ (a recurrent weight's gradient over
+/// time steps), as one product [P₁ … Pₙ] [B₁; …; Bₙ]: one large GEMM instead of n small
+/// ones and n − 1 additions. `v` is the root of a tree of additions whose inner nodes
+/// have no other user; the leaves are the products (already rebuilt). Reassociates the sum.
+fn merge_products(g: &Graph, users: &[usize], map: &[Value], b: &mut Builder, v: Value) -> Option<Value> {
+    let is_add = |x: Value| g.nodes[x].op == Op::Binary(BinaryOp::Add);
+    if !is_add(v) {
+        return None;
+    }
+    let mut leaves = Vec::new();
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        if x == v || (is_add(x) && users[x.as_u32() as usize] == 1) {
+            // Right operand first, so leaves come out left to right.
+            stack.extend(g.nodes[x].args.iter().rev());
+        } else {
+            leaves.push(map[x.as_u32() as usize]);
+        }
+    }
+    if leaves.len() < 3 {
+        return None;
+    }
+    let (mut ps, mut bs) = (Vec::new(), Vec::new());
+    for &l in &leaves {
+        let node = &b.nodes[l];
+        if node.op != Op::MatMul || node.ty.rank() != 2 || node.ty.shape != b.nodes[leaves[0]].ty.shape {
+            return None;
+        }
+        ps.push(node.args[0]);
+        bs.push(node.args[1]);
+    }
+    let p = b.infer(Op::Concat { axis: 1 }, ps)?;
+    let p = concat_of_transposes(b, &b.nodes[p].op.clone(), &b.nodes[p].args.clone()).unwrap_or(p);
+    let q = b.infer(Op::Concat { axis: 0 }, bs)?;
+    b.infer(Op::MatMul, vec![p, q])
+}
+
+/// A concatenation of 2-D transposes (or constants) is the transpose of the
+/// concatenation along the other axis: the GEMM reads it through strides.
+fn concat_of_transposes(b: &mut Builder, op: &Op, args: &[Value]) -> Option<Value> {
+    let Op::Concat { axis } = op else { return None };
+    if args.len() < 2 || b.nodes[args[0]].ty.rank() != 2 {
+        return None;
+    }
+    let mut xs = Vec::with_capacity(args.len());
+    for &a in args {
+        let node = &b.nodes[a];
+        match &node.op {
+            Op::Transpose { perm } if perm[..] == [1, 0] => xs.push(node.args[0]),
+            Op::Fill(c) => {
+                let ty = Type { dtype: node.ty.dtype, shape: vec![node.ty.shape[1].clone(), node.ty.shape[0].clone()] };
+                let c = *c;
+                xs.push(b.add(Op::Fill(c), vec![], &ty));
+            }
+            _ => return None,
+        }
+    }
+    let c = b.infer(Op::Concat { axis: 1 - axis }, xs)?;
+    b.infer(Op::Transpose { perm: vec![1, 0] }, vec![c])
 }
