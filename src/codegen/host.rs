@@ -314,14 +314,14 @@ pub struct ParOp {
     pub threads: usize,
 }
 
-/// Runs parts `[lo, hi)` of a kernel in `parts` pieces with `rayon::join` (which
-/// allocates nothing), each worker in the caller's floating-point mode (flushing
-/// denormals, say).
 /// The arena and persistent region addresses, passed to worker threads: the parts of
 /// a split kernel write disjoint elements.
 #[derive(Clone, Copy)]
 struct Regions(usize, usize);
 
+/// Runs parts `[lo, hi)` of a kernel in `parts` pieces with `rayon::join` (which
+/// allocates nothing), each worker in the caller's floating-point mode (flushing
+/// denormals, say).
 fn run_parts(f: KernelFn, r: Regions, lo: i64, hi: i64, parts: usize, align: i64, mode: u32) {
     if parts <= 1 {
         let saved = crate::runtime::executable::fp_mode();
