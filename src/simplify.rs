@@ -108,25 +108,7 @@ pub fn simplify(g: &Graph) -> Graph {
         };
         map.push(v);
     }
-    let nodes = b.nodes;
-    let m = |v: Value| map[v.as_u32() as usize];
-    let mut out = g.clone();
-    out.nodes = nodes;
-    for i in out.inputs.iter_mut() {
-        i.value = m(i.value);
-    }
-    for p in out.params.iter_mut() {
-        p.value = m(p.value);
-        p.update = p.update.map(m).filter(|&u| u != p.value);
-    }
-    for s in out.states.iter_mut() {
-        s.value = m(s.value);
-        s.update = s.update.map(m).filter(|&u| u != s.value);
-    }
-    for (_, v) in out.outputs.iter_mut() {
-        *v = m(*v);
-    }
-    out.loss = out.loss.map(m);
+    let out = with_nodes(g, b.nodes, |v| map[v.as_u32() as usize]);
     dead_code(&out)
 }
 
@@ -366,7 +348,12 @@ fn rebuild(g: &Graph, keep: &[bool]) -> Graph {
             map[idx(v)] = Some(nodes.push(nn));
         }
     }
-    let m = |v: Value| map[idx(v)].unwrap_or(v);
+    with_nodes(g, nodes, |v| map[idx(v)].unwrap_or(v))
+}
+
+/// `g` with new nodes, every reference (declarations, outputs, loss, updates) mapped by
+/// `m`. An update that maps to its own parameter or state (it changes nothing) is dropped.
+fn with_nodes(g: &Graph, nodes: PrimaryMap<Value, Node>, m: impl Fn(Value) -> Value) -> Graph {
     let mut out = g.clone();
     out.nodes = nodes;
     for i in out.inputs.iter_mut() {
@@ -374,16 +361,16 @@ fn rebuild(g: &Graph, keep: &[bool]) -> Graph {
     }
     for p in out.params.iter_mut() {
         p.value = m(p.value);
-        p.update = p.update.map(m);
+        p.update = p.update.map(&m).filter(|&u| u != p.value);
     }
     for s in out.states.iter_mut() {
         s.value = m(s.value);
-        s.update = s.update.map(m);
+        s.update = s.update.map(&m).filter(|&u| u != s.value);
     }
     for (_, v) in out.outputs.iter_mut() {
         *v = m(*v);
     }
-    out.loss = out.loss.map(m);
+    out.loss = out.loss.map(&m);
     out
 }
 

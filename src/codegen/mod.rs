@@ -278,35 +278,25 @@ fn base(b: &mut FunctionBuilder, bases: [ClValue; 2], s: Slot) -> ClValue {
     b.ins().iadd_imm_s(root, (s.offset * 4) as i64)
 }
 
-/// A counted loop `for i in (start..end).step_by(step)` (start < end), rotated so the
-/// body is its own header.
+/// A counted loop `for i in (start..end).step_by(step)` over constant bounds (nothing
+/// when start >= end), rotated like `dyn_loop`.
 fn counted_loop(
     b: &mut FunctionBuilder,
     start: i64,
     end: i64,
     step: i64,
-    mut body: impl FnMut(&mut FunctionBuilder, ClValue) -> Result<(), String>,
+    body: impl FnMut(&mut FunctionBuilder, ClValue) -> Result<(), String>,
 ) -> Result<(), String> {
     if start >= end {
         return Ok(());
     }
-    let header = b.create_block();
-    let exit = b.create_block();
-    b.append_block_param(header, types::I64);
-    let s0 = b.ins().iconst(types::I64, start);
-    b.ins().jump(header, &[BlockArg::Value(s0)]);
-    b.switch_to_block(header);
-    let i = b.block_params(header)[0];
-    body(b, i)?;
-    let next = b.ins().iadd_imm_s(i, step);
-    let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
-    b.ins().brif(more, header, &[BlockArg::Value(next)], exit, &[]);
-    b.switch_to_block(exit);
-    Ok(())
+    let (s0, e0) = (b.ins().iconst(types::I64, start), b.ins().iconst(types::I64, end));
+    dyn_loop(b, s0, e0, step, body)
 }
 
 /// A loop `for i in (start..end).step_by(step)` over run-time bounds (`end - start` a
-/// multiple of `step`), guarded for an empty range, then rotated like `counted_loop`.
+/// multiple of `step`), guarded for an empty range, then rotated: the body is its own
+/// header with a conditional branch back, so Cranelift keeps invariants out of it.
 fn dyn_loop(
     b: &mut FunctionBuilder,
     start: ClValue,
