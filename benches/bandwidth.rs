@@ -16,6 +16,10 @@ use std::hint::black_box;
 const N: usize = 8 << 20;
 
 fn compile(src: &str, batch: usize) -> Executable {
+    compile_threads(src, batch, 1)
+}
+
+fn compile_threads(src: &str, batch: usize, threads: usize) -> Executable {
     let c = nnc::pipeline::compile_source("bench.nn", src, None).ok().expect("compiles");
     let p = &c.programs[0];
     let g = if p.train.loss.is_some() {
@@ -23,7 +27,7 @@ fn compile(src: &str, batch: usize) -> Executable {
     } else {
         concrete(&p.eval, batch).expect("bind")
     };
-    Executable::new(&g, &Default::default()).expect("jit")
+    Executable::new(&g, &nnc::codegen::CodegenOptions { threads, ..Default::default() }).expect("jit")
 }
 
 fn x_small(n: usize) -> Vec<f32> {
@@ -39,17 +43,32 @@ fn bandwidth(c: &mut Criterion) {
     group.throughput(Throughput::Bytes((2 * N * 4) as u64));
     group.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
 
-    let mut exe =
-        compile("model M {\n input x: [B, 1024]\n input y: [B, 1024]\n output z = relu(2 * x + y)\n}\n", N / 1024);
+    let axpy = "model M {\n input x: [B, 1024]\n input y: [B, 1024]\n output z = relu(2 * x + y)\n}\n";
+    let mut exe = compile(axpy, N / 1024);
     exe.set_input_f32(0, &src).expect("x");
     exe.set_input_f32(1, &src).expect("y");
     group.throughput(Throughput::Bytes((3 * N * 4) as u64));
     group.bench_function("axpy_relu", |b| b.iter(|| exe.run(0, 0)));
 
+    // Both cores: the copy in two halves, the kernel split by the step (`nnc_par`).
+    let half = N / 2;
+    group.throughput(Throughput::Bytes((2 * N * 4) as u64));
+    group.bench_function("copy_2_threads", |b| {
+        b.iter(|| {
+            let (d0, d1) = dst.split_at_mut(half);
+            rayon::join(|| d0.copy_from_slice(black_box(&src[..half])), || d1.copy_from_slice(black_box(&src[half..])))
+        })
+    });
+    let mut exe2 = compile_threads(axpy, N / 1024, 2);
+    exe2.set_input_f32(0, &src).expect("x");
+    exe2.set_input_f32(1, &src).expect("y");
+    group.throughput(Throughput::Bytes((3 * N * 4) as u64));
+    group.bench_function("axpy_relu_2_threads", |b| b.iter(|| exe2.run(0, 0)));
+    drop(exe2);
+
     // The same kernel on 3 x 128 KiB, which stays in L2: what the loop itself sustains.
     let small = 32 << 10;
-    let mut exe =
-        compile("model M {\n input x: [B, 1024]\n input y: [B, 1024]\n output z = relu(2 * x + y)\n}\n", small / 1024);
+    let mut exe = compile(axpy, small / 1024);
     exe.set_input_f32(0, &x_small(small)).expect("x");
     exe.set_input_f32(1, &x_small(small)).expect("y");
     group.throughput(Throughput::Bytes((3 * small * 4) as u64));

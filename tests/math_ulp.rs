@@ -131,3 +131,50 @@ fn denormals_flushed_by_default_and_mode_restored() {
     assert_eq!(y[0], 1e-10f32 * 1e-30f32);
     assert_eq!(&z[2..], &[1e-39f32 * 1e30f32, -1e-39f32 * 1e30f32]);
 }
+
+/// `max` and `min` propagate a NaN from either operand and order infinities, both with
+/// a constant operand (one `maxps`/`minps`) and with two variables (plus a NaN select),
+/// in the vector loop and the scalar tail (23 elements: 5 vectors and 3 scalars).
+#[test]
+fn max_min_nan_from_either_side() {
+    let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.5, -2.5, 1e-40];
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for &a in &special {
+        for &b in &special {
+            xs.push(a);
+            ys.push(b);
+        }
+    }
+    xs.truncate(61);
+    ys.truncate(61);
+    let want = |f: &dyn Fn(f32, f32) -> f32, y: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        xs.iter().enumerate().map(|(i, &x)| f(x, y(i))).collect()
+    };
+    let fmax = |a: f32, b: f32| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+    let fmin = |a: f32, b: f32| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) };
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        ("relu(x)", want(&fmax, &|_| 0.0)),
+        ("max(0.5, x)", want(&fmax, &|_| 0.5)),
+        ("min(x, -1.0)", want(&fmin, &|_| -1.0)),
+        ("min(2.0, x)", want(&fmin, &|_| 2.0)),
+        ("max(x, y)", want(&fmax, &|i| ys[i])),
+        ("min(y, x)", want(&fmin, &|i| ys[i])),
+    ];
+    for (expr, want) in cases {
+        let src = format!("model M {{\n input x: [B]\n input y: [B]\n output z = {expr}\n}}\n");
+        let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
+        let g = concrete(&p.eval, xs.len()).expect("bind");
+        let mut exe =
+            Executable::new(&g, &CodegenOptions { verify: true, threads: 1, keep_denormals: true, ..Default::default() })
+                .expect("jit");
+        exe.set_input_f32(0, &xs).expect("x");
+        exe.set_input_f32(1, &ys).expect("y");
+        exe.run(0, 0);
+        let got = exe.output("z").expect("z").to_vec();
+        for i in 0..xs.len() {
+            let same = (got[i].is_nan() && want[i].is_nan()) || got[i] == want[i];
+            assert!(same, "{expr} at x = {}, y = {}: got {}, want {}", xs[i], ys[i], got[i], want[i]);
+        }
+    }
+}

@@ -338,13 +338,18 @@ pub fn run() -> i32 {
                         threads: 1,
                         ..Default::default()
                     };
-                    let exe = match crate::pipeline::step_graph(p, b)
-                        .and_then(|g| crate::runtime::executable::Executable::new(&g, &opts))
+                    let g = if p.train.loss.is_some() {
+                        crate::pipeline::step_graph(p, b)
+                    } else {
+                        crate::runtime::executable::concrete(&p.eval, b)
+                    };
+                    let exe = match g.and_then(|g| crate::runtime::executable::Executable::new(&g, &opts))
                     {
                         Ok(e) => e,
                         Err(m) => return fail(&m),
                     };
-                    outln!("model {} (training step, batch {b})", p.name);
+                    let what = if p.train.loss.is_some() { "training step" } else { "eval graph" };
+                    outln!("model {} ({what}, batch {b})", p.name);
                     if stage == Stage::Clif {
                         outs!("{}", exe.clif());
                     } else {

@@ -131,18 +131,40 @@ impl<'a, 'b> E<'a, 'b> {
         self.b.ins().bitcast(fty, Self::little(), bits)
     }
 
-    /// `max`/`min` with NaN from either side.
-    pub fn max(&mut self, a: Value, b: Value) -> Value {
-        let gt = self.cmp(FloatCC::GreaterThan, a, b);
-        let r = self.sel(gt, a, b);
-        let na = self.nan_of(a);
-        self.sel(na, a, r)
+    /// A constant (or a splat of one) that is not NaN.
+    fn is_number_const(&self, v: Value) -> bool {
+        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
+        let dfg = &self.b.func.dfg;
+        let ValueDef::Result(inst, _) = dfg.value_def(v) else { return false };
+        match dfg.insts[inst] {
+            InstructionData::UnaryIeee32 { opcode: Opcode::F32const, imm } => !imm.is_nan(),
+            InstructionData::Unary { opcode: Opcode::Splat, arg } => self.is_number_const(arg),
+            _ => false,
+        }
     }
+    /// `max`/`min` with NaN from either side. `bitselect(fcmp lt y x, x, y)` is one
+    /// `maxps`, which returns y when either is NaN; a NaN in x needs a second select,
+    /// unless x is a constant (ReLU's zero).
+    pub fn max(&mut self, a: Value, b: Value) -> Value {
+        let (x, y) = if self.is_number_const(a) { (a, b) } else { (b, a) };
+        let lt = self.cmp(FloatCC::LessThan, y, x);
+        let r = self.sel(lt, x, y);
+        if self.is_number_const(x) {
+            return r;
+        }
+        let nx = self.nan_of(x);
+        self.sel(nx, x, r)
+    }
+    /// The same with `minps`: `bitselect(fcmp lt x y, x, y)`.
     pub fn min(&mut self, a: Value, b: Value) -> Value {
-        let lt = self.cmp(FloatCC::LessThan, a, b);
-        let r = self.sel(lt, a, b);
-        let na = self.nan_of(a);
-        self.sel(na, a, r)
+        let (x, y) = if self.is_number_const(a) { (a, b) } else { (b, a) };
+        let lt = self.cmp(FloatCC::LessThan, x, y);
+        let r = self.sel(lt, x, y);
+        if self.is_number_const(x) {
+            return r;
+        }
+        let nx = self.nan_of(x);
+        self.sel(nx, x, r)
     }
     pub fn sign(&mut self, x: Value) -> Value {
         let zero = self.c(0.0);

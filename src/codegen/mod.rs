@@ -173,8 +173,12 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         crate::fusion::describe(g, s, k),
                         ctx.func.display()
                     ));
+                    ctx.set_disasm(true);
                 }
                 module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
+                if let Some(asm) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                    clif.push_str(&format!("; kernel {ki}: machine code\n{asm}\n"));
+                }
                 module.clear_context(&mut ctx);
                 if par {
                     tables.par.push(host::ParOp { func: None, total: space.0, align: space.1, threads: opts.threads });
@@ -264,6 +268,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
     Ok(Compiled { _module: module, step, tables: Box::new(tables), clif })
 }
+
+/// Flat elementwise kernels of at most this many fused nodes are unrolled 4x.
+const UNROLL_MAX_NODES: usize = 16;
 
 fn flags() -> MemFlagsData {
     MemFlagsData::trusted()
@@ -621,9 +628,24 @@ fn elementwise(
     if flat {
         // Elements [lo, hi): lo is a multiple of 4; vectors, then the scalar tail.
         let len = b.ins().isub(hi, lo);
+        // Small bodies are unrolled 4x: they are bound by loads and stores, and one
+        // vector per iteration leaves the loop's own overhead on the critical path.
+        let mut start = lo;
+        if nodes.len() <= UNROLL_MAX_NODES {
+            let len16 = b.ins().band_imm_s(len, !15);
+            let mid16 = b.ins().iadd(lo, len16);
+            dyn_loop(b, lo, mid16, 16, |b, i| {
+                for k in 0..4 {
+                    let ik = if k == 0 { i } else { b.ins().iadd_imm_s(i, 4 * k) };
+                    body(b, true, Pos::Flat(ik))?;
+                }
+                Ok(())
+            })?;
+            start = mid16;
+        }
         let len4 = b.ins().band_imm_s(len, !3);
         let mid = b.ins().iadd(lo, len4);
-        dyn_loop(b, lo, mid, 4, |b, i| body(b, true, Pos::Flat(i)))?;
+        dyn_loop(b, start, mid, 4, |b, i| body(b, true, Pos::Flat(i)))?;
         dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i)))?;
     } else {
         let c4 = (cols / 4 * 4) as i64;
