@@ -74,6 +74,12 @@ fn bandwidth(c: &mut Criterion) {
     group.throughput(Throughput::Bytes((3 * small * 4) as u64));
     group.bench_function("axpy_relu_in_l2", |b| b.iter(|| exe.run(0, 0)));
 
+    // A materialized transpose (the MLP's W2ᵀ, 512 KiB, read and written inside L2).
+    let mut exe = compile("model M {\n input x: [B, 256]\n output y = x.T\n}\n", 512);
+    exe.set_input_f32(0, &x_small(512 * 256)).expect("x");
+    group.throughput(Throughput::Bytes((2 * 512 * 256 * 4) as u64));
+    group.bench_function("transpose_512x256", |b| b.iter(|| exe.run(0, 0)));
+
     // One Adam step of a [2048, 4096] weight whose gradient is the input itself.
     let src = "model M {\n input x: [2048, 4096]\n param w: [2048, 4096] = normal(0.1)\n loss = sum(w * x)\n train { optimizer = adam(lr = 1e-3) }\n}\n";
     let mut exe = compile(src, 2048);

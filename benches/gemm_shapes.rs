@@ -59,6 +59,34 @@ fn shapes(c: &mut Criterion) {
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
     }
+    // The LSTM step's recurrent products (batch 32, hidden 128, 4 gates): forward
+    // h @ Wh and backward dz @ Whᵀ, the latter also with Wh stored transposed.
+    for (name, m, k, n, a_t, b_t) in [
+        ("lstm h@Wh 32x128x512", 32, 128, 512, false, false),
+        ("lstm dz@Wh^T 32x512x128 (B^T)", 32, 512, 128, false, true),
+        ("lstm dz@Wh^T 32x512x128 (B copied)", 32, 512, 128, false, false),
+        ("dX2 128x256x512 (B copied)", 128, 256, 512, false, false),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut out = vec![0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
+    }
+    for (name, m, k, n, a_t, b_t) in [
+        ("lstm dz@Wh^T 32x512x128 (B^T, packed)", 32, 512, 128, false, true),
+        ("dX2 128x256x512 (B^T, packed)", 128, 256, 512, false, true),
+        ("dX3 128x10x256 (B^T, packed)", 128, 10, 256, false, true),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut out = vec![0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let old = gemm::get_rhs_packing_threshold();
+        gemm::set_rhs_packing_threshold(0);
+        group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
+        gemm::set_rhs_packing_threshold(old);
+    }
     // fwd3 as Cᵀ[10, 128] = W3ᵀ[10, 256] @ Xᵀ[256, 128]: W3 is stored [256, 10] (so Aᵀ),
     // X [128, 256] (so Bᵀ); the result would be read transposed.
     let (m, k, n) = (10, 256, 128);

@@ -264,3 +264,30 @@ fn random_programs_jit_equals_interpreter() {
         compare(&format!("random program {i} (grad): {body}"), &g, 3);
     }
 }
+
+/// Transposes of the last two dims, copied in 4x4 register blocks with scalar edges:
+/// every edge case of the blocking (rows and columns below, at and above multiples of 4
+/// and 16, a batch of matrices), exactly. And a transposed right operand that is copied
+/// once for many products (k >= 64, 256 rows of results), backward included.
+#[test]
+fn transposes_blocked_and_copied_for_gemm() {
+    for (batch, rows, cols) in
+        [(1, 1, 1), (1, 3, 5), (1, 4, 4), (2, 5, 8), (1, 16, 12), (3, 17, 6), (1, 33, 19), (2, 64, 36)]
+    {
+        let src =
+            format!("model T {{\n input x: [B, {batch}, {rows}, {cols}]\n output y = transpose(x, [0, 1, 3, 2])\n}}\n");
+        let p = nnc::pipeline::compile_source("t.nn", &src, None).ok().expect("compiles").programs.remove(0);
+        let fused = Executable::new(&concrete(&p.eval, 1).expect("bind"), &opts(1)).expect("jit").schedule;
+        assert!(
+            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })),
+            "[{batch}, {rows}, {cols}]: not a transpose kernel"
+        );
+        compare(&format!("transpose [{batch}, {rows}, {cols}]"), &p.eval, 1);
+    }
+    let src = "model G {\n input x: [B, 70]\n param w: [36, 70] = xavier_uniform\n param u: [36, 70] = xavier_uniform\n output y = tanh(x @ w.T) @ u\n loss = sum(y * y)\n}\n";
+    let p = nnc::pipeline::compile_source("g.nn", src, None).ok().expect("compiles").programs.remove(0);
+    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    let fused = Executable::new(&concrete(&g, 300).expect("bind"), &opts(1)).expect("jit").schedule;
+    assert!(fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })), "w.T is not copied");
+    compare("x @ w.T at batch 300, with gradients", &g, 300);
+}

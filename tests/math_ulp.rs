@@ -165,9 +165,11 @@ fn max_min_nan_from_either_side() {
         let src = format!("model M {{\n input x: [B]\n input y: [B]\n output z = {expr}\n}}\n");
         let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
         let g = concrete(&p.eval, xs.len()).expect("bind");
-        let mut exe =
-            Executable::new(&g, &CodegenOptions { verify: true, threads: 1, keep_denormals: true, ..Default::default() })
-                .expect("jit");
+        let mut exe = Executable::new(
+            &g,
+            &CodegenOptions { verify: true, threads: 1, keep_denormals: true, ..Default::default() },
+        )
+        .expect("jit");
         exe.set_input_f32(0, &xs).expect("x");
         exe.set_input_f32(1, &ys).expect("y");
         exe.run(0, 0);

@@ -343,8 +343,7 @@ pub fn run() -> i32 {
                     } else {
                         crate::runtime::executable::concrete(&p.eval, b)
                     };
-                    let exe = match g.and_then(|g| crate::runtime::executable::Executable::new(&g, &opts))
-                    {
+                    let exe = match g.and_then(|g| crate::runtime::executable::Executable::new(&g, &opts)) {
                         Ok(e) => e,
                         Err(m) => return fail(&m),
                     };

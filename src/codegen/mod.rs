@@ -131,7 +131,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
-            Kernel::Elementwise { .. } | Kernel::Reduce { .. } => {
+            Kernel::Elementwise { .. } | Kernel::Reduce { .. } | Kernel::Transpose { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let name = format!("k{ki}");
@@ -160,6 +160,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
                             reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
+                        }
+                        Kernel::Transpose { out, x, batch, rows, cols } => {
+                            transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
                         }
                         _ => {}
                     }
@@ -800,4 +803,113 @@ fn reduce(
             Ok(())
         })
     }
+}
+
+/// Four lanes picked from the concatenation of two f32x4 vectors (lanes 0-3 of `x`,
+/// then 4-7 of `y`).
+fn shuffle4(b: &mut FunctionBuilder, x: ClValue, y: ClValue, lanes: [u8; 4]) -> ClValue {
+    let little = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| l * 4 + k)).collect();
+    let mask = b.func.dfg.immediates.push(bytes.into());
+    let xi = b.ins().bitcast(types::I8X16, little, x);
+    let yi = b.ins().bitcast(types::I8X16, little, y);
+    let r = b.ins().shuffle(xi, yi, mask);
+    b.ins().bitcast(types::F32X4, little, r)
+}
+
+/// `out[t] = x[t]ᵀ` for `batch` matrices of [rows, cols]: 4x4 blocks are loaded as four
+/// row vectors, transposed in registers (unpcklps / unpckhps / movlhps / movhlps) and
+/// stored as four columns; the edges that do not fill a block are copied one by one.
+#[allow(clippy::too_many_arguments)]
+fn transpose(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    bases: [ClValue; 2],
+    out: Value,
+    x: Value,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), String> {
+    let xs = plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+    let os = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let xb0 = base(b, bases, xs);
+    let ob0 = base(b, bases, os);
+    let (r_i, c_i) = (rows as i64, cols as i64);
+    let (r4, c4) = (r_i / 4 * 4, c_i / 4 * 4);
+    let scalar = |b: &mut FunctionBuilder, xb: ClValue, ob: ClValue, r: ClValue, c: ClValue| {
+        let xo = b.ins().imul_imm_s(r, c_i * 4);
+        let xc = b.ins().ishl_imm_u(c, 2);
+        let xa = b.ins().iadd(xb, xo);
+        let xa = b.ins().iadd(xa, xc);
+        let v = b.ins().load(types::F32, flags(), xa, 0);
+        let oo = b.ins().imul_imm_s(c, r_i * 4);
+        let or = b.ins().ishl_imm_u(r, 2);
+        let oa = b.ins().iadd(ob, oo);
+        let oa = b.ins().iadd(oa, or);
+        b.ins().store(flags(), v, oa, 0);
+    };
+    counted_loop(b, 0, batch as i64, 1, |b, t| {
+        let toff = b.ins().imul_imm_s(t, r_i * c_i * 4);
+        let xb = b.ins().iadd(xb0, toff);
+        let ob = b.ins().iadd(ob0, toff);
+        // Four blocks down at a time, so each store of a group fills a whole line of
+        // `out` (16 floats): with power-of-two strides, partial lines revisited later
+        // would fight over a couple of L1 sets. Then single blocks, then scalars.
+        let r16 = r_i / 16 * 16;
+        for (from, to, group) in [(0, r16, 4i64), (r16, r4, 1)] {
+            counted_loop(b, from, to, 4 * group, |b, r| {
+                let xo = b.ins().imul_imm_s(r, c_i * 4);
+                let xrow = b.ins().iadd(xb, xo);
+                let or = b.ins().ishl_imm_u(r, 2);
+                let ocol = b.ins().iadd(ob, or);
+                counted_loop(b, 0, c4, 4, |b, c| {
+                    let xc = b.ins().ishl_imm_u(c, 2);
+                    let oo = b.ins().imul_imm_s(c, r_i * 4);
+                    let oa = b.ins().iadd(ocol, oo);
+                    for gi in 0..group {
+                        let xa = b.ins().iadd(xrow, xc);
+                        let mut v = [xa; 4];
+                        for (i, vi) in v.iter_mut().enumerate() {
+                            let a = b.ins().iadd_imm_s(xa, (4 * gi + i as i64) * c_i * 4);
+                            *vi = b.ins().load(types::F32X4, flags(), a, 0);
+                        }
+                        let t0 = shuffle4(b, v[0], v[1], [0, 4, 1, 5]);
+                        let t1 = shuffle4(b, v[0], v[1], [2, 6, 3, 7]);
+                        let t2 = shuffle4(b, v[2], v[3], [0, 4, 1, 5]);
+                        let t3 = shuffle4(b, v[2], v[3], [2, 6, 3, 7]);
+                        let o = [
+                            shuffle4(b, t0, t2, [0, 1, 4, 5]),
+                            shuffle4(b, t0, t2, [2, 3, 6, 7]),
+                            shuffle4(b, t1, t3, [0, 1, 4, 5]),
+                            shuffle4(b, t1, t3, [2, 3, 6, 7]),
+                        ];
+                        for (j, oj) in o.into_iter().enumerate() {
+                            let a = b.ins().iadd_imm_s(oa, j as i64 * r_i * 4 + 16 * gi);
+                            b.ins().store(flags(), oj, a, 0);
+                        }
+                    }
+                    Ok(())
+                })?;
+                // The columns right of the last block, for these rows.
+                if c4 == c_i {
+                    return Ok(());
+                }
+                counted_loop(b, 0, 4 * group, 1, |b, i| {
+                    let ri = b.ins().iadd(r, i);
+                    counted_loop(b, c4, c_i, 1, |b, c| {
+                        scalar(b, xb, ob, ri, c);
+                        Ok(())
+                    })
+                })
+            })?;
+        }
+        // The rows below the last block.
+        counted_loop(b, r4, r_i, 1, |b, r| {
+            counted_loop(b, 0, c_i, 1, |b, c| {
+                scalar(b, xb, ob, r, c);
+                Ok(())
+            })
+        })
+    })
 }
