@@ -183,9 +183,22 @@ impl<'a, 'b> E<'a, 'b> {
         let hi = self.c(89.0);
         let lo = self.c(-104.0);
         let over = self.cmp(FloatCC::GreaterThan, x, hi);
-        let xc = self.sel(over, hi, x);
-        let under = self.cmp(FloatCC::LessThan, xc, lo);
-        let xc = self.sel(under, lo, xc);
+        let under = self.cmp(FloatCC::LessThan, x, lo);
+        let xc = self.min(x, hi);
+        let xc = self.max(xc, lo);
+        let y = self.exp_core(xc, true);
+        let inf = self.c(f32::INFINITY);
+        let y = self.sel(over, inf, y);
+        let zero = self.c(0.0);
+        let y = self.sel(under, zero, y);
+        let nan = self.nan_of(x);
+        self.sel(nan, x, y)
+    }
+
+    /// e^x for x in [-104, 89], or NaN (which propagates: every step is arithmetic).
+    /// `halves` applies 2^n in two steps, which results below 2^-126 (denormals) need;
+    /// without it x must be at least -87.
+    fn exp_core(&mut self, xc: Value, halves: bool) -> Value {
         let log2e = self.c(std::f32::consts::LOG2_E);
         let t = self.mul(xc, log2e);
         let fx = self.b.ins().nearest(t);
@@ -201,18 +214,16 @@ impl<'a, 'b> E<'a, 'b> {
         let y = self.fma(p, r2, y);
         let ity = self.ity();
         let n = self.b.ins().fcvt_to_sint_sat(ity, fx);
+        if !halves {
+            let s = self.pow2i(n);
+            return self.mul(y, s);
+        }
         let n1 = self.b.ins().sshr_imm_u(n, 1);
         let n2 = self.b.ins().isub(n, n1);
         let s1 = self.pow2i(n1);
         let s2 = self.pow2i(n2);
         let y = self.mul(y, s1);
-        let y = self.mul(y, s2);
-        let inf = self.c(f32::INFINITY);
-        let y = self.sel(over, inf, y);
-        let zero = self.c(0.0);
-        let y = self.sel(under, zero, y);
-        let nan = self.nan_of(x);
-        self.sel(nan, x, y)
+        self.mul(y, s2)
     }
 
     /// ln x: x = m 2^e with m in [sqrt(1/2), sqrt 2), a degree-9 polynomial in m - 1.
@@ -287,7 +298,8 @@ impl<'a, 'b> E<'a, 'b> {
     }
 
     /// tanh x: an odd polynomial below |x| = 0.625, else 1 - 2 / (e^{2|x|} + 1) with the
-    /// sign of x.
+    /// sign of x. Above |x| = 10 tanh rounds to ±1, so 2|x| is clamped to 20 and e^{2|x|}
+    /// needs no overflow or denormal handling; NaN propagates through both branches.
     pub fn tanh(&mut self, x: Value) -> Value {
         let ax = self.abs(x);
         let z = self.mul(x, x);
@@ -296,37 +308,48 @@ impl<'a, 'b> E<'a, 'b> {
         let small = self.fma(pz, x, x);
         let two = self.c(2.0);
         let ax2 = self.mul(ax, two);
-        let e = self.exp(ax2);
+        let cap = self.c(20.0);
+        let ax2 = self.min(ax2, cap);
+        let e = self.exp_core(ax2, false);
         let one = self.c(1.0);
         let den = self.add(e, one);
         let q = self.div(two, den);
         let big = self.sub(one, q);
-        let zero = self.c(0.0);
-        let negx = self.cmp(FloatCC::LessThan, x, zero);
-        let nbig = self.neg(big);
-        let big = self.sel(negx, nbig, big);
+        let big = self.copysign(big, x);
         let lim = self.c(0.625);
         let is_small = self.cmp(FloatCC::LessThan, ax, lim);
-        let r = self.sel(is_small, small, big);
-        let isnan = self.nan_of(x);
-        self.sel(isnan, x, r)
+        self.sel(is_small, small, big)
+    }
+
+    /// |m| with the sign of s (m >= 0 here): one and, one or.
+    fn copysign(&mut self, m: Value, s: Value) -> Value {
+        let ity = self.ity();
+        let fty = self.fty();
+        let mi = self.b.ins().bitcast(ity, Self::little(), m);
+        let si = self.b.ins().bitcast(ity, Self::little(), s);
+        let sign = self.ci(i32::MIN);
+        let sb = self.b.ins().band(si, sign);
+        let r = self.b.ins().bor(mi, sb);
+        self.b.ins().bitcast(fty, Self::little(), r)
     }
 
     /// sigmoid x = 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, so both tails
-    /// keep their relative precision (down to denormal results).
+    /// keep their relative precision (down to denormal results). e^-|x| is taken at
+    /// -|x| clamped to -104, where it is already below half the smallest denormal; NaN
+    /// propagates.
     pub fn sigmoid(&mut self, x: Value) -> Value {
         let ax = self.abs(x);
         let nax = self.neg(ax);
-        let e = self.exp(nax);
+        let lo = self.c(-104.0);
+        let nax = self.max(nax, lo);
+        let e = self.exp_core(nax, true);
         let one = self.c(1.0);
         let den = self.add(one, e);
         let s = self.div(one, den);
         let es = self.mul(e, s);
         let zero = self.c(0.0);
-        let pos = self.cmp(FloatCC::GreaterThanOrEqual, x, zero);
-        let r = self.sel(pos, s, es);
-        let isnan = self.nan_of(x);
-        self.sel(isnan, x, r)
+        let neg = self.cmp(FloatCC::LessThan, x, zero);
+        self.sel(neg, es, s)
     }
 
     /// erf x: x P(x^2) below |x| = 1; above, 1 - e^{-x^2} Q(1/|x|) / |x| with the sign

@@ -152,7 +152,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             let flat = elementwise(&mut b, g, s, plan, bases, range, &outs, *cols)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
-                            // for waking a thread (about 10 us).
+                            // for waking a thread (about 10 us). Weighting kernels by
+                            // their transcendentals (the LSTM cell: 4K elements, five of
+                            // them, 60 us) made them slower on two threads (95 us).
                             let elems = rows * cols;
                             if opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && space.0 >= 2 * space.1 {
                                 par = true;
