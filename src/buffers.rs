@@ -218,7 +218,11 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     for i in 0..n {
         let r = s.storage[i].as_u32() as usize;
         if r != i && s.materialized[i] {
-            slots[i] = slots[r];
+            slots[i] = slots[r].map(|sl| Slot {
+                offset: sl.offset + s.view_offset[i],
+                len: size(g, Value::from_u32(i as u32)),
+                ..sl
+            });
         }
     }
     let mut dead_after = vec![Vec::new(); s.kernels.len()];

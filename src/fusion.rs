@@ -87,6 +87,9 @@ pub struct Schedule {
     pub materialized: Vec<bool>,
     /// Per value: the value whose buffer it shares (views), or itself.
     pub storage: Vec<Value>,
+    /// Per value: where it starts in its storage root's buffer, in elements (0 but for
+    /// the pieces of an elided concat).
+    pub view_offset: Vec<usize>,
 }
 
 fn is_elementwise(op: &Op) -> bool {
@@ -399,9 +402,69 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             return Err(format!("internal error: {v} folds a transpose of an unmaterialized value"));
         }
     }
-    let mut sched = Schedule { kernels, materialized: mat, storage };
+    let mut sched = Schedule { kernels, materialized: mat, storage, view_offset: vec![0; n] };
     merge_chains(g, &mut sched);
+    elide_concats(g, &mut sched, &pinned);
     Ok(sched)
+}
+
+/// A concat whose pieces are contiguous blocks of its result (every dim before the
+/// axis is 1) is not copied: each piece is computed straight into its place in the
+/// concat's buffer (the LSTM's backward gathers 20 steps of gate gradients and hidden
+/// states into [640, 512] and [640, 128] operands for one weight-gradient GEMM). A piece
+/// qualifies when a kernel writes it (or the buffer it reshapes) into a buffer of its
+/// own, it is not a step output, and it is not already placed in another concat; the
+/// concat is elided only when every piece qualifies.
+fn elide_concats(g: &Graph, s: &mut Schedule, pinned: &[bool]) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let written: std::collections::HashSet<Value> = s.kernels.iter().flat_map(|k| k.outs()).collect();
+    let mut home: std::collections::HashMap<Value, Value> = std::collections::HashMap::new();
+    let mut elided = std::collections::HashSet::new();
+    for k in &s.kernels {
+        let Kernel::Host { out: c } = *k else { continue };
+        let Op::Concat { axis } = g.nodes[c].op else { continue };
+        let shape = dims(g, c);
+        let args = &g.nodes[c].args;
+        let ok = s.storage[idx(c)] == c
+            && shape[..axis as usize].iter().all(|&d| d == 1)
+            && args.iter().enumerate().all(|(i, &p)| {
+                // The piece, or the buffer it is a reshape of.
+                let r = s.storage[idx(p)];
+                s.materialized[idx(p)]
+                    && numel(g, r) == numel(g, p)
+                    && written.contains(&r)
+                    && !pinned[idx(p)]
+                    && !pinned[idx(r)]
+                    && !home.contains_key(&r)
+                    && !elided.contains(&r)
+                    && !args[..i].iter().any(|&q| s.storage[idx(q)] == r)
+            });
+        if !ok {
+            continue;
+        }
+        let mut at = 0;
+        for &p in args {
+            let r = s.storage[idx(p)];
+            home.insert(r, c);
+            s.view_offset[idx(r)] = at;
+            at += numel(g, p);
+        }
+        elided.insert(c);
+    }
+    if elided.is_empty() {
+        return;
+    }
+    // Pieces (and views of pieces) now live in the concat's buffer.
+    for i in 0..g.len() {
+        let r = s.storage[i];
+        if let Some(&c) = home.get(&r) {
+            if i != idx(r) {
+                s.view_offset[i] += s.view_offset[idx(r)];
+            }
+            s.storage[i] = c;
+        }
+    }
+    s.kernels.retain(|k| !matches!(k, Kernel::Host { out } if elided.contains(out)));
 }
 
 /// Whether every operand an elementwise kernel for `out` loads is read element for

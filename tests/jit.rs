@@ -291,3 +291,39 @@ fn transposes_blocked_and_copied_for_gemm() {
     assert!(fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })), "w.T is not copied");
     compare("x @ w.T at batch 300, with gradients", &g, 300);
 }
+
+/// Concats along a leading axis are elided: each piece is computed in place inside the
+/// concat's buffer. Pieces from every kind of kernel (elementwise, GEMM, reduction,
+/// transpose, a view of one), a piece shared by two concats (only one can hold it), a
+/// concat of concats and a concat that is read by later elementwise code, forward and
+/// backward, with the planner's NaN check on.
+#[test]
+fn concats_elided_into_place() {
+    let src = "model C {
+ input x: [B, 8]
+ param w: [8, 8] = xavier_uniform
+ param u: [8, 8] = xavier_uniform
+ fn stack(a: [B, 8], b: [B, 8], c: [B, 8]) -> [3, B, 8] {
+  concat([reshape(a, [1, B, 8]), reshape(b, [1, B, 8]), reshape(c, [1, B, 8])], axis = 0)
+ }
+ h = tanh(x @ w)
+ g = h @ u
+ r = sum(h * g, axis = 1, keep = true) * x
+ s1 = stack(h, g, r)
+ s2 = stack(g, r, transpose(transpose(h)) + 1)
+ s3 = concat([s1, s2], axis = 0)
+ output y = sum(s3 * s3, axis = 0) + sum(s1, axis = 0)
+ loss = sum(y * y)
+}
+";
+    let p = nnc::pipeline::compile_source("c.nn", src, None)
+        .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
+        .programs
+        .remove(0);
+    let fused = Executable::new(&concrete(&p.eval, 5).expect("bind"), &opts(1)).expect("jit").schedule;
+    assert!(fused.view_offset.iter().any(|&o| o > 0), "no concat was elided:\n{:?}", fused.kernels);
+    compare("concats (eval)", &p.eval, 5);
+    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    compare("concats (train + grad)", &g, 5);
+    compare_threads("concats (train + grad), 2 threads", &g, 37, 2);
+}
