@@ -88,7 +88,7 @@ pub struct Schedule {
     /// Per value: the value whose buffer it shares (views), or itself.
     pub storage: Vec<Value>,
     /// Per value: where it starts in its storage root's buffer, in elements (0 but for
-    /// the pieces of an elided concat).
+    /// contiguous slices and the pieces of an elided concat).
     pub view_offset: Vec<usize>,
 }
 
@@ -261,6 +261,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     }
     // Views share storage; transposes feeding only matmuls are folded into strides.
     let mut storage: Vec<Value> = (0..n as u32).map(Value::from_u32).collect();
+    let mut view_offset = vec![0; n];
     let mut kernels = Vec::new();
     let mut folded_t = vec![false; n];
     // A matrix read transposed as the right operand of products with a long
@@ -322,7 +323,18 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
         }
         match &node.op {
             Op::Input(_) | Op::Param(_) | Op::State(_) => {}
-            Op::Reshape { .. } | Op::StopGradient => storage[i] = storage[idx(node.args[0])],
+            Op::Reshape { .. } | Op::StopGradient => {
+                storage[i] = storage[idx(node.args[0])];
+                view_offset[i] = view_offset[idx(node.args[0])];
+            }
+            // A slice that is one contiguous block of its source is a view of it (an
+            // RNN's time step of the time-major input projection).
+            Op::Slice { axis, start, step: 1, .. } if dims(g, v)[..*axis as usize].iter().all(|&d| d == 1) => {
+                let x = node.args[0];
+                let inner: usize = dims(g, x)[*axis as usize + 1..].iter().product();
+                storage[i] = storage[idx(x)];
+                view_offset[i] = view_offset[idx(x)] + *start as usize * inner;
+            }
             Op::Fill(_) | Op::DimValue(_) | Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Broadcast { .. }
                 if !matches!(node.op, Op::Broadcast { .. }) || broadcast_access(g, node.args[0], v).is_some() =>
             {
@@ -402,7 +414,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             return Err(format!("internal error: {v} folds a transpose of an unmaterialized value"));
         }
     }
-    let mut sched = Schedule { kernels, materialized: mat, storage, view_offset: vec![0; n] };
+    let mut sched = Schedule { kernels, materialized: mat, storage, view_offset };
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
     Ok(sched)
