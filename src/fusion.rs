@@ -270,8 +270,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     // 139 GFLOP/s) and 1.5x at the MLP's 128x256x512 (106 against 154). The copy is one
     // pass over the matrix, but often from L3 (the MLP's 512x256 W2ᵀ: 35 us in L2, 89 us
     // inside a step, where the product saves 36 us), so `copy_pays` asks for k >= 64
-    // and, over all the products that read the copy, at least 256 rows of results (the
-    // LSTM's 20 steps of 32 rows).
+    // and, over all the products that read the copy, at least 256 rows of results per
+    // matrix (the LSTM's 20 steps of 32 rows; not a convolution's per-image products).
     let copy_pays = |v: Value| {
         let d = dims(g, v);
         let k = d[d.len() - 2];
@@ -279,8 +279,9 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             .iter()
             .filter(|&&u| matches!(g.nodes[u].op, Op::MatMul) && g.nodes[u].args[1] == v)
             .map(|&u| {
+                // Rows of one product: a batch of products reads a different matrix each.
                 let du = dims(g, u);
-                du[..du.len() - 1].iter().product::<usize>()
+                du[du.len() - 2]
             })
             .sum();
         k >= 64 && rows >= 256
