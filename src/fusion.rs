@@ -56,6 +56,10 @@ pub enum Kernel {
     /// `out[b] = x[b]ᵀ` for `batch` matrices `x[b]` of [rows, cols]: a transpose of the
     /// last two dims, copied in 4x4 blocks.
     Transpose { out: Value, x: Value, batch: usize, rows: usize, cols: usize },
+    /// The windows of `nc` images of [h, w] (`Op::Im2col`) or, with `adjoint`, their
+    /// sum back into the images (`Op::Col2im`): `out` and `x` are the patches
+    /// [nc, kh, kw, oh, ow] and the images in one order or the other.
+    Window { out: Value, x: Value, window: crate::ir::Window, adjoint: bool, nc: usize, h: usize, w: usize },
     /// A data-movement or generator op run by a host routine over the arena.
     Host { out: Value },
 }
@@ -74,6 +78,7 @@ impl Kernel {
             | Kernel::Reduce { out, .. }
             | Kernel::MatMul { out, .. }
             | Kernel::Transpose { out, .. }
+            | Kernel::Window { out, .. }
             | Kernel::Host { out } => *out,
         }
     }
@@ -406,6 +411,30 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     cols: d[r - 1],
                 });
             }
+            Op::Im2col(window) => {
+                let d = dims(g, node.args[0]);
+                kernels.push(Kernel::Window {
+                    out: v,
+                    x: node.args[0],
+                    window: *window,
+                    adjoint: false,
+                    nc: d[0] * d[1],
+                    h: d[2],
+                    w: d[3],
+                });
+            }
+            Op::Col2im { window, .. } if mat[idx(node.args[0])] => {
+                let d = dims(g, v);
+                kernels.push(Kernel::Window {
+                    out: v,
+                    x: node.args[0],
+                    window: *window,
+                    adjoint: true,
+                    nc: d[0] * d[1],
+                    h: d[2],
+                    w: d[3],
+                });
+            }
             _ => kernels.push(Kernel::Host { out: v }),
         }
     }
@@ -625,6 +654,9 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
             if *b_shared { " (shared)" } else { "" }
         ),
         Kernel::Transpose { out, x, batch, rows, cols } => format!("transpose {out} <- {x} [{batch} x {rows}x{cols}]"),
+        Kernel::Window { out, x, adjoint, nc, h, w, .. } => {
+            format!("{} {out} <- {x} [{nc} x {h}x{w}]", if *adjoint { "col2im" } else { "im2col" })
+        }
         Kernel::Host { out } => format!("host {} {out} <- {:?}", g.nodes[*out].op.name(), g.nodes[*out].args),
     }
 }

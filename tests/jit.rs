@@ -327,3 +327,36 @@ fn concats_elided_into_place() {
     compare("concats (train + grad)", &g, 5);
     compare_threads("concats (train + grad), 2 threads", &g, 37, 2);
 }
+
+/// Convolution windows (im2col and its adjoint col2im as JIT kernels): kernel sizes,
+/// strides and paddings where rows and columns leave the image on either side, or a
+/// window offset never lands inside (padding 2 with a 1-wide kernel), forward and
+/// backward, including the image gradient.
+#[test]
+fn convolution_windows() {
+    for (kh, kw, stride, pad, h, w) in [
+        (1, 1, 1, 0, 4, 4),
+        (3, 2, 1, 1, 7, 9),
+        (3, 3, 2, 1, 7, 6),
+        (5, 5, 1, 2, 5, 5),
+        (1, 1, 2, 2, 5, 4),
+        (2, 3, 3, 0, 9, 11),
+    ] {
+        let src = format!(
+            "model W {{\n input x: [B, 2, {h}, {w}]\n param k: [3, 2, {kh}, {kw}] = normal(1.0)\n param s: [2, {h}, {w}] = normal(1.0)\n loss = sum(tanh(conv2d(x * s, k, stride = {stride}, padding = {pad})))\n}}\n"
+        );
+        let p = nnc::pipeline::compile_source("w.nn", &src, None)
+            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
+            .programs
+            .remove(0);
+        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        let fused = Executable::new(&concrete(&g, 3).expect("bind"), &opts(1)).expect("jit").schedule;
+        let kinds: Vec<bool> = fused
+            .kernels
+            .iter()
+            .filter_map(|k| if let nnc::fusion::Kernel::Window { adjoint, .. } = k { Some(*adjoint) } else { None })
+            .collect();
+        assert!(kinds.contains(&false) && kinds.contains(&true), "window {kh}x{kw}/{stride}/{pad}: {kinds:?}");
+        compare(&format!("window {kh}x{kw} stride {stride} padding {pad} on {h}x{w}"), &g, 3);
+    }
+}

@@ -131,7 +131,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
-            Kernel::Elementwise { .. } | Kernel::Reduce { .. } | Kernel::Transpose { .. } => {
+            Kernel::Elementwise { .. } | Kernel::Reduce { .. } | Kernel::Transpose { .. } | Kernel::Window { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let name = format!("k{ki}");
@@ -165,6 +165,10 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
                             transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
+                        }
+                        Kernel::Window { out, x, window, adjoint, nc, h, w } => {
+                            let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
+                            windows(&mut b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w))?
                         }
                         _ => {}
                     }
@@ -913,5 +917,140 @@ fn transpose(
                 Ok(())
             })
         })
+    })
+}
+
+/// The range of output positions `o` in [0, n_out) whose input position
+/// `o * stride + k - pad` falls in [0, n_in).
+fn valid_range(n_in: usize, n_out: usize, k: u32, stride: u32, pad: u32) -> (i64, i64) {
+    let (k, s, p, n_in, n_out) = (k as i64, stride as i64, pad as i64, n_in as i64, n_out as i64);
+    // o * s >= p - k and o * s <= n_in - 1 + p - k.
+    let lo = if p - k > 0 { (p - k + s - 1) / s } else { 0 };
+    let top = n_in - 1 + p - k;
+    let hi = if top < 0 { 0 } else { (top / s + 1).min(n_out) };
+    (lo.min(n_out), hi.max(lo.min(n_out)))
+}
+
+/// Im2col (`adjoint` false): patches[c, i, j, y, x] = img[c, y*sh + i - ph, x*sw + j - pw]
+/// or 0 outside the image; col2im (`adjoint`): the images are zeroed, then every patch
+/// element is added back at that position. For each of the kh*kw window offsets the
+/// rows and columns that fall inside the image are known at compile time, so each row
+/// is one straight copy (or add), 4 lanes at a time when the stride is 1.
+#[allow(clippy::too_many_arguments)]
+fn windows(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    bases: [ClValue; 2],
+    img: Value,
+    pat: Value,
+    w: &crate::ir::Window,
+    adjoint: bool,
+    (nc, h, wd): (usize, usize, usize),
+) -> Result<(), String> {
+    let slot = |v: Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
+    let (is, ps) = (slot(img)?, slot(pat)?);
+    let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, w.pad_h).ok_or("internal error: window")? as usize;
+    let ow = crate::ir::Window::out_len(wd as i64, w.kw, w.stride_w, w.pad_w).ok_or("internal error: window")? as usize;
+    let ib0 = base(b, bases, is);
+    let pb0 = base(b, bases, ps);
+    let (kh, kw) = (w.kh as usize, w.kw as usize);
+    let img_len = (h * wd) as i64;
+    let pat_len = (kh * kw * oh * ow) as i64;
+    let zero4 = {
+        let mut e = E { b: &mut *b, vec: true };
+        e.c(0.0)
+    };
+    let zero1 = b.ins().f32const(0.0);
+    // Zeroes `n` floats from `at` (a constant count).
+    let fill = |b: &mut FunctionBuilder, at: ClValue, n: i64| -> Result<(), String> {
+        let n4 = n / 4 * 4;
+        counted_loop(b, 0, n4, 4, |b, k| {
+            let off = b.ins().ishl_imm_u(k, 2);
+            let a = b.ins().iadd(at, off);
+            b.ins().store(flags(), zero4, a, 0);
+            Ok(())
+        })?;
+        for t in n4..n {
+            b.ins().store(flags(), zero1, at, (t * 4) as i32);
+        }
+        Ok(())
+    };
+    counted_loop(b, 0, nc as i64, 1, |b, c| {
+        let io = b.ins().imul_imm_s(c, img_len * 4);
+        let ib = b.ins().iadd(ib0, io);
+        let po = b.ins().imul_imm_s(c, pat_len * 4);
+        let pb = b.ins().iadd(pb0, po);
+        if adjoint {
+            fill(b, ib, img_len)?;
+        }
+        for i in 0..kh {
+            let (y_lo, y_hi) = valid_range(h, oh, i as u32, w.stride_h, w.pad_h);
+            for j in 0..kw {
+                let (x_lo, x_hi) = valid_range(wd, ow, j as u32, w.stride_w, w.pad_w);
+                let block = b.ins().iadd_imm_s(pb, (((i * kw + j) * oh * ow) * 4) as i64);
+                if y_lo >= y_hi || x_lo >= x_hi {
+                    if !adjoint {
+                        fill(b, block, (oh * ow) as i64)?;
+                    }
+                    continue;
+                }
+                if !adjoint {
+                    fill(b, block, y_lo * ow as i64)?;
+                    let tail = b.ins().iadd_imm_s(block, y_hi * ow as i64 * 4);
+                    fill(b, tail, (oh as i64 - y_hi) * ow as i64)?;
+                }
+                let len = x_hi - x_lo;
+                let sw = i64::from(w.stride_w);
+                counted_loop(b, y_lo, y_hi, 1, |b, y| {
+                    // Image row y*sh + i - ph, from column x_lo*sw + j - pw.
+                    let iy = b.ins().imul_imm_s(y, i64::from(w.stride_h) * wd as i64 * 4);
+                    let src = b.ins().iadd(ib, iy);
+                    let src = b.ins().iadd_imm_s(
+                        src,
+                        ((i as i64 - i64::from(w.pad_h)) * wd as i64 + x_lo * sw + j as i64 - i64::from(w.pad_w)) * 4,
+                    );
+                    let py = b.ins().imul_imm_s(y, ow as i64 * 4);
+                    let row = b.ins().iadd(block, py);
+                    if !adjoint {
+                        fill(b, row, x_lo)?;
+                        let after = b.ins().iadd_imm_s(row, x_hi * 4);
+                        fill(b, after, ow as i64 - x_hi)?;
+                    }
+                    let dst = b.ins().iadd_imm_s(row, x_lo * 4);
+                    let step = |b: &mut FunctionBuilder, vec: bool, s_addr: ClValue, d_addr: ClValue| {
+                        let ty = if vec { types::F32X4 } else { types::F32 };
+                        let v = b.ins().load(ty, flags(), s_addr, 0);
+                        if adjoint {
+                            // The image element gets the patch element added.
+                            let acc = b.ins().load(ty, flags(), d_addr, 0);
+                            let sum = b.ins().fadd(acc, v);
+                            b.ins().store(flags(), sum, d_addr, 0);
+                        } else {
+                            b.ins().store(flags(), v, d_addr, 0);
+                        }
+                    };
+                    // (from, to) = (image, patches), or the reverse for the adjoint.
+                    let (from, to) = if adjoint { (dst, src) } else { (src, dst) };
+                    let (f_step, t_step) = if adjoint { (1, sw) } else { (sw, 1) };
+                    let n4 = if sw == 1 { len / 4 * 4 } else { 0 };
+                    counted_loop(b, 0, n4, 4, |b, k| {
+                        let off = b.ins().ishl_imm_u(k, 2);
+                        let fa = b.ins().iadd(from, off);
+                        let ta = b.ins().iadd(to, off);
+                        step(b, true, fa, ta);
+                        Ok(())
+                    })?;
+                    counted_loop(b, n4, len, 1, |b, k| {
+                        let fo = b.ins().imul_imm_s(k, f_step * 4);
+                        let to_ = b.ins().imul_imm_s(k, t_step * 4);
+                        let fa = b.ins().iadd(from, fo);
+                        let ta = b.ins().iadd(to, to_);
+                        step(b, false, fa, ta);
+                        Ok(())
+                    })
+                })?;
+            }
+        }
+        Ok(())
     })
 }
