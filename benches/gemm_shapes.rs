@@ -66,6 +66,10 @@ fn shapes(c: &mut Criterion) {
         ("lstm dz@Wh^T 32x512x128 (B^T)", 32, 512, 128, false, true),
         ("lstm dz@Wh^T 32x512x128 (B copied)", 32, 512, 128, false, false),
         ("dX2 128x256x512 (B copied)", 128, 256, 512, false, false),
+        // The CNN's per-image conv2 weight gradient dY[16, 196] @ Pᵀ, and the same
+        // product transposed, P @ dYᵀ.
+        ("cnn dW2 16x196x72 (B^T)", 16, 196, 72, false, true),
+        ("cnn dW2^T 72x196x16 (B^T)", 72, 196, 16, false, true),
     ] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();

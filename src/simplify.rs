@@ -263,8 +263,33 @@ fn rewrite(b: &mut Builder, op: &Op, args: Vec<Value>, ty: &Type) -> Rewrite {
             New(op.clone(), args)
         }
         Op::Concat { .. } if args.len() == 1 => Same(args[0]),
+        Op::Concat { axis: 0 } => match concat_of_unit_reshapes(b, &args) {
+            Some(c) => New(Op::Reshape { shape: ty.shape.clone() }, vec![c]),
+            None => New(op.clone(), args),
+        },
         _ => New(op.clone(), args),
     }
+}
+
+/// Stacking `[1, ...]` reshapes of equally shaped tensors along axis 0 is a reshape of
+/// their concatenation along their own axis 0 (the same bytes): the inner concat, which
+/// the weight-gradient product of an RNN also builds, is then shared.
+fn concat_of_unit_reshapes(b: &mut Builder, args: &[Value]) -> Option<Value> {
+    let mut xs = Vec::with_capacity(args.len());
+    for &a in args {
+        let node = &b.nodes[a];
+        let x = *node.args.first()?;
+        let xt = &b.nodes[x].ty;
+        let adds_unit = matches!(node.op, Op::Reshape { .. })
+            && xt.rank() >= 1
+            && node.ty.shape.first().and_then(|d| d.as_const()) == Some(1)
+            && node.ty.shape[1..] == xt.shape[..];
+        if !adds_unit || xt.shape != b.nodes[*xs.first().unwrap_or(&x)].ty.shape {
+            return None;
+        }
+        xs.push(x);
+    }
+    b.infer(Op::Concat { axis: 0 }, xs)
 }
 
 /// A copy of `g` without the nodes nothing needs, renumbered densely in the same order.
@@ -396,15 +421,27 @@ fn merge_products(g: &Graph, users: &[usize], map: &[Value], b: &mut Builder, v:
     if leaves.len() < 3 {
         return None;
     }
-    let (mut ps, mut bs) = (Vec::new(), Vec::new());
+    let mut pairs = Vec::new();
     for &l in &leaves {
         let node = &b.nodes[l];
         if node.op != Op::MatMul || node.ty.rank() != 2 || node.ty.shape != b.nodes[leaves[0]].ty.shape {
             return None;
         }
-        ps.push(node.args[0]);
-        bs.push(node.args[1]);
+        pairs.push((node.args[0], node.args[1]));
     }
+    // In the order the left operands were computed (an RNN's steps in time order), so
+    // the concatenated right operand matches other gathers of the same values (the
+    // input weight's gradient gathers the same gate gradients in time order).
+    // Constants (an RNN's initial state) are there from the start.
+    let source = |a: Value| {
+        let x = match b.nodes[a].op {
+            Op::Transpose { .. } => b.nodes[a].args[0],
+            _ => a,
+        };
+        (!matches!(b.nodes[x].op, Op::Fill(_)), x)
+    };
+    pairs.sort_by_key(|&(a, _)| source(a));
+    let (ps, bs): (Vec<Value>, Vec<Value>) = pairs.into_iter().unzip();
     let p = b.infer(Op::Concat { axis: 1 }, ps)?;
     let p = concat_of_transposes(b, &b.nodes[p].op.clone(), &b.nodes[p].args.clone()).unwrap_or(p);
     let q = b.infer(Op::Concat { axis: 0 }, bs)?;

@@ -293,7 +293,8 @@ fn transposes_blocked_and_copied_for_gemm() {
 }
 
 /// Concats along a leading axis are elided: each piece is computed in place inside the
-/// concat's buffer. Pieces from every kind of kernel (elementwise, GEMM, reduction,
+/// concat's buffer; so are the column blocks of a concat along the last axis when
+/// elementwise kernels write them. Pieces from every kind of kernel (elementwise, GEMM, reduction,
 /// transpose, a view of one), a piece shared by two concats (only one can hold it), a
 /// concat of concats and a concat that is read by later elementwise code, forward and
 /// backward, with the planner's NaN check on.
@@ -312,7 +313,8 @@ fn concats_elided_into_place() {
  s1 = stack(h, g, r)
  s2 = stack(g, r, transpose(transpose(h)) + 1)
  s3 = concat([s1, s2], axis = 0)
- output y = sum(s3 * s3, axis = 0) + sum(s1, axis = 0)
+ q = concat([tanh(g), r * 2, exp(h)], axis = 1)
+ output y = sum(s3 * s3, axis = 0) + sum(s1, axis = 0) + q[:, 0:8] * q[:, 16:24]
  loss = sum(y * y)
 }
 ";
@@ -322,6 +324,7 @@ fn concats_elided_into_place() {
         .remove(0);
     let fused = Executable::new(&concrete(&p.eval, 5).expect("bind"), &opts(1)).expect("jit").schedule;
     assert!(fused.view_offset.iter().any(|&o| o > 0), "no concat was elided:\n{:?}", fused.kernels);
+    assert!(fused.row_stride.contains(&24), "the column blocks of q were not placed:\n{:?}", fused.kernels);
     compare("concats (eval)", &p.eval, 5);
     let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
     compare("concats (train + grad)", &g, 5);

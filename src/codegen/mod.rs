@@ -558,7 +558,19 @@ fn elementwise(
         out_slots.push(plan.slots[o.as_u32() as usize].ok_or_else(|| format!("internal error: {o} has no buffer"))?);
     }
     let loads = Loads { plan, bases, cols };
-    let store = |e: &mut E, out_slot: Slot, val: ClValue, pos: Pos| {
+    // Outputs that are column blocks of a wider buffer (an elided concat) are stored
+    // `row_stride` apart, so such a kernel runs row by row.
+    let strides: Vec<usize> = outs
+        .iter()
+        .map(|o| match s.row_stride[o.as_u32() as usize] {
+            0 => cols,
+            st => st,
+        })
+        .collect();
+    if strides.iter().any(|&st| st != cols) {
+        flat = false;
+    }
+    let store = |e: &mut E, out_slot: Slot, stride: usize, val: ClValue, pos: Pos| {
         let addr0 = base(e.b, bases, out_slot);
         let a = match pos {
             Pos::Flat(i) => {
@@ -566,7 +578,7 @@ fn elementwise(
                 e.b.ins().iadd(addr0, off)
             }
             Pos::Grid(r, c) => {
-                let row = e.b.ins().imul_imm_s(r, (cols * 4) as i64);
+                let row = e.b.ins().imul_imm_s(r, (stride * 4) as i64);
                 let col = e.b.ins().ishl_imm_u(c, 2);
                 let a = e.b.ins().iadd(addr0, row);
                 e.b.ins().iadd(a, col)
@@ -629,8 +641,8 @@ fn elementwise(
         for &o in outs {
             vals.push(emit_node(&mut e, g, s, &loads, &mut memo, &recips[k], o, pos)?);
         }
-        for (slot, v) in out_slots.iter().zip(vals) {
-            store(&mut e, *slot, v, pos);
+        for ((slot, stride), v) in out_slots.iter().zip(&strides).zip(vals) {
+            store(&mut e, *slot, *stride, v, pos);
         }
         Ok(())
     };
