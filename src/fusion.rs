@@ -27,6 +27,9 @@ pub enum Access {
     /// Element (r / div) % modulo: a vector along middle dims, repeated over the rest (a
     /// channel bias [C, 1, 1] over [N, C, H, W] reads element (r / H) % C).
     Chan { div: usize, modulo: usize },
+    /// Row (r / div) * modulo + r % modulo, element c: rows repeated over a run of
+    /// middle dims (a pooling window's max [N, C, 1, 1, OH, OW] over [N, C, 2, 2, OH, OW]).
+    Rows { div: usize, modulo: usize },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +152,17 @@ pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
         let q = xa.iter().rposition(|&d| d != 1)? + 1;
         if q < r && (p..q).all(|i| xa[i] == os[i]) {
             return Some(Access::Chan { div: os[q..r - 1].iter().product(), modulo: os[p..q].iter().product() });
+        }
+        // Out's shape but for one run of dims [p, q) before the last, which x repeats.
+        let bcast: Vec<usize> = (0..r).filter(|&i| xa[i] != os[i]).collect();
+        if let (Some(&p), Some(&last)) = (bcast.first(), bcast.last()) {
+            let q = last + 1;
+            if q < r && bcast.len() == q - p && bcast.iter().all(|&i| xa[i] == 1) {
+                return Some(Access::Rows {
+                    div: os[p..r - 1].iter().product(),
+                    modulo: os[q..r - 1].iter().product(),
+                });
+            }
         }
     }
     None

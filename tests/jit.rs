@@ -363,3 +363,31 @@ fn convolution_windows() {
         compare(&format!("window {kh}x{kw} stride {stride} padding {pad} on {h}x{w}"), &g, 3);
     }
 }
+
+/// Broadcasts of whole rows over a run of middle dims (`Access::Rows`, a pooling
+/// window's max spread back over the window) are read in place by the loop: leading,
+/// middle and single-dim runs, with odd row lengths, on one and two threads.
+#[test]
+fn row_broadcasts_over_middle_dims() {
+    for (x, out) in [
+        ("[B, 3, 1, 1, 5, 7]", "[B, 3, 2, 2, 5, 7]"),
+        ("[1, 4, 9]", "[B, 2, 4, 9]"),
+        ("[B, 1, 6]", "[B, 5, 6]"),
+        ("[B, 2, 1, 3, 5]", "[B, 2, 4, 3, 5]"),
+    ] {
+        let src = format!("model R {{\n input x: {x}\n input y: {out}\n output z = exp(y) * x + (y == x)\n}}\n");
+        let p = nnc::pipeline::compile_source("r.nn", &src, None)
+            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
+            .programs
+            .remove(0);
+        let g = concrete(&p.eval, 3).expect("bind");
+        let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
+        assert!(
+            fused.kernels.iter().all(|k| !matches!(k, nnc::fusion::Kernel::Host { .. })),
+            "{x} -> {out}: a broadcast was not fused: {:?}",
+            fused.kernels
+        );
+        compare(&format!("{x} -> {out}"), &p.eval, 3);
+        compare_threads(&format!("{x} -> {out}, 2 threads"), &p.eval, 700, 2);
+    }
+}

@@ -381,6 +381,17 @@ impl Loads<'_> {
                 let a = e.b.ins().iadd(addr0, row);
                 scalar(e, a)
             }
+            (Access::Rows { div, modulo }, Pos::Grid(r, c)) => {
+                let hi = e.b.ins().udiv_imm_u(r, div.max(1) as i64);
+                let hi = e.b.ins().imul_imm_s(hi, modulo as i64);
+                let lo = e.b.ins().urem_imm_u(r, modulo.max(1) as i64);
+                let row = e.b.ins().iadd(hi, lo);
+                let row = e.b.ins().imul_imm_s(row, (self.cols * 4) as i64);
+                let col = e.b.ins().ishl_imm_u(c, 2);
+                let a = e.b.ins().iadd(addr0, row);
+                let a = e.b.ins().iadd(a, col);
+                e.b.ins().load(ty, flags(), a, 0)
+            }
             (Access::Chan { div, modulo }, Pos::Grid(r, _)) => {
                 let mut i = r;
                 if div > 1 {
