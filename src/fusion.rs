@@ -154,8 +154,11 @@ pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
             return Some(Access::Chan { div: os[q..r - 1].iter().product(), modulo: os[p..q].iter().product() });
         }
         // Out's shape but for one run of dims [p, q) before the last, which x repeats.
+        // Only for rows of 32 or more: the row-by-row loop costs a division per row and
+        // a scalar tail, which on the CNN's 7- and 14-wide pooled rows made the kernels
+        // 3x slower than copying the broadcast first.
         let bcast: Vec<usize> = (0..r).filter(|&i| xa[i] != os[i]).collect();
-        if let (Some(&p), Some(&last)) = (bcast.first(), bcast.last()) {
+        if let (Some(&p), Some(&last), true) = (bcast.first(), bcast.last(), cols >= 32) {
             let q = last + 1;
             if q < r && bcast.len() == q - p && bcast.iter().all(|&i| xa[i] == 1) {
                 return Some(Access::Rows {
