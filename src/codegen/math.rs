@@ -359,27 +359,27 @@ impl<'a, 'b> E<'a, 'b> {
         let z = self.mul(x, x);
         let p = self.poly(z, ERF_SMALL);
         let small = self.mul(p, x);
-        // Large: erfc(a) = exp(-a^2) * R(t) / a with t = 1 / a.
+        // Large: erfc(a) = exp(-a^2) * R(t) / a with t = 1 / a. Above a = 4.5 erf rounds
+        // to ±1, so a is clamped there: e^{-a^2} then needs no range handling, and NaN
+        // propagates through every step.
+        let cap = self.c(4.5);
+        let ac = self.min(ax, cap);
         let one = self.c(1.0);
-        let t = self.div(one, ax);
+        let t = self.div(one, ac);
         let r1 = self.poly(t, ERFC_MID);
         let r2 = self.poly(t, ERFC_FAR);
         let two = self.c(2.0);
-        let mid = self.cmp(FloatCC::LessThan, ax, two);
+        let mid = self.cmp(FloatCC::LessThan, ac, two);
         let r = self.sel(mid, r1, r2);
-        let nz = self.neg(z);
-        let e = self.exp(nz);
+        let zc = self.mul(ac, ac);
+        let nz = self.neg(zc);
+        let e = self.exp_core(nz, false);
         let er = self.mul(e, r);
         let erfc = self.mul(er, t);
         let big = self.sub(one, erfc);
-        let zero = self.c(0.0);
-        let negx = self.cmp(FloatCC::LessThan, x, zero);
-        let nbig = self.neg(big);
-        let big = self.sel(negx, nbig, big);
+        let big = self.copysign(big, x);
         let is_small = self.cmp(FloatCC::LessThan, ax, one);
-        let r = self.sel(is_small, small, big);
-        let isnan = self.nan_of(x);
-        self.sel(isnan, x, r)
+        self.sel(is_small, small, big)
     }
 
     /// a^b as exp(b ln |a|), negative for a < 0 and odd integer b, NaN for a < 0 and
