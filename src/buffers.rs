@@ -78,7 +78,10 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
                 }
             }
         }
-        Kernel::Reduce { x, .. } | Kernel::Transpose { x, .. } | Kernel::Window { x, .. } => add(*x),
+        Kernel::Reduce { x, .. }
+        | Kernel::Transpose { x, .. }
+        | Kernel::Permute { x, .. }
+        | Kernel::Window { x, .. } => add(*x),
         Kernel::MatMul { a, b, .. } => {
             add(*a);
             add(*b);

@@ -392,3 +392,31 @@ fn row_broadcasts_over_middle_dims() {
         compare_threads(&format!("{x} -> {out}, 2 threads"), &p.eval, 150, 2);
     }
 }
+
+/// Transposes that keep the last dim (attention's head split and merge) are row copies:
+/// ranks 3 to 5, rows of 1 to 19 elements, unit dims, exactly.
+#[test]
+fn row_permutes() {
+    for (shape, perm) in [
+        ("[B, 5, 3, 16]", "[0, 2, 1, 3]"),
+        ("[B, 5, 3, 7]", "[2, 1, 0, 3]"),
+        ("[B, 1, 4, 2, 19]", "[0, 3, 2, 1, 4]"),
+        ("[B, 6, 1]", "[1, 0, 2]"),
+        ("[B, 2, 3, 5, 4]", "[3, 0, 2, 1, 4]"),
+        ("[B, 4, 1, 5]", "[2, 1, 0, 3]"),
+    ] {
+        let src = format!("model P {{\n input x: {shape}\n output y = transpose(x * 2, {perm}) + 1\n}}\n");
+        let p = nnc::pipeline::compile_source("p.nn", &src, None)
+            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
+            .programs
+            .remove(0);
+        let g = concrete(&p.eval, 3).expect("bind");
+        let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
+        assert!(
+            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Permute { .. })),
+            "{shape} by {perm}: {:?}",
+            fused.kernels
+        );
+        compare(&format!("{shape} by {perm}"), &p.eval, 3);
+    }
+}

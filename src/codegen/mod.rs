@@ -131,7 +131,11 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
-            Kernel::Elementwise { .. } | Kernel::Reduce { .. } | Kernel::Transpose { .. } | Kernel::Window { .. } => {
+            Kernel::Elementwise { .. }
+            | Kernel::Reduce { .. }
+            | Kernel::Transpose { .. }
+            | Kernel::Permute { .. }
+            | Kernel::Window { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let name = format!("k{ki}");
@@ -165,6 +169,19 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
                             transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
+                        }
+                        Kernel::Permute { out, x, dims, src_strides, row } => {
+                            let slot = |v: Value| {
+                                plan.slots[v.as_u32() as usize]
+                                    .ok_or_else(|| format!("internal error: {v} has no buffer"))
+                            };
+                            let src = base(&mut b, bases, slot(*x)?);
+                            let dst = base(&mut b, bases, slot(*out)?);
+                            let mut dst_strides = vec![*row; dims.len()];
+                            for k in (0..dims.len().saturating_sub(1)).rev() {
+                                dst_strides[k] = dst_strides[k + 1] * dims[k + 1];
+                            }
+                            permute_rows(&mut b, src, dst, dims, src_strides, &dst_strides, *row)?
                         }
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
@@ -1075,5 +1092,46 @@ fn windows(
             }
         }
         Ok(())
+    })
+}
+
+/// Copies rows of `row` elements from `src` to `dst` in nested loops over `dims`: a step
+/// along dim k moves `src_strides[k]` elements in the source and `dst_strides[k]` in the
+/// destination. Dims of size 1 are skipped.
+fn permute_rows(
+    b: &mut FunctionBuilder,
+    src: ClValue,
+    dst: ClValue,
+    dims: &[usize],
+    src_strides: &[usize],
+    dst_strides: &[usize],
+    row: usize,
+) -> Result<(), String> {
+    let Some((&d, rest)) = dims.split_first() else {
+        let r4 = (row / 4 * 4) as i64;
+        counted_loop(b, 0, r4, 4, |b, k| {
+            let off = b.ins().ishl_imm_u(k, 2);
+            let s = b.ins().iadd(src, off);
+            let v = b.ins().load(types::F32X4, flags(), s, 0);
+            let t = b.ins().iadd(dst, off);
+            b.ins().store(flags(), v, t, 0);
+            Ok(())
+        })?;
+        for k in r4..row as i64 {
+            let v = b.ins().load(types::F32, flags(), src, (k * 4) as i32);
+            b.ins().store(flags(), v, dst, (k * 4) as i32);
+        }
+        return Ok(());
+    };
+    if d == 1 {
+        return permute_rows(b, src, dst, rest, &src_strides[1..], &dst_strides[1..], row);
+    }
+    let (ss, ds) = ((src_strides[0] * 4) as i64, (dst_strides[0] * 4) as i64);
+    counted_loop(b, 0, d as i64, 1, |b, i| {
+        let so = b.ins().imul_imm_s(i, ss);
+        let s = b.ins().iadd(src, so);
+        let dof = b.ins().imul_imm_s(i, ds);
+        let t = b.ins().iadd(dst, dof);
+        permute_rows(b, s, t, rest, &src_strides[1..], &dst_strides[1..], row)
     })
 }
