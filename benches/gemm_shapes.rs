@@ -41,53 +41,39 @@ fn matmul(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize),
 fn shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group.sample_size(30);
-    // (name, m, k, n, a_t, b_t): the MLP step's products (batch 128).
+    // (name, m, k, n, a_t, b_t, packed): the MLP step's products (batch 128); the LSTM
+    // step's recurrent products (batch 32, hidden 128, 4 gates): forward h @ Wh and
+    // backward dz @ Whᵀ, also with Wh stored transposed ("B copied", what nnc does when
+    // many products read it); the CNN's per-image conv2 weight gradient dY[16, 196] @ Pᵀ
+    // and the same product transposed; and `packed`: the crate told to pack every right
+    // operand (`set_rhs_packing_threshold(0)`), which does not rescue the Bᵀ cases.
     let cases = [
-        ("fwd1 128x784x512", 128, 784, 512, false, false),
-        ("dW1 784x128x512 (A^T)", 784, 128, 512, true, false),
-        ("fwd2 128x512x256", 128, 512, 256, false, false),
-        ("dX2 128x256x512 (B^T)", 128, 256, 512, false, true),
-        ("dW2 512x128x256 (A^T)", 512, 128, 256, true, false),
-        ("fwd3 128x256x10", 128, 256, 10, false, false),
-        ("dW3 256x128x10 (A^T)", 256, 128, 10, true, false),
-        ("dX3 128x10x256 (B^T)", 128, 10, 256, false, true),
+        ("fwd1 128x784x512", 128, 784, 512, false, false, false),
+        ("dW1 784x128x512 (A^T)", 784, 128, 512, true, false, false),
+        ("fwd2 128x512x256", 128, 512, 256, false, false, false),
+        ("dX2 128x256x512 (B^T)", 128, 256, 512, false, true, false),
+        ("dW2 512x128x256 (A^T)", 512, 128, 256, true, false, false),
+        ("fwd3 128x256x10", 128, 256, 10, false, false, false),
+        ("dW3 256x128x10 (A^T)", 256, 128, 10, true, false, false),
+        ("dX3 128x10x256 (B^T)", 128, 10, 256, false, true, false),
+        ("lstm h@Wh 32x128x512", 32, 128, 512, false, false, false),
+        ("lstm dz@Wh^T 32x512x128 (B^T)", 32, 512, 128, false, true, false),
+        ("lstm dz@Wh^T 32x512x128 (B copied)", 32, 512, 128, false, false, false),
+        ("dX2 128x256x512 (B copied)", 128, 256, 512, false, false, false),
+        ("cnn dW2 16x196x72 (B^T)", 16, 196, 72, false, true, false),
+        ("cnn dW2^T 72x196x16 (B^T)", 72, 196, 16, false, true, false),
+        ("lstm dz@Wh^T 32x512x128 (B^T, packed)", 32, 512, 128, false, true, true),
+        ("dX2 128x256x512 (B^T, packed)", 128, 256, 512, false, true, true),
     ];
-    for (name, m, k, n, a_t, b_t) in cases {
-        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
-        let mut out = vec![0f32; m * n];
-        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
-    }
-    // The LSTM step's recurrent products (batch 32, hidden 128, 4 gates): forward
-    // h @ Wh and backward dz @ Whᵀ, the latter also with Wh stored transposed.
-    for (name, m, k, n, a_t, b_t) in [
-        ("lstm h@Wh 32x128x512", 32, 128, 512, false, false),
-        ("lstm dz@Wh^T 32x512x128 (B^T)", 32, 512, 128, false, true),
-        ("lstm dz@Wh^T 32x512x128 (B copied)", 32, 512, 128, false, false),
-        ("dX2 128x256x512 (B copied)", 128, 256, 512, false, false),
-        // The CNN's per-image conv2 weight gradient dY[16, 196] @ Pᵀ, and the same
-        // product transposed, P @ dYᵀ.
-        ("cnn dW2 16x196x72 (B^T)", 16, 196, 72, false, true),
-        ("cnn dW2^T 72x196x16 (B^T)", 72, 196, 16, false, true),
-    ] {
-        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
-        let mut out = vec![0f32; m * n];
-        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
-    }
-    for (name, m, k, n, a_t, b_t) in [
-        ("lstm dz@Wh^T 32x512x128 (B^T, packed)", 32, 512, 128, false, true),
-        ("dX2 128x256x512 (B^T, packed)", 128, 256, 512, false, true),
-        ("dX3 128x10x256 (B^T, packed)", 128, 10, 256, false, true),
-    ] {
+    for (name, m, k, n, a_t, b_t, packed) in cases {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
         let mut out = vec![0f32; m * n];
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         let old = gemm::get_rhs_packing_threshold();
-        gemm::set_rhs_packing_threshold(0);
+        if packed {
+            gemm::set_rhs_packing_threshold(0);
+        }
         group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
         gemm::set_rhs_packing_threshold(old);
     }

@@ -37,6 +37,19 @@ fn compile(path: &Path) -> nnc::ir::Program {
     }
 }
 
+/// The first model of `src`, or a panic with the rendered diagnostics.
+fn program(name: &str, src: &str) -> nnc::ir::Program {
+    match nnc::pipeline::compile_source(name, src, None) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+    }
+}
+
+/// The kernels `g` is scheduled into at batch `batch`.
+fn kernels(g: &Graph, batch: usize) -> nnc::fusion::Schedule {
+    Executable::new(&concrete(g, batch).expect("bind"), &opts(1)).expect("jit").schedule
+}
+
 fn opts(threads: usize) -> CodegenOptions {
     CodegenOptions { poison: true, threads, verify: true, ..Default::default() }
 }
@@ -276,8 +289,8 @@ fn transposes_blocked_and_copied_for_gemm() {
     {
         let src =
             format!("model T {{\n input x: [B, {batch}, {rows}, {cols}]\n output y = transpose(x, [0, 1, 3, 2])\n}}\n");
-        let p = nnc::pipeline::compile_source("t.nn", &src, None).ok().expect("compiles").programs.remove(0);
-        let fused = Executable::new(&concrete(&p.eval, 1).expect("bind"), &opts(1)).expect("jit").schedule;
+        let p = program("t.nn", &src);
+        let fused = kernels(&p.eval, 1);
         assert!(
             fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })),
             "[{batch}, {rows}, {cols}]: not a transpose kernel"
@@ -285,9 +298,9 @@ fn transposes_blocked_and_copied_for_gemm() {
         compare(&format!("transpose [{batch}, {rows}, {cols}]"), &p.eval, 1);
     }
     let src = "model G {\n input x: [B, 70]\n param w: [36, 70] = xavier_uniform\n param u: [36, 70] = xavier_uniform\n output y = tanh(x @ w.T) @ u\n loss = sum(y * y)\n}\n";
-    let p = nnc::pipeline::compile_source("g.nn", src, None).ok().expect("compiles").programs.remove(0);
+    let p = program("g.nn", src);
     let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
-    let fused = Executable::new(&concrete(&g, 300).expect("bind"), &opts(1)).expect("jit").schedule;
+    let fused = kernels(&g, 300);
     assert!(fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })), "w.T is not copied");
     compare("x @ w.T at batch 300, with gradients", &g, 300);
 }
@@ -318,11 +331,8 @@ fn concats_elided_into_place() {
  loss = sum(y * y)
 }
 ";
-    let p = nnc::pipeline::compile_source("c.nn", src, None)
-        .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
-        .programs
-        .remove(0);
-    let fused = Executable::new(&concrete(&p.eval, 5).expect("bind"), &opts(1)).expect("jit").schedule;
+    let p = program("c.nn", src);
+    let fused = kernels(&p.eval, 5);
     assert!(fused.view_offset.iter().any(|&o| o > 0), "no concat was elided:\n{:?}", fused.kernels);
     assert!(fused.row_stride.contains(&24), "the column blocks of q were not placed:\n{:?}", fused.kernels);
     compare("concats (eval)", &p.eval, 5);
@@ -348,12 +358,9 @@ fn convolution_windows() {
         let src = format!(
             "model W {{\n input x: [B, 2, {h}, {w}]\n param k: [3, 2, {kh}, {kw}] = normal(1.0)\n param s: [2, {h}, {w}] = normal(1.0)\n loss = sum(tanh(conv2d(x * s, k, stride = {stride}, padding = {pad})))\n}}\n"
         );
-        let p = nnc::pipeline::compile_source("w.nn", &src, None)
-            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
-            .programs
-            .remove(0);
+        let p = program("w.nn", &src);
         let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
-        let fused = Executable::new(&concrete(&g, 3).expect("bind"), &opts(1)).expect("jit").schedule;
+        let fused = kernels(&g, 3);
         let kinds: Vec<bool> = fused
             .kernels
             .iter()
@@ -377,10 +384,7 @@ fn row_broadcasts_over_middle_dims() {
         ("[B, 2, 1, 3, 35]", "[B, 2, 4, 3, 35]"),
     ] {
         let src = format!("model R {{\n input x: {x}\n input y: {out}\n output z = exp(y) * x + (y == x)\n}}\n");
-        let p = nnc::pipeline::compile_source("r.nn", &src, None)
-            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
-            .programs
-            .remove(0);
+        let p = program("r.nn", &src);
         let g = concrete(&p.eval, 3).expect("bind");
         let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
         assert!(
@@ -406,10 +410,7 @@ fn row_permutes() {
         ("[B, 4, 1, 5]", "[2, 1, 0, 3]"),
     ] {
         let src = format!("model P {{\n input x: {shape}\n output y = transpose(x * 2, {perm}) + 1\n}}\n");
-        let p = nnc::pipeline::compile_source("p.nn", &src, None)
-            .unwrap_or_else(|e| panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())))
-            .programs
-            .remove(0);
+        let p = program("p.nn", &src);
         let g = concrete(&p.eval, 3).expect("bind");
         let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
         assert!(
