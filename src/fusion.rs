@@ -425,7 +425,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     n: s[r - 1],
                 });
             }
-            Op::Transpose { perm } if swaps_last_two(perm) => {
+            // (A transpose of a folded im2col stays a host gather that composes the maps.)
+            Op::Transpose { perm } if swaps_last_two(perm) && mat[idx(node.args[0])] => {
                 let d = dims(g, node.args[0]);
                 let r = d.len();
                 kernels.push(Kernel::Transpose {
