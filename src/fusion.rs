@@ -458,25 +458,16 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     row: od[r - 1],
                 });
             }
-            Op::Im2col(window) => {
-                let d = dims(g, node.args[0]);
+            // Windows of images, or their sum back into the images (the adjoint); a
+            // col2im of a folded transpose stays a host scatter that composes the maps.
+            Op::Im2col(window) | Op::Col2im { window, .. } if mat[idx(node.args[0])] => {
+                let adjoint = matches!(node.op, Op::Col2im { .. });
+                let d = dims(g, if adjoint { v } else { node.args[0] });
                 kernels.push(Kernel::Window {
                     out: v,
                     x: node.args[0],
                     window: *window,
-                    adjoint: false,
-                    nc: d[0] * d[1],
-                    h: d[2],
-                    w: d[3],
-                });
-            }
-            Op::Col2im { window, .. } if mat[idx(node.args[0])] => {
-                let d = dims(g, v);
-                kernels.push(Kernel::Window {
-                    out: v,
-                    x: node.args[0],
-                    window: *window,
-                    adjoint: true,
+                    adjoint,
                     nc: d[0] * d[1],
                     h: d[2],
                     w: d[3],

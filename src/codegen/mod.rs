@@ -171,12 +171,8 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
                         }
                         Kernel::Permute { out, x, dims, src_strides, row } => {
-                            let slot = |v: Value| {
-                                plan.slots[v.as_u32() as usize]
-                                    .ok_or_else(|| format!("internal error: {v} has no buffer"))
-                            };
-                            let src = base(&mut b, bases, slot(*x)?);
-                            let dst = base(&mut b, bases, slot(*out)?);
+                            let src = base(&mut b, bases, slot_of(plan, *x)?);
+                            let dst = base(&mut b, bases, slot_of(plan, *out)?);
                             let mut dst_strides = vec![*row; dims.len()];
                             for k in (0..dims.len().saturating_sub(1)).rev() {
                                 dst_strides[k] = dst_strides[k + 1] * dims[k + 1];
@@ -302,6 +298,11 @@ fn flags() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// The buffer of a materialized value.
+fn slot_of(plan: &Plan, v: Value) -> Result<Slot, String> {
+    plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"))
+}
+
 /// The byte address of a slot.
 fn base(b: &mut FunctionBuilder, bases: [ClValue; 2], s: Slot) -> ClValue {
     let root = match s.region {
@@ -367,7 +368,7 @@ struct Loads<'p> {
 
 impl Loads<'_> {
     fn load(&self, e: &mut E, x: Value, access: Access, pos: Pos) -> Result<ClValue, String> {
-        let slot = self.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+        let slot = slot_of(self.plan, x)?;
         let addr0 = base(e.b, self.bases, slot);
         let ty = e.fty();
         let scalar = |e: &mut E, addr: ClValue| {
@@ -475,8 +476,7 @@ fn emit_node(
                 return Err("internal error: a fused slice in a flat loop".into());
             };
             let src_cols = g.ty(x).shape.last().and_then(|d| d.as_const()).unwrap_or(1);
-            let slot =
-                loads.plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
+            let slot = slot_of(loads.plan, x)?;
             let addr0 = base(e.b, loads.bases, slot);
             let row = e.b.ins().imul_imm_s(r, src_cols * 4);
             let col = e.b.ins().ishl_imm_u(c, 2);
@@ -583,7 +583,7 @@ fn elementwise(
     }
     let mut out_slots = Vec::new();
     for &o in outs {
-        out_slots.push(plan.slots[o.as_u32() as usize].ok_or_else(|| format!("internal error: {o} has no buffer"))?);
+        out_slots.push(slot_of(plan, o)?);
     }
     let loads = Loads { plan, bases, cols };
     // Outputs that are column blocks of a wider buffer (an elided concat) are stored
@@ -779,8 +779,8 @@ fn reduce(
     red: usize,
     inner: usize,
 ) -> Result<(), String> {
-    let xs = plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
-    let os = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let xs = slot_of(plan, x)?;
+    let os = slot_of(plan, out)?;
     let xb = base(b, bases, xs);
     let ob = base(b, bases, os);
     let red_i = red as i64;
@@ -877,8 +877,8 @@ fn transpose(
     rows: usize,
     cols: usize,
 ) -> Result<(), String> {
-    let xs = plan.slots[x.as_u32() as usize].ok_or_else(|| format!("internal error: {x} has no buffer"))?;
-    let os = plan.slots[out.as_u32() as usize].ok_or_else(|| format!("internal error: {out} has no buffer"))?;
+    let xs = slot_of(plan, x)?;
+    let os = slot_of(plan, out)?;
     let xb0 = base(b, bases, xs);
     let ob0 = base(b, bases, os);
     let (r_i, c_i) = (rows as i64, cols as i64);
@@ -987,8 +987,7 @@ fn windows(
     adjoint: bool,
     (nc, h, wd): (usize, usize, usize),
 ) -> Result<(), String> {
-    let slot = |v: Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
-    let (is, ps) = (slot(img)?, slot(pat)?);
+    let (is, ps) = (slot_of(plan, img)?, slot_of(plan, pat)?);
     let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, w.pad_h).ok_or("internal error: window")? as usize;
     let ow = crate::ir::Window::out_len(wd as i64, w.kw, w.stride_w, w.pad_w).ok_or("internal error: window")? as usize;
     let ib0 = base(b, bases, is);
