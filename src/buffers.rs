@@ -66,18 +66,24 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
             out.push(r);
         }
     };
-    match k {
-        Kernel::Elementwise { .. } => {
-            for o in k.outs() {
-                for v in fused_nodes(g, s, o) {
-                    for &a in &g.nodes[v].args {
-                        if s.materialized[a.as_u32() as usize] {
-                            add(a);
-                        }
-                    }
+    let computed = match k {
+        Kernel::Elementwise { .. } => k.outs(),
+        // A reduction of a fused producer reads what the producer's loop reads.
+        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => vec![*x],
+        _ => Vec::new(),
+    };
+    for o in computed {
+        for v in fused_nodes(g, s, o) {
+            for &a in &g.nodes[v].args {
+                if s.materialized[a.as_u32() as usize] {
+                    add(a);
                 }
             }
         }
+    }
+    match k {
+        Kernel::Elementwise { .. } => {}
+        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => {}
         Kernel::Reduce { x, .. }
         | Kernel::Transpose { x, .. }
         | Kernel::Permute { x, .. }

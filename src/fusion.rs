@@ -192,6 +192,18 @@ pub fn fusible_slice(g: &Graph, v: Value) -> bool {
     }
 }
 
+/// A reduction of `x` over `axes` as [outer, red, inner] (x's dims before, over and after
+/// the reduced ones), when the axes are one contiguous run.
+fn reduce_dims(g: &Graph, x: Value, axes: &[u32]) -> Option<(usize, usize, usize)> {
+    let xs = dims(g, x);
+    let (&first, &last) = (axes.first()?, axes.last()?);
+    let (a, b) = (first as usize, last as usize + 1);
+    if !axes.windows(2).all(|w| w[1] == w[0] + 1) || b > xs.len() {
+        return None;
+    }
+    Some((xs[..a].iter().product(), xs[a..b].iter().product(), xs[b..].iter().product()))
+}
+
 /// Whether `t` transposes exactly the last two dims.
 fn swaps_last_two(perm: &[u32]) -> bool {
     let r = perm.len();
@@ -289,6 +301,26 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             }
         }
     }
+    // A reduction computes a producer that only it reads inside its own loop: softmax's
+    // exp, a squared deviation, a loss's per-element terms are not stored.
+    for (v, node) in g.nodes.iter() {
+        if let Op::Reduce { axes, .. } = &node.op {
+            let x = node.args[0];
+            if mat[idx(v)]
+                && matches!(g.nodes[x].op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                && users[idx(x)] == [v]
+                && !pinned[idx(x)]
+                && reduce_dims(g, x, axes).is_some_and(|(_, red, inner)| {
+                    let cols = loop_shape(g, x).1;
+                    let mut m = mat.clone();
+                    m[idx(x)] = false;
+                    flat_only_in(g, &m, x) || (inner == 1 && red == cols) || inner == cols
+                })
+            {
+                mat[idx(x)] = false;
+            }
+        }
+    }
     // Views share storage; transposes feeding only matmuls are folded into strides.
     let mut storage: Vec<Value> = (0..n as u32).map(Value::from_u32).collect();
     let mut view_offset = vec![0; n];
@@ -372,24 +404,12 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                 let (rows, cols) = loop_shape(g, v);
                 kernels.push(Kernel::Elementwise { out: v, rows, cols, also: Vec::new() });
             }
-            Op::Reduce { op, axes } => {
-                let xs = dims(g, node.args[0]);
-                let contiguous = axes.windows(2).all(|w| w[1] == w[0] + 1);
-                if contiguous && !axes.is_empty() {
-                    let a = axes[0] as usize;
-                    let b = *axes.last().unwrap_or(&0) as usize + 1;
-                    kernels.push(Kernel::Reduce {
-                        out: v,
-                        x: node.args[0],
-                        op: *op,
-                        outer: xs[..a].iter().product(),
-                        red: xs[a..b].iter().product(),
-                        inner: xs[b..].iter().product(),
-                    });
-                } else {
-                    kernels.push(Kernel::Host { out: v });
+            Op::Reduce { op, axes } => match reduce_dims(g, node.args[0], axes) {
+                Some((outer, red, inner)) => {
+                    kernels.push(Kernel::Reduce { out: v, x: node.args[0], op: *op, outer, red, inner })
                 }
-            }
+                None => kernels.push(Kernel::Host { out: v }),
+            },
             Op::MatMul => {
                 let (mut a, mut b) = (node.args[0], node.args[1]);
                 let (mut a_t, mut b_t) = (false, false);
@@ -587,14 +607,19 @@ fn elide_concats(g: &Graph, s: &mut Schedule, pinned: &[bool]) {
 
 /// Whether every operand an elementwise kernel for `out` loads is read element for
 /// element or is a scalar (the loop can run flat, and outputs can be stored late).
-fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
-    fused_nodes(g, s, out).iter().all(|&v| {
+pub fn flat_only(g: &Graph, s: &Schedule, out: Value) -> bool {
+    flat_only_in(g, &s.materialized, out)
+}
+
+/// `flat_only` under a materialization decision.
+fn flat_only_in(g: &Graph, materialized: &[bool], out: Value) -> bool {
+    fused_nodes_in(g, materialized, out).iter().all(|&v| {
         let node = &g.nodes[v];
         if matches!(node.op, Op::Slice { .. }) {
             return false;
         }
         !matches!(node.op, Op::Broadcast { .. })
-            || !s.materialized[node.args[0].as_u32() as usize]
+            || !materialized[node.args[0].as_u32() as usize]
             || matches!(broadcast_access(g, node.args[0], v), Some(Access::Full | Access::Scalar))
     })
 }
@@ -683,6 +708,11 @@ fn merge_chains(g: &Graph, s: &mut Schedule) {
 /// The nodes computed inside an elementwise kernel for `out`, in topological order:
 /// `out` and its unmaterialized elementwise ancestors (broadcasts read as patterns).
 pub fn fused_nodes(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
+    fused_nodes_in(g, &s.materialized, out)
+}
+
+/// `fused_nodes` under a materialization decision.
+fn fused_nodes_in(g: &Graph, materialized: &[bool], out: Value) -> Vec<Value> {
     let mut seen = std::collections::BTreeSet::new();
     let mut stack = vec![out];
     while let Some(v) = stack.pop() {
@@ -694,13 +724,13 @@ pub fn fused_nodes(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
             // A fused broadcast reads its operand through an access pattern; a scalar
             // constant operand is computed inline.
             let x = node.args[0];
-            if !s.materialized[x.as_u32() as usize] {
+            if !materialized[x.as_u32() as usize] {
                 stack.push(x);
             }
             continue;
         }
         for &a in &node.args {
-            if !s.materialized[a.as_u32() as usize] {
+            if !materialized[a.as_u32() as usize] {
                 stack.push(a);
             }
         }
@@ -720,7 +750,13 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
             format!("elementwise {} [{rows} x {cols}]: {}", outs.join(","), ops.join(" "))
         }
         Kernel::Reduce { out, x, op, outer, red, inner } => {
-            format!("{} {out} <- {x} [{outer} x {red} x {inner}]", op.name())
+            let mut d = format!("{} {out} <- {x} [{outer} x {red} x {inner}]", op.name());
+            if !s.materialized[x.as_u32() as usize] {
+                let ops: Vec<String> =
+                    fused_nodes(g, s, *x).iter().map(|v| format!("{v}={}", g.nodes[*v].op.name())).collect();
+                d.push_str(&format!(": {}", ops.join(" ")));
+            }
+            d
         }
         Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n } => format!(
             "gemm {out} <- {a}{}{} @ {b}{}{} [{batch} x {m}x{k} @ {k}x{n}]",

@@ -421,3 +421,43 @@ fn row_permutes() {
         compare(&format!("{shape} by {perm}"), &p.eval, 3);
     }
 }
+
+/// A reduction computes a producer that only it reads inside its own loop: rows reduced
+/// (grid and flat producers, short and long rows with vector and scalar tails), leading
+/// dims reduced (column blocks, single vectors, single columns), runs of middle dims,
+/// max and min, forward and backward, on 1 and 2 threads.
+#[test]
+fn reductions_fuse_their_producers() {
+    for (x, w, red) in [
+        ("[B, 10]", "[10]", "axis = -1"),
+        ("[B, 67]", "[67]", "axis = -1"),
+        ("[B, 130]", "[130]", "axis = 1"),
+        ("[B, 37]", "[37]", "axis = 0"),
+        ("[B, 3, 5, 7]", "[7]", "axis = [1, 2]"),
+        ("[B, 4, 21]", "[21]", "axis = [1, 2]"),
+        ("[B, 4, 21]", "[21]", "axis = [0, 1]"),
+        ("[B, 2, 9]", "[9]", "axis = 1"),
+        ("[B, 3, 40]", "[40]", "axis = 1"),
+    ] {
+        let src = format!(
+            "model R {{\n input x: {x}\n param w: {w} = normal(1.0)\n \
+             z = x * w\n \
+             s = sum(exp(z - max(z, {red}, keep = true)), {red}, keep = true)\n \
+             output q = sum(z * z, {red}) + max(tanh(z) + x, {red}) - min(abs(z - 1), {red})\n \
+             output p = s\n \
+             loss = mean(log(s)) + mean(sum((z - x) * (z - x), {red}))\n \
+             train {{ optimizer = sgd(lr = 0.1) }}\n}}\n"
+        );
+        let p = program("r.nn", &src);
+        let fused = kernels(&p.train, 5);
+        let with_producer = fused
+            .kernels
+            .iter()
+            .filter(|k| matches!(k, nnc::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
+            .count();
+        assert!(with_producer >= 4, "{x} over {red}: {with_producer} reductions fused their producer");
+        compare(&format!("{x} over {red}: eval"), &p.eval, 5);
+        compare(&format!("{x} over {red}: train"), &p.train, 5);
+        compare_threads(&format!("{x} over {red}: train, 2 threads"), &p.train, 70, 2);
+    }
+}

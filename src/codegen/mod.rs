@@ -165,7 +165,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             }
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
-                            reduce(&mut b, plan, bases, *out, *x, *op, *outer, *red, *inner)?
+                            reduce(&mut b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner))?
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
                             transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
@@ -544,6 +544,66 @@ fn emit_node(
     Ok(out)
 }
 
+/// Values of fused nodes per width: [scalar, vector].
+type Memo = [HashMap<Value, ClValue>; 2];
+
+/// Per width: the loop-invariant nodes among `nodes` (constants, scalar operands and what
+/// depends only on them), computed once before the loops, and the reciprocals of
+/// invariant divisors (a division by one is a multiplication).
+fn invariants(
+    b: &mut FunctionBuilder,
+    g: &Graph,
+    s: &Schedule,
+    loads: &Loads,
+    nodes: &[Value],
+) -> Result<(Memo, Memo), String> {
+    let mut recips: Memo = [HashMap::new(), HashMap::new()];
+    let mut invariant: Vec<Value> = Vec::new();
+    for &v in nodes {
+        let node = &g.nodes[v];
+        let inv = match &node.op {
+            Op::Fill(_) | Op::DimValue(_) => true,
+            Op::Broadcast { .. } => {
+                let x = node.args[0];
+                if s.materialized[x.as_u32() as usize] {
+                    broadcast_access(g, x, v) == Some(Access::Scalar)
+                } else {
+                    invariant.contains(&x)
+                }
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Select => {
+                node.args.iter().all(|a| !s.materialized[a.as_u32() as usize] && invariant.contains(a))
+            }
+            _ => false,
+        };
+        if inv {
+            invariant.push(v);
+        }
+    }
+    let mut pre: Memo = [HashMap::new(), HashMap::new()];
+    {
+        let zero = b.ins().iconst(types::I64, 0);
+        for (k, vec) in [(0usize, false), (1, true)] {
+            let mut e = E { b: &mut *b, vec };
+            for &v in &invariant {
+                emit_node(&mut e, g, s, loads, &mut pre[k], &HashMap::new(), v, Pos::Flat(zero))?;
+            }
+            // Division by an invariant is a multiplication by its reciprocal.
+            for &v in nodes {
+                let node = &g.nodes[v];
+                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v)
+                {
+                    let d = pre[k][&node.args[1]];
+                    let one = e.c(1.0);
+                    let r = e.div(one, d);
+                    recips[k].insert(v, r);
+                }
+            }
+        }
+    }
+    Ok((pre, recips))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn elementwise(
     b: &mut FunctionBuilder,
@@ -564,7 +624,6 @@ fn elementwise(
         }
     }
     nodes.sort();
-    let mut recips: [HashMap<Value, ClValue>; 2] = [HashMap::new(), HashMap::new()];
     // Flat when every operand is read element for element (or is a scalar).
     let mut flat = true;
     for &v in &nodes {
@@ -614,51 +673,7 @@ fn elementwise(
         };
         e.b.ins().store(flags(), val, a, 0);
     };
-    // Loop-invariant nodes (constants, scalar operands and what depends only on them)
-    // are computed once, before the loops, in both widths.
-    let mut invariant: Vec<Value> = Vec::new();
-    for &v in &nodes {
-        let node = &g.nodes[v];
-        let inv = match &node.op {
-            Op::Fill(_) | Op::DimValue(_) => true,
-            Op::Broadcast { .. } => {
-                let x = node.args[0];
-                if s.materialized[x.as_u32() as usize] {
-                    broadcast_access(g, x, v) == Some(Access::Scalar)
-                } else {
-                    invariant.contains(&x)
-                }
-            }
-            Op::Unary(_) | Op::Binary(_) | Op::Select => {
-                node.args.iter().all(|a| !s.materialized[a.as_u32() as usize] && invariant.contains(a))
-            }
-            _ => false,
-        };
-        if inv {
-            invariant.push(v);
-        }
-    }
-    let mut pre: [HashMap<Value, ClValue>; 2] = [HashMap::new(), HashMap::new()];
-    {
-        let zero = b.ins().iconst(types::I64, 0);
-        for (k, vec) in [(0usize, false), (1, true)] {
-            let mut e = E { b: &mut *b, vec };
-            for &v in &invariant {
-                emit_node(&mut e, g, s, &loads, &mut pre[k], &HashMap::new(), v, Pos::Flat(zero))?;
-            }
-            // Division by an invariant is a multiplication by its reciprocal.
-            for &v in &nodes {
-                let node = &g.nodes[v];
-                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v)
-                {
-                    let d = pre[k][&node.args[1]];
-                    let one = e.c(1.0);
-                    let r = e.div(one, d);
-                    recips[k].insert(v, r);
-                }
-            }
-        }
-    }
+    let (pre, recips) = invariants(b, g, s, &loads, &nodes)?;
     let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos| -> Result<(), String> {
         let mut e = E { b, vec };
         let k = usize::from(vec);
@@ -733,116 +748,159 @@ fn identity(op: ReduceOp) -> f32 {
     }
 }
 
-/// A rotated loop `for i in (0..end).step_by(step)` folding `op` over the values loaded
-/// at `addr(i)` into `init`; the accumulator travels as a block parameter.
+/// A rotated loop `for i in (0..end).step_by(step)` folding `op` over `value(i, j)` into
+/// accumulator j, starting from `inits`; the accumulators travel as block parameters.
 fn accumulate(
     b: &mut FunctionBuilder,
     vec: bool,
     op: ReduceOp,
-    init: ClValue,
+    inits: &[ClValue],
     end: i64,
     step: i64,
-    addr: impl Fn(&mut FunctionBuilder, ClValue) -> ClValue,
-) -> ClValue {
+    mut value: impl FnMut(&mut FunctionBuilder, ClValue, usize) -> Result<ClValue, String>,
+) -> Result<Vec<ClValue>, String> {
     let ty = if vec { types::F32X4 } else { types::F32 };
     let header = b.create_block();
     let exit = b.create_block();
     b.append_block_param(header, types::I64);
-    b.append_block_param(header, ty);
-    b.append_block_param(exit, ty);
+    for _ in inits {
+        b.append_block_param(header, ty);
+        b.append_block_param(exit, ty);
+    }
     let z = b.ins().iconst(types::I64, 0);
-    b.ins().jump(header, &[BlockArg::Value(z), BlockArg::Value(init)]);
+    let args: Vec<BlockArg> = std::iter::once(z).chain(inits.iter().copied()).map(BlockArg::Value).collect();
+    b.ins().jump(header, &args);
     b.switch_to_block(header);
-    let (i, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
-    let a = addr(b, i);
-    let v = b.ins().load(ty, flags(), a, 0);
-    let nacc = {
+    let params = b.block_params(header).to_vec();
+    let i = params[0];
+    let mut next_acc = Vec::with_capacity(inits.len());
+    for (j, &acc) in params[1..].iter().enumerate() {
+        let v = value(b, i, j)?;
         let mut e = E { b: &mut *b, vec };
-        combine(&mut e, op, acc, v)
-    };
+        next_acc.push(combine(&mut e, op, acc, v));
+    }
     let next = b.ins().iadd_imm_s(i, step);
     let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
-    b.ins().brif(more, header, &[BlockArg::Value(next), BlockArg::Value(nacc)], exit, &[BlockArg::Value(nacc)]);
+    let back: Vec<BlockArg> = std::iter::once(next).chain(next_acc.iter().copied()).map(BlockArg::Value).collect();
+    let done: Vec<BlockArg> = next_acc.iter().copied().map(BlockArg::Value).collect();
+    b.ins().brif(more, header, &back, exit, &done);
     b.switch_to_block(exit);
-    b.block_params(exit)[0]
+    Ok(b.block_params(exit).to_vec())
 }
 
+/// Vectors summed side by side in a column reduction: independent accumulators hide the
+/// latency of the add (a [640, 512] bias gradient ran at one add per 4 cycles with one).
+const REDUCE_COLUMN_VECTORS: usize = 4;
+
+/// `out[o, i] = op over r of x[o, r, i]`. A materialized `x` is loaded; otherwise its
+/// fused producer is computed in the loop (`fusion` fuses only producers that the loop
+/// can address: flat ones, or by row and column when a row is what is reduced
+/// (`inner` = 1, `red` = the row) or what is kept (`inner` = the row)).
 #[allow(clippy::too_many_arguments)]
 fn reduce(
     b: &mut FunctionBuilder,
+    g: &Graph,
+    s: &Schedule,
     plan: &Plan,
     bases: [ClValue; 2],
     out: Value,
     x: Value,
     op: ReduceOp,
-    outer: usize,
-    red: usize,
-    inner: usize,
+    (outer, red, inner): (usize, usize, usize),
 ) -> Result<(), String> {
-    let xs = slot_of(plan, x)?;
-    let os = slot_of(plan, out)?;
-    let xb = base(b, bases, xs);
-    let ob = base(b, bases, os);
+    let ob = base(b, bases, slot_of(plan, out)?);
+    let cols = crate::fusion::loop_shape(g, x).1;
+    let loads = Loads { plan, bases, cols };
+    let fused = !s.materialized[x.as_u32() as usize];
+    let nodes = if fused { fused_nodes(g, s, x) } else { Vec::new() };
+    let flat = !fused || crate::fusion::flat_only(g, s, x);
+    let (pre, recips) = invariants(b, g, s, &loads, &nodes)?;
+    let xb = if fused { None } else { Some(base(b, bases, slot_of(plan, x)?)) };
+    // x at flat element index `at` (row `row`, column `col` of its loop shape).
+    let fetch = |b: &mut FunctionBuilder, vec: bool, at: ClValue, row: ClValue, col: ClValue| {
+        if let Some(xb) = xb {
+            let off = b.ins().ishl_imm_u(at, 2);
+            let a = b.ins().iadd(xb, off);
+            let ty = if vec { types::F32X4 } else { types::F32 };
+            return Ok(b.ins().load(ty, flags(), a, 0));
+        }
+        let k = usize::from(vec);
+        let mut memo = pre[k].clone();
+        let pos = if flat { Pos::Flat(at) } else { Pos::Grid(row, col) };
+        emit_node(&mut E { b, vec }, g, s, &loads, &mut memo, &recips[k], x, pos)
+    };
+    let ident = |b: &mut FunctionBuilder, vec: bool| E { b, vec }.c(identity(op));
     let red_i = red as i64;
     if inner == 1 {
-        // Rows: a vector accumulator over the row, combined across lanes at the end.
+        // Rows: vector accumulators over the row (two for long rows), combined across
+        // accumulators and lanes at the end, then the scalar tail.
         counted_loop(b, 0, outer as i64, 1, |b, o| {
-            let row = b.ins().imul_imm_s(o, red_i * 4);
-            let rb = b.ins().iadd(xb, row);
-            let r4 = red_i / 4 * 4;
-            let acc_var = {
-                let mut e = E { b: &mut *b, vec: true };
-                e.c(identity(op))
-            };
-            // Vector part over the row's first r4 elements.
-            let acc = if r4 > 0 {
-                accumulate(b, true, op, acc_var, r4, 4, |b, i| {
-                    let off = b.ins().ishl_imm_u(i, 2);
-                    b.ins().iadd(rb, off)
-                })
+            let row0 = b.ins().imul_imm_s(o, red_i);
+            let n_acc: usize = if red >= 64 { 2 } else { 1 };
+            let span = 4 * n_acc as i64;
+            let r_blk = red_i / span * span;
+            let inits: Vec<ClValue> = (0..n_acc).map(|_| ident(b, true)).collect();
+            let accs = if r_blk > 0 {
+                accumulate(b, true, op, &inits, r_blk, span, |b, t, j| {
+                    let t = b.ins().iadd_imm_s(t, 4 * j as i64);
+                    let at = b.ins().iadd(row0, t);
+                    fetch(b, true, at, o, t)
+                })?
             } else {
-                acc_var
+                inits
             };
-            // Lanes, then the scalar tail.
-            let mut s = b.ins().extractlane(acc, 0);
+            let mut acc = accs[0];
+            for &a in &accs[1..] {
+                acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, a);
+            }
+            for t in (r_blk..red_i / 4 * 4).step_by(4) {
+                let t = b.ins().iconst(types::I64, t);
+                let at = b.ins().iadd(row0, t);
+                let v = fetch(b, true, at, o, t)?;
+                acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, v);
+            }
+            let mut sum = b.ins().extractlane(acc, 0);
             for lane in 1..4u8 {
                 let l = b.ins().extractlane(acc, lane);
-                let mut e = E { b: &mut *b, vec: false };
-                s = combine(&mut e, op, s, l);
+                sum = combine(&mut E { b: &mut *b, vec: false }, op, sum, l);
             }
-            for t in r4..red_i {
-                let v = b.ins().load(types::F32, flags(), rb, (t * 4) as i32);
-                let mut e = E { b: &mut *b, vec: false };
-                s = combine(&mut e, op, s, v);
+            for t in red_i / 4 * 4..red_i {
+                let t = b.ins().iconst(types::I64, t);
+                let at = b.ins().iadd(row0, t);
+                let v = fetch(b, false, at, o, t)?;
+                sum = combine(&mut E { b: &mut *b, vec: false }, op, sum, v);
             }
             let oo = b.ins().ishl_imm_u(o, 2);
             let oa = b.ins().iadd(ob, oo);
-            b.ins().store(flags(), s, oa, 0);
+            b.ins().store(flags(), sum, oa, 0);
             Ok(())
         })
     } else {
-        // Columns: accumulate `inner`-wide slices over `red` rows, 4 columns at a time.
+        // Columns: `inner`-wide slices accumulated over `red` rows, several vectors side
+        // by side, then single vectors, then single columns.
         let in_i = inner as i64;
-        let i4 = in_i / 4 * 4;
+        let blk = 4 * REDUCE_COLUMN_VECTORS as i64;
+        let (c_blk, c4) = (in_i / blk * blk, in_i / 4 * 4);
         counted_loop(b, 0, outer as i64, 1, |b, o| {
-            let xo = b.ins().imul_imm_s(o, red_i * in_i * 4);
-            let xo = b.ins().iadd(xb, xo);
+            let row0 = b.ins().imul_imm_s(o, red_i);
             let oo = b.ins().imul_imm_s(o, in_i * 4);
             let oo = b.ins().iadd(ob, oo);
-            for (vec, from, to, step) in [(true, 0, i4, 4), (false, i4, in_i, 1)] {
-                counted_loop(b, from, to, step, |b, c| {
-                    let coff = b.ins().ishl_imm_u(c, 2);
-                    let col = b.ins().iadd(xo, coff);
-                    let init = {
-                        let mut e = E { b: &mut *b, vec };
-                        e.c(identity(op))
-                    };
-                    let res = accumulate(b, vec, op, init, red_i, 1, |b, r| {
-                        let roff = b.ins().imul_imm_s(r, in_i * 4);
-                        b.ins().iadd(col, roff)
-                    });
-                    let oa = b.ins().iadd(oo, coff);
-                    b.ins().store(flags(), res, oa, 0);
+            for (vec, from, to, width) in [(true, 0, c_blk, blk), (true, c_blk, c4, 4), (false, c4, in_i, 1)] {
+                let n_acc = if vec { (width / 4) as usize } else { 1 };
+                counted_loop(b, from, to, width, |b, c| {
+                    let inits: Vec<ClValue> = (0..n_acc).map(|_| ident(b, vec)).collect();
+                    let res = accumulate(b, vec, op, &inits, red_i, 1, |b, r, j| {
+                        let col = b.ins().iadd_imm_s(c, 4 * j as i64);
+                        let row = b.ins().iadd(row0, r);
+                        let at = b.ins().imul_imm_s(row, in_i);
+                        let at = b.ins().iadd(at, col);
+                        fetch(b, vec, at, row, col)
+                    })?;
+                    for (j, v) in res.into_iter().enumerate() {
+                        let coff = b.ins().ishl_imm_u(c, 2);
+                        let oa = b.ins().iadd(oo, coff);
+                        b.ins().store(flags(), v, oa, 16 * j as i32);
+                    }
                     Ok(())
                 })?;
             }
