@@ -11,7 +11,7 @@
 //! `stop_gradient` are views: they share their input's buffer. A transpose of the last
 //! two dims feeding a matmul costs nothing: the GEMM reads it through strides.
 
-use crate::ir::{Graph, Op, ReduceOp, Value};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, Value};
 
 /// How an elementwise loop of shape [rows, cols] reads a materialized operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,11 @@ pub enum Kernel {
         m: usize,
         k: usize,
         n: usize,
+        /// The epilogue the gemm crate runs as it stores: `out = scale * (a @ b)`, plus
+        /// out's previous contents when `accumulate` (out is then a view of the addend,
+        /// whose buffer the product is added into).
+        scale: f32,
+        accumulate: bool,
     },
     /// `out[b] = x[b]ᵀ` for `batch` matrices `x[b]` of [rows, cols]: a transpose of the
     /// last two dims, copied in 4x4 blocks.
@@ -443,6 +448,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     m: s[r - 2],
                     k,
                     n: s[r - 1],
+                    scale: 1.0,
+                    accumulate: false,
                 });
             }
             // (A transpose of a folded im2col stays a host gather that composes the maps.)
@@ -503,9 +510,106 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
         }
     }
     let mut sched = Schedule { kernels, materialized: mat, storage, view_offset, row_stride: vec![0; n] };
+    gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
     Ok(sched)
+}
+
+/// Folds into a GEMM the one elementwise op that reads its product, when the gemm crate
+/// can apply it as it stores the result (`dst = alpha * dst + beta * a @ b`):
+/// - a scale, `p * c`, `c * p` or `p / c` for a constant c (attention's 1/√d): beta;
+/// - an addend, `p + c`, `c + p` or `c - p` (beta = -1) for a materialized c of the same
+///   shape that nothing else reads and whose buffer region no other value shares with a
+///   later reader (an RNN step's `x W + h U`: the input projection of step t is
+///   read only here): the product is added into c's buffer, alpha = 1, and the sum
+///   becomes a view of c.
+///
+/// The fused kernel runs where the elementwise one ran, after the addend is computed.
+fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[bool]) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let range = |s: &Schedule, v: Value| (s.view_offset[idx(v)], s.view_offset[idx(v)] + numel(g, v));
+    // Whether the product may be added into `c`'s region: `user` is its only reader, and
+    // no other value in the same buffer that overlaps it is read by anything.
+    let exclusive = |s: &Schedule, c: Value, user: Value| {
+        let root = s.storage[idx(c)];
+        if pinned[idx(c)]
+            || pinned[idx(root)]
+            || matches!(g.nodes[root].op, Op::Input(_) | Op::Param(_) | Op::State(_))
+            || !s.materialized[idx(c)]
+        {
+            return false;
+        }
+        let (lo, hi) = range(s, c);
+        g.nodes.iter().all(|(n, node)| {
+            // A view of its operand reads nothing itself.
+            let is_view = s.materialized[idx(n)] && s.storage[idx(n)] != n;
+            is_view
+                || node.args.iter().all(|&a| {
+                    if s.storage[idx(a)] != root {
+                        return true;
+                    }
+                    if a == c {
+                        return n == user;
+                    }
+                    let (alo, ahi) = range(s, a);
+                    ahi <= lo || hi <= alo
+                })
+        })
+    };
+    let mut i = 0;
+    while i < s.kernels.len() {
+        let Kernel::MatMul { out: p, .. } = s.kernels[i] else {
+            i += 1;
+            continue;
+        };
+        let fold = (|| {
+            let &[v] = users[idx(p)].as_slice() else { return None };
+            if pinned[idx(p)] || !s.materialized[idx(v)] || g.ty(v).shape != g.ty(p).shape {
+                return None;
+            }
+            let node = &g.nodes[v];
+            let other = |k: usize| node.args[1 - k];
+            let at = node.args.iter().position(|&a| a == p)?;
+            let constant = |c: Value| match g.nodes[c].op {
+                Op::Fill(x) if !s.materialized[idx(c)] => Some(x as f32),
+                _ => None,
+            };
+            let (scale, addend) = match node.op {
+                Op::Binary(BinaryOp::Mul) => (constant(other(at))?, None),
+                Op::Binary(BinaryOp::Div) if at == 0 => (1.0 / constant(other(at))?, None),
+                Op::Binary(BinaryOp::Add) => (1.0, Some(other(at))),
+                Op::Binary(BinaryOp::Sub) if at == 1 => (-1.0, Some(other(at))),
+                _ => return None,
+            };
+            if let Some(c) = addend {
+                if pinned[idx(v)] || g.ty(c).shape != g.ty(v).shape || c == p || !exclusive(s, c, v) {
+                    return None;
+                }
+            }
+            // The elementwise kernel that computes exactly v.
+            let j = s
+                .kernels
+                .iter()
+                .position(|k| matches!(k, Kernel::Elementwise { out, also, .. } if *out == v && also.is_empty()))?;
+            Some((v, j, scale, addend))
+        })();
+        let Some((v, j, sc, addend)) = fold else {
+            i += 1;
+            continue;
+        };
+        let Kernel::MatMul { out, scale, accumulate, .. } = &mut s.kernels[i] else { unreachable!() };
+        *out = v;
+        *scale = sc;
+        *accumulate = addend.is_some();
+        if let Some(c) = addend {
+            s.storage[idx(v)] = s.storage[idx(c)];
+            s.view_offset[idx(v)] = s.view_offset[idx(c)];
+        }
+        s.materialized[idx(p)] = false;
+        let k = s.kernels.remove(i);
+        s.kernels[j - 1] = k;
+    }
 }
 
 /// A concat whose pieces are contiguous blocks of its result (every dim before the
@@ -758,12 +862,14 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
             }
             d
         }
-        Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n } => format!(
-            "gemm {out} <- {a}{}{} @ {b}{}{} [{batch} x {m}x{k} @ {k}x{n}]",
+        Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n, scale, accumulate } => format!(
+            "gemm {out} <- {}{a}{}{} @ {b}{}{}{} [{batch} x {m}x{k} @ {k}x{n}]",
+            if *scale != 1.0 { format!("{scale} * ") } else { String::new() },
             if *a_t { "^T" } else { "" },
             if *a_shared { " (shared)" } else { "" },
             if *b_t { "^T" } else { "" },
-            if *b_shared { " (shared)" } else { "" }
+            if *b_shared { " (shared)" } else { "" },
+            if *accumulate { format!(" + {out} (into {})", s.storage[out.as_u32() as usize]) } else { String::new() }
         ),
         Kernel::Transpose { out, x, batch, rows, cols } => format!("transpose {out} <- {x} [{batch} x {rows}x{cols}]"),
         Kernel::Permute { out, x, dims, row, .. } => format!("permute {out} <- {x} [{dims:?} rows of {row}]"),

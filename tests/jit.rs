@@ -461,3 +461,47 @@ fn reductions_fuse_their_producers() {
         compare_threads(&format!("{x} over {red}: train, 2 threads"), &p.train, 70, 2);
     }
 }
+
+/// GEMM epilogues: a constant scale and an addend the product is accumulated into are
+/// applied by the gemm crate as it stores; an addend that another value still reads (in
+/// whole or through an overlapping view) is not written into.
+#[test]
+fn gemm_epilogues() {
+    let src = "model G {\n input x: [B, 6]\n input u: [B, 5]\n param w: [5, 6, 5] = normal(1.0)\n \
+               param v: [5, 5] = normal(1.0)\n param c: [4, 5] = normal(1.0)\n \
+               output s1 = (x @ w[0]) * 0.5\n \
+               output s2 = (x @ w[1]) / 4.0\n \
+               pp = x @ w[2] + x @ w[3]\n \
+               output p = tanh(pp) + sigmoid(pp)\n \
+               qq = u @ v - x @ w[4]\n \
+               output q = tanh(qq) + sigmoid(qq)\n \
+               h = exp(u * 0.5)\n \
+               rr = h @ v + h\n \
+               output r = tanh(rr) + sigmoid(rr) + h\n \
+               b = exp(c * 0.25)\n \
+               tt = b[2:4] @ v + b[0:2]\n \
+               output t = tanh(tt) + sigmoid(tt)\n \
+               b3 = exp(c * 0.75)\n \
+               t3 = b3[1:3] @ v + b3[2:4]\n \
+               output t4 = tanh(t3) + sigmoid(t3) + b3[1:3]\n \
+               layer l = LSTM(5, 4)\n \
+               output y = l(reshape(x, [B, 3, 2]) @ ones([2, 5]))\n \
+               loss = mean(s1 + s2 + p + q + r) + mean(t) + mean(t4) + mean(y)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("g.nn", src);
+    let fused = kernels(&p.eval, 2);
+    let (mut scaled, mut accumulated) = (0, 0);
+    for k in &fused.kernels {
+        if let nnc::fusion::Kernel::MatMul { scale, accumulate, .. } = k {
+            scaled += usize::from(*scale != 1.0);
+            accumulated += usize::from(*accumulate);
+        }
+    }
+    // s1, s2 and q (beta = -1) scale; p, q, t (into a view just before its left
+    // operand's) and the LSTM's three steps accumulate; r and t4 do not: h and b3[2:4]
+    // (through b3[1:3]) are read again after the product.
+    assert_eq!((scaled, accumulated), (3, 6), "{:?}", fused.kernels);
+    compare("epilogues: eval", &p.eval, 2);
+    compare("epilogues: train", &p.train, 2);
+    compare_threads("epilogues: train, 2 threads", &p.train, 70, 2);
+}

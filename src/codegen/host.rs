@@ -100,6 +100,9 @@ pub struct GemmOp {
     pub n: usize,
     /// Threads for this call (1: none).
     pub threads: usize,
+    /// `out = scale * a @ b`, plus out's previous contents when `accumulate`.
+    pub scale: f32,
+    pub accumulate: bool,
 }
 
 /// A run of an index map: (position, mapped position or `u32::MAX`, length).
@@ -374,15 +377,15 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
                 out.add(i * m * n),
                 1,
                 n as isize,
-                false,
+                op.accumulate,
                 a.add(i * op.a_batch_stride),
                 a_cs,
                 a_rs,
                 b.add(i * op.b_batch_stride),
                 b_cs,
                 b_rs,
-                0.0f32,
                 1.0f32,
+                op.scale,
                 false,
                 false,
                 false,
@@ -603,7 +606,7 @@ fn host_op_maps(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
 
 /// The tables of a schedule: host ops and GEMMs in kernel order, plus the update copies.
 pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String> {
-    let Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k: kk, n } = k else {
+    let Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k: kk, n, scale, accumulate } = k else {
         return Err("internal error: not a matmul".into());
     };
     let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
@@ -623,5 +626,7 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
         // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
         threads: if flops >= PAR_MIN_FLOPS { threads.max(1) } else { 1 },
+        scale: *scale,
+        accumulate: *accumulate,
     })
 }
