@@ -59,6 +59,15 @@ fn size(g: &Graph, v: Value) -> usize {
 
 /// The materialized values a kernel reads.
 pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
+    if let Kernel::Rows { parts, .. } = k {
+        let mut out: Vec<Value> = Vec::new();
+        for r in parts.iter().flat_map(|p| reads(g, s, p)) {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        return out;
+    }
     let mut out = Vec::new();
     let mut add = |v: Value| {
         let r = s.storage[v.as_u32() as usize];
@@ -92,6 +101,7 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
             add(*a);
             add(*b);
         }
+        Kernel::Rows { .. } => {}
         Kernel::Host { out: o } => {
             for &a in &g.nodes[*o].args {
                 if s.materialized[a.as_u32() as usize] {

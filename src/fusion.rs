@@ -72,6 +72,11 @@ pub enum Kernel {
     /// sum back into the images (`Op::Col2im`): `out` and `x` are the patches
     /// [nc, kh, kw, oh, ow] and the images in one order or the other.
     Window { out: Value, x: Value, window: crate::ir::Window, adjoint: bool, nc: usize, h: usize, w: usize },
+    /// Row-wise kernels (elementwise ones and reductions of whole rows) over the same
+    /// `rows`, run row by row: each part reads what earlier parts wrote only in the row at
+    /// hand, so a softmax's or a layer norm's row stays in L1 from its max to its
+    /// normalization.
+    Rows { rows: usize, parts: Vec<Kernel> },
     /// A data-movement or generator op run by a host routine over the arena.
     Host { out: Value },
 }
@@ -81,6 +86,7 @@ impl Kernel {
     pub fn outs(&self) -> Vec<Value> {
         match self {
             Kernel::Elementwise { out, also, .. } => also.iter().copied().chain([*out]).collect(),
+            Kernel::Rows { parts, .. } => parts.iter().flat_map(|p| p.outs()).collect(),
             k => vec![k.out()],
         }
     }
@@ -93,6 +99,7 @@ impl Kernel {
             | Kernel::Window { out, .. }
             | Kernel::Permute { out, .. }
             | Kernel::Host { out } => *out,
+            Kernel::Rows { parts, .. } => parts.last().map_or(Value::from_u32(0), |p| p.out()),
         }
     }
 }
@@ -513,6 +520,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
+    row_groups(g, &mut sched);
     Ok(sched)
 }
 
@@ -610,6 +618,85 @@ fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[b
         let k = s.kernels.remove(i);
         s.kernels[j - 1] = k;
     }
+}
+
+/// The rows of a kernel that can be a part of a row group: an elementwise kernel's loop
+/// rows, or a reduction of whole rows' outer count.
+fn row_part(k: &Kernel) -> Option<usize> {
+    match k {
+        Kernel::Elementwise { rows, .. } => Some(*rows),
+        Kernel::Reduce { outer, inner: 1, .. } => Some(*outer),
+        _ => None,
+    }
+}
+
+/// Groups runs of consecutive row-wise kernels over the same rows (at least 2) into
+/// `Kernel::Rows` when a run has a reduction in it and each part reads the storage
+/// written by earlier parts only in its own row: element for element (a value with the
+/// part's rows, from its start), as a per-row scalar (a column broadcast), through a
+/// slice of the last dim, or as the rows a reduction reduces. Parts that update a
+/// parameter or state are left alone (the planner updates those in place only from an
+/// elementwise kernel).
+fn row_groups(g: &Graph, s: &mut Schedule) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let updates: Vec<Value> =
+        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // Whether kernel `k` (over `rows`) reads the roots in `written` only row by row.
+    let row_local = |s: &Schedule, k: &Kernel, rows: usize, written: &[Value]| {
+        let local = |a: Value| loop_shape(g, a).0 == rows && s.view_offset[idx(a)] == 0;
+        let ok_loads = |out: Value| {
+            fused_nodes(g, s, out).iter().all(|&v| {
+                let node = &g.nodes[v];
+                node.args.iter().all(|&a| {
+                    if !s.materialized[idx(a)] || !written.contains(&s.storage[idx(a)]) {
+                        return true;
+                    }
+                    match node.op {
+                        Op::Broadcast { .. } => {
+                            local(a) && matches!(broadcast_access(g, a, v), Some(Access::Full | Access::Col))
+                        }
+                        Op::Slice { .. } => local(a),
+                        _ => local(a) && loop_shape(g, v).0 == rows,
+                    }
+                })
+            })
+        };
+        match k {
+            Kernel::Elementwise { .. } => k.outs().into_iter().all(ok_loads),
+            Kernel::Reduce { x, .. } if s.materialized[idx(*x)] => !written.contains(&s.storage[idx(*x)]) || local(*x),
+            Kernel::Reduce { x, .. } => ok_loads(*x),
+            _ => false,
+        }
+    };
+    let mut out: Vec<Kernel> = Vec::new();
+    let mut group: Vec<Kernel> = Vec::new();
+    let mut group_rows = 0;
+    let flush = |group: &mut Vec<Kernel>, out: &mut Vec<Kernel>, rows: usize| {
+        if group.len() >= 2 && group.iter().any(|k| matches!(k, Kernel::Reduce { .. })) {
+            out.push(Kernel::Rows { rows, parts: std::mem::take(group) });
+        } else {
+            out.append(group);
+        }
+    };
+    for k in std::mem::take(&mut s.kernels) {
+        let rows = row_part(&k).filter(|&r| r >= 2 && !k.outs().iter().any(|o| updates.contains(o)));
+        match rows {
+            Some(r) => {
+                let written: Vec<Value> = group.iter().flat_map(|p| p.outs()).map(|o| s.storage[idx(o)]).collect();
+                if r != group_rows || !row_local(s, &k, r, &written) {
+                    flush(&mut group, &mut out, group_rows);
+                }
+                group_rows = r;
+                group.push(k);
+            }
+            None => {
+                flush(&mut group, &mut out, group_rows);
+                out.push(k);
+            }
+        }
+    }
+    flush(&mut group, &mut out, group_rows);
+    s.kernels = out;
 }
 
 /// A concat whose pieces are contiguous blocks of its result (every dim before the
@@ -875,6 +962,10 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
         Kernel::Permute { out, x, dims, row, .. } => format!("permute {out} <- {x} [{dims:?} rows of {row}]"),
         Kernel::Window { out, x, adjoint, nc, h, w, .. } => {
             format!("{} {out} <- {x} [{nc} x {h}x{w}]", if *adjoint { "col2im" } else { "im2col" })
+        }
+        Kernel::Rows { rows, parts } => {
+            let parts: Vec<String> = parts.iter().map(|p| format!("\n      {}", describe(g, s, p))).collect();
+            format!("rows [{rows}], row by row:{}", parts.concat())
         }
         Kernel::Host { out } => format!("host {} {out} <- {:?}", g.nodes[*out].op.name(), g.nodes[*out].args),
     }

@@ -45,6 +45,17 @@ fn program(name: &str, src: &str) -> nnc::ir::Program {
     }
 }
 
+/// Kernels with row groups replaced by their parts.
+fn parts(kernels: &[nnc::fusion::Kernel]) -> Vec<nnc::fusion::Kernel> {
+    kernels
+        .iter()
+        .flat_map(|k| match k {
+            nnc::fusion::Kernel::Rows { parts, .. } => parts.clone(),
+            k => vec![k.clone()],
+        })
+        .collect()
+}
+
 /// The kernels `g` is scheduled into at batch `batch`.
 fn kernels(g: &Graph, batch: usize) -> nnc::fusion::Schedule {
     Executable::new(&concrete(g, batch).expect("bind"), &opts(1)).expect("jit").schedule
@@ -450,8 +461,7 @@ fn reductions_fuse_their_producers() {
         );
         let p = program("r.nn", &src);
         let fused = kernels(&p.train, 5);
-        let with_producer = fused
-            .kernels
+        let with_producer = parts(&fused.kernels)
             .iter()
             .filter(|k| matches!(k, nnc::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
             .count();
@@ -504,4 +514,33 @@ fn gemm_epilogues() {
     compare("epilogues: eval", &p.eval, 2);
     compare("epilogues: train", &p.train, 2);
     compare_threads("epilogues: train, 2 threads", &p.train, 70, 2);
+}
+
+/// Softmax, log-softmax, layer norm and cross-entropy rows run as row groups (one loop
+/// over rows, every part of a row in turn), with rows of 1 to 130 elements, forward and
+/// backward, on 1 thread and split across 2.
+#[test]
+fn row_groups_fuse_softmax_and_norm_rows() {
+    for n in [1, 3, 10, 37, 64, 130] {
+        let src = format!(
+            "model S {{\n input x: [B, {n}]\n input y: i32[B]\n param w: [{n}] = normal(1.0)\n \
+             layer ln = LayerNorm({n})\n \
+             z = ln(x * w)\n \
+             output p = softmax(z)\n \
+             output q = log_softmax(x - w)\n \
+             loss = cross_entropy(z, y) + mean(p * q)\n \
+             train {{ optimizer = adam(lr = 0.01) }}\n}}\n"
+        );
+        let p = program("s.nn", &src);
+        let fused = kernels(&p.train, 5);
+        let grouped: usize = fused
+            .kernels
+            .iter()
+            .map(|k| if let nnc::fusion::Kernel::Rows { parts, .. } = k { parts.len() } else { 0 })
+            .sum();
+        assert!(grouped >= 12, "n = {n}: {grouped} kernels in row groups: {:?}", fused.kernels);
+        compare(&format!("n = {n}: eval"), &p.eval, 5);
+        compare(&format!("n = {n}: train"), &p.train, 5);
+        compare_threads(&format!("n = {n}: train, 2 threads"), &p.train, 3000, 2);
+    }
 }

@@ -135,7 +135,8 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
             | Kernel::Reduce { .. }
             | Kernel::Transpose { .. }
             | Kernel::Permute { .. }
-            | Kernel::Window { .. } => {
+            | Kernel::Window { .. }
+            | Kernel::Rows { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let name = format!("k{ki}");
@@ -152,7 +153,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     match k {
                         Kernel::Elementwise { out, rows, cols, also } => {
                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
-                            let range = (params[2], params[3]);
+                            let range = Span::Range(params[2], params[3]);
                             let flat = elementwise(&mut b, g, s, plan, bases, range, &outs, *cols)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
@@ -165,7 +166,36 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             }
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
-                            reduce(&mut b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner))?
+                            reduce(&mut b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner), None)?
+                        }
+                        Kernel::Rows { rows, parts } => {
+                            dyn_loop(&mut b, params[2], params[3], 1, |b, o| {
+                                for p in parts {
+                                    match p {
+                                        Kernel::Elementwise { out, cols, also, .. } => {
+                                            let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
+                                            elementwise(b, g, s, plan, bases, Span::Row(o), &outs, *cols)?;
+                                        }
+                                        Kernel::Reduce { out, x, op, outer, red, inner } => {
+                                            let dims = (*outer, *red, *inner);
+                                            reduce(b, g, s, plan, bases, *out, *x, *op, dims, Some(o))?
+                                        }
+                                        _ => return Err("internal error: a row group part".into()),
+                                    }
+                                }
+                                Ok(())
+                            })?;
+                            space = (*rows as i64, 1);
+                            let elems: usize = parts
+                                .iter()
+                                .map(|p| match p {
+                                    Kernel::Elementwise { rows, cols, .. } => rows * cols,
+                                    Kernel::Reduce { outer, red, .. } => outer * red,
+                                    _ => 0,
+                                })
+                                .max()
+                                .unwrap_or(0);
+                            par = opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && *rows >= 2;
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
                             transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
@@ -611,7 +641,7 @@ fn elementwise(
     s: &Schedule,
     plan: &Plan,
     bases: [ClValue; 2],
-    (lo, hi): (ClValue, ClValue),
+    span: Span,
     outs: &[Value],
     cols: usize,
 ) -> Result<bool, String> {
@@ -654,7 +684,7 @@ fn elementwise(
             st => st,
         })
         .collect();
-    if strides.iter().any(|&st| st != cols) {
+    if strides.iter().any(|&st| st != cols) || matches!(span, Span::Row(_)) {
         flat = false;
     }
     let store = |e: &mut E, out_slot: Slot, stride: usize, val: ClValue, pos: Pos| {
@@ -689,6 +719,18 @@ fn elementwise(
         }
         Ok(())
     };
+    let c4 = (cols / 4 * 4) as i64;
+    let row = |b: &mut FunctionBuilder, r: ClValue| {
+        counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c)))?;
+        counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c)))
+    };
+    let (lo, hi) = match span {
+        Span::Row(r) => {
+            row(b, r)?;
+            return Ok(false);
+        }
+        Span::Range(lo, hi) => (lo, hi),
+    };
     if flat {
         // Elements [lo, hi): lo is a multiple of 4; vectors, then the scalar tail.
         let len = b.ins().isub(hi, lo);
@@ -712,13 +754,18 @@ fn elementwise(
         dyn_loop(b, start, mid, 4, |b, i| body(b, true, Pos::Flat(i)))?;
         dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i)))?;
     } else {
-        let c4 = (cols / 4 * 4) as i64;
-        dyn_loop(b, lo, hi, 1, |b, r| {
-            counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c)))?;
-            counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c)))
-        })?;
+        dyn_loop(b, lo, hi, 1, row)?;
     }
     Ok(flat)
+}
+
+/// What part of its index space a kernel's code covers.
+#[derive(Clone, Copy)]
+enum Span {
+    /// Elements [lo, hi) of a flat loop, or rows [lo, hi).
+    Range(ClValue, ClValue),
+    /// One row (a part of a row group).
+    Row(ClValue),
 }
 
 fn combine(e: &mut E, op: ReduceOp, acc: ClValue, x: ClValue) -> ClValue {
@@ -807,6 +854,7 @@ fn reduce(
     x: Value,
     op: ReduceOp,
     (outer, red, inner): (usize, usize, usize),
+    row: Option<ClValue>,
 ) -> Result<(), String> {
     let ob = base(b, bases, slot_of(plan, out)?);
     let cols = crate::fusion::loop_shape(g, x).1;
@@ -834,7 +882,7 @@ fn reduce(
     if inner == 1 {
         // Rows: vector accumulators over the row (two for long rows), combined across
         // accumulators and lanes at the end, then the scalar tail.
-        counted_loop(b, 0, outer as i64, 1, |b, o| {
+        let row_body = |b: &mut FunctionBuilder, o: ClValue| {
             let row0 = b.ins().imul_imm_s(o, red_i);
             let n_acc: usize = if red >= 64 { 2 } else { 1 };
             let span = 4 * n_acc as i64;
@@ -874,7 +922,13 @@ fn reduce(
             let oa = b.ins().iadd(ob, oo);
             b.ins().store(flags(), sum, oa, 0);
             Ok(())
-        })
+        };
+        match row {
+            Some(o) => row_body(b, o),
+            None => counted_loop(b, 0, outer as i64, 1, row_body),
+        }
+    } else if row.is_some() {
+        Err("internal error: a column reduction in a row group".into())
     } else {
         // Columns: `inner`-wide slices accumulated over `red` rows, several vectors side
         // by side, then single vectors, then single columns.
