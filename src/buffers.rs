@@ -8,7 +8,7 @@
 //! the parameter's own storage; other updates are copied at the end of the step.
 //! The plan is a side table keyed by value: codegen takes `(&Schedule, &Plan)`.
 
-use crate::fusion::{fused_nodes, Kernel, Schedule};
+use crate::fusion::{reads, Kernel, Schedule};
 use crate::ir::{Graph, Op, Value};
 
 /// Floats per alignment unit: buffers start on 64-byte boundaries.
@@ -55,68 +55,6 @@ fn round(n: usize) -> usize {
 
 fn size(g: &Graph, v: Value) -> usize {
     g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).product()
-}
-
-/// The materialized values a kernel reads.
-pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
-    if let Kernel::Rows { parts, .. } = k {
-        let mut out: Vec<Value> = Vec::new();
-        for r in parts.iter().flat_map(|p| reads(g, s, p)) {
-            if !out.contains(&r) {
-                out.push(r);
-            }
-        }
-        return out;
-    }
-    let mut out = Vec::new();
-    let mut add = |v: Value| {
-        let r = s.storage[v.as_u32() as usize];
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    };
-    let computed = match k {
-        Kernel::Elementwise { .. } => k.outs(),
-        // A reduction of a fused producer reads what the producer's loop reads.
-        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => vec![*x],
-        _ => Vec::new(),
-    };
-    for o in computed {
-        for v in fused_nodes(g, s, o) {
-            for &a in &g.nodes[v].args {
-                if s.materialized[a.as_u32() as usize] {
-                    add(a);
-                }
-            }
-        }
-    }
-    match k {
-        Kernel::Elementwise { .. } => {}
-        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => {}
-        Kernel::Reduce { x, .. }
-        | Kernel::Transpose { x, .. }
-        | Kernel::Permute { x, .. }
-        | Kernel::Window { x, .. } => add(*x),
-        Kernel::MatMul { a, b, .. } => {
-            add(*a);
-            add(*b);
-        }
-        Kernel::Rows { .. } => {}
-        Kernel::Host { out: o } => {
-            for &a in &g.nodes[*o].args {
-                if s.materialized[a.as_u32() as usize] {
-                    add(a);
-                } else {
-                    // An operand folded into this kernel (im2col, transpose): its
-                    // own operands are what is read.
-                    for &b in &g.nodes[a].args {
-                        add(b);
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Plans every buffer of a scheduled, concrete graph.

@@ -620,6 +620,68 @@ fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[b
     }
 }
 
+/// The materialized values a kernel reads.
+pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
+    if let Kernel::Rows { parts, .. } = k {
+        let mut out: Vec<Value> = Vec::new();
+        for r in parts.iter().flat_map(|p| reads(g, s, p)) {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        return out;
+    }
+    let mut out = Vec::new();
+    let mut add = |v: Value| {
+        let r = s.storage[v.as_u32() as usize];
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    };
+    let computed = match k {
+        Kernel::Elementwise { .. } => k.outs(),
+        // A reduction of a fused producer reads what the producer's loop reads.
+        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => vec![*x],
+        _ => Vec::new(),
+    };
+    for o in computed {
+        for v in fused_nodes(g, s, o) {
+            for &a in &g.nodes[v].args {
+                if s.materialized[a.as_u32() as usize] {
+                    add(a);
+                }
+            }
+        }
+    }
+    match k {
+        Kernel::Elementwise { .. } => {}
+        Kernel::Reduce { x, .. } if !s.materialized[x.as_u32() as usize] => {}
+        Kernel::Reduce { x, .. }
+        | Kernel::Transpose { x, .. }
+        | Kernel::Permute { x, .. }
+        | Kernel::Window { x, .. } => add(*x),
+        Kernel::MatMul { a, b, .. } => {
+            add(*a);
+            add(*b);
+        }
+        Kernel::Rows { .. } => {}
+        Kernel::Host { out: o } => {
+            for &a in &g.nodes[*o].args {
+                if s.materialized[a.as_u32() as usize] {
+                    add(a);
+                } else {
+                    // An operand folded into this kernel (im2col, transpose): its
+                    // own operands are what is read.
+                    for &b in &g.nodes[a].args {
+                        add(b);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The rows of a kernel that can be a part of a row group: an elementwise kernel's loop
 /// rows, or a reduction of whole rows' outer count.
 fn row_part(k: &Kernel) -> Option<usize> {
@@ -668,34 +730,49 @@ fn row_groups(g: &Graph, s: &mut Schedule) {
             _ => false,
         }
     };
+    // While a group is open, a kernel that cannot join it moves before it when it reads
+    // nothing the group or the kernels held back write (the one-hot of the labels), and
+    // is held back until the group closes otherwise (the batch mean of a loss), so the
+    // loss rows and their gradient's rows make one group.
     let mut out: Vec<Kernel> = Vec::new();
     let mut group: Vec<Kernel> = Vec::new();
+    let mut held: Vec<Kernel> = Vec::new();
     let mut group_rows = 0;
-    let flush = |group: &mut Vec<Kernel>, out: &mut Vec<Kernel>, rows: usize| {
+    let roots = |s: &Schedule, ks: &[Kernel]| -> Vec<Value> {
+        ks.iter().flat_map(|k| k.outs()).map(|o| s.storage[idx(o)]).collect()
+    };
+    let close = |group: &mut Vec<Kernel>, held: &mut Vec<Kernel>, out: &mut Vec<Kernel>, rows: usize| {
         if group.len() >= 2 && group.iter().any(|k| matches!(k, Kernel::Reduce { .. })) {
             out.push(Kernel::Rows { rows, parts: std::mem::take(group) });
         } else {
             out.append(group);
         }
+        out.append(held);
     };
     for k in std::mem::take(&mut s.kernels) {
         let rows = row_part(&k).filter(|&r| r >= 2 && !k.outs().iter().any(|o| updates.contains(o)));
+        let reads_k = reads(g, s, &k);
+        let reads_held = roots(s, &held).iter().any(|r| reads_k.contains(r));
         match rows {
             Some(r) => {
-                let written: Vec<Value> = group.iter().flat_map(|p| p.outs()).map(|o| s.storage[idx(o)]).collect();
-                if r != group_rows || !row_local(s, &k, r, &written) {
-                    flush(&mut group, &mut out, group_rows);
+                let written = roots(s, &group);
+                if r != group_rows || reads_held || !row_local(s, &k, r, &written) {
+                    close(&mut group, &mut held, &mut out, group_rows);
                 }
                 group_rows = r;
                 group.push(k);
             }
+            None if group.is_empty() => out.push(k),
             None => {
-                flush(&mut group, &mut out, group_rows);
-                out.push(k);
+                if reads_held || roots(s, &group).iter().any(|r| reads_k.contains(r)) {
+                    held.push(k);
+                } else {
+                    out.push(k);
+                }
             }
         }
     }
-    flush(&mut group, &mut out, group_rows);
+    close(&mut group, &mut held, &mut out, group_rows);
     s.kernels = out;
 }
 

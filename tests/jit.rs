@@ -45,6 +45,18 @@ fn program(name: &str, src: &str) -> nnc::ir::Program {
     }
 }
 
+/// The gradient graph of `p` (loss, outputs and every parameter's gradient).
+fn grads(p: &nnc::ir::Program) -> Graph {
+    nnc::autodiff::grad_program(&p.train).expect("grad").graph
+}
+
+/// The training step of `p`: forward, backward and an SGD update, as nnc runs it.
+fn sgd_step(p: &nnc::ir::Program) -> Graph {
+    let mut settings = nnc::settings::TrainSettings::default();
+    settings.optimizer.name = "sgd".into();
+    with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"))
+}
+
 /// Kernels with row groups replaced by their parts.
 fn parts(kernels: &[nnc::fusion::Kernel]) -> Vec<nnc::fusion::Kernel> {
     kernels
@@ -460,15 +472,16 @@ fn reductions_fuse_their_producers() {
              train {{ optimizer = sgd(lr = 0.1) }}\n}}\n"
         );
         let p = program("r.nn", &src);
-        let fused = kernels(&p.train, 5);
+        let fused = kernels(&sgd_step(&p), 5);
         let with_producer = parts(&fused.kernels)
             .iter()
             .filter(|k| matches!(k, nnc::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
             .count();
         assert!(with_producer >= 4, "{x} over {red}: {with_producer} reductions fused their producer");
         compare(&format!("{x} over {red}: eval"), &p.eval, 5);
-        compare(&format!("{x} over {red}: train"), &p.train, 5);
-        compare_threads(&format!("{x} over {red}: train, 2 threads"), &p.train, 70, 2);
+        compare(&format!("{x} over {red}: gradients"), &grads(&p), 5);
+        compare(&format!("{x} over {red}: step"), &sgd_step(&p), 5);
+        compare_threads(&format!("{x} over {red}: gradients, 2 threads"), &grads(&p), 70, 2);
     }
 }
 
@@ -512,8 +525,9 @@ fn gemm_epilogues() {
     // (through b3[1:3]) are read again after the product.
     assert_eq!((scaled, accumulated), (3, 6), "{:?}", fused.kernels);
     compare("epilogues: eval", &p.eval, 2);
-    compare("epilogues: train", &p.train, 2);
-    compare_threads("epilogues: train, 2 threads", &p.train, 70, 2);
+    compare("epilogues: gradients", &grads(&p), 2);
+    compare("epilogues: step", &sgd_step(&p), 2);
+    compare_threads("epilogues: gradients, 2 threads", &grads(&p), 70, 2);
 }
 
 /// Softmax, log-softmax, layer norm and cross-entropy rows run as row groups (one loop
@@ -529,18 +543,28 @@ fn row_groups_fuse_softmax_and_norm_rows() {
              output p = softmax(z)\n \
              output q = log_softmax(x - w)\n \
              loss = cross_entropy(z, y) + mean(p * q)\n \
-             train {{ optimizer = adam(lr = 0.01) }}\n}}\n"
+             train {{ optimizer = sgd(lr = 0.01) }}\n}}\n"
         );
         let p = program("s.nn", &src);
-        let fused = kernels(&p.train, 5);
+        let fused = kernels(&sgd_step(&p), 5);
         let grouped: usize = fused
             .kernels
             .iter()
             .map(|k| if let nnc::fusion::Kernel::Rows { parts, .. } = k { parts.len() } else { 0 })
             .sum();
         assert!(grouped >= 12, "n = {n}: {grouped} kernels in row groups: {:?}", fused.kernels);
+        // Every row of the step, forward and backward, is in one group: the batch means
+        // between the loss rows and their gradient's rows are held back until it closes.
+        let groups = fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::Rows { .. })).count();
+        let outside = fused.kernels.iter().any(|k| match k {
+            nnc::fusion::Kernel::Elementwise { rows, .. } => *rows == 5,
+            nnc::fusion::Kernel::Reduce { outer, inner, .. } => *outer == 5 && *inner == 1,
+            _ => false,
+        });
+        assert!(groups == 1 && !outside, "n = {n}: {:?}", fused.kernels);
         compare(&format!("n = {n}: eval"), &p.eval, 5);
-        compare(&format!("n = {n}: train"), &p.train, 5);
-        compare_threads(&format!("n = {n}: train, 2 threads"), &p.train, 3000, 2);
+        compare(&format!("n = {n}: gradients"), &grads(&p), 5);
+        compare(&format!("n = {n}: step"), &sgd_step(&p), 5);
+        compare_threads(&format!("n = {n}: gradients, 2 threads"), &grads(&p), 3000, 2);
     }
 }
