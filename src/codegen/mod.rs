@@ -618,20 +618,62 @@ fn invariants(
             for &v in &invariant {
                 emit_node(&mut e, g, s, loads, &mut pre[k], &HashMap::new(), v, Pos::Flat(zero))?;
             }
-            // Division by an invariant is a multiplication by its reciprocal.
-            for &v in nodes {
-                let node = &g.nodes[v];
-                if node.op == Op::Binary(BinaryOp::Div) && invariant.contains(&node.args[1]) && !invariant.contains(&v)
-                {
-                    let d = pre[k][&node.args[1]];
-                    let one = e.c(1.0);
-                    let r = e.div(one, d);
-                    recips[k].insert(v, r);
-                }
-            }
+            reciprocals(&mut e, g, nodes, &invariant, &pre[k], &mut recips[k]);
         }
     }
     Ok((pre, recips))
+}
+
+/// Division by a value computed outside the loop at hand (`hoisted`, its values in
+/// `memo`) is a multiplication by its reciprocal, computed there too.
+fn reciprocals(
+    e: &mut E,
+    g: &Graph,
+    nodes: &[Value],
+    hoisted: &[Value],
+    memo: &HashMap<Value, ClValue>,
+    recips: &mut HashMap<Value, ClValue>,
+) {
+    for &v in nodes {
+        let node = &g.nodes[v];
+        if node.op == Op::Binary(BinaryOp::Div) && hoisted.contains(&node.args[1]) && !hoisted.contains(&v) {
+            if let Some(&d) = memo.get(&node.args[1]) {
+                let one = e.c(1.0);
+                let r = e.div(one, d);
+                recips.insert(v, r);
+            }
+        }
+    }
+}
+
+/// The nodes among `nodes` that vary with the row only: column broadcasts of stored
+/// values and what depends only on them and on loop invariants (`pre`).
+fn row_invariants(g: &Graph, s: &Schedule, nodes: &[Value], pre: &Memo) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let fixed = |out: &[Value], a: &Value| out.contains(a) || pre[0].contains_key(a);
+    for &v in nodes {
+        if pre[0].contains_key(&v) {
+            continue;
+        }
+        let node = &g.nodes[v];
+        let mat = |a: &Value| s.materialized[a.as_u32() as usize];
+        let inv = match &node.op {
+            Op::Broadcast { .. } => {
+                let x = node.args[0];
+                if mat(&x) {
+                    broadcast_access(g, x, v) == Some(Access::Col)
+                } else {
+                    fixed(&out, &x)
+                }
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Select => node.args.iter().all(|a| !mat(a) && fixed(&out, a)),
+            _ => false,
+        };
+        if inv {
+            out.push(v);
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -704,7 +746,7 @@ fn elementwise(
         e.b.ins().store(flags(), val, a, 0);
     };
     let (pre, recips) = invariants(b, g, s, &loads, &nodes)?;
-    let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos| -> Result<(), String> {
+    let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos, (pre, recips): (&Memo, &Memo)| -> Result<(), String> {
         let mut e = E { b, vec };
         let k = usize::from(vec);
         let mut memo = pre[k].clone();
@@ -720,9 +762,24 @@ fn elementwise(
         Ok(())
     };
     let c4 = (cols / 4 * 4) as i64;
+    // What depends only on the row (per-row scalars read through column broadcasts, a
+    // layer norm's 1/σ) is computed once per row, before the loop over its columns.
+    let row_inv = row_invariants(g, s, &nodes, &pre);
     let row = |b: &mut FunctionBuilder, r: ClValue| {
-        counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c)))?;
-        counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c)))
+        let (mut row_pre, mut row_recips) = (pre.clone(), recips.clone());
+        if !row_inv.is_empty() {
+            let zero = b.ins().iconst(types::I64, 0);
+            for (k, vec) in [(0usize, false), (1, true)] {
+                let mut e = E { b: &mut *b, vec };
+                for &v in &row_inv {
+                    emit_node(&mut e, g, s, &loads, &mut row_pre[k], &recips[k], v, Pos::Grid(r, zero))?;
+                }
+                reciprocals(&mut e, g, &nodes, &row_inv, &row_pre[k], &mut row_recips[k]);
+            }
+        }
+        let memos = (&row_pre, &row_recips);
+        counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
+        counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c), memos))
     };
     let (lo, hi) = match span {
         Span::Row(r) => {
@@ -743,7 +800,7 @@ fn elementwise(
             dyn_loop(b, lo, mid16, 16, |b, i| {
                 for k in 0..4 {
                     let ik = if k == 0 { i } else { b.ins().iadd_imm_s(i, 4 * k) };
-                    body(b, true, Pos::Flat(ik))?;
+                    body(b, true, Pos::Flat(ik), (&pre, &recips))?;
                 }
                 Ok(())
             })?;
@@ -751,8 +808,8 @@ fn elementwise(
         }
         let len4 = b.ins().band_imm_s(len, !3);
         let mid = b.ins().iadd(lo, len4);
-        dyn_loop(b, start, mid, 4, |b, i| body(b, true, Pos::Flat(i)))?;
-        dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i)))?;
+        dyn_loop(b, start, mid, 4, |b, i| body(b, true, Pos::Flat(i), (&pre, &recips)))?;
+        dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i), (&pre, &recips)))?;
     } else {
         dyn_loop(b, lo, hi, 1, row)?;
     }
