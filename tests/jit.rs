@@ -568,3 +568,27 @@ fn row_groups_fuse_softmax_and_norm_rows() {
         compare_threads(&format!("n = {n}: gradients, 2 threads"), &grads(&p), 3000, 2);
     }
 }
+
+/// A NaN anywhere in a row (any lane of any vector, or the scalar tail) makes the row's
+/// max and min NaN, in reductions that load their rows and in those that compute them.
+#[test]
+fn reductions_propagate_nan() {
+    for n in [1, 3, 4, 7, 8, 13, 64, 70] {
+        let src = format!(
+            "model M {{\n input x: [B, {n}]\n output a = max(x, axis = -1)\n output b = min(x, axis = -1)\n \
+             output c = max(x * 2.0, axis = -1)\n output d = min(x + 1.0, axis = -1)\n \
+             output e = sum(x, axis = -1)\n}}\n"
+        );
+        let p = program("m.nn", &src);
+        let g = concrete(&p.eval, n).expect("bind");
+        let mut exe = Executable::new(&g, &opts(1)).expect("jit");
+        // Row i has its NaN at column i; the others are finite.
+        let x: Vec<f32> = (0..n * n).map(|k| if k / n == k % n { f32::NAN } else { (k % 5) as f32 - 2.0 }).collect();
+        exe.set_input_f32(0, &x).expect("input");
+        exe.run(0, 0);
+        for (name, v) in &g.outputs {
+            let got = exe.value(*v).expect("value");
+            assert!(got.iter().all(|y| y.is_nan()), "n = {n}: {name} = {got:?}");
+        }
+    }
+}

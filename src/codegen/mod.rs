@@ -964,11 +964,12 @@ fn reduce(
                 let v = fetch(b, true, at, o, t)?;
                 acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, v);
             }
-            let mut sum = b.ins().extractlane(acc, 0);
-            for lane in 1..4u8 {
-                let l = b.ins().extractlane(acc, lane);
-                sum = combine(&mut E { b: &mut *b, vec: false }, op, sum, l);
+            // Across lanes in vector registers: lanes 2-3 onto 0-1, then lane 1 onto 0.
+            for lanes in [[2, 3, 2, 3], [1, 1, 1, 1]] {
+                let hi = shuffle4(b, acc, acc, lanes);
+                acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, hi);
             }
+            let mut sum = b.ins().extractlane(acc, 0);
             for t in red_i / 4 * 4..red_i {
                 let t = b.ins().iconst(types::I64, t);
                 let at = b.ins().iadd(row0, t);
