@@ -11,7 +11,7 @@
 //! `stop_gradient` are views: they share their input's buffer. A transpose of the last
 //! two dims feeding a matmul costs nothing: the GEMM reads it through strides.
 
-use crate::ir::{BinaryOp, Graph, Op, ReduceOp, Value};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Value};
 
 /// How an elementwise loop of shape [rows, cols] reads a materialized operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +311,38 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     }
                 }
             }
+        }
+    }
+    // A value that costs one arithmetic op on stored values (or constants) and that only
+    // same-shape elementwise ops read is recomputed in each of their loops instead of
+    // stored: GELU's x/2 and x/√2, and a dense layer's pre-activation x W + b, which its
+    // ReLU's gradient reads again in the backward pass, are not written out. Latest
+    // first, and never a value that such a recomputed value reads.
+    let mut recomputed = vec![false; n];
+    for (v, node) in g.nodes.iter().rev() {
+        let i = idx(v);
+        let cheap = match &node.op {
+            Op::Unary(u) => matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign),
+            Op::Binary(b) => !matches!(b, BinaryOp::Pow),
+            Op::Select => true,
+            _ => false,
+        };
+        let stored_or_constant = |a: Value| match g.nodes[a].op {
+            Op::Broadcast { .. } => !mat[idx(a)] && (mat[idx(g.nodes[a].args[0])] || is_const(g.nodes[a].args[0])),
+            _ => mat[idx(a)] || is_const(a),
+        };
+        if cheap
+            && mat[i]
+            && !pinned[i]
+            && users[i].len() >= 2
+            && users[i].iter().all(|&u| {
+                matches!(g.nodes[u].op, Op::Unary(_) | Op::Binary(_) | Op::Select) && g.ty(u).shape == g.ty(v).shape
+            })
+            && node.args.iter().all(|&a| stored_or_constant(a))
+            && !users[i].iter().any(|&u| recomputed[idx(u)])
+        {
+            mat[i] = false;
+            recomputed[i] = true;
         }
     }
     // A reduction computes a producer that only it reads inside its own loop: softmax's

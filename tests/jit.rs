@@ -495,18 +495,18 @@ fn gemm_epilogues() {
                output s1 = (x @ w[0]) * 0.5\n \
                output s2 = (x @ w[1]) / 4.0\n \
                pp = x @ w[2] + x @ w[3]\n \
-               output p = tanh(pp) + sigmoid(pp)\n \
+               output p = tanh(pp) + pp @ v\n \
                qq = u @ v - x @ w[4]\n \
-               output q = tanh(qq) + sigmoid(qq)\n \
+               output q = tanh(qq) + qq @ v\n \
                h = exp(u * 0.5)\n \
                rr = h @ v + h\n \
-               output r = tanh(rr) + sigmoid(rr) + h\n \
+               output r = tanh(rr) + rr @ v + h\n \
                b = exp(c * 0.25)\n \
                tt = b[2:4] @ v + b[0:2]\n \
-               output t = tanh(tt) + sigmoid(tt)\n \
+               output t = tanh(tt) + tt @ v\n \
                b3 = exp(c * 0.75)\n \
                t3 = b3[1:3] @ v + b3[2:4]\n \
-               output t4 = tanh(t3) + sigmoid(t3) + b3[1:3]\n \
+               output t4 = tanh(t3) + t3 @ v + b3[1:3]\n \
                layer l = LSTM(5, 4)\n \
                output y = l(reshape(x, [B, 3, 2]) @ ones([2, 5]))\n \
                loss = mean(s1 + s2 + p + q + r) + mean(t) + mean(t4) + mean(y)\n \
@@ -591,4 +591,45 @@ fn reductions_propagate_nan() {
             assert!(got.iter().all(|y| y.is_nan()), "n = {n}: {name} = {got:?}");
         }
     }
+}
+
+/// A value one arithmetic op away from stored values, read only by elementwise ops, is
+/// recomputed in each of their loops: the first layer's pre-activation x W + b is not
+/// stored for its ReLU's gradient, nor are GELU's x/2 and x/√2. (The logits are: a
+/// reduction reads them.)
+#[test]
+fn cheap_values_recomputed_not_stored() {
+    let src = "model D {\n input x: [B, 9]\n input y: i32[B]\n layer d1 = Dense(9, 33)\n layer d2 = Dense(33, 7)\n \
+               h = relu(d1(x))\n \
+               loss = cross_entropy(d2(gelu(h) + h), y)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("d.nn", src);
+    let step = sgd_step(&p);
+    let g = concrete(&step, 6).expect("bind");
+    let exe = Executable::new(&g, &opts(1)).expect("jit");
+    let (g, fused) = (&exe.graph, &exe.schedule);
+    let stored_pre_activations = g
+        .nodes
+        .iter()
+        .filter(|(v, n)| {
+            matches!(n.op, nnc::ir::Op::Binary(nnc::ir::BinaryOp::Add | nnc::ir::BinaryOp::Mul))
+                && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::ir::Op::MatMul))
+                && g.ty(*v).shape.last().and_then(|d| d.as_const()) == Some(33)
+                && fused.materialized[v.as_u32() as usize]
+        })
+        .count();
+    let stored_scalings = g
+        .nodes
+        .iter()
+        .filter(|(v, n)| {
+            matches!(n.op, nnc::ir::Op::Binary(nnc::ir::BinaryOp::Mul))
+                && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::ir::Op::Fill(_)))
+                && g.ty(*v).shape.last().and_then(|d| d.as_const()) == Some(33)
+                && fused.materialized[v.as_u32() as usize]
+        })
+        .count();
+    assert_eq!((stored_pre_activations, stored_scalings), (0, 0), "{:?}", fused.kernels);
+    compare("recomputed: gradients", &grads(&p), 6);
+    compare("recomputed: step", &step, 6);
+    compare_threads("recomputed: gradients, 2 threads", &grads(&p), 1500, 2);
 }
