@@ -261,7 +261,7 @@ fn random_programs_jit_equals_interpreter() {
         }
         let x = expr(depth - 1, next);
         let y = expr(depth - 1, next);
-        match next(19) {
+        match next(23) {
             0 => format!("({x} + {y})"),
             1 => format!("({x} - {y})"),
             2 => format!("({x} * {y})"),
@@ -280,10 +280,16 @@ fn random_programs_jit_equals_interpreter() {
             15 => format!("log(1 + {x} * {x})"),
             16 => format!("sqrt({x} * {x} + 1) * erf({y})"),
             17 => format!("concat([sigmoid(({x})[:, 0:2]) * ({y})[:, 1:3], ({y})[:, 2:4] - ({x})[:, 1:3]], axis = 1)"),
+            // GEMM epilogues: a scale, an addend.
+            18 => format!("(({x} @ w) * 0.5 + {y})"),
+            19 => format!("({y} - (exp({x}) @ w))"),
+            // Row groups: a normalized row, a max of a computed row.
+            20 => format!("(({x} - mean({x}, axis = -1, keep = true)) / sqrt(var({x}, axis = -1, keep = true) + 1))"),
+            21 => format!("({y} * max({x} * {x} - {y}, axis = -1, keep = true))"),
             _ => format!("gelu(abs({x}) - {y})"),
         }
     }
-    for i in 0..60 {
+    for i in 0..90 {
         let body = expr(1 + (i % 4) as u32, &mut next);
         let src = format!(
             "model R {{\n input a: [B, 4]\n input b: [B, 4]\n param w: [4, 4] = normal(0.5)\n param v: [4] = normal(1.0)\n output y = {body}\n loss = mean(y * y) + sum(y[:, 0])\n}}\n"
