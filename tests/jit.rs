@@ -639,3 +639,24 @@ fn cheap_values_recomputed_not_stored() {
     compare("recomputed: step", &step, 6);
     compare_threads("recomputed: gradients, 2 threads", &grads(&p), 1500, 2);
 }
+
+/// An elementwise output takes the buffer of an operand that dies in its kernel (every
+/// iteration loads, then stores); operands read later keep theirs.
+#[test]
+fn elementwise_outputs_written_in_place() {
+    let src = "model P {\n input x: [B, 37]\n param w: [37, 37] = normal(0.2)\n \
+               a = tanh(x @ w)\n \
+               b = a * sigmoid(a @ w)\n \
+               c = exp(b @ w) - b\n \
+               output y = c * 0.5 + a\n \
+               loss = mean(c * c)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("p.nn", src);
+    for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p)), ("step", sgd_step(&p))] {
+        let exe = Executable::new(&concrete(&g, 5).expect("bind"), &opts(1)).expect("jit");
+        let shared = exe.plan.in_place_of.iter().filter(|x| x.is_some()).count();
+        assert!(shared >= 2, "{what}: {shared} outputs written in place");
+        compare(&format!("in place: {what}"), &g, 5);
+        compare_threads(&format!("in place: {what}, 2 threads"), &g, 1000, 2);
+    }
+}

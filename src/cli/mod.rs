@@ -932,7 +932,11 @@ fn plan_table(exe: &crate::runtime::executable::Executable, name: &str, batch: u
         if slot.region != Region::Arena || exe.schedule.storage[i] != v {
             continue;
         }
-        let live = plan.live[i].map(|(a, b)| format!("{a}..{b}")).unwrap_or_default();
+        let live = match (plan.live[i], plan.in_place_of[i]) {
+            (Some((a, b)), _) => format!("{a}..{b}"),
+            (None, Some(x)) => format!("in {x}"),
+            (None, None) => String::new(),
+        };
         out.push_str(&format!(
             "{:<8} {:<14} {:>10} {:>10} {:>9}  {}\n",
             v.to_string(),
