@@ -91,6 +91,37 @@ fn bandwidth(c: &mut Criterion) {
     let adam = exe.schedule.kernels.len();
     group.throughput(Throughput::Bytes((9 * N * 4) as u64));
     group.bench_function(format!("adam_step ({adam} kernels)"), |b| b.iter(|| exe.run(0, 1)));
+
+    // Row-wise work over 4 MiB (twice the 2 MiB L2 of a core, so from L3), counted as
+    // one read of x and one write of the result: softmax and layer-norm rows of 64 and
+    // 1024 (row groups: max, exp, sum and normalization row by row), and the sum over the
+    // rows of a [4096, 256] gradient (a bias gradient; column blocks side by side).
+    let rows_n = 1 << 20;
+    for (name, cols, body) in [
+        ("softmax_rows_64", 64, "softmax(x)"),
+        ("softmax_rows_1024", 1024, "softmax(x)"),
+        (
+            "layer_norm_rows_64",
+            64,
+            "(x - mean(x, axis = -1, keep = true)) / sqrt(var(x, axis = -1, keep = true) + 1e-5)",
+        ),
+        (
+            "layer_norm_rows_1024",
+            1024,
+            "(x - mean(x, axis = -1, keep = true)) / sqrt(var(x, axis = -1, keep = true) + 1e-5)",
+        ),
+    ] {
+        let src = format!("model M {{\n input x: [B, {cols}]\n output y = {body}\n}}\n");
+        let mut exe = compile(&src, rows_n / cols);
+        exe.set_input_f32(0, &x_small(rows_n)).expect("x");
+        let k = exe.schedule.kernels.len();
+        group.throughput(Throughput::Bytes((2 * rows_n * 4) as u64));
+        group.bench_function(format!("{name} ({k} kernels)"), |b| b.iter(|| exe.run(0, 0)));
+    }
+    let mut exe = compile("model M {\n input x: [B, 256]\n output y = sum(x * 2.0, axis = 0)\n}\n", rows_n / 256);
+    exe.set_input_f32(0, &x_small(rows_n)).expect("x");
+    group.throughput(Throughput::Bytes((rows_n * 4) as u64));
+    group.bench_function("column_sum_4096x256", |b| b.iter(|| exe.run(0, 0)));
     group.finish();
 }
 
