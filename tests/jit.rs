@@ -660,3 +660,16 @@ fn elementwise_outputs_written_in_place() {
         compare_threads(&format!("in place: {what}, 2 threads"), &g, 1000, 2);
     }
 }
+
+/// A batch of small products (x @ yᵀ, one per example, the right operand read
+/// transposed) is split across threads by matrices, half on each; x @ w is one product
+/// of B·64 rows with a scale epilogue, split by the crate.
+#[test]
+fn batched_gemms_split_across_threads() {
+    let src = "model G {\n input x: [B, 64, 48]\n input y: [B, 64, 48]\n param w: [48, 64] = normal(0.2)\n \
+               output p = (x @ w) * 0.5\n \
+               output q = tanh(x @ y.T)\n}\n";
+    let p = program("g.nn", src);
+    compare("batched: 1 thread", &p.eval, 3);
+    compare_threads("batched: 2 threads", &p.eval, 41, 2);
+}

@@ -366,32 +366,55 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     // Row-major strides of op(a) [m, k] and op(b) [k, n].
     let (a_rs, a_cs) = if op.a_t { (1, m as isize) } else { (k as isize, 1) };
     let (b_rs, b_cs) = if op.b_t { (1, k as isize) } else { (n as isize, 1) };
-    let par = if op.threads > 1 { gemm::Parallelism::Rayon(op.threads) } else { gemm::Parallelism::None };
-    for i in 0..op.batch {
-        // SAFETY: the plan sized each slot for `batch` matrices of these shapes.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.add(i * m * n),
-                1,
-                n as isize,
-                op.accumulate,
-                a.add(i * op.a_batch_stride),
-                a_cs,
-                a_rs,
-                b.add(i * op.b_batch_stride),
-                b_cs,
-                b_rs,
-                1.0f32,
-                op.scale,
-                false,
-                false,
-                false,
-                par,
-            );
+    let (a, b, out) = (a as usize, b as usize, out as usize);
+    // Matrices [lo, hi) of the batch.
+    let run = |lo: usize, hi: usize, par: gemm::Parallelism| {
+        let (a, b, out) = (a as *const f32, b as *const f32, out as *mut f32);
+        for i in lo..hi {
+            // SAFETY: the plan sized each slot for `batch` matrices of these shapes.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.add(i * m * n),
+                    1,
+                    n as isize,
+                    op.accumulate,
+                    a.add(i * op.a_batch_stride),
+                    a_cs,
+                    a_rs,
+                    b.add(i * op.b_batch_stride),
+                    b_cs,
+                    b_rs,
+                    1.0f32,
+                    op.scale,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
         }
+    };
+    if op.threads > 1 && op.batch >= 2 {
+        // A batch of small products (a convolution's per-image GEMMs, attention's heads):
+        // half the matrices on each thread, each product on one.
+        let mode = crate::runtime::executable::fp_mode();
+        let mid = op.batch / 2;
+        rayon::join(
+            || run(0, mid, gemm::Parallelism::None),
+            || {
+                let saved = crate::runtime::executable::fp_mode();
+                crate::runtime::executable::set_fp_mode(mode);
+                run(mid, op.batch, gemm::Parallelism::None);
+                crate::runtime::executable::set_fp_mode(saved);
+            },
+        );
+    } else if op.threads > 1 {
+        run(0, op.batch, gemm::Parallelism::Rayon(op.threads));
+    } else {
+        run(0, op.batch, gemm::Parallelism::None);
     }
 }
 
@@ -625,7 +648,9 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         n: *n,
         // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
         // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
-        threads: if flops >= PAR_MIN_FLOPS { threads.max(1) } else { 1 },
+        // A single product of few rows splits badly in the crate: the LSTM's 32x640x512
+        // weight gradient took 327 us on two threads against 165 us on one.
+        threads: if flops >= PAR_MIN_FLOPS && (*batch >= 2 || *m >= 64) { threads.max(1) } else { 1 },
         scale: *scale,
         accumulate: *accumulate,
     })
