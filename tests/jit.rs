@@ -57,6 +57,15 @@ fn sgd_step(p: &nnc::ir::Program) -> Graph {
     with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"))
 }
 
+/// `p`'s eval graph, gradients and SGD step at `batch`, and its gradients at
+/// `big_batch` on two threads.
+fn compare_program(what: &str, p: &nnc::ir::Program, batch: usize, big_batch: usize) {
+    compare(&format!("{what}: eval"), &p.eval, batch);
+    compare(&format!("{what}: gradients"), &grads(p), batch);
+    compare(&format!("{what}: step"), &sgd_step(p), batch);
+    compare_threads(&format!("{what}: gradients, 2 threads"), &grads(p), big_batch, 2);
+}
+
 /// Kernels with row groups replaced by their parts.
 fn parts(kernels: &[nnc::fusion::Kernel]) -> Vec<nnc::fusion::Kernel> {
     kernels
@@ -488,10 +497,7 @@ fn reductions_fuse_their_producers() {
             .filter(|k| matches!(k, nnc::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
             .count();
         assert!(with_producer >= 4, "{x} over {red}: {with_producer} reductions fused their producer");
-        compare(&format!("{x} over {red}: eval"), &p.eval, 5);
-        compare(&format!("{x} over {red}: gradients"), &grads(&p), 5);
-        compare(&format!("{x} over {red}: step"), &sgd_step(&p), 5);
-        compare_threads(&format!("{x} over {red}: gradients, 2 threads"), &grads(&p), 70, 2);
+        compare_program(&format!("{x} over {red}"), &p, 5, 70);
     }
 }
 
@@ -534,10 +540,7 @@ fn gemm_epilogues() {
     // operand's) and the LSTM's three steps accumulate; r and t4 do not: h and b3[2:4]
     // (through b3[1:3]) are read again after the product.
     assert_eq!((scaled, accumulated), (3, 6), "{:?}", fused.kernels);
-    compare("epilogues: eval", &p.eval, 2);
-    compare("epilogues: gradients", &grads(&p), 2);
-    compare("epilogues: step", &sgd_step(&p), 2);
-    compare_threads("epilogues: gradients, 2 threads", &grads(&p), 70, 2);
+    compare_program("epilogues", &p, 2, 70);
 }
 
 /// Softmax, log-softmax, layer norm and cross-entropy rows run as row groups (one loop
@@ -572,10 +575,7 @@ fn row_groups_fuse_softmax_and_norm_rows() {
             _ => false,
         });
         assert!(groups == 1 && !outside, "n = {n}: {:?}", fused.kernels);
-        compare(&format!("n = {n}: eval"), &p.eval, 5);
-        compare(&format!("n = {n}: gradients"), &grads(&p), 5);
-        compare(&format!("n = {n}: step"), &sgd_step(&p), 5);
-        compare_threads(&format!("n = {n}: gradients, 2 threads"), &grads(&p), 3000, 2);
+        compare_program(&format!("n = {n}"), &p, 5, 3000);
     }
 }
 
@@ -639,9 +639,7 @@ fn cheap_values_recomputed_not_stored() {
         })
         .count();
     assert_eq!((stored_pre_activations, stored_scalings), (0, 0), "{:?}", fused.kernels);
-    compare("recomputed: gradients", &grads(&p), 6);
-    compare("recomputed: step", &step, 6);
-    compare_threads("recomputed: gradients, 2 threads", &grads(&p), 1500, 2);
+    compare_program("recomputed", &p, 6, 1500);
 }
 
 /// An elementwise output takes the buffer of an operand that dies in its kernel (every
