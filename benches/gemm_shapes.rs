@@ -3,7 +3,8 @@
 //! 56 GFLOP/s), one thread, called as nnc's host code calls it (row-major, transposes as
 //! strides). Criterion's throughput line is in "elements" = flops: read Gelem/s as
 //! GFLOP/s. `n10_as_transposed` computes the same N = 10 product as Cᵀ = Bᵀ Aᵀ (M = 10),
-//! the orientation nnc could choose instead.
+//! the orientation nnc could choose instead; the `n10 ... microkernels` lines call the
+//! crate's AVX-512 microkernels directly in both orientations.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -87,7 +88,115 @@ fn shapes(c: &mut Criterion) {
     group.bench_function("n10_as_transposed 10x256x128", |bch| {
         bch.iter(|| matmul(&mut out, &w, &x, (m, k, n), true, true))
     });
+    n10_microkernels(&mut group);
     group.finish();
+}
+
+/// The N = 10 product through the crate's own AVX-512 microkernels, called directly
+/// (issue 4's plan for the N = 10 target): with the 10 outputs as the kernel's rows (W3ᵀ
+/// packed to 16 rows, then x1x6 kernels over the activations as they are stored), and
+/// with the 128 batch rows as the kernel's rows (x4 kernels), which needs the activations
+/// packed in 64-row panels first; `x4 kernels only` times the kernels on pre-packed
+/// panels. Both give the crate's result exactly (asserted).
+fn n10_microkernels(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
+    use gemm_f32::microkernel::avx512f::f32 as uk;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let (m, k, n) = (128usize, 256usize, 10usize);
+    let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 * 0.01 - 0.05).collect();
+    let w: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 7) as f32 * 0.01 - 0.03).collect();
+    let mut want = vec![0f32; m * n];
+    matmul(&mut want, &x, &w, (m, k, n), false, false);
+    let mut c = vec![0f32; m * n];
+    let mut packed_w = vec![0f32; k * 16];
+    let mut rows_10 = |c: &mut [f32]| {
+        for kk in 0..k {
+            packed_w[kk * 16..kk * 16 + n].copy_from_slice(&w[kk * n..kk * n + n]);
+        }
+        for j in (0..m).step_by(uk::NR) {
+            let nb = uk::NR.min(m - j);
+            // SAFETY: dst holds column j.. of the [10, 128] column-major result (C row-major),
+            // lhs 16 x k packed, rhs the activations' rows j.. (k contiguous).
+            unsafe {
+                uk::UKR[0][nb - 1](
+                    n,
+                    nb,
+                    k,
+                    c.as_mut_ptr().add(j * n),
+                    packed_w.as_ptr(),
+                    x.as_ptr().add(j * k),
+                    n as isize,
+                    1,
+                    16,
+                    1,
+                    k as isize,
+                    0.0,
+                    1.0,
+                    0,
+                    false,
+                    false,
+                    false,
+                    std::ptr::null(),
+                )
+            }
+        }
+    };
+    rows_10(&mut c);
+    assert_eq!(c, want, "x1x6 microkernels");
+    group.throughput(criterion::Throughput::Elements((2 * m * k * n) as u64));
+    group.bench_function("n10 x1x6 microkernels (W3 packed)", |bch| bch.iter(|| rows_10(&mut c)));
+
+    let mut panels = vec![0f32; m * k];
+    let pack = |panels: &mut [f32]| {
+        for i in 0..m {
+            let (p, r) = (i / 64, i % 64);
+            for kk in 0..k {
+                panels[p * 64 * k + kk * 64 + r] = x[i * k + kk];
+            }
+        }
+    };
+    let kernels = |c: &mut [f32], panels: &[f32]| {
+        for p in 0..m / 64 {
+            for j in (0..n).step_by(uk::NR) {
+                let nb = uk::NR.min(n - j);
+                // SAFETY: dst is rows p*64.. of the row-major [128, 10] result, lhs a
+                // 64 x k panel (rows contiguous), rhs W3's columns j.. .
+                unsafe {
+                    uk::UKR[3][nb - 1](
+                        64,
+                        nb,
+                        k,
+                        c.as_mut_ptr().add(p * 64 * n + j),
+                        panels.as_ptr().add(p * 64 * k),
+                        w.as_ptr().add(j),
+                        1,
+                        n as isize,
+                        64,
+                        n as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        0,
+                        false,
+                        false,
+                        false,
+                        std::ptr::null(),
+                    )
+                }
+            }
+        }
+    };
+    pack(&mut panels);
+    kernels(&mut c, &panels);
+    assert_eq!(c, want, "x4 microkernels");
+    group.bench_function("n10 x4 microkernels, activations packed by a loop", |bch| {
+        bch.iter(|| {
+            pack(&mut panels);
+            kernels(&mut c, &panels)
+        })
+    });
+    group.bench_function("n10 x4 microkernels only (panels ready)", |bch| bch.iter(|| kernels(&mut c, &panels)));
 }
 
 criterion_group!(benches, shapes);
