@@ -92,6 +92,66 @@ fn shapes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The crate's microkernel signature (`gemm_common::microkernel::MicroKernelFn<f32>`).
+type Microkernel = unsafe fn(
+    usize,
+    usize,
+    usize,
+    *mut f32,
+    *const f32,
+    *const f32,
+    isize,
+    isize,
+    isize,
+    isize,
+    isize,
+    f32,
+    f32,
+    u8,
+    bool,
+    bool,
+    bool,
+    *const f32,
+);
+
+/// One call of microkernel `f`: dst (m x n) = lhs (m x k, rows contiguous, columns
+/// `lhs_cs` apart) @ rhs (element (i, j) at `i * rhs_rs + j * rhs_cs`), overwriting dst.
+#[allow(clippy::too_many_arguments)]
+fn ukr(
+    f: Microkernel,
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_cs, dst_rs): (isize, isize),
+    lhs: *const f32,
+    lhs_cs: isize,
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (isize, isize),
+) {
+    // SAFETY: the callers pass pointers to buffers of these shapes and strides.
+    unsafe {
+        f(
+            m,
+            n,
+            k,
+            dst,
+            lhs,
+            rhs,
+            dst_cs,
+            dst_rs,
+            lhs_cs,
+            rhs_rs,
+            rhs_cs,
+            0.0,
+            1.0,
+            0,
+            false,
+            false,
+            false,
+            std::ptr::null(),
+        )
+    }
+}
+
 /// The N = 10 product through the crate's own AVX-512 microkernels, called directly
 /// (issue 4's plan for the N = 10 target): with the 10 outputs as the kernel's rows (W3ᵀ
 /// packed to 16 rows, then x1x6 kernels over the activations as they are stored), and
@@ -116,30 +176,18 @@ fn n10_microkernels(group: &mut criterion::BenchmarkGroup<criterion::measurement
         }
         for j in (0..m).step_by(uk::NR) {
             let nb = uk::NR.min(m - j);
-            // SAFETY: dst holds column j.. of the [10, 128] column-major result (C row-major),
-            // lhs 16 x k packed, rhs the activations' rows j.. (k contiguous).
-            unsafe {
-                uk::UKR[0][nb - 1](
-                    n,
-                    nb,
-                    k,
-                    c.as_mut_ptr().add(j * n),
-                    packed_w.as_ptr(),
-                    x.as_ptr().add(j * k),
-                    n as isize,
-                    1,
-                    16,
-                    1,
-                    k as isize,
-                    0.0,
-                    1.0,
-                    0,
-                    false,
-                    false,
-                    false,
-                    std::ptr::null(),
-                )
-            }
+            // dst: column j.. of the [10, 128] column-major result (C row-major); lhs 16 x k
+            // packed; rhs the activations' rows j.. (k contiguous).
+            ukr(
+                uk::UKR[0][nb - 1],
+                (n, nb, k),
+                c[j * n..].as_mut_ptr(),
+                (n as isize, 1),
+                packed_w.as_ptr(),
+                16,
+                x[j * k..].as_ptr(),
+                (1, k as isize),
+            );
         }
     };
     rows_10(&mut c);
@@ -160,30 +208,19 @@ fn n10_microkernels(group: &mut criterion::BenchmarkGroup<criterion::measurement
         for p in 0..m / 64 {
             for j in (0..n).step_by(uk::NR) {
                 let nb = uk::NR.min(n - j);
-                // SAFETY: dst is rows p*64.. of the row-major [128, 10] result, lhs a
-                // 64 x k panel (rows contiguous), rhs W3's columns j.. .
-                unsafe {
-                    uk::UKR[3][nb - 1](
-                        64,
-                        nb,
-                        k,
-                        c.as_mut_ptr().add(p * 64 * n + j),
-                        panels.as_ptr().add(p * 64 * k),
-                        w.as_ptr().add(j),
-                        1,
-                        n as isize,
-                        64,
-                        n as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        0,
-                        false,
-                        false,
-                        false,
-                        std::ptr::null(),
-                    )
-                }
+                // dst: rows p*64.. of the row-major [128, 10] result; lhs a 64 x k panel;
+                // rhs W3's columns j.. .
+                let dst = c[p * 64 * n + j..].as_mut_ptr();
+                ukr(
+                    uk::UKR[3][nb - 1],
+                    (64, nb, k),
+                    dst,
+                    (1, n as isize),
+                    panels[p * 64 * k..].as_ptr(),
+                    64,
+                    w[j..].as_ptr(),
+                    (n as isize, 1),
+                );
             }
         }
     };

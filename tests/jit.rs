@@ -427,8 +427,7 @@ fn row_broadcasts_over_middle_dims() {
     ] {
         let src = format!("model R {{\n input x: {x}\n input y: {out}\n output z = exp(y) * x + (y == x)\n}}\n");
         let p = program("r.nn", &src);
-        let g = concrete(&p.eval, 3).expect("bind");
-        let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
+        let fused = kernels(&p.eval, 3);
         assert!(
             fused.kernels.iter().all(|k| !matches!(k, nnc::fusion::Kernel::Host { .. })),
             "{x} -> {out}: a broadcast was not fused: {:?}",
@@ -453,8 +452,7 @@ fn row_permutes() {
     ] {
         let src = format!("model P {{\n input x: {shape}\n output y = transpose(x * 2, {perm}) + 1\n}}\n");
         let p = program("p.nn", &src);
-        let g = concrete(&p.eval, 3).expect("bind");
-        let fused = Executable::new(&g, &opts(1)).expect("jit").schedule;
+        let fused = kernels(&p.eval, 3);
         assert!(
             fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Permute { .. })),
             "{shape} by {perm}: {:?}",
