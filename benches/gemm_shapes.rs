@@ -39,6 +39,43 @@ fn matmul(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize),
     }
 }
 
+/// `matmul` through nnc's own driver over the crate's microkernels (src/codegen/gemm.rs),
+/// with a workspace sized once.
+fn driver(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    a_t: bool,
+    b_t: bool,
+    ws: &mut Vec<f32>,
+) {
+    use nnc::codegen::gemm;
+    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let p = gemm::Product {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        a_rs,
+        a_cs,
+        b: b.as_ptr(),
+        b_rs,
+        b_cs,
+        out: c.as_mut_ptr(),
+        out_rs: n as isize,
+        scale: 1.0,
+        accumulate: false,
+    };
+    let len = gemm::workspace_len(&p);
+    if ws.len() < len {
+        ws.resize(len, 0.0);
+    }
+    // SAFETY: the slices hold m*k, k*n and m*n elements with these strides, ws `len`.
+    unsafe { gemm::run(&p, ws.as_mut_ptr(), ws.len()) }
+}
+
 fn shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group.sample_size(30);
@@ -77,6 +114,14 @@ fn shapes(c: &mut Criterion) {
         }
         group.bench_function(name, |bch| bch.iter(|| matmul(&mut out, &a, &b, (m, k, n), a_t, b_t)));
         gemm::set_rhs_packing_threshold(old);
+        if !packed {
+            let want = out.clone();
+            let mut ws = vec![0f32; 0];
+            group.bench_function(format!("{name} nnc driver"), |bch| {
+                bch.iter(|| driver(&mut out, &a, &b, (m, k, n), a_t, b_t, &mut ws))
+            });
+            assert_eq!(out, want, "{name}: the driver's result differs from the crate's");
+        }
     }
     // fwd3 as Cᵀ[10, 128] = W3ᵀ[10, 256] @ Xᵀ[256, 128]: W3 is stored [256, 10] (so Aᵀ),
     // X [128, 256] (so Bᵀ); the result would be read transposed.

@@ -1,6 +1,7 @@
-//! The routines JIT code calls: GEMM (the `gemm` crate) and the data-movement and
-//! generator kernels (transpose, slice, pad, concat, general broadcast and reduction,
-//! gather, scatter-add, one-hot, im2col, col2im, iota, random numbers).
+//! The routines JIT code calls: GEMM (`gemm.rs`, on the `gemm` crates' microkernels) and
+//! the data-movement and generator kernels (transpose, slice, pad, concat, general
+//! broadcast and reduction, gather, scatter-add, one-hot, im2col, col2im, iota, random
+//! numbers).
 //!
 //! Every index computation is done once at compile time into a table of offsets
 //! (`HostOp`); at run time a kernel is a loop over its table, with no allocation. The
@@ -10,6 +11,8 @@ use crate::buffers::{Plan, Region, Slot};
 use crate::fusion::Kernel;
 use crate::ir::{Graph, Op, ReduceOp, Value};
 use crate::runtime::rng;
+
+use super::gemm;
 
 /// A precomputed host kernel.
 #[derive(Clone, Debug)]
@@ -98,11 +101,50 @@ pub struct GemmOp {
     pub m: usize,
     pub k: usize,
     pub n: usize,
-    /// Threads for this call (1: none).
-    pub threads: usize,
     /// `out = scale * a @ b`, plus out's previous contents when `accumulate`.
     pub scale: f32,
     pub accumulate: bool,
+    /// What each thread computes (one piece: all on the calling thread).
+    pub pieces: Vec<GemmPiece>,
+}
+
+/// A piece of a GEMM and the workspace part it packs into.
+#[derive(Clone, Debug)]
+pub struct GemmPiece {
+    pub piece: gemm::Piece,
+    pub part: usize,
+}
+
+impl GemmOp {
+    /// The first matrix's product at these addresses.
+    pub fn product(&self, a: *mut f32, b: *mut f32, out: *mut f32) -> gemm::Product {
+        let (m, k, n) = (self.m, self.k, self.n);
+        // Row-major strides of op(a) [m, k] and op(b) [k, n].
+        let (a_rs, a_cs) = if self.a_t { (1, m as isize) } else { (k as isize, 1) };
+        let (b_rs, b_cs) = if self.b_t { (1, k as isize) } else { (n as isize, 1) };
+        gemm::Product {
+            m,
+            n,
+            k,
+            a,
+            a_rs,
+            a_cs,
+            b,
+            b_rs,
+            b_cs,
+            out,
+            out_rs: n as isize,
+            scale: self.scale,
+            accumulate: self.accumulate,
+        }
+    }
+
+    /// Workspace floats the largest piece needs.
+    pub fn workspace_part(&self) -> usize {
+        let p = self.product(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        let len = |q: &GemmPiece| gemm::workspace_len(&gemm::piece_product(&p, &q.piece, 0, 0, 0));
+        self.pieces.iter().map(len).max().unwrap_or(0)
+    }
 }
 
 /// A run of an index map: (position, mapped position or `u32::MAX`, length).
@@ -116,11 +158,18 @@ pub struct HostCtx {
     pub seed: u64,
     pub step: u64,
     pub tables: *const Tables,
+    /// GEMM packing space: `Tables::workspace_parts` parts of `Tables::workspace_part`
+    /// floats.
+    pub workspace: *mut f32,
 }
 
 pub struct Tables {
     pub host: Vec<HostOp>,
     pub gemm: Vec<GemmOp>,
+    /// The GEMM workspace the executable allocates: parts of this many floats, one per
+    /// piece a GEMM is split into.
+    pub workspace_part: usize,
+    pub workspace_parts: usize,
     /// Per kernel, the arena slots to fill with NaN after it (the debug check).
     pub poison: Vec<Vec<Slot>>,
     /// Elementwise kernels split across threads.
@@ -361,62 +410,48 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     let ctx = unsafe { &*ctx };
     let tables = unsafe { &*ctx.tables };
     let Some(op) = tables.gemm.get(index as usize) else { return };
-    let (a, b, out) = (ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
-    let (m, k, n) = (op.m, op.k, op.n);
-    // Row-major strides of op(a) [m, k] and op(b) [k, n].
-    let (a_rs, a_cs) = if op.a_t { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if op.b_t { (1, k as isize) } else { (n as isize, 1) };
-    let (a, b, out) = (a as usize, b as usize, out as usize);
-    // Matrices [lo, hi) of the batch.
-    let run = |lo: usize, hi: usize, par: gemm::Parallelism| {
-        let (a, b, out) = (a as *const f32, b as *const f32, out as *mut f32);
-        for i in lo..hi {
-            // SAFETY: the plan sized each slot for `batch` matrices of these shapes.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.add(i * m * n),
-                    1,
-                    n as isize,
-                    op.accumulate,
-                    a.add(i * op.a_batch_stride),
-                    a_cs,
-                    a_rs,
-                    b.add(i * op.b_batch_stride),
-                    b_cs,
-                    b_rs,
-                    1.0f32,
-                    op.scale,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
+    let p = op.product(ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
+    let ws = Workspace(ctx.workspace as usize, tables.workspace_part);
+    let mode = crate::runtime::executable::fp_mode();
+    run_pieces(op, &p, &op.pieces, ws, mode);
+}
+
+/// The workspace address and the floats of each piece's part.
+#[derive(Clone, Copy)]
+struct Workspace(usize, usize);
+
+/// Runs `pieces` of a GEMM, halves on two threads, each piece with its own part of the
+/// workspace, every thread in the caller's floating-point mode.
+fn run_pieces(op: &GemmOp, p: &gemm::Product, pieces: &[GemmPiece], ws: Workspace, mode: u32) {
+    match pieces {
+        [] => {}
+        [q] => {
+            let saved = crate::runtime::executable::fp_mode();
+            crate::runtime::executable::set_fp_mode(mode);
+            let part = (ws.0 as *mut f32).wrapping_add(q.part * ws.1);
+            for i in q.piece.mats.0..q.piece.mats.1 {
+                let sub = gemm::piece_product(p, &q.piece, i, op.a_batch_stride, op.b_batch_stride);
+                // SAFETY: the plan sized the slots for these matrices; the workspace has
+                // a part of `ws.1` floats for each piece, and `ws.1` covers every piece.
+                unsafe { gemm::run(&sub, part, ws.1) };
             }
+            crate::runtime::executable::set_fp_mode(saved);
         }
-    };
-    if op.threads > 1 && op.batch >= 2 {
-        // A batch of small products (a convolution's per-image GEMMs, attention's heads):
-        // half the matrices on each thread, each product on one.
-        let mode = crate::runtime::executable::fp_mode();
-        let mid = op.batch / 2;
-        rayon::join(
-            || run(0, mid, gemm::Parallelism::None),
-            || {
-                let saved = crate::runtime::executable::fp_mode();
-                crate::runtime::executable::set_fp_mode(mode);
-                run(mid, op.batch, gemm::Parallelism::None);
-                crate::runtime::executable::set_fp_mode(saved);
-            },
-        );
-    } else if op.threads > 1 {
-        run(0, op.batch, gemm::Parallelism::Rayon(op.threads));
-    } else {
-        run(0, op.batch, gemm::Parallelism::None);
+        _ => {
+            let (l, r) = pieces.split_at(pieces.len() / 2);
+            let send = SendProduct(*p);
+            rayon::join(|| run_pieces(op, &{ send }.0, l, ws, mode), || run_pieces(op, &{ send }.0, r, ws, mode));
+        }
     }
 }
+
+/// A product's addresses, passed to a worker thread: pieces write disjoint outputs.
+#[derive(Clone, Copy)]
+struct SendProduct(gemm::Product);
+// SAFETY: the pointers address the executable's regions, alive for the whole call, and
+// the pieces running concurrently write disjoint parts of the output.
+unsafe impl Send for SendProduct {}
+unsafe impl Sync for SendProduct {}
 
 /// Fills the buffers that died at kernel `index` with NaN (the debug check).
 /// # Safety
@@ -634,7 +669,12 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
     };
     let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
     let flops = 2 * batch * m * kk * n;
-    Ok(GemmOp {
+    // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
+    // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
+    // A single product of few rows splits badly: the LSTM's 32x640x512 weight gradient
+    // took 327 us on two threads against 165 us on one.
+    let threads = if flops >= PAR_MIN_FLOPS && (*batch >= 2 || *m >= 64) { threads.max(1) } else { 1 };
+    let mut op = GemmOp {
         a: slot(a)?,
         b: slot(b)?,
         out: slot(out)?,
@@ -646,12 +686,15 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         m: *m,
         k: *kk,
         n: *n,
-        // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
-        // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
-        // A single product of few rows splits badly in the crate: the LSTM's 32x640x512
-        // weight gradient took 327 us on two threads against 165 us on one.
-        threads: if flops >= PAR_MIN_FLOPS && (*batch >= 2 || *m >= 64) { threads.max(1) } else { 1 },
         scale: *scale,
         accumulate: *accumulate,
-    })
+        pieces: Vec::new(),
+    };
+    let p = op.product(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    op.pieces = gemm::pieces(&p, *batch, threads)
+        .into_iter()
+        .enumerate()
+        .map(|(part, piece)| GemmPiece { piece, part })
+        .collect();
+    Ok(op)
 }

@@ -3,11 +3,12 @@
 //! Elementwise kernels become f32x4 loops (a flat loop when every operand is read
 //! element for element, else rows x columns with row/column/scalar broadcasts), with a
 //! scalar tail; reductions become vector loops with a horizontal combine at the end.
-//! GEMMs call the `gemm` crate, and data-movement kernels call precomputed host
-//! routines (`host`). The step function calls every kernel in schedule order, then
+//! GEMMs call `gemm` (the `gemm` crates' microkernels, packing into a workspace planned
+//! here), and data-movement kernels call precomputed host routines (`host`). The step function calls every kernel in schedule order, then
 //! copies the updates that were not computed in place. Takes `(&Schedule, &Plan)`:
 //! codegen cannot run without a plan.
 
+pub mod gemm;
 pub mod host;
 pub mod math;
 
@@ -105,6 +106,8 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let mut tables = Tables {
         host: Vec::new(),
         gemm: Vec::new(),
+        workspace_part: 0,
+        workspace_parts: 0,
         poison: Vec::new(),
         par: Vec::new(),
         ticks: (0..s.kernels.len()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
@@ -241,7 +244,10 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                 }
             }
             Kernel::MatMul { .. } => {
-                tables.gemm.push(host::gemm_op(plan, k, opts.threads)?);
+                let op = host::gemm_op(plan, k, opts.threads)?;
+                tables.workspace_part = tables.workspace_part.max(op.workspace_part());
+                tables.workspace_parts = tables.workspace_parts.max(op.pieces.len());
+                tables.gemm.push(op);
                 calls.push(Call::Gemm(tables.gemm.len() as u32 - 1));
             }
             Kernel::Host { out } => {

@@ -41,6 +41,8 @@ pub struct Executable {
     compiled: Compiled,
     arena: Aligned,
     persistent: Aligned,
+    /// GEMM packing space (`Tables::workspace_part` floats per thread).
+    workspace: Aligned,
     ctx: Box<HostCtx>,
     /// Seconds spent in fusion, planning and code generation.
     pub compile_seconds: f64,
@@ -58,33 +60,9 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
     Ok(out)
 }
 
-/// The `gemm` crate allocates its packing buffers (about a megabyte) on every call. With
-/// glibc's defaults such blocks are mmap'ed and returned to the OS when freed, so every
-/// GEMM would fault its buffer in again; keeping them in the heap makes the next call
-/// reuse warm pages (the candle measurement in BENCHMARKS.md). Done once per process.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            extern "C" {
-                fn mallopt(param: i32, value: i32) -> i32;
-            }
-            const M_TRIM_THRESHOLD: i32 = -1;
-            const M_MMAP_THRESHOLD: i32 = -3;
-            // SAFETY: mallopt only changes allocator tuning parameters.
-            unsafe {
-                mallopt(M_MMAP_THRESHOLD, 256 << 20);
-                mallopt(M_TRIM_THRESHOLD, 512 << 20);
-            }
-        });
-    }
-}
-
 impl Executable {
     /// Compiles a concrete graph (every dim a number).
     pub fn new(g: &Graph, opts: &CodegenOptions) -> Result<Executable, String> {
-        keep_freed_memory();
         let t0 = std::time::Instant::now();
         for (v, node) in g.nodes.iter() {
             if node.ty.shape.iter().any(|d| !d.is_const()) {
@@ -97,12 +75,14 @@ impl Executable {
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
         let mut arena = Aligned::new(plan.arena_len);
         let mut persistent = Aligned::new(plan.persistent_len);
+        let mut workspace = Aligned::new(compiled.tables.workspace_part * compiled.tables.workspace_parts);
         let ctx = Box::new(HostCtx {
             arena: arena.ptr(),
             persistent: persistent.ptr(),
             seed: 0,
             step: 0,
             tables: &*compiled.tables,
+            workspace: workspace.ptr(),
         });
         Ok(Executable {
             graph: g,
@@ -111,6 +91,7 @@ impl Executable {
             compiled,
             arena,
             persistent,
+            workspace,
             ctx,
             compile_seconds: t0.elapsed().as_secs_f64(),
             flush_denormals: !opts.keep_denormals,
@@ -190,12 +171,17 @@ impl Executable {
         }
         Ok(())
     }
-    /// Runs one step: a single call into native code.
+    /// Runs one step: a single call into native code, which allocates nothing. With
+    /// `CodegenOptions::threads` > 1, call it from a thread of the rayon pool (for example
+    /// one built with `use_current_thread`, as `nnc train` and `nnc bench` do): from
+    /// elsewhere, each split of the work is injected into rayon's shared queue, which
+    /// allocates a block every 63 jobs, and the caller sleeps until a worker ran it.
     pub fn run(&mut self, seed: u64, step: u64) {
         self.ctx.seed = seed;
         self.ctx.step = step;
         self.ctx.arena = self.arena.ptr();
         self.ctx.persistent = self.persistent.ptr();
+        self.ctx.workspace = self.workspace.ptr();
         let (a, p) = (self.arena.ptr(), self.persistent.ptr());
         let _ftz = self.flush_denormals.then(FlushDenormals::new);
         // SAFETY: the code was compiled for this plan and these regions.

@@ -1,0 +1,527 @@
+//! Matrix products on the `gemm` crate's microkernels and packing routines, driven here so
+//! that the packing buffers come from a workspace sized once per executable: nothing is
+//! allocated inside a step. (`gemm::gemm` allocates its packing buffers, and a flag
+//! vector, on every call, and takes no workspace.)
+//!
+//! The loops are the usual three-level blocking (columns by `nc`, depth by `kc`, rows by
+//! `mc`, then micro-tiles of `mr` x `nr`) in the crate's frame: a row-major product
+//! `out = a @ b` is computed as `outᵀ = bᵀ aᵀ`, so the microkernels' vector dimension runs
+//! along `out`'s contiguous rows. Block sizes come from the crate's `kernel_params` (its
+//! cache model), and the packing decisions are the crate's: an operand is packed when the
+//! microkernel cannot read it in place or when reuse pays for the copy.
+//!
+//! A product is split across threads into pieces, each with its own part of the
+//! workspace: the matrices of a batch, or else the output's rows or columns (columns when
+//! the weights would be packed: each thread then packs only its own half).
+
+use gemm_common::microkernel::MicroKernelFn;
+
+/// A packing routine: (width, depth, dst, src, src_cs, src_rs, dst_stride).
+type PackFn = unsafe fn(usize, usize, *mut f32, *const f32, isize, isize, usize);
+
+/// One microkernel family of the `gemm-f32` crate, with the packing routines that match it.
+#[derive(Clone, Copy)]
+pub struct Isa {
+    pub name: &'static str,
+    /// f32 lanes of a vector.
+    lanes: usize,
+    /// Micro-tile rows (a multiple of `lanes`) and columns.
+    mr: usize,
+    nr: usize,
+    /// The microkernel for `(vectors - 1, columns - 1)` of a micro-tile.
+    ukr: fn(usize, usize) -> MicroKernelFn<f32>,
+    pack_lhs: PackFn,
+    pack_rhs: PackFn,
+}
+
+macro_rules! isa {
+    ($name:expr, $module:ident, $simd:ident, $lanes:expr) => {{
+        use gemm_f32::microkernel::$module::f32 as uk;
+        const MR: usize = uk::MR_DIV_N * $lanes;
+        unsafe fn pack_lhs(m: usize, k: usize, dst: *mut f32, src: *const f32, cs: isize, rs: isize, stride: usize) {
+            let (dst, src) = (gemm_common::Ptr(dst), gemm_common::Ptr(src as *mut f32));
+            // SAFETY: the caller passes a destination of `stride` floats per `MR` rows.
+            unsafe {
+                gemm_common::pack_operands::pack_lhs::<f32, $lanes, MR, _>(
+                    gemm_common::simd::$simd,
+                    m,
+                    k,
+                    dst,
+                    src,
+                    cs,
+                    rs,
+                    stride,
+                )
+            }
+        }
+        unsafe fn pack_rhs(n: usize, k: usize, dst: *mut f32, src: *const f32, cs: isize, rs: isize, stride: usize) {
+            let (dst, src) = (gemm_common::Ptr(dst), gemm_common::Ptr(src as *mut f32));
+            // SAFETY: the caller passes a destination of `stride` floats per `NR` columns.
+            unsafe {
+                gemm_common::pack_operands::pack_rhs::<f32, 1, { uk::NR }, _>(
+                    gemm_common::simd::$simd,
+                    n,
+                    k,
+                    dst,
+                    src,
+                    cs,
+                    rs,
+                    stride,
+                )
+            }
+        }
+        Isa { name: $name, lanes: $lanes, mr: MR, nr: uk::NR, ukr: |i, j| uk::UKR[i][j], pack_lhs, pack_rhs }
+    }};
+}
+
+/// The microkernel families this CPU runs, best first (empty: use `gemm::gemm`).
+pub fn isas() -> Vec<Isa> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            out.push(isa!("avx512f", avx512f, Avx512f, 16));
+        }
+        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
+            out.push(isa!("fma", fma, Fma, 8));
+        }
+    }
+    out
+}
+
+/// The family products use on this CPU.
+pub fn isa() -> Option<Isa> {
+    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| isas().first().copied())
+}
+
+/// A row-major product `out[m, n] (row stride n) = scale * a @ b`, plus `out`'s previous
+/// contents when `accumulate`; `a` is read at `a_rs`/`a_cs` (row and column strides), `b`
+/// likewise.
+#[derive(Clone, Copy, Debug)]
+pub struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    pub b: *const f32,
+    pub b_rs: isize,
+    pub b_cs: isize,
+    pub out: *mut f32,
+    pub out_rs: isize,
+    pub scale: f32,
+    pub accumulate: bool,
+}
+
+/// The blocking of a product in the crate's frame (`mm` rows along the vectors, `nn`
+/// columns, depth `k`).
+struct Blocking {
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    pack_rhs: bool,
+    prepack_lhs: bool,
+    /// Workspace floats for the packed right operand (one `nc` x `kc` block) and the
+    /// packed left operand (all rows when prepacked, one `mc` block otherwise).
+    rhs_len: usize,
+    lhs_len: usize,
+}
+
+/// A column-block wider than this many micro-tiles reuses each packed left panel enough
+/// to pack it even when it could be read in place (the crate's single-thread threshold).
+const LHS_PACK_TILES: usize = 8;
+/// The right operand, when contiguous along the depth, is packed only for more than this
+/// many micro-tile rows (the crate's x86 threshold).
+const RHS_PACK_TILES: usize = 128;
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: isize) -> Blocking {
+    let (mr, nr) = (isa.mr, isa.nr);
+    let p = if mm <= 64 && nn <= 64 {
+        let kc = k.clamp(1, 512);
+        let mc = (gemm_common::cache::CACHE_INFO[1].cache_bytes / 4 / kc) / mr * mr;
+        gemm_common::cache::KernelParams { kc, mc, nc: round_up(nn, nr) }
+    } else {
+        gemm_common::cache::kernel_params(mm, nn, k, mr, nr, 4)
+    };
+    let kc = p.kc.clamp(1, k.max(1));
+    let mc = p.mc.max(mr);
+    let nc = if p.nc > 0 { round_up(p.nc, nr) } else { 128 * nr };
+    let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
+    let prepack_lhs = mm <= 2 * mc && (mm % isa.lanes != 0 || lhs_rs != 1);
+    let chunk_packs = lhs_rs != 1 || mm % isa.lanes != 0 || nc.min(nn) > LHS_PACK_TILES * nr;
+    Blocking {
+        kc,
+        mc,
+        nc,
+        pack_rhs,
+        prepack_lhs,
+        rhs_len: if pack_rhs { kc * round_up(nc.min(nn), nr) } else { 0 },
+        lhs_len: if prepack_lhs {
+            kc * round_up(mm, mr)
+        } else if chunk_packs {
+            kc * round_up(mc.min(mm), mr)
+        } else {
+            0
+        },
+    }
+}
+
+/// Workspace alignment, in floats (a cache line).
+const ALIGN: usize = 16;
+
+/// The product in the crate's frame: (mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs).
+fn frame(p: &Product) -> (usize, usize, *const f32, isize, isize, *const f32, isize, isize) {
+    (p.n, p.m, p.b, p.b_cs, p.b_rs, p.a, p.a_cs, p.a_rs)
+}
+
+/// Workspace floats one thread needs for `p` (0 without a microkernel family).
+pub fn workspace_len(p: &Product) -> usize {
+    isa().map_or(0, |isa| workspace_len_with(&isa, p))
+}
+
+/// Workspace floats `drive` needs for `p` with family `isa`.
+pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
+    let (mm, nn, _, lhs_rs, _, _, rhs_rs, _) = frame(p);
+    let b = blocking(isa, mm, nn, p.k, lhs_rs, rhs_rs);
+    round_up(b.rhs_len, ALIGN) + b.lhs_len + ALIGN
+}
+
+/// Computes `p` on this thread with `ws` (at least `workspace_len(p)` floats) as packing
+/// space.
+/// # Safety
+/// The pointers and strides of `p` must address valid matrices, `out` not overlapping
+/// `a` or `b`, and `ws` must hold `ws_len` floats.
+pub unsafe fn run(p: &Product, ws: *mut f32, ws_len: usize) {
+    match isa() {
+        // SAFETY: as for this function.
+        Some(isa) if workspace_len(p) <= ws_len => unsafe { drive(&isa, p, ws) },
+        // SAFETY: as for this function.
+        _ => unsafe { crate_gemm(p) },
+    }
+}
+
+/// `p` through `gemm::gemm` (which allocates): for CPUs without a family here.
+unsafe fn crate_gemm(p: &Product) {
+    // SAFETY: as for `run`.
+    unsafe {
+        gemm::gemm(
+            p.m,
+            p.n,
+            p.k,
+            p.out,
+            1,
+            p.out_rs,
+            p.accumulate,
+            p.a,
+            p.a_cs,
+            p.a_rs,
+            p.b,
+            p.b_cs,
+            p.b_rs,
+            1.0f32,
+            p.scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The blocked loops of one product with one family.
+/// # Safety
+/// As for `run`, with `ws` holding `workspace_len_with(isa, p)` floats.
+pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
+    let (mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs) = frame(p);
+    let (k, dst, dst_cs) = (p.k, p.out, p.out_rs);
+    if mm == 0 || nn == 0 {
+        return;
+    }
+    if k == 0 {
+        if !p.accumulate {
+            for j in 0..nn as isize {
+                for i in 0..mm as isize {
+                    // SAFETY: inside the output.
+                    unsafe { *dst.offset(i + j * dst_cs) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
+    let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
+    let b = blocking(isa, mm, nn, k, lhs_rs, rhs_rs);
+    let ws = ws.wrapping_add((ALIGN - (ws as usize / 4) % ALIGN) % ALIGN);
+    let (ws_rhs, ws_lhs) = (ws, ws.wrapping_add(round_up(b.rhs_len, ALIGN)));
+    // Strides of the right operand as the microkernels read it.
+    let (r_rs, r_cs) = if b.pack_rhs { (nr as isize, 1) } else { (rhs_rs, rhs_cs) };
+    let mut col = 0;
+    while col < nn {
+        let nb = b.nc.min(nn - col);
+        let mut depth = 0;
+        while depth < k {
+            let kb = b.kc.min(k - depth);
+            // The first depth block stores (or adds to the previous contents); later ones add.
+            let status = if depth == 0 && !p.accumulate { 0 } else { 1 };
+            let rhs_block = rhs.wrapping_offset(depth as isize * rhs_rs + col as isize * rhs_cs);
+            if b.pack_rhs {
+                // SAFETY: ws_rhs holds kc x round_up(nb, nr) floats.
+                unsafe { (isa.pack_rhs)(nb, kb, ws_rhs, rhs_block, rhs_cs, rhs_rs, b.kc * nr) };
+            }
+            if b.prepack_lhs {
+                let src = lhs.wrapping_offset(depth as isize * lhs_cs);
+                // SAFETY: ws_lhs holds kc x round_up(mm, mr) floats.
+                unsafe { (isa.pack_lhs)(mm, kb, ws_lhs, src, lhs_cs, lhs_rs, b.kc * mr) };
+            }
+            let mut row = 0;
+            while row < mm {
+                let mut mb = b.mc.min(mm - row);
+                if mb > lanes && !b.prepack_lhs {
+                    mb = mb / lanes * lanes;
+                }
+                let pack_chunk = !b.prepack_lhs && (mb % lanes != 0 || lhs_rs != 1 || nb > LHS_PACK_TILES * nr);
+                let l_cs = if b.prepack_lhs || pack_chunk { mr as isize } else { lhs_cs };
+                for j in 0..nb.div_ceil(nr) {
+                    let nbi = nr.min(nb - j * nr);
+                    let rhs_tile = if b.pack_rhs {
+                        ws_rhs.wrapping_add(j * b.kc * nr) as *const f32
+                    } else {
+                        rhs_block.wrapping_offset((j * nr) as isize * rhs_cs)
+                    };
+                    for i in 0..mb.div_ceil(mr) {
+                        let mbi = mr.min(mb - i * mr);
+                        let r = row + i * mr;
+                        let src = lhs.wrapping_offset(r as isize * lhs_rs + depth as isize * lhs_cs);
+                        let lhs_tile = if b.prepack_lhs {
+                            ws_lhs.wrapping_add(r / mr * b.kc * mr) as *const f32
+                        } else if pack_chunk {
+                            let panel = ws_lhs.wrapping_add(i * b.kc * mr);
+                            if j == 0 {
+                                // SAFETY: the slab holds kc x round_up(mb, mr) floats.
+                                unsafe { (isa.pack_lhs)(mbi, kb, panel, src, lhs_cs, lhs_rs, b.kc * mr) };
+                            }
+                            panel as *const f32
+                        } else {
+                            src
+                        };
+                        let c = col + j * nr;
+                        let out = dst.wrapping_offset(r as isize + c as isize * dst_cs);
+                        let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
+                        // SAFETY: the tile lies inside the output; the operands are either
+                        // packed with zero padding or read in place with whole vectors
+                        // (`mb` a multiple of the lanes).
+                        unsafe {
+                            ukr(
+                                mbi,
+                                nbi,
+                                kb,
+                                out,
+                                lhs_tile,
+                                rhs_tile,
+                                dst_cs,
+                                1,
+                                l_cs,
+                                r_rs,
+                                r_cs,
+                                1.0,
+                                p.scale,
+                                status,
+                                false,
+                                false,
+                                false,
+                                std::ptr::null(),
+                            )
+                        };
+                    }
+                }
+                row += mb;
+            }
+            depth += kb;
+        }
+        col += nb;
+    }
+}
+
+/// A piece of a (batched) product one thread computes: matrices `mats` of the batch, and
+/// of each the output rows `rows` and columns `cols`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Piece {
+    pub mats: (usize, usize),
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+}
+
+/// How to split a batch of `batch` products of shape `p` (pointers unused) across
+/// `threads`: by matrices when there are several, else by output columns when the left
+/// operand (the weights, in the crate's frame) would be packed and the right one not,
+/// else by output rows. Piece edges fall on micro-tile edges.
+pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
+    let whole = Piece { mats: (0, batch), rows: (0, p.m), cols: (0, p.n) };
+    let t = threads.max(1);
+    if t == 1 {
+        return vec![whole];
+    }
+    if batch >= 2 {
+        let t = t.min(batch);
+        return (0..t).map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), ..whole }).collect();
+    }
+    let Some(isa) = isa() else { return vec![whole] };
+    let (mm, nn, _, lhs_rs, _, _, rhs_rs, _) = frame(p);
+    let b = blocking(&isa, mm, nn, p.k, lhs_rs, rhs_rs);
+    let by_cols = (b.prepack_lhs || lhs_rs != 1) && !b.pack_rhs;
+    let (len, unit) = if by_cols { (p.n, isa.mr) } else { (p.m, isa.nr) };
+    let units = len.div_ceil(unit);
+    let t = t.min(units);
+    let edge = |i: usize| (units * i / t * unit).min(len);
+    (0..t)
+        .map(|i| {
+            let r = (edge(i), edge(i + 1));
+            if by_cols {
+                Piece { cols: r, ..whole }
+            } else {
+                Piece { rows: r, ..whole }
+            }
+        })
+        .filter(|q| q.rows.0 < q.rows.1 && q.cols.0 < q.cols.1)
+        .collect()
+}
+
+/// The part of matrix `i` of a batch that a piece covers (`a_stride`, `b_stride`: floats
+/// between matrices; outputs are `m * n` apart).
+pub fn piece_product(p: &Product, q: &Piece, i: usize, a_stride: usize, b_stride: usize) -> Product {
+    let (r0, r1) = q.rows;
+    let (c0, c1) = q.cols;
+    Product {
+        m: r1 - r0,
+        n: c1 - c0,
+        a: p.a.wrapping_add(i * a_stride).wrapping_offset(r0 as isize * p.a_rs),
+        b: p.b.wrapping_add(i * b_stride).wrapping_offset(c0 as isize * p.b_cs),
+        out: p.out.wrapping_add(i * p.m * p.n).wrapping_offset(r0 as isize * p.out_rs + c0 as isize),
+        ..*p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator of test values.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every family against an f64 reference, over shapes that cross every blocking edge
+    /// (partial vectors and tiles, several depth, row and column blocks), both operand
+    /// orientations, scale and accumulation, on split pieces as on whole products.
+    #[test]
+    fn products_match_f64_reference() {
+        let shapes = [
+            (1, 1, 3),
+            (3, 5, 7),
+            (6, 16, 4),
+            (17, 33, 9),
+            (64, 64, 64),
+            (7, 100, 600),
+            (130, 10, 256),
+            (128, 784, 30),
+            (70, 520, 1100),
+            (300, 257, 40),
+        ];
+        for isa in isas() {
+            for (si, &(m, n, k)) in shapes.iter().enumerate() {
+                for (a_t, b_t, acc) in
+                    [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
+                {
+                    let a = values(m * k, si as u64 * 7 + 1);
+                    let b = values(k * n, si as u64 * 7 + 2);
+                    let init = values(m * n, si as u64 * 7 + 3);
+                    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+                    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+                    let scale = if acc { -0.5 } else { 1.0 };
+                    let mut want = vec![0f64; m * n];
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut s = 0f64;
+                            for p in 0..k {
+                                let x = a[(i as isize * a_rs + p as isize * a_cs) as usize] as f64;
+                                let y = b[(p as isize * b_rs + j as isize * b_cs) as usize] as f64;
+                                s += x * y;
+                            }
+                            want[i * n + j] = scale as f64 * s + if acc { init[i * n + j] as f64 } else { 0.0 };
+                        }
+                    }
+                    for threads in [1, 3] {
+                        let mut out = init.clone();
+                        let p = Product {
+                            m,
+                            n,
+                            k,
+                            a: a.as_ptr(),
+                            a_rs,
+                            a_cs,
+                            b: b.as_ptr(),
+                            b_rs,
+                            b_cs,
+                            out: out.as_mut_ptr(),
+                            out_rs: n as isize,
+                            scale,
+                            accumulate: acc,
+                        };
+                        for q in pieces(&p, 1, threads) {
+                            let part = piece_product(&p, &q, 0, 0, 0);
+                            let mut ws = vec![f32::NAN; workspace_len_with(&isa, &part)];
+                            // SAFETY: the vectors above hold these matrices.
+                            unsafe { drive(&isa, &part, ws.as_mut_ptr()) };
+                        }
+                        for (idx, (&o, &w)) in out.iter().zip(&want).enumerate() {
+                            let tol = 1e-5 * (k as f64).sqrt() * 4.0;
+                            assert!(
+                                (o as f64 - w).abs() <= tol,
+                                "{}: {m}x{k}x{n} a_t {a_t} b_t {b_t} acc {acc} threads {threads}: [{idx}] {o} vs {w}",
+                                isa.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_cover_the_output_once() {
+        let p = Product {
+            m: 128,
+            n: 784,
+            k: 512,
+            a: std::ptr::null(),
+            a_rs: 512,
+            a_cs: 1,
+            b: std::ptr::null(),
+            b_rs: 1,
+            b_cs: 512,
+            out: std::ptr::null_mut(),
+            out_rs: 784,
+            scale: 1.0,
+            accumulate: false,
+        };
+        for (batch, threads) in [(1, 1), (1, 2), (1, 3), (5, 2), (2, 4)] {
+            let ps = pieces(&p, batch, threads);
+            let area: usize =
+                ps.iter().map(|q| (q.mats.1 - q.mats.0) * (q.rows.1 - q.rows.0) * (q.cols.1 - q.cols.0)).sum();
+            assert_eq!(area, batch * p.m * p.n, "{batch} x {threads}: {ps:?}");
+        }
+    }
+}
