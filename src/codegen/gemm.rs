@@ -24,7 +24,7 @@ type PackFn = unsafe fn(usize, usize, *mut f32, *const f32, isize, isize, usize)
 pub struct Isa {
     pub name: &'static str,
     /// f32 lanes of a vector.
-    lanes: usize,
+    pub lanes: usize,
     /// Micro-tile rows (a multiple of `lanes`) and columns.
     mr: usize,
     nr: usize,
@@ -175,9 +175,57 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: is
 /// Workspace alignment, in floats (a cache line).
 const ALIGN: usize = 16;
 
-/// The product in the crate's frame: (mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs).
-fn frame(p: &Product) -> (usize, usize, *const f32, isize, isize, *const f32, isize, isize) {
-    (p.n, p.m, p.b, p.b_cs, p.b_rs, p.a, p.a_cs, p.a_rs)
+/// A product in the crate's frame: `dst[mm, nn] = lhs[mm, k] @ rhs[k, nn]`, the
+/// microkernels' vectors running along `mm`.
+struct Frame {
+    mm: usize,
+    nn: usize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    dst_rs: isize,
+    dst_cs: isize,
+    /// `mm` runs along the output's rows (`m`), not its columns.
+    along_m: bool,
+}
+
+/// The crate's frame for `p`. Vectors run along the output's contiguous rows (`outᵀ =
+/// bᵀ aᵀ`), unless the output is narrower than a vector while `a` is contiguous down its
+/// columns (a weight gradient `hᵀ dy` of a 10-class layer): then along its columns, with
+/// `a` read in place and every lane useful.
+fn frame(isa: &Isa, p: &Product) -> Frame {
+    if p.n < isa.lanes && p.a_rs == 1 && p.m >= isa.lanes {
+        Frame {
+            mm: p.m,
+            nn: p.n,
+            lhs: p.a,
+            lhs_rs: p.a_rs,
+            lhs_cs: p.a_cs,
+            rhs: p.b,
+            rhs_rs: p.b_rs,
+            rhs_cs: p.b_cs,
+            dst_rs: p.out_rs,
+            dst_cs: 1,
+            along_m: true,
+        }
+    } else {
+        Frame {
+            mm: p.n,
+            nn: p.m,
+            lhs: p.b,
+            lhs_rs: p.b_cs,
+            lhs_cs: p.b_rs,
+            rhs: p.a,
+            rhs_rs: p.a_cs,
+            rhs_cs: p.a_rs,
+            dst_rs: 1,
+            dst_cs: p.out_rs,
+            along_m: false,
+        }
+    }
 }
 
 /// Workspace floats one thread needs for `p` (0 without a microkernel family).
@@ -187,8 +235,8 @@ pub fn workspace_len(p: &Product) -> usize {
 
 /// Workspace floats `drive` needs for `p` with family `isa`.
 pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
-    let (mm, nn, _, lhs_rs, _, _, rhs_rs, _) = frame(p);
-    let b = blocking(isa, mm, nn, p.k, lhs_rs, rhs_rs);
+    let f = frame(isa, p);
+    let b = blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
     round_up(b.rhs_len, ALIGN) + b.lhs_len + ALIGN
 }
 
@@ -238,8 +286,8 @@ unsafe fn crate_gemm(p: &Product) {
 /// # Safety
 /// As for `run`, with `ws` holding `workspace_len_with(isa, p)` floats.
 pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
-    let (mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs) = frame(p);
-    let (k, dst, dst_cs) = (p.k, p.out, p.out_rs);
+    let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, .. } = frame(isa, p);
+    let (k, dst) = (p.k, p.out);
     if mm == 0 || nn == 0 {
         return;
     }
@@ -248,7 +296,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
             for j in 0..nn as isize {
                 for i in 0..mm as isize {
                     // SAFETY: inside the output.
-                    unsafe { *dst.offset(i + j * dst_cs) = 0.0 };
+                    unsafe { *dst.offset(i * dst_rs + j * dst_cs) = 0.0 };
                 }
             }
         }
@@ -310,7 +358,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
                             src
                         };
                         let c = col + j * nr;
-                        let out = dst.wrapping_offset(r as isize + c as isize * dst_cs);
+                        let out = dst.wrapping_offset(r as isize * dst_rs + c as isize * dst_cs);
                         let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
                         // SAFETY: the tile lies inside the output; the operands are either
                         // packed with zero padding or read in place with whole vectors
@@ -324,7 +372,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
                                 lhs_tile,
                                 rhs_tile,
                                 dst_cs,
-                                1,
+                                dst_rs,
                                 l_cs,
                                 r_rs,
                                 r_cs,
@@ -357,9 +405,9 @@ pub struct Piece {
 }
 
 /// How to split a batch of `batch` products of shape `p` (pointers unused) across
-/// `threads`: by matrices when there are several, else by output columns when the left
-/// operand (the weights, in the crate's frame) would be packed and the right one not,
-/// else by output rows. Piece edges fall on micro-tile edges.
+/// `threads`: by matrices when there are several, else along the vectors' dimension of
+/// the crate's frame when its left operand would be packed and its right one not, else
+/// along the other. Piece edges fall on micro-tile edges.
 pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
     let whole = Piece { mats: (0, batch), rows: (0, p.m), cols: (0, p.n) };
     let t = threads.max(1);
@@ -371,10 +419,14 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         return (0..t).map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), ..whole }).collect();
     }
     let Some(isa) = isa() else { return vec![whole] };
-    let (mm, nn, _, lhs_rs, _, _, rhs_rs, _) = frame(p);
-    let b = blocking(&isa, mm, nn, p.k, lhs_rs, rhs_rs);
-    let by_cols = (b.prepack_lhs || lhs_rs != 1) && !b.pack_rhs;
-    let (len, unit) = if by_cols { (p.n, isa.mr) } else { (p.m, isa.nr) };
+    let f = frame(&isa, p);
+    let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
+    // Split along the vectors' dimension when the left operand is packed (each thread
+    // packs its own part) and the right one is not; else along the other.
+    let along_mm = (b.prepack_lhs || f.lhs_rs != 1) && !b.pack_rhs;
+    let by_cols = along_mm != f.along_m;
+    let unit = if along_mm { isa.mr } else { isa.nr };
+    let len = if by_cols { p.n } else { p.m };
     let units = len.div_ceil(unit);
     let t = t.min(units);
     let edge = |i: usize| (units * i / t * unit).min(len);
@@ -436,6 +488,7 @@ mod tests {
             (64, 64, 64),
             (7, 100, 600),
             (130, 10, 256),
+            (100, 3, 50),
             (128, 784, 30),
             (70, 520, 1100),
             (300, 257, 40),
