@@ -279,6 +279,46 @@ fn n10_microkernels(group: &mut criterion::BenchmarkGroup<criterion::measurement
         })
     });
     group.bench_function("n10 x4 microkernels only (panels ready)", |bch| bch.iter(|| kernels(&mut c, &panels)));
+
+    // Dot products along k: the crate's horizontal kernels (4 x 4 outputs each) on the
+    // activations' rows and W3's columns, copied contiguous first.
+    let mut wt = vec![0f32; n * k];
+    for kk in 0..k {
+        for j in 0..n {
+            wt[j * k + kk] = w[kk * n + j];
+        }
+    }
+    let dots = |c: &mut [f32]| {
+        for i in (0..m).step_by(uk::H_M) {
+            for j in (0..n).step_by(uk::H_N) {
+                let (mb, nb) = (uk::H_M.min(m - i), uk::H_N.min(n - j));
+                // SAFETY: the blocks lie inside x, wt and c.
+                unsafe {
+                    uk::H_UKR[mb - 1][nb - 1](
+                        k,
+                        c[i * n + j..].as_mut_ptr(),
+                        x[i * k..].as_ptr(),
+                        wt[j * k..].as_ptr(),
+                        1,
+                        n as isize,
+                        k as isize,
+                        k as isize,
+                        0.0,
+                        1.0,
+                        0,
+                        false,
+                        false,
+                        false,
+                    )
+                };
+            }
+        }
+    };
+    dots(&mut c);
+    for (a, b) in c.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "horizontal kernels: {a} vs {b}");
+    }
+    group.bench_function("n10 horizontal kernels (W3 transposed ready)", |bch| bch.iter(|| dots(&mut c)));
 }
 
 criterion_group!(benches, shapes);

@@ -14,7 +14,7 @@
 //! workspace: the matrices of a batch, or else the output's rows or columns (columns when
 //! the weights would be packed: each thread then packs only its own half).
 
-use gemm_common::microkernel::MicroKernelFn;
+use gemm_common::microkernel::{HMicroKernelFn, MicroKernelFn};
 
 /// A packing routine: (width, depth, dst, src, src_cs, src_rs, dst_stride).
 type PackFn = unsafe fn(usize, usize, *mut f32, *const f32, isize, isize, usize);
@@ -30,6 +30,11 @@ pub struct Isa {
     nr: usize,
     /// The microkernel for `(vectors - 1, columns - 1)` of a micro-tile.
     ukr: fn(usize, usize) -> MicroKernelFn<f32>,
+    /// The dot-product kernel for `(rows - 1, columns - 1)` of an `h_m` x `h_n` block of
+    /// outputs, each a dot product of a left row and a right column, both contiguous.
+    hukr: fn(usize, usize) -> HMicroKernelFn<f32>,
+    h_m: usize,
+    h_n: usize,
     pack_lhs: PackFn,
     pack_rhs: PackFn,
 }
@@ -70,7 +75,18 @@ macro_rules! isa {
                 )
             }
         }
-        Isa { name: $name, lanes: $lanes, mr: MR, nr: uk::NR, ukr: |i, j| uk::UKR[i][j], pack_lhs, pack_rhs }
+        Isa {
+            name: $name,
+            lanes: $lanes,
+            mr: MR,
+            nr: uk::NR,
+            ukr: |i, j| uk::UKR[i][j],
+            hukr: |i, j| uk::H_UKR[i][j],
+            h_m: uk::H_M,
+            h_n: uk::H_N,
+            pack_lhs,
+            pack_rhs,
+        }
     }};
 }
 
@@ -192,6 +208,16 @@ struct Frame {
     along_m: bool,
 }
 
+/// Whether `p` runs as dot products (the crate's horizontal kernels): a narrow result
+/// whose left operand runs along its rows, not down its columns (a last layer's
+/// forward product `h W`, 10 classes). Vectors along the 10 columns leave 6 of 16 lanes
+/// idle and 6 accumulator chains for 8 FMAs in flight (43 GFLOP/s at 128x256x10); dot
+/// products keep every lane busy along the depth (90 GFLOP/s), the right operand copied
+/// down its columns first when it is not already (a 10 x 256 copy).
+fn dots(isa: &Isa, p: &Product) -> bool {
+    p.n < isa.lanes && p.a_rs != 1 && p.a_cs == 1 && p.k >= 2 * isa.lanes && p.m >= isa.h_m
+}
+
 /// The crate's frame for `p`. Vectors run along the output's contiguous rows (`outᵀ =
 /// bᵀ aᵀ`), unless the output is narrower than a vector while `a` is contiguous down its
 /// columns (a weight gradient `hᵀ dy` of a 10-class layer): then along its columns, with
@@ -235,6 +261,9 @@ pub fn workspace_len(p: &Product) -> usize {
 
 /// Workspace floats `drive` needs for `p` with family `isa`.
 pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
+    if dots(isa, p) {
+        return if p.b_rs == 1 { 0 } else { p.n * p.k };
+    }
     let f = frame(isa, p);
     let b = blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
     round_up(b.rhs_len, ALIGN) + b.lhs_len + ALIGN
@@ -286,6 +315,10 @@ unsafe fn crate_gemm(p: &Product) {
 /// # Safety
 /// As for `run`, with `ws` holding `workspace_len_with(isa, p)` floats.
 pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
+    if dots(isa, p) {
+        // SAFETY: as for this function.
+        return unsafe { drive_dots(isa, p, ws) };
+    }
     let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, .. } = frame(isa, p);
     let (k, dst) = (p.k, p.out);
     if mm == 0 || nn == 0 {
@@ -395,6 +428,39 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
     }
 }
 
+/// `p` as blocks of dot products; `ws` holds `b` copied down its columns unless it runs
+/// along them already.
+/// # Safety
+/// As for `drive`.
+unsafe fn drive_dots(isa: &Isa, p: &Product, ws: *mut f32) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (b, b_cs) = if p.b_rs == 1 {
+        (p.b, p.b_cs)
+    } else {
+        for j in 0..n {
+            for d in 0..k {
+                // SAFETY: ws holds n x k floats; (d, j) lies inside b.
+                unsafe { *ws.add(j * k + d) = *p.b.offset(d as isize * p.b_rs + j as isize * p.b_cs) };
+            }
+        }
+        (ws as *const f32, k as isize)
+    };
+    let status = if p.accumulate { 1 } else { 0 };
+    for i in (0..m).step_by(isa.h_m) {
+        let mb = isa.h_m.min(m - i);
+        for j in (0..n).step_by(isa.h_n) {
+            let nb = isa.h_n.min(n - j);
+            let f = (isa.hukr)(mb - 1, nb - 1);
+            let out = p.out.wrapping_offset(i as isize * p.out_rs + j as isize);
+            let lhs = p.a.wrapping_offset(i as isize * p.a_rs);
+            let rhs = b.wrapping_offset(j as isize * b_cs);
+            // SAFETY: the block lies inside the output; rows of a and columns of b are
+            // contiguous along the depth.
+            unsafe { f(k, out, lhs, rhs, 1, p.out_rs, p.a_rs, b_cs, 1.0, p.scale, status, false, false, false) };
+        }
+    }
+}
+
 /// A piece of a (batched) product one thread computes: matrices `mats` of the batch, and
 /// of each the output rows `rows` and columns `cols`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -419,6 +485,12 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         return (0..t).map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), ..whole }).collect();
     }
     let Some(isa) = isa() else { return vec![whole] };
+    if dots(&isa, p) {
+        let units = p.m.div_ceil(isa.h_m);
+        let t = t.min(units);
+        let edge = |i: usize| (units * i / t * isa.h_m).min(p.m);
+        return (0..t).map(|i| Piece { rows: (edge(i), edge(i + 1)), ..whole }).collect();
+    }
     let f = frame(&isa, p);
     let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
     // Split along the vectors' dimension when the left operand is packed (each thread
@@ -489,15 +561,16 @@ mod tests {
             (7, 100, 600),
             (130, 10, 256),
             (100, 3, 50),
+            (9, 5, 40),
+            (64, 15, 33),
             (128, 784, 30),
             (70, 520, 1100),
             (300, 257, 40),
         ];
         for isa in isas() {
             for (si, &(m, n, k)) in shapes.iter().enumerate() {
-                for (a_t, b_t, acc) in
-                    [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
-                {
+                for combo in 0..8 {
+                    let (a_t, b_t, acc) = (combo & 1 != 0, combo & 2 != 0, combo & 4 != 0);
                     let a = values(m * k, si as u64 * 7 + 1);
                     let b = values(k * n, si as u64 * 7 + 2);
                     let init = values(m * n, si as u64 * 7 + 3);
