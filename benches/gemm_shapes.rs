@@ -69,6 +69,9 @@ fn driver(
         out_rs: n as isize,
         scale: 1.0,
         accumulate: false,
+        epilogue: None,
+        row0: 0,
+        col0: 0,
     };
     let len = gemm::workspace_len(&p);
     if ws.len() < len {

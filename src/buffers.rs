@@ -180,7 +180,15 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     // the operand's first kernel to the output's last reader.
     let mut home: Vec<usize> = (0..n).collect();
     for (ki, k) in s.kernels.iter().enumerate() {
-        let Kernel::Elementwise { .. } = k else { continue };
+        // A GEMM's epilogue may also write into its product (read, then written, block by
+        // block), but never into the GEMM's operands, which later blocks still read.
+        let (k, product, operands) = match k {
+            Kernel::Elementwise { .. } => (k, None, Vec::new()),
+            Kernel::MatMul { out, a, b, epilogue: Some(e), .. } => {
+                (e.as_ref(), Some(idx(*out)), vec![home[idx(s.storage[idx(*a)])], home[idx(s.storage[idx(*b)])]])
+            }
+            _ => continue,
+        };
         let ki = ki as i64;
         let mut taken: Vec<usize> = Vec::new();
         for out in k.outs() {
@@ -193,7 +201,8 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
                 slots[x].is_none()
                     && slots[r].is_none()
                     && !taken.contains(&r)
-                    && live[r].is_some_and(|l| l.1 == ki && l.0 < ki)
+                    && !operands.contains(&r)
+                    && live[r].is_some_and(|l| l.1 == ki && (l.0 < ki || Some(x) == product))
                     && size(g, Value::from_u32(x as u32)) == size(g, out)
                     && !matches!(g.nodes[Value::from_u32(x as u32)].op, Op::Input(_))
                     && read_in_place(g, s, k, x)

@@ -60,6 +60,10 @@ pub enum Kernel {
         /// whose buffer the product is added into).
         scale: f32,
         accumulate: bool,
+        /// An elementwise kernel over the product's [m, n] that reads it only at its own
+        /// position (a bias and an activation, an activation's derivative), run on each
+        /// block of the result as soon as the GEMM has finished it (`tile_epilogues`).
+        epilogue: Option<Box<Kernel>>,
     },
     /// `out[b] = x[b]ᵀ` for `batch` matrices `x[b]` of [rows, cols]: a transpose of the
     /// last two dims, copied in 4x4 blocks.
@@ -87,6 +91,9 @@ impl Kernel {
         match self {
             Kernel::Elementwise { out, also, .. } => also.iter().copied().chain([*out]).collect(),
             Kernel::Rows { parts, .. } => parts.iter().flat_map(|p| p.outs()).collect(),
+            Kernel::MatMul { out, epilogue, .. } => {
+                [*out].into_iter().chain(epilogue.iter().flat_map(|e| e.outs())).collect()
+            }
             k => vec![k.out()],
         }
     }
@@ -489,6 +496,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     n: s[r - 1],
                     scale: 1.0,
                     accumulate: false,
+                    epilogue: None,
                 });
             }
             // (A transpose of a folded im2col stays a host gather that composes the maps.)
@@ -552,6 +560,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
+    tile_epilogues(g, &mut sched);
     row_groups(g, &mut sched);
     Ok(sched)
 }
@@ -692,9 +701,12 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         | Kernel::Transpose { x, .. }
         | Kernel::Permute { x, .. }
         | Kernel::Window { x, .. } => add(*x),
-        Kernel::MatMul { a, b, .. } => {
+        Kernel::MatMul { a, b, epilogue, .. } => {
             add(*a);
             add(*b);
+            for r in epilogue.iter().flat_map(|e| reads(g, s, e)) {
+                add(r);
+            }
         }
         Kernel::Rows { .. } => {}
         Kernel::Host { out: o } => {
@@ -712,6 +724,68 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         }
     }
     out
+}
+
+/// An elementwise kernel over a product's [m, n] that reads the product only at its own
+/// position becomes the product's epilogue: the GEMM runs it on each block of the result
+/// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
+/// derivative times the incoming gradient). The kernel moves up to the product, so
+/// everything else it reads must be computed before it. Kernels that update parameters
+/// or states stay apart (the planner updates those in place only from a kernel of their
+/// own), as do products that accumulate into an addend or run as a batch.
+fn tile_epilogues(g: &Graph, s: &mut Schedule) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let updates: Vec<Value> =
+        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    let mut i = 0;
+    while i < s.kernels.len() {
+        let Kernel::MatMul { out: p, batch: 1, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+            i += 1;
+            continue;
+        };
+        if s.storage[idx(p)] != p || s.row_stride[idx(p)] != 0 {
+            i += 1;
+            continue;
+        }
+        // Whether every kernel that writes into buffer `r` (a value, or the pieces of an
+        // elided concat computed in place) runs before the product.
+        let ready = |s: &Schedule, r: Value| {
+            s.kernels[i..].iter().all(|k| k.outs().into_iter().all(|o| s.storage[idx(o)] != r))
+        };
+        let candidate = (i + 1..s.kernels.len()).find(|&j| {
+            let k = &s.kernels[j];
+            let Kernel::Elementwise { rows, cols, .. } = k else { return false };
+            if (*rows, *cols) != (m, n) || k.outs().iter().any(|o| updates.contains(o)) {
+                return false;
+            }
+            let read = reads(g, s, k);
+            if !read.contains(&p) {
+                return false;
+            }
+            // The product is read only element for element, at the loop's position.
+            let in_place = k.outs().into_iter().all(|o| {
+                fused_nodes(g, s, o).into_iter().all(|v| {
+                    let node = &g.nodes[v];
+                    node.args.iter().all(|&a| {
+                        s.storage[idx(a)] != p
+                            || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                                && a == p
+                                && loop_shape(g, a) == (m, n))
+                    })
+                })
+            });
+            // What else it reads (but its own outputs) exists before the product runs.
+            let own = k.outs();
+            in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(s, r))
+        });
+        if let Some(j) = candidate {
+            let e = s.kernels.remove(j);
+            if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
+                *epilogue = Some(Box::new(e));
+            }
+        }
+        i += 1;
+    }
 }
 
 /// The rows of a kernel that can be a part of a row group: an elementwise kernel's loop
@@ -1058,15 +1132,22 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
             }
             d
         }
-        Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n, scale, accumulate } => format!(
-            "gemm {out} <- {}{a}{}{} @ {b}{}{}{} [{batch} x {m}x{k} @ {k}x{n}]",
-            if *scale != 1.0 { format!("{scale} * ") } else { String::new() },
-            if *a_t { "^T" } else { "" },
-            if *a_shared { " (shared)" } else { "" },
-            if *b_t { "^T" } else { "" },
-            if *b_shared { " (shared)" } else { "" },
-            if *accumulate { format!(" + {out} (into {})", s.storage[out.as_u32() as usize]) } else { String::new() }
-        ),
+        Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k, n, scale, accumulate, epilogue } => {
+            format!(
+                "gemm {out} <- {}{a}{}{} @ {b}{}{}{} [{batch} x {m}x{k} @ {k}x{n}]{}",
+                if *scale != 1.0 { format!("{scale} * ") } else { String::new() },
+                if *a_t { "^T" } else { "" },
+                if *a_shared { " (shared)" } else { "" },
+                if *b_t { "^T" } else { "" },
+                if *b_shared { " (shared)" } else { "" },
+                if *accumulate {
+                    format!(" + {out} (into {})", s.storage[out.as_u32() as usize])
+                } else {
+                    String::new()
+                },
+                epilogue.as_ref().map_or(String::new(), |e| format!(", then per block: {}", describe(g, s, e)))
+            )
+        }
         Kernel::Transpose { out, x, batch, rows, cols } => format!("transpose {out} <- {x} [{batch} x {rows}x{cols}]"),
         Kernel::Permute { out, x, dims, row, .. } => format!("permute {out} <- {x} [{dims:?} rows of {row}]"),
         Kernel::Window { out, x, adjoint, nc, h, w, .. } => {

@@ -6,23 +6,21 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
-/// All allocations, and this thread's (tests run in parallel threads).
+/// Allocations made by counted threads: the test's own while it runs steps, and the
+/// workers of its thread pool (not the test harness's, which runs beside it).
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Steps counted (enough that an allocation every 63 rayon jobs would show).
 const STEPS: u64 = 40;
-/// Held while a test compiles and runs (on two threads, every thread's allocations count).
+/// Held while a test compiles and runs steps: the counter is shared.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 thread_local! {
-    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn count() {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    let _ = MINE.try_with(|c| c.set(c.get() + 1));
-}
-
-fn mine() -> usize {
-    MINE.with(|c| c.get())
+    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 unsafe impl GlobalAlloc for Counting {
@@ -42,8 +40,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Heap allocations in `STEPS` steps (this thread's on one thread, every thread's on
-/// more) and gemm calls per step, at batch `batch`.
+/// Heap allocations in `STEPS` steps (on this thread and the pool's workers) and gemm
+/// calls per step, at batch `batch`.
 fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usize) {
     {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
@@ -60,12 +58,13 @@ fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usi
             }
         }
         exe.run(0, 0); // warm-up: anything lazily set up once happens here
-        let count = || if threads > 1 { ALLOCATIONS.load(Ordering::SeqCst) } else { mine() };
-        let before = count();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        COUNTED.with(|c| c.set(true));
         for step in 1..STEPS + 1 {
             exe.run(0, step);
         }
-        let after = count();
+        COUNTED.with(|c| c.set(false));
+        let after = ALLOCATIONS.load(Ordering::SeqCst);
         // gemm calls: one per matrix of each (batched) GEMM kernel.
         let gemms = exe
             .schedule
@@ -93,7 +92,12 @@ fn training_steps_do_not_allocate() {
     // Steps on two threads run from a thread of the pool, as `nnc train` and `nnc bench`
     // run them (`use_current_thread`): their splits then go through this thread's own
     // deque, not the shared injector queue (which allocates a block every 63 jobs).
-    let _pool = rayon::ThreadPoolBuilder::new().num_threads(2).use_current_thread().build().expect("thread pool");
+    let _pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .use_current_thread()
+        .start_handler(|_| COUNTED.with(|c| c.set(true)))
+        .build()
+        .expect("thread pool");
     for w in ["mlp", "cnn", "lstm"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/workloads/{w}.nn"));
         let text = std::fs::read_to_string(&path).expect("workload");

@@ -541,6 +541,33 @@ fn gemm_epilogues() {
     compare_program("epilogues", &p, 2, 70);
 }
 
+/// Elementwise kernels over a product's result run as its epilogue, block by block as
+/// the GEMM finishes them: with a row (bias), column and scalar broadcast and another
+/// full operand; over two depth blocks (k = 600); in each orientation of the driver
+/// (vectors down the result's rows, down its columns for a narrow result whose left
+/// operand runs that way, dot products for a narrow one that does not); written into
+/// the product's own buffer; on one thread and split across two.
+#[test]
+fn elementwise_epilogues_run_per_block() {
+    let src = "model E {\n input x: [B, 600]\n input u: [B, 12]\n param w: [600, 40] = normal(0.05)\n \
+               param c: [40] = normal(0.3)\n param q: [600, 9] = normal(0.05)\n param v: [12, 40] = normal(0.3)\n \
+               k = sum(u, axis = 1, keep = true)\n \
+               h = relu(x @ w + c) * tanh(k) + u @ v\n \
+               s = sigmoid(x @ q) * 2.0\n \
+               output r = tanh(x.T @ s)\n \
+               output o = h * 0.5\n \
+               loss = mean(h * h) + mean(s) + mean(r * r)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("e.nn", src);
+    for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p))] {
+        let fused = kernels(&g, 70);
+        let epilogues =
+            fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. })).count();
+        assert!(epilogues >= 3, "{what}: {epilogues} epilogues in {:?}", fused.kernels);
+    }
+    compare_program("epilogues per block", &p, 70, 700);
+}
+
 /// Softmax, log-softmax, layer norm and cross-entropy rows run as row groups (one loop
 /// over rows, every part of a row in turn), with rows of 1 to 130 elements, forward and
 /// backward, on 1 thread and split across 2.

@@ -111,9 +111,22 @@ pub fn isa() -> Option<Isa> {
     *ISA.get_or_init(|| isas().first().copied())
 }
 
+/// A JIT-compiled epilogue over a block of a product's result: (arena, persistent, first
+/// row, end row, first column, end column).
+pub type TileFn = unsafe extern "C" fn(*mut f32, *mut f32, i64, i64, i64, i64);
+
+/// An epilogue and the regions it runs over.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue {
+    pub f: TileFn,
+    pub arena: *mut f32,
+    pub persistent: *mut f32,
+}
+
 /// A row-major product `out[m, n] (row stride n) = scale * a @ b`, plus `out`'s previous
 /// contents when `accumulate`; `a` is read at `a_rs`/`a_cs` (row and column strides), `b`
-/// likewise.
+/// likewise. `epilogue` runs on each block of `out` once it is final, with the block's
+/// rows and columns offset by `row0` and `col0` (where this product sits in the whole).
 #[derive(Clone, Copy, Debug)]
 pub struct Product {
     pub m: usize,
@@ -129,6 +142,19 @@ pub struct Product {
     pub out_rs: isize,
     pub scale: f32,
     pub accumulate: bool,
+    pub epilogue: Option<Epilogue>,
+    pub row0: usize,
+    pub col0: usize,
+}
+
+/// Runs `p`'s epilogue, if any, on rows `r` and columns `c` of its result.
+fn finish(p: &Product, r: (usize, usize), c: (usize, usize)) {
+    if let Some(e) = p.epilogue {
+        let (r0, c0) = (p.row0 as i64, p.col0 as i64);
+        // SAFETY: the epilogue was compiled for these regions; the block lies inside the
+        // product, whose rows and columns are the epilogue's loop.
+        unsafe { (e.f)(e.arena, e.persistent, r0 + r.0 as i64, r0 + r.1 as i64, c0 + c.0 as i64, c0 + c.1 as i64) };
+    }
 }
 
 /// The blocking of a product in the crate's frame (`mm` rows along the vectors, `nn`
@@ -308,7 +334,8 @@ unsafe fn crate_gemm(p: &Product) {
             false,
             gemm::Parallelism::None,
         )
-    }
+    };
+    finish(p, (0, p.m), (0, p.n));
 }
 
 /// The blocked loops of one product with one family.
@@ -319,7 +346,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
         // SAFETY: as for this function.
         return unsafe { drive_dots(isa, p, ws) };
     }
-    let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, .. } = frame(isa, p);
+    let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, along_m } = frame(isa, p);
     let (k, dst) = (p.k, p.out);
     if mm == 0 || nn == 0 {
         return;
@@ -333,6 +360,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
                 }
             }
         }
+        finish(p, (0, p.m), (0, p.n));
         return;
     }
     let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
@@ -418,6 +446,15 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
                                 std::ptr::null(),
                             )
                         };
+                        if depth + kb == k {
+                            // The tile is final: (r.., c..) in the crate's frame.
+                            let (tr, tc) = ((r, r + mbi), (c, c + nbi));
+                            if along_m {
+                                finish(p, tr, tc);
+                            } else {
+                                finish(p, tc, tr);
+                            }
+                        }
                     }
                 }
                 row += mb;
@@ -458,6 +495,7 @@ unsafe fn drive_dots(isa: &Isa, p: &Product, ws: *mut f32) {
             // contiguous along the depth.
             unsafe { f(k, out, lhs, rhs, 1, p.out_rs, p.a_rs, b_cs, 1.0, p.scale, status, false, false, false) };
         }
+        finish(p, (i, i + mb), (0, n));
     }
 }
 
@@ -526,6 +564,8 @@ pub fn piece_product(p: &Product, q: &Piece, i: usize, a_stride: usize, b_stride
         a: p.a.wrapping_add(i * a_stride).wrapping_offset(r0 as isize * p.a_rs),
         b: p.b.wrapping_add(i * b_stride).wrapping_offset(c0 as isize * p.b_cs),
         out: p.out.wrapping_add(i * p.m * p.n).wrapping_offset(r0 as isize * p.out_rs + c0 as isize),
+        row0: p.row0 + r0,
+        col0: p.col0 + c0,
         ..*p
     }
 }
@@ -605,6 +645,9 @@ mod tests {
                             out_rs: n as isize,
                             scale,
                             accumulate: acc,
+                            epilogue: None,
+                            row0: 0,
+                            col0: 0,
                         };
                         for q in pieces(&p, 1, threads) {
                             let part = piece_product(&p, &q, 0, 0, 0);
@@ -642,6 +685,9 @@ mod tests {
             out_rs: 784,
             scale: 1.0,
             accumulate: false,
+            epilogue: None,
+            row0: 0,
+            col0: 0,
         };
         for (batch, threads) in [(1, 1), (1, 2), (1, 3), (5, 2), (2, 4)] {
             let ps = pieces(&p, batch, threads);

@@ -106,6 +106,8 @@ pub struct GemmOp {
     pub accumulate: bool,
     /// What each thread computes (one piece: all on the calling thread).
     pub pieces: Vec<GemmPiece>,
+    /// The JIT-compiled epilogue run on each finished block (`Kernel::MatMul::epilogue`).
+    pub epilogue: Option<gemm::TileFn>,
 }
 
 /// A piece of a GEMM and the workspace part it packs into.
@@ -136,6 +138,9 @@ impl GemmOp {
             out_rs: n as isize,
             scale: self.scale,
             accumulate: self.accumulate,
+            epilogue: None,
+            row0: 0,
+            col0: 0,
         }
     }
 
@@ -410,7 +415,8 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     let ctx = unsafe { &*ctx };
     let tables = unsafe { &*ctx.tables };
     let Some(op) = tables.gemm.get(index as usize) else { return };
-    let p = op.product(ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
+    let mut p = op.product(ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
+    p.epilogue = op.epilogue.map(|f| gemm::Epilogue { f, arena: ctx.arena, persistent: ctx.persistent });
     let ws = Workspace(ctx.workspace as usize, tables.workspace_part);
     let mode = crate::runtime::executable::fp_mode();
     run_pieces(op, &p, &op.pieces, ws, mode);
@@ -664,7 +670,8 @@ fn host_op_maps(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
 
 /// The tables of a schedule: host ops and GEMMs in kernel order, plus the update copies.
 pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String> {
-    let Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k: kk, n, scale, accumulate } = k else {
+    let Kernel::MatMul { out, a, b, a_t, b_t, a_shared, b_shared, batch, m, k: kk, n, scale, accumulate, .. } = k
+    else {
         return Err("internal error: not a matmul".into());
     };
     let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
@@ -689,6 +696,7 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
         scale: *scale,
         accumulate: *accumulate,
         pieces: Vec::new(),
+        epilogue: None,
     };
     let p = op.product(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
     op.pieces = gemm::pieces(&p, *batch, threads)

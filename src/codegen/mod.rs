@@ -103,6 +103,10 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     kern_sig.params.push(AbiParam::new(types::I64));
     kern_sig.params.push(AbiParam::new(types::I64));
 
+    // Epilogues take (arena, persistent, r0, r1, c0, c1): a block of a GEMM's result.
+    let mut tile_sig = kern_sig.clone();
+    tile_sig.params.push(AbiParam::new(types::I64));
+    tile_sig.params.push(AbiParam::new(types::I64));
     let mut tables = Tables {
         host: Vec::new(),
         gemm: Vec::new(),
@@ -129,6 +133,8 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     let mut calls = Vec::new();
     let mut par_ids: Vec<FuncId> = Vec::new();
+    // GEMMs with an epilogue: (index in `Tables::gemm`, the epilogue's function).
+    let mut epilogue_ids: Vec<(usize, FuncId)> = Vec::new();
     if opts.profile {
         calls.push(Call::Tick(u32::MAX));
     }
@@ -243,7 +249,35 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     calls.push(Call::Kernel(id, space.0));
                 }
             }
-            Kernel::MatMul { .. } => {
+            Kernel::MatMul { epilogue, .. } => {
+                if let Some(e) = epilogue.as_deref() {
+                    let Kernel::Elementwise { out, cols, also, .. } = e else {
+                        return Err("internal error: a GEMM epilogue that is not elementwise".into());
+                    };
+                    let name = format!("k{ki}_epilogue");
+                    let id = module.declare_function(&name, Linkage::Local, &tile_sig).map_err(err)?;
+                    ctx.func.signature = tile_sig.clone();
+                    ctx.func.name = UserFuncName::user(0, id.as_u32());
+                    {
+                        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                        let entry = b.create_block();
+                        b.append_block_params_for_function_params(entry);
+                        b.switch_to_block(entry);
+                        let p = b.block_params(entry).to_vec();
+                        let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
+                        let tile = Span::Tile(p[2], p[3], p[4], p[5]);
+                        elementwise(&mut b, g, s, plan, [p[0], p[1]], tile, &outs, *cols)?;
+                        b.ins().return_(&[]);
+                        b.seal_all_blocks();
+                        b.finalize(frontend_config);
+                    }
+                    if opts.keep_clif {
+                        clif.push_str(&format!("; kernel {ki} epilogue\n{}\n", ctx.func.display()));
+                    }
+                    module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
+                    module.clear_context(&mut ctx);
+                    epilogue_ids.push((tables.gemm.len(), id));
+                }
                 let op = host::gemm_op(plan, k, opts.threads)?;
                 tables.workspace_part = tables.workspace_part.max(op.workspace_part());
                 tables.workspace_parts = tables.workspace_parts.max(op.pieces.len());
@@ -320,6 +354,13 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
         let code = module.get_finalized_function(*id);
         // SAFETY: kernels were declared with exactly this signature.
         op.func = Some(unsafe { std::mem::transmute::<*const u8, host::KernelFn>(code) });
+    }
+    for &(i, id) in &epilogue_ids {
+        let code = module.get_finalized_function(id);
+        if let Some(op) = tables.gemm.get_mut(i) {
+            // SAFETY: epilogues were declared with exactly this signature.
+            op.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::TileFn>(code) });
+        }
     }
     let code = module.get_finalized_function(step_id);
     // SAFETY: the function was declared with exactly this signature.
@@ -732,7 +773,7 @@ fn elementwise(
             st => st,
         })
         .collect();
-    if strides.iter().any(|&st| st != cols) || matches!(span, Span::Row(_)) {
+    if strides.iter().any(|&st| st != cols) || matches!(span, Span::Row(_) | Span::Tile(..)) {
         flat = false;
     }
     let store = |e: &mut E, out_slot: Slot, stride: usize, val: ClValue, pos: Pos| {
@@ -771,7 +812,7 @@ fn elementwise(
     // What depends only on the row (per-row scalars read through column broadcasts, a
     // layer norm's 1/σ) is computed once per row, before the loop over its columns.
     let row_inv = row_invariants(g, s, &nodes, &pre);
-    let row = |b: &mut FunctionBuilder, r: ClValue| {
+    let row_memos = |b: &mut FunctionBuilder, r: ClValue| -> Result<(Memo, Memo), String> {
         let (mut row_pre, mut row_recips) = (pre.clone(), recips.clone());
         if !row_inv.is_empty() {
             let zero = b.ins().iconst(types::I64, 0);
@@ -783,6 +824,10 @@ fn elementwise(
                 reciprocals(&mut e, g, &nodes, &row_inv, &row_pre[k], &mut row_recips[k]);
             }
         }
+        Ok((row_pre, row_recips))
+    };
+    let row = |b: &mut FunctionBuilder, r: ClValue| {
+        let (row_pre, row_recips) = row_memos(b, r)?;
         let memos = (&row_pre, &row_recips);
         counted_loop(b, 0, c4, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
         counted_loop(b, c4, cols as i64, 1, |b, c| body(b, false, Pos::Grid(r, c), memos))
@@ -790,6 +835,18 @@ fn elementwise(
     let (lo, hi) = match span {
         Span::Row(r) => {
             row(b, r)?;
+            return Ok(false);
+        }
+        Span::Tile(r0, r1, c0, c1) => {
+            dyn_loop(b, r0, r1, 1, |b, r| {
+                let (row_pre, row_recips) = row_memos(b, r)?;
+                let memos = (&row_pre, &row_recips);
+                let len = b.ins().isub(c1, c0);
+                let len4 = b.ins().band_imm_s(len, !3);
+                let mid = b.ins().iadd(c0, len4);
+                dyn_loop(b, c0, mid, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
+                dyn_loop(b, mid, c1, 1, |b, c| body(b, false, Pos::Grid(r, c), memos))
+            })?;
             return Ok(false);
         }
         Span::Range(lo, hi) => (lo, hi),
@@ -829,6 +886,8 @@ enum Span {
     Range(ClValue, ClValue),
     /// One row (a part of a row group).
     Row(ClValue),
+    /// Rows [r0, r1) by columns [c0, c1): a block of a GEMM's result (an epilogue).
+    Tile(ClValue, ClValue, ClValue, ClValue),
 }
 
 fn combine(e: &mut E, op: ReduceOp, acc: ClValue, x: ClValue) -> ClValue {
