@@ -551,8 +551,9 @@ fn gemm_epilogues() {
 fn elementwise_epilogues_run_per_block() {
     let src = "model E {\n input x: [B, 600]\n input u: [B, 12]\n param w: [600, 40] = normal(0.05)\n \
                param c: [40] = normal(0.3)\n param q: [600, 9] = normal(0.05)\n param v: [12, 40] = normal(0.3)\n \
-               k = sum(u, axis = 1, keep = true)\n \
-               h = relu(x @ w + c) * tanh(k) + u @ v\n \
+               k = tanh(sum(u, axis = 1, keep = true))\n \
+               g = u @ v\n \
+               h = relu(x @ w + c) * k + g\n \
                s = sigmoid(x @ q) * 2.0\n \
                output r = tanh(x.T @ s)\n \
                output o = h * 0.5\n \
@@ -564,6 +565,10 @@ fn elementwise_epilogues_run_per_block() {
         let epilogues =
             fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. })).count();
         assert!(epilogues >= 3, "{what}: {epilogues} epilogues in {:?}", fused.kernels);
+        // The product over two depth blocks (k = 600) has one.
+        let deep =
+            |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { k: 600, n: 40, epilogue: Some(_), .. });
+        assert!(fused.kernels.iter().any(deep), "{what}: {:?}", fused.kernels);
     }
     compare_program("epilogues per block", &p, 70, 700);
 }
