@@ -1,18 +1,22 @@
 //! Matrix products on the `gemm` crate's microkernels and packing routines, driven here so
 //! that the packing buffers come from a workspace sized once per executable: nothing is
 //! allocated inside a step. (`gemm::gemm` allocates its packing buffers, and a flag
-//! vector, on every call, and takes no workspace.)
+//! vector, on every call, and takes no workspace.) Owning the loops also lets a product
+//! pick its orientation and run an epilogue on each block as soon as it is final.
 //!
 //! The loops are the usual three-level blocking (columns by `nc`, depth by `kc`, rows by
-//! `mc`, then micro-tiles of `mr` x `nr`) in the crate's frame: a row-major product
-//! `out = a @ b` is computed as `outᵀ = bᵀ aᵀ`, so the microkernels' vector dimension runs
-//! along `out`'s contiguous rows. Block sizes come from the crate's `kernel_params` (its
-//! cache model), and the packing decisions are the crate's: an operand is packed when the
-//! microkernel cannot read it in place or when reuse pays for the copy.
+//! `mc`, then micro-tiles of `mr` x `nr`) in the crate's frame (`Frame`): a row-major
+//! product `out = a @ b` is computed as `outᵀ = bᵀ aᵀ`, so the microkernels' vector
+//! dimension runs along `out`'s contiguous rows, except for a narrow result (fewer
+//! columns than a vector), which runs with its vectors down its columns when `a` runs
+//! that way, or else as dot products (`dots`). Block sizes come from the crate's
+//! `kernel_params` (its cache model), and the packing decisions are the crate's: an
+//! operand is packed when the microkernel cannot read it in place or when reuse pays for
+//! the copy.
 //!
 //! A product is split across threads into pieces, each with its own part of the
-//! workspace: the matrices of a batch, or else the output's rows or columns (columns when
-//! the weights would be packed: each thread then packs only its own half).
+//! workspace: the matrices of a batch, or else the output's rows or columns (along the
+//! vectors when the left operand would be packed: each thread then packs only its part).
 
 use gemm_common::microkernel::{HMicroKernelFn, MicroKernelFn};
 
