@@ -60,8 +60,8 @@ pub enum Kernel {
         /// whose buffer the product is added into).
         scale: f32,
         accumulate: bool,
-        /// An elementwise kernel over the product's [m, n] that reads it only at its own
-        /// position (a bias and an activation, an activation's derivative), run on each
+        /// An elementwise kernel over the product's [batch x m, n] that reads it only at
+        /// its own position (a bias and an activation, an activation's derivative), run on each
         /// block of the result as soon as the GEMM has finished it (`tile_epilogues`).
         epilogue: Option<Box<Kernel>>,
     },
@@ -726,20 +726,20 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
     out
 }
 
-/// An elementwise kernel over a product's [m, n] that reads the product only at its own
-/// position becomes the product's epilogue: the GEMM runs it on each block of the result
+/// An elementwise kernel over a product's [batch x m, n] that reads the product only at
+/// its own position becomes the product's epilogue: the GEMM runs it on each block of the result
 /// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
 /// derivative times the incoming gradient). The kernel moves up to the product, so
 /// everything else it reads must be computed before it. Kernels that update parameters
 /// or states stay apart (the planner updates those in place only from a kernel of their
-/// own), as do products that accumulate into an addend or run as a batch.
+/// own), as do products that accumulate into an addend.
 fn tile_epilogues(g: &Graph, s: &mut Schedule) {
     let idx = |v: Value| v.as_u32() as usize;
     let updates: Vec<Value> =
         g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
     let mut i = 0;
     while i < s.kernels.len() {
-        let Kernel::MatMul { out: p, batch: 1, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+        let Kernel::MatMul { out: p, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
             i += 1;
             continue;
         };
@@ -755,7 +755,7 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
         let candidate = (i + 1..s.kernels.len()).find(|&j| {
             let k = &s.kernels[j];
             let Kernel::Elementwise { rows, cols, .. } = k else { return false };
-            if (*rows, *cols) != (m, n) || k.outs().iter().any(|o| updates.contains(o)) {
+            if (*rows, *cols) != (batch * m, n) || k.outs().iter().any(|o| updates.contains(o)) {
                 return false;
             }
             let read = reads(g, s, k);
@@ -770,7 +770,7 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                         s.storage[idx(a)] != p
                             || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
                                 && a == p
-                                && loop_shape(g, a) == (m, n))
+                                && loop_shape(g, a) == (batch * m, n))
                     })
                 })
             });

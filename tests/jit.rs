@@ -545,30 +545,35 @@ fn gemm_epilogues() {
 /// the GEMM finishes them: with a row (bias), column and scalar broadcast and another
 /// full operand; over two depth blocks (k = 600); in each orientation of the driver
 /// (vectors down the result's rows, down its columns for a narrow result whose left
-/// operand runs that way, dot products for a narrow one that does not); written into
-/// the product's own buffer; on one thread and split across two.
+/// operand runs that way, dot products for a narrow one that does not); on a batch of
+/// products; written into the product's own buffer; on one thread and split across two.
 #[test]
 fn elementwise_epilogues_run_per_block() {
-    let src = "model E {\n input x: [B, 600]\n input u: [B, 12]\n param w: [600, 40] = normal(0.05)\n \
+    let src =
+        "model E {\n input x: [B, 600]\n input u: [B, 12]\n input t: [B, 5, 8]\n param w: [600, 40] = normal(0.05)\n \
                param c: [40] = normal(0.3)\n param q: [600, 9] = normal(0.05)\n param v: [12, 40] = normal(0.3)\n \
                k = tanh(sum(u, axis = 1, keep = true))\n \
                g = u @ v\n \
                h = relu(x @ w + c) * k + g\n \
                s = sigmoid(x @ q) * 2.0\n \
                output r = tanh(x.T @ s)\n \
+               output bt = sigmoid(t @ transpose(t, [0, 2, 1]) - 0.5)\n \
                output o = h * 0.5\n \
-               loss = mean(h * h) + mean(s) + mean(r * r)\n \
+               loss = mean(h * h) + mean(s) + mean(r * r) + mean(bt * bt)\n \
                train { optimizer = sgd(lr = 0.1) }\n}\n";
     let p = program("e.nn", src);
     for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p))] {
         let fused = kernels(&g, 70);
         let epilogues =
             fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. })).count();
-        assert!(epilogues >= 3, "{what}: {epilogues} epilogues in {:?}", fused.kernels);
-        // The product over two depth blocks (k = 600) has one.
+        assert!(epilogues >= 4, "{what}: {epilogues} epilogues in {:?}", fused.kernels);
+        // The product over two depth blocks (k = 600) has one, and so has the batch.
         let deep =
             |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { k: 600, n: 40, epilogue: Some(_), .. });
         assert!(fused.kernels.iter().any(deep), "{what}: {:?}", fused.kernels);
+        let batched =
+            |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { batch: 70, epilogue: Some(_), .. });
+        assert!(fused.kernels.iter().any(batched), "{what}: {:?}", fused.kernels);
     }
     compare_program("epilogues per block", &p, 70, 700);
 }

@@ -558,7 +558,8 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
 }
 
 /// The part of matrix `i` of a batch that a piece covers (`a_stride`, `b_stride`: floats
-/// between matrices; outputs are `m * n` apart).
+/// between matrices; outputs are `m * n` apart, so matrix `i`'s rows are rows `i * m ..`
+/// of the whole result, as its epilogue counts them).
 pub fn piece_product(p: &Product, q: &Piece, i: usize, a_stride: usize, b_stride: usize) -> Product {
     let (r0, r1) = q.rows;
     let (c0, c1) = q.cols;
@@ -568,7 +569,7 @@ pub fn piece_product(p: &Product, q: &Piece, i: usize, a_stride: usize, b_stride
         a: p.a.wrapping_add(i * a_stride).wrapping_offset(r0 as isize * p.a_rs),
         b: p.b.wrapping_add(i * b_stride).wrapping_offset(c0 as isize * p.b_cs),
         out: p.out.wrapping_add(i * p.m * p.n).wrapping_offset(r0 as isize * p.out_rs + c0 as isize),
-        row0: p.row0 + r0,
+        row0: p.row0 + i * p.m + r0,
         col0: p.col0 + c0,
         ..*p
     }
