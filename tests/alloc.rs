@@ -111,3 +111,18 @@ fn training_steps_do_not_allocate() {
         }
     }
 }
+
+/// The MLP workload's step (issue 4: XLA plans 2.39 MB of temporaries for it) fits its
+/// arena in less, with every parameter and optimizer state updated in place: updates run
+/// as soon as their gradient exists, which frees it before the next one is computed.
+#[test]
+fn mlp_arena_within_xla_temporaries() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads/mlp.nn");
+    let text = std::fs::read_to_string(path).expect("workload");
+    let p = nnc::pipeline::compile_source("mlp", &text, None).ok().expect("compiles").programs.remove(0);
+    let g = nnc::pipeline::step_graph(&p, 128).expect("step graph");
+    let exe = nnc::runtime::executable::Executable::new(&g, &Default::default()).expect("jit");
+    let bytes = exe.plan.arena_len * 4;
+    assert!(bytes <= 2_390_000, "arena {bytes} bytes");
+    assert!(exe.plan.copies.is_empty(), "{} updates copied", exe.plan.copies.len());
+}
