@@ -527,19 +527,17 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         return (0..t).map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), ..whole }).collect();
     }
     let Some(isa) = isa() else { return vec![whole] };
-    if dots(&isa, p) {
-        let units = p.m.div_ceil(isa.h_m);
-        let t = t.min(units);
-        let edge = |i: usize| (units * i / t * isa.h_m).min(p.m);
-        return (0..t).map(|i| Piece { rows: (edge(i), edge(i + 1)), ..whole }).collect();
-    }
-    let f = frame(&isa, p);
-    let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
-    // Split along the vectors' dimension when the left operand is packed (each thread
-    // packs its own part) and the right one is not; else along the other.
-    let along_mm = (b.prepack_lhs || f.lhs_rs != 1) && !b.pack_rhs;
-    let by_cols = along_mm != f.along_m;
-    let unit = if along_mm { isa.mr } else { isa.nr };
+    let (by_cols, unit) = if dots(&isa, p) {
+        // Blocks of dot products by rows.
+        (false, isa.h_m)
+    } else {
+        let f = frame(&isa, p);
+        let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
+        // Along the vectors' dimension when the left operand is packed (each thread packs
+        // its own part) and the right one is not; else along the other.
+        let along_mm = (b.prepack_lhs || f.lhs_rs != 1) && !b.pack_rhs;
+        (along_mm != f.along_m, if along_mm { isa.mr } else { isa.nr })
+    };
     let len = if by_cols { p.n } else { p.m };
     let units = len.div_ceil(unit);
     let t = t.min(units);

@@ -148,22 +148,21 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
             | Kernel::Rows { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
-                let name = format!("k{ki}");
-                let id = module.declare_function(&name, Linkage::Local, &kern_sig).map_err(err)?;
-                ctx.func.signature = kern_sig.clone();
-                ctx.func.name = UserFuncName::user(0, id.as_u32());
-                {
-                    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                    let entry = b.create_block();
-                    b.append_block_params_for_function_params(entry);
-                    b.switch_to_block(entry);
-                    let params = b.block_params(entry).to_vec();
+                let label = format!("kernel {ki}: {}", crate::fusion::describe(g, s, k));
+                let mut fc = FnCtx {
+                    module: &mut module,
+                    ctx: &mut ctx,
+                    fctx: &mut fctx,
+                    clif: &mut clif,
+                    keep_clif: opts.keep_clif,
+                };
+                let id = define(&mut fc, &kern_sig, &format!("k{ki}"), &label, |b, params| {
                     let bases = [params[0], params[1]];
                     match k {
                         Kernel::Elementwise { out, rows, cols, also } => {
                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                             let range = Span::Range(params[2], params[3]);
-                            let flat = elementwise(&mut b, g, s, plan, bases, range, &outs, *cols)?;
+                            let flat = elementwise(b, g, s, plan, bases, range, &outs, *cols)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
                             // for waking a thread (about 10 us). Weighting kernels by
@@ -175,10 +174,10 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             }
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
-                            reduce(&mut b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner), None)?
+                            reduce(b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner), None)?
                         }
                         Kernel::Rows { rows, parts } => {
-                            dyn_loop(&mut b, params[2], params[3], 1, |b, o| {
+                            dyn_loop(b, params[2], params[3], 1, |b, o| {
                                 for p in parts {
                                     match p {
                                         Kernel::Elementwise { out, cols, also, .. } => {
@@ -207,40 +206,25 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                             par = opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && *rows >= 2;
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
-                            transpose(&mut b, plan, bases, *out, *x, *batch, *rows, *cols)?
+                            transpose(b, plan, bases, *out, *x, *batch, *rows, *cols)?
                         }
                         Kernel::Permute { out, x, dims, src_strides, row } => {
-                            let src = base(&mut b, bases, slot_of(plan, *x)?);
-                            let dst = base(&mut b, bases, slot_of(plan, *out)?);
+                            let src = base(b, bases, slot_of(plan, *x)?);
+                            let dst = base(b, bases, slot_of(plan, *out)?);
                             let mut dst_strides = vec![*row; dims.len()];
                             for k in (0..dims.len().saturating_sub(1)).rev() {
                                 dst_strides[k] = dst_strides[k + 1] * dims[k + 1];
                             }
-                            permute_rows(&mut b, src, dst, dims, src_strides, &dst_strides, *row)?
+                            permute_rows(b, src, dst, dims, src_strides, &dst_strides, *row)?
                         }
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
-                            windows(&mut b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w))?
+                            windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w))?
                         }
                         _ => {}
                     }
-                    b.ins().return_(&[]);
-                    b.seal_all_blocks();
-                    b.finalize(frontend_config);
-                }
-                if opts.keep_clif {
-                    clif.push_str(&format!(
-                        "; kernel {ki}: {}\n{}\n",
-                        crate::fusion::describe(g, s, k),
-                        ctx.func.display()
-                    ));
-                    ctx.set_disasm(true);
-                }
-                module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
-                if let Some(asm) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-                    clif.push_str(&format!("; kernel {ki}: machine code\n{asm}\n"));
-                }
-                module.clear_context(&mut ctx);
+                    Ok(())
+                })?;
                 if par {
                     tables.par.push(host::ParOp { func: None, total: space.0, align: space.1, threads: opts.threads });
                     par_ids.push(id);
@@ -254,28 +238,19 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                     let Kernel::Elementwise { out, cols, also, .. } = e else {
                         return Err("internal error: a GEMM epilogue that is not elementwise".into());
                     };
-                    let name = format!("k{ki}_epilogue");
-                    let id = module.declare_function(&name, Linkage::Local, &tile_sig).map_err(err)?;
-                    ctx.func.signature = tile_sig.clone();
-                    ctx.func.name = UserFuncName::user(0, id.as_u32());
-                    {
-                        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                        let entry = b.create_block();
-                        b.append_block_params_for_function_params(entry);
-                        b.switch_to_block(entry);
-                        let p = b.block_params(entry).to_vec();
+                    let label = format!("kernel {ki} epilogue: {}", crate::fusion::describe(g, s, e));
+                    let mut fc = FnCtx {
+                        module: &mut module,
+                        ctx: &mut ctx,
+                        fctx: &mut fctx,
+                        clif: &mut clif,
+                        keep_clif: opts.keep_clif,
+                    };
+                    let id = define(&mut fc, &tile_sig, &format!("k{ki}_epilogue"), &label, |b, p| {
                         let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                         let tile = Span::Tile(p[2], p[3], p[4], p[5]);
-                        elementwise(&mut b, g, s, plan, [p[0], p[1]], tile, &outs, *cols)?;
-                        b.ins().return_(&[]);
-                        b.seal_all_blocks();
-                        b.finalize(frontend_config);
-                    }
-                    if opts.keep_clif {
-                        clif.push_str(&format!("; kernel {ki} epilogue\n{}\n", ctx.func.display()));
-                    }
-                    module.define_function(id, &mut ctx).map_err(|e| format!("cranelift: kernel {ki}: {e:?}"))?;
-                    module.clear_context(&mut ctx);
+                        elementwise(b, g, s, plan, [p[0], p[1]], tile, &outs, *cols).map(drop)
+                    })?;
                     epilogue_ids.push((tables.gemm.len(), id));
                 }
                 let op = host::gemm_op(plan, k, opts.threads)?;
@@ -366,6 +341,52 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     // SAFETY: the function was declared with exactly this signature.
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
     Ok(Compiled { _module: module, step, tables: Box::new(tables), clif })
+}
+
+/// What `define` needs to add a function to the module (and its text to `clif`).
+struct FnCtx<'a> {
+    module: &'a mut JITModule,
+    ctx: &'a mut cranelift_codegen::Context,
+    fctx: &'a mut FunctionBuilderContext,
+    clif: &'a mut String,
+    keep_clif: bool,
+}
+
+/// Declares and defines a local function of signature `sig` whose body `body` emits from
+/// the entry block (given its parameters); with `keep_clif`, appends its IR and machine
+/// code to the text under `label`.
+fn define(
+    fc: &mut FnCtx,
+    sig: &cranelift_codegen::ir::Signature,
+    name: &str,
+    label: &str,
+    body: impl FnOnce(&mut FunctionBuilder, &[ClValue]) -> Result<(), String>,
+) -> Result<FuncId, String> {
+    let config = fc.module.target_config();
+    let id = fc.module.declare_function(name, Linkage::Local, sig).map_err(|e| format!("cranelift: {e}"))?;
+    fc.ctx.func.signature = sig.clone();
+    fc.ctx.func.name = UserFuncName::user(0, id.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut fc.ctx.func, fc.fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        body(&mut b, &params)?;
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(config);
+    }
+    if fc.keep_clif {
+        fc.clif.push_str(&format!("; {label}\n{}\n", fc.ctx.func.display()));
+        fc.ctx.set_disasm(true);
+    }
+    fc.module.define_function(id, fc.ctx).map_err(|e| format!("cranelift: {name}: {e:?}"))?;
+    if let Some(asm) = fc.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+        fc.clif.push_str(&format!("; {name}: machine code\n{asm}\n"));
+    }
+    fc.module.clear_context(fc.ctx);
+    Ok(id)
 }
 
 /// Flat elementwise kernels of at most this many fused nodes are unrolled 4x.
