@@ -15,8 +15,9 @@
 //! the copy.
 //!
 //! A product is split across threads into pieces, each with its own part of the
-//! workspace: the matrices of a batch, or else the output's rows or columns (along the
-//! vectors when the left operand would be packed: each thread then packs only its part).
+//! workspace: the matrices of a batch, or else the output's rows or columns, whichever
+//! leaves less packing done twice (each thread packs its part of the split operand and
+//! all of the other).
 
 use gemm_common::microkernel::{HMicroKernelFn, MicroKernelFn};
 
@@ -513,9 +514,8 @@ pub struct Piece {
 }
 
 /// How to split a batch of `batch` products of shape `p` (pointers unused) across
-/// `threads`: by matrices when there are several, else along the vectors' dimension of
-/// the crate's frame when its left operand would be packed and its right one not, else
-/// along the other. Piece edges fall on micro-tile edges.
+/// `threads`: by matrices when there are several, else along the dimension of the crate's
+/// frame that leaves less packing done twice. Piece edges fall on micro-tile edges.
 pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
     let whole = Piece { mats: (0, batch), rows: (0, p.m), cols: (0, p.n) };
     let t = threads.max(1);
@@ -533,9 +533,12 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
     } else {
         let f = frame(&isa, p);
         let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
-        // Along the vectors' dimension when the left operand is packed (each thread packs
-        // its own part) and the right one is not; else along the other.
-        let along_mm = (b.prepack_lhs || f.lhs_rs != 1) && !b.pack_rhs;
+        // Each thread packs all of the operand it does not split: split along the
+        // dimension whose other operand is cheaper to pack twice (the MLP's forward
+        // 128x784x512 splits its 512 columns, each thread packing half of W1).
+        let twice_if_mm = if b.pack_rhs { f.nn * p.k } else { 0 };
+        let twice_if_nn = if b.lhs_len > 0 { f.mm * p.k } else { 0 };
+        let along_mm = twice_if_mm < twice_if_nn;
         (along_mm != f.along_m, if along_mm { isa.mr } else { isa.nr })
     };
     let len = if by_cols { p.n } else { p.m };
