@@ -53,26 +53,7 @@ fn driver(
     ws: &mut Vec<f32>,
 ) {
     use nnc::codegen::gemm;
-    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
-    let p = gemm::Product {
-        m,
-        n,
-        k,
-        a: a.as_ptr(),
-        a_rs,
-        a_cs,
-        b: b.as_ptr(),
-        b_rs,
-        b_cs,
-        out: c.as_mut_ptr(),
-        out_rs: n as isize,
-        scale: 1.0,
-        accumulate: false,
-        epilogue: None,
-        row0: 0,
-        col0: 0,
-    };
+    let p = gemm::Product::row_major((m, k, n), a.as_ptr(), a_t, b.as_ptr(), b_t, c.as_mut_ptr());
     let len = gemm::workspace_len(&p);
     if ws.len() < len {
         ws.resize(len, 0.0);

@@ -152,6 +152,41 @@ pub struct Product {
     pub col0: usize,
 }
 
+impl Product {
+    /// `out = op(a) @ op(b)` over dense row-major matrices: `a` stored [m, k] (or [k, m]
+    /// when `a_t`), `b` stored [k, n] (or [n, k] when `b_t`), `out` [m, n]; scale 1, no
+    /// accumulation, no epilogue.
+    pub fn row_major(
+        (m, k, n): (usize, usize, usize),
+        a: *const f32,
+        a_t: bool,
+        b: *const f32,
+        b_t: bool,
+        out: *mut f32,
+    ) -> Product {
+        let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+        let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+        Product {
+            m,
+            n,
+            k,
+            a,
+            a_rs,
+            a_cs,
+            b,
+            b_rs,
+            b_cs,
+            out,
+            out_rs: n as isize,
+            scale: 1.0,
+            accumulate: false,
+            epilogue: None,
+            row0: 0,
+            col0: 0,
+        }
+    }
+}
+
 /// Runs `p`'s epilogue, if any, on rows `r` and columns `c` of its result.
 fn finish(p: &Product, r: (usize, usize), c: (usize, usize)) {
     if let Some(e) = p.epilogue {
@@ -293,11 +328,25 @@ pub fn workspace_len(p: &Product) -> usize {
 /// Workspace floats `drive` needs for `p` with family `isa`.
 pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
     if dots(isa, p) {
-        return if p.b_rs == 1 { 0 } else { p.n * p.k };
+        return dots_len(p);
     }
     let f = frame(isa, p);
-    let b = blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
+    blocked_len(&blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs))
+}
+
+/// Workspace floats of a blocked product: both packed operands, aligned.
+fn blocked_len(b: &Blocking) -> usize {
     round_up(b.rhs_len, ALIGN) + b.lhs_len + ALIGN
+}
+
+/// Workspace floats of a product as dot products: its right operand copied down its
+/// columns, unless it runs that way already.
+fn dots_len(p: &Product) -> usize {
+    if p.b_rs == 1 {
+        0
+    } else {
+        p.n * p.k
+    }
 }
 
 /// Computes `p` on this thread with `ws` (at least `workspace_len(p)` floats) as packing
@@ -308,9 +357,9 @@ pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
 pub unsafe fn run(p: &Product, ws: *mut f32, ws_len: usize) {
     match isa() {
         // SAFETY: as for this function.
-        Some(isa) if workspace_len(p) <= ws_len => unsafe { drive(&isa, p, ws) },
+        Some(isa) => unsafe { drive(&isa, p, ws, ws_len) },
         // SAFETY: as for this function.
-        _ => unsafe { crate_gemm(p) },
+        None => unsafe { crate_gemm(p) },
     }
 }
 
@@ -343,13 +392,20 @@ unsafe fn crate_gemm(p: &Product) {
     finish(p, (0, p.m), (0, p.n));
 }
 
-/// The blocked loops of one product with one family.
+/// The blocked loops of one product with one family; through `gemm::gemm` instead when
+/// `ws_len` is short of `workspace_len_with(isa, p)` (which a plan never leaves it).
 /// # Safety
-/// As for `run`, with `ws` holding `workspace_len_with(isa, p)` floats.
-pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
+/// As for `run`.
+pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
     if dots(isa, p) {
         // SAFETY: as for this function.
-        return unsafe { drive_dots(isa, p, ws) };
+        return unsafe {
+            if dots_len(p) <= ws_len {
+                drive_dots(isa, p, ws)
+            } else {
+                crate_gemm(p)
+            }
+        };
     }
     let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, along_m } = frame(isa, p);
     let (k, dst) = (p.k, p.out);
@@ -370,6 +426,10 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32) {
     }
     let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
     let b = blocking(isa, mm, nn, k, lhs_rs, rhs_rs);
+    if blocked_len(&b) > ws_len {
+        // SAFETY: as for this function.
+        return unsafe { crate_gemm(p) };
+    }
     let ws = ws.wrapping_add((ALIGN - (ws as usize / 4) % ALIGN) % ALIGN);
     let (ws_rhs, ws_lhs) = (ws, ws.wrapping_add(round_up(b.rhs_len, ALIGN)));
     // Strides of the right operand as the microkernels read it.
@@ -620,9 +680,9 @@ mod tests {
                     let a = values(m * k, si as u64 * 7 + 1);
                     let b = values(k * n, si as u64 * 7 + 2);
                     let init = values(m * n, si as u64 * 7 + 3);
-                    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
-                    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
                     let scale = if acc { -0.5 } else { 1.0 };
+                    let dense = Product::row_major((m, k, n), a.as_ptr(), a_t, b.as_ptr(), b_t, std::ptr::null_mut());
+                    let (a_rs, a_cs, b_rs, b_cs) = (dense.a_rs, dense.a_cs, dense.b_rs, dense.b_cs);
                     let mut want = vec![0f64; m * n];
                     for i in 0..m {
                         for j in 0..n {
@@ -637,29 +697,13 @@ mod tests {
                     }
                     for threads in [1, 3] {
                         let mut out = init.clone();
-                        let p = Product {
-                            m,
-                            n,
-                            k,
-                            a: a.as_ptr(),
-                            a_rs,
-                            a_cs,
-                            b: b.as_ptr(),
-                            b_rs,
-                            b_cs,
-                            out: out.as_mut_ptr(),
-                            out_rs: n as isize,
-                            scale,
-                            accumulate: acc,
-                            epilogue: None,
-                            row0: 0,
-                            col0: 0,
-                        };
+                        let p = Product { out: out.as_mut_ptr(), scale, accumulate: acc, ..dense };
                         for q in pieces(&p, 1, threads) {
                             let part = piece_product(&p, &q, 0, 0, 0);
-                            let mut ws = vec![f32::NAN; workspace_len_with(&isa, &part)];
+                            let len = workspace_len_with(&isa, &part);
+                            let mut ws = vec![f32::NAN; len];
                             // SAFETY: the vectors above hold these matrices.
-                            unsafe { drive(&isa, &part, ws.as_mut_ptr()) };
+                            unsafe { drive(&isa, &part, ws.as_mut_ptr(), len) };
                         }
                         for (idx, (&o, &w)) in out.iter().zip(&want).enumerate() {
                             let tol = 1e-5 * (k as f64).sqrt() * 4.0;

@@ -120,28 +120,8 @@ pub struct GemmPiece {
 impl GemmOp {
     /// The first matrix's product at these addresses.
     pub fn product(&self, a: *mut f32, b: *mut f32, out: *mut f32) -> gemm::Product {
-        let (m, k, n) = (self.m, self.k, self.n);
-        // Row-major strides of op(a) [m, k] and op(b) [k, n].
-        let (a_rs, a_cs) = if self.a_t { (1, m as isize) } else { (k as isize, 1) };
-        let (b_rs, b_cs) = if self.b_t { (1, k as isize) } else { (n as isize, 1) };
-        gemm::Product {
-            m,
-            n,
-            k,
-            a,
-            a_rs,
-            a_cs,
-            b,
-            b_rs,
-            b_cs,
-            out,
-            out_rs: n as isize,
-            scale: self.scale,
-            accumulate: self.accumulate,
-            epilogue: None,
-            row0: 0,
-            col0: 0,
-        }
+        let p = gemm::Product::row_major((self.m, self.k, self.n), a, self.a_t, b, self.b_t, out);
+        gemm::Product { scale: self.scale, accumulate: self.accumulate, ..p }
     }
 
     /// Workspace floats the largest piece needs.

@@ -138,6 +138,9 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     if opts.profile {
         calls.push(Call::Tick(u32::MAX));
     }
+    // Kernels and epilogues are added through `define`; the step function after the loop.
+    let mut fc =
+        FnCtx { module: &mut module, ctx: &mut ctx, fctx: &mut fctx, clif: &mut clif, keep_clif: opts.keep_clif };
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
             Kernel::Elementwise { .. }
@@ -149,13 +152,6 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let label = format!("kernel {ki}: {}", crate::fusion::describe(g, s, k));
-                let mut fc = FnCtx {
-                    module: &mut module,
-                    ctx: &mut ctx,
-                    fctx: &mut fctx,
-                    clif: &mut clif,
-                    keep_clif: opts.keep_clif,
-                };
                 let id = define(&mut fc, &kern_sig, &format!("k{ki}"), &label, |b, params| {
                     let bases = [params[0], params[1]];
                     match k {
@@ -239,13 +235,6 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         return Err("internal error: a GEMM epilogue that is not elementwise".into());
                     };
                     let label = format!("kernel {ki} epilogue: {}", crate::fusion::describe(g, s, e));
-                    let mut fc = FnCtx {
-                        module: &mut module,
-                        ctx: &mut ctx,
-                        fctx: &mut fctx,
-                        clif: &mut clif,
-                        keep_clif: opts.keep_clif,
-                    };
                     let id = define(&mut fc, &tile_sig, &format!("k{ki}_epilogue"), &label, |b, p| {
                         let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                         let tile = Span::Tile(p[2], p[3], p[4], p[5]);
