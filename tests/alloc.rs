@@ -1,6 +1,10 @@
 //! Allocations inside a compiled step, counted by a global allocator around
 //! `Executable::run`: none, GEMMs included (they pack into a workspace the executable
-//! allocates once, `src/codegen/gemm.rs`), on one thread and on two.
+//! allocates once, `src/codegen/gemm.rs`). On two threads, rayon's work stealing goes
+//! through crossbeam's epoch collector, which now and then allocates a 2 KiB garbage bag
+//! on a pool thread (seen in about one run in 25: one allocation in 40 MLP steps, 2072
+//! bytes); two such are allowed per run, against the dozens that injecting every split
+//! from outside the pool costs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +13,8 @@ struct Counting;
 /// Allocations made by counted threads: the test's own while it runs steps, and the
 /// workers of its thread pool (not the test harness's, which runs beside it).
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-/// Steps counted (enough that an allocation every 63 rayon jobs would show).
-const STEPS: u64 = 40;
+/// Steps counted (enough that an allocation every 63 rayon jobs would show clearly).
+const STEPS: u64 = 100;
 /// Held while a test compiles and runs steps: the counter is shared.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 thread_local! {
@@ -85,8 +89,8 @@ fn steps_without_gemm_do_not_allocate() {
     assert_eq!(n, 0, "{n} heap allocations in {STEPS} steps");
 }
 
-/// With matrix products, on one thread and on two (GEMMs and elementwise kernels split),
-/// a training step allocates nothing either.
+/// With matrix products, a training step allocates nothing either: on one thread, and on
+/// two (GEMMs and elementwise kernels split) but for rayon's rare epoch garbage bags.
 #[test]
 fn training_steps_do_not_allocate() {
     // Steps on two threads run from a thread of the pool, as `nnc train` and `nnc bench`
@@ -113,7 +117,9 @@ fn training_steps_do_not_allocate() {
                 assert!(n <= 2 * gemms * STEPS as usize, "{w}: {n} allocations in {STEPS} steps");
                 continue;
             }
-            assert_eq!(n, 0, "{w}, batch {batch}, {threads} threads: {n} allocations in {STEPS} steps");
+            // One thread: none at all; two: at most two epoch garbage bags.
+            let allowed = if threads == 1 { 0 } else { 2 };
+            assert!(n <= allowed, "{w}, batch {batch}, {threads} threads: {n} allocations in {STEPS} steps");
         }
     }
 }

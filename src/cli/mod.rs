@@ -887,9 +887,10 @@ fn bench(
 
 /// Sets up rayon's global pool once (GEMMs and kernels split across threads), with the
 /// calling thread as one of its `n` threads: the steps it runs then split their work with
-/// `rayon::join` on its own deque, which allocates nothing and wakes no other thread to
-/// wait on (from outside the pool, each split is a job injected into a shared queue
-/// that allocates a block every 63 jobs, and the caller sleeps until a worker ran it).
+/// `rayon::join` on its own deque, which allocates nothing (but for crossbeam's rare
+/// epoch garbage bags) and wakes no other thread to wait on (from outside the pool, each
+/// split is a job injected into a shared queue that allocates a block every 63 jobs, and
+/// the caller sleeps until a worker ran it).
 fn rayon_threads(n: usize) -> Result<(), String> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)

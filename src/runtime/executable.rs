@@ -175,7 +175,9 @@ impl Executable {
     /// `CodegenOptions::threads` > 1, call it from a thread of the rayon pool (for example
     /// one built with `use_current_thread`, as `nnc train` and `nnc bench` do): from
     /// elsewhere, each split of the work is injected into rayon's shared queue, which
-    /// allocates a block every 63 jobs, and the caller sleeps until a worker ran it.
+    /// allocates a block every 63 jobs, and the caller sleeps until a worker ran it. (Work
+    /// stealing itself lets crossbeam's epoch collector allocate a garbage bag now and
+    /// then, about once in a thousand steps.)
     pub fn run(&mut self, seed: u64, step: u64) {
         self.ctx.seed = seed;
         self.ctx.step = step;
