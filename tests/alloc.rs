@@ -10,19 +10,25 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
-/// Allocations made by counted threads: the test's own while it runs steps, and the
-/// workers of its thread pool (not the test harness's, which runs beside it).
+/// Allocations made by counted threads: the test's own while it runs steps, and its
+/// pool's workers during two-thread steps (not the test harness's, nor other tests').
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Steps counted (enough that an allocation every 63 rayon jobs would show clearly).
 const STEPS: u64 = 100;
 /// Held while a test compiles and runs steps: the counter is shared.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Set while a two-thread measurement runs: the pool's workers count only then (they
+/// live through the whole test, beside other tests' measurements).
+static POOL_COUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 thread_local! {
     static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn count() {
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+    let mine = COUNTED.try_with(|c| c.get()).unwrap_or(false);
+    let worker = WORKER.try_with(|c| c.get()).unwrap_or(false) && POOL_COUNTED.load(Ordering::Relaxed);
+    if mine || worker {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -64,10 +70,12 @@ fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usi
         exe.run(0, 0); // warm-up: anything lazily set up once happens here
         let before = ALLOCATIONS.load(Ordering::SeqCst);
         COUNTED.with(|c| c.set(true));
+        POOL_COUNTED.store(threads > 1, Ordering::SeqCst);
         for step in 1..STEPS + 1 {
             exe.run(0, step);
         }
         COUNTED.with(|c| c.set(false));
+        POOL_COUNTED.store(false, Ordering::SeqCst);
         let after = ALLOCATIONS.load(Ordering::SeqCst);
         // gemm calls: one per matrix of each (batched) GEMM kernel.
         let gemms = exe
@@ -99,7 +107,7 @@ fn training_steps_do_not_allocate() {
     let _pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .use_current_thread()
-        .start_handler(|_| COUNTED.with(|c| c.set(true)))
+        .start_handler(|_| WORKER.with(|c| c.set(true)))
         .build()
         .expect("thread pool");
     for w in ["mlp", "cnn", "lstm"] {
