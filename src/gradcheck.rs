@@ -8,8 +8,9 @@
 
 use crate::autodiff;
 use crate::ir::{DType, Graph, Op};
+use crate::rng::SplitMix64;
+use crate::runtime::init;
 use crate::runtime::interp::{self, Feeds, Tensor};
-use crate::runtime::{init, rng::SplitMix64};
 
 #[derive(Clone, Debug)]
 pub struct GradcheckOptions {

@@ -30,6 +30,7 @@ pub mod lower;
 pub mod metrics;
 pub mod pipeline;
 pub mod plot;
+pub mod rng;
 pub mod runtime;
 pub mod settings;
 pub mod simplify;

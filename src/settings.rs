@@ -6,108 +6,8 @@
 //! plain data with every default filled in.
 
 use crate::diagnostic::{Diagnostic, Span};
+pub use crate::ir::recipe::{Choice, Lit, TrainSettings};
 use crate::syntax::ast::{Expr, ExprKind, Ident};
-
-/// A checked literal value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Lit {
-    Num(f64),
-    Str(String),
-    Name(String),
-    Bool(bool),
-    List(Vec<Lit>),
-}
-
-impl Lit {
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Lit::Num(v) => Some(*v),
-            _ => None,
-        }
-    }
-    pub fn render(&self) -> String {
-        match self {
-            Lit::Num(v) => crate::ir::print::num(*v),
-            Lit::Str(s) => format!("{s:?}"),
-            Lit::Name(n) => n.clone(),
-            Lit::Bool(b) => b.to_string(),
-            Lit::List(items) => format!("[{}]", items.iter().map(Lit::render).collect::<Vec<_>>().join(", ")),
-        }
-    }
-}
-
-/// A named choice with its arguments, defaults filled in: `adam(lr = 0.001, ...)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Choice {
-    pub name: String,
-    pub args: Vec<(String, Lit)>,
-}
-
-impl Choice {
-    pub fn arg(&self, name: &str) -> Option<&Lit> {
-        self.args.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-    pub fn num(&self, name: &str) -> Option<f64> {
-        self.arg(name).and_then(Lit::as_f64)
-    }
-    pub fn render(&self) -> String {
-        if self.args.is_empty() {
-            return self.name.clone();
-        }
-        let a: Vec<String> = self.args.iter().map(|(k, v)| format!("{k} = {}", v.render())).collect();
-        format!("{}({})", self.name, a.join(", "))
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainSettings {
-    /// Whether the model has a `train` block at all.
-    pub present: bool,
-    pub data: Option<Choice>,
-    pub preprocess: Choice,
-    pub split: Vec<f64>,
-    pub optimizer: Choice,
-    pub schedule: Choice,
-    pub batch: i64,
-    pub epochs: i64,
-    pub l1: f64,
-    pub l2: f64,
-    pub clip_norm: Option<f64>,
-    pub clip_value: Option<f64>,
-    pub early_stop: Option<i64>,
-    pub seed: i64,
-    pub metrics: Vec<String>,
-}
-
-impl Default for TrainSettings {
-    fn default() -> Self {
-        TrainSettings {
-            present: false,
-            data: None,
-            preprocess: Choice { name: "none".into(), args: vec![] },
-            split: vec![],
-            optimizer: Choice {
-                name: "adam".into(),
-                args: vec![
-                    ("lr".into(), Lit::Num(1e-3)),
-                    ("beta1".into(), Lit::Num(0.9)),
-                    ("beta2".into(), Lit::Num(0.999)),
-                    ("eps".into(), Lit::Num(1e-8)),
-                ],
-            },
-            schedule: Choice { name: "constant".into(), args: vec![] },
-            batch: 32,
-            epochs: 10,
-            l1: 0.0,
-            l2: 0.0,
-            clip_norm: None,
-            clip_value: None,
-            early_stop: None,
-            seed: 0,
-            metrics: vec!["accuracy".into()],
-        }
-    }
-}
 
 /// The type an argument or key accepts.
 #[derive(Clone, Copy, Debug)]
@@ -295,7 +195,7 @@ fn choice(e: &Expr, key: &str, spec: fn(&str) -> Option<Vec<ArgSpec>>, names: &s
         _ => return Err(err(e.span, format!("`{key}` must be one of: {names}"))),
     };
     let Some(specs) = spec(&name) else {
-        let help = match crate::lower::closest(&name, names.split(", ")) {
+        let help = match crate::diagnostic::closest(&name, names.split(", ")) {
             Some(c) => format!("did you mean `{c}`? Expected one of: {names}"),
             None => format!("expected one of: {names}"),
         };
@@ -309,7 +209,7 @@ fn choice(e: &Expr, key: &str, spec: fn(&str) -> Option<Vec<ArgSpec>>, names: &s
         let idx = match &a.name {
             Some(n) => specs.iter().position(|s| s.0 == n.name).ok_or_else(|| {
                 let known: Vec<&str> = specs.iter().map(|s| s.0).collect();
-                let close = crate::lower::closest(&n.name, known.iter().copied());
+                let close = crate::diagnostic::closest(&n.name, known.iter().copied());
                 Diagnostic::new("E0605", n.span, format!("`{name}` has no argument `{}`", n.name)).with_help(
                     match (known.is_empty(), close) {
                         (true, _) => format!("`{name}` takes no arguments"),
@@ -424,7 +324,7 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
                     return Err(err(it.span, "a metric is a name like `accuracy`"));
                 };
                 if !METRIC_NAMES.contains(&n.as_str()) {
-                    let help = match crate::lower::closest(n, METRIC_NAMES.iter().copied()) {
+                    let help = match crate::diagnostic::closest(n, METRIC_NAMES.iter().copied()) {
                         Some(c) => format!("did you mean `{c}`? Expected one of: {}", METRIC_NAMES.join(", ")),
                         None => format!("expected one of: {}", METRIC_NAMES.join(", ")),
                     };
@@ -437,7 +337,7 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         other => {
             let mut d = Diagnostic::new("E0610", key.span, format!("unknown train setting `{other}`"))
                 .with_label("not a train setting");
-            if let Some(close) = crate::lower::closest(other, KEYS.iter().copied()) {
+            if let Some(close) = crate::diagnostic::closest(other, KEYS.iter().copied()) {
                 d = d.with_help(format!("did you mean `{close}`? Settings are: {}", KEYS.join(", ")));
             } else {
                 d = d.with_help(format!("settings are: {}", KEYS.join(", ")));

@@ -15,8 +15,8 @@
 //! functions. `StopGradient` is dropped: it is the identity, and simplified graphs are
 //! not differentiated again. `tests/simplify.rs` checks results against f64.
 
+use crate::ir::scalar::{binary, unary};
 use crate::ir::{BinaryOp, DType, Graph, Node, Op, ReduceOp, Type, UnaryOp, Value};
-use crate::runtime::interp::{binary, unary};
 use cranelift_entity::PrimaryMap;
 use std::collections::HashMap;
 

@@ -732,7 +732,7 @@ fn standardize_on_the_train_split() {
 
 /// 2000 samples of a correlated 4-D Gaussian (as x) with labels.
 fn correlated() -> Dataset {
-    let mut rng = nnc::runtime::rng::SplitMix64::new(5);
+    let mut rng = nnc::rng::SplitMix64::new(5);
     let mix = [[2.0, 0.0, 0.0, 0.0], [1.5, 0.5, 0.0, 0.0], [-1.0, 0.3, 0.8, 0.0], [0.5, 0.5, 0.5, 3.0]];
     let mut x = Vec::new();
     for _ in 0..2000 {
@@ -799,7 +799,7 @@ fn whitening_gives_identity_covariance() {
 
 #[test]
 fn symmetric_eigen_reconstructs() {
-    let mut rng = nnc::runtime::rng::SplitMix64::new(11);
+    let mut rng = nnc::rng::SplitMix64::new(11);
     for &size in &[1usize, 2, 5, 17] {
         let b: Vec<f64> = (0..size * size).map(|_| rng.normal()).collect();
         // A = B + Bᵀ, plus a rank-deficient and a repeated-eigenvalue case.

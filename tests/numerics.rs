@@ -94,7 +94,7 @@ fn hessian_vector_product_matches_finite_differences() {
     let (grad_graph, grads) = autodiff::grad(g, g.loss.expect("loss"), &wrt).expect("grad");
     let inputs = nnc::gradcheck::random_inputs::<f64>(g, 4, 1).expect("inputs");
     let (params, states) = nnc::gradcheck::random_params(g, 1);
-    let mut rng = nnc::runtime::rng::SplitMix64::new(9);
+    let mut rng = nnc::rng::SplitMix64::new(9);
     let v: Vec<Vec<f64>> = params.iter().map(|p| p.iter().map(|_| rng.normal()).collect()).collect();
     // H v from the twice-differentiated graph.
     let mut hv_inputs = inputs.clone();

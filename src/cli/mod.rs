@@ -895,7 +895,7 @@ fn rayon_threads(n: usize) -> Result<(), String> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .use_current_thread()
-        .start_handler(|_| crate::runtime::executable::flush_denormals_in_this_thread())
+        .start_handler(|_| crate::codegen::fp::flush_denormals_in_this_thread())
         .build_global()
         .map_err(|e| e.to_string())
 }

@@ -10,7 +10,7 @@
 use crate::buffers::{Plan, Region, Slot};
 use crate::fusion::Kernel;
 use crate::ir::{Graph, Op, ReduceOp, Value};
-use crate::runtime::rng;
+use crate::rng;
 
 use super::gemm;
 
@@ -361,11 +361,11 @@ struct Regions(usize, usize);
 /// denormals, say).
 fn run_parts(f: KernelFn, r: Regions, lo: i64, hi: i64, parts: usize, align: i64, mode: u32) {
     if parts <= 1 {
-        let saved = crate::runtime::executable::fp_mode();
-        crate::runtime::executable::set_fp_mode(mode);
+        let saved = crate::codegen::fp::fp_mode();
+        crate::codegen::fp::set_fp_mode(mode);
         // SAFETY: the kernel was compiled for these regions; [lo, hi) is inside its space.
         unsafe { f(r.0 as *mut f32, r.1 as *mut f32, lo, hi) };
-        crate::runtime::executable::set_fp_mode(saved);
+        crate::codegen::fp::set_fp_mode(saved);
         return;
     }
     let left = parts / 2;
@@ -382,7 +382,7 @@ pub unsafe extern "C" fn nnc_par(ctx: *const HostCtx, index: u32) {
     let tables = unsafe { &*ctx.tables };
     let Some(op) = tables.par.get(index as usize) else { return };
     let Some(f) = op.func else { return };
-    let mode = crate::runtime::executable::fp_mode();
+    let mode = crate::codegen::fp::fp_mode();
     let r = Regions(ctx.arena as usize, ctx.persistent as usize);
     run_parts(f, r, 0, op.total, op.threads, op.align, mode);
 }
@@ -398,7 +398,7 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     let mut p = op.product(ptr(ctx, op.a), ptr(ctx, op.b), ptr(ctx, op.out));
     p.epilogue = op.epilogue.map(|f| gemm::Epilogue { f, arena: ctx.arena, persistent: ctx.persistent });
     let ws = Workspace(ctx.workspace as usize, tables.workspace_part);
-    let mode = crate::runtime::executable::fp_mode();
+    let mode = crate::codegen::fp::fp_mode();
     run_pieces(op, &p, &op.pieces, ws, mode);
 }
 
@@ -412,8 +412,8 @@ fn run_pieces(op: &GemmOp, p: &gemm::Product, pieces: &[GemmPiece], ws: Workspac
     match pieces {
         [] => {}
         [q] => {
-            let saved = crate::runtime::executable::fp_mode();
-            crate::runtime::executable::set_fp_mode(mode);
+            let saved = crate::codegen::fp::fp_mode();
+            crate::codegen::fp::set_fp_mode(mode);
             let part = (ws.0 as *mut f32).wrapping_add(q.part * ws.1);
             for i in q.piece.mats.0..q.piece.mats.1 {
                 let sub = gemm::piece_product(p, &q.piece, i, op.a_batch_stride, op.b_batch_stride);
@@ -421,7 +421,7 @@ fn run_pieces(op: &GemmOp, p: &gemm::Product, pieces: &[GemmPiece], ws: Workspac
                 // a part of `ws.1` floats for each piece, and `ws.1` covers every piece.
                 unsafe { gemm::run(&sub, part, ws.1) };
             }
-            crate::runtime::executable::set_fp_mode(saved);
+            crate::codegen::fp::set_fp_mode(saved);
         }
         _ => {
             let (l, r) = pieces.split_at(pieces.len() / 2);
@@ -457,17 +457,17 @@ fn dims(g: &Graph, v: Value) -> Vec<usize> {
     g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()
 }
 
-use crate::runtime::interp::strides;
+use crate::ir::layout::strides;
 
 /// For each element of `shape` (row-major), `base + sum(idx * strides)`, as u32.
 fn offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<u32> {
-    crate::runtime::interp::gather_offsets(shape, src_strides, base).into_iter().map(|o| o as u32).collect()
+    crate::ir::layout::gather_offsets(shape, src_strides, base).into_iter().map(|o| o as u32).collect()
 }
 
 /// The im2col map: for each patch element, the image offset (u32::MAX for padding).
 fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u32> {
     let mut map = vec![u32::MAX; patches.iter().product()];
-    crate::runtime::interp::im2col_map(img, w, patches, |o, i| map[o] = i as u32);
+    crate::ir::layout::im2col_map(img, w, patches, |o, i| map[o] = i as u32);
     map
 }
 

@@ -8,6 +8,7 @@
 //! copies the updates that were not computed in place. Takes `(&Schedule, &Plan)`:
 //! codegen cannot run without a plan.
 
+pub mod fp;
 pub mod gemm;
 pub mod host;
 pub mod math;

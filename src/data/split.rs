@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::runtime::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 use super::{ArrayData, Dataset};
 

@@ -13,7 +13,7 @@
 //! - `xor(n, noise = 0.1, seed)`: point i sits at corner i mod 4 of {-1, 1}², plus
 //!   N(0, noise²) on each coordinate; label 1 when the corner's signs differ (XOR).
 
-use crate::runtime::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::settings::Choice;
 
 use super::{int_arg, num_arg, Locator, Raw};

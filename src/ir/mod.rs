@@ -8,8 +8,11 @@
 //! Architecture invariant: every node's type equals `op::infer` of its operands' types;
 //! `verify` checks that, and every stage keeps it.
 
+pub mod layout;
 pub mod op;
 pub mod print;
+pub mod recipe;
+pub mod scalar;
 pub mod ty;
 pub mod verify;
 
@@ -195,7 +198,7 @@ pub struct Program {
     pub name: String,
     pub train: Graph,
     pub eval: Graph,
-    pub settings: crate::settings::TrainSettings,
+    pub settings: recipe::TrainSettings,
 }
 
 /// A copy of `g` with the symbol `name` replaced by `value` in every type and attribute

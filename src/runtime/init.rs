@@ -2,8 +2,8 @@
 //! graph, deterministic per seed. Each tensor draws from its own generator seeded by
 //! (seed, name), so values do not depend on declaration order.
 
-use super::rng::{name_hash, SplitMix64};
 use crate::ir::{Graph, Init};
+use crate::rng::{name_hash, SplitMix64};
 
 /// (fan_in, fan_out) of a shape: `[in, out]` (nnc's Dense layout), `[out, in, k..]` (conv,
 /// as PyTorch), `[n]` gives (n, n), a scalar (1, 1).

@@ -6,8 +6,11 @@
 //! outcome of a comparison), so gradient checks can tell a kink crossed by a finite
 //! difference from a wrong derivative.
 
-use super::{bind_inputs, rng, Bindings, Real};
-use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Window};
+use super::{bind_inputs, Bindings, Real};
+use crate::ir::layout::{gather_offsets, im2col_map, strides};
+use crate::ir::scalar::{binary, unary};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp};
+use crate::rng;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data<T> {
@@ -73,103 +76,11 @@ impl<T> Run<T> {
     }
 }
 
-/// Row-major strides of a shape.
-pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// For each element of an output of `shape` (row-major), the source offset
-/// `base + sum(idx[i] * src_strides[i])`.
-pub(crate) fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
-    let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..n {
-        out.push(base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>());
-        for a in (0..shape.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < shape[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
-    out
-}
-
 struct Fingerprint(u64);
 
 impl Fingerprint {
     fn add(&mut self, v: u64) {
         self.0 = (self.0 ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
-    }
-}
-
-pub(crate) fn unary<T: Real>(op: UnaryOp, x: T) -> T {
-    let zero = T::zero();
-    let one = T::one();
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sign => {
-            if x > zero {
-                one
-            } else if x < zero {
-                -one
-            } else {
-                zero
-            }
-        }
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sigmoid => {
-            // Stable on both tails.
-            if x >= zero {
-                one / (one + (-x).exp())
-            } else {
-                let e = x.exp();
-                e / (one + e)
-            }
-        }
-        UnaryOp::Erf => x.erf(),
-    }
-}
-
-pub(crate) fn binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
-    let bit = |c: bool| if c { T::one() } else { T::zero() };
-    match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Pow => a.powf(b),
-        // NaN from either side propagates (as the JIT's max/min).
-        BinaryOp::Max => {
-            if a.is_nan() || a > b {
-                a
-            } else {
-                b
-            }
-        }
-        BinaryOp::Min => {
-            if a.is_nan() || a < b {
-                a
-            } else {
-                b
-            }
-        }
-        BinaryOp::Lt => bit(a < b),
-        BinaryOp::Le => bit(a <= b),
-        BinaryOp::Gt => bit(a > b),
-        BinaryOp::Ge => bit(a >= b),
-        BinaryOp::Eq => bit(a == b),
-        BinaryOp::Ne => bit(a != b),
     }
 }
 
@@ -445,34 +356,6 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
         vals.push(out);
     }
     Ok(Run { values: vals, decisions: fp.0, bindings: b })
-}
-
-/// Calls `f(patch_offset, image_offset)` for every in-bounds pair of the window
-/// mapping between an image `[N, C, H, W]` and its patches `[N, C, kh, kw, OH, OW]`.
-pub(crate) fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {
-    let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
-    let (oh, ow) = (patches[4], patches[5]);
-    let (kh, kw) = (w.kh as usize, w.kw as usize);
-    let mut o = 0;
-    for b in 0..nb {
-        for ch in 0..c {
-            let base = (b * c + ch) * (h * wd) as usize;
-            for i in 0..kh {
-                for j in 0..kw {
-                    for y in 0..oh {
-                        let iy = (y * w.stride_h as usize + i) as i64 - w.pad_h as i64;
-                        for x in 0..ow {
-                            let ix = (x * w.stride_w as usize + j) as i64 - w.pad_w as i64;
-                            if iy >= 0 && iy < h && ix >= 0 && ix < wd {
-                                f(o, base + (iy * wd + ix) as usize);
-                            }
-                            o += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The elements of `x` at `offs`, as a tensor of `shape` (float or int alike).

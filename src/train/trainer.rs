@@ -351,7 +351,7 @@ fn score_metrics(ds: &Dataset, rows: &[usize], scores: &[f32], width: usize, pre
 }
 
 fn fnv(s: &str) -> String {
-    format!("{:016x}", crate::runtime::rng::name_hash(s))
+    format!("{:016x}", crate::rng::name_hash(s))
 }
 
 /// Writes a checkpoint: parameters, states (with optimizer state), preprocessing and

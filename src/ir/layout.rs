@@ -1,0 +1,61 @@
+//! Row-major layouts: strides, gather offsets and convolution window maps, shared by the
+//! reference interpreter and the host kernels of the code generator (which precompute
+//! index tables from them).
+
+use super::Window;
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// For each element of an output of `shape` (row-major), the source offset
+/// `base + sum(idx[i] * src_strides[i])`.
+pub fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        out.push(base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>());
+        for a in (0..shape.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+/// Calls `f(patch_offset, image_offset)` for every in-bounds pair of the window
+/// mapping between an image `[N, C, H, W]` and its patches `[N, C, kh, kw, OH, OW]`.
+pub fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {
+    let (nb, c, h, wd) = (img[0], img[1], img[2] as i64, img[3] as i64);
+    let (oh, ow) = (patches[4], patches[5]);
+    let (kh, kw) = (w.kh as usize, w.kw as usize);
+    let mut o = 0;
+    for b in 0..nb {
+        for ch in 0..c {
+            let base = (b * c + ch) * (h * wd) as usize;
+            for i in 0..kh {
+                for j in 0..kw {
+                    for y in 0..oh {
+                        let iy = (y * w.stride_h as usize + i) as i64 - w.pad_h as i64;
+                        for x in 0..ow {
+                            let ix = (x * w.stride_w as usize + j) as i64 - w.pad_w as i64;
+                            if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                                f(o, base + (iy * wd + ix) as usize);
+                            }
+                            o += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
