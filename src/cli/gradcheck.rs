@@ -1,0 +1,51 @@
+//! `nnc gradcheck`.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub file: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1e-6)]
+    pub eps: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    pub tol: f64,
+    /// Batch size of the random inputs.
+    #[arg(long, default_value_t = 3)]
+    pub batch: usize,
+    /// Most coordinates checked per parameter (a seeded sample beyond that).
+    #[arg(long, default_value_t = 64)]
+    pub coords: usize,
+    #[arg(long, value_enum, default_value = "train")]
+    pub mode: RunMode,
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    let Args { file, seed, eps, tol, batch, coords, mode, model } = a;
+    let Some(c) = compile(&file, opts) else { return 1 };
+    let p = match pick(&c, model.as_deref()) {
+        Ok(p) => p,
+        Err(m) => return fail(&m),
+    };
+    let g = if mode == RunMode::Train { &p.train } else { &p.eval };
+    let o = crate::gradcheck::GradcheckOptions { seed, eps, tol, batch, max_coords: coords, ..Default::default() };
+    match crate::gradcheck::gradcheck(g, &o) {
+        Ok(reports) => {
+            outs!("{}", crate::gradcheck::table(&reports, tol));
+            let worst = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
+            let checked: usize = reports.iter().map(|r| r.checked).sum();
+            let kinks: usize = reports.iter().map(|r| r.kinks).sum();
+            outln!("checked {checked} coordinates ({kinks} skipped at kinks); max relative error {worst:.3e} (tolerance {tol:e})");
+            if worst > tol || worst.is_nan() {
+                errln!("error: gradient check failed");
+                1
+            } else {
+                0
+            }
+        }
+        Err(m) => fail(&m),
+    }
+}

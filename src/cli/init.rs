@@ -1,0 +1,42 @@
+//! `nnc init`.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub file: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    let Args { file, seed, out, model } = a;
+    let Some(c) = compile(&file, opts) else { return 1 };
+    let p = match pick(&c, model.as_deref()) {
+        Ok(p) => p,
+        Err(m) => return fail(&m),
+    };
+    let (params, states) = crate::runtime::init::init_all(&p.train, seed);
+    let mut map = crate::tensors::TensorMap::new();
+    for (d, v) in p.train.params.iter().zip(params) {
+        map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+    }
+    for (d, v) in p.train.states.iter().zip(states) {
+        map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+    }
+    let meta = std::collections::BTreeMap::from([
+        ("model".to_string(), p.name.clone()),
+        ("seed".to_string(), seed.to_string()),
+    ]);
+    match crate::tensors::write(&out, &map, Some(meta)) {
+        Ok(()) => {
+            errln!("wrote {} tensors to {}", map.len(), out.display());
+            0
+        }
+        Err(m) => fail(&m),
+    }
+}
