@@ -575,3 +575,13 @@ impl MetricsLog {
         crate::tensors::write_atomic(path, self.to_csv().as_bytes())
     }
 }
+
+/// A confusion matrix as a JSON array of rows (true classes) of counts.
+pub fn confusion_to_json(cm: &ConfusionMatrix) -> String {
+    let rows: Vec<String> = cm
+        .rows()
+        .iter()
+        .map(|r| format!("[{}]", r.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")))
+        .collect();
+    format!("[{}]", rows.join(", "))
+}

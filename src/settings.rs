@@ -115,7 +115,7 @@ const PREPROCESS_NAMES: &str = "none, center, standardize, whiten";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "data",
     "preprocess",
     "split",
@@ -129,7 +129,9 @@ pub const KEYS: [&str; 15] = [
     "clip_value",
     "early_stop",
     "seed",
+    "split_seed",
     "metrics",
+    "metrics_on",
     "lr",
 ];
 
@@ -313,6 +315,11 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
         "early_stop" => s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?),
         "seed" => s.seed = int(v, "`seed`", 0, i64::MAX)?,
+        "split_seed" => s.split_seed = Some(int(v, "`split_seed`", 0, i64::MAX)?),
+        "metrics_on" => match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) => s.metrics_on = Some(n.clone()),
+            _ => return Err(err(v.span, "`metrics_on` names an output, like `metrics_on = logits`")),
+        },
         "metrics" => {
             let items = match &v.kind {
                 ExprKind::List(items) => items.iter().collect::<Vec<_>>(),

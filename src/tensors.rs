@@ -108,14 +108,93 @@ pub fn write(path: &Path, tensors: &TensorMap, metadata: Option<BTreeMap<String,
     write_atomic(path, &bytes)
 }
 
-/// Writes bytes to `path` through a temporary file and a rename.
+/// Writes bytes to `path` through a temporary file beside it, flushed to disk, then a
+/// rename, so a reader never sees a half-written file and a failed write leaves the old
+/// file as it was. Only regular files are replaced: a symlink is followed and its target
+/// written the same way; a FIFO, a device node, a socket or a folder is refused (renaming
+/// over `/dev/full` would replace the device). Errors name `path`, never the temporary
+/// file, which is removed on any failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    use std::io::Write;
+    let shown = path.display();
+    let mut target = path.to_path_buf();
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if md.file_type().is_symlink() {
+            target = std::fs::canonicalize(path)
+                .map_err(|e| format!("cannot write `{shown}`: it is a symlink whose target cannot be resolved ({e})"))?;
+        }
+    }
+    if let Ok(md) = std::fs::metadata(&target) {
+        if !md.is_file() {
+            return Err(format!(
+                "cannot write `{shown}`: it is {}, not a regular file; nnc writes only regular files (or new paths)",
+                file_kind(&md)
+            ));
+        }
+    }
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &target)?;
+        // The rename itself reaches the disk with the folder's entry.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write `{}`: {e}", path.display())
+        format!("cannot write `{shown}`: {e}")
     })
+}
+
+/// What the temporary files of `write_atomic` have between the final name and the pid.
+const TEMP_MARK: &str = ".tmp";
+
+fn file_kind(md: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = md.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if md.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Removes the temporary files that a killed process left in `dir` (`.NAME.tmpPID` of a
+/// pid that no longer runs). Best effort: what cannot be removed stays.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some(pos) = name.rfind(TEMP_MARK) else { continue };
+        let Ok(pid) = name[pos + TEMP_MARK.len()..].parse::<u32>() else { continue };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

@@ -1,74 +1,111 @@
-//! `nnc train`.
+//! `nnc train`: train a model with its `train` block (the main job).
 
 use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
     /// Override a train setting, e.g. `--set epochs=5 --set lr=0.01`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Output folder (default: runs/<file stem>/ beside the model).
+    /// Output folder (default: runs/<file stem>/ beside the model, or runs/<stem>-2, -3,
+    /// ... when that one holds a run).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from <out>/last.safetensors.
+    /// Continue the run in the output folder from its last.safetensors.
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run that the output folder holds.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
-    /// Threads for large GEMMs.
+    /// Threads for large GEMMs and kernels.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }
 
-pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, set, out, resume, backend, threads, model } = a;
-    train_command(&file, &set, out, resume, backend == Backend::Jit, threads, model.as_deref(), opts)
+/// Whether `dir` holds a run (a checkpoint or a log).
+fn holds_run(dir: &std::path::Path) -> bool {
+    dir.join("last.safetensors").exists() || dir.join("metrics.csv").exists()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_command(
-    file: &std::path::Path,
-    sets: &[String],
-    out: Option<PathBuf>,
-    resume: bool,
-    jit: bool,
-    threads: usize,
-    model: Option<&str>,
-    opts: RenderOptions,
-) -> i32 {
+pub fn run(a: Args, opts: RenderOptions) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let Some(c) = compile(file, opts) else { return 1 };
-    let mut p = match pick(&c, model) {
+    let jit = a.backend == Backend::Jit;
+    let Some(c) = compile(&a.file, opts) else { return 1 };
+    let mut p = match pick(&c, a.model.as_deref()) {
         Ok(p) => p.clone(),
         Err(m) => return fail(&m),
     };
-    if let Err(m) = apply_sets(&mut p, sets) {
+    if let Err(m) = apply_sets(&mut p, &a.set) {
         errln!("error: {m}");
         return 2;
     }
-    let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    let out_dir = out.unwrap_or_else(|| dir.join("runs").join(&stem));
-    let source = std::fs::read_to_string(file).unwrap_or_default();
+    let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let stem = a.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let out_dir = match a.out {
+        Some(o) => {
+            if holds_run(&o) && !a.resume && !a.force {
+                return fail(&format!(
+                    "`{}` holds a run (last.safetensors, metrics.csv); pass --resume to continue it, --force to \
+                     replace it, or choose another --out",
+                    o.display()
+                ));
+            }
+            o
+        }
+        None => {
+            let base = dir.join("runs").join(&stem);
+            if a.resume || a.force || !holds_run(&base) {
+                base
+            } else {
+                (2..)
+                    .map(|i| dir.join("runs").join(format!("{stem}-{i}")))
+                    .find(|d| !holds_run(d))
+                    .unwrap_or(base)
+            }
+        }
+    };
+    let source = std::fs::read_to_string(&a.file).unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    if threads > 1 {
-        let _ = rayon_threads(threads);
+    if a.threads > 1 {
+        let _ = rayon_threads(a.threads);
     }
-    let topts = crate::train::trainer::TrainOptions { out_dir: out_dir.clone(), resume, jit, threads, source };
+    let topts = crate::train::trainer::TrainOptions {
+        out_dir: out_dir.clone(),
+        resume: a.resume,
+        jit,
+        threads: a.threads,
+        source,
+    };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let (name, file) = (p.name.clone(), a.file.clone());
     let mut on_event = |e: crate::train::trainer::Event| match e {
+        crate::train::trainer::Event::Start { resumed } => {
+            errln!(
+                "training {name} from {} ({} backend) -> {}",
+                file.display(),
+                if jit { "jit" } else { "interp" },
+                out_dir.display()
+            );
+            if let Some((epoch, step)) = resumed {
+                errln!("resuming from epoch {epoch}, step {step}");
+            }
+        }
         crate::train::trainer::Event::Batch { epoch, batch, batches, loss, lr } => {
             bar.set_length(batches as u64);
             bar.set_position(batch as u64);
@@ -81,13 +118,6 @@ fn train_command(
             bar.suspend(|| errln!("{}", parts.join("  ")));
         }
     };
-    errln!(
-        "training {} from {} ({} backend) -> {}",
-        p.name,
-        file.display(),
-        if jit { "jit" } else { "interp" },
-        out_dir.display()
-    );
     let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
     bar.finish_and_clear();
     match result {
@@ -96,6 +126,9 @@ fn train_command(
                 errln!("interrupted: saved {}", out_dir.join("last.safetensors").display());
                 return 130;
             }
+            if r.already_finished {
+                errln!("the run had already finished (epoch {} of {}): nothing to train", r.epochs_run, p.settings.epochs);
+            }
             if r.stopped_early {
                 errln!(
                     "stopped early after epoch {}; restored the best epoch ({})",
@@ -103,12 +136,26 @@ fn train_command(
                     r.best_epoch.unwrap_or(0)
                 );
             }
-            errln!(
-                "trained {} epochs in {:.1} s; files: {}",
-                r.epochs_run,
-                r.seconds,
-                r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
-            );
+            if let Some(b) = r.best_epoch {
+                let why = if r.best_by == "val_loss" { "" } else { ", no validation split" };
+                errln!(
+                    "best epoch: {b} (lowest {} {}{why}), saved as best.safetensors",
+                    r.best_by,
+                    crate::metrics::format_short(r.best_value)
+                );
+            }
+            if !r.already_finished {
+                errln!(
+                    "trained {} epoch{} in {:.1} s; files: {}",
+                    r.epochs_run,
+                    if r.epochs_run == 1 { "" } else { "s" },
+                    r.seconds,
+                    r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            for n in &r.notes {
+                errln!("note: {n}");
+            }
             if let Some(c) = &r.confusion {
                 outln!("confusion matrix (rows: true class, columns: predicted):\n{c}");
             }

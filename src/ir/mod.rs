@@ -141,6 +141,17 @@ pub struct Graph {
     pub states: Vec<StateDecl>,
     pub outputs: Vec<(String, Value)>,
     pub loss: Option<Value>,
+    /// The predictions that prelude losses score, in call order (set by lowering; passes
+    /// that rebuild a graph leave it empty): what metrics are computed on.
+    pub scored: Vec<Scored>,
+}
+
+/// A prediction scored by a loss: `cross_entropy(logits, y)` records `logits`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// The prelude loss: `cross_entropy`, `hinge`, `bce_logits` or `mse`.
+    pub loss_fn: String,
+    pub value: Value,
 }
 
 impl Graph {
@@ -154,6 +165,7 @@ impl Graph {
             states: Vec::new(),
             outputs: Vec::new(),
             loss: None,
+            scored: Vec::new(),
         }
     }
 

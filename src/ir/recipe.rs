@@ -69,8 +69,21 @@ pub struct TrainSettings {
     pub clip_norm: Option<f64>,
     pub clip_value: Option<f64>,
     pub early_stop: Option<i64>,
+    /// Seed of the initialization, dropout and shuffling.
     pub seed: i64,
+    /// Seed of the train/validation/test split and of cross-validation folds (`None`:
+    /// `seed`), so that runs with different initialization seeds can share their test rows.
+    pub split_seed: Option<i64>,
     pub metrics: Vec<String>,
+    /// The output that metrics are computed on (`None`: the prediction the loss scores).
+    pub metrics_on: Option<String>,
+}
+
+impl TrainSettings {
+    /// The seed that defines the split: `split_seed`, or `seed`.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed) as u64
+    }
 }
 
 impl Default for TrainSettings {
@@ -98,7 +111,9 @@ impl Default for TrainSettings {
             clip_value: None,
             early_stop: None,
             seed: 0,
+            split_seed: None,
             metrics: vec!["accuracy".into()],
+            metrics_on: None,
         }
     }
 }

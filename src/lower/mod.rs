@@ -79,6 +79,9 @@ fn all_names(env: &Env) -> Vec<String> {
     out
 }
 
+/// The prelude's losses whose first argument is the prediction they score.
+const SCORED_LOSSES: [&str; 4] = ["cross_entropy", "hinge", "bce_logits", "mse"];
+
 pub(crate) struct Closure {
     def: Rc<ast::FnDef>,
     env: Env,
@@ -228,6 +231,24 @@ pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic
         let eval = lower_model(m, &global, items.prelude, Mode::Eval);
         match (train, eval) {
             (Ok((train, settings)), Ok((eval, _))) => {
+                if let Some(on) = &settings.metrics_on {
+                    if !train.outputs.iter().any(|(n, _)| n == on) {
+                        let names: Vec<&str> = train.outputs.iter().map(|(n, _)| n.as_str()).collect();
+                        errors.push(
+                            Diagnostic::new(
+                                "E0613",
+                                m.name.span,
+                                format!("`metrics_on = {on}`: model `{}` has no output `{on}`", m.name.name),
+                            )
+                            .with_help(if names.is_empty() {
+                                "declare the prediction with `output name = ...`".to_string()
+                            } else {
+                                format!("its outputs are: {}", names.join(", "))
+                            }),
+                        );
+                        continue;
+                    }
+                }
                 programs.push(Program { name: m.name.name.clone(), train, eval, settings })
             }
             (t, e) => {
@@ -1324,6 +1345,18 @@ impl Lowerer {
             Some(p) => format!("`{p}`"),
             None => format!("`{}`", def.name.name),
         };
+        // A prelude loss records the prediction it scores (its first argument): the
+        // trainer computes metrics on it (`Graph::scored`).
+        if c.from_prelude && SCORED_LOSSES.contains(&def.name.name.as_str()) {
+            let first = def.args.first().map(|a| a.name.name.as_str());
+            let arg = args
+                .iter()
+                .find(|a| a.name.as_ref().map(|n| n.name.as_str()) == first)
+                .or_else(|| args.iter().find(|a| a.name.is_none()));
+            if let Some(ArgVal { val: Val::Tensor(t), .. }) = arg {
+                self.g.scored.push(crate::ir::Scored { loss_fn: def.name.name.clone(), value: *t });
+            }
+        }
         let scope = new_scope(Some(&c.env));
         self.scopes.push(scope.clone());
         self.bind_args(&what, &def.args, args, &scope, span)?;

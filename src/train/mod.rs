@@ -1,7 +1,13 @@
-//! Training: the step graph (`update`), and (later) the loop, checkpoints and early
-//! stopping.
+//! Training: the step graph (`update`), schedules, L-BFGS, compiled engines
+//! (`engine`), the metrics target (`target`), checkpoints, the run layer (`session`:
+//! a recipe with its compiled steps, fitted and scored on any rows), and the commands
+//! built on it: `trainer` (one run with its files) and `cv` (cross-validation).
 
+pub mod checkpoint;
+pub mod engine;
 pub mod lbfgs;
 pub mod schedule;
+pub mod session;
+pub mod target;
 pub mod trainer;
 pub mod update;

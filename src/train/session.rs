@@ -1,0 +1,454 @@
+//! The run layer: a model's recipe with its compiled steps, trained on any rows and scored
+//! on any rows. `train`, `cv`, `compare` and ensembles are loops over a `Session`.
+//!
+//! A session compiles the training step once per batch size it meets (the full batch and
+//! the last partial batch of an epoch; folds of another size add at most one more) and
+//! the scoring graph once per chunk size, and reuses them for every fit: a new fold or a
+//! new ensemble member only resets the parameters (`init`). The parameters live in the
+//! engine that ran last and are copied by name to the next one.
+//!
+//! Determinism: shuffling depends only on (seed, epoch), dropout on (seed, step), so a fit
+//! resumed from its `Progress` continues bit-identically.
+
+use super::engine::{labels_of, set_batch, sync, Engine, Scorer};
+use super::target::{self, Scores, Target};
+use super::{schedule, update};
+use crate::data::{self, ArrayData, Dataset};
+use crate::ir::{Graph, Program};
+use crate::metrics::{self, ScoreKind};
+use crate::tensors::{HostTensor, TensorMap};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where a fit is: the epoch and step it continues from, the best monitored value, and
+/// inside an interrupted epoch the batch and the epoch's running sums.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub epoch: usize,
+    pub step: u64,
+    pub best: f64,
+    pub best_epoch: Option<usize>,
+    pub bad_epochs: usize,
+    pub batch: usize,
+    pub epoch_loss: f64,
+    pub epoch_seen: usize,
+    pub epoch_correct: usize,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            epoch: 0,
+            step: 0,
+            best: f64::INFINITY,
+            best_epoch: None,
+            bad_epochs: 0,
+            batch: 0,
+            epoch_loss: 0.0,
+            epoch_seen: 0,
+            epoch_correct: 0,
+        }
+    }
+}
+
+/// How a fit ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Finished,
+    /// Early stopping: the best epoch's parameters are restored.
+    StoppedEarly,
+    /// `stop` was set; the progress says where to resume.
+    Interrupted,
+}
+
+/// What a fit reports while it runs. Every method has a default that does nothing.
+pub trait Observer {
+    fn batch(&mut self, _epoch: usize, _batch: usize, _batches: usize, _loss: f64, _lr: f64) {}
+    /// After every epoch, with the epoch's log row (`epoch`, `step`, `train_loss`,
+    /// `val_loss`, ...); `improved` says that the monitored value is the best so far.
+    fn epoch(&mut self, _s: &Session, _p: &Progress, _row: &[(String, f64)], _improved: bool) -> Result<(), String> {
+        Ok(())
+    }
+    /// Stopped inside an epoch (`p.batch` batches done).
+    fn interrupted(&mut self, _s: &Session, _p: &Progress) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// A recipe with its compiled steps.
+pub struct Session {
+    /// The program as run: its settings, and the metrics target added as an output.
+    pub program: Program,
+    /// The metrics target, or why there is none.
+    pub target: Result<Target, String>,
+    /// What the target's scores are.
+    pub kind: ScoreKind,
+    jit: bool,
+    threads: usize,
+    lbfgs: bool,
+    step_graph: Graph,
+    steps: HashMap<usize, Engine>,
+    /// The batch size of the engine that holds the current parameters.
+    current: usize,
+    scorer: Scorer,
+    /// The target without the loss (inputs without labels), made on first use.
+    predictor: Option<Scorer>,
+    lbfgs_state: super::lbfgs::State,
+    best_snapshot: Option<TensorMap>,
+}
+
+impl Session {
+    /// Compiles nothing yet: steps are compiled on first use, per batch size.
+    pub fn new(p: &Program, jit: bool, threads: usize) -> Result<Session, String> {
+        let target = target::target(p);
+        let mut program = p.clone();
+        let scoring = target::scoring_graph(p, target.as_ref().ok())?;
+        let kind = match &target {
+            Ok(t) => target::score_kind(&scoring, t),
+            Err(_) => ScoreKind::Logits,
+        };
+        if let Ok(t) = &target {
+            program.train = target::with_target_output(&p.train, t)?;
+        }
+        let s = &program.settings;
+        let lbfgs = s.optimizer.name == "lbfgs";
+        let step_graph = if lbfgs {
+            // Full batch: the objective and every gradient, as outputs.
+            let (g, obj) = update::objective(&program.train, s)?;
+            let wrt: Vec<_> = program.train.params.iter().map(|q| q.value).collect();
+            let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
+            g2.outputs = vec![("objective".into(), obj)];
+            for (q, gv) in program.train.params.iter().zip(grads) {
+                g2.outputs.push((format!("grad.{}", q.name), gv));
+            }
+            g2
+        } else {
+            update::step_graph(&program.train, s)?
+        };
+        Ok(Session {
+            target,
+            kind,
+            jit,
+            threads,
+            lbfgs,
+            step_graph,
+            steps: HashMap::new(),
+            current: 0,
+            scorer: Scorer::new(scoring, 256, jit, threads),
+            predictor: None,
+            lbfgs_state: Default::default(),
+            best_snapshot: None,
+            program,
+        })
+    }
+
+    /// The step engine for `batch` rows, holding the current parameters.
+    fn engine(&mut self, batch: usize) -> Result<&mut Engine, String> {
+        if !self.steps.contains_key(&batch) {
+            let e = Engine::new(&self.step_graph, batch, self.jit, self.threads)?;
+            self.steps.insert(batch, e);
+        }
+        if self.current != batch && self.current != 0 {
+            let mut to = self.steps.remove(&batch).ok_or("internal error: no engine")?;
+            let from = self.steps.get(&self.current).ok_or("internal error: no current engine")?;
+            sync(from, &mut to)?;
+            self.steps.insert(batch, to);
+        }
+        self.current = batch;
+        self.steps.get_mut(&batch).ok_or_else(|| "internal error: no engine".into())
+    }
+
+    /// The engine holding the current parameters (compiled for `batch` if none is yet).
+    fn holder(&mut self, batch: usize) -> Result<&mut Engine, String> {
+        let b = if self.current == 0 { batch } else { self.current };
+        self.engine(b)
+    }
+
+    /// The training batch size for `rows` training rows.
+    pub fn batch_for(&self, rows: usize) -> usize {
+        if self.lbfgs {
+            rows.max(1)
+        } else {
+            (self.program.settings.batch as usize).min(rows).max(1)
+        }
+    }
+
+    /// Fresh parameters and states from the initializers (seeded), and fresh optimizer
+    /// state: the start of a new fit.
+    pub fn init(&mut self, seed: u64, train_rows: usize) -> Result<(), String> {
+        let b = self.batch_for(train_rows);
+        let e = self.engine(b)?;
+        let (params, states) = crate::runtime::init::init_all(e.graph(), seed);
+        for (i, v) in params.iter().enumerate() {
+            e.set_param(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+        }
+        for (i, v) in states.iter().enumerate() {
+            e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+        }
+        self.lbfgs_state = Default::default();
+        self.best_snapshot = None;
+        Ok(())
+    }
+
+    /// Every parameter and state (optimizer state included), by name.
+    pub fn tensors(&self) -> Result<TensorMap, String> {
+        let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
+        let g = e.graph();
+        let mut map = TensorMap::new();
+        let f = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        for (i, p) in g.params.iter().enumerate() {
+            map.insert(p.name.clone(), HostTensor::f32(p.shape.iter().map(|&d| d as usize).collect(), f(e.param(i))));
+        }
+        for (i, s) in g.states.iter().enumerate() {
+            map.insert(s.name.clone(), HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(e.state(i))));
+        }
+        Ok(map)
+    }
+
+    /// The step graph's parameters and states (what `tensors` returns).
+    pub fn step_graph(&self) -> &Graph {
+        &self.step_graph
+    }
+
+    /// Sets parameters and states by name; `all_states` requires every state (optimizer
+    /// state included, for resuming), else only the model's own states are read.
+    pub fn load_tensors(&mut self, t: &TensorMap, train_rows: usize) -> Result<(), String> {
+        let b = self.batch_for(train_rows);
+        let e = self.holder(b)?;
+        let g = e.graph().clone();
+        for (i, p) in g.params.iter().enumerate() {
+            if let Some(v) = t.get(&p.name).and_then(HostTensor::floats) {
+                e.set_param(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+            }
+        }
+        for (i, s) in g.states.iter().enumerate() {
+            if let Some(v) = t.get(&s.name).and_then(HostTensor::floats) {
+                e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The loss and the target's values over `rows` (eval mode, chunks of 256).
+    pub fn score(&mut self, ds: &Dataset, rows: &[usize]) -> Result<Scores, String> {
+        let cur = self.current;
+        let holder = self.steps.get(&cur).ok_or("score before init: no parameters")?;
+        let (loss, values, width) = self.scorer.run(holder, ds, rows)?;
+        Ok(Scores { loss, values, width })
+    }
+
+    /// The target's values over rows of inputs only (no labels needed).
+    pub fn predict(&mut self, ds: &Dataset, rows: &[usize]) -> Result<Scores, String> {
+        if self.predictor.is_none() {
+            let mut g = self.scorer.graph.clone();
+            g.loss = None;
+            let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
+            self.predictor = Some(Scorer::new(g, 1000, self.jit, self.threads));
+        }
+        let holder = self.steps.get(&self.current).ok_or("predict before init: no parameters")?;
+        let pr = self.predictor.as_mut().ok_or("internal error: no predictor")?;
+        let (_, values, width) = pr.run(holder, ds, rows)?;
+        Ok(Scores { loss: 0.0, values, width })
+    }
+
+    /// Trains on `train` rows from `p` (a fresh `Progress` after `init`, or a resumed one)
+    /// to the recipe's last epoch, scoring `val` rows after every epoch.
+    pub fn fit(
+        &mut self,
+        ds: &Dataset,
+        train: &[usize],
+        val: Option<&[usize]>,
+        p: &mut Progress,
+        stop: &AtomicBool,
+        obs: &mut dyn Observer,
+    ) -> Result<End, String> {
+        let s = self.program.settings.clone();
+        let batch = self.batch_for(train.len());
+        let epochs = s.epochs as usize;
+        let per_epoch = train.len().div_ceil(batch) as u64;
+        let total = per_epoch * epochs as u64;
+        let base_lr = s.optimizer.num("lr").unwrap_or(1e-3);
+        let labels_i32 = matches!(ds.get(data::LABEL_INPUT).map(|a| &a.data), Some(ArrayData::I32(_)));
+        let target_name = self.target.as_ref().ok().map(|t| t.output.clone());
+        let t0 = std::time::Instant::now();
+        let mut end = End::Finished;
+        while p.epoch < epochs {
+            let epoch = p.epoch;
+            let te = std::time::Instant::now();
+            let order = if self.lbfgs {
+                Vec::new()
+            } else {
+                data::batches(train, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
+            };
+            let skip = p.batch;
+            let seen_before = p.epoch_seen;
+            let mut lr = base_lr;
+            let mut interrupted = false;
+            if self.lbfgs {
+                let mut st = std::mem::take(&mut self.lbfgs_state);
+                let e = self.engine(batch)?;
+                let r = lbfgs_epoch(e, ds, train, &s, &mut st, p.step);
+                self.lbfgs_state = st;
+                let (loss, evals) = r?;
+                if !loss.is_finite() {
+                    return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
+                }
+                p.step += evals;
+                p.epoch_loss = loss * train.len() as f64;
+                p.epoch_seen = train.len();
+                obs.batch(epoch, 1, 1, loss, lr);
+                interrupted = stop.load(Ordering::SeqCst);
+            }
+            for (bi, rows) in order.iter().enumerate().skip(skip) {
+                let step = p.step;
+                let e = self.engine(rows.len())?;
+                set_batch(e, ds, rows)?;
+                lr = schedule::rate(&s.schedule, base_lr, step, total);
+                let hv = update::hyper_values(&s, lr, step + 1);
+                for (k, h) in update::HYPER.iter().enumerate() {
+                    if let Some(i) = e.graph().inputs.iter().position(|inp| inp.name == *h) {
+                        e.set_scalar(i, hv[k] as f32)?;
+                    }
+                }
+                e.run(s.seed as u64, step)?;
+                let loss = f64::from(e.loss()?);
+                if !loss.is_finite() {
+                    return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
+                }
+                p.epoch_loss += loss * rows.len() as f64;
+                p.epoch_seen += rows.len();
+                if labels_i32 {
+                    if let Some(name) = &target_name {
+                        let k = e.graph().outputs.iter().position(|(n, _)| n == name);
+                        if let (Some(k), Some(labels)) = (k, labels_of(ds, rows)) {
+                            let out = e.output(k)?;
+                            let w = out.len() / rows.len().max(1);
+                            if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), self.kind) {
+                                p.epoch_correct += pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
+                            }
+                        }
+                    }
+                }
+                p.step += 1;
+                obs.batch(epoch, bi + 1, order.len(), loss, lr);
+                if stop.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    p.batch = bi + 1;
+                    break;
+                }
+            }
+            if interrupted && p.batch < order.len() {
+                obs.interrupted(self, p)?;
+                return Ok(End::Interrupted);
+            }
+            // A full epoch (or stopped after its last batch: finish it, then stop).
+            let secs = te.elapsed().as_secs_f64();
+            let train_loss = p.epoch_loss / p.epoch_seen.max(1) as f64;
+            let mut row: Vec<(String, f64)> = vec![
+                ("epoch".into(), (epoch + 1) as f64),
+                ("step".into(), p.step as f64),
+                ("train_loss".into(), train_loss),
+            ];
+            if labels_i32 && target_name.is_some() && !self.lbfgs {
+                row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
+            }
+            let monitored = match val {
+                Some(v) => {
+                    let sc = self.score(ds, v)?;
+                    row.push(("val_loss".into(), sc.loss));
+                    let ev = target::report(ds, v, &sc, self.kind, "val_", &[]);
+                    if let Some(a) = ev.all.get("val_accuracy") {
+                        row.push(("val_accuracy".into(), *a));
+                    }
+                    sc.loss
+                }
+                None => train_loss,
+            };
+            row.push(("lr".into(), lr));
+            row.push(("samples_per_sec".into(), (p.epoch_seen - seen_before) as f64 / secs.max(1e-9)));
+            row.push(("seconds".into(), t0.elapsed().as_secs_f64()));
+            p.epoch = epoch + 1;
+            p.batch = 0;
+            p.epoch_loss = 0.0;
+            p.epoch_seen = 0;
+            p.epoch_correct = 0;
+            let improved = monitored < p.best;
+            if improved {
+                p.best = monitored;
+                p.best_epoch = Some(epoch + 1);
+                p.bad_epochs = 0;
+                if s.early_stop.is_some() {
+                    self.best_snapshot = Some(self.tensors()?);
+                }
+            } else {
+                p.bad_epochs += 1;
+            }
+            obs.epoch(self, p, &row, improved)?;
+            if interrupted {
+                end = End::Interrupted;
+                break;
+            }
+            if s.early_stop.is_some_and(|pat| p.bad_epochs >= pat as usize) {
+                end = End::StoppedEarly;
+                break;
+            }
+        }
+        if end != End::Interrupted && s.early_stop.is_some() {
+            if let Some(best) = self.best_snapshot.take() {
+                self.load_tensors(&best, train.len())?;
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// One `train` epoch of L-BFGS: up to `max_iter` iterations on the whole training set.
+/// Returns the final objective and the number of function evaluations.
+fn lbfgs_epoch(
+    e: &mut Engine,
+    ds: &Dataset,
+    rows: &[usize],
+    s: &crate::settings::TrainSettings,
+    st: &mut super::lbfgs::State,
+    step: u64,
+) -> Result<(f64, u64), String> {
+    set_batch(e, ds, rows)?;
+    let g = e.graph().clone();
+    let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
+    let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
+    let mut evals = 0u64;
+    let mut f = |x: &[f64]| -> Result<(f64, Vec<f64>), String> {
+        let mut at = 0;
+        for (i, &n) in sizes.iter().enumerate() {
+            let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
+            e.set_param(i, &v)?;
+            at += n;
+        }
+        e.run(s.seed as u64, step + evals)?;
+        evals += 1;
+        let obj = f64::from(e.output(0)?.first().copied().unwrap_or(f32::NAN));
+        let mut grad = Vec::with_capacity(x.len());
+        for k in 0..sizes.len() {
+            grad.extend(e.output(k + 1)?.into_iter().map(f64::from));
+        }
+        Ok((obj, grad))
+    };
+    let o = super::lbfgs::Options {
+        lr: s.optimizer.num("lr").unwrap_or(1.0),
+        history: s.optimizer.num("history").unwrap_or(10.0) as usize,
+        max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
+        tolerance_grad: 1e-7,
+    };
+    let value = super::lbfgs::minimize(&mut f, &mut x, st, &o)?;
+    let mut at = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
+        e.set_param(i, &v)?;
+        at += n;
+    }
+    Ok((value, evals))
+}
