@@ -2,9 +2,10 @@
 //! PNG plots in `nnc::plot` (valid PNG, expected size, the expected colours present).
 
 use nnc::metrics::{
-    accuracy, classification_metrics, confusion_matrix, confusion_table, format_lines, format_number, format_short,
-    mae, mse, num_classes, predicted_classes, regression_metrics, roc_auc, roc_auc_binary, to_json, ConfusionMatrix,
-    Metrics, MetricsLog, ScoreKind,
+    accuracy, average_precision, classification_metrics, confusion_matrix, confusion_table, confusion_to_json,
+    format_lines, format_number, format_short, mae, mse, num_classes, positive_scores, pr_curve, predicted_classes, r2,
+    regression_metrics, rmse, roc_auc, roc_auc_binary, roc_auc_ovr, roc_curve, to_json, ConfusionMatrix, Metrics,
+    MetricsLog, ScoreKind,
 };
 use nnc::plot::{curve_panels, plot_curves, plot_decision_boundary, plot_panels, Panel, Series, GRID};
 use std::path::{Path, PathBuf};
@@ -190,24 +191,255 @@ fn classification_metrics_names_and_values() {
     ];
     let m = classification_metrics(&probs, 3, &[0, 0, 1, 1, 2, 2], ScoreKind::Probabilities, "test_").expect("ok");
     let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]);
+    // More than two classes: macro and weighted averages, the one-vs-rest AUC, and no
+    // plain precision / recall / f1.
+    assert_eq!(
+        keys,
+        [
+            "test_accuracy",
+            "test_auc_ovr",
+            "test_f1_macro",
+            "test_f1_weighted",
+            "test_precision_macro",
+            "test_precision_weighted",
+            "test_recall_macro",
+            "test_recall_weighted"
+        ]
+    );
     assert_close!(m["test_accuracy"], 0.5);
     assert_close!(m["test_f1_macro"], 7.0 / 18.0);
+    // Every class has support 2, so the weighted averages equal the macro ones.
+    assert_close!(m["test_f1_weighted"], 7.0 / 18.0);
+    assert_close!(m["test_recall_weighted"], 0.5);
+    // One-vs-rest AUCs by hand (p_c ranked): class 0 {0.8, 0.2} vs {0.1, 0.3, 0.3, 0.5}
+    // = 5/8; class 1 {0.8, 0.6} vs {0.1, 0.7, 0.4, 0.2} = 7/8; class 2 {0.3, 0.3} vs
+    // {0.1, 0.1, 0.1, 0.1} = 8/8 (scikit-learn: 0.8333333333333334).
+    assert_close!(m["test_auc_ovr"], (0.625 + 0.875 + 1.0) / 3.0);
     assert_eq!(
         format_lines(&m),
-        "test_accuracy: 0.5\ntest_f1_macro: 0.388889\ntest_precision_macro: 0.333333\ntest_recall_macro: 0.5\n"
+        "test_accuracy: 0.5\ntest_auc_ovr: 0.833333\ntest_f1_macro: 0.388889\ntest_f1_weighted: 0.388889\n\
+         test_precision_macro: 0.333333\ntest_precision_weighted: 0.333333\ntest_recall_macro: 0.5\n\
+         test_recall_weighted: 0.5\n"
     );
 
-    // Binary, one sigmoid column: adds the AUC.
+    // Binary, one sigmoid column: the positive class's scores, AUC and AP.
     let m =
         classification_metrics(&[-1.0f32, 2.0, 0.5, -0.2], 1, &[0, 1, 0, 1], ScoreKind::Logits, "val_").expect("ok");
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "val_accuracy",
+            "val_auc",
+            "val_average_precision",
+            "val_f1",
+            "val_f1_macro",
+            "val_f1_weighted",
+            "val_precision",
+            "val_precision_macro",
+            "val_precision_weighted",
+            "val_recall",
+            "val_recall_macro",
+            "val_recall_weighted"
+        ]
+    );
     assert_close!(m["val_accuracy"], 0.5);
     assert_close!(m["val_auc"], 0.75);
+    // Predicted 0 1 1 0 for labels 0 1 0 1: class 1 P 1/2, R 1/2.
+    assert_close!(m["val_precision"], 0.5);
+    assert_close!(m["val_recall"], 0.5);
+    // Ranked 2.0 (pos), 0.5 (neg), -0.2 (pos), -1.0 (neg): AP = 1/2 * 1 + 1/2 * 2/3.
+    assert_close!(m["val_average_precision"], 0.5 + 1.0 / 3.0);
     // Only one class in the labels: the AUC is undefined (NaN, JSON null).
     let m = classification_metrics(&[-1.0f32, 2.0], 1, &[1, 1], ScoreKind::Logits, "").expect("ok");
     assert!(m["auc"].is_nan());
     assert_close!(m["accuracy"], 0.5);
+    assert_close!(m["average_precision"], 1.0);
     assert!(to_json(&m).contains("\"auc\": null"));
+    // No positives: AP is undefined too.
+    let m = classification_metrics(&[-1.0f32, 2.0], 1, &[0, 0], ScoreKind::Logits, "").expect("ok");
+    assert!(m["auc"].is_nan() && m["average_precision"].is_nan());
+    assert_close!(m["precision"], 0.0);
+}
+
+#[test]
+fn binary_metrics_match_scikit_learn() {
+    // One logit column with tied scores. References from scikit-learn 1.9.1:
+    // precision_score / recall_score / f1_score (average='binary', 'macro', 'weighted'),
+    // roc_auc_score, average_precision_score.
+    let s = [2.0f64, -1.0, 0.5, 0.5, -0.3, 1.2, -2.0, 0.5, 0.1, -0.7, 0.9, -0.1];
+    let y = [1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0];
+    let m = classification_metrics(&s, 1, &y, ScoreKind::Logits, "").expect("ok");
+    assert_close!(m["accuracy"], 0.75);
+    assert_close!(m["precision"], 0.7142857142857143);
+    assert_close!(m["recall"], 0.8333333333333334);
+    assert_close!(m["f1"], 0.7692307692307693);
+    assert_close!(m["precision_macro"], 0.7571428571428571);
+    assert_close!(m["recall_macro"], 0.75);
+    assert_close!(m["f1_macro"], 0.7482517482517483);
+    assert_close!(m["precision_weighted"], 0.7571428571428571);
+    assert_close!(m["recall_weighted"], 0.75);
+    assert_close!(m["f1_weighted"], 0.7482517482517483);
+    assert_close!(m["auc"], 0.8611111111111112);
+    assert_close!(m["average_precision"], 0.8777777777777778);
+
+    // The same as two logit columns (z0 = 0, z1 = s) and as two probability columns.
+    let two: Vec<f64> = s.iter().flat_map(|&v| [0.0, v]).collect();
+    let m2 = classification_metrics(&two, 2, &y, ScoreKind::Logits, "").expect("ok");
+    for (k, v) in &m {
+        assert_close!(m2[k], *v);
+    }
+    let probs: Vec<f64> = s.iter().flat_map(|&v| [1.0 / (1.0 + v.exp()), 1.0 / (1.0 + (-v).exp())]).collect();
+    let m3 = classification_metrics(&probs, 2, &y, ScoreKind::Probabilities, "").expect("ok");
+    for (k, v) in &m {
+        assert_close!(m3[k], *v);
+    }
+
+    // roc_curve(drop_intermediate=False) with its (inf-threshold) first point (0, 0).
+    let third = 1.0 / 3.0;
+    let sixth = 1.0 / 6.0;
+    let roc = roc_curve(&s, &y).expect("ok");
+    let want = [
+        (0.0, 0.0),
+        (0.0, sixth),
+        (0.0, third),
+        (0.0, 0.5),
+        (sixth, 5.0 * sixth),
+        (third, 5.0 * sixth),
+        (0.5, 5.0 * sixth),
+        (4.0 * sixth, 5.0 * sixth),
+        (4.0 * sixth, 1.0),
+        (5.0 * sixth, 1.0),
+        (1.0, 1.0),
+    ];
+    assert_eq!(roc.len(), want.len());
+    for (p, w) in roc.iter().zip(want) {
+        assert_close!(p.0, w.0);
+        assert_close!(p.1, w.1);
+    }
+    // precision_recall_curve: (recall, precision), thresholds ascending, then (0, 1).
+    let pr = pr_curve(&s, &y).expect("ok");
+    let want = [
+        (1.0, 0.5),
+        (1.0, 0.5454545454545454),
+        (1.0, 0.6),
+        (5.0 * sixth, 0.5555555555555556),
+        (5.0 * sixth, 0.625),
+        (5.0 * sixth, 0.7142857142857143),
+        (5.0 * sixth, 5.0 * sixth),
+        (0.5, 1.0),
+        (third, 1.0),
+        (sixth, 1.0),
+        (0.0, 1.0),
+    ];
+    assert_eq!(pr.len(), want.len());
+    for (p, w) in pr.iter().zip(want) {
+        assert_close!(p.0, w.0);
+        assert_close!(p.1, w.1);
+    }
+    // The trapezoid area under the ROC points is the rank AUC.
+    let area: f64 = roc.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
+    assert_close!(area, m["auc"]);
+    assert_close!(average_precision(&s, &y).expect("ok"), 0.8777777777777778);
+}
+
+#[test]
+fn curves_edge_cases_and_errors() {
+    // NaN scores count as the lowest; -0.0 and 0.0 are one threshold.
+    let roc = roc_curve(&[f64::NAN, 0.0, -0.0, 1.0], &[1, 0, 1, 0]).expect("ok");
+    assert_eq!(roc, vec![(0.0, 0.0), (0.5, 0.0), (1.0, 0.5), (1.0, 1.0)]);
+    // All scores tied: one step to (1, 1); precision is the prevalence.
+    assert_eq!(roc_curve(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), vec![(0.0, 0.0), (1.0, 1.0)]);
+    assert_eq!(pr_curve(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), vec![(1.0, 0.75), (0.0, 1.0)]);
+    assert_close!(average_precision(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), 0.75);
+    // Only positives: the PR curve and AP exist, the ROC curve does not.
+    assert_eq!(pr_curve(&[0.1, 0.9], &[1, 1]).expect("ok"), vec![(1.0, 1.0), (0.5, 1.0), (0.0, 1.0)]);
+    assert_close!(average_precision(&[0.1, 0.9], &[1, 1]).expect("ok"), 1.0);
+    assert!(roc_curve(&[0.1, 0.9], &[1, 1]).expect_err("one class").contains("both classes"));
+    // No positives: AP is NaN, the PR curve an error.
+    assert!(average_precision(&[0.1, 0.9], &[0, 0]).expect("ok").is_nan());
+    assert!(pr_curve(&[0.1, 0.9], &[0, 0]).expect_err("no positives").contains("positive"));
+    // Malformed input.
+    assert!(roc_curve(&[0.1], &[0, 1]).is_err());
+    assert!(pr_curve(&[], &[]).is_err());
+    assert!(average_precision(&[0.1, 0.2], &[0, 2]).expect_err("label").contains("outside 0..2"));
+}
+
+#[test]
+fn positive_scores_of_each_score_kind() {
+    // One sigmoid column: the column, or its negation for class 0.
+    assert_eq!(positive_scores(&[0.5f32, -2.0], 1, ScoreKind::Logits, 1).expect("ok"), vec![0.5, -2.0]);
+    assert_eq!(positive_scores(&[0.5f32, -2.0], 1, ScoreKind::Logits, 0).expect("ok"), vec![-0.5, 2.0]);
+    assert_eq!(positive_scores(&[0.25f64], 1, ScoreKind::Probabilities, 0).expect("ok"), vec![-0.25]);
+    // Two logit columns: the difference; probabilities: the column.
+    assert_eq!(positive_scores(&[1.0f64, 4.0], 2, ScoreKind::Logits, 1).expect("ok"), vec![3.0]);
+    assert_eq!(positive_scores(&[0.2f64, 0.8], 2, ScoreKind::Probabilities, 0).expect("ok"), vec![0.2]);
+    // More logit columns: softmax, stable for large logits, NaN rows stay NaN.
+    let p = positive_scores(&[1000.0f64, 1000.0 + 2f64.ln(), 1000.0], 3, ScoreKind::Logits, 1).expect("ok");
+    assert_close!(p[0], 0.5);
+    let p =
+        positive_scores(&[f64::NAN, 1.0, 2.0, 0.0, f64::INFINITY, f64::INFINITY], 3, ScoreKind::Logits, 1).expect("ok");
+    assert!(p[0].is_nan());
+    assert_eq!(p[1], 0.5);
+    let p = positive_scores(&[-1000.0f32, 0.0, 1000.0], 3, ScoreKind::Logits, 0).expect("ok");
+    assert_eq!(p, vec![0.0]);
+    // Errors: a class outside the problem, ragged rows.
+    assert!(positive_scores(&[0.5f32], 1, ScoreKind::Logits, 2).expect_err("class").contains("class 2"));
+    assert!(positive_scores(&[0.5f32; 5], 2, ScoreKind::Logits, 0).is_err());
+}
+
+#[test]
+fn multiclass_metrics_match_scikit_learn() {
+    // 12 rows of 4 logits. References from scikit-learn 1.9.1 (zero_division=0) and
+    // roc_auc_score(multi_class='ovr', average='macro') of the softmax probabilities.
+    let z = [
+        2.8f32, -2.6, 0.4, -0.6, -0.5, 0.6, -2.0, -0.2, -0.9, 3.3, 1.0, -0.4, -0.3, -0.7, -1.1, 0.4, 1.3, -0.2, 1.0,
+        -0.2, 0.0, 2.3, 0.5, -0.5, -0.2, 0.5, 2.7, -0.3, -0.2, 1.0, -0.9, 0.5, 1.7, 0.6, 0.1, 0.7, -2.8, 1.8, -1.0,
+        -1.7, 0.3, 0.7, 0.4, -1.1, 0.0, -0.1, 2.2, 0.7,
+    ];
+    let y = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 2];
+    assert_eq!(predicted_classes(&z, 4, ScoreKind::Logits).expect("ok"), vec![0, 1, 1, 3, 0, 1, 2, 1, 0, 1, 1, 2]);
+    let m = classification_metrics(&z, 4, &y, ScoreKind::Logits, "").expect("ok");
+    assert!(!m.contains_key("f1") && !m.contains_key("precision") && !m.contains_key("auc"));
+    assert_close!(m["accuracy"], 0.75);
+    assert_close!(m["precision_macro"], 0.875);
+    assert_close!(m["recall_macro"], 0.75);
+    assert_close!(m["f1_macro"], 0.7499999999999999);
+    assert_close!(m["precision_weighted"], 0.875);
+    assert_close!(m["recall_weighted"], 0.75);
+    assert_close!(m["f1_weighted"], 0.75);
+    assert!((m["auc_ovr"] - 0.9424189814814814).abs() < 1e-7, "{}", m["auc_ovr"]); // f32 logits
+    let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+    let direct = roc_auc_ovr(&z64, 4, &y, ScoreKind::Logits).expect("ok");
+    assert!((direct - 0.9424189814814814).abs() < 1e-12, "{direct}");
+    // A class missing from the labels: the one-vs-rest AUC is undefined.
+    let y3 = [0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 2];
+    assert!(roc_auc_ovr(&z, 4, &y3, ScoreKind::Logits).expect("ok").is_nan());
+    assert!(classification_metrics(&z, 4, &y3, ScoreKind::Logits, "").expect("ok")["auc_ovr"].is_nan());
+    // Two classes: the binary AUC.
+    let s = [0.1f64, 0.4, 0.35, 0.8];
+    assert_close!(roc_auc_ovr(&s, 1, &[0, 0, 1, 1], ScoreKind::Probabilities).expect("ok"), 0.75);
+    assert!(roc_auc_ovr(&z, 4, &y[..3], ScoreKind::Logits).is_err());
+    assert!(roc_auc_ovr(&z, 4, &[4; 12], ScoreKind::Logits).is_err());
+}
+
+#[test]
+fn weighted_scores_and_json_matrix() {
+    // true 0 0 0 1 1 2, pred 0 0 1 1 1 3: class 3 predicted but never present (weight 0).
+    let cm = ConfusionMatrix::new(&[0, 0, 1, 1, 1, 3], &[0, 0, 0, 1, 1, 2], 4).expect("ok");
+    let w = cm.weighted_scores();
+    // class 0: P 1, R 2/3, F1 0.8 (3 rows); class 1: P 2/3, R 1, F1 0.8 (2); class 2: 0 (1).
+    assert_eq!(w.classes, 3);
+    assert_close!(w.precision, (3.0 * 1.0 + 2.0 * (2.0 / 3.0)) / 6.0);
+    assert_close!(w.recall, (3.0 * (2.0 / 3.0) + 2.0 * 1.0) / 6.0);
+    assert_close!(w.f1, (3.0 * 0.8 + 2.0 * 0.8) / 6.0);
+    // The macro average counts class 3 (predicted) with F1 0, over 4 classes.
+    let m = cm.macro_scores();
+    assert_eq!(m.classes, 4);
+    assert_close!(m.f1, 1.6 / 4.0);
+    assert_eq!(confusion_to_json(&cm), "[[2, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]");
+    let one = ConfusionMatrix::new(&[0], &[0], 1).expect("ok");
+    assert_eq!(confusion_to_json(&one), "[[1]]");
 }
 
 #[test]
@@ -217,8 +449,22 @@ fn regression_known_answers() {
     assert_close!(mse(&pred, &target).expect("ok"), 13.0 / 3.0);
     assert_close!(mae(&pred, &target).expect("ok"), 5.0 / 3.0);
     let m = regression_metrics(&pred, &target, "test_").expect("ok");
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["test_mae", "test_mse", "test_r2", "test_rmse"]);
     assert_close!(m["test_mse"], 13.0 / 3.0);
     assert_close!(m["test_mae"], 5.0 / 3.0);
+    assert_close!(m["test_rmse"], (13.0f64 / 3.0).sqrt());
+    // Targets 1 4 0 (mean 5/3, SS_tot 26/3), SS_res 13: R² = 1 - 13 / (26/3) = -1/2.
+    assert_close!(m["test_r2"], -0.5);
+    // scikit-learn 1.9.1: mean_squared_error 0.25, its root 0.5, mean_absolute_error
+    // 0.5, r2_score 0.7093023255813953.
+    let (p, t) = ([1.0f64, 2.5, 2.0, 4.5, 3.0], [1.5f64, 2.0, 2.5, 4.0, 3.5]);
+    assert_close!(rmse(&p, &t).expect("ok"), 0.5);
+    assert_close!(r2(&p, &t).expect("ok"), 0.7093023255813953);
+    // Constant targets: R² is undefined.
+    assert!(r2(&[1.0f32, 2.0], &[3.0f32, 3.0]).expect("ok").is_nan());
+    assert!(regression_metrics(&[1.0f32], &[1.0f32], "").expect("ok")["r2"].is_nan());
+    assert!(r2(&[1.0f32], &[1.0f32, 2.0]).is_err());
     assert!(mse(&pred, &[1.0f32]).is_err());
     assert!(mae::<f32, f32>(&[], &[]).is_err());
 }
