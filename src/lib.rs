@@ -33,6 +33,7 @@ pub mod plot;
 pub mod runtime;
 pub mod settings;
 pub mod simplify;
+pub mod stats;
 pub mod syntax;
 pub mod tensors;
 pub mod train;
