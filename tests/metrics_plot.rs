@@ -7,7 +7,9 @@ use nnc::metrics::{
     regression_metrics, rmse, roc_auc, roc_auc_binary, roc_auc_ovr, roc_curve, to_json, ConfusionMatrix, Metrics,
     MetricsLog, ScoreKind,
 };
-use nnc::plot::{curve_panels, plot_curves, plot_decision_boundary, plot_panels, Panel, Series, GRID};
+use nnc::plot::{
+    curve_panels, plot_curves, plot_decision_boundary, plot_panels, plot_roc_pr, roc_pr_series, Panel, Series, GRID,
+};
 use std::path::{Path, PathBuf};
 
 fn close(a: f64, b: f64) -> bool {
@@ -788,4 +790,140 @@ fn decision_boundary_errors() {
         Ok(g.iter().map(|p| (p[0].round().clamp(0.0, 29.0)) as i32).collect())
     };
     plot_decision_boundary(&dir.join("many.png"), &many, &labels, 30, &mut by_x, "30 classes").expect("plot");
+}
+
+/// Per-class ROC and precision-recall series of logits `[n, k]` (k > 2) against labels.
+fn per_class_series(logits: &[f64], k: usize, labels: &[i32]) -> (Vec<Series>, Vec<Series>) {
+    let (mut rocs, mut prs) = (vec![], vec![]);
+    for c in 0..k {
+        let scores = positive_scores(logits, k, ScoreKind::Logits, c).expect("scores");
+        let y: Vec<i32> = labels.iter().map(|&l| i32::from(l as usize == c)).collect();
+        let roc = roc_curve(&scores, &y).expect("roc");
+        let pr = pr_curve(&scores, &y).expect("pr");
+        let auc = roc_auc_binary(&scores, &y).expect("auc");
+        let ap = average_precision(&scores, &y).expect("ap");
+        let (r, p) = roc_pr_series(&format!("class {c}"), &roc, auc, &pr, ap);
+        rocs.push(r);
+        prs.push(p);
+    }
+    (rocs, prs)
+}
+
+/// `n` deterministic pseudo-random values, uniform in [-2, 2).
+fn noise(n: usize, mut seed: u64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+/// Logits of a noisy nearest-centre classifier on `blobs`: minus the squared distance to
+/// each class centre plus noise, so the classes are told apart well but not perfectly.
+fn centre_logits(points: &[[f32; 2]], k: usize) -> Vec<f64> {
+    let noise = noise(points.len() * k, 777);
+    let mut out = vec![];
+    for p in points {
+        for c in 0..k {
+            let angle = c as f64 / k as f64 * std::f64::consts::TAU;
+            let (cx, cy) = (3.0 * angle.cos() + 1.0, 2.0 * angle.sin() - 0.5);
+            out.push(-((p[0] as f64 - cx).powi(2) + (p[1] as f64 - cy).powi(2)) + noise[out.len()]);
+        }
+    }
+    out
+}
+
+#[test]
+fn roc_pr_png() {
+    let dir = out_dir("roc_pr");
+    // Ten classes: ten series per panel, each in its palette colour, legends included.
+    let (points, labels) = blobs(10, 60);
+    let logits = centre_logits(&points, 10);
+    let (rocs, prs) = per_class_series(&logits, 10, &labels);
+    // Names carry the areas to 3 decimals: "class 3 (AUC 0.987)".
+    for (s, prefix) in [(&rocs[3], "class 3 (AUC "), (&prs[3], "class 3 (AP ")] {
+        let area = s.name.strip_prefix(prefix).and_then(|r| r.strip_suffix(')')).expect("name");
+        assert!(area.len() == 5 && area.parse::<f64>().is_ok_and(|a| (0.5..=1.0).contains(&a)), "{}", s.name);
+    }
+    let path = dir.join("roc_pr_10.png");
+    plot_roc_pr(&path, "ROC and precision-recall: 10 classes", &rocs, &prs).expect("plot");
+    let bytes = std::fs::read(&path).expect("read png");
+    assert_eq!(png_size(&bytes), (1280, 640));
+    assert!(bytes.len() > 10_000, "{} bytes is too small for a chart", bytes.len());
+    let pixels = decode_rgb(&bytes);
+    assert!(share_of(&pixels, [255, 255, 255]) > 0.4, "mostly white background");
+    for (c, rgb) in [(0, [31, 119, 180]), (3, [214, 39, 40]), (9, [23, 190, 207])] {
+        assert!(share_of(&pixels, rgb) > 0.0005, "class {c} colour {rgb:?}");
+    }
+    assert!(share_of(&pixels, [150, 150, 150]) > 0.0002, "grey chance diagonal");
+    assert!(share_of(&pixels, [0, 0, 0]) > 0.001, "black text and axes");
+
+    // Binary: train and validation curves of one sigmoid column.
+    let (points, labels) = blobs(2, 80);
+    // A linear score plus noise, so the classes overlap.
+    let scores: Vec<f64> = points
+        .iter()
+        .zip(noise(points.len(), 5))
+        .map(|(p, n)| 1.0 - p[0] as f64 + 0.3 * p[1] as f64 + 2.0 * n)
+        .collect();
+    let mut rocs = vec![];
+    let mut prs = vec![];
+    for (name, val) in [("train", false), ("val", true)] {
+        let idx: Vec<usize> = (0..points.len()).filter(|i| (i % 4 == 0) == val).collect();
+        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        let y: Vec<i32> = idx.iter().map(|&i| labels[i]).collect();
+        let roc = roc_curve(&s, &y).expect("roc");
+        let pr = pr_curve(&s, &y).expect("pr");
+        let (r, p) = roc_pr_series(
+            name,
+            &roc,
+            roc_auc_binary(&s, &y).expect("auc"),
+            &pr,
+            average_precision(&s, &y).expect("ap"),
+        );
+        rocs.push(r);
+        prs.push(p);
+    }
+    let path = dir.join("roc_pr_binary.png");
+    plot_roc_pr(&path, "ROC and precision-recall: linear classifier", &rocs, &prs).expect("plot");
+    let pixels = decode_rgb(&std::fs::read(&path).expect("read"));
+    assert!(share_of(&pixels, [31, 119, 180]) > 0.001, "train (blue)");
+    assert!(share_of(&pixels, [255, 127, 14]) > 0.001, "val (orange)");
+
+    // Twelve classes: the colours cycle and the last two series are dashed; one panel
+    // only when there are no precision-recall curves.
+    let (points, labels) = blobs(12, 30);
+    let (rocs, _) = per_class_series(&centre_logits(&points, 12), 12, &labels);
+    let path = dir.join("roc_12.png");
+    plot_roc_pr(&path, "ROC: 12 classes", &rocs, &[]).expect("plot");
+    assert_eq!(png_size(&std::fs::read(&path).expect("read")), (660, 640));
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".png") && !n.starts_with('.')), "{names:?}");
+}
+
+#[test]
+fn roc_pr_errors_not_panics() {
+    let dir = out_dir("roc_pr_err");
+    let path = dir.join("x.png");
+    let good = Series { name: "ok".into(), points: vec![(0.0, 0.0), (1.0, 1.0)] };
+    assert!(plot_roc_pr(&path, "t", &[], &[]).expect_err("nothing").contains("nothing to plot"));
+    let outside = Series { name: "bad".into(), points: vec![(0.0, 0.0), (1.5, 1.0)] };
+    let e = plot_roc_pr(&path, "t", std::slice::from_ref(&good), &[outside]).expect_err("outside");
+    assert!(e.contains("`bad`") && e.contains("outside [0, 1]"), "{e}");
+    let empty = Series { name: "nan".into(), points: vec![(f64::NAN, 0.5)] };
+    assert!(plot_roc_pr(&path, "t", &[empty], &[]).expect_err("no points").contains("no finite points"));
+    assert!(!path.exists());
+    // Gaps (NaN points), a single point, a degenerate curve and many series still plot.
+    let gappy = Series { name: "gap".into(), points: vec![(0.0, 0.0), (f64::NAN, 0.5), (0.5, 0.9), (1.0, 1.0)] };
+    let single = Series { name: "one".into(), points: vec![(0.3, 0.7)] };
+    let many: Vec<Series> = (0..30)
+        .map(|i| Series { name: format!("s{i}"), points: vec![(0.0, 0.0), (i as f64 / 30.0, 1.0), (1.0, 1.0)] })
+        .collect();
+    plot_roc_pr(&path, "odd", &[gappy, single, good], &many).expect("plot");
+    assert!(path.exists());
+    assert!(plot_roc_pr(&dir.join("missing").join("y.png"), "t", &many, &[]).is_err());
 }
