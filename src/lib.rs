@@ -34,6 +34,7 @@ pub mod rng;
 pub mod runtime;
 pub mod settings;
 pub mod simplify;
+pub mod stats;
 pub mod syntax;
 pub mod tensors;
 pub mod train;

@@ -7,6 +7,13 @@
 //! (the lowest index on ties; NaN scores never win). Regression takes predictions and
 //! targets of equal length.
 //!
+//! Names and definitions follow scikit-learn: for two classes `precision`, `recall` and
+//! `f1` are those of the positive class 1 (`average='binary'`), `*_macro` and `*_weighted`
+//! are `average='macro'` and `average='weighted'`, `auc` is `roc_auc_score`,
+//! `average_precision` is `average_precision_score` and `auc_ovr` is
+//! `roc_auc_score(multi_class='ovr')`. Curves ([`roc_curve`], [`pr_curve`]) take one score
+//! per row for one class against the rest ([`positive_scores`]).
+//!
 //! Named results are a `BTreeMap<String, f64>` (`Metrics`): `format_lines` gives
 //! `test_accuracy: 0.972` lines and `to_json` a JSON object. Undefined values (the AUC when
 //! only one class is present) are NaN, printed `nan` and written as JSON `null`.
@@ -132,13 +139,15 @@ pub struct ClassScores {
     pub predicted: u64,
 }
 
-/// Macro averages over the classes that occur (as a label or a prediction).
+/// Averages of the per-class scores: macro ([`ConfusionMatrix::macro_scores`]) or
+/// support-weighted ([`ConfusionMatrix::weighted_scores`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MacroScores {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
-    /// How many classes the averages are over.
+    /// How many classes the averages are over (for weighted averages: the classes of
+    /// nonzero weight, i.e. with support).
     pub classes: usize,
 }
 
@@ -202,6 +211,10 @@ impl ConfusionMatrix {
     /// classifier; a class present but never predicted counts with precision 0, and one
     /// predicted but never present counts with recall 0. With no classes left all three
     /// are NaN.
+    ///
+    /// This is scikit-learn's `average='macro'` with `labels=None`, which averages over
+    /// the union of the classes in `y_true` and `y_pred` (`unique_labels`), with
+    /// `zero_division=0`.
     pub fn macro_scores(&self) -> MacroScores {
         let used: Vec<ClassScores> =
             (0..self.classes).map(|c| self.class_scores(c)).filter(|s| s.support > 0 || s.predicted > 0).collect();
@@ -214,6 +227,46 @@ impl ConfusionMatrix {
             }
         };
         MacroScores { precision: mean(|s| s.precision), recall: mean(|s| s.recall), f1: mean(|s| s.f1), classes: n }
+    }
+
+    /// Support-weighted means of the per-class precision, recall and F1, scikit-learn's
+    /// `average='weighted'`: with `s_c` the number of samples of true class `c`,
+    ///
+    /// ```text
+    /// precision_weighted = sum_c s_c * precision_c / sum_c s_c
+    /// ```
+    ///
+    /// and likewise for recall and F1. A class with no support weighs 0 (so a class only
+    /// predicted, never present, does not count). Weighted recall equals the accuracy.
+    /// `classes` counts the classes with support; with none (an empty matrix) all three
+    /// are NaN.
+    ///
+    /// ```
+    /// use nnc::metrics::ConfusionMatrix;
+    /// // true 0 0 0 1, predicted 0 0 1 1: class 0 P 1, R 2/3; class 1 P 1/2, R 1.
+    /// let cm = ConfusionMatrix::new(&[0, 0, 1, 1], &[0, 0, 0, 1], 2).ok().expect("valid");
+    /// let w = cm.weighted_scores();
+    /// assert_eq!(w.precision, (3.0 * 1.0 + 1.0 * 0.5) / 4.0);
+    /// assert_eq!(w.recall, 0.75);
+    /// assert_eq!(w.classes, 2);
+    /// ```
+    pub fn weighted_scores(&self) -> MacroScores {
+        let scores: Vec<ClassScores> =
+            (0..self.classes).map(|c| self.class_scores(c)).filter(|s| s.support > 0).collect();
+        let total: u64 = scores.iter().map(|s| s.support).sum();
+        let mean = |f: fn(&ClassScores) -> f64| {
+            if total == 0 {
+                f64::NAN
+            } else {
+                scores.iter().map(|s| s.support as f64 * f(s)).sum::<f64>() / total as f64
+            }
+        };
+        MacroScores {
+            precision: mean(|s| s.precision),
+            recall: mean(|s| s.recall),
+            f1: mean(|s| s.f1),
+            classes: scores.len(),
+        }
     }
 
     /// The matrix as a text table with row and column totals, e.g.
@@ -284,6 +337,23 @@ pub fn confusion_table(cm: &ConfusionMatrix, names: Option<&[String]>) -> String
     cm.to_table(names)
 }
 
+/// The confusion matrix as JSON: an array of rows (true classes), each an array of counts
+/// per predicted class, on one line without a trailing newline.
+///
+/// ```
+/// use nnc::metrics::{confusion_to_json, ConfusionMatrix};
+/// let cm = ConfusionMatrix::new(&[0, 1, 1], &[0, 0, 1], 2).ok().expect("valid");
+/// assert_eq!(confusion_to_json(&cm), "[[1, 1], [0, 1]]");
+/// ```
+pub fn confusion_to_json(cm: &ConfusionMatrix) -> String {
+    let rows: Vec<String> = cm
+        .rows()
+        .iter()
+        .map(|r| format!("[{}]", r.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")))
+        .collect();
+    format!("[{}]", rows.join(", "))
+}
+
 /// Area under the ROC curve of a binary classifier from one score per sample (higher
 /// means class 1), by the Mann-Whitney rank formula: tied scores get their average rank,
 /// which equals the trapezoid rule over the ROC curve. NaN scores rank lowest. Labels
@@ -327,18 +397,251 @@ pub fn roc_auc_binary<T: Copy + Into<f64>>(scores: &[T], labels: &[i32]) -> Resu
 /// `p1` for probabilities. Other `k` are an error.
 pub fn roc_auc<T: Copy + Into<f64>>(scores: &[T], k: usize, labels: &[i32], kind: ScoreKind) -> Result<f64, String> {
     rows_of(scores.len(), k)?;
-    let positive: Vec<f64> = match (k, kind) {
-        (1, _) => scores.iter().map(|&s| s.into()).collect(),
-        (2, ScoreKind::Logits) => scores.chunks_exact(2).map(|r| r[1].into() - r[0].into()).collect(),
-        (2, ScoreKind::Probabilities) => scores.chunks_exact(2).map(|r| r[1].into()).collect(),
-        _ => return Err(format!("ROC AUC is computed for two classes, not {k}")),
-    };
-    roc_auc_binary(&positive, labels)
+    if k > 2 {
+        return Err(format!("ROC AUC is computed for two classes, not {k}"));
+    }
+    roc_auc_binary(&positive_scores(scores, k, kind, 1)?, labels)
+}
+
+/// One score per row of `scores` (`[n, k]`) for `class` against the rest, higher meaning
+/// more likely `class`:
+///
+/// - `k == 1` (one sigmoid column): the column itself for class 1, its negation for
+///   class 0 (for probabilities `-p` ranks like `1 - p`);
+/// - `k == 2` with logits: `z_c - z_other`, the log-odds of `c` under softmax;
+/// - `k >= 2` with probabilities: `p_c`;
+/// - `k > 2` with logits: the softmax probability `exp(z_c - m) / sum_j exp(z_j - m)`
+///   with `m` the row's maximum (no overflow). A row holding NaN gives NaN; a row with
+///   `+inf` logits shares the probability among them.
+///
+/// Errors when `scores` is not whole rows of `k` or `class` is not one of the
+/// [`num_classes`]`(k)` classes.
+///
+/// ```
+/// use nnc::metrics::{positive_scores, ScoreKind};
+/// let logits = [1.0f32, 3.0, 2.0, 0.5];
+/// assert_eq!(positive_scores(&logits, 2, ScoreKind::Logits, 0).ok(), Some(vec![-2.0, 1.5]));
+/// let p = positive_scores(&[0.0f64, 0.0, 0.0], 3, ScoreKind::Logits, 2).ok().expect("valid");
+/// assert!((p[0] - 1.0 / 3.0).abs() < 1e-15);
+/// ```
+pub fn positive_scores<T: Copy + Into<f64>>(
+    scores: &[T],
+    k: usize,
+    kind: ScoreKind,
+    class: usize,
+) -> Result<Vec<f64>, String> {
+    rows_of(scores.len(), k)?;
+    let classes = num_classes(k);
+    if class >= classes {
+        return Err(format!("class {class} is outside 0..{classes}"));
+    }
+    let rows = scores.chunks_exact(k);
+    Ok(match (k, kind) {
+        (1, _) => rows.map(|r| if class == 1 { r[0].into() } else { -r[0].into() }).collect(),
+        (_, ScoreKind::Probabilities) => rows.map(|r| r[class].into()).collect(),
+        (2, ScoreKind::Logits) => rows.map(|r| r[class].into() - r[1 - class].into()).collect(),
+        (_, ScoreKind::Logits) => rows.map(|r| softmax_at(r, class)).collect(),
+    })
+}
+
+/// The softmax probability of entry `c` of a row of logits, computed stably.
+fn softmax_at<T: Copy + Into<f64>>(row: &[T], c: usize) -> f64 {
+    let z: Vec<f64> = row.iter().map(|&v| v.into()).collect();
+    if z.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::INFINITY {
+        let top = z.iter().filter(|&&v| v == m).count();
+        return if z[c] == m { 1.0 / top as f64 } else { 0.0 };
+    }
+    if m == f64::NEG_INFINITY {
+        return 1.0 / z.len() as f64;
+    }
+    let sum: f64 = z.iter().map(|v| (v - m).exp()).sum();
+    (z[c] - m).exp() / sum
+}
+
+/// Counts of a binary classifier at each of its distinct score thresholds.
+struct ThresholdCounts {
+    /// Cumulative (true positives, false positives) after each distinct threshold,
+    /// highest threshold first.
+    cumulative: Vec<(u64, u64)>,
+    positives: u64,
+    negatives: u64,
+}
+
+/// The [`ThresholdCounts`] of one score per sample against labels 0 / 1. NaN scores count
+/// as `-inf` (lowest), as in [`roc_auc_binary`].
+fn threshold_counts(pos_scores: &[f64], labels01: &[i32]) -> Result<ThresholdCounts, String> {
+    check_len(pos_scores.len(), labels01.len(), "scores", "labels")?;
+    check_labels(labels01, 2, "label")?;
+    let mut order: Vec<(f64, bool)> = pos_scores
+        .iter()
+        .zip(labels01)
+        .map(|(&s, &l)| (if s.is_nan() { f64::NEG_INFINITY } else { s + 0.0 }, l == 1))
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out = Vec::new();
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && order[j].0 == order[i].0 {
+            if order[j].1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        out.push((tp, fp));
+        i = j;
+    }
+    Ok(ThresholdCounts { cumulative: out, positives: tp, negatives: fp })
+}
+
+/// The ROC curve of one score per sample (higher means class 1) against labels 0 / 1:
+/// `(false positive rate, true positive rate)` points, starting at `(0, 0)` and then one
+/// per distinct score, thresholds descending (a sample is called positive when its score
+/// is >= the threshold), so the last point is `(1, 1)`. With `P` positives and `N`
+/// negatives, after a threshold `t` the point is `(FP(t) / N, TP(t) / P)`. Tied scores
+/// make one point (a diagonal step). This is scikit-learn's
+/// `roc_curve(drop_intermediate=False)` with its first point at threshold `inf` replaced
+/// by the same `(0, 0)`. NaN scores count as the lowest. Errors unless both classes
+/// occur.
+///
+/// ```
+/// use nnc::metrics::roc_curve;
+/// let roc = roc_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// assert_eq!(roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+/// ```
+pub fn roc_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>, String> {
+    let ThresholdCounts { cumulative: counts, positives: p, negatives: n } = threshold_counts(pos_scores, labels01)?;
+    if p == 0 || n == 0 {
+        return Err("a ROC curve needs samples of both classes".into());
+    }
+    let mut out = Vec::with_capacity(counts.len() + 1);
+    out.push((0.0, 0.0));
+    out.extend(counts.iter().map(|&(tp, fp)| (fp as f64 / n as f64, tp as f64 / p as f64)));
+    Ok(out)
+}
+
+/// The precision-recall curve of one score per sample (higher means class 1) against
+/// labels 0 / 1, in scikit-learn's `precision_recall_curve` convention
+/// (`drop_intermediate=False`): one `(recall, precision)` point per distinct score, in
+/// ascending threshold order (so recall falls from 1), then a final point `(0, 1)` that
+/// has no threshold. At threshold `t`, `precision = TP(t) / (TP(t) + FP(t))` and
+/// `recall = TP(t) / P`, counting samples with score >= `t` as positive. NaN scores count
+/// as the lowest. Errors when no sample is positive (recall is undefined; scikit-learn
+/// warns and sets it to 1).
+///
+/// ```
+/// use nnc::metrics::pr_curve;
+/// let pr = pr_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// assert_eq!(pr, vec![(1.0, 0.5), (1.0, 2.0 / 3.0), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)]);
+/// ```
+pub fn pr_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>, String> {
+    let ThresholdCounts { cumulative: counts, positives: p, .. } = threshold_counts(pos_scores, labels01)?;
+    if p == 0 {
+        return Err("a precision-recall curve needs at least one positive sample".into());
+    }
+    let mut out: Vec<(f64, f64)> =
+        counts.iter().rev().map(|&(tp, fp)| (tp as f64 / p as f64, tp as f64 / (tp + fp) as f64)).collect();
+    out.push((0.0, 1.0));
+    Ok(out)
+}
+
+/// Average precision of one score per sample (higher means class 1) against labels 0 / 1,
+/// scikit-learn's `average_precision_score`: over the distinct thresholds in descending
+/// order (ties grouped),
+///
+/// ```text
+/// AP = sum_n (R_n - R_{n-1}) * P_n,   R_0 = 0,
+/// ```
+///
+/// the precision at each threshold weighted by the recall it adds (a step function, not
+/// the trapezoid rule). NaN when no sample is positive (scikit-learn warns and gives 0).
+/// NaN scores count as the lowest.
+///
+/// ```
+/// use nnc::metrics::average_precision;
+/// let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// assert!((ap - (0.5 * 1.0 + 0.5 * 2.0 / 3.0)).abs() < 1e-15);
+/// ```
+pub fn average_precision(pos_scores: &[f64], labels01: &[i32]) -> Result<f64, String> {
+    let ThresholdCounts { cumulative: counts, positives: p, .. } = threshold_counts(pos_scores, labels01)?;
+    if p == 0 {
+        return Ok(f64::NAN);
+    }
+    let mut ap = 0.0;
+    let mut prev_tp = 0u64;
+    for &(tp, fp) in &counts {
+        if tp > prev_tp {
+            ap += (tp - prev_tp) as f64 / p as f64 * (tp as f64 / (tp + fp) as f64);
+        }
+        prev_tp = tp;
+    }
+    Ok(ap)
+}
+
+/// Macro one-vs-rest ROC AUC, scikit-learn's
+/// `roc_auc_score(multi_class='ovr', average='macro')`: the mean over the classes `c` of
+/// the AUC of `c` against the rest, each ranking [`positive_scores`] (softmax
+/// probabilities of logits, or the given probabilities). For two classes this is the
+/// binary AUC. NaN when some class has no positive or no negative sample among the
+/// labels (scikit-learn raises an error there). Errors on malformed scores or labels
+/// outside `0..classes`.
+///
+/// ```
+/// use nnc::metrics::{roc_auc_ovr, ScoreKind};
+/// // Every class ranked perfectly against the rest.
+/// let logits = [3.0f32, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 3.0];
+/// assert_eq!(roc_auc_ovr(&logits, 3, &[0, 1, 2], ScoreKind::Logits).ok(), Some(1.0));
+/// assert!(roc_auc_ovr(&logits, 3, &[0, 1, 1], ScoreKind::Logits).ok().expect("valid").is_nan());
+/// ```
+pub fn roc_auc_ovr<T: Copy + Into<f64>>(
+    scores: &[T],
+    k: usize,
+    labels: &[i32],
+    kind: ScoreKind,
+) -> Result<f64, String> {
+    let n = rows_of(scores.len(), k)?;
+    check_len(n, labels.len(), "score rows", "labels")?;
+    let classes = num_classes(k);
+    check_labels(labels, classes, "label")?;
+    let mut present = vec![0usize; classes];
+    for &l in labels {
+        present[l as usize] += 1;
+    }
+    if present.iter().any(|&m| m == 0 || m == n) {
+        return Ok(f64::NAN);
+    }
+    if classes == 2 {
+        return roc_auc(scores, k, labels, kind);
+    }
+    let mut sum = 0.0;
+    for c in 0..classes {
+        let one_vs_rest: Vec<i32> = labels.iter().map(|&l| i32::from(l as usize == c)).collect();
+        sum += roc_auc_binary(&positive_scores(scores, k, kind, c)?, &one_vs_rest)?;
+    }
+    Ok(sum / classes as f64)
 }
 
 /// Every classification metric of `scores` (`[n, k]`) against `labels`, keys prefixed by
-/// `prefix` (e.g. `"test_"`): `accuracy`, `precision_macro`, `recall_macro`, `f1_macro`,
-/// and for two classes `auc` (NaN when only one class occurs in `labels`).
+/// `prefix` (e.g. `"test_"`), named as scikit-learn's functions and averages:
+///
+/// - always `accuracy`, the macro averages `precision_macro`, `recall_macro`, `f1_macro`
+///   (over the classes that occur as a label or a prediction) and the support-weighted
+///   `precision_weighted`, `recall_weighted`, `f1_weighted`;
+/// - two classes (`k == 1` or `k == 2`): `precision`, `recall`, `f1` of the positive
+///   class 1 (`average='binary'`), `auc` (ROC AUC; NaN when only one class occurs in
+///   `labels`) and `average_precision` (NaN when no label is 1);
+/// - more than two classes: `auc_ovr`, the macro one-vs-rest ROC AUC ([`roc_auc_ovr`];
+///   NaN when a class is missing from `labels`), and no plain `precision`, `recall`,
+///   `f1` (they would be ambiguous; use the `_macro` or `_weighted` ones).
+///
+/// Precision, recall and F1 with a zero denominator are 0 (`zero_division=0`).
 pub fn classification_metrics<T: Copy + Into<f64>>(
     scores: &[T],
     k: usize,
@@ -348,16 +651,27 @@ pub fn classification_metrics<T: Copy + Into<f64>>(
 ) -> Result<Metrics, String> {
     let pred = predicted_classes(scores, k, kind)?;
     let cm = ConfusionMatrix::new(&pred, labels, num_classes(k))?;
-    let macro_scores = cm.macro_scores();
     let mut m = Metrics::new();
     m.insert(format!("{prefix}accuracy"), accuracy(&pred, labels)?);
-    m.insert(format!("{prefix}precision_macro"), macro_scores.precision);
-    m.insert(format!("{prefix}recall_macro"), macro_scores.recall);
-    m.insert(format!("{prefix}f1_macro"), macro_scores.f1);
+    for (suffix, s) in [("macro", cm.macro_scores()), ("weighted", cm.weighted_scores())] {
+        m.insert(format!("{prefix}precision_{suffix}"), s.precision);
+        m.insert(format!("{prefix}recall_{suffix}"), s.recall);
+        m.insert(format!("{prefix}f1_{suffix}"), s.f1);
+    }
     if num_classes(k) == 2 {
+        let positive = cm.class_scores(1);
+        m.insert(format!("{prefix}precision"), positive.precision);
+        m.insert(format!("{prefix}recall"), positive.recall);
+        m.insert(format!("{prefix}f1"), positive.f1);
         let both = labels.contains(&0) && labels.contains(&1);
         let auc = if both { roc_auc(scores, k, labels, kind)? } else { f64::NAN };
         m.insert(format!("{prefix}auc"), auc);
+        m.insert(
+            format!("{prefix}average_precision"),
+            average_precision(&positive_scores(scores, k, kind, 1)?, labels)?,
+        );
+    } else {
+        m.insert(format!("{prefix}auc_ovr"), roc_auc_ovr(scores, k, labels, kind)?);
     }
     Ok(m)
 }
@@ -380,15 +694,48 @@ pub fn mae<T: Copy + Into<f64>, U: Copy + Into<f64>>(predicted: &[T], targets: &
     Ok(regression_pairs(predicted, targets)?.map(f64::abs).sum::<f64>() / predicted.len() as f64)
 }
 
-/// `{prefix}mse` and `{prefix}mae`.
+/// Root mean squared error, `sqrt(mse)`.
+pub fn rmse<T: Copy + Into<f64>, U: Copy + Into<f64>>(predicted: &[T], targets: &[U]) -> Result<f64, String> {
+    Ok(mse(predicted, targets)?.sqrt())
+}
+
+/// The coefficient of determination, scikit-learn's `r2_score`: with `y` the targets,
+/// `ŷ` the predictions and `ȳ` the mean target,
+///
+/// ```text
+/// R² = 1 - sum_i (y_i - ŷ_i)² / sum_i (y_i - ȳ)²
+/// ```
+///
+/// 1 for a perfect fit, 0 for predicting the mean, negative when worse. Several outputs
+/// per sample are taken as one flat vector (scikit-learn's `r2_score` of the flattened
+/// arrays). NaN when the targets are constant, where R² is undefined (scikit-learn's
+/// default `force_finite=True` gives 1 for a perfect fit there and 0 otherwise).
+///
+/// ```
+/// use nnc::metrics::r2;
+/// assert_eq!(r2(&[1.0f64, 2.0, 3.0], &[1.0f64, 2.0, 3.0]).ok(), Some(1.0));
+/// assert_eq!(r2(&[2.0f64, 2.0, 2.0], &[1.0f64, 2.0, 3.0]).ok(), Some(0.0));
+/// assert!(r2(&[1.0f64, 2.0], &[5.0f64, 5.0]).ok().expect("valid").is_nan());
+/// ```
+pub fn r2<T: Copy + Into<f64>, U: Copy + Into<f64>>(predicted: &[T], targets: &[U]) -> Result<f64, String> {
+    let ss_res: f64 = regression_pairs(predicted, targets)?.map(|d| d * d).sum();
+    let mean = targets.iter().map(|&t| t.into()).sum::<f64>() / targets.len() as f64;
+    let ss_tot: f64 = targets.iter().map(|&t| (t.into() - mean).powi(2)).sum();
+    Ok(if ss_tot == 0.0 { f64::NAN } else { 1.0 - ss_res / ss_tot })
+}
+
+/// `{prefix}mse`, `{prefix}rmse`, `{prefix}mae` and `{prefix}r2` (see [`r2`]).
 pub fn regression_metrics<T: Copy + Into<f64>, U: Copy + Into<f64>>(
     predicted: &[T],
     targets: &[U],
     prefix: &str,
 ) -> Result<Metrics, String> {
     let mut m = Metrics::new();
-    m.insert(format!("{prefix}mse"), mse(predicted, targets)?);
+    let mse = mse(predicted, targets)?;
+    m.insert(format!("{prefix}mse"), mse);
+    m.insert(format!("{prefix}rmse"), mse.sqrt());
     m.insert(format!("{prefix}mae"), mae(predicted, targets)?);
+    m.insert(format!("{prefix}r2"), r2(predicted, targets)?);
     Ok(m)
 }
 

@@ -1,5 +1,5 @@
-//! PNG plots of training: loss and accuracy curves, and the decision regions of a 2-D
-//! classifier.
+//! PNG plots of training and evaluation: loss and accuracy curves, the decision regions
+//! of a 2-D classifier, and ROC and precision-recall curves.
 //!
 //! Rendering uses plotters' bitmap backend into memory with an embedded font (DejaVu
 //! Sans, `assets/fonts/`), so text renders on machines without system fonts; the image is
@@ -8,6 +8,7 @@
 
 use crate::metrics::MetricsLog;
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::path::Path;
@@ -231,7 +232,37 @@ fn line_samples(segs: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
     out
 }
 
-fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel) -> Result<(), String> {
+/// How a panel is drawn beyond its data. The default (automatic padded ranges, markers
+/// on short series, no diagonal) is that of [`plot_panels`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct PanelStyle {
+    /// Fixed x range instead of the data's padded range.
+    x_range: Option<(f64, f64)>,
+    /// Fixed y range instead of the data's padded range.
+    y_range: Option<(f64, f64)>,
+    /// Never draw point markers (curves with a point per threshold).
+    no_markers: bool,
+    /// A dashed grey line from the lower left to the upper right corner of the ranges
+    /// (the chance line of a ROC plot).
+    diagonal: bool,
+}
+
+/// The colour of the chance diagonal.
+const DIAGONAL: RGBColor = RGBColor(150, 150, 150);
+
+/// Most legend entries a panel shows; with more series the legend is left out.
+const MAX_LEGEND: usize = 20;
+
+/// The range of `values` padded by [`padded_range`], or `fixed` when given.
+fn axis_range(fixed: Option<(f64, f64)>, values: impl Iterator<Item = f64>) -> Result<(f64, f64), String> {
+    if let Some(r) = fixed {
+        return Ok(r);
+    }
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    padded_range(lo, hi)
+}
+
+fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style: &PanelStyle) -> Result<(), String> {
     let finite: Vec<(f64, f64)> = panel
         .series
         .iter()
@@ -242,14 +273,12 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel) -> Re
     if finite.is_empty() {
         return Err(format!("the panel `{}` has no finite points", panel.title));
     }
-    let fold = |f: fn(&(f64, f64)) -> f64| {
-        finite.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
-    };
-    let (x0, x1) = fold(|p| p.0);
-    let (y0, y1) = fold(|p| p.1);
-    let (x0, x1) = padded_range(x0, x1)?;
-    let (y0, y1) = padded_range(y0, y1)?;
-    let all_segments: Vec<Vec<(f64, f64)>> = panel.series.iter().flat_map(|s| segments(&s.points)).collect();
+    let (x0, x1) = axis_range(style.x_range, finite.iter().map(|p| p.0))?;
+    let (y0, y1) = axis_range(style.y_range, finite.iter().map(|p| p.1))?;
+    let mut all_segments: Vec<Vec<(f64, f64)>> = panel.series.iter().flat_map(|s| segments(&s.points)).collect();
+    if style.diagonal {
+        all_segments.push(vec![(x0, y0), (x1, y1)]);
+    }
     let corner = legend_corner(&line_samples(&all_segments), (x0, x1), (y0, y1));
     let (fx, fy) = (|v: &f64| tick_label(*v, x1 - x0), |v: &f64| tick_label(*v, y1 - y0));
     let mut chart = ChartBuilder::on(area)
@@ -272,18 +301,29 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel) -> Re
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(draw_err)?;
+    if style.diagonal {
+        let line = DashedPathElement::new(vec![(x0, y0), (x1, y1)], 6, 5, DIAGONAL.stroke_width(1));
+        chart.draw_series(std::iter::once(line)).map_err(draw_err)?;
+    }
     let mut labelled = false;
     for (i, s) in panel.series.iter().enumerate() {
         let c = color(i);
+        // Past the ten colours of the palette the lines are dashed, so two series sharing
+        // a colour still differ.
+        let dashed = i >= PALETTE.len();
         let segs = segments(&s.points);
         let n_points: usize = segs.iter().map(Vec::len).sum();
         // Few points (per-epoch curves): 2-pixel lines with markers. A 2-pixel path is
         // drawn segment by segment, because plotters joins a thick polyline with miter
-        // spikes at sharp turns. Many points (per-step curves): 1-pixel lines.
+        // spikes at sharp turns. Many points (per-step curves): 1-pixel lines. Curves
+        // without markers (ROC, precision-recall) are always 2 pixels wide.
         let few = n_points <= 60;
-        let width = if few { 2 } else { 1 };
+        let markers = few && !style.no_markers;
+        let width = if few || style.no_markers { 2 } else { 1 };
         for (j, seg) in segs.into_iter().enumerate() {
-            let line = if few {
+            let line = if dashed {
+                chart.draw_series(std::iter::once(DashedPathElement::new(seg.clone(), 8, 5, c.stroke_width(width))))
+            } else if width == 2 {
                 chart.draw_series(seg.windows(2).map(|w| PathElement::new(vec![w[0], w[1]], c.stroke_width(width))))
             } else {
                 chart.draw_series(LineSeries::new(seg.clone(), c.stroke_width(width)))
@@ -292,23 +332,30 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel) -> Re
             if j == 0 {
                 labelled = true;
                 line.label(s.name.as_str()).legend(move |(x, y)| {
+                    // A dashed series shows two dashes; markers show a dot.
+                    let (left, right) = if dashed { ((-10, -3), (3, 10)) } else { ((-10, 0), (0, 10)) };
                     EmptyElement::at((x, y))
-                        + PathElement::new(vec![(-10, 0), (10, 0)], c.stroke_width(2))
-                        + Circle::new((0, 0), 3, c.filled())
+                        + PathElement::new(vec![(left.0, 0), (left.1, 0)], c.stroke_width(2))
+                        + PathElement::new(vec![(right.0, 0), (right.1, 0)], c.stroke_width(2))
+                        + Circle::new((0, 0), 3, if markers { c.filled() } else { TRANSPARENT.filled() })
                 });
             }
-            if few || seg.len() == 1 {
+            if markers || seg.len() == 1 {
                 chart.draw_series(seg.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(draw_err)?;
             }
         }
     }
-    if labelled {
+    let entries = panel.series.len();
+    if labelled && entries <= MAX_LEGEND {
+        // Many entries: a smaller font and tighter rows, so ten or more fit beside the
+        // curves.
+        let (font, margin) = if entries > 6 { (13, 6) } else { (15, 10) };
         chart
             .configure_series_labels()
             .position(corner)
-            .margin(10)
+            .margin(margin)
             .legend_area_size(30)
-            .label_font((FONT, 15))
+            .label_font((FONT, font))
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(160, 160, 160))
             .draw()
@@ -320,6 +367,12 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel) -> Re
 /// Draws `panels` side by side under `title` into a PNG at `path` (written atomically).
 /// Each panel needs at least one finite point.
 pub fn plot_panels(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
+    let styled: Vec<(&Panel, PanelStyle)> = panels.iter().map(|p| (p, PanelStyle::default())).collect();
+    plot_styled_panels(path, title, &styled, 520)
+}
+
+/// [`plot_panels`] with a style per panel and a given image height.
+fn plot_styled_panels(path: &Path, title: &str, panels: &[(&Panel, PanelStyle)], height: u32) -> Result<(), String> {
     if panels.is_empty() {
         return Err("nothing to plot".into());
     }
@@ -327,14 +380,108 @@ pub fn plot_panels(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Str
         return Err(format!("{} panels are too many for one figure (at most 8)", panels.len()));
     }
     let width = 40 + 620 * panels.len() as u32;
-    render_png(path, width, 520, |root| {
+    render_png(path, width, height, |root| {
         let body = root.margin(8, 0, 0, 0).titled(title, (FONT, 28)).map_err(draw_err)?;
         let areas = body.split_evenly((1, panels.len()));
-        for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel)?;
+        for (area, (panel, style)) in areas.iter().zip(panels) {
+            draw_panel(area, panel, style)?;
         }
         Ok(())
     })
+}
+
+/// The axis range of ROC and precision-recall panels: [0, 1] with a 2% margin, so curves
+/// running along an edge (a perfect classifier's) stay visible beside the frame.
+const UNIT_RANGE: (f64, f64) = (-0.02, 1.02);
+
+/// The series of one ROC curve and one precision-recall curve (as from
+/// [`crate::metrics::roc_curve`] and [`crate::metrics::pr_curve`]) named with their areas
+/// for [`plot_roc_pr`]: `"{name} (AUC 0.981)"` and `"{name} (AP 0.975)"`, areas to 3
+/// decimals (`n/a` when not finite).
+///
+/// ```
+/// use nnc::plot::roc_pr_series;
+/// let (roc, pr) = roc_pr_series("val", &[(0.0, 0.0), (1.0, 1.0)], 0.98123, &[(1.0, 0.5), (0.0, 1.0)], f64::NAN);
+/// assert_eq!(roc.name, "val (AUC 0.981)");
+/// assert_eq!(pr.name, "val (AP n/a)");
+/// ```
+pub fn roc_pr_series(name: &str, roc: &[(f64, f64)], auc: f64, pr: &[(f64, f64)], ap: f64) -> (Series, Series) {
+    let area = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "n/a".to_string() };
+    (
+        Series { name: format!("{name} (AUC {})", area(auc)), points: roc.to_vec() },
+        Series { name: format!("{name} (AP {})", area(ap)), points: pr.to_vec() },
+    )
+}
+
+/// The points of a curve without those inside a horizontal or vertical run (they draw
+/// nothing, and ROC and precision-recall curves can have one per sample).
+fn drop_collinear(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    for (i, &p) in points.iter().enumerate() {
+        if let (Some(&prev), Some(&next)) = (out.last(), points.get(i + 1)) {
+            if (prev.0 == p.0 && p.0 == next.0) || (prev.1 == p.1 && p.1 == next.1) {
+                continue;
+            }
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Checks that every series of a unit-square plot has a finite point and stays within
+/// [0, 1]; returns the series without their redundant points.
+fn unit_series(what: &str, series: &[Series]) -> Result<Vec<Series>, String> {
+    let mut out = Vec::with_capacity(series.len());
+    for s in series {
+        if !s.points.iter().any(|(x, y)| x.is_finite() && y.is_finite()) {
+            return Err(format!("the {what} `{}` has no finite points", s.name));
+        }
+        let outside = |v: f64| v.is_finite() && !(-1e-9..=1.0 + 1e-9).contains(&v);
+        if let Some((x, y)) = s.points.iter().find(|(x, y)| outside(*x) || outside(*y)) {
+            return Err(format!("the {what} `{}` has the point ({x}, {y}) outside [0, 1]", s.name));
+        }
+        out.push(Series { name: s.name.clone(), points: drop_collinear(&s.points) });
+    }
+    Ok(out)
+}
+
+/// ROC curves and precision-recall curves side by side under `title`, as a 1280 x 640
+/// PNG at `path` (written atomically).
+///
+/// The left panel draws each of `roc` as (false positive rate, true positive rate) over
+/// the dashed grey chance diagonal; the right one each of `pr` as (recall, precision).
+/// Both axes of both panels are fixed to [0, 1] (with a 2% margin). Series are drawn in
+/// the ten palette colours, dashed from the eleventh on; their names are the legend
+/// entries, so put the areas in them (see [`roc_pr_series`]). Up to 20 series get a
+/// legend, placed in the emptiest corner. When one of `roc` and `pr` is empty only the
+/// other panel is drawn (660 pixels wide); both empty is an error, as is a series without
+/// finite points or with a point outside [0, 1].
+pub fn plot_roc_pr(path: &Path, title: &str, roc: &[Series], pr: &[Series]) -> Result<(), String> {
+    if roc.is_empty() && pr.is_empty() {
+        return Err("nothing to plot: no ROC or precision-recall curves".into());
+    }
+    let style = PanelStyle { x_range: Some(UNIT_RANGE), y_range: Some(UNIT_RANGE), no_markers: true, diagonal: false };
+    let mut panels: Vec<(Panel, PanelStyle)> = vec![];
+    if !roc.is_empty() {
+        let panel = Panel {
+            title: "ROC curve".into(),
+            x_label: "false positive rate".into(),
+            y_label: "true positive rate".into(),
+            series: unit_series("ROC curve", roc)?,
+        };
+        panels.push((panel, PanelStyle { diagonal: true, ..style }));
+    }
+    if !pr.is_empty() {
+        let panel = Panel {
+            title: "Precision-recall curve".into(),
+            x_label: "recall".into(),
+            y_label: "precision".into(),
+            series: unit_series("precision-recall curve", pr)?,
+        };
+        panels.push((panel, style));
+    }
+    let styled: Vec<(&Panel, PanelStyle)> = panels.iter().map(|(p, s)| (p, *s)).collect();
+    plot_styled_panels(path, title, &styled, 640)
 }
 
 /// The x axis of a log: `epoch` if present, else `step`, else the row number (from 1).

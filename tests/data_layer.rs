@@ -833,3 +833,97 @@ fn symmetric_eigen_reconstructs() {
     assert_eq!(data::features_input(&inputs).map(|i| i.name.as_str()), Some("ids"));
     assert_eq!(data::preprocess_input(&inputs).map(|i| i.name.as_str()), Some("x"));
 }
+
+// ---------------------------------------------------------------------------------------
+// cross-validation folds
+
+/// Checks that `folds` are disjoint, sorted and together hold rows `0..n` once each.
+fn assert_partition(folds: &[Vec<usize>], n: usize) {
+    for f in folds {
+        assert!(f.windows(2).all(|w| w[0] < w[1]), "each fold sorted ascending");
+    }
+    let mut all: Vec<usize> = folds.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "every row in exactly one fold");
+}
+
+#[test]
+fn kfold_is_a_shuffled_partition_with_sizes_within_one() {
+    let ds = labelled(&[23, 0, 17]);
+    for k in [2, 3, 7, 40] {
+        let folds = data::kfold(&ds, k, 11, None).expect("folds");
+        assert_eq!(folds.len(), k);
+        assert_partition(&folds, 40);
+        let sizes: Vec<usize> = folds.iter().map(Vec::len).collect();
+        let (lo, hi) = (sizes.iter().min().copied(), sizes.iter().max().copied());
+        assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "k = {k}: {sizes:?}");
+    }
+    // Shuffled: the first fold is not a block of consecutive rows.
+    let folds = data::kfold(&ds, 4, 11, None).expect("folds");
+    assert!(folds[0].windows(2).any(|w| w[1] - w[0] > 1));
+    // Reproducible per seed, different across seeds, with or without stratification.
+    for label in [None, Some("y")] {
+        let a = data::kfold(&ds, 5, 3, label).expect("folds");
+        assert_eq!(data::kfold(&ds, 5, 3, label).expect("again"), a);
+        assert_ne!(data::kfold(&ds, 5, 4, label).expect("other seed"), a);
+    }
+}
+
+#[test]
+fn kfold_stratified_keeps_class_proportions() {
+    // Three classes of 53, 31 and 7 rows, in blocks.
+    let ds = labelled(&[53, 31, 7]);
+    let all = ds.class_counts("y").expect("counts");
+    for k in [2, 5, 10] {
+        let folds = data::kfold(&ds, k, 9, Some("y")).expect("folds");
+        assert_partition(&folds, 91);
+        let sizes: Vec<usize> = folds.iter().map(Vec::len).collect();
+        assert!(sizes.iter().max().zip(sizes.iter().min()).is_some_and(|(h, l)| h - l <= 1), "{sizes:?}");
+        for fold in &folds {
+            let counts = ds.subset(fold).class_counts("y").expect("counts");
+            for (c, &m) in &all {
+                // floor(m/k) or ceil(m/k) rows of every class: within one row of the
+                // class's share of the fold.
+                let got = counts.get(c).copied().unwrap_or(0);
+                assert!(got == m / k || got == m.div_ceil(k), "k {k}, class {c}: {got} of {m}");
+                let share = m as f64 * fold.len() as f64 / 91.0;
+                assert!((got as f64 - share).abs() < 1.0 + 1e-9, "k {k}, class {c}: {got} vs {share}");
+            }
+        }
+    }
+    // Small classes are spread over the folds, not all dealt to fold 0: ten classes of 3
+    // rows in 10 folds give every fold exactly 3 rows.
+    let ds = labelled(&[3; 10]);
+    let folds = data::kfold(&ds, 10, 0, Some("y")).expect("folds");
+    assert_eq!(folds.iter().map(Vec::len).collect::<Vec<_>>(), vec![3; 10]);
+    // Stratification changes the folds (class blocks are dealt class by class).
+    let ds = labelled(&[50, 50]);
+    let strat = data::kfold(&ds, 5, 1, Some("y")).expect("folds");
+    for fold in &strat {
+        let counts = ds.subset(fold).class_counts("y").expect("counts");
+        assert_eq!((counts.get(&0).copied(), counts.get(&1).copied()), (Some(10), Some(10)));
+    }
+    // An unusable label array (two values per row) means unstratified folds.
+    let mut two = ds.clone();
+    two.arrays.insert("pair".into(), Array { shape: vec![100, 2], data: ArrayData::I32(vec![0; 200]) });
+    assert_eq!(data::kfold(&two, 5, 1, Some("pair")).expect("folds"), data::kfold(&two, 5, 1, None).expect("f"));
+}
+
+#[test]
+fn leave_one_out_and_fold_errors() {
+    assert_eq!(data::leave_one_out(3), vec![vec![0], vec![1], vec![2]]);
+    assert_eq!(data::leave_one_out(500).iter().map(Vec::len).collect::<Vec<_>>(), vec![1; 500]);
+    assert!(data::leave_one_out(0).is_empty());
+    let ds = labelled(&[3, 2]);
+    // k == n is leave-one-out in shuffled order of folds.
+    let folds = data::kfold(&ds, 5, 0, None).expect("folds");
+    assert_eq!(folds.iter().map(Vec::len).collect::<Vec<_>>(), vec![1; 5]);
+    assert_partition(&folds, 5);
+    let e = data::kfold(&ds, 6, 0, None).expect_err("too many folds");
+    assert!(e.contains("6 folds") && e.contains("5 samples") && e.contains("--folds loo"), "{e}");
+    assert!(data::kfold(&ds, 1, 0, None).expect_err("one fold").contains("at least 2 folds"));
+    assert!(data::kfold(&ds, 0, 0, None).is_err());
+    let empty = Dataset { n: 0, arrays: BTreeMap::new() };
+    assert!(data::kfold(&empty, 2, 0, None).expect_err("empty").contains("no samples"));
+    assert!(data::kfold(&ds, 2, 0, Some("label")).expect_err("missing label").contains("`label`"));
+}

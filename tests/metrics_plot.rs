@@ -2,11 +2,14 @@
 //! PNG plots in `nnc::plot` (valid PNG, expected size, the expected colours present).
 
 use nnc::metrics::{
-    accuracy, classification_metrics, confusion_matrix, confusion_table, format_lines, format_number, format_short,
-    mae, mse, num_classes, predicted_classes, regression_metrics, roc_auc, roc_auc_binary, to_json, ConfusionMatrix,
-    Metrics, MetricsLog, ScoreKind,
+    accuracy, average_precision, classification_metrics, confusion_matrix, confusion_table, confusion_to_json,
+    format_lines, format_number, format_short, mae, mse, num_classes, positive_scores, pr_curve, predicted_classes, r2,
+    regression_metrics, rmse, roc_auc, roc_auc_binary, roc_auc_ovr, roc_curve, to_json, ConfusionMatrix, Metrics,
+    MetricsLog, ScoreKind,
 };
-use nnc::plot::{curve_panels, plot_curves, plot_decision_boundary, plot_panels, Panel, Series, GRID};
+use nnc::plot::{
+    curve_panels, plot_curves, plot_decision_boundary, plot_panels, plot_roc_pr, roc_pr_series, Panel, Series, GRID,
+};
 use std::path::{Path, PathBuf};
 
 fn close(a: f64, b: f64) -> bool {
@@ -190,24 +193,255 @@ fn classification_metrics_names_and_values() {
     ];
     let m = classification_metrics(&probs, 3, &[0, 0, 1, 1, 2, 2], ScoreKind::Probabilities, "test_").expect("ok");
     let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]);
+    // More than two classes: macro and weighted averages, the one-vs-rest AUC, and no
+    // plain precision / recall / f1.
+    assert_eq!(
+        keys,
+        [
+            "test_accuracy",
+            "test_auc_ovr",
+            "test_f1_macro",
+            "test_f1_weighted",
+            "test_precision_macro",
+            "test_precision_weighted",
+            "test_recall_macro",
+            "test_recall_weighted"
+        ]
+    );
     assert_close!(m["test_accuracy"], 0.5);
     assert_close!(m["test_f1_macro"], 7.0 / 18.0);
+    // Every class has support 2, so the weighted averages equal the macro ones.
+    assert_close!(m["test_f1_weighted"], 7.0 / 18.0);
+    assert_close!(m["test_recall_weighted"], 0.5);
+    // One-vs-rest AUCs by hand (p_c ranked): class 0 {0.8, 0.2} vs {0.1, 0.3, 0.3, 0.5}
+    // = 5/8; class 1 {0.8, 0.6} vs {0.1, 0.7, 0.4, 0.2} = 7/8; class 2 {0.3, 0.3} vs
+    // {0.1, 0.1, 0.1, 0.1} = 8/8 (scikit-learn: 0.8333333333333334).
+    assert_close!(m["test_auc_ovr"], (0.625 + 0.875 + 1.0) / 3.0);
     assert_eq!(
         format_lines(&m),
-        "test_accuracy: 0.5\ntest_f1_macro: 0.388889\ntest_precision_macro: 0.333333\ntest_recall_macro: 0.5\n"
+        "test_accuracy: 0.5\ntest_auc_ovr: 0.833333\ntest_f1_macro: 0.388889\ntest_f1_weighted: 0.388889\n\
+         test_precision_macro: 0.333333\ntest_precision_weighted: 0.333333\ntest_recall_macro: 0.5\n\
+         test_recall_weighted: 0.5\n"
     );
 
-    // Binary, one sigmoid column: adds the AUC.
+    // Binary, one sigmoid column: the positive class's scores, AUC and AP.
     let m =
         classification_metrics(&[-1.0f32, 2.0, 0.5, -0.2], 1, &[0, 1, 0, 1], ScoreKind::Logits, "val_").expect("ok");
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "val_accuracy",
+            "val_auc",
+            "val_average_precision",
+            "val_f1",
+            "val_f1_macro",
+            "val_f1_weighted",
+            "val_precision",
+            "val_precision_macro",
+            "val_precision_weighted",
+            "val_recall",
+            "val_recall_macro",
+            "val_recall_weighted"
+        ]
+    );
     assert_close!(m["val_accuracy"], 0.5);
     assert_close!(m["val_auc"], 0.75);
+    // Predicted 0 1 1 0 for labels 0 1 0 1: class 1 P 1/2, R 1/2.
+    assert_close!(m["val_precision"], 0.5);
+    assert_close!(m["val_recall"], 0.5);
+    // Ranked 2.0 (pos), 0.5 (neg), -0.2 (pos), -1.0 (neg): AP = 1/2 * 1 + 1/2 * 2/3.
+    assert_close!(m["val_average_precision"], 0.5 + 1.0 / 3.0);
     // Only one class in the labels: the AUC is undefined (NaN, JSON null).
     let m = classification_metrics(&[-1.0f32, 2.0], 1, &[1, 1], ScoreKind::Logits, "").expect("ok");
     assert!(m["auc"].is_nan());
     assert_close!(m["accuracy"], 0.5);
+    assert_close!(m["average_precision"], 1.0);
     assert!(to_json(&m).contains("\"auc\": null"));
+    // No positives: AP is undefined too.
+    let m = classification_metrics(&[-1.0f32, 2.0], 1, &[0, 0], ScoreKind::Logits, "").expect("ok");
+    assert!(m["auc"].is_nan() && m["average_precision"].is_nan());
+    assert_close!(m["precision"], 0.0);
+}
+
+#[test]
+fn binary_metrics_match_scikit_learn() {
+    // One logit column with tied scores. References from scikit-learn 1.9.1:
+    // precision_score / recall_score / f1_score (average='binary', 'macro', 'weighted'),
+    // roc_auc_score, average_precision_score.
+    let s = [2.0f64, -1.0, 0.5, 0.5, -0.3, 1.2, -2.0, 0.5, 0.1, -0.7, 0.9, -0.1];
+    let y = [1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0];
+    let m = classification_metrics(&s, 1, &y, ScoreKind::Logits, "").expect("ok");
+    assert_close!(m["accuracy"], 0.75);
+    assert_close!(m["precision"], 0.7142857142857143);
+    assert_close!(m["recall"], 0.8333333333333334);
+    assert_close!(m["f1"], 0.7692307692307693);
+    assert_close!(m["precision_macro"], 0.7571428571428571);
+    assert_close!(m["recall_macro"], 0.75);
+    assert_close!(m["f1_macro"], 0.7482517482517483);
+    assert_close!(m["precision_weighted"], 0.7571428571428571);
+    assert_close!(m["recall_weighted"], 0.75);
+    assert_close!(m["f1_weighted"], 0.7482517482517483);
+    assert_close!(m["auc"], 0.8611111111111112);
+    assert_close!(m["average_precision"], 0.8777777777777778);
+
+    // The same as two logit columns (z0 = 0, z1 = s) and as two probability columns.
+    let two: Vec<f64> = s.iter().flat_map(|&v| [0.0, v]).collect();
+    let m2 = classification_metrics(&two, 2, &y, ScoreKind::Logits, "").expect("ok");
+    for (k, v) in &m {
+        assert_close!(m2[k], *v);
+    }
+    let probs: Vec<f64> = s.iter().flat_map(|&v| [1.0 / (1.0 + v.exp()), 1.0 / (1.0 + (-v).exp())]).collect();
+    let m3 = classification_metrics(&probs, 2, &y, ScoreKind::Probabilities, "").expect("ok");
+    for (k, v) in &m {
+        assert_close!(m3[k], *v);
+    }
+
+    // roc_curve(drop_intermediate=False) with its (inf-threshold) first point (0, 0).
+    let third = 1.0 / 3.0;
+    let sixth = 1.0 / 6.0;
+    let roc = roc_curve(&s, &y).expect("ok");
+    let want = [
+        (0.0, 0.0),
+        (0.0, sixth),
+        (0.0, third),
+        (0.0, 0.5),
+        (sixth, 5.0 * sixth),
+        (third, 5.0 * sixth),
+        (0.5, 5.0 * sixth),
+        (4.0 * sixth, 5.0 * sixth),
+        (4.0 * sixth, 1.0),
+        (5.0 * sixth, 1.0),
+        (1.0, 1.0),
+    ];
+    assert_eq!(roc.len(), want.len());
+    for (p, w) in roc.iter().zip(want) {
+        assert_close!(p.0, w.0);
+        assert_close!(p.1, w.1);
+    }
+    // precision_recall_curve: (recall, precision), thresholds ascending, then (0, 1).
+    let pr = pr_curve(&s, &y).expect("ok");
+    let want = [
+        (1.0, 0.5),
+        (1.0, 0.5454545454545454),
+        (1.0, 0.6),
+        (5.0 * sixth, 0.5555555555555556),
+        (5.0 * sixth, 0.625),
+        (5.0 * sixth, 0.7142857142857143),
+        (5.0 * sixth, 5.0 * sixth),
+        (0.5, 1.0),
+        (third, 1.0),
+        (sixth, 1.0),
+        (0.0, 1.0),
+    ];
+    assert_eq!(pr.len(), want.len());
+    for (p, w) in pr.iter().zip(want) {
+        assert_close!(p.0, w.0);
+        assert_close!(p.1, w.1);
+    }
+    // The trapezoid area under the ROC points is the rank AUC.
+    let area: f64 = roc.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
+    assert_close!(area, m["auc"]);
+    assert_close!(average_precision(&s, &y).expect("ok"), 0.8777777777777778);
+}
+
+#[test]
+fn curves_edge_cases_and_errors() {
+    // NaN scores count as the lowest; -0.0 and 0.0 are one threshold.
+    let roc = roc_curve(&[f64::NAN, 0.0, -0.0, 1.0], &[1, 0, 1, 0]).expect("ok");
+    assert_eq!(roc, vec![(0.0, 0.0), (0.5, 0.0), (1.0, 0.5), (1.0, 1.0)]);
+    // All scores tied: one step to (1, 1); precision is the prevalence.
+    assert_eq!(roc_curve(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), vec![(0.0, 0.0), (1.0, 1.0)]);
+    assert_eq!(pr_curve(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), vec![(1.0, 0.75), (0.0, 1.0)]);
+    assert_close!(average_precision(&[0.3; 4], &[0, 1, 1, 1]).expect("ok"), 0.75);
+    // Only positives: the PR curve and AP exist, the ROC curve does not.
+    assert_eq!(pr_curve(&[0.1, 0.9], &[1, 1]).expect("ok"), vec![(1.0, 1.0), (0.5, 1.0), (0.0, 1.0)]);
+    assert_close!(average_precision(&[0.1, 0.9], &[1, 1]).expect("ok"), 1.0);
+    assert!(roc_curve(&[0.1, 0.9], &[1, 1]).expect_err("one class").contains("both classes"));
+    // No positives: AP is NaN, the PR curve an error.
+    assert!(average_precision(&[0.1, 0.9], &[0, 0]).expect("ok").is_nan());
+    assert!(pr_curve(&[0.1, 0.9], &[0, 0]).expect_err("no positives").contains("positive"));
+    // Malformed input.
+    assert!(roc_curve(&[0.1], &[0, 1]).is_err());
+    assert!(pr_curve(&[], &[]).is_err());
+    assert!(average_precision(&[0.1, 0.2], &[0, 2]).expect_err("label").contains("outside 0..2"));
+}
+
+#[test]
+fn positive_scores_of_each_score_kind() {
+    // One sigmoid column: the column, or its negation for class 0.
+    assert_eq!(positive_scores(&[0.5f32, -2.0], 1, ScoreKind::Logits, 1).expect("ok"), vec![0.5, -2.0]);
+    assert_eq!(positive_scores(&[0.5f32, -2.0], 1, ScoreKind::Logits, 0).expect("ok"), vec![-0.5, 2.0]);
+    assert_eq!(positive_scores(&[0.25f64], 1, ScoreKind::Probabilities, 0).expect("ok"), vec![-0.25]);
+    // Two logit columns: the difference; probabilities: the column.
+    assert_eq!(positive_scores(&[1.0f64, 4.0], 2, ScoreKind::Logits, 1).expect("ok"), vec![3.0]);
+    assert_eq!(positive_scores(&[0.2f64, 0.8], 2, ScoreKind::Probabilities, 0).expect("ok"), vec![0.2]);
+    // More logit columns: softmax, stable for large logits, NaN rows stay NaN.
+    let p = positive_scores(&[1000.0f64, 1000.0 + 2f64.ln(), 1000.0], 3, ScoreKind::Logits, 1).expect("ok");
+    assert_close!(p[0], 0.5);
+    let p =
+        positive_scores(&[f64::NAN, 1.0, 2.0, 0.0, f64::INFINITY, f64::INFINITY], 3, ScoreKind::Logits, 1).expect("ok");
+    assert!(p[0].is_nan());
+    assert_eq!(p[1], 0.5);
+    let p = positive_scores(&[-1000.0f32, 0.0, 1000.0], 3, ScoreKind::Logits, 0).expect("ok");
+    assert_eq!(p, vec![0.0]);
+    // Errors: a class outside the problem, ragged rows.
+    assert!(positive_scores(&[0.5f32], 1, ScoreKind::Logits, 2).expect_err("class").contains("class 2"));
+    assert!(positive_scores(&[0.5f32; 5], 2, ScoreKind::Logits, 0).is_err());
+}
+
+#[test]
+fn multiclass_metrics_match_scikit_learn() {
+    // 12 rows of 4 logits. References from scikit-learn 1.9.1 (zero_division=0) and
+    // roc_auc_score(multi_class='ovr', average='macro') of the softmax probabilities.
+    let z = [
+        2.8f32, -2.6, 0.4, -0.6, -0.5, 0.6, -2.0, -0.2, -0.9, 3.3, 1.0, -0.4, -0.3, -0.7, -1.1, 0.4, 1.3, -0.2, 1.0,
+        -0.2, 0.0, 2.3, 0.5, -0.5, -0.2, 0.5, 2.7, -0.3, -0.2, 1.0, -0.9, 0.5, 1.7, 0.6, 0.1, 0.7, -2.8, 1.8, -1.0,
+        -1.7, 0.3, 0.7, 0.4, -1.1, 0.0, -0.1, 2.2, 0.7,
+    ];
+    let y = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 2];
+    assert_eq!(predicted_classes(&z, 4, ScoreKind::Logits).expect("ok"), vec![0, 1, 1, 3, 0, 1, 2, 1, 0, 1, 1, 2]);
+    let m = classification_metrics(&z, 4, &y, ScoreKind::Logits, "").expect("ok");
+    assert!(!m.contains_key("f1") && !m.contains_key("precision") && !m.contains_key("auc"));
+    assert_close!(m["accuracy"], 0.75);
+    assert_close!(m["precision_macro"], 0.875);
+    assert_close!(m["recall_macro"], 0.75);
+    assert_close!(m["f1_macro"], 0.7499999999999999);
+    assert_close!(m["precision_weighted"], 0.875);
+    assert_close!(m["recall_weighted"], 0.75);
+    assert_close!(m["f1_weighted"], 0.75);
+    assert!((m["auc_ovr"] - 0.9424189814814814).abs() < 1e-7, "{}", m["auc_ovr"]); // f32 logits
+    let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+    let direct = roc_auc_ovr(&z64, 4, &y, ScoreKind::Logits).expect("ok");
+    assert!((direct - 0.9424189814814814).abs() < 1e-12, "{direct}");
+    // A class missing from the labels: the one-vs-rest AUC is undefined.
+    let y3 = [0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 2];
+    assert!(roc_auc_ovr(&z, 4, &y3, ScoreKind::Logits).expect("ok").is_nan());
+    assert!(classification_metrics(&z, 4, &y3, ScoreKind::Logits, "").expect("ok")["auc_ovr"].is_nan());
+    // Two classes: the binary AUC.
+    let s = [0.1f64, 0.4, 0.35, 0.8];
+    assert_close!(roc_auc_ovr(&s, 1, &[0, 0, 1, 1], ScoreKind::Probabilities).expect("ok"), 0.75);
+    assert!(roc_auc_ovr(&z, 4, &y[..3], ScoreKind::Logits).is_err());
+    assert!(roc_auc_ovr(&z, 4, &[4; 12], ScoreKind::Logits).is_err());
+}
+
+#[test]
+fn weighted_scores_and_json_matrix() {
+    // true 0 0 0 1 1 2, pred 0 0 1 1 1 3: class 3 predicted but never present (weight 0).
+    let cm = ConfusionMatrix::new(&[0, 0, 1, 1, 1, 3], &[0, 0, 0, 1, 1, 2], 4).expect("ok");
+    let w = cm.weighted_scores();
+    // class 0: P 1, R 2/3, F1 0.8 (3 rows); class 1: P 2/3, R 1, F1 0.8 (2); class 2: 0 (1).
+    assert_eq!(w.classes, 3);
+    assert_close!(w.precision, (3.0 * 1.0 + 2.0 * (2.0 / 3.0)) / 6.0);
+    assert_close!(w.recall, (3.0 * (2.0 / 3.0) + 2.0 * 1.0) / 6.0);
+    assert_close!(w.f1, (3.0 * 0.8 + 2.0 * 0.8) / 6.0);
+    // The macro average counts class 3 (predicted) with F1 0, over 4 classes.
+    let m = cm.macro_scores();
+    assert_eq!(m.classes, 4);
+    assert_close!(m.f1, 1.6 / 4.0);
+    assert_eq!(confusion_to_json(&cm), "[[2, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]");
+    let one = ConfusionMatrix::new(&[0], &[0], 1).expect("ok");
+    assert_eq!(confusion_to_json(&one), "[[1]]");
 }
 
 #[test]
@@ -217,8 +451,22 @@ fn regression_known_answers() {
     assert_close!(mse(&pred, &target).expect("ok"), 13.0 / 3.0);
     assert_close!(mae(&pred, &target).expect("ok"), 5.0 / 3.0);
     let m = regression_metrics(&pred, &target, "test_").expect("ok");
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["test_mae", "test_mse", "test_r2", "test_rmse"]);
     assert_close!(m["test_mse"], 13.0 / 3.0);
     assert_close!(m["test_mae"], 5.0 / 3.0);
+    assert_close!(m["test_rmse"], (13.0f64 / 3.0).sqrt());
+    // Targets 1 4 0 (mean 5/3, SS_tot 26/3), SS_res 13: R² = 1 - 13 / (26/3) = -1/2.
+    assert_close!(m["test_r2"], -0.5);
+    // scikit-learn 1.9.1: mean_squared_error 0.25, its root 0.5, mean_absolute_error
+    // 0.5, r2_score 0.7093023255813953.
+    let (p, t) = ([1.0f64, 2.5, 2.0, 4.5, 3.0], [1.5f64, 2.0, 2.5, 4.0, 3.5]);
+    assert_close!(rmse(&p, &t).expect("ok"), 0.5);
+    assert_close!(r2(&p, &t).expect("ok"), 0.7093023255813953);
+    // Constant targets: R² is undefined.
+    assert!(r2(&[1.0f32, 2.0], &[3.0f32, 3.0]).expect("ok").is_nan());
+    assert!(regression_metrics(&[1.0f32], &[1.0f32], "").expect("ok")["r2"].is_nan());
+    assert!(r2(&[1.0f32], &[1.0f32, 2.0]).is_err());
     assert!(mse(&pred, &[1.0f32]).is_err());
     assert!(mae::<f32, f32>(&[], &[]).is_err());
 }
@@ -542,4 +790,140 @@ fn decision_boundary_errors() {
         Ok(g.iter().map(|p| (p[0].round().clamp(0.0, 29.0)) as i32).collect())
     };
     plot_decision_boundary(&dir.join("many.png"), &many, &labels, 30, &mut by_x, "30 classes").expect("plot");
+}
+
+/// Per-class ROC and precision-recall series of logits `[n, k]` (k > 2) against labels.
+fn per_class_series(logits: &[f64], k: usize, labels: &[i32]) -> (Vec<Series>, Vec<Series>) {
+    let (mut rocs, mut prs) = (vec![], vec![]);
+    for c in 0..k {
+        let scores = positive_scores(logits, k, ScoreKind::Logits, c).expect("scores");
+        let y: Vec<i32> = labels.iter().map(|&l| i32::from(l as usize == c)).collect();
+        let roc = roc_curve(&scores, &y).expect("roc");
+        let pr = pr_curve(&scores, &y).expect("pr");
+        let auc = roc_auc_binary(&scores, &y).expect("auc");
+        let ap = average_precision(&scores, &y).expect("ap");
+        let (r, p) = roc_pr_series(&format!("class {c}"), &roc, auc, &pr, ap);
+        rocs.push(r);
+        prs.push(p);
+    }
+    (rocs, prs)
+}
+
+/// `n` deterministic pseudo-random values, uniform in [-2, 2).
+fn noise(n: usize, mut seed: u64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+/// Logits of a noisy nearest-centre classifier on `blobs`: minus the squared distance to
+/// each class centre plus noise, so the classes are told apart well but not perfectly.
+fn centre_logits(points: &[[f32; 2]], k: usize) -> Vec<f64> {
+    let noise = noise(points.len() * k, 777);
+    let mut out = vec![];
+    for p in points {
+        for c in 0..k {
+            let angle = c as f64 / k as f64 * std::f64::consts::TAU;
+            let (cx, cy) = (3.0 * angle.cos() + 1.0, 2.0 * angle.sin() - 0.5);
+            out.push(-((p[0] as f64 - cx).powi(2) + (p[1] as f64 - cy).powi(2)) + noise[out.len()]);
+        }
+    }
+    out
+}
+
+#[test]
+fn roc_pr_png() {
+    let dir = out_dir("roc_pr");
+    // Ten classes: ten series per panel, each in its palette colour, legends included.
+    let (points, labels) = blobs(10, 60);
+    let logits = centre_logits(&points, 10);
+    let (rocs, prs) = per_class_series(&logits, 10, &labels);
+    // Names carry the areas to 3 decimals: "class 3 (AUC 0.987)".
+    for (s, prefix) in [(&rocs[3], "class 3 (AUC "), (&prs[3], "class 3 (AP ")] {
+        let area = s.name.strip_prefix(prefix).and_then(|r| r.strip_suffix(')')).expect("name");
+        assert!(area.len() == 5 && area.parse::<f64>().is_ok_and(|a| (0.5..=1.0).contains(&a)), "{}", s.name);
+    }
+    let path = dir.join("roc_pr_10.png");
+    plot_roc_pr(&path, "ROC and precision-recall: 10 classes", &rocs, &prs).expect("plot");
+    let bytes = std::fs::read(&path).expect("read png");
+    assert_eq!(png_size(&bytes), (1280, 640));
+    assert!(bytes.len() > 10_000, "{} bytes is too small for a chart", bytes.len());
+    let pixels = decode_rgb(&bytes);
+    assert!(share_of(&pixels, [255, 255, 255]) > 0.4, "mostly white background");
+    for (c, rgb) in [(0, [31, 119, 180]), (3, [214, 39, 40]), (9, [23, 190, 207])] {
+        assert!(share_of(&pixels, rgb) > 0.0005, "class {c} colour {rgb:?}");
+    }
+    assert!(share_of(&pixels, [150, 150, 150]) > 0.0002, "grey chance diagonal");
+    assert!(share_of(&pixels, [0, 0, 0]) > 0.001, "black text and axes");
+
+    // Binary: train and validation curves of one sigmoid column.
+    let (points, labels) = blobs(2, 80);
+    // A linear score plus noise, so the classes overlap.
+    let scores: Vec<f64> = points
+        .iter()
+        .zip(noise(points.len(), 5))
+        .map(|(p, n)| 1.0 - p[0] as f64 + 0.3 * p[1] as f64 + 2.0 * n)
+        .collect();
+    let mut rocs = vec![];
+    let mut prs = vec![];
+    for (name, val) in [("train", false), ("val", true)] {
+        let idx: Vec<usize> = (0..points.len()).filter(|i| (i % 4 == 0) == val).collect();
+        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        let y: Vec<i32> = idx.iter().map(|&i| labels[i]).collect();
+        let roc = roc_curve(&s, &y).expect("roc");
+        let pr = pr_curve(&s, &y).expect("pr");
+        let (r, p) = roc_pr_series(
+            name,
+            &roc,
+            roc_auc_binary(&s, &y).expect("auc"),
+            &pr,
+            average_precision(&s, &y).expect("ap"),
+        );
+        rocs.push(r);
+        prs.push(p);
+    }
+    let path = dir.join("roc_pr_binary.png");
+    plot_roc_pr(&path, "ROC and precision-recall: linear classifier", &rocs, &prs).expect("plot");
+    let pixels = decode_rgb(&std::fs::read(&path).expect("read"));
+    assert!(share_of(&pixels, [31, 119, 180]) > 0.001, "train (blue)");
+    assert!(share_of(&pixels, [255, 127, 14]) > 0.001, "val (orange)");
+
+    // Twelve classes: the colours cycle and the last two series are dashed; one panel
+    // only when there are no precision-recall curves.
+    let (points, labels) = blobs(12, 30);
+    let (rocs, _) = per_class_series(&centre_logits(&points, 12), 12, &labels);
+    let path = dir.join("roc_12.png");
+    plot_roc_pr(&path, "ROC: 12 classes", &rocs, &[]).expect("plot");
+    assert_eq!(png_size(&std::fs::read(&path).expect("read")), (660, 640));
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".png") && !n.starts_with('.')), "{names:?}");
+}
+
+#[test]
+fn roc_pr_errors_not_panics() {
+    let dir = out_dir("roc_pr_err");
+    let path = dir.join("x.png");
+    let good = Series { name: "ok".into(), points: vec![(0.0, 0.0), (1.0, 1.0)] };
+    assert!(plot_roc_pr(&path, "t", &[], &[]).expect_err("nothing").contains("nothing to plot"));
+    let outside = Series { name: "bad".into(), points: vec![(0.0, 0.0), (1.5, 1.0)] };
+    let e = plot_roc_pr(&path, "t", std::slice::from_ref(&good), &[outside]).expect_err("outside");
+    assert!(e.contains("`bad`") && e.contains("outside [0, 1]"), "{e}");
+    let empty = Series { name: "nan".into(), points: vec![(f64::NAN, 0.5)] };
+    assert!(plot_roc_pr(&path, "t", &[empty], &[]).expect_err("no points").contains("no finite points"));
+    assert!(!path.exists());
+    // Gaps (NaN points), a single point, a degenerate curve and many series still plot.
+    let gappy = Series { name: "gap".into(), points: vec![(0.0, 0.0), (f64::NAN, 0.5), (0.5, 0.9), (1.0, 1.0)] };
+    let single = Series { name: "one".into(), points: vec![(0.3, 0.7)] };
+    let many: Vec<Series> = (0..30)
+        .map(|i| Series { name: format!("s{i}"), points: vec![(0.0, 0.0), (i as f64 / 30.0, 1.0), (1.0, 1.0)] })
+        .collect();
+    plot_roc_pr(&path, "odd", &[gappy, single, good], &many).expect("plot");
+    assert!(path.exists());
+    assert!(plot_roc_pr(&dir.join("missing").join("y.png"), "t", &many, &[]).is_err());
 }

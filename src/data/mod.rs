@@ -53,7 +53,7 @@ use crate::settings::{Choice, Lit};
 pub use preprocess::{
     PreprocessKind, Preprocessor, KIND_TENSOR, MATRIX_TENSOR, MAX_WHITEN_DIM, MEAN_TENSOR, SCALE_TENSOR,
 };
-pub use split::{batches, epoch_seed, split};
+pub use split::{batches, epoch_seed, kfold, leave_one_out, split};
 pub use synthetic::MAX_POINTS as MAX_SYNTHETIC_POINTS;
 
 /// The input that receives the labels of `csv`, `idx`, `npy` and the synthetic sets.

@@ -5,8 +5,10 @@
 //! stratified by a label array when one is given: every class is shuffled and cut by the
 //! cumulative fractions; the rounding error of each cut is carried to the next class, so
 //! the parts' totals stay within one sample of the fractions and no sample is lost. Each
-//! part is shuffled again so classes are interleaved. `batches` cuts rows into batches,
-//! optionally shuffled; the last partial batch is kept.
+//! part is shuffled again so classes are interleaved. `kfold` divides the rows into K
+//! cross-validation folds the same way (stratified, or plain), `leave_one_out` into one
+//! fold per row. `batches` cuts rows into batches, optionally shuffled; the last partial
+//! batch is kept.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +78,55 @@ pub fn split(ds: &Dataset, fractions: &[f64], seed: u64, label: Option<&str>) ->
         return Err(format!("the training part of the split is empty: {} samples divided by {fractions:?}", ds.n));
     }
     Ok(parts)
+}
+
+/// Divides the rows of `ds` into `k` disjoint cross-validation folds that together hold
+/// every row exactly once, shuffled by `seed`; fold `i` is the test part of round `i`
+/// and the other folds its training part. Each fold is sorted ascending (the order
+/// within a fold carries no information).
+///
+/// With a `label` array the folds are stratified (by the rules of [`split`]: i32 labels,
+/// or f32 labels that are integers with at most 1000 distinct values; otherwise
+/// unstratified): every class's rows are shuffled and dealt round-robin to the folds,
+/// the dealing position carried from one class to the next (classes in label order).
+/// So a class of `m` rows puts `floor(m/k)` or `ceil(m/k)` rows in every fold (its
+/// proportions match the whole within one row per class), small classes are spread over
+/// different folds rather than all landing in fold 0, and fold sizes differ by at most
+/// one. Without a label the shuffled rows are dealt the same way.
+///
+/// Errors for `k < 2`, more folds than rows (leave-one-out is `--folds loo`, see
+/// [`leave_one_out`]), no rows, or a missing label array.
+pub fn kfold(ds: &Dataset, k: usize, seed: u64, label: Option<&str>) -> Result<Vec<Vec<usize>>, String> {
+    if ds.n == 0 {
+        return Err("cannot make cross-validation folds: the data set has no samples".into());
+    }
+    if k < 2 {
+        return Err(format!("cross-validation needs at least 2 folds, found {k}"));
+    }
+    if k > ds.n {
+        return Err(format!("{k} folds are more than the {} samples (leave-one-out is --folds loo)", ds.n));
+    }
+    let groups = groups(ds, label)?;
+    let mut rng = SplitMix64::new(seed);
+    let mut folds: Vec<Vec<usize>> = vec![Vec::with_capacity(ds.n / k + 1); k];
+    let mut next = 0usize;
+    for mut rows in groups {
+        shuffle(&mut rows, &mut rng);
+        for r in rows {
+            folds[next].push(r);
+            next = (next + 1) % k;
+        }
+    }
+    for fold in &mut folds {
+        fold.sort_unstable();
+    }
+    Ok(folds)
+}
+
+/// Leave-one-out cross-validation folds of `n` rows: `n` folds, fold `i` holding row `i`
+/// alone.
+pub fn leave_one_out(n: usize) -> Vec<Vec<usize>> {
+    (0..n).map(|i| vec![i]).collect()
 }
 
 /// The rows grouped by label value (sorted by value), or one group of every row.
