@@ -923,12 +923,3 @@ impl MetricsLog {
     }
 }
 
-/// A confusion matrix as a JSON array of rows (true classes) of counts.
-pub fn confusion_to_json(cm: &ConfusionMatrix) -> String {
-    let rows: Vec<String> = cm
-        .rows()
-        .iter()
-        .map(|r| format!("[{}]", r.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")))
-        .collect();
-    format!("[{}]", rows.join(", "))
-}

@@ -36,6 +36,8 @@ macro_rules! errs {
 
 mod bench;
 mod check;
+mod compare;
+mod cv;
 mod eval;
 mod grad;
 mod gradcheck;
@@ -117,6 +119,11 @@ enum Command {
     Predict(predict::Args),
     /// Train a model with its `train` block: the main job.
     Train(train::Args),
+    /// Cross-validate the model's train recipe: K folds, mean and spread of every metric.
+    Cv(cv::Args),
+    /// Compare two models on the same folds or the same test split, with a significance
+    /// test, their size, work and speed.
+    Compare(compare::Args),
     /// Metrics of a checkpoint on the test split.
     Eval(eval::Args),
     /// Print the buffer plan of the training step.
@@ -151,6 +158,8 @@ pub fn run() -> i32 {
         Command::Predict(a) => predict::run(a, opts),
         Command::Train(a) => train::run(a, opts),
         Command::Eval(a) => eval::run(a, opts),
+        Command::Cv(a) => cv::run(a, opts),
+        Command::Compare(a) => compare::run(a, opts),
         Command::Plan(a) => plan::run(a, opts),
         Command::Bench(a) => bench::run(a, opts),
         Command::Gradcheck(a) => gradcheck::run(a, opts),

@@ -1,11 +1,12 @@
-//! `nnc predict`.
+//! `nnc predict`: run the eval graph on inputs and write every output.
 
 use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
     pub file: PathBuf,
-    /// Parameters and states (an `nnc init` file or a checkpoint).
+    /// Parameters and states (an `nnc init` file or a checkpoint; a checkpoint's
+    /// preprocessing is applied either way).
     #[arg(long, required_unless_present = "checkpoint")]
     pub params: Option<PathBuf>,
     /// A training checkpoint: its parameters, and its preprocessing applied to the
@@ -34,10 +35,26 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     g.loss = None;
     let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
     let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
-    let Some(ck) = checkpoint else {
-        return run_and_write(&g, params.as_deref().unwrap_or(std::path::Path::new("")), &inputs, &out, run);
+    // `--params` and `--checkpoint` are read the same way: a file that carries a
+    // preprocessing (a training checkpoint) has it applied to the features input first.
+    let Some(ck) = checkpoint.or(params) else {
+        return fail("give the parameters with --params or --checkpoint");
     };
-    // Apply the checkpoint's preprocessing to the features input, then run.
+    let (ps, meta) = match crate::train::checkpoint::read(&ck) {
+        Ok(t) => t,
+        Err(m) => return fail(&m),
+    };
+    if let Err(m) = crate::train::checkpoint::validate(&p.eval, &ps, &ck, true) {
+        return fail(&m);
+    }
+    let source = std::fs::read_to_string(&file).unwrap_or_default();
+    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(&source)) {
+        errln!(
+            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
+             but their meaning may have changed",
+            ck.display()
+        );
+    }
     let mut ins = match crate::tensors::read(&inputs) {
         Ok(t) => t,
         Err(m) => return fail(&m),
@@ -47,7 +64,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&m),
     };
     if let Some(spec) = crate::data::preprocess_input(&specs) {
-        let pre = match crate::train::trainer::checkpoint_preprocessor(&ck, &spec.name) {
+        let pre = match crate::train::trainer::checked_preprocessor(&ps, &meta, &spec.name, &ck) {
             Ok(pp) => pp,
             Err(m) => return fail(&m),
         };
@@ -61,10 +78,6 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             }
         }
     }
-    let ps = match crate::tensors::read(&ck) {
-        Ok(t) => t,
-        Err(m) => return fail(&m),
-    };
     match crate::runtime::exec::run_named(&g, &ps, &ins, run)
         .and_then(|r| crate::tensors::write(&out, &r, None).map(|_| r.len()))
     {

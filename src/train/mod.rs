@@ -4,6 +4,8 @@
 //! built on it: `trainer` (one run with its files) and `cv` (cross-validation).
 
 pub mod checkpoint;
+pub mod compare;
+pub mod cv;
 pub mod engine;
 pub mod lbfgs;
 pub mod schedule;

@@ -134,7 +134,12 @@ pub fn roles(parts: &[Vec<usize>]) -> (&[usize], Option<&[usize]>, &[usize], &'s
     }
 }
 
-pub(crate) fn fnv(s: &str) -> String {
+/// The hash of a model's source text that checkpoints record (`nnc.source_hash`).
+pub fn source_hash(source: &str) -> String {
+    fnv(source)
+}
+
+fn fnv(s: &str) -> String {
     format!("{:016x}", crate::rng::name_hash(s))
 }
 
@@ -161,7 +166,7 @@ pub fn checkpoint_preprocessor(path: &Path, input: &str) -> Result<Preprocessor,
     checked_preprocessor(&tensors, &meta, input, path)
 }
 
-fn checked_preprocessor(
+pub fn checked_preprocessor(
     tensors: &TensorMap,
     meta: &BTreeMap<String, String>,
     input: &str,
@@ -397,7 +402,13 @@ pub fn train(
     let end = {
         let mut files =
             Files { p, opts, record: &prep.record, pre: &prep.pre, log: &mut log, epochs, progress: &mut *progress };
-        session.fit(&prep.ds, train_rows, val_rows, &mut at, stop, &mut files)?
+        session.fit(&prep.ds, train_rows, val_rows, &mut at, stop, &mut files).map_err(|e| {
+            if last_path.exists() {
+                format!("{e}; the last good checkpoint is `{}`", last_path.display())
+            } else {
+                format!("{e}; no checkpoint was written yet")
+            }
+        })?
     };
     let best_by = if val_rows.is_some() { "val_loss" } else { "train_loss" }.to_string();
     let mut files = vec![last_path.clone(), opts.out_dir.join("best.safetensors"), opts.out_dir.join("metrics.csv")];
@@ -425,6 +436,14 @@ pub fn train(
         }
         report.test = ev.shown.clone();
         report.all = ev.all.clone();
+        if ev.classes >= 2 {
+            let path = opts.out_dir.join("roc.png");
+            let title = format!("{}: ROC and precision-recall ({} rows)", p.name, &prefix[..prefix.len() - 1]);
+            match roc_plot(&path, &title, &prep.ds, held, &scores, session.kind, ev.classes) {
+                Ok(()) => files.push(path),
+                Err(e) => report.notes.push(format!("roc.png not drawn: {e}")),
+            }
+        }
         let curves = opts.out_dir.join("curves.png");
         if !log.is_empty() {
             crate::plot::plot_curves(&curves, &log, &format!("{} training", p.name))?;
@@ -514,6 +533,40 @@ pub fn evaluate(p: &Program, base_dir: &Path, checkpoint_path: &Path, jit: bool,
         format!("the test split ({} rows)", held.len())
     };
     Ok(EvalReport { eval: ev, rows, notes })
+}
+
+/// ROC and precision-recall curves of held-out scores (one-vs-rest per class for more
+/// than two classes), with the AUC and the average precision in the legend.
+fn roc_plot(
+    path: &Path,
+    title: &str,
+    ds: &Dataset,
+    rows: &[usize],
+    scores: &super::target::Scores,
+    kind: crate::metrics::ScoreKind,
+    classes: usize,
+) -> Result<(), String> {
+    use crate::metrics as m;
+    let labels = labels_of(ds, rows).ok_or("no class labels")?;
+    let (mut roc, mut pr) = (Vec::new(), Vec::new());
+    let wanted: Vec<usize> = if classes == 2 { vec![1] } else { (0..classes).collect() };
+    for c in wanted {
+        let pos = m::positive_scores(&scores.values, scores.width, kind, c)?;
+        let y: Vec<i32> = labels.iter().map(|&l| i32::from(l as usize == c)).collect();
+        if !y.contains(&1) || !y.contains(&0) {
+            continue;
+        }
+        let name = if classes == 2 { "class 1".to_string() } else { format!("class {c}") };
+        let (r, a) = (m::roc_curve(&pos, &y)?, m::roc_auc_binary(&pos, &y)?);
+        let (q, ap) = (m::pr_curve(&pos, &y)?, m::average_precision(&pos, &y)?);
+        let (rs, ps) = crate::plot::roc_pr_series(&name, &r, a, &q, ap);
+        roc.push(rs);
+        pr.push(ps);
+    }
+    if roc.is_empty() {
+        return Err("no class has both positive and negative rows".into());
+    }
+    crate::plot::plot_roc_pr(path, title, &roc, &pr)
 }
 
 /// The decision regions of a 2-D classifier over its training points.

@@ -1,0 +1,117 @@
+//! `nnc cv`: K-fold cross-validation of a model's `train` recipe.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file (`.nn`).
+    pub file: PathBuf,
+    /// Number of folds (stratified for classifiers), or `loo` for leave-one-out.
+    #[arg(long, default_value = "5")]
+    pub folds: crate::train::cv::Folds,
+    /// Override a train setting, e.g. `--set epochs=5 --set lr=0.01`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Output folder for cv.csv (default: runs/<file stem>-cv/ beside the model).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace the cv.csv that the output folder holds.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value = "jit")]
+    pub backend: Backend,
+    /// Threads for large GEMMs and kernels.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Which model of the file (when it has several).
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// One `name value` pair per metric.
+pub(super) fn metric_pairs(m: &crate::metrics::Metrics) -> String {
+    m.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect::<Vec<_>>().join("  ")
+}
+
+pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(c) = compile(&a.file, opts) else { return 1 };
+    let mut p = match pick(&c, a.model.as_deref()) {
+        Ok(p) => p.clone(),
+        Err(m) => return fail(&m),
+    };
+    if let Err(m) = apply_sets(&mut p, &a.set) {
+        errln!("error: {m}");
+        return 2;
+    }
+    let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let stem = a.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let out_dir = match a.out {
+        Some(o) => {
+            if o.join("cv.csv").exists() && !a.force {
+                return fail(&format!("`{}` holds a cv.csv; pass --force to replace it, or choose another --out", o.display()));
+            }
+            o
+        }
+        None => {
+            let base = dir.join("runs").join(format!("{stem}-cv"));
+            if a.force || !base.join("cv.csv").exists() {
+                base
+            } else {
+                (2..)
+                    .map(|i| dir.join("runs").join(format!("{stem}-cv-{i}")))
+                    .find(|d| !d.join("cv.csv").exists())
+                    .unwrap_or(base)
+            }
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    if a.threads > 1 {
+        let _ = rayon_threads(a.threads);
+    }
+    let k = match a.folds {
+        crate::train::cv::Folds::K(k) => k.to_string(),
+        crate::train::cv::Folds::LeaveOneOut => "leave-one-out".into(),
+    };
+    errln!("cross-validating {} from {} ({k} folds)", p.name, a.file.display());
+    let mut on_fold = |f: &crate::train::cv::FoldResult| {
+        outln!(
+            "fold {}: {}  ({} train / {} held-out rows, {:.2} s)",
+            f.fold,
+            metric_pairs(&f.metrics),
+            f.train_rows,
+            f.test_rows,
+            f.seconds
+        );
+    };
+    let r = match crate::train::cv::cross_validate(&p, &dir, a.folds, a.backend == Backend::Jit, a.threads, &stop, &mut on_fold)
+    {
+        Ok(r) => r,
+        Err(m) => return fail(&m),
+    };
+    let n = r.folds.len();
+    for (name, mean, std) in &r.summary {
+        outln!(
+            "cv_{name}: {} ± {} ({n} folds)",
+            crate::metrics::format_short(*mean),
+            crate::metrics::format_short(*std)
+        );
+    }
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        return fail(&format!("cannot create `{}`: {e}", out_dir.display()));
+    }
+    let csv = out_dir.join("cv.csv");
+    if let Err(m) = crate::tensors::write_atomic(&csv, crate::train::cv::to_csv(&r).as_bytes()) {
+        return fail(&m);
+    }
+    for note in &r.notes {
+        errln!("note: {note}");
+    }
+    errln!("{n} folds over {} rows in {:.1} s; wrote {}", r.rows, r.seconds, csv.display());
+    0
+}
