@@ -922,4 +922,3 @@ impl MetricsLog {
         crate::tensors::write_atomic(path, self.to_csv().as_bytes())
     }
 }
-

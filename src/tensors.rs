@@ -120,8 +120,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut target = path.to_path_buf();
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.file_type().is_symlink() {
-            target = std::fs::canonicalize(path)
-                .map_err(|e| format!("cannot write `{shown}`: it is a symlink whose target cannot be resolved ({e})"))?;
+            target = std::fs::canonicalize(path).map_err(|e| {
+                format!("cannot write `{shown}`: it is a symlink whose target cannot be resolved ({e})")
+            })?;
         }
     }
     if let Ok(md) = std::fs::metadata(&target) {

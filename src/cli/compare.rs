@@ -41,8 +41,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let (da, db) = (dir(&a.a), dir(&a.b));
     let stop = AtomicBool::new(false);
     let t0 = std::time::Instant::now();
-    let r = match crate::train::compare::compare((&pa, &da), (&pb, &db), a.folds, a.backend == Backend::Jit, a.threads, &stop)
-    {
+    let r = match crate::train::compare::compare(
+        (&pa, &da),
+        (&pb, &db),
+        a.folds,
+        a.backend == Backend::Jit,
+        a.threads,
+        &stop,
+    ) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };

@@ -50,7 +50,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let out_dir = match a.out {
         Some(o) => {
             if o.join("cv.csv").exists() && !a.force {
-                return fail(&format!("`{}` holds a cv.csv; pass --force to replace it, or choose another --out", o.display()));
+                return fail(&format!(
+                    "`{}` holds a cv.csv; pass --force to replace it, or choose another --out",
+                    o.display()
+                ));
             }
             o
         }
@@ -89,8 +92,15 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             f.seconds
         );
     };
-    let r = match crate::train::cv::cross_validate(&p, &dir, a.folds, a.backend == Backend::Jit, a.threads, &stop, &mut on_fold)
-    {
+    let r = match crate::train::cv::cross_validate(
+        &p,
+        &dir,
+        a.folds,
+        a.backend == Backend::Jit,
+        a.threads,
+        &stop,
+        &mut on_fold,
+    ) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };

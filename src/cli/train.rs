@@ -27,6 +27,10 @@ pub struct Args {
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
+    /// Train N members with init seeds seed, seed+1, ... on the same split (into
+    /// <out>/member-<i>/), then score their ensemble on the held-out rows.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub ensemble: Option<u32>,
 }
 
 /// Whether `dir` holds a run (a checkpoint or a log).
@@ -65,10 +69,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             if a.resume || a.force || !holds_run(&base) {
                 base
             } else {
-                (2..)
-                    .map(|i| dir.join("runs").join(format!("{stem}-{i}")))
-                    .find(|d| !holds_run(d))
-                    .unwrap_or(base)
+                (2..).map(|i| dir.join("runs").join(format!("{stem}-{i}"))).find(|d| !holds_run(d)).unwrap_or(base)
             }
         }
     };
@@ -95,7 +96,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     );
     let (name, file) = (p.name.clone(), a.file.clone());
     let mut on_event = |e: crate::train::trainer::Event| match e {
-        crate::train::trainer::Event::Start { resumed } => {
+        crate::train::trainer::Event::Start { resumed, out_dir } => {
             errln!(
                 "training {name} from {} ({} backend) -> {}",
                 file.display(),
@@ -118,6 +119,42 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             bar.suspend(|| errln!("{}", parts.join("  ")));
         }
     };
+    if let Some(n) = a.ensemble {
+        // Every member on the first member's split: the split seed stays put while the
+        // init seed moves.
+        p.settings.split_seed = Some(p.settings.split_seed() as i64);
+        let mut lasts = Vec::new();
+        for i in 0..n {
+            let mut m = p.clone();
+            m.settings.seed = p.settings.seed + i64::from(i);
+            let mut o = topts.clone();
+            o.out_dir = out_dir.join(format!("member-{}", i + 1));
+            errln!("member {} of {n}: seed {}", i + 1, m.settings.seed);
+            match crate::train::trainer::train(&m, &dir, &o, &stop, &mut on_event) {
+                Ok(r) if r.interrupted => {
+                    bar.finish_and_clear();
+                    errln!("interrupted: saved {}", o.out_dir.join("last.safetensors").display());
+                    return 130;
+                }
+                Ok(r) => {
+                    bar.finish_and_clear();
+                    outln!("member {}: {}", i + 1, super::cv::metric_pairs(&r.test));
+                    lasts.push(o.out_dir.join("last.safetensors"));
+                }
+                Err(m) => return fail(&m),
+            }
+        }
+        return match crate::train::trainer::evaluate_ensemble(&p, &dir, &lasts, jit, &topts.source) {
+            Ok((_, ens)) => {
+                for note in &ens.notes {
+                    errln!("note: {note}");
+                }
+                outln!("ensemble of {n}: {}", super::cv::metric_pairs(&ens.shown));
+                0
+            }
+            Err(m) => fail(&m),
+        };
+    }
     let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
     bar.finish_and_clear();
     match result {
@@ -127,7 +164,11 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
                 return 130;
             }
             if r.already_finished {
-                errln!("the run had already finished (epoch {} of {}): nothing to train", r.epochs_run, p.settings.epochs);
+                errln!(
+                    "the run had already finished (epoch {} of {}): nothing to train",
+                    r.epochs_run,
+                    p.settings.epochs
+                );
             }
             if r.stopped_early {
                 errln!(

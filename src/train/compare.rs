@@ -125,7 +125,9 @@ pub fn compare(
         None => {
             let sp = split_rows(a.0, &raw_a)?;
             if sp.len() < 2 {
-                return Err("comparing on a test split needs one: set `split` in the train block, or use --folds K".into());
+                return Err(
+                    "comparing on a test split needs one: set `split` in the train block, or use --folds K".into()
+                );
             }
             let held = sp[sp.len() - 1].clone();
             let train: Vec<usize> = sp[..sp.len() - 1].iter().flatten().copied().collect();

@@ -80,9 +80,7 @@ fn class_labels(ds: &Dataset) -> Option<&'static str> {
 pub fn folds_of(p: &Program, ds: &Dataset, folds: Folds) -> Result<Vec<Vec<usize>>, String> {
     match folds {
         Folds::LeaveOneOut => Ok(data::leave_one_out(ds.n)),
-        Folds::K(k) => {
-            data::kfold(ds, k, p.settings.split_seed(), class_labels(ds))
-        }
+        Folds::K(k) => data::kfold(ds, k, p.settings.split_seed(), class_labels(ds)),
     }
 }
 
@@ -155,7 +153,8 @@ pub fn cross_validate(
     let mut fold_notes = Vec::new();
     for (i, held) in parts.iter().enumerate() {
         let tf = std::time::Instant::now();
-        let train: Vec<usize> = parts.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
+        let train: Vec<usize> =
+            parts.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
         let (ev, at, correct) = run_fold(&mut session, &raw, &train, held, stop)?;
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(format!("interrupted in fold {} of {}", i + 1, parts.len()));

@@ -245,4 +245,3 @@ pub fn labels_of(ds: &Dataset, rows: &[usize]) -> Option<Vec<i32>> {
         }
     }
 }
-

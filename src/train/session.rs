@@ -317,7 +317,11 @@ impl Session {
                 e.run(s.seed as u64, step)?;
                 let loss = f64::from(e.loss()?);
                 if !loss.is_finite() {
-                    return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
+                    return Err(format!(
+                        "the loss became {loss} at step {step} (epoch {}, batch {})",
+                        epoch + 1,
+                        bi + 1
+                    ));
                 }
                 p.epoch_loss += loss * rows.len() as f64;
                 p.epoch_seen += rows.len();

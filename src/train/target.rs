@@ -103,7 +103,9 @@ pub fn target(p: &Program) -> Result<Target, String> {
         .filter(|(_, v)| !read.iter().any(|(_, w)| w != v && ancestors(g, *w)[v.as_u32() as usize]))
         .collect();
     match last.as_slice() {
-        [(name, _)] => Ok(Target { output: name.clone(), kind: None, why: format!("`{name}`, the output the loss reads") }),
+        [(name, _)] => {
+            Ok(Target { output: name.clone(), kind: None, why: format!("`{name}`, the output the loss reads") })
+        }
         [] => Err("the loss reads no declared output; name the prediction with `metrics_on = <output>`".into()),
         _ => Err("the loss reads several outputs; choose one with `metrics_on = <output>`".into()),
     }
@@ -171,7 +173,14 @@ pub struct Evaluation {
 
 /// Metrics of `scores` against the labels of `rows`, keys prefixed by `prefix`; `wanted`
 /// are the train block's `metrics`.
-pub fn report(ds: &Dataset, rows: &[usize], scores: &Scores, kind: ScoreKind, prefix: &str, wanted: &[String]) -> Evaluation {
+pub fn report(
+    ds: &Dataset,
+    rows: &[usize],
+    scores: &Scores,
+    kind: ScoreKind,
+    prefix: &str,
+    wanted: &[String],
+) -> Evaluation {
     let mut e = Evaluation::default();
     e.all.insert(format!("{prefix}loss"), scores.loss);
     e.shown.insert(format!("{prefix}loss"), scores.loss);

@@ -46,8 +46,17 @@ pub struct EpochReport {
 /// Progress events for the caller to show.
 pub enum Event<'a> {
     /// Everything is checked and training starts (`resumed`: from this epoch and step).
-    Start { resumed: Option<(usize, u64)> },
-    Batch { epoch: usize, batch: usize, batches: usize, loss: f64, lr: f64 },
+    Start {
+        resumed: Option<(usize, u64)>,
+        out_dir: &'a Path,
+    },
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+        lr: f64,
+    },
     Epoch(&'a EpochReport),
 }
 
@@ -148,7 +157,9 @@ pub fn preprocessor_of(tensors: &TensorMap, input: &str, path: &Path) -> Result<
     let mut m = BTreeMap::new();
     for (k, t) in tensors {
         if k.starts_with("preprocess.") {
-            let v = t.floats().ok_or_else(|| format!("`{}`: tensor `{k}` is {}, expected F32", path.display(), t.dtype_name()))?;
+            let v = t
+                .floats()
+                .ok_or_else(|| format!("`{}`: tensor `{k}` is {}, expected F32", path.display(), t.dtype_name()))?;
             m.insert(k.clone(), (t.shape.clone(), v.iter().map(|&x| x as f32).collect::<Vec<f32>>()));
         }
     }
@@ -242,7 +253,10 @@ fn resume_point(
     let had = SplitRecord::from_meta(meta, path)?;
     let mut diffs = Vec::new();
     if had.hash != record.hash || had.rows != record.rows {
-        diffs.push(format!("data: {} rows (hash {}) then, {} rows (hash {}) now", had.rows, had.hash, record.rows, record.hash));
+        diffs.push(format!(
+            "data: {} rows (hash {}) then, {} rows (hash {}) now",
+            had.rows, had.hash, record.rows, record.hash
+        ));
     }
     if had.split != record.split {
         diffs.push(format!("split: {:?} then, {:?} now", had.split, record.split));
@@ -279,7 +293,9 @@ fn resume_point(
             diffs.join("\n  ")
         ));
     }
-    let bad = |k: &str| format!("`{shown}`: metadata `{k}` is `{}`, which is not valid", meta.get(k).cloned().unwrap_or_default());
+    let bad = |k: &str| {
+        format!("`{shown}`: metadata `{k}` is `{}`, which is not valid", meta.get(k).cloned().unwrap_or_default())
+    };
     let int = |k: &str, max: u64| -> Result<u64, String> {
         match meta.get(k) {
             None => Ok(0),
@@ -295,7 +311,9 @@ fn resume_point(
     };
     let best_epoch = match meta.get("nnc.best_epoch").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<usize>().ok().filter(|&b| b >= 1 && b <= epoch).ok_or_else(|| bad("nnc.best_epoch"))?),
+        Some(v) => {
+            Some(v.parse::<usize>().ok().filter(|&b| b >= 1 && b <= epoch).ok_or_else(|| bad("nnc.best_epoch"))?)
+        }
     };
     let bad_epochs = int("nnc.bad_epochs", epoch as u64)? as usize;
     let batch = int("nnc.batch", batches_per_epoch as u64)? as usize;
@@ -398,7 +416,7 @@ pub fn train(
     crate::tensors::remove_stale_temps(&opts.out_dir);
     let epochs = p.settings.epochs as usize;
     let already_finished = opts.resume && at.epoch >= epochs;
-    progress(Event::Start { resumed });
+    progress(Event::Start { resumed, out_dir: &opts.out_dir });
     let end = {
         let mut files =
             Files { p, opts, record: &prep.record, pre: &prep.pre, log: &mut log, epochs, progress: &mut *progress };
@@ -467,15 +485,92 @@ pub fn train(
 #[derive(Clone, Debug)]
 pub struct EvalReport {
     pub eval: Evaluation,
+    /// The raw scores of the held-out rows (for ensembles).
+    pub scores: target::Scores,
+    pub kind: crate::metrics::ScoreKind,
+    pub record: SplitRecord,
     /// Which rows were scored: "the test split (360 rows)".
     pub rows: String,
     pub notes: Vec<String>,
+    /// The preprocessed data and the held-out rows.
+    pub held_data: (Dataset, Vec<usize>),
+}
+
+/// Scores several checkpoints of one model on their common held-out rows, each alone and
+/// as an ensemble that averages the members' probabilities (softmax of logits, sigmoid of
+/// one logit; the mean prediction of a regressor). The members must share their split
+/// (same data, fractions and split seed).
+pub fn evaluate_ensemble(
+    p: &Program,
+    base_dir: &Path,
+    checkpoints: &[PathBuf],
+    jit: bool,
+    source: &str,
+) -> Result<(Vec<EvalReport>, Evaluation), String> {
+    let mut members = Vec::new();
+    for c in checkpoints {
+        let r = evaluate(p, base_dir, c, jit, source)?;
+        if let Some(first) = members.first() {
+            let f: &EvalReport = first;
+            if f.record != r.record {
+                return Err(format!(
+                    "`{}` was trained on another split than `{}`; an ensemble is scored on the rows all its members held out",
+                    c.display(),
+                    checkpoints[0].display()
+                ));
+            }
+        }
+        members.push(r);
+    }
+    let first = members.first().ok_or("an ensemble needs at least one checkpoint")?;
+    let (ds, held) = &first.held_data;
+    let width = first.scores.width;
+    let n = held.len();
+    let mut avg = vec![0f64; n * width];
+    let classifier = first.eval.classes >= 2;
+    for m in &members {
+        if m.scores.width != width || m.scores.values.len() != n * width {
+            return Err("the members' outputs differ in shape".into());
+        }
+        for (r, row) in m.scores.values.chunks(width.max(1)).enumerate() {
+            let probs: Vec<f64> = if !classifier || m.kind == crate::metrics::ScoreKind::Probabilities {
+                row.iter().map(|&x| f64::from(x)).collect()
+            } else if width == 1 {
+                vec![1.0 / (1.0 + (-f64::from(row[0])).exp())]
+            } else {
+                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let e: Vec<f64> = row.iter().map(|&x| f64::from(x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                e.into_iter().map(|x| x / z).collect()
+            };
+            for (j, v) in probs.into_iter().enumerate() {
+                avg[r * width + j] += v / members.len() as f64;
+            }
+        }
+    }
+    let scores = target::Scores { loss: f64::NAN, values: avg.iter().map(|&x| x as f32).collect(), width };
+    let kind = if classifier { crate::metrics::ScoreKind::Probabilities } else { first.kind };
+    let mut ev = target::report(ds, held, &scores, kind, "", &p.settings.metrics);
+    ev.all.remove("loss");
+    ev.shown.remove("loss");
+    ev.notes.push(format!(
+        "the ensemble averages the {} members' {}; it has no loss of its own",
+        members.len(),
+        if classifier { "probabilities" } else { "predictions" }
+    ));
+    Ok((members, ev))
 }
 
 /// Scores a checkpoint on exactly the rows it held out: the split it records (seed,
 /// fractions) over the model's data source, which must be the data it was trained on
 /// (same rows and hash), with the checkpoint's own preprocessing.
-pub fn evaluate(p: &Program, base_dir: &Path, checkpoint_path: &Path, jit: bool, source: &str) -> Result<EvalReport, String> {
+pub fn evaluate(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint_path: &Path,
+    jit: bool,
+    source: &str,
+) -> Result<EvalReport, String> {
     let (tensors, meta) = checkpoint::read(checkpoint_path)?;
     let shown = checkpoint_path.display();
     let record = SplitRecord::from_meta(&meta, checkpoint_path)?;
@@ -532,7 +627,7 @@ pub fn evaluate(p: &Program, base_dir: &Path, checkpoint_path: &Path, jit: bool,
     } else {
         format!("the test split ({} rows)", held.len())
     };
-    Ok(EvalReport { eval: ev, rows, notes })
+    Ok(EvalReport { eval: ev, rows, notes, scores, kind: session.kind, record, held_data: (ds, held.to_vec()) })
 }
 
 /// ROC and precision-recall curves of held-out scores (one-vs-rest per class for more
@@ -570,7 +665,14 @@ fn roc_plot(
 }
 
 /// The decision regions of a 2-D classifier over its training points.
-fn boundary(path: &Path, p: &Program, session: &mut Session, ds: &Dataset, rows: &[usize], input: &str) -> Result<(), String> {
+fn boundary(
+    path: &Path,
+    p: &Program,
+    session: &mut Session,
+    ds: &Dataset,
+    rows: &[usize],
+    input: &str,
+) -> Result<(), String> {
     let x = ds.get(input).and_then(Array::as_f32).ok_or("no features")?;
     let points: Vec<[f32; 2]> = rows.iter().map(|&r| [x[2 * r], x[2 * r + 1]]).collect();
     let labels = labels_of(ds, rows).ok_or("no labels")?;
