@@ -1,11 +1,20 @@
 //! nnc: a neural-network compiler. A `.nn` model goes through these stages, each a
-//! plain function in its own module (see ARCHITECTURE.md for the code map):
+//! plain function in its own module (ARCHITECTURE.md has the code map):
 //!
 //! ```text
 //! source -> syntax::parse -> ast::File -> lower -> ir::Program (train + eval graphs)
+//!        -> autodiff::grad (backward graph) -> train::update (regularization, clipping,
+//!           the optimizer update) -> simplify -> fusion::fuse (kernels)
+//!        -> buffers::plan (one arena) -> codegen::compile (Cranelift)
+//!        -> runtime::executable::Executable (a native step)
 //! ```
 //!
-//! `pipeline` strings them together; `cli` is the command line.
+//! `pipeline` runs the front end (reading files, `use`, lowering, verification) and
+//! builds step graphs; `runtime::interp` is the reference interpreter every stage is
+//! tested against. On top sits the run layer: `train::session::Session` (a recipe with
+//! its compiled steps, fitted and scored on any rows), used by `train::trainer` (one run
+//! with checkpoints), `train::cv` (cross-validation) and `train::compare`; `cli` is the
+//! command line (one file per command).
 //!
 //! ```
 //! let src = "model M {\n input x: [B, 4]\n layer fc = Dense(4, 2)\n output y = fc(x)\n}\n";

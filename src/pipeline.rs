@@ -1,6 +1,9 @@
-//! The pipeline as a straight list of stages: read and parse the file and the files it
-//! `use`s, add the prelude, lower every model, verify the IR. Later stages (autodiff,
-//! fusion, planning, codegen) are added here, in order.
+//! The front end as a straight list of stages, and the step graph: read and parse the
+//! file and the files it `use`s, add the prelude, lower every model (`lower`), verify the
+//! IR (`ir::verify`): `compile_file` / `compile_source` return one `Program` per model.
+//! `step_graph` continues the line for one batch size: the backward pass
+//! (`autodiff`) and the optimizer update (`train::update`); `Executable::new` then
+//! simplifies, fuses, plans and compiles it (`simplify`, `fusion`, `buffers`, `codegen`).
 
 use crate::diagnostic::{Diagnostic, FileId, SourceMap, Span};
 use crate::ir::{Graph, Program};

@@ -283,6 +283,9 @@ fn cli_cv_compare_and_ensembles() {
     let csv = std::fs::read_to_string(d.join("cvrun/cv.csv")).expect("cv.csv");
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("fold,train_rows,test_rows,accuracy,loss"), "{csv}");
+    // 1797 rows in 3 folds of 599: every fold trains on 1198 rows, 37 batches of 32 and one
+    // of 14: two compiled steps for all the folds.
+    assert!(err.contains("(2 training steps compiled)"), "{err}");
     // The same folder again is refused (no silent replacement) and --force replaces.
     let (code, _, err) = nnc(&["cv", "digits.nn", "--folds", "3", "--set", "epochs=1", "--out", "cvrun"], &d);
     assert_eq!(code, 1, "{err}");

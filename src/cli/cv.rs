@@ -122,6 +122,13 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     for note in &r.notes {
         errln!("note: {note}");
     }
-    errln!("{n} folds over {} rows in {:.1} s; wrote {}", r.rows, r.seconds, csv.display());
+    errln!(
+        "{n} folds over {} rows in {:.1} s ({} training step{} compiled); wrote {}",
+        r.rows,
+        r.seconds,
+        r.compiled_steps,
+        if r.compiled_steps == 1 { "" } else { "s" },
+        csv.display()
+    );
     0
 }

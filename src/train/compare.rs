@@ -17,6 +17,9 @@ use crate::stats::{McNemar, TTest};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+/// Training rows and held-out rows of one fold.
+type TrainHeld = (Vec<usize>, Vec<usize>);
+
 /// One model's side of a comparison.
 #[derive(Clone, Debug)]
 pub struct Side {
@@ -110,7 +113,7 @@ pub fn compare(
     }
     pb.settings.split = a.0.settings.split.clone();
     pb.settings.split_seed = Some(a.0.settings.split_seed() as i64);
-    let (parts, on_folds): (Vec<(Vec<usize>, Vec<usize>)>, bool) = match folds {
+    let (parts, on_folds): (Vec<TrainHeld>, bool) = match folds {
         Some(f) => {
             let fs = cv::folds_of(a.0, &raw_a, f)?;
             let pairs = (0..fs.len())

@@ -68,6 +68,8 @@ pub struct CvReport {
     /// Rows of the data source.
     pub rows: usize,
     pub seconds: f64,
+    /// Training steps compiled for all the folds (one per batch size, not one per fold).
+    pub compiled_steps: usize,
 }
 
 /// The label array to stratify by: the labels of a classifier, none for a regressor.
@@ -184,7 +186,14 @@ pub fn cross_validate(
             summary.push((k.clone(), mean, std));
         }
     }
-    Ok(CvReport { folds: results, summary, notes, rows: raw.n, seconds: t0.elapsed().as_secs_f64() })
+    Ok(CvReport {
+        folds: results,
+        summary,
+        notes,
+        rows: raw.n,
+        seconds: t0.elapsed().as_secs_f64(),
+        compiled_steps: session.compiled_steps(),
+    })
 }
 
 /// `cv.csv`: a header and one row per fold (fold, rows, every metric, epochs, seconds).

@@ -168,6 +168,11 @@ impl Session {
         self.engine(b)
     }
 
+    /// How many training steps were compiled (one per batch size met so far).
+    pub fn compiled_steps(&self) -> usize {
+        self.steps.len()
+    }
+
     /// The training batch size for `rows` training rows.
     pub fn batch_for(&self, rows: usize) -> usize {
         if self.lbfgs {
