@@ -101,6 +101,11 @@ fn eval_rebuilds_the_checkpoints_split() {
     assert_eq!(e.eval.shown["accuracy"], r.test["test_accuracy"], "eval scored other rows than training held out");
     assert!(e.notes.iter().any(|n| n.contains("split_seed 3")), "{:?}", e.notes);
     assert_eq!(e.held_data.1.len(), 359);
+    // A changed split in the file does not move the checkpoint's test rows.
+    let resplit = src.replace("split = [0.8, 0.2]", "split = [0.5, 0.5]");
+    let e2 = evaluate(&program(&resplit), &dir, &ck, true, &resplit).expect("eval");
+    assert_eq!(e2.held_data.1, e.held_data.1);
+    assert!(e2.notes.iter().any(|n| n.contains("different version")), "{:?}", e2.notes);
     // A changed data file: refused, not scored.
     let text = {
         use std::io::Read;
@@ -324,6 +329,37 @@ fn cli_cv_compare_and_ensembles() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("member 1 (") && out.contains("ensemble of 2:"), "{out}");
+    // predict with both members: each member's outputs and the mean probabilities.
+    let (raw, _) =
+        nnc::train::trainer::load_data(&program(&std::fs::read_to_string(d.join("digits.nn")).expect("read")), &d)
+            .expect("data");
+    let x = raw.get("x").and_then(|a| a.as_f32()).expect("x")[..3 * 64].iter().map(|&v| f64::from(v)).collect();
+    let mut m = nnc::tensors::TensorMap::new();
+    m.insert("x".into(), nnc::tensors::HostTensor::f32(vec![3, 64], x));
+    nnc::tensors::write(&d.join("in.safetensors"), &m, None).expect("write inputs");
+    let (code, _, err) = nnc(
+        &[
+            "predict",
+            "digits.nn",
+            "--checkpoint",
+            "ens/member-1/last.safetensors",
+            "--checkpoint",
+            "ens/member-2/last.safetensors",
+            "--inputs",
+            "in.safetensors",
+            "--out",
+            "ens.safetensors",
+        ],
+        &d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let t = nnc::tensors::read(&d.join("ens.safetensors")).expect("read");
+    let pr = t["ensemble.probabilities"].floats().expect("floats");
+    assert_eq!(t["ensemble.probabilities"].shape, vec![3, 10]);
+    for row in pr.chunks(10) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    assert!(t.contains_key("member1.logits") && t.contains_key("member2.logits"));
 }
 
 #[test]
@@ -423,4 +459,25 @@ fn writes_never_replace_what_is_not_a_regular_file() {
     nnc::tensors::remove_stale_temps(&d);
     assert!(!d.join(".last.safetensors.tmp999999999").exists());
     assert!(d.join(&mine).exists());
+}
+
+#[test]
+fn jit_writes_i32_outputs_as_i32() {
+    let src = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer fc = Dense(2, 3)\n output logits = fc(x)\n output ids = y\n}\n";
+    let p = program(src);
+    let mut params = nnc::tensors::TensorMap::new();
+    params.insert("fc.W".into(), nnc::tensors::HostTensor::f32(vec![2, 3], vec![0.5; 6]));
+    params.insert("fc.b".into(), nnc::tensors::HostTensor::f32(vec![3], vec![0.0; 3]));
+    let mut inputs = nnc::tensors::TensorMap::new();
+    inputs.insert("x".into(), nnc::tensors::HostTensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+    inputs.insert(
+        "y".into(),
+        nnc::tensors::HostTensor { shape: vec![2], data: nnc::tensors::HostData::I32(vec![7, -3]) },
+    );
+    for jit in [true, false] {
+        let opts = nnc::runtime::exec::ExecOptions { jit, ..Default::default() };
+        let r = nnc::runtime::exec::run_named(&p.eval, &params, &inputs, opts).expect("run");
+        assert_eq!(r["ids"].data, nnc::tensors::HostData::I32(vec![7, -3]), "jit {jit}");
+        assert_eq!(r["ids"].dtype_name(), "i32");
+    }
 }

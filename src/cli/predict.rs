@@ -4,23 +4,76 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
     /// Parameters and states (an `nnc init` file or a checkpoint; a checkpoint's
     /// preprocessing is applied either way).
     #[arg(long, required_unless_present = "checkpoint")]
     pub params: Option<PathBuf>,
-    /// A training checkpoint: its parameters, and its preprocessing applied to the
-    /// features input first.
+    /// A training checkpoint (as --params). Give it several times for an ensemble: each
+    /// member's outputs as `member<i>.<name>`, and the members' mean probabilities as
+    /// `ensemble.probabilities` (a classifier) or their mean prediction.
     #[arg(long, conflicts_with = "params")]
-    pub checkpoint: Option<PathBuf>,
+    pub checkpoint: Vec<PathBuf>,
+    /// Inputs by name (safetensors).
     #[arg(long)]
     pub inputs: PathBuf,
+    /// Where to write the outputs (safetensors).
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// The outputs of one checkpoint on the inputs, its preprocessing applied first.
+fn predict_one(
+    p: &crate::ir::Program,
+    g: &crate::ir::Graph,
+    ck: &std::path::Path,
+    inputs: &crate::tensors::TensorMap,
+    source: &str,
+    run: crate::runtime::exec::ExecOptions,
+) -> Result<crate::tensors::TensorMap, String> {
+    let (ps, meta) = crate::train::checkpoint::read(ck)?;
+    crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
+    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(source)) {
+        errln!(
+            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
+             but their meaning may have changed",
+            ck.display()
+        );
+    }
+    let mut ins = inputs.clone();
+    let specs = crate::train::trainer::input_specs(&p.train)?;
+    if let Some(spec) = crate::data::preprocess_input(&specs) {
+        let pre = crate::train::trainer::checked_preprocessor(&ps, &meta, &spec.name, ck)?;
+        if let Some(t) = ins.get_mut(&spec.name) {
+            if let crate::tensors::HostData::F32(v) | crate::tensors::HostData::F64(v) = &mut t.data {
+                let mut f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                pre.apply_values(&mut f)?;
+                *v = f.into_iter().map(f64::from).collect();
+            }
+        }
+    }
+    crate::runtime::exec::run_named(g, &ps, &ins, run)
+}
+
+/// Row-wise softmax (a sigmoid for one column) of scores `[.., k]`.
+fn probabilities(v: &[f64], k: usize) -> Vec<f64> {
+    if k <= 1 {
+        return v.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for row in v.chunks(k) {
+        let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|&z| (z - mx).exp()).collect();
+        let s: f64 = e.iter().sum();
+        out.extend(e.into_iter().map(|x| x / s));
+    }
+    out
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
@@ -30,59 +83,72 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(p) => p,
         Err(m) => return fail(&m),
     };
-    let mut g = p.eval.clone();
+    // The metrics target (the prediction the loss scores) is what an ensemble averages.
+    let target = crate::train::target::target(p);
+    let mut g = match (&target, checkpoint.len() > 1) {
+        (Ok(t), true) => match crate::train::target::with_target_output(&p.eval, t) {
+            Ok(g) => g,
+            Err(m) => return fail(&m),
+        },
+        _ => p.eval.clone(),
+    };
     // predict returns outputs only: a loss may need labels the caller lacks.
     g.loss = None;
     let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
     let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
     // `--params` and `--checkpoint` are read the same way: a file that carries a
     // preprocessing (a training checkpoint) has it applied to the features input first.
-    let Some(ck) = checkpoint.or(params) else {
-        return fail("give the parameters with --params or --checkpoint");
-    };
-    let (ps, meta) = match crate::train::checkpoint::read(&ck) {
+    let cks: Vec<PathBuf> = if checkpoint.is_empty() { params.into_iter().collect() } else { checkpoint };
+    let ins = match crate::tensors::read(&inputs) {
         Ok(t) => t,
         Err(m) => return fail(&m),
     };
-    if let Err(m) = crate::train::checkpoint::validate(&p.eval, &ps, &ck, true) {
-        return fail(&m);
-    }
     let source = std::fs::read_to_string(&file).unwrap_or_default();
-    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(&source)) {
-        errln!(
-            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
-             but their meaning may have changed",
-            ck.display()
-        );
-    }
-    let mut ins = match crate::tensors::read(&inputs) {
-        Ok(t) => t,
-        Err(m) => return fail(&m),
-    };
-    let specs = match crate::train::trainer::input_specs(&p.train) {
-        Ok(s) => s,
-        Err(m) => return fail(&m),
-    };
-    if let Some(spec) = crate::data::preprocess_input(&specs) {
-        let pre = match crate::train::trainer::checked_preprocessor(&ps, &meta, &spec.name, &ck) {
-            Ok(pp) => pp,
+    let mut result = crate::tensors::TensorMap::new();
+    if cks.len() == 1 {
+        match predict_one(p, &g, &cks[0], &ins, &source, run) {
+            Ok(r) => result = r,
             Err(m) => return fail(&m),
+        }
+    } else {
+        let t = match &target {
+            Ok(t) => t,
+            Err(why) => return fail(&format!("an ensemble averages the prediction the loss scores, but {why}")),
         };
-        if let Some(t) = ins.get_mut(&spec.name) {
-            if let crate::tensors::HostData::F32(v) | crate::tensors::HostData::F64(v) = &mut t.data {
-                let mut f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-                if let Err(m) = pre.apply_values(&mut f) {
-                    return fail(&m);
+        let mut sum: Option<(Vec<usize>, Vec<f64>)> = None;
+        for (i, ck) in cks.iter().enumerate() {
+            let r = match predict_one(p, &g, ck, &ins, &source, run) {
+                Ok(r) => r,
+                Err(m) => return fail(&m),
+            };
+            let Some(v) = r.get(&t.output).and_then(crate::tensors::HostTensor::floats) else {
+                return fail(&format!("`{}` gave no output `{}`", ck.display(), t.output));
+            };
+            let k = r[&t.output].shape.last().copied().unwrap_or(1);
+            let v = if t.kind.is_some() { probabilities(v, k) } else { v.to_vec() };
+            match &mut sum {
+                None => sum = Some((r[&t.output].shape.clone(), v)),
+                Some((_, s)) => s.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+            }
+            for (name, tensor) in r {
+                if name != crate::train::target::SCORED_OUTPUT {
+                    result.insert(format!("member{}.{name}", i + 1), tensor);
                 }
-                *v = f.into_iter().map(f64::from).collect();
             }
         }
+        if let Some((shape, s)) = sum {
+            let n = cks.len() as f64;
+            let name = if t.kind.is_some() {
+                "ensemble.probabilities".to_string()
+            } else {
+                format!("ensemble.mean.{}", t.output)
+            };
+            result.insert(name, crate::tensors::HostTensor::f32(shape, s.into_iter().map(|x| x / n).collect()));
+        }
     }
-    match crate::runtime::exec::run_named(&g, &ps, &ins, run)
-        .and_then(|r| crate::tensors::write(&out, &r, None).map(|_| r.len()))
-    {
-        Ok(n) => {
-            errln!("wrote {n} tensors to {}", out.display());
+    match crate::tensors::write(&out, &result, None) {
+        Ok(()) => {
+            errln!("wrote {} tensors to {}", result.len(), out.display());
             0
         }
         Err(m) => fail(&m),

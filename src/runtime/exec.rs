@@ -134,8 +134,14 @@ fn run_jit(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions)
         let _ = l;
     }
     for (name, v) in &exe.graph.outputs {
-        let data = exe.value(*v)?.iter().map(|&x| f64::from(x)).collect();
-        out.insert(name.clone(), HostTensor::f32(shape(*v), data));
+        let raw = exe.value(*v)?;
+        let t = if exe.graph.ty(*v).dtype == DType::I32 {
+            // i32 values live in the arena as their bits.
+            HostTensor { shape: shape(*v), data: HostData::I32(raw.iter().map(|x| x.to_bits() as i32).collect()) }
+        } else {
+            HostTensor::f32(shape(*v), raw.iter().map(|&x| f64::from(x)).collect())
+        };
+        out.insert(name.clone(), t);
     }
     Ok(out)
 }
