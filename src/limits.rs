@@ -29,3 +29,6 @@ pub const MAX_EVAL_DEPTH: usize = 1_200;
 pub const MAX_TOTAL_ITERATIONS: u64 = 2_000_000;
 /// Most layer instances in one model.
 pub const MAX_LAYER_INSTANCES: usize = 100_000;
+/// Most bytes of one data file, and of its contents after gunzipping (1 GiB): a gzip
+/// bomb stops here instead of exhausting memory.
+pub const MAX_DATA_BYTES: u64 = 1 << 30;

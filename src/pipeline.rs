@@ -137,6 +137,9 @@ pub fn read_source(path: &Path) -> Result<String, String> {
     if meta.is_dir() {
         return Err(format!("`{}` is a directory, not a .nn file", path.display()));
     }
+    if !meta.is_file() {
+        return Err(format!("`{}` is not a regular file (a FIFO or a device), not a .nn file", path.display()));
+    }
     if meta.len() > crate::limits::MAX_SOURCE_BYTES as u64 {
         return Err(format!(
             "`{}` is {} bytes; the limit for a source file is {} bytes",
@@ -146,12 +149,36 @@ pub fn read_source(path: &Path) -> Result<String, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..at];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
         format!("`{}` is not valid UTF-8 (line {line}, byte {at})", path.display())
-    })
+    })?;
+    Ok(normalize_source(text))
+}
+
+/// The source as nnc reads it: a leading UTF-8 byte-order mark dropped and a lone CR
+/// (old Mac line endings) read as a line feed. Diagnostics render against this text, so
+/// lines and columns are those an editor shows.
+pub fn normalize_source(text: String) -> String {
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
+    if !text.contains('\r') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && chars.peek() != Some(&'\n') {
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Compiles a file from disk.

@@ -273,7 +273,7 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "schedule" => s.schedule = choice(v, "schedule", schedule_spec, SCHEDULE_NAMES)?,
         "lr" => {
             // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).
-            let lr = lit_of(POS, v, "`lr`")?;
+            let lr = lit_of(Ty::Pos, v, "`lr`")?;
             match s.optimizer.args.iter_mut().find(|(n, _)| n == "lr") {
                 Some(slot) => slot.1 = lr,
                 None => s.optimizer.args.push(("lr".into(), lr)),

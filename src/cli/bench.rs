@@ -8,10 +8,10 @@ pub struct Args {
     #[arg(long)]
     pub batch: Option<i64>,
     /// Threads for large GEMMs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = thread_count)]
     pub threads: usize,
     /// Timed steps (after 5 warm-up steps).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = count)]
     pub steps: usize,
     /// Time every kernel and print the most expensive ones.
     #[arg(long)]

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Threads for large GEMMs and kernels.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = thread_count)]
     pub threads: usize,
     /// Which model of the file (when it has several).
     #[arg(long)]

@@ -1,21 +1,25 @@
-//! `nnc gradcheck`.
+//! `nnc gradcheck`: analytic gradients against central differences, in f64.
 
 use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Seed of the random parameters and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 1e-6)]
+    /// Step of the central differences (a positive finite number).
+    #[arg(long, default_value_t = 1e-6, value_parser = positive_finite)]
     pub eps: f64,
-    #[arg(long, default_value_t = 1e-6)]
+    /// Largest relative error that passes (a positive finite number).
+    #[arg(long, default_value_t = 1e-6, value_parser = positive_finite)]
     pub tol: f64,
     /// Batch size of the random inputs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count)]
     pub batch: usize,
     /// Most coordinates checked per parameter (a seeded sample beyond that).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = count)]
     pub coords: usize,
     #[arg(long, value_enum, default_value = "train")]
     pub mode: RunMode,
@@ -39,7 +43,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             let checked: usize = reports.iter().map(|r| r.checked).sum();
             let kinks: usize = reports.iter().map(|r| r.kinks).sum();
             outln!("checked {checked} coordinates ({kinks} skipped at kinks); max relative error {worst:.3e} (tolerance {tol:e})");
-            if worst > tol || worst.is_nan() {
+            if checked == 0 {
+                errln!("error: gradient check failed: no coordinate was checked (all {kinks} sat at kinks)");
+                1
+            } else if worst > tol || worst.is_nan() {
                 errln!("error: gradient check failed");
                 1
             } else {

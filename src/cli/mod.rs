@@ -134,6 +134,31 @@ enum Command {
     Gradcheck(gradcheck::Args),
 }
 
+/// `--eps`, `--tol`: a number above 0 and finite.
+fn positive_finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a positive finite number, found `{s}`")),
+    }
+}
+
+/// `--threads`: 1 up to the CPUs this process may use.
+fn thread_count(s: &str) -> Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1);
+    match s.parse::<usize>() {
+        Ok(n) if (1..=cpus).contains(&n) => Ok(n),
+        _ => Err(format!("expected a thread count from 1 to {cpus} (the CPUs available), found `{s}`")),
+    }
+}
+
+/// `--steps`, `--coords`, `--batch` of the checks: 1 to a million.
+fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to 1000000, found `{s}`")),
+    }
+}
+
 /// Runs the command line and returns the exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -242,8 +267,13 @@ fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
 
 /// Applies `--set key=value` overrides to a program's train settings.
 fn apply_sets(p: &mut Program, sets: &[String]) -> Result<(), String> {
+    let mut seen: Vec<&str> = Vec::new();
     for s in sets {
         let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects key=value, found `{s}`"))?;
+        if seen.contains(&k.trim()) {
+            return Err(format!("--set {}: given twice", k.trim()));
+        }
+        seen.push(k.trim());
         let id = crate::diagnostic::FileId(0);
         let expr = crate::syntax::parse_expr(v.trim(), id).map_err(|d| format!("--set {s}: {}", d.message))?;
         let key = crate::syntax::ast::Ident { name: k.trim().to_string(), span: crate::diagnostic::Span::default() };

@@ -17,9 +17,19 @@ use std::path::Path;
 use super::{Locator, NdArray, Raw};
 
 /// Reads a whole file, gunzipping it when the name ends in `.gz` or the data starts with
-/// the gzip magic bytes.
+/// the gzip magic bytes. Only regular files are read (a FIFO would block, a device never
+/// end), and neither the file nor its gunzipped contents may exceed
+/// `limits::MAX_DATA_BYTES`.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     let file = path.display();
+    let limit = crate::limits::MAX_DATA_BYTES;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read `{file}`: it is not a regular file (a folder, FIFO or device)"));
+    }
+    if meta.len() > limit {
+        return Err(format!("`{file}` is {} bytes; the limit for a data file is {limit} bytes", meta.len()));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
     let named_gz = path.extension().is_some_and(|e| e == "gz");
     let magic_gz = bytes.starts_with(&[0x1f, 0x8b]);
@@ -31,8 +41,12 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&bytes[..])
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("`{file}`: bad gzip data: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("`{file}` gunzips to more than {limit} bytes, the limit for a data file"));
+    }
     Ok(out)
 }
 

@@ -1,0 +1,85 @@
+//! Inputs that must not hang, exhaust memory or pass silently: special files as sources
+//! and data, text encodings, and flag values out of range (usage errors, exit 2).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fresh(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create folder");
+    d
+}
+
+fn nnc(args: &[&str], dir: &Path) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).current_dir(dir).output().expect("run nnc");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into())
+}
+
+const MODEL: &str = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer fc = Dense(2, 2)\n output logits = fc(x)\n loss = cross_entropy(logits, y)\n train { data = moons(n = 64)  epochs = 1 }\n}\n";
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_not_read_forever() {
+    let d = fresh("special");
+    let (code, err) = nnc(&["check", "/dev/zero"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(Command::new("mkfifo").arg(d.join("fifo.nn")).status().expect("mkfifo").success());
+    let (code, err) = nnc(&["check", "fifo.nn"], &d);
+    assert_eq!(code, 1, "{err}");
+    let used = MODEL.replace("model M {", "use \"/dev/zero\"\nmodel M {");
+    std::fs::write(d.join("use.nn"), used).expect("write");
+    let (code, err) = nnc(&["check", "use.nn"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let csv = MODEL.replace("moons(n = 64)", "csv(\"/dev/zero\")");
+    std::fs::write(d.join("csv.nn"), csv).expect("write");
+    let (code, err) = nnc(&["train", "csv.nn", "--out", "run"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_and_cr_line_endings_are_accepted() {
+    let d = fresh("encodings");
+    std::fs::write(d.join("bom.nn"), format!("\u{feff}{MODEL}")).expect("write");
+    let (code, err) = nnc(&["check", "bom.nn"], &d);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(d.join("cr.nn"), MODEL.replace('\n', "\r")).expect("write");
+    let (code, err) = nnc(&["check", "cr.nn"], &d);
+    assert_eq!(code, 0, "{err}");
+    // An error after a BOM still points at the right column.
+    std::fs::write(d.join("bad.nn"), format!("\u{feff}{}", MODEL.replace("model M {", "model M { oops")))
+        .expect("write");
+    let (code, err) = nnc(&["check", "bad.nn", "--color", "never"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.nn:1:11"), "{err}");
+}
+
+#[test]
+fn flag_values_out_of_range_are_usage_errors() {
+    let d = fresh("flags");
+    std::fs::write(d.join("m.nn"), MODEL).expect("write");
+    for args in [
+        &["train", "m.nn", "--threads", "0"][..],
+        &["train", "m.nn", "--threads", "99999999999"],
+        &["train", "m.nn", "--threads", "10000"],
+        &["bench", "m.nn", "--steps", "0"],
+        &["bench", "m.nn", "--steps", "99999999999"],
+        &["gradcheck", "m.nn", "--eps", "nan"],
+        &["gradcheck", "m.nn", "--eps", "1e300000"],
+        &["gradcheck", "m.nn", "--eps", "-1"],
+        &["gradcheck", "m.nn", "--coords", "0"],
+        &["gradcheck", "m.nn", "--tol", "inf"],
+        &["train", "m.nn", "--set", "lr=0"],
+        &["train", "m.nn", "--set", "epochs=2", "--set", "epochs=3"],
+        &["cv", "m.nn", "--folds", "1"],
+        &["train", "m.nn", "--ensemble", "1"],
+    ] {
+        let (code, err) = nnc(args, &d);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!d.join("runs").exists(), "a refused run created its folder");
+}
