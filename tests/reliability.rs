@@ -83,3 +83,31 @@ fn flag_values_out_of_range_are_usage_errors() {
     }
     assert!(!d.join("runs").exists(), "a refused run created its folder");
 }
+
+#[test]
+fn values_that_cannot_work_do_not_pass_check() {
+    let d = fresh("values");
+    let cases = [
+        ("output z = dropout(x, 1.0)", "`dropout`: `p` must be in [0, 1)"),
+        ("output z = dropout(x, 2.0)", "`dropout`: `p` must be in [0, 1)"),
+        ("output z = dropout(x, p = -1)", "`dropout`: `p` must be in [0, 1)"),
+        ("output z = kl_div(x, x, temperature = 0)", "`temperature` must be above 0"),
+        ("param w: [2] = normal(-1)\n output z = x * w", "standard deviation above 0"),
+        ("output z = sum(zeros([4294967296, 4294967296, 4294967296]))", "more than 2^63 elements"),
+        ("output z = sum(ones([4294967296, 4294967296, 4294967296, 4]))", "more than 2^63 elements"),
+        ("output z = reshape(x, [B, 2]) + sum(zeros([B, 65536, 65536]))", "even at batch size 1"),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let src = format!("model M {{\n input x: [B, 2]\n {body}\n}}\n");
+        let f = format!("m{i}.nn");
+        std::fs::write(d.join(&f), &src).expect("write");
+        let (code, err) = nnc(&["check", &f, "--color", "never"], &d);
+        assert_eq!(code, 1, "{body}: {err}");
+        assert!(err.contains(want) && err.contains(&format!("{f}:3:")), "{body}: {err}");
+    }
+    // Right at the edges: still fine.
+    let ok = "model M {\n input x: [B, 2]\n output z = dropout(x, 0.0) + dropout(x, 0.999)\n}\n";
+    std::fs::write(d.join("ok.nn"), ok).expect("write");
+    let (code, err) = nnc(&["check", "ok.nn"], &d);
+    assert_eq!(code, 0, "{err}");
+}

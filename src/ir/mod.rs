@@ -233,8 +233,11 @@ pub fn bind_symbol(g: &Graph, name: &str, value: i64) -> Result<Graph, String> {
             Op::ScatterAdd { rows } => *rows = sub(rows)?,
             _ => {}
         }
-        if let Some(Some(n)) = ty::numel(&node.ty.shape).map(|d| d.as_const()) {
-            if n > crate::limits::MAX_TENSOR_ELEMENTS {
+        match ty::numel(&node.ty.shape).map(|d| d.as_const()) {
+            Some(Some(n)) if n <= crate::limits::MAX_TENSOR_ELEMENTS => {}
+            Some(None) => {}
+            other => {
+                let n = other.flatten().map(|n| n.to_string()).unwrap_or_else(|| "more than 2^63".into());
                 return Err(format!(
                     "with `{name} = {value}` a tensor has {n} elements; the limit is {}",
                     crate::limits::MAX_TENSOR_ELEMENTS

@@ -265,6 +265,16 @@ pub fn numel(shape: &[Dim]) -> Option<Dim> {
     Some(n)
 }
 
+/// The element count with every symbol at 1 (the smallest batch): what a shape needs
+/// whatever its symbols are bound to. None when the product overflows i64.
+pub fn min_numel(shape: &[Dim]) -> Option<i64> {
+    let mut n: i64 = 1;
+    for d in shape {
+        n = n.checked_mul(d.eval(&|_| Some(1))?.max(0))?;
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

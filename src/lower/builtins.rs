@@ -610,12 +610,26 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
         "normal" => {
             let b = bind(name, &args, &["std"], span)?;
             let std = b.get("std").map(|a| number(a, "`std`")).transpose()?.unwrap_or(1.0);
+            if !(std > 0.0 && std.is_finite()) {
+                return Err(Diagnostic::new(
+                    "E0444",
+                    span,
+                    format!("`normal` needs a standard deviation above 0, found {std}"),
+                ));
+            }
             Ok(Val::Init(Init::Normal { std }))
         }
         "uniform" => {
             let b = bind(name, &args, &["lo", "hi"], span)?;
             let lo = number(b.req("lo")?, "`lo`")?;
             let hi = number(b.req("hi")?, "`hi`")?;
+            if !lo.is_finite() || !hi.is_finite() {
+                return Err(Diagnostic::new(
+                    "E0444",
+                    span,
+                    format!("`uniform` needs finite bounds, found {lo} and {hi}"),
+                ));
+            }
             if lo > hi {
                 return Err(Diagnostic::new("E0444", span, format!("`uniform` needs lo <= hi, found {lo} > {hi}")));
             }
@@ -634,7 +648,11 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
         }
         "constant" => {
             let b = bind(name, &args, &["value"], span)?;
-            Ok(Val::Init(Init::Constant(number(b.req("value")?, "the value")?)))
+            let v = number(b.req("value")?, "the value")?;
+            if !v.is_finite() {
+                return Err(Diagnostic::new("E0444", span, format!("`constant` needs a finite value, found {v}")));
+            }
+            Ok(Val::Init(Init::Constant(v)))
         }
         "xavier_uniform" | "xavier_normal" | "he_uniform" | "he_normal" => {
             let b = bind(name, &args, &["gain"], span)?;

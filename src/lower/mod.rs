@@ -79,6 +79,36 @@ fn all_names(env: &Env) -> Vec<String> {
     out
 }
 
+/// Ranges of prelude arguments that no model can use: (fn, argument, position, the rule).
+/// A rate outside them gives NaN or a silent no-op, so it is a compile error at the call.
+const PRELUDE_ARG_RULES: [(&str, &str, usize, fn(f64) -> bool, &str); 2] = [
+    ("dropout", "p", 1, |p| (0.0..1.0).contains(&p), "in [0, 1) (1 would drop everything and divide by 0)"),
+    ("kl_div", "temperature", 2, |t| t > 0.0 && t.is_finite(), "above 0"),
+];
+
+fn check_prelude_args(def: &ast::FnDef, args: &[ArgVal]) -> R<()> {
+    for (f, arg, pos, ok, rule) in PRELUDE_ARG_RULES {
+        if def.name.name != f {
+            continue;
+        }
+        let named = args.iter().find(|a| a.name.as_ref().is_some_and(|n| n.name == arg));
+        let a = named.or_else(|| args.iter().filter(|a| a.name.is_none()).nth(pos));
+        let Some(a) = a else { continue };
+        let v = match &a.val {
+            Val::Float(v) => *v,
+            Val::Int(d) => match d.as_const() {
+                Some(v) => v as f64,
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !ok(v) {
+            return Err(Diagnostic::new("E0444", a.span, format!("`{f}`: `{arg}` must be {rule}, found {v}")));
+        }
+    }
+    Ok(())
+}
+
 /// The prelude's losses whose first argument is the prediction they score.
 const SCORED_LOSSES: [&str; 4] = ["cross_entropy", "hinge", "bce_logits", "mse"];
 
@@ -1104,14 +1134,20 @@ impl Lowerer {
                 format!("rank {} is above the limit of {}", ty.shape.len(), limits::MAX_RANK),
             ));
         }
-        if let Some(Some(n)) = ir::ty::numel(&ty.shape).map(|d| d.as_const()) {
-            if n > limits::MAX_TENSOR_ELEMENTS {
-                return Err(Diagnostic::new(
-                    "E0321",
-                    span,
-                    format!("this tensor would have {n} elements; the limit is {}", limits::MAX_TENSOR_ELEMENTS),
-                ));
-            }
+        // Checked arithmetic: a product that overflows is over the limit, not skipped; a
+        // shape with symbols is checked at batch size 1 (it only grows from there).
+        let n = ir::ty::min_numel(&ty.shape);
+        if n.is_none_or(|n| n > limits::MAX_TENSOR_ELEMENTS) {
+            let what = match n {
+                Some(n) if ty.shape.iter().all(Dim::is_const) => format!("{n} elements"),
+                Some(n) => format!("{n} elements even at batch size 1"),
+                None => "more than 2^63 elements".to_string(),
+            };
+            return Err(Diagnostic::new(
+                "E0321",
+                span,
+                format!("this tensor would have {what}; the limit is {}", limits::MAX_TENSOR_ELEMENTS),
+            ));
         }
         Ok(v)
     }
@@ -1345,6 +1381,9 @@ impl Lowerer {
             Some(p) => format!("`{p}`"),
             None => format!("`{}`", def.name.name),
         };
+        if c.from_prelude {
+            check_prelude_args(&def, &args)?;
+        }
         // A prelude loss records the prediction it scores (its first argument): the
         // trainer computes metrics on it (`Graph::scored`).
         if c.from_prelude && SCORED_LOSSES.contains(&def.name.name.as_str()) {
