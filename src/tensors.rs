@@ -44,6 +44,18 @@ pub type TensorMap = BTreeMap<String, HostTensor>;
 
 /// Reads every tensor of a safetensors file. Errors name the file (and the tensor).
 pub fn read(path: &Path) -> Result<TensorMap, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read `{}`: it is not a regular file (a folder, FIFO or device)", path.display()));
+    }
+    if meta.len() > crate::limits::MAX_DATA_BYTES {
+        return Err(format!(
+            "`{}` is {} bytes; the limit for a tensor file is {} bytes",
+            path.display(),
+            meta.len(),
+            crate::limits::MAX_DATA_BYTES
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
@@ -63,12 +75,19 @@ pub fn read(path: &Path) -> Result<TensorMap, String> {
             safetensors::Dtype::I32 => {
                 HostData::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
-            safetensors::Dtype::I64 => HostData::I32(
-                raw.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .map(|v| i32::try_from(v).unwrap_or(i32::MIN))
-                    .collect(),
-            ),
+            safetensors::Dtype::I64 => {
+                let mut v = Vec::with_capacity(raw.len() / 8);
+                for (i, c) in raw.chunks_exact(8).enumerate() {
+                    let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    v.push(i32::try_from(x).map_err(|_| {
+                        format!(
+                            "`{}`: tensor `{name}` element {i} is {x}, outside the i32 range nnc computes in",
+                            path.display()
+                        )
+                    })?);
+                }
+                HostData::I32(v)
+            }
             other => {
                 return Err(format!(
                     "`{}`: tensor `{name}` has element type {other:?}; nnc reads F32, F64, I32 and I64",

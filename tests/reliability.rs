@@ -111,3 +111,47 @@ fn values_that_cannot_work_do_not_pass_check() {
     let (code, err) = nnc(&["check", "ok.nn"], &d);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn ids_out_of_range_are_refused_at_the_boundary_on_both_backends() {
+    let src = "model M {\n input x: [B, 2]\n input y: i32[B]\n input t: i32[B]\n layer fc = Dense(2, 3)\n layer emb = Embedding(5, 3)\n output logits = fc(x) + emb(t)\n loss = cross_entropy(logits, y)\n}\n";
+    let p = match nnc::pipeline::compile_source("m.nn", src, None) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+    };
+    let (ps, ss) = nnc::runtime::init::init_all(&p.train, 0);
+    let mut params = nnc::tensors::TensorMap::new();
+    for (d, v) in p.train.params.iter().zip(ps) {
+        params.insert(d.name.clone(), nnc::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+    }
+    for (d, v) in p.train.states.iter().zip(ss) {
+        params.insert(d.name.clone(), nnc::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+    }
+    let ints = |v: Vec<i32>| nnc::tensors::HostTensor { shape: vec![v.len()], data: nnc::tensors::HostData::I32(v) };
+    for (y, t, want) in [
+        (vec![0, 3], vec![0, 1], "input `y`: element 1 is 3, outside 0..3"),
+        (vec![0, -1], vec![0, 1], "input `y`: element 1 is -1, outside 0..3"),
+        (vec![0, 1], vec![5, 1], "input `t`: element 0 is 5, outside 0..5"),
+        (vec![i32::MAX, 1], vec![0, 1], "element 0 is 2147483647"),
+    ] {
+        let mut inputs = nnc::tensors::TensorMap::new();
+        inputs.insert("x".into(), nnc::tensors::HostTensor::f32(vec![2, 2], vec![0.1, 0.2, 0.3, 0.4]));
+        inputs.insert("y".into(), ints(y));
+        inputs.insert("t".into(), ints(t));
+        for jit in [true, false] {
+            let opts = nnc::runtime::exec::ExecOptions { jit, ..Default::default() };
+            let e = nnc::runtime::exec::run_named(&p.train, &params, &inputs, opts).expect_err("out of range");
+            assert!(e.contains(want), "jit {jit}: {e}");
+        }
+    }
+    // An I64 beyond i32 in a tensor file names the tensor and the element.
+    let d = fresh("i64");
+    let mut bytes = Vec::new();
+    for v in [1i64, 1 << 40] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![2], &bytes).expect("view");
+    safetensors::serialize_to_file(vec![("y", view)], None, &d.join("y.safetensors")).expect("write");
+    let e = nnc::tensors::read(&d.join("y.safetensors")).expect_err("beyond i32");
+    assert!(e.contains("tensor `y` element 1 is 1099511627776"), "{e}");
+}

@@ -250,3 +250,33 @@ pub fn bind_symbol(g: &Graph, name: &str, value: i64) -> Result<Graph, String> {
     }
     Ok(out)
 }
+
+/// For each input, the bound its integer values must stay below (`0..bound`), from the
+/// ops that read it as ids: `one_hot n` (n classes) and `gather` (the table's rows),
+/// through reshapes; the smallest when several read it. `None`: no such reader.
+pub fn id_bounds(g: &Graph) -> Vec<Option<(i64, &'static str)>> {
+    let source = |mut v: Value| -> Value {
+        while let Op::Reshape { .. } = g.nodes[v].op {
+            v = g.nodes[v].args[0];
+        }
+        v
+    };
+    let mut out = vec![None; g.inputs.len()];
+    for (_, n) in g.nodes.iter() {
+        let (ids, bound, what) = match &n.op {
+            Op::OneHot { n: k } => (n.args[0], Some(*k), "classes of its one_hot"),
+            Op::Gather => {
+                (n.args[1], g.ty(n.args[0]).shape.first().and_then(Dim::as_const), "rows of the table it indexes")
+            }
+            _ => continue,
+        };
+        let Some(bound) = bound else { continue };
+        let src = source(ids);
+        if let Some(i) = g.inputs.iter().position(|inp| inp.value == src) {
+            if out[i].is_none_or(|(b, _)| bound < b) {
+                out[i] = Some((bound, what));
+            }
+        }
+    }
+    out
+}

@@ -47,6 +47,14 @@ pub fn feeds<T: Real>(
         ss.push(conv(floats_of(&s.name, "state", t, &s.shape)?));
     }
     let mut ins = Vec::new();
+    let bounds = crate::ir::id_bounds(g);
+    for (i, bound) in g.inputs.iter().zip(&bounds) {
+        if let (Some((b, what)), Some(HostData::I32(v))) = (bound, inputs.get(&i.name).map(|t| &t.data)) {
+            if let Some((pos, bad)) = v.iter().enumerate().find(|(_, &x)| i64::from(x) < 0 || i64::from(x) >= *b) {
+                return Err(format!("input `{}`: element {pos} is {bad}, outside 0..{b} (the {what})", i.name));
+            }
+        }
+    }
     for i in &g.inputs {
         let t = inputs.get(&i.name).ok_or_else(|| format!("input `{}` is missing", i.name))?;
         let tensor = match (&t.data, i.ty.dtype) {
