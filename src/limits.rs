@@ -32,3 +32,28 @@ pub const MAX_LAYER_INSTANCES: usize = 100_000;
 /// Most bytes of one data file, and of its contents after gunzipping (1 GiB): a gzip
 /// bomb stops here instead of exhausting memory.
 pub const MAX_DATA_BYTES: u64 = 1 << 30;
+
+/// The memory one process may plan to use: the machine's total memory (from
+/// `/proc/meminfo`), or 16 GiB where that cannot be read.
+pub fn memory_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kb.checked_mul(1024)
+    });
+    total.unwrap_or(16 << 30)
+}
+
+/// Refuses to allocate `bytes` for `what` when they exceed `memory_limit`: a clear error
+/// instead of an abort in the allocator.
+pub fn check_alloc(bytes: u64, what: &str) -> Result<(), String> {
+    let limit = memory_limit();
+    if bytes > limit {
+        return Err(format!(
+            "{what} needs {:.2} GB, more than this machine's {:.2} GB of memory",
+            bytes as f64 / 1e9,
+            limit as f64 / 1e9
+        ));
+    }
+    Ok(())
+}

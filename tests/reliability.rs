@@ -155,3 +155,21 @@ fn ids_out_of_range_are_refused_at_the_boundary_on_both_backends() {
     let e = nnc::tensors::read(&d.join("y.safetensors")).expect_err("beyond i32");
     assert!(e.contains("tensor `y` element 1 is 1099511627776"), "{e}");
 }
+
+#[test]
+fn steps_that_cannot_fit_in_memory_are_refused_before_allocating() {
+    let d = fresh("memory");
+    // 8 layers of 46000 x 46000 weights with Adam state: about 200 GB.
+    let mut body = String::from("model H {\n input x: [B, 46000]\n input y: i32[B]\n");
+    for i in 0..8 {
+        body.push_str(&format!(" layer l{i} = Dense(46000, 46000)\n"));
+    }
+    body.push_str(" h = l7(l6(l5(l4(l3(l2(l1(l0(x))))))))\n output logits = h\n loss = cross_entropy(logits, y)\n}\n");
+    std::fs::write(d.join("h.nn"), body).expect("write");
+    for args in [&["plan", "h.nn", "--batch", "2"][..], &["init", "h.nn", "--out", "p.safetensors"]] {
+        let (code, err) = nnc(args, &d);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("GB, more than this machine's"), "{args:?}: {err}");
+    }
+    assert!(!d.join("p.safetensors").exists());
+}

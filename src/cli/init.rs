@@ -20,6 +20,12 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(p) => p,
         Err(m) => return fail(&m),
     };
+    // Initialized in f64, written as f32: 12 bytes per value at the peak.
+    let values = p.train.param_count() + p.train.states.iter().map(|s| s.shape.iter().product::<i64>()).sum::<i64>();
+    if let Err(m) = crate::limits::check_alloc((values.max(0) as u64).saturating_mul(12), "initializing the parameters")
+    {
+        return fail(&m);
+    }
     let (params, states) = crate::runtime::init::init_all(&p.train, seed);
     let mut map = crate::tensors::TensorMap::new();
     for (d, v) in p.train.params.iter().zip(params) {

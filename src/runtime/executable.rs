@@ -16,11 +16,15 @@ struct Aligned {
 }
 
 impl Aligned {
-    fn new(len: usize) -> Aligned {
-        let buf = vec![0.0f32; len + 16];
+    /// Zeroed memory, allocated fallibly: a size the allocator refuses is an error.
+    fn new(len: usize, what: &str) -> Result<Aligned, String> {
+        let mut buf: Vec<f32> = Vec::new();
+        buf.try_reserve_exact(len + 16)
+            .map_err(|_| format!("cannot allocate {:.2} GB for {what}", (len + 16) as f64 * 4e-9))?;
+        buf.resize(len + 16, 0.0);
         let addr = buf.as_ptr() as usize;
         let start = ((64 - addr % 64) % 64) / 4;
-        Aligned { buf, start, len }
+        Ok(Aligned { buf, start, len })
     }
     fn ptr(&mut self) -> *mut f32 {
         // SAFETY: start + len <= buf.len() by construction.
@@ -72,10 +76,14 @@ impl Executable {
         let g = crate::simplify::simplify(g);
         let schedule = fusion::fuse(&g)?;
         let plan = buffers::plan(&g, &schedule);
+        // The planned bytes first: refuse what cannot fit before compiling anything.
+        let planned = (plan.arena_len as u64 + plan.persistent_len as u64).saturating_mul(4);
+        crate::limits::check_alloc(planned, "the step's arena, parameters and states")?;
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
-        let mut arena = Aligned::new(plan.arena_len);
-        let mut persistent = Aligned::new(plan.persistent_len);
-        let mut workspace = Aligned::new(compiled.tables.workspace_part * compiled.tables.workspace_parts);
+        let mut arena = Aligned::new(plan.arena_len, "the step's arena")?;
+        let mut persistent = Aligned::new(plan.persistent_len, "the parameters and states")?;
+        let mut workspace =
+            Aligned::new(compiled.tables.workspace_part * compiled.tables.workspace_parts, "the GEMM workspace")?;
         let ctx = Box::new(HostCtx {
             arena: arena.ptr(),
             persistent: persistent.ptr(),
