@@ -156,7 +156,7 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) ->
     let theme = if opts.color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
     let mut out = String::new();
-    for d in diags {
+    for d in diags.iter().take(crate::limits::MAX_RENDERED_DIAGNOSTICS) {
         let file = d.span.file;
         let text = sources.text(file).to_string();
         let clamp = |s: Span| {
@@ -190,6 +190,14 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) ->
         }
         out.push('\n');
     }
+    if diags.len() > crate::limits::MAX_RENDERED_DIAGNOSTICS {
+        let more = diags.len() - crate::limits::MAX_RENDERED_DIAGNOSTICS;
+        out.push_str(&format!(
+            "... and {more} more error{} (the first {} are shown)\n",
+            if more == 1 { "" } else { "s" },
+            crate::limits::MAX_RENDERED_DIAGNOSTICS
+        ));
+    }
     out
 }
 
@@ -197,8 +205,12 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) ->
 pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = edit_distance(name, c);
         let limit = (name.len().max(c.len()) / 3).max(1);
+        // The distance is at least the difference in length: skip the table.
+        if name.len().abs_diff(c.len()) > limit {
+            continue;
+        }
+        let d = edit_distance(name, c);
         if d <= limit && best.is_none_or(|(bd, bc)| d < bd || (d == bd && c < bc)) {
             best = Some((d, c));
         }

@@ -57,3 +57,7 @@ pub fn check_alloc(bytes: u64, what: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Most diagnostics rendered for one compilation; the rest are counted ("and N more").
+/// Beyond it lowering also stops looking for "did you mean" suggestions.
+pub const MAX_RENDERED_DIAGNOSTICS: usize = 100;

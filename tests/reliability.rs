@@ -173,3 +173,22 @@ fn steps_that_cannot_fit_in_memory_are_refused_before_allocating() {
     }
     assert!(!d.join("p.safetensors").exists());
 }
+
+#[test]
+fn diagnostics_stop_after_a_documented_number() {
+    let d = fresh("many_errors");
+    let mut src = String::from("model M {\n input x: [B, 2]\n");
+    for i in 0..10_000 {
+        src.push_str(&format!(" a{i} = x + unknown{i}\n"));
+    }
+    src.push_str(" output z = x\n}\n");
+    std::fs::write(d.join("many.nn"), src).expect("write");
+    let (code, err) = nnc(&["check", "many.nn", "--color", "never"], &d);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("error[E0201]").count(), 100, "rendered");
+    assert!(
+        err.contains("... and 9900 more errors (the first 100 are shown)") && err.contains("10000 errors"),
+        "{}",
+        &err[err.len() - 300..]
+    );
+}

@@ -964,8 +964,11 @@ impl Lowerer {
     // ---- expressions -----------------------------------------------------------------
 
     fn unknown_name(&self, name: &str, span: Span, env: &Env) -> Diagnostic {
-        let names = all_names(env);
         let mut d = Diagnostic::new("E0201", span, format!("unknown name `{name}`")).with_label("not defined here");
+        if self.errors.len() >= limits::MAX_RENDERED_DIAGNOSTICS {
+            return d; // not shown: no suggestion to look for
+        }
+        let names = all_names(env);
         if let Some(c) = crate::diagnostic::closest(name, names.iter().map(String::as_str)) {
             d = d.with_help(format!("did you mean `{c}`?"));
         }
