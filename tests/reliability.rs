@@ -192,3 +192,27 @@ fn diagnostics_stop_after_a_documented_number() {
         &err[err.len() - 300..]
     );
 }
+
+#[test]
+fn data_errors_name_the_file_and_the_row() {
+    let d = fresh("data_rows");
+    std::fs::write(d.join("h.csv"), "a,b\n1,2,0\n3,4,1\n").expect("write");
+    let m = MODEL.replace("moons(n = 64)", "csv(\"h.csv\", header = true)").replace("[B, 2]", "[B, 2]");
+    std::fs::write(d.join("h.nn"), &m).expect("write");
+    let (code, err) = nnc(&["train", "h.nn", "--out", "run"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("h.csv:2: the header (line 1) names 2 columns but the rows have 3"), "{err}");
+    std::fs::write(d.join("l.csv"), "1,2,0\n3,4,1\n5,6,7\n").expect("write");
+    std::fs::write(d.join("l.nn"), MODEL.replace("moons(n = 64)", "csv(\"l.csv\")")).expect("write");
+    let (code, err) = nnc(&["train", "l.nn", "--out", "run"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("l.csv") && err.contains("the label of sample 2 (counting from 0) is 7, outside 0..2"),
+        "{err}"
+    );
+    std::fs::write(d.join("n.csv"), "1,2,0\n3,4,-1\n").expect("write");
+    std::fs::write(d.join("n.nn"), MODEL.replace("moons(n = 64)", "csv(\"n.csv\")")).expect("write");
+    let (code, err) = nnc(&["train", "n.nn", "--out", "run"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("n.csv:2: label -1 is negative"), "{err}");
+}

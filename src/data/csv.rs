@@ -27,6 +27,7 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
     let mut columns: Option<(usize, usize)> = None; // (count, label column)
     let mut first_row = 0;
     let mut header_pending = header;
+    let mut header_cols: Option<(usize, usize)> = None; // (columns, line)
     let mut features = Vec::new();
     let mut labels = Vec::new();
     let mut lines = Vec::new();
@@ -39,6 +40,7 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
         }
         if header_pending {
             header_pending = false;
+            header_cols = Some((line.split(',').count(), row));
             continue;
         }
         cells.clear();
@@ -58,6 +60,13 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
                         "{file}:{row}: the label column is {label}, but the rows have {count} columns (0..{} or -1..-{count})",
                         count - 1
                     ));
+                }
+                if let Some((h, hrow)) = header_cols {
+                    if h != count {
+                        return Err(format!(
+                            "{file}:{row}: the header (line {hrow}) names {h} columns but the rows have {count}"
+                        ));
+                    }
                 }
                 columns = Some((count, lab as usize));
                 first_row = row;

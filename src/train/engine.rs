@@ -171,15 +171,6 @@ pub fn input_specs(g: &Graph) -> Result<Vec<InputSpec>, String> {
     Ok(out)
 }
 
-/// The class count the labels feed (one_hot n), if any.
-pub fn classes_of(g: &Graph) -> Option<i64> {
-    let y = g.inputs.iter().find(|i| i.name == data::LABEL_INPUT)?;
-    g.nodes.iter().find_map(|(_, n)| match n.op {
-        crate::ir::Op::OneHot { n: k } if n.args[0] == y.value => Some(k),
-        _ => None,
-    })
-}
-
 pub fn set_batch(engine: &mut Engine, ds: &Dataset, rows: &[usize]) -> Result<(), String> {
     let arrays = data::gather(ds, rows);
     let g = engine.graph().clone();

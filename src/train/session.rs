@@ -296,7 +296,10 @@ impl Session {
             if self.lbfgs {
                 let mut st = std::mem::take(&mut self.lbfgs_state);
                 let e = self.engine(batch)?;
-                let r = lbfgs_epoch(e, ds, train, &s, &mut st, p.step);
+                let max_iter = s.optimizer.num("max_iter").unwrap_or(20.0) as usize;
+                // Progress per function evaluation: a full-batch iteration can take seconds.
+                let mut each = |evals: u64, obj: f64| obs.batch(epoch, evals as usize, max_iter, obj, lr);
+                let r = lbfgs_epoch(e, ds, train, &s, &mut st, p.step, &mut each);
                 self.lbfgs_state = st;
                 let (loss, evals) = r?;
                 if !loss.is_finite() {
@@ -424,6 +427,7 @@ fn lbfgs_epoch(
     s: &crate::settings::TrainSettings,
     st: &mut super::lbfgs::State,
     step: u64,
+    progress: &mut dyn FnMut(u64, f64),
 ) -> Result<(f64, u64), String> {
     set_batch(e, ds, rows)?;
     let g = e.graph().clone();
@@ -440,6 +444,7 @@ fn lbfgs_epoch(
         e.run(s.seed as u64, step + evals)?;
         evals += 1;
         let obj = f64::from(e.output(0)?.first().copied().unwrap_or(f32::NAN));
+        progress(evals, obj);
         let mut grad = Vec::with_capacity(x.len());
         for k in 0..sizes.len() {
             grad.extend(e.output(k + 1)?.into_iter().map(f64::from));

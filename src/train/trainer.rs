@@ -103,9 +103,27 @@ pub fn load_data(p: &Program, base_dir: &Path) -> Result<(Dataset, Vec<InputSpec
     })?;
     let specs = input_specs(&p.train)?;
     let ds = data::load(source, base_dir, &specs)?;
-    if let (Some(k), Some(max)) = (super::engine::classes_of(&p.train), ds.max_label(data::LABEL_INPUT)) {
-        if i64::from(max) >= k {
-            return Err(format!("label {max} is out of range: the model has {k} classes (labels 0..{})", k - 1));
+    // Integer inputs read as ids (labels into one_hot, tokens into an embedding): every
+    // value within range, or the sample is named.
+    let bounds = crate::ir::id_bounds(&p.train);
+    for (inp, bound) in p.train.inputs.iter().zip(bounds) {
+        let (Some((b, what)), Some(a)) = (bound, ds.get(&inp.name)) else { continue };
+        let per = a.per_sample().max(1);
+        let bad = match &a.data {
+            ArrayData::I32(v) => v.iter().position(|&x| x < 0 || i64::from(x) >= b).map(|i| (i, f64::from(v[i]))),
+            ArrayData::F32(v) => v
+                .iter()
+                .position(|&x| !(x >= 0.0 && (x as f64) < b as f64) || x.fract() != 0.0)
+                .map(|i| (i, f64::from(v[i]))),
+        };
+        if let Some((i, x)) = bad {
+            let name =
+                if inp.name == data::LABEL_INPUT { "label".to_string() } else { format!("`{}` value", inp.name) };
+            return Err(format!(
+                "{}: the {name} of sample {} (counting from 0) is {x}, outside 0..{b} (the {what})",
+                source.render(),
+                i / per
+            ));
         }
     }
     Ok((ds, specs))
