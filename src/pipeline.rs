@@ -40,7 +40,7 @@ pub fn parse_source(name: &str, text: &str) -> Result<(SourceMap, ast::File), Co
 
 /// Compiles source text. `use` paths are resolved against `dir`, when given.
 pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Compiled, CompileError> {
-    compile_source_at(name, text, dir, None)
+    compile_source_at(name, text, dir, None, &[])
 }
 
 /// `compile_source` for a file on disk (`path`), so that a `use` of itself is a no-op.
@@ -49,6 +49,7 @@ fn compile_source_at(
     text: &str,
     dir: Option<&Path>,
     path: Option<&Path>,
+    args: &[(String, lower::ArgValue)],
 ) -> Result<Compiled, CompileError> {
     let mut sources = SourceMap::default();
     let prelude = sources.add("<prelude>", PRELUDE);
@@ -84,7 +85,7 @@ fn compile_source_at(
         return Err(CompileError { sources, diagnostics });
     }
     let items = Items { files, prelude };
-    match lower::lower(&items, main) {
+    match lower::lower_with(&items, main, args) {
         Ok(programs) => Ok(Compiled { sources, programs }),
         Err(diagnostics) => Err(CompileError { sources, diagnostics }),
     }
@@ -183,6 +184,11 @@ pub fn normalize_source(text: String) -> String {
 
 /// Compiles a file from disk.
 pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
+    compile_file_with(path, &[])
+}
+
+/// Compiles a file from disk with model arguments bound from outside (`--set hidden=256`).
+pub fn compile_file_with(path: &Path, args: &[(String, lower::ArgValue)]) -> Result<Compiled, CompileError> {
     let text = match read_source(path) {
         Ok(t) => t,
         Err(m) => {
@@ -192,7 +198,7 @@ pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
         }
     };
     let dir = path.parent().map(Path::to_path_buf);
-    compile_source_at(&path.display().to_string(), &text, dir.as_deref(), Some(path))
+    compile_source_at(&path.display().to_string(), &text, dir.as_deref(), Some(path), args)
 }
 
 /// The batch symbol of a graph: `B` if declared, else the first input's leading symbol.

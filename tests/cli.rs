@@ -283,10 +283,10 @@ fn help_and_version_exit_0() {
 fn ir_stage_ast() {
     let o = nnc(&["ir", "examples/digits.nn", "--stage", "ast"]);
     o.code(0)
-        .stdout_has("model Digits")
+        .stdout_has("model Digits(hidden: int = 128, p: float = 0.2)")
         .stdout_has("input x: [B, 64]")
-        .stdout_has("layer fc1 = Dense(64, 128)")
-        .stdout_has("h = dropout(relu(fc1(x)), 0.2)")
+        .stdout_has("layer fc1 = Dense(64, hidden)")
+        .stdout_has("h = dropout(relu(fc1(x)), p)")
         .stdout_lacks("graph train");
     // Operators come out fully parenthesized.
     let o = nnc(&["ir", "examples/neuron.nn", "--stage", "ast"]);

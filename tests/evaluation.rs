@@ -481,3 +481,30 @@ fn jit_writes_i32_outputs_as_i32() {
         assert_eq!(r["ids"].dtype_name(), "i32");
     }
 }
+
+#[test]
+fn model_arguments_are_set_recorded_and_rebuilt() {
+    let d = examples_copy("model_args");
+    let (code, _, err) = nnc(&["train", "digits.nn", "--set", "hidden=16", "--set", "epochs=1", "--out", "run"], &d);
+    assert_eq!(code, 0, "{err}");
+    let t = nnc::tensors::read(&d.join("run/last.safetensors")).expect("read");
+    assert_eq!(t["fc1.W"].shape, vec![64, 16]);
+    let (_, meta) = nnc::train::checkpoint::read(&d.join("run/last.safetensors")).expect("meta");
+    assert_eq!(meta.get("nnc.arg.hidden").map(String::as_str), Some("16"));
+    // eval and predict rebuild the model the checkpoint was trained as.
+    let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "run/last.safetensors"], &d);
+    assert_eq!(code, 0, "{err}");
+    // Resuming with another width is another run.
+    let (code, _, err) =
+        nnc(&["train", "digits.nn", "--set", "hidden=32", "--set", "epochs=2", "--out", "run", "--resume"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("arg.hidden: 16 then, 32 now"), "{err}");
+    // A key that is neither a setting nor an argument, and a value of the wrong kind.
+    let (code, _, err) = nnc(&["train", "digits.nn", "--set", "hiden=3"], &d);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean `hidden`?") && err.contains("its arguments are: hidden, p"), "{err}");
+    let (code, _, err) = nnc(&["train", "digits.nn", "--set", "hidden=2.5", "--color", "never"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("argument `hidden` of model `Digits` must be an integer, found 2.5"), "{err}");
+    assert!(!d.join("runs").exists());
+}

@@ -23,17 +23,10 @@ pub struct Args {
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     use std::sync::atomic::AtomicBool;
-    let (Some(ca), Some(cb)) = (compile(&a.a, opts), compile(&a.b, opts)) else { return 1 };
-    let (mut pa, mut pb) = match (pick(&ca, None), pick(&cb, None)) {
-        (Ok(x), Ok(y)) => (x.clone(), y.clone()),
-        (Err(m), _) | (_, Err(m)) => return fail(&m),
+    let (pa, pb) = match (compile_with_sets(&a.a, &a.set, None, opts), compile_with_sets(&a.b, &a.set, None, opts)) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    for p in [&mut pa, &mut pb] {
-        if let Err(m) = apply_sets(p, &a.set) {
-            errln!("error: {m}");
-            return 2;
-        }
-    }
     if a.threads > 1 {
         let _ = rayon_threads(a.threads);
     }

@@ -36,15 +36,10 @@ pub(super) fn metric_pairs(m: &crate::metrics::Metrics) -> String {
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let Some(c) = compile(&a.file, opts) else { return 1 };
-    let mut p = match pick(&c, a.model.as_deref()) {
-        Ok(p) => p.clone(),
-        Err(m) => return fail(&m),
+    let p = match compile_with_sets(&a.file, &a.set, a.model.as_deref(), opts) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    if let Err(m) = apply_sets(&mut p, &a.set) {
-        errln!("error: {m}");
-        return 2;
-    }
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let stem = a.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
     let out_dir = match a.out {

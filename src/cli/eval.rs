@@ -21,11 +21,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Some(c) = compile(&a.file, opts) else { return 1 };
-    let p = match pick(&c, a.model.as_deref()) {
+    // The model as the (first) checkpoint was trained: its model arguments.
+    let p = match compile_with_sets(&a.file, &checkpoint_args(&a.checkpoint[0]), a.model.as_deref(), opts) {
         Ok(p) => p,
-        Err(m) => return fail(&m),
+        Err(code) => return code,
     };
+    let p = &p;
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let source = std::fs::read_to_string(&a.file).unwrap_or_default();
     if a.checkpoint.len() > 1 {

@@ -265,6 +265,76 @@ fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
     }
 }
 
+/// Compiles `file` with `--set key=value` pairs: keys of the train block go to its
+/// settings, any other key binds the model argument of that name. Errors are printed;
+/// the exit code is returned (1 a bad model, 2 a bad `--set`).
+fn compile_with_sets(
+    file: &std::path::Path,
+    sets: &[String],
+    model: Option<&str>,
+    opts: RenderOptions,
+) -> Result<Program, i32> {
+    let usage = |m: String| {
+        errln!("error: {m}");
+        2
+    };
+    let (mut train_sets, mut args) = (Vec::new(), Vec::new());
+    let mut seen: Vec<String> = Vec::new();
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| usage(format!("--set expects key=value, found `{s}`")))?;
+        let k = k.trim().to_string();
+        if seen.contains(&k) {
+            return Err(usage(format!("--set {k}: given twice")));
+        }
+        seen.push(k.clone());
+        if crate::settings::KEYS.contains(&k.as_str()) {
+            train_sets.push(s.clone());
+            continue;
+        }
+        let expr = crate::syntax::parse_expr(v.trim(), crate::diagnostic::FileId(0))
+            .map_err(|d| usage(format!("--set {s}: {}", d.message)))?;
+        let val = crate::lower::ArgValue::of_expr(&expr)
+            .ok_or_else(|| usage(format!("--set {s}: a model argument takes a number, true or false, or a string")))?;
+        args.push((k, val));
+    }
+    let c = pipeline::compile_file_with(file, &args).map_err(|e| {
+        report(&e, opts);
+        1
+    })?;
+    let mut p = pick(&c, model).map_err(|m| fail(&m))?.clone();
+    for (k, _) in &args {
+        if !p.args.iter().any(|(n, _)| n == k) {
+            let have: Vec<&str> = p.args.iter().map(|(n, _)| n.as_str()).collect();
+            let its = if have.is_empty() {
+                "it takes none".to_string()
+            } else {
+                format!("its arguments are: {}", have.join(", "))
+            };
+            let close =
+                crate::diagnostic::closest(k, crate::settings::KEYS.iter().copied().chain(have.iter().copied()));
+            let hint = close.map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            return Err(usage(format!(
+                "--set {k}: not a train setting ({}) nor an argument of model `{}` ({its}){hint}",
+                crate::settings::KEYS.join(", "),
+                p.name
+            )));
+        }
+    }
+    apply_sets(&mut p, &train_sets).map_err(usage)?;
+    Ok(p)
+}
+
+/// The `--set` pairs that rebuild the model a checkpoint was trained as: its model
+/// arguments (`nnc.arg.<name>` metadata).
+fn checkpoint_args(path: &std::path::Path) -> Vec<String> {
+    match crate::train::checkpoint::read(path) {
+        Ok((_, meta)) => {
+            meta.iter().filter_map(|(k, v)| k.strip_prefix("nnc.arg.").map(|n| format!("{n}={v}"))).collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Applies `--set key=value` overrides to a program's train settings.
 fn apply_sets(p: &mut Program, sets: &[String]) -> Result<(), String> {
     let mut seen: Vec<&str> = Vec::new();

@@ -65,7 +65,12 @@ pub fn params_table(p: &Program) -> String {
             w3 = w[3]
         )
     };
-    let mut out = format!("model {}\n", p.name);
+    let args: Vec<String> = p.args.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let mut out = if args.is_empty() {
+        format!("model {}\n", p.name)
+    } else {
+        format!("model {}({})\n", p.name, args.join(", "))
+    };
     out.push_str(&line(&header.map(String::from)));
     for r in &rows {
         out.push_str(&line(r));

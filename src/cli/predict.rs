@@ -78,11 +78,12 @@ fn probabilities(v: &[f64], k: usize) -> Vec<f64> {
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let Args { file, params, checkpoint, inputs, out, backend, model } = a;
-    let Some(c) = compile(&file, opts) else { return 1 };
-    let p = match pick(&c, model.as_deref()) {
+    let first = checkpoint.first().or(params.as_ref()).cloned().unwrap_or_default();
+    let p = match compile_with_sets(&file, &checkpoint_args(&first), model.as_deref(), opts) {
         Ok(p) => p,
-        Err(m) => return fail(&m),
+        Err(code) => return code,
     };
+    let p = &p;
     // The metrics target (the prediction the loss scores) is what an ensemble averages.
     let target = crate::train::target::target(p);
     let mut g = match (&target, checkpoint.len() > 1) {

@@ -211,6 +211,8 @@ pub struct Program {
     pub train: Graph,
     pub eval: Graph,
     pub settings: recipe::TrainSettings,
+    /// The model's arguments as bound (defaults or overrides), rendered: `hidden = 256`.
+    pub args: Vec<(String, String)>,
 }
 
 /// A copy of `g` with the symbol `name` replaced by `value` in every type and attribute

@@ -236,7 +236,46 @@ pub struct Items {
 
 /// Lowers every model in `main` (a file id among `items.files`). Returns one program per
 /// model, or every diagnostic found.
+/// A value for a model argument from outside the source (`--set hidden=256`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl ArgValue {
+    /// The value of a `--set` expression: a number, `true`/`false`, a string or a name.
+    pub fn of_expr(e: &Expr) -> Option<ArgValue> {
+        match &e.kind {
+            ExprKind::Number(v, true) if v.fract() == 0.0 && v.abs() < 9.0e15 => Some(ArgValue::Int(*v as i64)),
+            ExprKind::Number(v, _) => Some(ArgValue::Float(*v)),
+            ExprKind::Neg(inner) => match ArgValue::of_expr(inner)? {
+                ArgValue::Int(i) => Some(ArgValue::Int(-i)),
+                ArgValue::Float(f) => Some(ArgValue::Float(-f)),
+                _ => None,
+            },
+            ExprKind::Bool(b) => Some(ArgValue::Bool(*b)),
+            ExprKind::Str(s) | ExprKind::Name(s) => Some(ArgValue::Str(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Lowers every model in `main` (a file id among `items.files`), its arguments bound to
+/// their defaults. Returns one program per model, or every diagnostic found.
 pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic>> {
+    lower_with(items, main, &[])
+}
+
+/// `lower` with model arguments bound from outside: each `(name, value)` binds the
+/// argument of that name in every model that declares it.
+pub fn lower_with(
+    items: &Items,
+    main: FileId,
+    overrides: &[(String, ArgValue)],
+) -> Result<Vec<Program>, Vec<Diagnostic>> {
     let (global, mut errors) = global_scope(items);
     let mut programs = Vec::new();
     let models: Vec<&ast::ModelDef> = items
@@ -257,10 +296,10 @@ pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic
         );
     }
     for m in models {
-        let train = lower_model(m, &global, items.prelude, Mode::Train);
-        let eval = lower_model(m, &global, items.prelude, Mode::Eval);
+        let train = lower_model(m, &global, items.prelude, Mode::Train, overrides);
+        let eval = lower_model(m, &global, items.prelude, Mode::Eval, overrides);
         match (train, eval) {
-            (Ok((train, settings)), Ok((eval, _))) => {
+            (Ok((train, settings, args)), Ok((eval, _, _))) => {
                 if let Some(on) = &settings.metrics_on {
                     if !train.outputs.iter().any(|(n, _)| n == on) {
                         let names: Vec<&str> = train.outputs.iter().map(|(n, _)| n.as_str()).collect();
@@ -279,7 +318,7 @@ pub fn lower(items: &Items, main: FileId) -> Result<Vec<Program>, Vec<Diagnostic
                         continue;
                     }
                 }
-                programs.push(Program { name: m.name.name.clone(), train, eval, settings })
+                programs.push(Program { name: m.name.name.clone(), train, eval, settings, args })
             }
             (t, e) => {
                 for r in [t, e] {
@@ -355,7 +394,8 @@ fn lower_model(
     global: &Env,
     prelude: FileId,
     mode: Mode,
-) -> Result<(Graph, TrainSettings), Vec<Diagnostic>> {
+    overrides: &[(String, ArgValue)],
+) -> Result<(Graph, TrainSettings, Vec<(String, String)>), Vec<Diagnostic>> {
     let mut lw = Lowerer {
         g: Graph::new(mode),
         global: global.clone(),
@@ -377,6 +417,39 @@ fn lower_model(
     };
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
     lw.scopes.push(ctx.env.clone());
+    // Model arguments: overrides by name, then defaults, checked like a layer's.
+    let given: Vec<ArgVal> = overrides
+        .iter()
+        .filter(|(n, _)| m.args.iter().any(|d| d.name.name == *n))
+        .map(|(n, v)| ArgVal {
+            name: Some(ast::Ident { name: n.clone(), span: m.name.span }),
+            val: match v {
+                ArgValue::Int(i) => Val::Int(Dim::konst(*i)),
+                ArgValue::Float(f) => Val::Float(*f),
+                ArgValue::Bool(b) => Val::Bool(*b),
+                ArgValue::Str(s) => Val::Str(s.clone()),
+            },
+            span: m.name.span,
+        })
+        .collect();
+    let what = format!("model `{}`", m.name.name);
+    if let Err(d) = lw.bind_args(&what, &m.args, given, &ctx.env, m.name.span) {
+        return Err(vec![d]);
+    }
+    let bound: Vec<(String, String)> = m
+        .args
+        .iter()
+        .map(|d| {
+            let shown = match lookup(&ctx.env, &d.name.name) {
+                Some(Val::Int(v)) => v.as_const().map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                Some(Val::Float(f)) => crate::ir::print::num(f),
+                Some(Val::Bool(b)) => b.to_string(),
+                Some(Val::Str(s)) => format!("{s:?}"),
+                _ => "?".into(),
+            };
+            (d.name.name.clone(), shown)
+        })
+        .collect();
     let _ = lw.exec_block(&m.body.stmts, &ctx);
     if !lw.fatal {
         let settings_present = lw.settings.as_ref().is_some_and(|s| s.present);
@@ -406,7 +479,7 @@ fn lower_model(
         sc.vars.borrow_mut().clear();
     }
     if lw.errors.is_empty() {
-        Ok((lw.g, lw.settings.unwrap_or_default()))
+        Ok((lw.g, lw.settings.unwrap_or_default(), bound))
     } else {
         Err(lw.errors)
     }

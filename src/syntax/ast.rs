@@ -27,6 +27,8 @@ pub struct Ident {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelDef {
     pub name: Ident,
+    /// Model arguments (`model M(hidden: int = 128)`), bound by defaults or `--set`.
+    pub args: Vec<ArgDecl>,
     pub body: Block,
     pub span: Span,
 }

@@ -293,8 +293,17 @@ impl Builder {
             }
             Rule::model_item => {
                 let name = self.ident(inner.next().ok_or_else(|| bug(span, "model name"))?);
-                let body = self.block(inner.next().ok_or_else(|| bug(span, "model body"))?)?;
-                Ok(Item::Model(ModelDef { name, body, span }))
+                let mut args = Vec::new();
+                let mut body = None;
+                for q in inner {
+                    match q.as_rule() {
+                        Rule::arg_decls => args = self.arg_decls(q)?,
+                        Rule::block => body = Some(self.block(q)?),
+                        _ => {}
+                    }
+                }
+                let body = body.ok_or_else(|| bug(span, "model body"))?;
+                Ok(Item::Model(ModelDef { name, args, body, span }))
             }
             Rule::layer_item => {
                 let name = self.ident(inner.next().ok_or_else(|| bug(span, "layer name"))?);

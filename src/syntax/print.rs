@@ -12,7 +12,11 @@ pub fn print(f: &File) -> String {
                 let _ = writeln!(out, "use {path:?}");
             }
             Item::Model(m) => {
-                let _ = writeln!(out, "model {}", m.name.name);
+                if m.args.is_empty() {
+                    let _ = writeln!(out, "model {}", m.name.name);
+                } else {
+                    let _ = writeln!(out, "model {}({})", m.name.name, args(&m.args));
+                }
                 block(&mut out, &m.body, 1);
             }
             Item::Layer(l) => {

@@ -118,7 +118,7 @@ impl SplitRecord {
 pub fn recipe(p: &Program) -> BTreeMap<String, String> {
     let s = &p.settings;
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_else(|| "none".into());
-    BTreeMap::from([
+    let mut r = BTreeMap::from([
         ("optimizer".to_string(), s.optimizer.render()),
         ("schedule".to_string(), s.schedule.render()),
         ("batch".to_string(), s.batch.to_string()),
@@ -128,7 +128,12 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
         ("clip_value".to_string(), opt(s.clip_value)),
         ("seed".to_string(), s.seed.to_string()),
         ("epochs".to_string(), s.epochs.to_string()),
-    ])
+    ]);
+    // The model's arguments shape it as much as the settings do.
+    for (k, v) in &p.args {
+        r.insert(format!("arg.{k}"), v.clone());
+    }
+    r
 }
 
 /// Reads a checkpoint: its tensors and metadata.

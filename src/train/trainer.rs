@@ -239,6 +239,9 @@ fn meta_of(p: &Program, opts: &TrainOptions, record: &SplitRecord, at: &Progress
     for (k, v) in checkpoint::recipe(p) {
         m.insert(format!("nnc.recipe.{k}"), v);
     }
+    for (k, v) in &p.args {
+        m.insert(format!("nnc.arg.{k}"), v.clone());
+    }
     m
 }
 
