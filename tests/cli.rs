@@ -131,8 +131,9 @@ fn s(p: &Path) -> &str {
 fn check_every_example_exits_0() {
     for ex in examples() {
         let o = nnc(&["check", s(&ex)]);
-        o.code(0).stderr_has(" ok: ");
-        assert!(o.stdout.is_empty(), "{}: check prints nothing on stdout:\n{}", o.what, o.stdout);
+        // The result ("ok") on stdout, so `nnc check f.nn | grep ok` finds it.
+        o.code(0).stdout_has(" ok: ");
+        assert!(o.stderr.is_empty(), "{}: check prints nothing on stderr when fine:\n{}", o.what, o.stderr);
         assert!(!o.stderr.contains("error"), "{}: {}", o.what, o.stderr);
     }
     // All at once, with paths relative to the working directory.
@@ -145,7 +146,7 @@ fn check_every_example_exits_0() {
     let o = nnc(&args);
     o.code(0);
     for r in &rel {
-        o.stderr_has(&format!("{r}: model "));
+        o.stdout_has(&format!("{r}: model "));
     }
 }
 
@@ -210,16 +211,16 @@ fn check_many_files_reports_each() {
     let good = "examples/digits.nn";
     // The broken file first: the good one after it is still checked and reported.
     let o = nnc(&["check", s(&bad), good]);
-    o.code(1).stderr_has("bad.nn:3:21").stderr_has("examples/digits.nn: model Digits ok");
+    o.code(1).stderr_has("bad.nn:3:21").stdout_has("examples/digits.nn: model Digits ok");
     // And the other way round.
     let o = nnc(&["check", good, s(&bad), "examples/neuron.nn"]);
     o.code(1)
-        .stderr_has("examples/digits.nn: model Digits ok")
+        .stdout_has("examples/digits.nn: model Digits ok")
         .stderr_has("error[E0201]")
-        .stderr_has("examples/neuron.nn: model Neuron ok");
+        .stdout_has("examples/neuron.nn: model Neuron ok");
     // A missing file among good ones.
     let o = nnc(&["check", good, "missing_one.nn"]);
-    o.code(1).stderr_has("missing_one.nn").stderr_has("model Digits ok");
+    o.code(1).stderr_has("missing_one.nn").stdout_has("model Digits ok");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -449,6 +450,38 @@ fn deep_inputs_compile_or_get_a_clear_error() {
     }
     src.push_str("fn f10(x: [N, 4]) -> [N, 4] { x }\nmodel M {\n    input x: [B, 4]\n    output o = f0(x)\n}\n");
     std::fs::write(&f, src).expect("write");
-    nnc(&["check", s(&f)]).code(0).stderr_has("model M ok");
+    nnc(&["check", s(&f)]).code(0).stdout_has("model M ok");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every argument of every command has a one-line description in `--help`.
+#[test]
+fn every_argument_is_described() {
+    let missing = nnc::cli::undocumented_args();
+    assert!(missing.is_empty(), "arguments without a description: {missing:?}");
+}
+
+/// The README's command table lists every command and every option of each.
+#[test]
+fn the_readme_table_matches_the_cli() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `nnc ")).collect();
+    let mut problems = Vec::new();
+    for (cmd, longs) in nnc::cli::command_options() {
+        let Some(row) =
+            rows.iter().find(|r| r.starts_with(&format!("| `nnc {cmd} ")) || r.starts_with(&format!("| `nnc {cmd}`")))
+        else {
+            problems.push(format!("no row for `nnc {cmd}`"));
+            continue;
+        };
+        for l in longs {
+            if l == "color" {
+                continue; // global, listed below the table
+            }
+            if !row.contains(&format!("--{l}")) {
+                problems.push(format!("`nnc {cmd}` row lacks --{l}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

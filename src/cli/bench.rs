@@ -4,7 +4,9 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Bind the batch symbol to this size.
     #[arg(long)]
     pub batch: Option<i64>,
     /// Threads for large GEMMs.
@@ -16,6 +18,7 @@ pub struct Args {
     /// Time every kernel and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }

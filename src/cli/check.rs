@@ -4,6 +4,7 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model files (`.nn`) to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -15,7 +16,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         match pipeline::compile_file(&f) {
             Ok(c) => {
                 for p in &c.programs {
-                    errln!(
+                    outln!(
                         "{}: model {} ok: {} params ({} values), {} + {} ops (train + eval)",
                         f.display(),
                         p.name,

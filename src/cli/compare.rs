@@ -14,6 +14,7 @@ pub struct Args {
     /// Override a train setting of both models, e.g. `--set epochs=5`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Threads for large GEMMs and kernels.

@@ -18,6 +18,7 @@ pub struct Args {
     /// Replace the cv.csv that the output folder holds.
     #[arg(long)]
     pub force: bool,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Threads for large GEMMs and kernels.

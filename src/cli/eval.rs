@@ -13,6 +13,7 @@ pub struct Args {
     /// Print one JSON object: every metric, and the confusion matrix of a classifier.
     #[arg(long)]
     pub json: bool,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Which model of the file (when it has several).

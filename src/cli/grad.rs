@@ -4,23 +4,30 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Parameters and states (an `nnc init` file or a checkpoint).
     #[arg(long)]
     pub params: PathBuf,
+    /// Inputs by name (safetensors).
     #[arg(long)]
     pub inputs: PathBuf,
+    /// Where to write `loss`, the outputs and `grad.<param>` (safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Which graph: the training graph (dropout on) or the eval graph.
     #[arg(long, value_enum, default_value = "train")]
     pub mode: RunMode,
-    /// Compute in f64 and write f64 tensors.
+    /// Compute in f64 and write f64 tensors (in the reference interpreter).
     #[arg(long)]
     pub f64: bool,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Seed of the dropout masks (with step 0).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }
@@ -40,9 +47,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(gr) => gr.graph,
         Err(m) => return fail(&format!("internal compiler error: {m}")),
     };
-    if f64 && backend == Backend::Jit {
-        return fail("--f64 runs in the interpreter: add --backend interp");
-    }
-    let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0, jit: backend == Backend::Jit };
+    // Native code is f32: f64 runs in the reference interpreter.
+    let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0, jit: backend == Backend::Jit && !f64 };
     run_and_write(&graph, &params, &inputs, &out, run)
 }

@@ -21,8 +21,10 @@ pub struct Args {
     /// Most coordinates checked per parameter (a seeded sample beyond that).
     #[arg(long, default_value_t = 64, value_parser = count)]
     pub coords: usize,
+    /// Which graph: the training graph (dropout on) or the eval graph.
     #[arg(long, value_enum, default_value = "train")]
     pub mode: RunMode,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }

@@ -4,11 +4,15 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Seed of the initializers.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where to write the parameters and states (safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }

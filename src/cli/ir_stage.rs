@@ -4,7 +4,9 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Which stage to print.
     #[arg(long, value_enum, default_value = "ir")]
     pub stage: Stage,
     /// Which graph to print.

@@ -159,6 +159,47 @@ fn count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Every command and argument without a one-line description in `--help`
+/// (`command --arg`), for the test that keeps the help complete.
+pub fn undocumented_args() -> Vec<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    for sub in cmd.get_subcommands() {
+        if sub.get_about().is_none() {
+            out.push(sub.get_name().to_string());
+        }
+        for a in sub.get_arguments() {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() {
+                out.push(format!(
+                    "{} {}",
+                    sub.get_name(),
+                    a.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| id.to_uppercase())
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The names of the commands and of each one's long options, for the test that checks
+/// the README's command table against the CLI.
+pub fn command_options() -> Vec<(String, Vec<String>)> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_subcommands()
+        .map(|c| {
+            let longs =
+                c.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).filter(|l| l != "help").collect();
+            (c.get_name().to_string(), longs)
+        })
+        .collect()
+}
+
 /// Runs the command line and returns the exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {

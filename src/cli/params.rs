@@ -4,7 +4,9 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Bind the batch symbol to this size.
     #[arg(long)]
     pub batch: Option<i64>,
 }

@@ -4,9 +4,12 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model file (`.nn`).
     pub file: PathBuf,
+    /// Bind the batch symbol to this size.
     #[arg(long)]
     pub batch: Option<i64>,
+    /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }

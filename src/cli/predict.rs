@@ -21,6 +21,7 @@ pub struct Args {
     /// Where to write the outputs (safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Which model of the file (when it has several).

@@ -19,6 +19,7 @@ pub struct Args {
     /// Replace the run that the output folder holds.
     #[arg(long, conflicts_with = "resume")]
     pub force: bool,
+    /// Native code (`jit`) or the reference interpreter (`interp`).
     #[arg(long, value_enum, default_value = "jit")]
     pub backend: Backend,
     /// Threads for large GEMMs and kernels.
