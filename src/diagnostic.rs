@@ -143,9 +143,13 @@ impl miette::Diagnostic for Report<'_> {
         self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&self.source)
+        // No source (a file that could not be read): no empty snippet box.
+        (!self.source.inner().is_empty()).then_some(&self.source as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if self.source.inner().is_empty() {
+            return None;
+        }
         Some(Box::new(self.labels.iter().cloned()))
     }
 }

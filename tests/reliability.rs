@@ -216,3 +216,12 @@ fn data_errors_name_the_file_and_the_row() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("n.csv:2: label -1 is negative"), "{err}");
 }
+
+#[test]
+fn a_missing_file_has_no_empty_source_box() {
+    let d = fresh("missing");
+    let (code, err) = nnc(&["check", "nosuch.nn", "--color", "never"], &d);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E0107]: cannot read `nosuch.nn`"), "{err}");
+    assert!(!err.contains("╭─") && !err.contains("╰──"), "{err}");
+}

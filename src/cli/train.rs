@@ -110,8 +110,16 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
         }
         crate::train::trainer::Event::Epoch(r) => {
-            let parts: Vec<String> =
-                r.metrics.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect();
+            // One format per column: the learning rate always in exponent form.
+            let parts: Vec<String> = r
+                .metrics
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "lr" => format!("lr {v:.3e}"),
+                    "samples_per_sec" => format!("samples_per_sec {v:.0}"),
+                    _ => format!("{k} {}", crate::metrics::format_short(*v)),
+                })
+                .collect();
             bar.suspend(|| errln!("{}", parts.join("  ")));
         }
     };
