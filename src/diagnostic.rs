@@ -187,6 +187,10 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, opts: RenderOptions) ->
             s = format!("error[{}]: {}\n", d.code, d.message);
         }
         out.push_str(&s);
+        if text.is_empty() {
+            // No snippet to show: name the file on its own line.
+            out.push_str(&format!("  --> {}\n", sources.name(file)));
+        }
         for n in notes {
             out.push_str("  ");
             out.push_str(&n);

@@ -197,7 +197,7 @@ fn diagnostics_stop_after_a_documented_number() {
 fn data_errors_name_the_file_and_the_row() {
     let d = fresh("data_rows");
     std::fs::write(d.join("h.csv"), "a,b\n1,2,0\n3,4,1\n").expect("write");
-    let m = MODEL.replace("moons(n = 64)", "csv(\"h.csv\", header = true)").replace("[B, 2]", "[B, 2]");
+    let m = MODEL.replace("moons(n = 64)", "csv(\"h.csv\", header = true)");
     std::fs::write(d.join("h.nn"), &m).expect("write");
     let (code, err) = nnc(&["train", "h.nn", "--out", "run"], &d);
     assert_eq!(code, 1, "{err}");

@@ -81,7 +81,10 @@ fn all_names(env: &Env) -> Vec<String> {
 
 /// Ranges of prelude arguments that no model can use: (fn, argument, position, the rule).
 /// A rate outside them gives NaN or a silent no-op, so it is a compile error at the call.
-const PRELUDE_ARG_RULES: [(&str, &str, usize, fn(f64) -> bool, &str); 2] = [
+/// (fn, argument, position, whether a value is allowed, the rule in words).
+type ArgRule = (&'static str, &'static str, usize, fn(f64) -> bool, &'static str);
+
+const PRELUDE_ARG_RULES: [ArgRule; 2] = [
     ("dropout", "p", 1, |p| (0.0..1.0).contains(&p), "in [0, 1) (1 would drop everything and divide by 0)"),
     ("kl_div", "temperature", 2, |t| t > 0.0 && t.is_finite(), "above 0"),
 ];
@@ -389,13 +392,16 @@ fn global_scope(items: &Items) -> (Env, Vec<Diagnostic>) {
     (global, errors)
 }
 
+/// One mode of a lowered model: its graph, its settings and its bound arguments.
+type Lowered = (Graph, TrainSettings, Vec<(String, String)>);
+
 fn lower_model(
     m: &ast::ModelDef,
     global: &Env,
     prelude: FileId,
     mode: Mode,
     overrides: &[(String, ArgValue)],
-) -> Result<(Graph, TrainSettings, Vec<(String, String)>), Vec<Diagnostic>> {
+) -> Result<Lowered, Vec<Diagnostic>> {
     let mut lw = Lowerer {
         g: Graph::new(mode),
         global: global.clone(),
