@@ -508,3 +508,24 @@ fn model_arguments_are_set_recorded_and_rebuilt() {
     assert!(err.contains("argument `hidden` of model `Digits` must be an integer, found 2.5"), "{err}");
     assert!(!d.join("runs").exists());
 }
+
+#[test]
+fn a_wrong_preprocessing_tensor_is_named() {
+    let d = examples_copy("pre_shape");
+    let (code, _, err) = nnc(&["train", "digits.nn", "--set", "epochs=1", "--out", "run"], &d);
+    assert_eq!(code, 0, "{err}");
+    let ck = d.join("run/last.safetensors");
+    let (t, meta) = nnc::train::checkpoint::read(&ck).expect("read");
+    for (name, n) in [("preprocess.mean", 63usize), ("preprocess.scale", 63)] {
+        let mut u = t.clone();
+        u.insert(name.into(), nnc::tensors::HostTensor::f32(vec![n], vec![1.0; n]));
+        nnc::tensors::write(&d.join("bad.safetensors"), &u, Some(meta.clone())).expect("write");
+        let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "bad.safetensors"], &d);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(name), "{name}: {err}");
+        if name == "preprocess.mean" {
+            // Both tensors are shown: the mean is the odd one.
+            assert!(err.contains("[63]") && err.contains("[64]"), "{err}");
+        }
+    }
+}

@@ -96,6 +96,10 @@ fn values_that_cannot_work_do_not_pass_check() {
         ("output z = sum(zeros([4294967296, 4294967296, 4294967296]))", "more than 2^63 elements"),
         ("output z = sum(ones([4294967296, 4294967296, 4294967296, 4]))", "more than 2^63 elements"),
         ("output z = reshape(x, [B, 2]) + sum(zeros([B, 65536, 65536]))", "even at batch size 1"),
+        ("output z = x * (3 ^ 9223372036854775807)", "numbers must stay"),
+        ("output z = x * (1.0 / 0)", "numbers must stay"),
+        ("output z = x * (3 ^ 100)", "overflow"),
+        ("output z = reshape(x, [B, 2.])", "write `2` without a decimal point"),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let src = format!("model M {{\n input x: [B, 2]\n {body}\n}}\n");
@@ -106,7 +110,8 @@ fn values_that_cannot_work_do_not_pass_check() {
         assert!(err.contains(want) && err.contains(&format!("{f}:3:")), "{body}: {err}");
     }
     // Right at the edges: still fine.
-    let ok = "model M {\n input x: [B, 2]\n output z = dropout(x, 0.0) + dropout(x, 0.999)\n}\n";
+    let ok =
+        "model M {\n input x: [B, 2]\n output z = dropout(x, 0.0) + dropout(x, 0.999) * (1 ^ 100) * ((-1) ^ 101)\n}\n";
     std::fs::write(d.join("ok.nn"), ok).expect("write");
     let (code, err) = nnc(&["check", "ok.nn"], &d);
     assert_eq!(code, 0, "{err}");

@@ -50,7 +50,8 @@ fn predict_one(
     let mut ins = inputs.clone();
     let specs = crate::train::trainer::input_specs(&p.train)?;
     if let Some(spec) = crate::data::preprocess_input(&specs) {
-        let pre = crate::train::trainer::checked_preprocessor(&ps, &meta, &spec.name, ck)?;
+        let n = spec.per_sample_shape.iter().product();
+        let pre = crate::train::trainer::checked_preprocessor(&ps, &meta, &spec.name, Some(n), ck)?;
         if let Some(t) = ins.get_mut(&spec.name) {
             if let crate::tensors::HostData::F32(v) | crate::tensors::HostData::F64(v) = &mut t.data {
                 let mut f: Vec<f32> = v.iter().map(|&x| x as f32).collect();

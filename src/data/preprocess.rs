@@ -105,6 +105,11 @@ impl Preprocessor {
     }
 
     /// "none", "center", "standardize", "pca" or "zca".
+    /// Features per sample it was fitted on (0 for none).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     pub fn kind(&self) -> &'static str {
         self.kind.name()
     }
@@ -391,6 +396,15 @@ impl Preprocessor {
             Ok(v.clone())
         };
         let dim = t.get(MEAN_TENSOR).map(|(_, v)| v.len()).unwrap_or(0);
+        // The mean sets the size; a scale of another size is reported with both, so the
+        // wrong one is not guessed.
+        if let (Some((ms, _)), Some((ss, sv))) = (t.get(MEAN_TENSOR), t.get(SCALE_TENSOR)) {
+            if kind == PreprocessKind::Standardize && sv.len() != dim {
+                return Err(format!(
+                    "`{MEAN_TENSOR}` has shape {ms:?} but `{SCALE_TENSOR}` has shape {ss:?}; both must hold one value per feature"
+                ));
+            }
+        }
         let mut p = Preprocessor {
             kind,
             input: input.to_string(),

@@ -1170,7 +1170,10 @@ impl Lowerer {
     pub(crate) fn as_dim(&self, v: &Val, span: Span) -> R<Dim> {
         match v {
             Val::Int(d) => Ok(d.clone()),
-            Val::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Dim::konst(*f as i64)),
+            Val::Float(f) if f.fract() == 0.0 && f.is_finite() => {
+                Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found the number {f:?}"))
+                    .with_help(format!("write `{f}` without a decimal point")))
+            }
             Val::Float(f) => Err(Diagnostic::new("E0409", span, format!("a dimension must be an integer, found {f}"))),
             other => Err(Diagnostic::new(
                 "E0409",
@@ -1265,7 +1268,18 @@ impl Lowerer {
             (Int(a), Int(b)) => return self.int_binary(op, a, b, span),
             (Int(_) | Float(_), Int(_) | Float(_)) if x_const(&x).is_some() && x_const(&y).is_some() => {
                 let (a, b) = (x_const(&x).unwrap_or(0.0), x_const(&y).unwrap_or(0.0));
-                return Ok(float_binary(op, a, b));
+                let r = float_binary(op, a, b);
+                // Finite numbers in, an infinity or NaN out: an overflow, not a value.
+                if let Float(f) = r {
+                    if !f.is_finite() && a.is_finite() && b.is_finite() {
+                        return Err(Diagnostic::new(
+                            "E0412",
+                            span,
+                            format!("this compile-time number is {f} (from the finite {a} and {b}); numbers must stay finite"),
+                        ));
+                    }
+                }
+                return Ok(r);
             }
             (List(a), List(b)) if op == BinOp::Add => {
                 let mut out = a.clone();
@@ -1336,6 +1350,13 @@ impl Lowerer {
                 (Some(x), Some(y)) if (0..64).contains(&y) => {
                     Val::Int(Dim::konst(x.checked_pow(y as u32).ok_or_else(overflow)?))
                 }
+                // Large exponents: exact for 0 and ±1, an overflow for anything else
+                // (as 2^63 is), never a silent infinity.
+                (Some(x), Some(y)) if y >= 64 => match x {
+                    0 | 1 => Val::Int(Dim::konst(x)),
+                    -1 => Val::Int(Dim::konst(if y % 2 == 0 { 1 } else { -1 })),
+                    _ => return Err(overflow()),
+                },
                 (Some(x), Some(y)) => Val::Float((x as f64).powf(y as f64)),
                 _ => return Err(Diagnostic::new("E0413", span, "powers of symbolic sizes are not supported")),
             },

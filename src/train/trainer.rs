@@ -192,16 +192,26 @@ pub fn preprocessor_of(tensors: &TensorMap, input: &str, path: &Path) -> Result<
 /// refused rather than scored on unpreprocessed inputs.
 pub fn checkpoint_preprocessor(path: &Path, input: &str) -> Result<Preprocessor, String> {
     let (tensors, meta) = checkpoint::read(path)?;
-    checked_preprocessor(&tensors, &meta, input, path)
+    checked_preprocessor(&tensors, &meta, input, None, path)
 }
 
 pub fn checked_preprocessor(
     tensors: &TensorMap,
     meta: &BTreeMap<String, String>,
     input: &str,
+    features: Option<usize>,
     path: &Path,
 ) -> Result<Preprocessor, String> {
     let pre = preprocessor_of(tensors, input, path)?;
+    if let Some(want) = features {
+        if pre.kind() != "none" && pre.dim() != want {
+            return Err(format!(
+                "`{}`: `preprocess.mean` holds {} values, but input `{input}` has {want} features per sample",
+                path.display(),
+                pre.dim()
+            ));
+        }
+    }
     if let Some(recorded) = meta.get("nnc.preprocess") {
         let name = recorded.split('(').next().unwrap_or("").trim();
         if name != "none" && pre.kind() == "none" {
@@ -630,7 +640,8 @@ pub fn evaluate(
     let (_, _, held, prefix) = roles(&parts);
     let mut ds = raw;
     if let Some(spec) = data::preprocess_input(&specs) {
-        checked_preprocessor(&tensors, &meta, &spec.name, checkpoint_path)?.apply_dataset(&mut ds)?;
+        let n = spec.per_sample_shape.iter().product();
+        checked_preprocessor(&tensors, &meta, &spec.name, Some(n), checkpoint_path)?.apply_dataset(&mut ds)?;
     }
     let mut session = Session::new(&q, jit, 1)?;
     checkpoint::validate(&q.eval, &tensors, checkpoint_path, true)?;
