@@ -61,3 +61,10 @@ pub fn check_alloc(bytes: u64, what: &str) -> Result<(), String> {
 /// Most diagnostics rendered for one compilation; the rest are counted ("and N more").
 /// Beyond it lowering also stops looking for "did you mean" suggestions.
 pub const MAX_RENDERED_DIAGNOSTICS: usize = 100;
+
+/// Most elements of one compile-time list (`[1, 2, ...]`, `l + l`).
+pub const MAX_LIST_ELEMENTS: usize = 100_000;
+/// Most list elements copied by `+` in one lowering, all lists together: appending one by
+/// one (`l = l + [i]`) copies the list each time, so its cost grows with the square of the
+/// length; this caps it at about a second.
+pub const MAX_LIST_WORK: u64 = 5_000_000;

@@ -230,3 +230,18 @@ fn a_missing_file_has_no_empty_source_box() {
     assert!(err.contains("error[E0107]: cannot read `nosuch.nn`"), "{err}");
     assert!(!err.contains("╭─") && !err.contains("╰──"), "{err}");
 }
+
+#[test]
+fn compile_time_lists_are_bounded() {
+    let d = fresh("lists");
+    for (body, want) in [
+        ("l = []\n for i in 0..10000 {\n  l = l + [i]\n }", "copies more than 5000000 elements"),
+        ("l = [1]\n for i in 0..64 {\n  l = l + l\n }", "this list would have 131072 elements"),
+    ] {
+        let src = format!("model M {{\n input x: [B, 2]\n {body}\n output z = x\n}}\n");
+        std::fs::write(d.join("l.nn"), src).expect("write");
+        let (code, err) = nnc(&["check", "l.nn", "--color", "never"], &d);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("E0906") && err.contains(want), "{err}");
+    }
+}

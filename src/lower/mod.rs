@@ -219,6 +219,8 @@ pub(crate) struct Lowerer {
     depth: usize,
     /// Loop iterations run so far, all loops together.
     iterations: u64,
+    /// List elements copied by `+` so far (against `limits::MAX_LIST_WORK`).
+    list_work: u64,
     /// Layer instances created so far.
     instances: usize,
     /// Every scope created, cleared at the end to break closure/scope cycles.
@@ -415,6 +417,7 @@ fn lower_model(
         rand_streams: 0,
         depth: 0,
         iterations: 0,
+        list_work: 0,
         instances: 0,
         scopes: Vec::new(),
         settings: None,
@@ -1282,6 +1285,28 @@ impl Lowerer {
                 return Ok(r);
             }
             (List(a), List(b)) if op == BinOp::Add => {
+                let n = a.len() + b.len();
+                if n > limits::MAX_LIST_ELEMENTS {
+                    self.fatal = true;
+                    return Err(Diagnostic::new(
+                        "E0906",
+                        span,
+                        format!("this list would have {n} elements; the limit is {}", limits::MAX_LIST_ELEMENTS),
+                    ));
+                }
+                self.list_work += n as u64;
+                if self.list_work > limits::MAX_LIST_WORK {
+                    self.fatal = true;
+                    return Err(Diagnostic::new(
+                        "E0906",
+                        span,
+                        format!(
+                            "building lists with `+` copies more than {} elements in all (each `l + [x]` copies `l`)",
+                            limits::MAX_LIST_WORK
+                        ),
+                    )
+                    .with_help("build long lists in fewer, larger pieces"));
+                }
                 let mut out = a.clone();
                 out.extend(b.iter().cloned());
                 return Ok(List(out));
