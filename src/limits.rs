@@ -68,3 +68,6 @@ pub const MAX_LIST_ELEMENTS: usize = 100_000;
 /// one (`l = l + [i]`) copies the list each time, so its cost grows with the square of the
 /// length; this caps it at about a second.
 pub const MAX_LIST_WORK: u64 = 5_000_000;
+/// Most fn and layer calls inlined in one lowering (an exponential tree of calls stops
+/// here rather than exhausting memory).
+pub const MAX_TOTAL_CALLS: u64 = 1_000_000;

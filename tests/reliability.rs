@@ -245,3 +245,17 @@ fn compile_time_lists_are_bounded() {
         assert!(err.contains("E0906") && err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn an_exponential_tree_of_calls_stops_at_the_call_limit() {
+    let d = fresh("calls");
+    let mut src = String::from("fn f0(x: [...]) -> [...] { x + 1 }\n");
+    for i in 1..40 {
+        src.push_str(&format!("fn f{i}(x: [...]) -> [...] {{ f{}(x) + f{}(x) }}\n", i - 1, i - 1));
+    }
+    src.push_str("model M {\n input x: [B, 2]\n output z = f39(x)\n}\n");
+    std::fs::write(d.join("tree.nn"), src).expect("write");
+    let (code, err) = nnc(&["check", "tree.nn", "--color", "never"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("E0907") && err.contains("more than 1000000 calls"), "{err}");
+}

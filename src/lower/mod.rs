@@ -221,6 +221,8 @@ pub(crate) struct Lowerer {
     iterations: u64,
     /// List elements copied by `+` so far (against `limits::MAX_LIST_WORK`).
     list_work: u64,
+    /// Fn and layer calls inlined so far (against `limits::MAX_TOTAL_CALLS`).
+    calls: u64,
     /// Layer instances created so far.
     instances: usize,
     /// Every scope created, cleared at the end to break closure/scope cycles.
@@ -418,6 +420,7 @@ fn lower_model(
         depth: 0,
         iterations: 0,
         list_work: 0,
+        calls: 0,
         instances: 0,
         scopes: Vec::new(),
         settings: None,
@@ -1504,6 +1507,19 @@ impl Lowerer {
         }
         if self.stack.len() >= limits::MAX_CALL_DEPTH {
             return Err(self.too_deep(span));
+        }
+        self.calls += 1;
+        if self.calls > limits::MAX_TOTAL_CALLS {
+            self.fatal = true;
+            return Err(Diagnostic::new(
+                "E0907",
+                span,
+                format!(
+                    "more than {} calls are inlined in all; fns are inlined at compile time",
+                    limits::MAX_TOTAL_CALLS
+                ),
+            )
+            .with_help("a fn that calls another twice per level doubles the work with each level"));
         }
         let what = match layer {
             Some(p) => format!("`{p}`"),
