@@ -922,3 +922,19 @@ impl MetricsLog {
         crate::tensors::write_atomic(path, self.to_csv().as_bytes())
     }
 }
+
+/// Class probabilities of logits `[n, k]`: a stable softmax per row, or the sigmoid of a
+/// single logit column (`k == 1`).
+pub fn probabilities(v: &[f64], k: usize) -> Vec<f64> {
+    if k <= 1 {
+        return v.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for row in v.chunks(k) {
+        let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|&z| (z - mx).exp()).collect();
+        let s: f64 = e.iter().sum();
+        out.extend(e.into_iter().map(|x| x / s));
+    }
+    out
+}

@@ -1,5 +1,5 @@
 //! The `train { }` block: known keys, known data sources, optimizers and schedules with
-//! their argument names, defaults and value types (LANGUAGE.md section 8).
+//! their argument names, defaults and value types (docs/language.md).
 //!
 //! `apply` checks one `key = value` and stores it; the same function serves the block in
 //! the source and `--set key=value` on the command line. The result, `TrainSettings`, is
@@ -35,7 +35,7 @@ fn num(v: f64) -> Option<Lit> {
     Some(Lit::Num(v))
 }
 
-/// Data sources (LANGUAGE.md section 8).
+/// Data sources (docs/language.md).
 fn data_spec(name: &str) -> Option<Vec<ArgSpec>> {
     Some(match name {
         "csv" => vec![

@@ -84,7 +84,7 @@ fn parse_err() {
     });
 }
 
-/// Every example of LANGUAGE.md section 9 compiles, and its IR is snapshotted.
+/// Every example of docs/language.md compiles, and its IR is snapshotted.
 #[test]
 fn examples_compile() {
     insta::glob!("../examples", "*.nn", |path| {

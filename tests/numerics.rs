@@ -1,6 +1,6 @@
 //! Numerical oracles: gradient checks (f64 central differences) of every primitive,
 //! prelude layer, loss and example; second derivatives; known-answer tests of the course
-//! formulas (with the corrections of LANGUAGE.md section 11); kink handling; dropout.
+//! formulas (with the corrections of docs/language.md); kink handling; dropout.
 
 use nnc::autodiff;
 use nnc::gradcheck::{gradcheck, table, GradcheckOptions};
@@ -68,7 +68,7 @@ fn second_derivatives_gradcheck() {
     }
 }
 
-/// Every example of LANGUAGE.md section 9 (a sample of coordinates, a small batch).
+/// Every example of docs/language.md (a sample of coordinates, a small batch).
 #[test]
 fn examples_gradcheck() {
     let opts = GradcheckOptions { batch: 2, max_coords: 6, ..Default::default() };
@@ -131,7 +131,7 @@ fn run_f64(g: &Graph, inputs: Vec<Tensor<f64>>, params: Vec<Vec<f64>>) -> interp
 /// The course's one-hidden-layer window scorer with the max-margin loss, by hand:
 /// s = U . sigmoid(W x + b), J = max(0, 1 - s + s_c), and with J active
 /// dJ/dU = -a + a_c, dJ/dW_ij = -U_i f'(z_i) x_j + U_i f'(z_c,i) x_c,j (no sum over i:
-/// LANGUAGE.md section 11), dJ/db_i = -U_i f'(z_i) + U_i f'(z_c,i).
+/// docs/language.md), dJ/db_i = -U_i f'(z_i) + U_i f'(z_c,i).
 #[test]
 fn max_margin_formulas_by_hand() {
     let p = compile_text(

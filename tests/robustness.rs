@@ -76,7 +76,7 @@ fn examples() -> Vec<(String, String)> {
         }
     }
     out.sort();
-    assert!(out.len() >= 8, "expected the 8 examples of LANGUAGE.md, found {}", out.len());
+    assert!(out.len() >= 8, "expected the 8 examples of the language draft, found {}", out.len());
     out
 }
 

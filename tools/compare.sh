@@ -1,5 +1,5 @@
 #!/bin/bash
-# Same-run comparison of nnc and JAX on the BENCHMARKS.md workloads, interleaved so
+# Same-run comparison of nnc and JAX on the peer-comparison workloads of benches/workloads/, interleaved so
 # that the machine's drift hits both alike (these machines are shared and noisy).
 # Usage: tools/compare.sh [threads] [rounds] [workloads...]   (needs jax; build first:
 # cargo build --release). PIN=1 runs both on core 0 only (taskset): unpinned, XLA's

@@ -1,4 +1,4 @@
-"""The workloads of BENCHMARKS.md in JAX, for a same-run comparison with `nnc bench`.
+"""The workloads of benches/workloads/ in JAX, for a same-run comparison with `nnc bench`.
 
 mlp:  784-512-256-10, ReLU, softmax cross-entropy, Adam (lr 1e-3), batch 128.
 cnn:  conv3x3(8)-relu-pool2-conv3x3(16)-relu-pool2-dense10, SGD momentum, batch 64.

@@ -1,6 +1,6 @@
 """Float64 reference gradients from JAX for the models in tests/data/reference/.
 
-Each model is written again here in plain JAX with nnc's layouts (LANGUAGE.md section
+Each model is written again here in plain JAX with nnc's layouts (the language draft section
 10). For each, random parameters and inputs are drawn, JAX computes the loss and the
 gradient of every parameter in float64, and everything is written to
 tests/data/reference/<name>.safetensors: parameters and states by their nnc names,

@@ -71,15 +71,7 @@ fn bench(
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let flops: usize = exe
-        .schedule
-        .kernels
-        .iter()
-        .map(|k| match k {
-            crate::fusion::Kernel::MatMul { batch, m, k, n, .. } => 2 * batch * m * k * n,
-            _ => 0,
-        })
-        .sum();
+    let flops = exe.matmul_flops();
     outln!(
         "model {} (training step: {}, batch {b}, {threads} thread{})",
         p.name,

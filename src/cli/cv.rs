@@ -43,27 +43,17 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     };
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let stem = a.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    let out_dir = match a.out {
-        Some(o) => {
-            if o.join("cv.csv").exists() && !a.force {
-                return fail(&format!(
-                    "`{}` holds a cv.csv; pass --force to replace it, or choose another --out",
-                    o.display()
-                ));
-            }
-            o
-        }
-        None => {
-            let base = dir.join("runs").join(format!("{stem}-cv"));
-            if a.force || !base.join("cv.csv").exists() {
-                base
-            } else {
-                (2..)
-                    .map(|i| dir.join("runs").join(format!("{stem}-cv-{i}")))
-                    .find(|d| !d.join("cv.csv").exists())
-                    .unwrap_or(base)
-            }
-        }
+    let has_cv = |d: &std::path::Path| d.join("cv.csv").exists();
+    let out_dir = match output_folder(
+        &dir,
+        &format!("{stem}-cv"),
+        a.out,
+        &has_cv,
+        a.force,
+        ("a cv.csv", "--force to replace it"),
+    ) {
+        Ok(d) => d,
+        Err(m) => return fail(&m),
     };
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -376,6 +376,32 @@ fn checkpoint_args(path: &std::path::Path) -> Vec<String> {
     }
 }
 
+/// The output folder of a command that writes a run: `explicit`, refused while it holds
+/// one (`holds`) unless `replace`; else `runs/<name>` beside the model, or with a run
+/// there the first of `runs/<name>-2`, `-3`, ... that holds none, so no run is replaced
+/// silently. `what` and `how` complete the refusal: "holds {what}; pass {how}".
+fn output_folder(
+    model_dir: &std::path::Path,
+    name: &str,
+    explicit: Option<PathBuf>,
+    holds: &dyn Fn(&std::path::Path) -> bool,
+    replace: bool,
+    (what, how): (&str, &str),
+) -> Result<PathBuf, String> {
+    if let Some(o) = explicit {
+        if holds(&o) && !replace {
+            return Err(format!("`{}` holds {what}; pass {how}, or choose another --out", o.display()));
+        }
+        return Ok(o);
+    }
+    let runs = model_dir.join("runs");
+    let base = runs.join(name);
+    if replace || !holds(&base) {
+        return Ok(base);
+    }
+    Ok((2..).map(|i| runs.join(format!("{name}-{i}"))).find(|d| !holds(d)).unwrap_or(base))
+}
+
 /// Applies `--set key=value` overrides to a program's train settings.
 fn apply_sets(p: &mut Program, sets: &[String]) -> Result<(), String> {
     let mut seen: Vec<&str> = Vec::new();

@@ -63,21 +63,6 @@ fn predict_one(
     crate::runtime::exec::run_named(g, &ps, &ins, run)
 }
 
-/// Row-wise softmax (a sigmoid for one column) of scores `[.., k]`.
-fn probabilities(v: &[f64], k: usize) -> Vec<f64> {
-    if k <= 1 {
-        return v.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
-    }
-    let mut out = Vec::with_capacity(v.len());
-    for row in v.chunks(k) {
-        let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = row.iter().map(|&z| (z - mx).exp()).collect();
-        let s: f64 = e.iter().sum();
-        out.extend(e.into_iter().map(|x| x / s));
-    }
-    out
-}
-
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let Args { file, params, checkpoint, inputs, out, backend, model } = a;
     let first = checkpoint.first().or(params.as_ref()).cloned().unwrap_or_default();
@@ -128,7 +113,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
                 return fail(&format!("`{}` gave no output `{}`", ck.display(), t.output));
             };
             let k = r[&t.output].shape.last().copied().unwrap_or(1);
-            let v = if t.kind.is_some() { probabilities(v, k) } else { v.to_vec() };
+            let v = if t.kind.is_some() { crate::metrics::probabilities(v, k) } else { v.to_vec() };
             match &mut sum {
                 None => sum = Some((r[&t.output].shape.clone(), v)),
                 Some((_, s)) => s.iter_mut().zip(&v).for_each(|(a, b)| *a += b),

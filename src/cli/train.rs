@@ -49,25 +49,16 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     };
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let stem = a.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    let out_dir = match a.out {
-        Some(o) => {
-            if holds_run(&o) && !a.resume && !a.force {
-                return fail(&format!(
-                    "`{}` holds a run (last.safetensors, metrics.csv); pass --resume to continue it, --force to \
-                     replace it, or choose another --out",
-                    o.display()
-                ));
-            }
-            o
-        }
-        None => {
-            let base = dir.join("runs").join(&stem);
-            if a.resume || a.force || !holds_run(&base) {
-                base
-            } else {
-                (2..).map(|i| dir.join("runs").join(format!("{stem}-{i}"))).find(|d| !holds_run(d)).unwrap_or(base)
-            }
-        }
+    let out_dir = match output_folder(
+        &dir,
+        &stem,
+        a.out,
+        &holds_run,
+        a.resume || a.force,
+        ("a run (last.safetensors, metrics.csv)", "--resume to continue it, --force to replace it"),
+    ) {
+        Ok(d) => d,
+        Err(m) => return fail(&m),
     };
     let source = std::fs::read_to_string(&a.file).unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 //! named arrays with one leading sample dimension; then splits it (`split`), fits and
 //! applies preprocessing (`Preprocessor`), and cuts batches (`batches`, `gather`).
 //!
-//! Binding (LANGUAGE.md section 8):
+//! Binding (docs/language.md):
 //! - `csv`, `idx`, `npy` and the synthetic sets yield features and labels. The features
 //!   go to the features input (`features_input`: the model's first input not named `y`),
 //!   reshaped to its per-sample shape (the per-sample element counts must agree); the

@@ -33,7 +33,7 @@ pub struct Node {
     pub ty: Type,
 }
 
-/// How a parameter or state is initialized (LANGUAGE.md section 5).
+/// How a parameter or state is initialized (docs/language.md).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Init {
     Zeros,

@@ -1,4 +1,4 @@
-//! Built-in functions (LANGUAGE.md section 7) that are not written in the prelude:
+//! Built-in functions (docs/language.md) that are not written in the prelude:
 //! each checks its arguments and emits primitives. The prelude (`src/prelude.nn`) builds
 //! the rest (activations, softmax, losses, layers) from these.
 

@@ -215,6 +215,17 @@ impl Executable {
         let l = self.graph.loss.ok_or("the graph has no loss")?;
         Ok(self.value(l)?[0])
     }
+    /// Floating-point operations of the step's matrix products (2 m k n each).
+    pub fn matmul_flops(&self) -> usize {
+        self.schedule
+            .kernels
+            .iter()
+            .map(|k| match k {
+                fusion::Kernel::MatMul { batch, m, k, n, .. } => 2 * batch * m * k * n,
+                _ => 0,
+            })
+            .sum()
+    }
     /// Nanoseconds spent in each kernel so far (with `CodegenOptions::profile`).
     pub fn kernel_times(&self) -> Vec<u64> {
         self.compiled.tables.ticks.iter().map(|t| t.load(std::sync::atomic::Ordering::Relaxed)).collect()

@@ -1,4 +1,4 @@
-//! Initializers (LANGUAGE.md section 5): values for every parameter and state of a
+//! Initializers (docs/language.md): values for every parameter and state of a
 //! graph, deterministic per seed. Each tensor draws from its own generator seeded by
 //! (seed, name), so values do not depend on declaration order.
 

@@ -293,35 +293,31 @@ impl Builder {
             }
             Rule::model_item => {
                 let name = self.ident(inner.next().ok_or_else(|| bug(span, "model name"))?);
-                let mut args = Vec::new();
-                let mut body = None;
-                for q in inner {
-                    match q.as_rule() {
-                        Rule::arg_decls => args = self.arg_decls(q)?,
-                        Rule::block => body = Some(self.block(q)?),
-                        _ => {}
-                    }
-                }
-                let body = body.ok_or_else(|| bug(span, "model body"))?;
+                let (args, body) = self.args_and_body(span, inner, "model body")?;
                 Ok(Item::Model(ModelDef { name, args, body, span }))
             }
             Rule::layer_item => {
                 let name = self.ident(inner.next().ok_or_else(|| bug(span, "layer name"))?);
-                let mut args = Vec::new();
-                let mut body = None;
-                for q in inner {
-                    match q.as_rule() {
-                        Rule::arg_decls => args = self.arg_decls(q)?,
-                        Rule::block => body = Some(self.block(q)?),
-                        _ => {}
-                    }
-                }
-                let body = body.ok_or_else(|| bug(span, "layer body"))?;
+                let (args, body) = self.args_and_body(span, inner, "layer body")?;
                 Ok(Item::Layer(LayerDef { name, args, body, span }))
             }
             Rule::fn_item => Ok(Item::Fn(self.fn_def(span, inner)?)),
             _ => Err(bug(span, "unknown item")),
         }
+    }
+
+    /// The optional `(args)` and the body of a `model` or `layer` item.
+    fn args_and_body(&self, span: Span, inner: pest::iterators::Pairs<Rule>, what: &str) -> R<(Vec<ArgDecl>, Block)> {
+        let mut args = Vec::new();
+        let mut body = None;
+        for q in inner {
+            match q.as_rule() {
+                Rule::arg_decls => args = self.arg_decls(q)?,
+                Rule::block => body = Some(self.block(q)?),
+                _ => {}
+            }
+        }
+        Ok((args, body.ok_or_else(|| bug(span, what))?))
     }
 
     fn fn_def(&self, span: Span, mut inner: pest::iterators::Pairs<Rule>) -> R<FnDef> {

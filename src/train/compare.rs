@@ -63,16 +63,7 @@ pub fn forward_flops(p: &Program) -> Result<f64, String> {
     let batch = 8;
     let cg = crate::runtime::executable::concrete(&g, batch)?;
     let exe = crate::runtime::executable::Executable::new(&cg, &Default::default())?;
-    let flops: usize = exe
-        .schedule
-        .kernels
-        .iter()
-        .map(|k| match k {
-            crate::fusion::Kernel::MatMul { batch, m, k, n, .. } => 2 * batch * m * k * n,
-            _ => 0,
-        })
-        .sum();
-    Ok(flops as f64 / batch as f64)
+    Ok(exe.matmul_flops() as f64 / batch as f64)
 }
 
 fn metric_of(m: &crate::metrics::Metrics) -> (String, bool) {

@@ -139,10 +139,7 @@ pub fn cross_validate(
     let parts = folds_of(p, &raw, folds)?;
     let mut session = Session::new(p, jit, threads)?;
     let mut notes = Vec::new();
-    match &session.target {
-        Ok(t) => notes.push(format!("metrics are computed on {}", t.why)),
-        Err(why) => notes.push(format!("metrics other than the loss are not computed: {why}")),
-    }
+    notes.push(session.target_note());
     if p.settings.split.len() == 3 {
         notes.push(format!(
             "each fold's training rows keep the validation share of `split` ({:.3}) for early stopping",

@@ -1,4 +1,4 @@
-//! Learning-rate schedules (LANGUAGE.md section 8): the rate at optimizer step `t`
+//! Learning-rate schedules (docs/language.md): the rate at optimizer step `t`
 //! (0-based) of a run of `total` steps. Computed on the host each step and passed to the
 //! compiled step as the `hyper.lr` input.
 

@@ -168,6 +168,14 @@ impl Session {
         self.engine(b)
     }
 
+    /// What the metrics are computed on, or why they are not: a note for the user.
+    pub fn target_note(&self) -> String {
+        match &self.target {
+            Ok(t) => format!("metrics are computed on {}", t.why),
+            Err(why) => format!("metrics other than the loss are not computed: {why}"),
+        }
+    }
+
     /// How many training steps were compiled (one per batch size met so far).
     pub fn compiled_steps(&self) -> usize {
         self.steps.len()

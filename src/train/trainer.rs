@@ -412,10 +412,7 @@ pub fn train(
     let (train_rows, val_rows, held, prefix) = roles(&prep.parts);
     let mut session = Session::new(p, opts.jit, opts.threads)?;
     let mut notes = Vec::new();
-    match &session.target {
-        Ok(t) => notes.push(format!("metrics are computed on {}", t.why)),
-        Err(why) => notes.push(format!("metrics other than the loss are not computed: {why}")),
-    }
+    notes.push(session.target_note());
     if prefix == "train_" {
         notes.push("no held-out split (`split` is not set): the final metrics are on the training rows".into());
     }
@@ -563,20 +560,14 @@ pub fn evaluate_ensemble(
         if m.scores.width != width || m.scores.values.len() != n * width {
             return Err("the members' outputs differ in shape".into());
         }
-        for (r, row) in m.scores.values.chunks(width.max(1)).enumerate() {
-            let probs: Vec<f64> = if !classifier || m.kind == crate::metrics::ScoreKind::Probabilities {
-                row.iter().map(|&x| f64::from(x)).collect()
-            } else if width == 1 {
-                vec![1.0 / (1.0 + (-f64::from(row[0])).exp())]
-            } else {
-                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let e: Vec<f64> = row.iter().map(|&x| f64::from(x - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                e.into_iter().map(|x| x / z).collect()
-            };
-            for (j, v) in probs.into_iter().enumerate() {
-                avg[r * width + j] += v / members.len() as f64;
-            }
+        let values: Vec<f64> = m.scores.values.iter().map(|&x| f64::from(x)).collect();
+        let probs = if classifier && m.kind == crate::metrics::ScoreKind::Logits {
+            crate::metrics::probabilities(&values, width)
+        } else {
+            values
+        };
+        for (a, p) in avg.iter_mut().zip(probs) {
+            *a += p / members.len() as f64;
         }
     }
     let scores = target::Scores { loss: f64::NAN, values: avg.iter().map(|&x| x as f32).collect(), width };
@@ -647,10 +638,7 @@ pub fn evaluate(
     checkpoint::validate(&q.eval, &tensors, checkpoint_path, true)?;
     session.init(0, held.len())?;
     session.load_tensors(&tensors, held.len())?;
-    match &session.target {
-        Ok(t) => notes.push(format!("metrics are computed on {}", t.why)),
-        Err(why) => notes.push(format!("metrics other than the loss are not computed: {why}")),
-    }
+    notes.push(session.target_note());
     let scores = session.score(&ds, held)?;
     let ev = target::report(&ds, held, &scores, session.kind, "", &q.settings.metrics);
     let rows = if prefix == "train_" {

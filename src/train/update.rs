@@ -7,7 +7,7 @@
 //! that change per step without changing the graph (the learning rate from the
 //! schedule, Adam's bias corrections) are scalar inputs named `hyper.*`, computed on the
 //! host by `hyper_values`. Optimizer state lives in states named `opt.<slot>.<param>`.
-//! Formulas follow PyTorch's conventions (LANGUAGE.md section 8).
+//! Formulas follow PyTorch's conventions (docs/language.md).
 
 use crate::autodiff;
 use crate::diagnostic::Span;
