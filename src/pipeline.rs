@@ -233,3 +233,83 @@ pub fn batch_of(p: &Program, asked: Option<i64>) -> Result<usize, String> {
         None => Ok(p.settings.batch.max(1) as usize),
     }
 }
+
+/// The model named `name`, or the only model of the file.
+pub fn pick<'a>(c: &'a Compiled, name: Option<&str>) -> Result<&'a Program, String> {
+    let names = || c.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+    match name {
+        Some(n) => c
+            .programs
+            .iter()
+            .find(|p| p.name == n)
+            .ok_or_else(|| format!("no model named `{n}`; the file has: {}", names())),
+        None if c.programs.len() == 1 => Ok(&c.programs[0]),
+        None => Err(format!("the file has several models ({}); choose one with --model", names())),
+    }
+}
+
+/// Why `configure` failed.
+pub enum ConfigureError {
+    /// The model does not compile (with these arguments).
+    Compile(CompileError),
+    /// No such model in the file.
+    Model(String),
+    /// A bad `key=value` pair.
+    Set(String),
+}
+
+/// Compiles a model file with `key=value` pairs, as `--set` gives them: keys of the train
+/// block go to its settings (`settings::apply`, the same checks as in the file), any other
+/// key binds the model argument of that name. A key given twice, or one that is neither,
+/// is a `Set` error that names the known keys.
+pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Program, ConfigureError> {
+    use crate::settings::KEYS;
+    let usage = ConfigureError::Set;
+    let (mut train_sets, mut args) = (Vec::new(), Vec::new());
+    let mut seen: Vec<String> = Vec::new();
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| usage(format!("--set expects key=value, found `{s}`")))?;
+        let k = k.trim().to_string();
+        if seen.contains(&k) {
+            return Err(usage(format!("--set {k}: given twice")));
+        }
+        seen.push(k.clone());
+        let expr = syntax::parse_expr(v.trim(), FileId(0)).map_err(|d| usage(format!("--set {s}: {}", d.message)))?;
+        if KEYS.contains(&k.as_str()) {
+            train_sets.push((k, expr, s));
+            continue;
+        }
+        let val = lower::ArgValue::of_expr(&expr)
+            .ok_or_else(|| usage(format!("--set {s}: a model argument takes a number, true or false, or a string")))?;
+        args.push((k, val));
+    }
+    let c = compile_file_with(file, &args).map_err(ConfigureError::Compile)?;
+    let mut p = pick(&c, model).map_err(ConfigureError::Model)?.clone();
+    for (k, _) in &args {
+        if !p.args.iter().any(|(n, _)| n == k) {
+            let have: Vec<&str> = p.args.iter().map(|(n, _)| n.as_str()).collect();
+            let its = if have.is_empty() {
+                "it takes none".to_string()
+            } else {
+                format!("its arguments are: {}", have.join(", "))
+            };
+            let close = crate::diagnostic::closest(k, KEYS.iter().copied().chain(have.iter().copied()));
+            let hint = close.map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            return Err(usage(format!(
+                "--set {k}: not a train setting ({}) nor an argument of model `{}` ({its}){hint}",
+                KEYS.join(", "),
+                p.name
+            )));
+        }
+    }
+    for (k, expr, s) in &train_sets {
+        let key = ast::Ident { name: k.clone(), span: Span::default() };
+        crate::settings::apply(&mut p.settings, &key, expr).map_err(|d| {
+            let help = d.help.map(|h| format!(" ({h})")).unwrap_or_default();
+            usage(format!("--set {s}: {}{help}", d.message))
+        })?;
+        p.settings.present = true;
+    }
+    crate::settings::cross_check(&p.settings, Span::default()).map_err(|d| usage(d.message))?;
+    Ok(p)
+}

@@ -245,6 +245,8 @@ struct PanelStyle {
     /// A dashed grey line from the lower left to the upper right corner of the ranges
     /// (the chance line of a ROC plot).
     diagonal: bool,
+    /// Markers only, no lines: a scatter (trials of a search).
+    points_only: bool,
 }
 
 /// The colour of the chance diagonal.
@@ -320,6 +322,19 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style
         let few = n_points <= 60;
         let markers = few && !style.no_markers;
         let width = if few || style.no_markers { 2 } else { 1 };
+        if style.points_only {
+            let pts: Vec<(f64, f64)> =
+                s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            if !pts.is_empty() {
+                labelled = true;
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+                    .map_err(draw_err)?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
+            }
+            continue;
+        }
         for (j, seg) in segs.into_iter().enumerate() {
             let line = if dashed {
                 chart.draw_series(std::iter::once(DashedPathElement::new(seg.clone(), 8, 5, c.stroke_width(width))))
@@ -388,6 +403,14 @@ fn plot_styled_panels(path: &Path, title: &str, panels: &[(&Panel, PanelStyle)],
         }
         Ok(())
     })
+}
+
+/// Scatter panels (markers only, no lines) side by side: a search's metric against each
+/// hyperparameter, one series per kind of trial. Each panel needs a finite point.
+pub fn plot_scatter_panels(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
+    let style = PanelStyle { points_only: true, ..PanelStyle::default() };
+    let styled: Vec<(&Panel, PanelStyle)> = panels.iter().map(|p| (p, style)).collect();
+    plot_styled_panels(path, title, &styled, 520)
 }
 
 /// The axis range of ROC and precision-recall panels: [0, 1] with a 2% margin, so curves
@@ -460,7 +483,13 @@ pub fn plot_roc_pr(path: &Path, title: &str, roc: &[Series], pr: &[Series]) -> R
     if roc.is_empty() && pr.is_empty() {
         return Err("nothing to plot: no ROC or precision-recall curves".into());
     }
-    let style = PanelStyle { x_range: Some(UNIT_RANGE), y_range: Some(UNIT_RANGE), no_markers: true, diagonal: false };
+    let style = PanelStyle {
+        x_range: Some(UNIT_RANGE),
+        y_range: Some(UNIT_RANGE),
+        no_markers: true,
+        diagonal: false,
+        points_only: false,
+    };
     let mut panels: Vec<(Panel, PanelStyle)> = vec![];
     if !roc.is_empty() {
         let panel = Panel {

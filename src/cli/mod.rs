@@ -47,6 +47,7 @@ mod params;
 mod plan;
 mod predict;
 mod train;
+mod tune;
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "nnc: a neural-network compiler for .nn models")]
@@ -119,6 +120,9 @@ enum Command {
     Predict(predict::Args),
     /// Train a model with its `train` block: the main job.
     Train(train::Args),
+    /// Search hyperparameters (train settings and model arguments): grid, random or
+    /// Bayesian (TPE), with pruning of bad trials.
+    Tune(tune::Args),
     /// Cross-validate the model's train recipe: K folds, mean and spread of every metric.
     Cv(cv::Args),
     /// Compare two models on the same folds or the same test split, with a significance
@@ -225,6 +229,7 @@ pub fn run() -> i32 {
         Command::Train(a) => train::run(a, opts),
         Command::Eval(a) => eval::run(a, opts),
         Command::Cv(a) => cv::run(a, opts),
+        Command::Tune(a) => tune::run(a, opts),
         Command::Compare(a) => compare::run(a, opts),
         Command::Plan(a) => plan::run(a, opts),
         Command::Bench(a) => bench::run(a, opts),
@@ -237,19 +242,8 @@ fn fail(m: &str) -> i32 {
     1
 }
 
-/// The model named `name`, or the only model of the file.
 fn pick<'a>(c: &'a Compiled, name: Option<&str>) -> Result<&'a Program, String> {
-    match name {
-        Some(n) => c.programs.iter().find(|p| p.name == n).ok_or_else(|| {
-            let names: Vec<&str> = c.programs.iter().map(|p| p.name.as_str()).collect();
-            format!("no model named `{n}`; the file has: {}", names.join(", "))
-        }),
-        None if c.programs.len() == 1 => Ok(&c.programs[0]),
-        None => {
-            let names: Vec<&str> = c.programs.iter().map(|p| p.name.as_str()).collect();
-            Err(format!("the file has several models ({}); choose one with --model", names.join(", ")))
-        }
-    }
+    pipeline::pick(c, name)
 }
 
 fn run_and_write(
@@ -306,63 +300,25 @@ fn bind_batch(g: &ir::Graph, batch: Option<i64>) -> Result<ir::Graph, String> {
     }
 }
 
-/// Compiles `file` with `--set key=value` pairs: keys of the train block go to its
-/// settings, any other key binds the model argument of that name. Errors are printed;
-/// the exit code is returned (1 a bad model, 2 a bad `--set`).
+/// Compiles `file` with `--set key=value` pairs (`pipeline::configure`). Errors are
+/// printed; the exit code is returned (1 a bad model, 2 a bad `--set`).
 fn compile_with_sets(
     file: &std::path::Path,
     sets: &[String],
     model: Option<&str>,
     opts: RenderOptions,
 ) -> Result<Program, i32> {
-    let usage = |m: String| {
-        errln!("error: {m}");
-        2
-    };
-    let (mut train_sets, mut args) = (Vec::new(), Vec::new());
-    let mut seen: Vec<String> = Vec::new();
-    for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| usage(format!("--set expects key=value, found `{s}`")))?;
-        let k = k.trim().to_string();
-        if seen.contains(&k) {
-            return Err(usage(format!("--set {k}: given twice")));
+    pipeline::configure(file, sets, model).map_err(|e| match e {
+        pipeline::ConfigureError::Compile(e) => {
+            report(&e, opts);
+            1
         }
-        seen.push(k.clone());
-        if crate::settings::KEYS.contains(&k.as_str()) {
-            train_sets.push(s.clone());
-            continue;
+        pipeline::ConfigureError::Model(m) => fail(&m),
+        pipeline::ConfigureError::Set(m) => {
+            errln!("error: {m}");
+            2
         }
-        let expr = crate::syntax::parse_expr(v.trim(), crate::diagnostic::FileId(0))
-            .map_err(|d| usage(format!("--set {s}: {}", d.message)))?;
-        let val = crate::lower::ArgValue::of_expr(&expr)
-            .ok_or_else(|| usage(format!("--set {s}: a model argument takes a number, true or false, or a string")))?;
-        args.push((k, val));
-    }
-    let c = pipeline::compile_file_with(file, &args).map_err(|e| {
-        report(&e, opts);
-        1
-    })?;
-    let mut p = pick(&c, model).map_err(|m| fail(&m))?.clone();
-    for (k, _) in &args {
-        if !p.args.iter().any(|(n, _)| n == k) {
-            let have: Vec<&str> = p.args.iter().map(|(n, _)| n.as_str()).collect();
-            let its = if have.is_empty() {
-                "it takes none".to_string()
-            } else {
-                format!("its arguments are: {}", have.join(", "))
-            };
-            let close =
-                crate::diagnostic::closest(k, crate::settings::KEYS.iter().copied().chain(have.iter().copied()));
-            let hint = close.map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
-            return Err(usage(format!(
-                "--set {k}: not a train setting ({}) nor an argument of model `{}` ({its}){hint}",
-                crate::settings::KEYS.join(", "),
-                p.name
-            )));
-        }
-    }
-    apply_sets(&mut p, &train_sets).map_err(usage)?;
-    Ok(p)
+    })
 }
 
 /// The `--set` pairs that rebuild the model a checkpoint was trained as: its model
@@ -400,27 +356,6 @@ fn output_folder(
         return Ok(base);
     }
     Ok((2..).map(|i| runs.join(format!("{name}-{i}"))).find(|d| !holds(d)).unwrap_or(base))
-}
-
-/// Applies `--set key=value` overrides to a program's train settings.
-fn apply_sets(p: &mut Program, sets: &[String]) -> Result<(), String> {
-    let mut seen: Vec<&str> = Vec::new();
-    for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects key=value, found `{s}`"))?;
-        if seen.contains(&k.trim()) {
-            return Err(format!("--set {}: given twice", k.trim()));
-        }
-        seen.push(k.trim());
-        let id = crate::diagnostic::FileId(0);
-        let expr = crate::syntax::parse_expr(v.trim(), id).map_err(|d| format!("--set {s}: {}", d.message))?;
-        let key = crate::syntax::ast::Ident { name: k.trim().to_string(), span: crate::diagnostic::Span::default() };
-        crate::settings::apply(&mut p.settings, &key, &expr).map_err(|d| {
-            let help = d.help.map(|h| format!(" ({h})")).unwrap_or_default();
-            format!("--set {s}: {}{help}", d.message)
-        })?;
-        p.settings.present = true;
-    }
-    crate::settings::cross_check(&p.settings, crate::diagnostic::Span::default()).map_err(|d| d.message)
 }
 
 /// Sets up rayon's global pool once (GEMMs and kernels split across threads), with the

@@ -62,13 +62,31 @@ pub struct TrainSettings {
     pub split: Vec<f64>,
     pub optimizer: Choice,
     pub schedule: Choice,
+    /// The batch size (the first one, with a batch-size schedule).
     pub batch: i64,
+    /// A batch-size schedule: `batch = [32, 64, 256]` with `batch_at = [10, 20]` trains
+    /// epochs 1-10 with 32 rows per batch, 11-20 with 64, then 256. Empty: `batch`
+    /// throughout.
+    pub batch_sizes: Vec<i64>,
+    /// The epochs after which the next of `batch_sizes` starts (increasing).
+    pub batch_at: Vec<i64>,
     pub epochs: i64,
     pub l1: f64,
     pub l2: f64,
     pub clip_norm: Option<f64>,
     pub clip_value: Option<f64>,
+    /// Early stopping: the patience in epochs.
     pub early_stop: Option<i64>,
+    /// The metric that early stopping, `plateau` and the best checkpoint watch
+    /// (`val_loss`, `val_accuracy`, `val_f1`, ...; `None`: `val_loss` with a validation
+    /// part, else `train_loss`).
+    pub monitor: Option<String>,
+    /// `min` or `max` (`None`: from the metric's name; losses and errors are minimized).
+    pub mode: Option<String>,
+    /// The least change of the monitored metric that counts as an improvement.
+    pub min_delta: f64,
+    /// A warmup before the schedule: `linear(steps = N)` or `cosine(steps = N)`.
+    pub warmup: Option<Choice>,
     /// Seed of the initialization, dropout and shuffling.
     pub seed: i64,
     /// Seed of the train/validation/test split and of cross-validation folds (`None`:
@@ -77,12 +95,137 @@ pub struct TrainSettings {
     pub metrics: Vec<String>,
     /// The output that metrics are computed on (`None`: the prediction the loss scores).
     pub metrics_on: Option<String>,
+    /// The model's `tune { }` block: a hyperparameter search over this recipe.
+    pub tune: Option<TuneSettings>,
+}
+
+/// The distribution of one hyperparameter in a search space.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dist {
+    /// Uniform over [lo, hi].
+    Uniform(f64, f64),
+    /// Log-uniform over [lo, hi] (0 < lo < hi).
+    LogUniform(f64, f64),
+    /// Uniform over the integers lo..=hi.
+    Int(i64, i64),
+    /// Log-uniform over the integers lo..=hi (1 <= lo).
+    LogInt(i64, i64),
+    /// One of the options, as source text (`64`, `adam(lr = 0.001)`); sampled as indices.
+    Choice(Vec<String>),
+}
+
+impl Dist {
+    /// As written in a `tune` block: `loguniform(0.0001, 0.1)`.
+    pub fn render(&self) -> String {
+        let n = crate::ir::print::num;
+        match self {
+            Dist::Uniform(a, b) => format!("uniform({}, {})", n(*a), n(*b)),
+            Dist::LogUniform(a, b) => format!("loguniform({}, {})", n(*a), n(*b)),
+            Dist::Int(a, b) => format!("int({a}, {b})"),
+            Dist::LogInt(a, b) => format!("logint({a}, {b})"),
+            Dist::Choice(o) => format!("choice([{}])", o.join(", ")),
+        }
+    }
+}
+
+/// One dimension of a search space: a train setting or a model argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub dist: Dist,
+}
+
+/// A checked `tune { }` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TuneSettings {
+    /// `grid`, `random` or `bayes`.
+    pub method: String,
+    /// `None`: every grid point, or 20 trials.
+    pub trials: Option<i64>,
+    /// `val_accuracy`, `val_loss`, `cv_accuracy`, ... (`None`: `val_accuracy` for a
+    /// classifier, else `val_loss`).
+    pub metric: Option<String>,
+    /// `min` or `max` (`None`: from the metric's name).
+    pub mode: Option<String>,
+    /// The seed of the sampler (trials keep the recipe's own `seed`).
+    pub seed: i64,
+    /// `none`, `median(startup, warmup)` or `asha(reduction, min_epochs)`.
+    pub prune: Choice,
+    /// Folds of a `cv_*` metric.
+    pub folds: i64,
+    /// Trials run at once (`None`: two where two CPUs are available).
+    pub jobs: Option<i64>,
+    pub space: Vec<Param>,
+}
+
+impl Default for TuneSettings {
+    fn default() -> Self {
+        TuneSettings {
+            method: "bayes".into(),
+            trials: None,
+            metric: None,
+            mode: None,
+            seed: 0,
+            prune: Choice {
+                name: "median".into(),
+                args: vec![("startup".into(), Lit::Num(5.0)), ("warmup".into(), Lit::Num(3.0))],
+            },
+            folds: 5,
+            jobs: None,
+            space: Vec::new(),
+        }
+    }
 }
 
 impl TrainSettings {
     /// The seed that defines the split: `split_seed`, or `seed`.
     pub fn split_seed(&self) -> u64 {
         self.split_seed.unwrap_or(self.seed) as u64
+    }
+
+    /// The batch size of epoch `epoch` (0-based).
+    pub fn batch_in(&self, epoch: usize) -> i64 {
+        let passed = self.batch_at.iter().take_while(|&&e| e as usize <= epoch).count();
+        self.batch_sizes.get(passed).copied().unwrap_or(self.batch)
+    }
+
+    /// The monitored metric's name.
+    pub fn monitor(&self) -> String {
+        match &self.monitor {
+            Some(m) => m.clone(),
+            None if self.split.len() == 3 => "val_loss".into(),
+            None => "train_loss".into(),
+        }
+    }
+
+    /// Whether the monitored metric is maximized.
+    pub fn maximize(&self) -> bool {
+        match self.mode.as_deref() {
+            Some(m) => m == "max",
+            None => higher_is_better(&self.monitor()),
+        }
+    }
+}
+
+/// Whether a metric's name says that higher is better: losses and errors (`loss`, `mse`,
+/// `mae`, `rmse`, `error`) are minimized, everything else (accuracy, f1, auc, r2, ...)
+/// maximized.
+pub fn higher_is_better(name: &str) -> bool {
+    !["loss", "mse", "mae", "rmse", "error"].iter().any(|w| name.contains(w))
+}
+
+impl TrainSettings {
+    /// Whether `value` improves on `best` by more than `min_delta` in the monitored
+    /// direction (`best_known` false: the first value always does).
+    pub fn improves(&self, value: f64, best: f64, best_known: bool) -> bool {
+        if !best_known {
+            return !value.is_nan();
+        }
+        if self.maximize() {
+            value > best + self.min_delta
+        } else {
+            value < best - self.min_delta
+        }
     }
 }
 
@@ -104,16 +247,23 @@ impl Default for TrainSettings {
             },
             schedule: Choice { name: "constant".into(), args: vec![] },
             batch: 32,
+            batch_sizes: vec![],
+            batch_at: vec![],
             epochs: 10,
             l1: 0.0,
             l2: 0.0,
             clip_norm: None,
             clip_value: None,
             early_stop: None,
+            monitor: None,
+            mode: None,
+            min_delta: 0.0,
+            warmup: None,
             seed: 0,
             split_seed: None,
             metrics: vec!["accuracy".into()],
             metrics_on: None,
+            tune: None,
         }
     }
 }

@@ -230,6 +230,10 @@ pub(crate) struct Lowerer {
     settings: Option<TrainSettings>,
     train_span: Option<Span>,
     loss_span: Option<Span>,
+    tune: Option<crate::ir::recipe::TuneSettings>,
+    tune_span: Option<Span>,
+    /// The model's arguments and their kinds (for the `tune` block's space).
+    model_args: Vec<(String, Option<ast::Kind>)>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -426,6 +430,19 @@ fn lower_model(
         settings: None,
         train_span: None,
         loss_span: None,
+        tune: None,
+        tune_span: None,
+        model_args: m
+            .args
+            .iter()
+            .map(|d| {
+                let kind = match &d.ty {
+                    ast::ArgType::Kind(k, _) => Some(*k),
+                    ast::ArgType::Tensor(_) => None,
+                };
+                (d.name.name.clone(), kind)
+            })
+            .collect(),
     };
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
     lw.scopes.push(ctx.env.clone());
@@ -491,7 +508,9 @@ fn lower_model(
         sc.vars.borrow_mut().clear();
     }
     if lw.errors.is_empty() {
-        Ok((lw.g, lw.settings.unwrap_or_default(), bound))
+        let mut settings = lw.settings.unwrap_or_default();
+        settings.tune = lw.tune;
+        Ok((lw.g, settings, bound))
     } else {
         Err(lw.errors)
     }
@@ -769,6 +788,19 @@ impl Lowerer {
                 self.train_span = Some(*span);
                 let (s, errs) = settings::check_block(st, *span);
                 self.settings = Some(s);
+                if self.mode == Mode::Train {
+                    self.errors.extend(errs);
+                }
+            }
+            Stmt::Tune { settings: st, span } => {
+                self.only_in(ctx, &[Body::Model], "`tune`", *span)?;
+                if let Some(first) = self.tune_span {
+                    return Err(Diagnostic::new("E0310", *span, "the model has two `tune` blocks")
+                        .with_note(first, "first here"));
+                }
+                self.tune_span = Some(*span);
+                let (t, errs) = settings::tune::check_block(st, *span, &self.model_args);
+                self.tune = Some(t);
                 if self.mode == Mode::Train {
                     self.errors.extend(errs);
                 }

@@ -119,18 +119,71 @@ pub struct Block {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    Input { name: Ident, ty: TensorType, span: Span },
-    Param { name: Ident, ty: TensorType, init: Option<Expr>, span: Span },
-    State { name: Ident, ty: TensorType, init: Option<Expr>, span: Span },
-    Layer { name: Ident, value: Expr, span: Span },
-    Output { name: Ident, value: Option<Expr>, span: Span },
-    Loss { value: Expr, span: Span },
+    Input {
+        name: Ident,
+        ty: TensorType,
+        span: Span,
+    },
+    Param {
+        name: Ident,
+        ty: TensorType,
+        init: Option<Expr>,
+        span: Span,
+    },
+    State {
+        name: Ident,
+        ty: TensorType,
+        init: Option<Expr>,
+        span: Span,
+    },
+    Layer {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
+    Output {
+        name: Ident,
+        value: Option<Expr>,
+        span: Span,
+    },
+    Loss {
+        value: Expr,
+        span: Span,
+    },
     Fn(FnDef),
-    For { var: Ident, start: Expr, end: Expr, body: Block, span: Span },
-    If { negated: bool, cond: Expr, then: Block, otherwise: Option<Block>, span: Span },
-    Train { settings: Vec<Setting>, span: Span },
-    Update { name: Ident, value: Expr, span: Span },
-    Assign { name: Ident, value: Expr, span: Span },
+    For {
+        var: Ident,
+        start: Expr,
+        end: Expr,
+        body: Block,
+        span: Span,
+    },
+    If {
+        negated: bool,
+        cond: Expr,
+        then: Block,
+        otherwise: Option<Block>,
+        span: Span,
+    },
+    Train {
+        settings: Vec<Setting>,
+        span: Span,
+    },
+    /// `tune { }`: a hyperparameter search over the train recipe.
+    Tune {
+        settings: Vec<Setting>,
+        span: Span,
+    },
+    Update {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
+    Assign {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     Expr(Expr),
 }
 
@@ -146,6 +199,7 @@ impl Stmt {
             | Stmt::For { span, .. }
             | Stmt::If { span, .. }
             | Stmt::Train { span, .. }
+            | Stmt::Tune { span, .. }
             | Stmt::Update { span, .. }
             | Stmt::Assign { span, .. } => *span,
             Stmt::Fn(f) => f.span,

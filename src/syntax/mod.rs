@@ -195,6 +195,7 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         | Rule::for_stmt
         | Rule::if_stmt
         | Rule::train_stmt
+        | Rule::tune_stmt
         | Rule::update_stmt
         | Rule::assign_stmt
         | Rule::expr_stmt
@@ -479,7 +480,7 @@ impl Builder {
                 };
                 Stmt::If { negated, cond, then, otherwise, span }
             }
-            Rule::train_stmt => {
+            Rule::train_stmt | Rule::tune_stmt => {
                 let mut settings = Vec::new();
                 for q in inner {
                     if q.as_rule() == Rule::setting {
@@ -490,7 +491,11 @@ impl Builder {
                         settings.push(Setting { key, value, span: sspan });
                     }
                 }
-                Stmt::Train { settings, span }
+                if rule == Rule::tune_stmt {
+                    Stmt::Tune { settings, span }
+                } else {
+                    Stmt::Train { settings, span }
+                }
             }
             Rule::update_stmt | Rule::assign_stmt => {
                 let name = self.ident(next("name")?);

@@ -104,8 +104,8 @@ fn block(out: &mut String, b: &Block, depth: usize) {
                     block(out, o, depth + 1);
                 }
             }
-            Stmt::Train { settings, .. } => {
-                let _ = writeln!(out, "{pad}train");
+            Stmt::Train { settings, .. } | Stmt::Tune { settings, .. } => {
+                let _ = writeln!(out, "{pad}{}", if matches!(s, Stmt::Tune { .. }) { "tune" } else { "train" });
                 for st in settings {
                     let _ = writeln!(out, "{pad}    {} = {}", st.key.name, expr(&st.value));
                 }

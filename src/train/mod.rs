@@ -1,7 +1,8 @@
 //! Training: the step graph (`update`), schedules, L-BFGS, compiled engines
 //! (`engine`), the metrics target (`target`), checkpoints, the run layer (`session`:
 //! a recipe with its compiled steps, fitted and scored on any rows), and the commands
-//! built on it: `trainer` (one run with its files) and `cv` (cross-validation).
+//! built on it: `trainer` (one run with its files), `cv` (cross-validation), `compare`
+//! (two models), and `tune` (hyperparameter search, sampled by `search`).
 
 pub mod checkpoint;
 pub mod compare;
@@ -9,7 +10,9 @@ pub mod cv;
 pub mod engine;
 pub mod lbfgs;
 pub mod schedule;
+pub mod search;
 pub mod session;
 pub mod target;
 pub mod trainer;
+pub mod tune;
 pub mod update;

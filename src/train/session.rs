@@ -33,6 +33,8 @@ pub struct Progress {
     pub epoch_loss: f64,
     pub epoch_seen: usize,
     pub epoch_correct: usize,
+    /// The reduce-on-plateau state (a factor of 1 for other schedules).
+    pub plateau: schedule::Plateau,
 }
 
 impl Default for Progress {
@@ -47,8 +49,17 @@ impl Default for Progress {
             epoch_loss: 0.0,
             epoch_seen: 0,
             epoch_correct: 0,
+            plateau: schedule::Plateau::default(),
         }
     }
+}
+
+/// What the fit does after an epoch, as the observer decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// End the fit now (a pruned trial): `End::Stopped`.
+    Stop,
 }
 
 /// How a fit ended.
@@ -59,6 +70,8 @@ pub enum End {
     StoppedEarly,
     /// `stop` was set; the progress says where to resume.
     Interrupted,
+    /// The observer ended the fit after an epoch (`Next::Stop`).
+    Stopped,
 }
 
 /// What a fit reports while it runs. Every method has a default that does nothing.
@@ -66,8 +79,8 @@ pub trait Observer {
     fn batch(&mut self, _epoch: usize, _batch: usize, _batches: usize, _loss: f64, _lr: f64) {}
     /// After every epoch, with the epoch's log row (`epoch`, `step`, `train_loss`,
     /// `val_loss`, ...); `improved` says that the monitored value is the best so far.
-    fn epoch(&mut self, _s: &Session, _p: &Progress, _row: &[(String, f64)], _improved: bool) -> Result<(), String> {
-        Ok(())
+    fn epoch(&mut self, _s: &Session, _p: &Progress, _row: &[(String, f64)], _improved: bool) -> Result<Next, String> {
+        Ok(Next::Continue)
     }
     /// Stopped inside an epoch (`p.batch` batches done).
     fn interrupted(&mut self, _s: &Session, _p: &Progress) -> Result<(), String> {
@@ -99,6 +112,9 @@ pub struct Session {
     predictor: Option<Scorer>,
     lbfgs_state: super::lbfgs::State,
     best_snapshot: Option<TensorMap>,
+    /// Validation metrics added to every epoch's row besides `val_loss`, `val_accuracy`
+    /// and the monitored one (`watch`).
+    watched: Vec<String>,
 }
 
 impl Session {
@@ -142,8 +158,17 @@ impl Session {
             predictor: None,
             lbfgs_state: Default::default(),
             best_snapshot: None,
+            watched: Vec::new(),
             program,
         })
+    }
+
+    /// Adds a validation metric (`val_f1`, ...) to every epoch's row, for an observer
+    /// that watches it (a tuner's pruner).
+    pub fn watch(&mut self, metric: &str) {
+        if !self.watched.iter().any(|m| m == metric) {
+            self.watched.push(metric.to_string());
+        }
     }
 
     /// The step engine for `batch` rows, holding the current parameters.
@@ -181,19 +206,26 @@ impl Session {
         self.steps.len()
     }
 
-    /// The training batch size for `rows` training rows.
-    pub fn batch_for(&self, rows: usize) -> usize {
+    /// The training batch size for `rows` training rows in epoch `epoch` (0-based).
+    pub fn batch_for(&self, rows: usize, epoch: usize) -> usize {
         if self.lbfgs {
             rows.max(1)
         } else {
-            (self.program.settings.batch as usize).min(rows).max(1)
+            (self.program.settings.batch_in(epoch) as usize).min(rows).max(1)
         }
+    }
+
+    /// The optimizer steps of a whole fit on `rows` training rows (one per batch; L-BFGS
+    /// counts its epochs).
+    pub fn total_steps(&self, rows: usize) -> u64 {
+        let epochs = self.program.settings.epochs as usize;
+        (0..epochs).map(|e| rows.div_ceil(self.batch_for(rows, e)) as u64).sum()
     }
 
     /// Fresh parameters and states from the initializers (seeded), and fresh optimizer
     /// state: the start of a new fit.
     pub fn init(&mut self, seed: u64, train_rows: usize) -> Result<(), String> {
-        let b = self.batch_for(train_rows);
+        let b = self.batch_for(train_rows, 0);
         let e = self.engine(b)?;
         let (params, states) = crate::runtime::init::init_all(e.graph(), seed);
         for (i, v) in params.iter().enumerate() {
@@ -230,7 +262,7 @@ impl Session {
     /// Sets parameters and states by name; `all_states` requires every state (optimizer
     /// state included, for resuming), else only the model's own states are read.
     pub fn load_tensors(&mut self, t: &TensorMap, train_rows: usize) -> Result<(), String> {
-        let b = self.batch_for(train_rows);
+        let b = self.batch_for(train_rows, 0);
         let e = self.holder(b)?;
         let g = e.graph().clone();
         for (i, p) in g.params.iter().enumerate() {
@@ -280,10 +312,10 @@ impl Session {
         obs: &mut dyn Observer,
     ) -> Result<End, String> {
         let s = self.program.settings.clone();
-        let batch = self.batch_for(train.len());
         let epochs = s.epochs as usize;
-        let per_epoch = train.len().div_ceil(batch) as u64;
-        let total = per_epoch * epochs as u64;
+        let total = self.total_steps(train.len());
+        let monitor = s.monitor();
+        let maximize = s.maximize();
         let base_lr = s.optimizer.num("lr").unwrap_or(1e-3);
         let labels_i32 = matches!(ds.get(data::LABEL_INPUT).map(|a| &a.data), Some(ArrayData::I32(_)));
         let target_name = self.target.as_ref().ok().map(|t| t.output.clone());
@@ -291,6 +323,7 @@ impl Session {
         let mut end = End::Finished;
         while p.epoch < epochs {
             let epoch = p.epoch;
+            let batch = self.batch_for(train.len(), epoch);
             let te = std::time::Instant::now();
             let order = if self.lbfgs {
                 Vec::new()
@@ -323,7 +356,7 @@ impl Session {
                 let step = p.step;
                 let e = self.engine(rows.len())?;
                 set_batch(e, ds, rows)?;
-                lr = schedule::rate(&s.schedule, base_lr, step, total);
+                lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
                 let hv = update::hyper_values(&s, lr, step + 1);
                 for (k, h) in update::HYPER.iter().enumerate() {
                     if let Some(i) = e.graph().inputs.iter().position(|inp| inp.name == *h) {
@@ -376,17 +409,34 @@ impl Session {
             if labels_i32 && target_name.is_some() && !self.lbfgs {
                 row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
             }
-            let monitored = match val {
-                Some(v) => {
-                    let sc = self.score(ds, v)?;
-                    row.push(("val_loss".into(), sc.loss));
-                    let ev = target::report(ds, v, &sc, self.kind, "val_", &[]);
-                    if let Some(a) = ev.all.get("val_accuracy") {
-                        row.push(("val_accuracy".into(), *a));
+            if let Some(v) = val {
+                let sc = self.score(ds, v)?;
+                row.push(("val_loss".into(), sc.loss));
+                let ev = target::report(ds, v, &sc, self.kind, "val_", &[]);
+                let mut wanted = vec!["val_accuracy".to_string(), monitor.clone()];
+                wanted.extend(self.watched.iter().cloned());
+                for m in wanted {
+                    if let Some(a) = ev.all.get(&m) {
+                        if !row.iter().any(|(k, _)| *k == m) {
+                            row.push((m, *a));
+                        }
                     }
-                    sc.loss
                 }
-                None => train_loss,
+            }
+            let monitored = match row.iter().find(|(k, _)| *k == monitor) {
+                Some((_, v)) => *v,
+                None => {
+                    let have: Vec<&str> = row
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .filter(|k| k.starts_with(monitor.get(..4).unwrap_or("")))
+                        .collect();
+                    return Err(format!(
+                        "`monitor = {monitor}`: the epoch has no such metric (it has {}); the validation metrics are those \
+                         `nnc eval` prints, with `val_` in front",
+                        have.join(", ")
+                    ));
+                }
             };
             row.push(("lr".into(), lr));
             row.push(("samples_per_sec".into(), (p.epoch_seen - seen_before) as f64 / secs.max(1e-9)));
@@ -396,7 +446,8 @@ impl Session {
             p.epoch_loss = 0.0;
             p.epoch_seen = 0;
             p.epoch_correct = 0;
-            let improved = monitored < p.best;
+            let improved = s.improves(monitored, p.best, p.best_epoch.is_some());
+            p.plateau.observe(&s.schedule, monitored, maximize, base_lr);
             if improved {
                 p.best = monitored;
                 p.best_epoch = Some(epoch + 1);
@@ -407,7 +458,10 @@ impl Session {
             } else {
                 p.bad_epochs += 1;
             }
-            obs.epoch(self, p, &row, improved)?;
+            if obs.epoch(self, p, &row, improved)? == Next::Stop {
+                end = End::Stopped;
+                break;
+            }
             if interrupted {
                 end = End::Interrupted;
                 break;

@@ -10,7 +10,7 @@
 
 use super::checkpoint::{self, SplitRecord};
 use super::engine::labels_of;
-use super::session::{End, Observer, Progress, Session};
+use super::session::{End, Next, Observer, Progress, Session};
 use super::target::{self, Evaluation};
 use crate::data::{self, Array, ArrayData, Dataset, InputSpec, Preprocessor};
 use crate::ir::Program;
@@ -227,15 +227,27 @@ pub fn checked_preprocessor(
 
 /// A checkpoint's metadata.
 fn meta_of(p: &Program, opts: &TrainOptions, record: &SplitRecord, at: &Progress) -> BTreeMap<String, String> {
+    checkpoint_meta(p, &opts.source, record, at)
+}
+
+/// The metadata of a checkpoint of `p` (from `source`) trained on `record`'s split, at `at`.
+pub fn checkpoint_meta(p: &Program, source: &str, record: &SplitRecord, at: &Progress) -> BTreeMap<String, String> {
     let mut m = BTreeMap::from([
         ("nnc.model".to_string(), p.name.clone()),
-        ("nnc.source_hash".to_string(), fnv(&opts.source)),
+        ("nnc.source_hash".to_string(), fnv(source)),
         ("nnc.epoch".to_string(), at.epoch.to_string()),
         ("nnc.step".to_string(), at.step.to_string()),
         ("nnc.best".to_string(), at.best.to_string()),
         ("nnc.best_epoch".to_string(), at.best_epoch.map(|b| b.to_string()).unwrap_or_default()),
         ("nnc.bad_epochs".to_string(), at.bad_epochs.to_string()),
     ]);
+    if p.settings.schedule.name == "plateau" {
+        m.insert("nnc.lr_scale".into(), at.plateau.scale.to_string());
+        m.insert("nnc.plateau_bad".into(), at.plateau.bad.to_string());
+        if let Some(b) = at.plateau.best {
+            m.insert("nnc.plateau_best".into(), b.to_string());
+        }
+    }
     if at.batch > 0 {
         m.insert("nnc.batch".into(), at.batch.to_string());
         m.insert("nnc.epoch_loss".into(), at.epoch_loss.to_string());
@@ -257,7 +269,16 @@ fn meta_of(p: &Program, opts: &TrainOptions, record: &SplitRecord, at: &Progress
 
 /// Writes a checkpoint: the session's tensors, the preprocessing and metadata, atomically.
 fn save(path: &Path, s: &Session, pre: &Preprocessor, meta: BTreeMap<String, String>) -> Result<(), String> {
-    let mut map = s.tensors()?;
+    save_tensors(path, s.tensors()?, pre, meta)
+}
+
+/// Writes a checkpoint of `tensors` (a session's) with the preprocessing and metadata.
+pub fn save_tensors(
+    path: &Path,
+    mut map: TensorMap,
+    pre: &Preprocessor,
+    meta: BTreeMap<String, String>,
+) -> Result<(), String> {
     for (k, (shape, v)) in pre.to_tensors() {
         map.insert(k, HostTensor::f32(shape, v.into_iter().map(f64::from).collect()));
     }
@@ -273,7 +294,7 @@ fn resume_point(
     opts: &TrainOptions,
     record: &SplitRecord,
     path: &Path,
-    batches_per_epoch: usize,
+    batches_in: &dyn Fn(usize) -> usize,
 ) -> Result<(Progress, Vec<String>), String> {
     let shown = path.display();
     if meta.get("nnc.source_hash") != Some(&fnv(&opts.source)) {
@@ -347,7 +368,7 @@ fn resume_point(
         }
     };
     let bad_epochs = int("nnc.bad_epochs", epoch as u64)? as usize;
-    let batch = int("nnc.batch", batches_per_epoch as u64)? as usize;
+    let batch = int("nnc.batch", batches_in(epoch) as u64)? as usize;
     let epoch_seen = int("nnc.epoch_seen", u64::MAX / 2)? as usize;
     let epoch_correct = int("nnc.epoch_correct", epoch_seen as u64)? as usize;
     let epoch_loss = match meta.get("nnc.epoch_loss").map(|v| v.parse::<f64>()) {
@@ -355,10 +376,26 @@ fn resume_point(
         Some(Ok(x)) if x.is_finite() => x,
         _ => return Err(bad("nnc.epoch_loss")),
     };
-    if step < (epoch * batches_per_epoch) as u64 && p.settings.optimizer.name != "lbfgs" {
+    let before: usize = (0..epoch).map(batches_in).sum();
+    if step < before as u64 && p.settings.optimizer.name != "lbfgs" {
         return Err(bad("nnc.step"));
     }
-    Ok((Progress { epoch, step, best, best_epoch, bad_epochs, batch, epoch_loss, epoch_seen, epoch_correct }, notes))
+    let number = |k: &str, ok: &dyn Fn(f64) -> bool| -> Result<Option<f64>, String> {
+        match meta.get(k).map(|v| v.parse::<f64>()) {
+            None => Ok(None),
+            Some(Ok(x)) if ok(x) => Ok(Some(x)),
+            _ => Err(bad(k)),
+        }
+    };
+    let plateau = super::schedule::Plateau {
+        scale: number("nnc.lr_scale", &|x| x > 0.0 && x <= 1.0)?.unwrap_or(1.0),
+        best: number("nnc.plateau_best", &f64::is_finite)?,
+        bad: int("nnc.plateau_bad", epoch as u64)? as usize,
+    };
+    Ok((
+        Progress { epoch, step, best, best_epoch, bad_epochs, batch, epoch_loss, epoch_seen, epoch_correct, plateau },
+        notes,
+    ))
 }
 
 /// Writes the log and the checkpoints as the fit goes.
@@ -376,7 +413,7 @@ impl Observer for Files<'_> {
     fn batch(&mut self, epoch: usize, batch: usize, batches: usize, loss: f64, lr: f64) {
         (self.progress)(Event::Batch { epoch, batch, batches, loss, lr });
     }
-    fn epoch(&mut self, s: &Session, at: &Progress, row: &[(String, f64)], improved: bool) -> Result<(), String> {
+    fn epoch(&mut self, s: &Session, at: &Progress, row: &[(String, f64)], improved: bool) -> Result<Next, String> {
         self.log.push(row)?;
         self.log.write_csv(&self.opts.out_dir.join("metrics.csv"))?;
         let meta = meta_of(self.p, self.opts, self.record, at);
@@ -390,7 +427,7 @@ impl Observer for Files<'_> {
             step: at.step,
             metrics: row.to_vec(),
         }));
-        Ok(())
+        Ok(Next::Continue)
     }
     fn interrupted(&mut self, s: &Session, at: &Progress) -> Result<(), String> {
         save(&self.opts.out_dir.join("last.safetensors"), s, self.pre, meta_of(self.p, self.opts, self.record, at))
@@ -419,14 +456,15 @@ pub fn train(
     let last_path = opts.out_dir.join("last.safetensors");
     let mut at = Progress::default();
     let mut log = MetricsLog::new();
-    let batch = session.batch_for(train_rows.len());
     let mut resumed = None;
     if opts.resume {
         if !last_path.exists() {
             return Err(format!("there is no run to resume: `{}` does not exist", last_path.display()));
         }
         let (tensors, meta) = checkpoint::read(&last_path)?;
-        let (point, more) = resume_point(&meta, p, opts, &prep.record, &last_path, train_rows.len().div_ceil(batch))?;
+        let (point, more) = resume_point(&meta, p, opts, &prep.record, &last_path, &|e| {
+            train_rows.len().div_ceil(session.batch_for(train_rows.len(), e))
+        })?;
         notes.extend(more);
         checkpoint::validate(session.step_graph(), &tensors, &last_path, true)?;
         session.init(0, train_rows.len())?;
@@ -456,7 +494,7 @@ pub fn train(
             }
         })?
     };
-    let best_by = if val_rows.is_some() { "val_loss" } else { "train_loss" }.to_string();
+    let best_by = p.settings.monitor();
     let mut files = vec![last_path.clone(), opts.out_dir.join("best.safetensors"), opts.out_dir.join("metrics.csv")];
     let mut report = Report {
         test: Metrics::new(),

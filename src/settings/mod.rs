@@ -9,6 +9,8 @@ use crate::diagnostic::{Diagnostic, Span};
 pub use crate::ir::recipe::{Choice, Lit, TrainSettings};
 use crate::syntax::ast::{Expr, ExprKind, Ident};
 
+pub mod tune;
+
 /// The type an argument or key accepts.
 #[derive(Clone, Copy, Debug)]
 enum Ty {
@@ -99,10 +101,26 @@ fn schedule_spec(name: &str) -> Option<Vec<ArgSpec>> {
             ("period", Ty::Int(0, 1 << 40), num(0.0)),
         ],
         "cyclic" => vec![("period", COUNT, None), ("min_lr", POS, num(0.0))],
+        "triangular" => vec![("step_size", COUNT, None), ("min_lr", POS, num(0.0)), ("decay", UNIT, num(1.0))],
+        "plateau" => vec![
+            ("factor", UNIT, num(0.1)),
+            ("patience", Ty::Int(0, 1 << 24), num(10.0)),
+            ("min_lr", POS, num(0.0)),
+            ("threshold", POS, num(1e-4)),
+        ],
         _ => return None,
     })
 }
-const SCHEDULE_NAMES: &str = "constant, step, exponential, inverse_time, linear_warmup, cosine, cyclic";
+const SCHEDULE_NAMES: &str =
+    "constant, step, exponential, inverse_time, linear_warmup, cosine, cyclic, triangular, plateau";
+
+fn warmup_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    match name {
+        "linear" | "cosine" => Some(vec![("steps", COUNT, None)]),
+        _ => None,
+    }
+}
+const WARMUP_NAMES: &str = "linear, cosine";
 
 fn preprocess_spec(name: &str) -> Option<Vec<ArgSpec>> {
     Some(match name {
@@ -115,19 +133,24 @@ const PREPROCESS_NAMES: &str = "none, center, standardize, whiten";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 22] = [
     "data",
     "preprocess",
     "split",
     "optimizer",
     "schedule",
+    "warmup",
     "batch",
+    "batch_at",
     "epochs",
     "l1",
     "l2",
     "clip_norm",
     "clip_value",
     "early_stop",
+    "monitor",
+    "mode",
+    "min_delta",
     "seed",
     "split_seed",
     "metrics",
@@ -307,7 +330,57 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
             }
             s.split = parts;
         }
-        "batch" => s.batch = int(v, "`batch`", 1, 1 << 24)?,
+        "warmup" => s.warmup = Some(choice(v, "warmup", warmup_spec, WARMUP_NAMES)?),
+        "batch" => match &v.kind {
+            // A batch-size schedule: the sizes in order, switched after `batch_at` epochs.
+            ExprKind::List(items) => {
+                if items.is_empty() {
+                    return Err(err(v.span, "`batch` needs at least one size"));
+                }
+                let mut sizes = Vec::new();
+                for it in items {
+                    sizes.push(int(it, "a batch size", 1, 1 << 24)?);
+                }
+                s.batch = sizes[0];
+                s.batch_sizes = sizes;
+            }
+            _ => {
+                s.batch = int(v, "`batch`", 1, 1 << 24)?;
+                s.batch_sizes = vec![];
+            }
+        },
+        "batch_at" => {
+            let items = match &v.kind {
+                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+                _ => vec![v],
+            };
+            let mut at = Vec::new();
+            for it in items {
+                let e = int(it, "an epoch of `batch_at`", 1, 1 << 24)?;
+                if at.last().is_some_and(|&l| e <= l) {
+                    return Err(Diagnostic::new("E0602", it.span, "the epochs of `batch_at` must increase"));
+                }
+                at.push(e);
+            }
+            s.batch_at = at;
+        }
+        "monitor" => match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) if n.starts_with("val_") || n.starts_with("train_") => {
+                s.monitor = Some(n.clone())
+            }
+            _ => {
+                return Err(err(
+                    v.span,
+                    "`monitor` names a metric of an epoch: `val_loss`, `val_accuracy`, `val_f1`, `train_loss`, ...",
+                )
+                .with_help("metrics of the validation rows start with `val_`, of the training batches with `train_`"))
+            }
+        },
+        "mode" => match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) if n == "min" || n == "max" => s.mode = Some(n.clone()),
+            _ => return Err(err(v.span, "`mode` is `min` or `max`")),
+        },
+        "min_delta" => s.min_delta = number(v, "`min_delta`")?,
         "epochs" => s.epochs = int(v, "`epochs`", 1, 1 << 24)?,
         "l1" => s.l1 = number(v, "`l1`")?,
         "l2" => s.l2 = number(v, "`l2`")?,
@@ -403,6 +476,36 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             "E0612",
             span,
             "`early_stop` needs a validation part: `split = [train, validation, test]`",
+        ));
+    }
+    if !s.batch_sizes.is_empty() || !s.batch_at.is_empty() {
+        let sizes = s.batch_sizes.len().max(1);
+        if s.batch_at.len() + 1 != sizes {
+            return Err(Diagnostic::new(
+                "E0612",
+                span,
+                format!(
+                    "a batch-size schedule needs one `batch_at` epoch per change: `batch` has {sizes} size(s), \
+                     `batch_at` {} epoch(s)",
+                    s.batch_at.len()
+                ),
+            )
+            .with_help("write `batch = [32, 64, 256]` with `batch_at = [10, 20]`"));
+        }
+    }
+    let monitor = s.monitor();
+    if monitor.starts_with("val_") && s.split.len() != 3 && s.monitor.is_some() {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            format!("`monitor = {monitor}` needs a validation part: `split = [train, validation, test]`"),
+        ));
+    }
+    if s.warmup.is_some() && s.schedule.num("warmup").is_some_and(|w| w > 0.0) {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "the warmup is given twice: use either `warmup = ...` or the schedule's own `warmup` argument",
         ));
     }
     if s.clip_norm.is_some() && s.clip_value.is_some() {

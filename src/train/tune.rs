@@ -1,0 +1,740 @@
+//! Hyperparameter search: trials of a recipe with values from a search space (`search`:
+//! grid, random or TPE), each a `Session` fitted on the same training rows and scored on
+//! the same validation rows, bad ones stopped early by a pruner, two at a time where two
+//! CPUs are there.
+//!
+//! Rows: the test part of the model's `split` is never seen by the search. The
+//! validation part scores the trials; with a two-part split (no validation part) a fifth
+//! of the training part is held out for it (stratified, by `split_seed`); a `cv_*` metric
+//! cross-validates every trial on the training part instead. The best trial's model is
+//! kept (for `cv_*`: refitted on the training part) and scored once on the test rows.
+//!
+//! Determinism: a trial's values and its training depend only on its index, the seeds
+//! and the trials before it, never on timing. TPE proposes trial `i` from trials
+//! `0..=i-jobs` (waiting for them when needed), and the pruner decides trial `i` at
+//! epoch `e` from the trials before it that reached `e` (waiting for those still short
+//! of it), so a search with `jobs = 2` gives the same results as with `jobs = 1`, given
+//! the same `jobs`.
+//!
+//! Pruners (the trial's value at an epoch is the best validation metric up to it):
+//! - `median(startup, warmup)`: as Optuna's median pruner, after the first `startup`
+//!   trials and past epoch `warmup`, a trial whose value is worse than the median of the
+//!   earlier trials' values at the same epoch is stopped.
+//! - `asha(reduction, min_epochs)`: asynchronous successive halving, at the rungs
+//!   `min_epochs * reduction^k`, a trial continues only if its value is among the best
+//!   `1/reduction` of the values of the trials (itself included) that reached the rung.
+
+use super::checkpoint::SplitRecord;
+use super::cv::run_fold;
+use super::search::{self, Outcome, TpeOptions, Trial, Value};
+use super::session::{End, Next, Observer, Progress, Session};
+use super::target;
+use super::trainer::{load_data, split_rows};
+use crate::data::{self, Dataset, InputSpec, Preprocessor};
+use crate::ir::recipe::{higher_is_better, Param, TuneSettings};
+use crate::ir::Program;
+use crate::metrics::Metrics;
+use crate::tensors::TensorMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+
+/// How the search runs (the `tune` block says what it searches).
+#[derive(Clone, Debug)]
+pub struct TuneOptions {
+    /// The model file: every trial compiles it with its values.
+    pub file: PathBuf,
+    /// Which model of the file.
+    pub model: Option<String>,
+    /// `key=value` pairs applied to every trial (`--set`).
+    pub sets: Vec<String>,
+    pub jit: bool,
+    /// Trials at once.
+    pub jobs: usize,
+    /// Threads of each trial's steps.
+    pub threads: usize,
+    /// The model's source (its hash goes into the best checkpoint).
+    pub source: String,
+}
+
+/// How a trial ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    Complete,
+    /// Stopped by the pruner after this epoch.
+    Pruned(usize),
+    /// Diverged or could not run; the reason.
+    Failed(String),
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Complete => "complete",
+            State::Pruned(_) => "pruned",
+            State::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One trial.
+#[derive(Clone, Debug)]
+pub struct TrialResult {
+    /// From 0 (printed from 1).
+    pub index: usize,
+    /// The values as `key=value` text, in the order of the space.
+    pub values: Vec<(String, String)>,
+    pub raw: Vec<Value>,
+    pub state: State,
+    /// The metric of the trial's final model (complete), or its value when pruned.
+    pub metric: Option<f64>,
+    /// The best validation metric up to each epoch (for pruning).
+    pub curve: Vec<f64>,
+    pub epochs: usize,
+    pub seconds: f64,
+}
+
+/// The best trial's model.
+pub struct BestModel {
+    pub program: Program,
+    pub tensors: TensorMap,
+    pub pre: Preprocessor,
+    pub progress: Progress,
+}
+
+/// The whole search.
+pub struct TuneReport {
+    pub metric: String,
+    pub maximize: bool,
+    pub method: String,
+    pub trials: Vec<TrialResult>,
+    /// The index of the best complete trial.
+    pub best: Option<usize>,
+    pub best_model: Option<BestModel>,
+    /// The best model's metrics on the test rows (`test_*`), when the split has them.
+    pub test: Option<Metrics>,
+    pub record: SplitRecord,
+    pub notes: Vec<String>,
+    /// Rows that trained and scored the trials, and test rows.
+    pub rows: (usize, usize, usize),
+    pub seconds: f64,
+}
+
+/// The rows of a search: (trial training rows, validation rows, test rows).
+fn search_rows(
+    p: &Program,
+    raw: &Dataset,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), String> {
+    let parts = split_rows(p, raw)?;
+    let label = raw.get(data::LABEL_INPUT).is_some().then_some(data::LABEL_INPUT);
+    let carve = |train: &[usize]| -> Result<(Vec<usize>, Vec<usize>), String> {
+        let sub = raw.subset(train);
+        let cut = data::split(&sub, &[0.8, 0.2], p.settings.split_seed(), label)?;
+        let map = |rows: &[usize]| rows.iter().map(|&r| train[r]).collect::<Vec<usize>>();
+        Ok((map(&cut[0]), map(&cut[1])))
+    };
+    Ok(match parts.len() {
+        3 => (parts[0].clone(), parts[1].clone(), parts[2].clone()),
+        2 => {
+            let (fit, val) = carve(&parts[0])?;
+            notes.push(format!(
+                "`split` has no validation part: the trials are scored on a fifth of the training part ({} rows); the {} test rows are never seen by the search",
+                val.len(),
+                parts[1].len()
+            ));
+            (fit, val, parts[1].clone())
+        }
+        _ => {
+            let (fit, val) = carve(&parts[0])?;
+            notes.push(format!(
+                "no `split`: the trials are scored on a fifth of the rows ({}); there are no test rows to score the best model on",
+                val.len()
+            ));
+            (fit, val, Vec::new())
+        }
+    })
+}
+
+/// What the workers share.
+struct Shared {
+    next: usize,
+    results: Vec<Option<TrialResult>>,
+    /// Per trial, the best value up to each epoch so far.
+    curves: Vec<Vec<f64>>,
+    done: Vec<bool>,
+    best: Option<(f64, usize, BestModel)>,
+    error: Option<String>,
+}
+
+struct Search<'a> {
+    spec: &'a TuneSettings,
+    opts: &'a TuneOptions,
+    raw: &'a Dataset,
+    specs: &'a [InputSpec],
+    fit: &'a [usize],
+    val: &'a [usize],
+    metric: &'a str,
+    maximize: bool,
+    grid: Option<Vec<Vec<Value>>>,
+    trials: usize,
+    jobs: usize,
+    stop: &'a AtomicBool,
+    shared: Mutex<Shared>,
+    wake: Condvar,
+}
+
+/// Runs the search of `spec` over the model `base` (compiled from `opts.file` with
+/// `opts.sets`); `on_trial` sees every trial as it ends (from the worker that ran it).
+pub fn tune(
+    base: &Program,
+    spec: &TuneSettings,
+    base_dir: &Path,
+    opts: &TuneOptions,
+    stop: &AtomicBool,
+    on_trial: &(dyn Fn(&TrialResult) + Sync),
+) -> Result<TuneReport, String> {
+    let t0 = std::time::Instant::now();
+    let mut notes = Vec::new();
+    for s in &opts.sets {
+        let k = s.split_once('=').map(|(k, _)| k.trim()).unwrap_or(s);
+        if spec.space.iter().any(|p| p.name == k) {
+            return Err(format!("--set {s}: `{k}` is searched by the tune block; it cannot also be fixed"));
+        }
+    }
+    let (raw, specs) = load_data(base, base_dir)?;
+    let (fit, val, test) = search_rows(base, &raw, &mut notes)?;
+    let classifier = super::engine::labels_of(&raw, &fit).is_some();
+    let metric = spec.metric.clone().unwrap_or_else(|| if classifier { "val_accuracy" } else { "val_loss" }.into());
+    let maximize = match spec.mode.as_deref() {
+        Some(m) => m == "max",
+        None => higher_is_better(&metric),
+    };
+    let grid = match spec.method.as_str() {
+        "grid" => Some(search::grid(&spec.space)?),
+        _ => None,
+    };
+    let trials = match (&grid, spec.trials) {
+        (Some(g), Some(n)) if (n as usize) < g.len() => {
+            notes.push(format!("the grid has {} points; `trials = {n}` runs the first {n}", g.len()));
+            n as usize
+        }
+        (Some(g), _) => g.len(),
+        (None, n) => n.unwrap_or(20) as usize,
+    };
+    let jobs = opts.jobs.clamp(1, trials.max(1));
+    check_values(&spec.space, opts)?;
+    if metric.starts_with("cv_") && spec.prune.name != "none" {
+        notes.push("trials scored by cross-validation are not pruned (a pruner watches epochs of one fit)".into());
+    }
+    let search = Search {
+        spec,
+        opts,
+        raw: &raw,
+        specs: &specs,
+        fit: &fit,
+        val: &val,
+        metric: &metric,
+        maximize,
+        grid,
+        trials,
+        jobs,
+        stop,
+        shared: Mutex::new(Shared {
+            next: 0,
+            results: vec![None; trials],
+            curves: vec![Vec::new(); trials],
+            done: vec![false; trials],
+            best: None,
+            error: None,
+        }),
+        wake: Condvar::new(),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                crate::codegen::fp::flush_denormals_in_this_thread();
+                worker(&search, on_trial)
+            });
+        }
+    });
+    let shared = search.shared.into_inner().map_err(|_| "a trial panicked".to_string())?;
+    if let Some(e) = shared.error {
+        return Err(e);
+    }
+    let results: Vec<TrialResult> = shared.results.into_iter().flatten().collect();
+    if results.is_empty() {
+        return Err("interrupted before the first trial ended".into());
+    }
+    if results.iter().all(|r| matches!(r.state, State::Failed(_))) {
+        let why = match &results[0].state {
+            State::Failed(w) => w.clone(),
+            _ => String::new(),
+        };
+        return Err(format!("every trial failed; the first: {why}"));
+    }
+    let mut best_model = shared.best.map(|(_, _, m)| m);
+    let best = results
+        .iter()
+        .filter(|r| r.state == State::Complete)
+        .filter_map(|r| r.metric.map(|m| (m, r.index)))
+        .fold(None::<(f64, usize)>, |acc, (m, i)| match acc {
+            Some((b, _)) if !(if maximize { m > b } else { m < b }) => acc,
+            _ => Some((m, i)),
+        })
+        .map(|(_, i)| i);
+    // Cross-validated trials have no single model: refit the best on the training rows.
+    if metric.starts_with("cv_") {
+        if let Some(i) = best {
+            let r = &results[i];
+            let p = trial_program(opts, &r.values)?;
+            let quiet = AtomicBool::new(false);
+            let val_metric = format!("val_{}", &metric[3..]);
+            let d = FitData { raw: &raw, specs: &specs, metric: &val_metric, jit: opts.jit, threads: opts.threads };
+            let (_, model) = fit_trial(&d, &p, &fit, Some(&val), &quiet, &mut |_, _| Next::Continue)?;
+            best_model = Some(model);
+            notes.push(format!(
+                "the best configuration was cross-validated; its model was refitted on {} training rows",
+                fit.len()
+            ));
+        }
+    }
+    let mut test_metrics = None;
+    if let (Some(m), false) = (&best_model, test.is_empty()) {
+        let mut s = Session::new(&m.program, opts.jit, opts.threads)?;
+        s.init(0, fit.len())?;
+        s.load_tensors(&m.tensors, fit.len())?;
+        let mut ds = raw.clone();
+        m.pre.apply_dataset(&mut ds)?;
+        let sc = s.score(&ds, &test)?;
+        let ev = target::report(&ds, &test, &sc, s.kind, "test_", &m.program.settings.metrics);
+        test_metrics = Some(ev.shown);
+    }
+    let record = SplitRecord::of(base, &raw);
+    Ok(TuneReport {
+        metric,
+        maximize,
+        method: spec.method.clone(),
+        trials: results,
+        best,
+        best_model,
+        test: test_metrics,
+        record,
+        notes,
+        rows: (fit.len(), val.len(), test.len()),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Compiles every value a model argument may take once, so that a bad option is an
+/// error before the search rather than a failed trial.
+fn check_values(space: &[Param], opts: &TuneOptions) -> Result<(), String> {
+    use crate::ir::recipe::Dist;
+    for p in space.iter().filter(|p| !crate::settings::KEYS.contains(&p.name.as_str())) {
+        let values: Vec<String> = match &p.dist {
+            Dist::Choice(o) => o.clone(),
+            Dist::Int(a, b) | Dist::LogInt(a, b) => vec![a.to_string(), b.to_string()],
+            Dist::Uniform(a, b) | Dist::LogUniform(a, b) => vec![format!("{a:?}"), format!("{b:?}")],
+        };
+        for v in values {
+            trial_program(opts, &[(p.name.clone(), v.clone())]).map_err(|e| format!("`{}` = {v}: {e}", p.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The program of a trial: the file compiled with `--set` and the trial's values.
+fn trial_program(opts: &TuneOptions, values: &[(String, String)]) -> Result<Program, String> {
+    let mut sets = opts.sets.clone();
+    sets.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
+    crate::pipeline::configure(&opts.file, &sets, opts.model.as_deref()).map_err(|e| match e {
+        crate::pipeline::ConfigureError::Compile(c) => {
+            let first = c.diagnostics.first().map(|d| d.message.clone()).unwrap_or_default();
+            format!("the model does not compile: {first}")
+        }
+        crate::pipeline::ConfigureError::Model(m) | crate::pipeline::ConfigureError::Set(m) => m,
+    })
+}
+
+/// The data a fit needs, without the search's shared state.
+struct FitData<'a> {
+    raw: &'a Dataset,
+    specs: &'a [InputSpec],
+    metric: &'a str,
+    jit: bool,
+    threads: usize,
+}
+
+/// An observer that hands every epoch's monitored value to `decide`.
+struct Watch<'a> {
+    metric: String,
+    decide: &'a mut dyn FnMut(usize, f64) -> Next,
+}
+
+impl Observer for Watch<'_> {
+    fn epoch(&mut self, _s: &Session, p: &Progress, row: &[(String, f64)], _improved: bool) -> Result<Next, String> {
+        match row.iter().find(|(k, _)| *k == self.metric) {
+            Some((_, v)) => Ok((self.decide)(p.epoch, *v)),
+            None => Ok(Next::Continue),
+        }
+    }
+}
+
+/// Fits `p` on `fit` rows from its seed, scoring `val` rows every epoch (`decide` may
+/// stop it). Returns how it ended, with the final validation metric, and the model.
+fn fit_trial(
+    d: &FitData,
+    p: &Program,
+    fit: &[usize],
+    val: Option<&[usize]>,
+    stop: &AtomicBool,
+    decide: &mut dyn FnMut(usize, f64) -> Next,
+) -> Result<((End, Option<f64>, usize), BestModel), String> {
+    let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
+    let mut ds = d.raw.clone();
+    pre.apply_dataset(&mut ds)?;
+    let mut session = Session::new(p, d.jit, d.threads)?;
+    session.watch(d.metric);
+    session.init(p.settings.seed as u64, fit.len())?;
+    let mut at = Progress::default();
+    let mut w = Watch { metric: d.metric.to_string(), decide };
+    let end = session.fit(&ds, fit, val, &mut at, stop, &mut w)?;
+    let value = match val {
+        Some(v) => {
+            let sc = session.score(&ds, v)?;
+            let ev = target::report(&ds, v, &sc, session.kind, "val_", &[]);
+            match ev.all.get(d.metric) {
+                Some(x) => Some(*x),
+                None => {
+                    let names: Vec<&str> = ev.all.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "`metric = {}`: the validation rows have no such metric; they have: {}",
+                        d.metric,
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    let model = BestModel { program: p.clone(), tensors: session.tensors()?, pre, progress: at.clone() };
+    Ok(((end, value, at.epoch), model))
+}
+
+fn worker(s: &Search, on_trial: &(dyn Fn(&TrialResult) + Sync)) {
+    loop {
+        if s.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let index = {
+            let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if sh.next >= s.trials || sh.error.is_some() {
+                return;
+            }
+            sh.next += 1;
+            sh.next - 1
+        };
+        let t0 = std::time::Instant::now();
+        let raw = match propose(s, index) {
+            Some(v) => s.spec.space.iter().zip(v).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>(),
+            None => return,
+        };
+        let values: Vec<(String, String)> =
+            s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
+        let (state, metric, epochs, model) = run_trial(s, index, &values);
+        let result = TrialResult {
+            index,
+            values,
+            raw,
+            state,
+            metric,
+            curve: Vec::new(),
+            epochs,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut result = result;
+        result.curve = sh.curves[index].clone();
+        if let (State::Complete, Some(m), Some(model)) = (&result.state, result.metric, model) {
+            let better = match &sh.best {
+                None => true,
+                Some((b, bi, _)) => (if s.maximize { m > *b } else { m < *b }) || (m == *b && index < *bi),
+            };
+            if better {
+                sh.best = Some((m, index, model));
+            }
+        }
+        if let State::Failed(why) = &result.state {
+            // A configuration error (an unknown metric) is the same for every trial.
+            if why.starts_with("`metric = ") {
+                sh.error = Some(why.clone());
+            }
+        }
+        on_trial(&result);
+        sh.results[index] = Some(result);
+        sh.done[index] = true;
+        drop(sh);
+        s.wake.notify_all();
+    }
+}
+
+/// A sampled number to 4 significant digits (within its range), so that the value a
+/// trial prints is exactly the value it trained with: `lr=0.004132`, not
+/// `lr=0.004132320647148254`.
+fn rounded(v: Value, d: &crate::ir::recipe::Dist) -> Value {
+    use crate::ir::recipe::Dist;
+    match (v, d) {
+        (Value::Num(x), Dist::Uniform(lo, hi) | Dist::LogUniform(lo, hi)) => {
+            let r = format!("{x:.3e}").parse::<f64>().unwrap_or(x);
+            Value::Num(if r < *lo || r > *hi { x } else { r })
+        }
+        _ => v,
+    }
+}
+
+/// The values of trial `index`; None when the search is stopped while waiting.
+fn propose(s: &Search, index: usize) -> Option<Vec<Value>> {
+    if let Some(g) = &s.grid {
+        return g.get(index).cloned();
+    }
+    if s.spec.method == "random" {
+        return Some(search::random(&s.spec.space, s.spec.seed as u64, index));
+    }
+    // TPE from trials 0..=index-jobs: wait until they have ended.
+    let upto = (index + 1).saturating_sub(s.jobs);
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    while !sh.done[..upto].iter().all(|&d| d) {
+        if s.stop.load(Ordering::SeqCst) || sh.error.is_some() {
+            return None;
+        }
+        sh = s.wake.wait_timeout(sh, std::time::Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    let history: Vec<Trial> = sh.results[..upto]
+        .iter()
+        .flatten()
+        .map(|r| Trial {
+            values: r.raw.clone(),
+            outcome: match (&r.state, r.metric) {
+                (State::Complete, Some(m)) => Outcome::Complete(if s.maximize { m } else { -m }),
+                (State::Pruned(e), Some(m)) => Outcome::Pruned { epochs: *e, score: if s.maximize { m } else { -m } },
+                _ => Outcome::Failed,
+            },
+        })
+        .collect();
+    drop(sh);
+    Some(search::tpe(&s.spec.space, &history, s.spec.seed as u64, index, &TpeOptions::default()))
+}
+
+/// Runs one trial: (state, metric, epochs, model).
+fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, Option<f64>, usize, Option<BestModel>) {
+    let p = match trial_program(s.opts, values) {
+        Ok(p) => p,
+        Err(e) => return (State::Failed(e), None, 0, None),
+    };
+    let d = FitData { raw: s.raw, specs: s.specs, metric: s.metric, jit: s.opts.jit, threads: s.opts.threads };
+    if let Some(name) = s.metric.strip_prefix("cv_") {
+        return match cv_trial(s, &p, name) {
+            Ok(m) => (State::Complete, Some(m), p.settings.epochs as usize, None),
+            Err(e) => (State::Failed(e), None, 0, None),
+        };
+    }
+    let total_epochs = p.settings.epochs as usize;
+    let mut best_so_far: Option<f64> = None;
+    let mut pruned_at = None;
+    let mut decide = |epoch: usize, v: f64| -> Next {
+        let b = match best_so_far {
+            Some(b) if !better(s.maximize, v, b) => b,
+            _ => v,
+        };
+        best_so_far = Some(b);
+        {
+            let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+            sh.curves[index].push(b);
+        }
+        s.wake.notify_all();
+        if prune(s, index, epoch, b, total_epochs) {
+            pruned_at = Some((epoch, b));
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    };
+    match fit_trial(&d, &p, s.fit, Some(s.val), s.stop, &mut decide) {
+        Ok(((End::Stopped, _, epochs), _)) => {
+            let (e, v) = pruned_at.unwrap_or((epochs, f64::NAN));
+            (State::Pruned(e), Some(v), epochs, None)
+        }
+        Ok(((End::Interrupted, _, epochs), _)) => (State::Failed("interrupted".into()), None, epochs, None),
+        Ok(((_, Some(v), epochs), model)) if v.is_finite() => (State::Complete, Some(v), epochs, Some(model)),
+        Ok(((_, v, epochs), _)) => (
+            State::Failed(format!("the metric is {}", v.map(|x| x.to_string()).unwrap_or("missing".into()))),
+            None,
+            epochs,
+            None,
+        ),
+        Err(e) => (State::Failed(e), None, 0, None),
+    }
+}
+
+fn better(maximize: bool, a: f64, b: f64) -> bool {
+    if maximize {
+        a > b
+    } else {
+        a < b
+    }
+}
+
+/// Whether trial `index` is stopped at `epoch` (1-based) with value `v`.
+fn prune(s: &Search, index: usize, epoch: usize, v: f64, total_epochs: usize) -> bool {
+    let pr = &s.spec.prune;
+    let arg = |n: &str, d: f64| pr.num(n).unwrap_or(d) as usize;
+    let at_rung = match pr.name.as_str() {
+        "median" => index >= arg("startup", 5.0) && epoch > arg("warmup", 3.0),
+        "asha" => {
+            let (eta, min) = (arg("reduction", 3.0).max(2), arg("min_epochs", 1.0).max(1));
+            let mut r = min;
+            while r < epoch {
+                r = r.saturating_mul(eta);
+            }
+            r == epoch && epoch < total_epochs
+        }
+        _ => false,
+    };
+    if !at_rung || epoch >= total_epochs {
+        return false;
+    }
+    // The earlier trials' values at this epoch, once each has reached it or ended.
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let ready = (0..index).all(|j| sh.done[j] || sh.curves[j].len() >= epoch);
+        if ready || s.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        sh = s.wake.wait_timeout(sh, std::time::Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    let others: Vec<f64> = (0..index).filter_map(|j| sh.curves[j].get(epoch - 1).copied()).collect();
+    drop(sh);
+    if others.is_empty() {
+        return false;
+    }
+    match pr.name.as_str() {
+        "median" => {
+            let mut sorted = others.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+            better(s.maximize, median, v)
+        }
+        _ => {
+            let eta = arg("reduction", 3.0).max(2);
+            let keep = ((others.len() + 1) / eta).max(1);
+            let ahead = others.iter().filter(|&&o| better(s.maximize, o, v)).count();
+            ahead >= keep
+        }
+    }
+}
+
+/// The mean of a metric over K folds of the training rows (validation rows included).
+fn cv_trial(s: &Search, p: &Program, name: &str) -> Result<f64, String> {
+    let mut rows = s.fit.to_vec();
+    rows.extend_from_slice(s.val);
+    rows.sort_unstable();
+    let sub = s.raw.subset(&rows);
+    let label = s.raw.get(data::LABEL_INPUT).is_some().then_some(data::LABEL_INPUT);
+    let folds = data::kfold(&sub, s.spec.folds as usize, p.settings.split_seed(), label)?;
+    let folds: Vec<Vec<usize>> = folds.iter().map(|f| f.iter().map(|&r| rows[r]).collect()).collect();
+    let mut session = Session::new(p, s.opts.jit, s.opts.threads)?;
+    let mut values = Vec::new();
+    for (i, held) in folds.iter().enumerate() {
+        let train: Vec<usize> =
+            folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
+        let (ev, _, _) = run_fold(&mut session, s.raw, &train, held, s.stop)?;
+        let v = ev.all.get(name).copied().ok_or_else(|| {
+            let names: Vec<String> = ev.all.keys().map(|k| format!("cv_{k}")).collect();
+            format!("`metric = cv_{name}`: the folds have no such metric; they have: {}", names.join(", "))
+        })?;
+        values.push(v);
+    }
+    Ok(crate::stats::mean_std(&values).0)
+}
+
+/// `tune.csv`: a row per trial: its number, values, state, metric, epochs and seconds.
+pub fn to_csv(r: &TuneReport, space: &[Param]) -> String {
+    let mut out = String::from("trial");
+    for p in space {
+        out.push(',');
+        out.push_str(&p.name);
+    }
+    out.push_str(&format!(",state,{},pruned_at_epoch,epochs,seconds,note\n", r.metric));
+    for t in &r.trials {
+        out.push_str(&(t.index + 1).to_string());
+        for (_, v) in &t.values {
+            out.push(',');
+            out.push_str(&csv_field(v));
+        }
+        let pruned = match t.state {
+            State::Pruned(e) => e.to_string(),
+            _ => String::new(),
+        };
+        let note = match &t.state {
+            State::Failed(w) => csv_field(w),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            ",{},{},{pruned},{},{},{note}\n",
+            t.state.name(),
+            t.metric.map(crate::metrics::format_number).unwrap_or_default(),
+            t.epochs,
+            crate::metrics::format_number(t.seconds)
+        ));
+    }
+    out
+}
+
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\"").replace('\n', " "))
+    } else {
+        v.to_string()
+    }
+}
+
+/// `tune.png`: the metric of every complete and pruned trial against each hyperparameter
+/// (log10 of log-scaled ones, the option's position for choices; at most 8).
+pub fn plot(path: &Path, model: &str, r: &TuneReport, space: &[Param]) -> Result<(), String> {
+    use crate::ir::recipe::Dist;
+    use crate::plot::{Panel, Series};
+    let mut panels = Vec::new();
+    for (k, p) in space.iter().enumerate().take(8) {
+        let x_of = |v: &Value| -> f64 {
+            match (v, &p.dist) {
+                (Value::Num(x), Dist::LogUniform(..)) => x.log10(),
+                (Value::Int(i), Dist::LogInt(..)) => (*i as f64).log10(),
+                (Value::Num(x), _) => *x,
+                (Value::Int(i), _) => *i as f64,
+                (Value::Pick(i), _) => *i as f64,
+            }
+        };
+        let points = |want: &dyn Fn(&State) -> bool| -> Vec<(f64, f64)> {
+            r.trials.iter().filter(|t| want(&t.state)).filter_map(|t| Some((x_of(t.raw.get(k)?), t.metric?))).collect()
+        };
+        let x_label = match &p.dist {
+            Dist::LogUniform(..) | Dist::LogInt(..) => format!("log10({})", p.name),
+            Dist::Choice(o) => {
+                let opts: Vec<String> = o.iter().enumerate().map(|(i, v)| format!("{i}: {v}")).collect();
+                format!("{} (option {})", p.name, opts.join(", "))
+            }
+            _ => p.name.clone(),
+        };
+        let mut series = vec![Series { name: "complete".into(), points: points(&|s| *s == State::Complete) }];
+        let pruned = points(&|s| matches!(s, State::Pruned(_)));
+        if !pruned.is_empty() {
+            series.push(Series { name: "pruned (value when stopped)".into(), points: pruned });
+        }
+        if series.iter().all(|s| s.points.is_empty()) {
+            return Err("no trial has a value".into());
+        }
+        panels.push(Panel { title: p.name.clone(), x_label, y_label: r.metric.clone(), series });
+    }
+    crate::plot::plot_scatter_panels(path, &format!("{model}: {} search, {} trials", r.method, r.trials.len()), &panels)
+}
