@@ -173,9 +173,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
                 );
             }
             if let Some(b) = r.best_epoch {
-                let why = if r.best_by == "val_loss" { "" } else { ", no validation split" };
+                let why = if r.best_by.starts_with("train_") { ", no validation split" } else { "" };
+                let word = if p.settings.maximize() { "highest" } else { "lowest" };
                 errln!(
-                    "best epoch: {b} (lowest {} {}{why}), saved as best.safetensors",
+                    "best epoch: {b} ({word} {} {}{why}), saved as best.safetensors",
                     r.best_by,
                     crate::metrics::format_short(r.best_value)
                 );

@@ -136,10 +136,20 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let compile = |values: &[(String, String)]| -> Result<Program, String> {
+        let mut sets = a.set.clone();
+        sets.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
+        crate::pipeline::configure(&a.file, &sets, a.model.as_deref()).map_err(|e| match e {
+            crate::pipeline::ConfigureError::Compile(c) => {
+                let first = c.diagnostics.first().map(|d| d.message.clone()).unwrap_or_default();
+                format!("the model does not compile: {first}")
+            }
+            crate::pipeline::ConfigureError::Model(m) | crate::pipeline::ConfigureError::Set(m) => m,
+        })
+    };
     let topts = crate::train::tune::TuneOptions {
-        file: a.file.clone(),
-        model: a.model.clone(),
-        sets: a.set.clone(),
+        compile: &compile,
+        fixed: a.set.iter().map(|s| s.split_once('=').map(|(k, _)| k.trim()).unwrap_or(s).to_string()).collect(),
         jit: a.backend == Backend::Jit,
         jobs,
         threads: 1,

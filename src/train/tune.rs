@@ -35,19 +35,20 @@ use crate::ir::recipe::{higher_is_better, Param, TuneSettings};
 use crate::ir::Program;
 use crate::metrics::Metrics;
 use crate::tensors::TensorMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
+/// Compiles the model of a trial from its `key=value` pairs (train settings and model
+/// arguments), as `pipeline::configure` does with the `--set` pairs of every trial first.
+pub type Compile<'a> = dyn Fn(&[(String, String)]) -> Result<Program, String> + Sync + 'a;
+
 /// How the search runs (the `tune` block says what it searches).
-#[derive(Clone, Debug)]
-pub struct TuneOptions {
-    /// The model file: every trial compiles it with its values.
-    pub file: PathBuf,
-    /// Which model of the file.
-    pub model: Option<String>,
-    /// `key=value` pairs applied to every trial (`--set`).
-    pub sets: Vec<String>,
+pub struct TuneOptions<'a> {
+    /// Compiles a trial's program.
+    pub compile: &'a Compile<'a>,
+    /// Keys fixed for every trial (`--set`), which the space may not search.
+    pub fixed: Vec<String>,
     pub jit: bool,
     /// Trials at once.
     pub jobs: usize,
@@ -169,7 +170,7 @@ struct Shared {
 
 struct Search<'a> {
     spec: &'a TuneSettings,
-    opts: &'a TuneOptions,
+    opts: &'a TuneOptions<'a>,
     raw: &'a Dataset,
     specs: &'a [InputSpec],
     fit: &'a [usize],
@@ -196,10 +197,9 @@ pub fn tune(
 ) -> Result<TuneReport, String> {
     let t0 = std::time::Instant::now();
     let mut notes = Vec::new();
-    for s in &opts.sets {
-        let k = s.split_once('=').map(|(k, _)| k.trim()).unwrap_or(s);
-        if spec.space.iter().any(|p| p.name == k) {
-            return Err(format!("--set {s}: `{k}` is searched by the tune block; it cannot also be fixed"));
+    for k in &opts.fixed {
+        if spec.space.iter().any(|p| p.name == *k) {
+            return Err(format!("--set {k}: `{k}` is searched by the tune block; it cannot also be fixed"));
         }
     }
     let (raw, specs) = load_data(base, base_dir)?;
@@ -343,17 +343,9 @@ fn check_values(space: &[Param], opts: &TuneOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// The program of a trial: the file compiled with `--set` and the trial's values.
+/// The program of a trial.
 fn trial_program(opts: &TuneOptions, values: &[(String, String)]) -> Result<Program, String> {
-    let mut sets = opts.sets.clone();
-    sets.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
-    crate::pipeline::configure(&opts.file, &sets, opts.model.as_deref()).map_err(|e| match e {
-        crate::pipeline::ConfigureError::Compile(c) => {
-            let first = c.diagnostics.first().map(|d| d.message.clone()).unwrap_or_default();
-            format!("the model does not compile: {first}")
-        }
-        crate::pipeline::ConfigureError::Model(m) | crate::pipeline::ConfigureError::Set(m) => m,
-    })
+    (opts.compile)(values)
 }
 
 /// The data a fit needs, without the search's shared state.
