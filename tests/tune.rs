@@ -76,7 +76,7 @@ fn grid_enumerates_exactly_the_product() {
     let d = fresh("grid");
     let m =
         model(&d, &[], "tune { method = grid  prune = none  hidden = choice([8, 16, 32])  batch = choice([32, 64]) }");
-    let (code, out, err) = nnc(&["tune", m.to_str().unwrap(), "--out", "o", "--set", "epochs=2"], &d);
+    let (code, out, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--out", "o", "--set", "epochs=2"], &d);
     assert_eq!(code, 0, "{err}");
     let o = d.join("o");
     let pairs: Vec<(String, String)> = column(&o, "hidden").into_iter().zip(column(&o, "batch")).collect();
@@ -91,7 +91,7 @@ fn grid_enumerates_exactly_the_product() {
     assert!(o.join("tune.png").exists() && o.join("best.safetensors").exists());
     // A continuous range cannot be a grid: a compile error at the key's block.
     let bad = model(&d, &[], "tune { method = grid  lr = loguniform(1e-4, 1e-1) }");
-    let (code, _, err) = nnc(&["check", bad.to_str().unwrap()], &d);
+    let (code, _, err) = nnc(&["check", bad.to_str().expect("utf-8 path")], &d);
     assert_eq!(code, 1);
     assert!(err.contains("E0623") && err.contains("loguniform(0.0001, 0.1)"), "{err}");
 }
@@ -104,7 +104,7 @@ fn random_and_bayes_are_reproducible_and_independent_of_jobs() {
         &[],
         "tune { trials = 12  prune = median(startup = 2, warmup = 1)\n lr = loguniform(1e-4, 3e-2)  hidden = logint(8, 64) }",
     );
-    let file = m.to_str().unwrap();
+    let file = m.to_str().expect("utf-8 path");
     for method in ["random", "bayes"] {
         let run = |out: &str, seed: &str, jobs: &str| {
             let (code, _, err) =
@@ -141,7 +141,7 @@ fn pruned_and_diverging_trials_are_recorded_and_the_search_goes_on() {
         "tune { method = grid  prune = asha(reduction = 2, min_epochs = 2)\n lr = choice([0.003, 10000.0, 0.00001, 0.002]) }",
     );
     let sets = ["--set", "epochs=8", "--set", "optimizer=sgd(lr = 0.1)"];
-    let (code, out, err) = nnc(&[&["tune", m.to_str().unwrap(), "--out", "o"][..], &sets[..]].concat(), &d);
+    let (code, out, err) = nnc(&[&["tune", m.to_str().expect("utf-8 path"), "--out", "o"][..], &sets[..]].concat(), &d);
     assert_eq!(code, 0, "{out}{err}");
     let o = d.join("o");
     let states = column(&o, "state");
@@ -161,16 +161,17 @@ fn pruned_and_diverging_trials_are_recorded_and_the_search_goes_on() {
 fn the_best_checkpoint_scores_what_the_search_printed() {
     let d = fresh("best");
     let m = model(&d, &[], "tune { method = random  trials = 3  prune = none  hidden = choice([16, 48]) }");
-    let (code, out, err) = nnc(&["tune", m.to_str().unwrap(), "--out", "o"], &d);
+    let (code, out, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--out", "o"], &d);
     assert_eq!(code, 0, "{err}");
     let test_acc = out.lines().find_map(|l| l.strip_prefix("test_accuracy: ")).expect("test accuracy").to_string();
     assert!(err.contains("never seen by the search"), "{err}");
     let ck = d.join("o/best.safetensors");
-    let (code, eval_out, err) = nnc(&["eval", m.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()], &d);
+    let (code, eval_out, err) =
+        nnc(&["eval", m.to_str().expect("utf-8 path"), "--checkpoint", ck.to_str().expect("utf-8 path")], &d);
     assert_eq!(code, 0, "{err}");
     assert!(eval_out.contains(&format!("accuracy: {test_acc}")), "tune said {test_acc}; eval:\n{eval_out}");
     // The folder holds a search now: a second search goes elsewhere unless forced.
-    let (code, _, err) = nnc(&["tune", m.to_str().unwrap(), "--out", "o"], &d);
+    let (code, _, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--out", "o"], &d);
     assert_eq!(code, 1);
     assert!(err.contains("--force"), "{err}");
 }
@@ -189,23 +190,23 @@ fn tune_blocks_and_flags_are_checked() {
         ("tune { optimizer = choice([adamm]) }", "E0604", "unknown optimizer"),
     ] {
         let m = model(&d, &[], tune);
-        let (c, _, err) = nnc(&["check", m.to_str().unwrap()], &d);
+        let (c, _, err) = nnc(&["check", m.to_str().expect("utf-8 path")], &d);
         assert_eq!(c, 1, "{tune}");
         assert!(err.contains(code) && err.contains(want), "{tune}: {err}");
     }
     let m = model(&d, &[], "");
-    let (c, _, err) = nnc(&["tune", m.to_str().unwrap()], &d);
+    let (c, _, err) = nnc(&["tune", m.to_str().expect("utf-8 path")], &d);
     assert_eq!(c, 1);
     assert!(err.contains("no `tune` block and no --space"), "{err}");
     let (c, _, err) =
-        nnc(&["tune", m.to_str().unwrap(), "--space", "lr=loguniform(1e-3, 1e-2)", "--set", "lr=0.1"], &d);
+        nnc(&["tune", m.to_str().expect("utf-8 path"), "--space", "lr=loguniform(1e-3, 1e-2)", "--set", "lr=0.1"], &d);
     assert_eq!(c, 1);
     assert!(err.contains("cannot also be fixed"), "{err}");
     // From the command line the space is checked by compiling its bounds.
-    let (c, _, err) = nnc(&["tune", m.to_str().unwrap(), "--space", "hidden=uniform(8, 64)"], &d);
+    let (c, _, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--space", "hidden=uniform(8, 64)"], &d);
     assert_eq!(c, 1);
     assert!(err.contains("`hidden` = 8.0"), "{err}");
-    let (c, _, err) = nnc(&["tune", m.to_str().unwrap(), "--space", "lr=uniform(1, 0)"], &d);
+    let (c, _, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--space", "lr=uniform(1, 0)"], &d);
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("lo < hi"), "{err}");
 }
@@ -226,13 +227,13 @@ fn get(row: &[(String, f64)], k: &str) -> f64 {
 fn batch_size_schedule_changes_the_steps_per_epoch() {
     let d = fresh("batch_schedule");
     let m = model(&d, &[("batch", "[32, 128, 256]"), ("batch_at", "[1, 2]"), ("epochs", "4")], "");
-    let (code, _, err) = nnc(&["train", m.to_str().unwrap(), "--out", "o"], &d);
+    let (code, _, err) = nnc(&["train", m.to_str().expect("utf-8 path"), "--out", "o"], &d);
     assert_eq!(code, 0, "{err}");
     // 1438 training rows: 45 batches of 32, then 12 of 128, then 6 of 256 (twice).
     let steps: Vec<f64> = log(&d.join("o")).iter().map(|r| get(r, "step")).collect();
     assert_eq!(steps, [45.0, 57.0, 63.0, 69.0]);
     let m = model(&d, &[("batch", "[32, 64]"), ("batch_at", "[1, 2]")], "");
-    let (code, _, err) = nnc(&["check", m.to_str().unwrap()], &d);
+    let (code, _, err) = nnc(&["check", m.to_str().expect("utf-8 path")], &d);
     assert_eq!(code, 1);
     assert!(err.contains("E0612") && err.contains("`batch_at` 2 epoch(s)"), "{err}");
 }
@@ -243,7 +244,7 @@ fn plateau_reduces_the_rate_as_computed_by_hand() {
     // A relative threshold of 1 makes every epoch after the first a bad one; with
     // patience 0 the rate is multiplied by 0.5 after every bad epoch, down to 1e-3 * 0.125.
     let m = model(&d, &[("schedule", "plateau(factor = 0.5, patience = 0, threshold = 1, min_lr = 0.000375)")], "");
-    let (code, _, err) = nnc(&["train", m.to_str().unwrap(), "--out", "o", "--set", "lr=0.003"], &d);
+    let (code, _, err) = nnc(&["train", m.to_str().expect("utf-8 path"), "--out", "o", "--set", "lr=0.003"], &d);
     assert_eq!(code, 0, "{err}");
     let lrs: Vec<f64> = log(&d.join("o")).iter().map(|r| get(r, "lr")).collect();
     let want = [0.003, 0.003, 0.0015, 0.00075, 0.000375, 0.000375];
@@ -264,18 +265,18 @@ fn early_stopping_monitors_any_metric_with_a_mode() {
     ];
     let m = model(&d, &train, "");
     // No epoch can improve accuracy by 0.5 over the first: the run stops after 1 + 2 epochs.
-    let (code, _, err) = nnc(&["train", m.to_str().unwrap(), "--out", "o"], &d);
+    let (code, _, err) = nnc(&["train", m.to_str().expect("utf-8 path"), "--out", "o"], &d);
     assert_eq!(code, 0, "{err}");
     let rows = log(&d.join("o"));
     assert_eq!(rows.len(), 3, "stopped after patience 2");
     assert!(rows.iter().all(|r| get(r, "val_accuracy").is_finite()));
     assert!(err.contains("val_accuracy"), "the best epoch is named by its metric: {err}");
     let m = model(&d, &[("split", "[0.6, 0.2, 0.2]"), ("monitor", "val_bogus")], "");
-    let (code, _, err) = nnc(&["train", m.to_str().unwrap(), "--out", "p"], &d);
+    let (code, _, err) = nnc(&["train", m.to_str().expect("utf-8 path"), "--out", "p"], &d);
     assert_eq!(code, 1);
     assert!(err.contains("`monitor = val_bogus`") && err.contains("val_accuracy"), "{err}");
     let m = model(&d, &[("monitor", "val_accuracy")], "");
-    let (code, _, err) = nnc(&["check", m.to_str().unwrap()], &d);
+    let (code, _, err) = nnc(&["check", m.to_str().expect("utf-8 path")], &d);
     assert_eq!(code, 1);
     assert!(err.contains("needs a validation part"), "{err}");
 }

@@ -169,8 +169,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         spec.prune.render()
     );
     errln!("  space: {}", space.join(", "));
-    let on_trial = |t: &TrialResult| {
-        let m = t.metric.map(crate::metrics::format_short).unwrap_or_else(|| "-".into());
+    let on_trial = |name: &str, t: &TrialResult| {
+        let m = format!("{name} {}", t.metric.map(crate::metrics::format_short).unwrap_or_else(|| "-".into()));
         match &t.state {
             State::Complete => {
                 outln!("trial {}: {}  {m}  ({} epochs, {:.2} s)", t.index + 1, values_text(t), t.epochs, t.seconds)

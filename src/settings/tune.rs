@@ -165,7 +165,7 @@ fn dimension(key: &str, key_span: Span, v: &Expr, args: &[(String, Option<Kind>)
         "uniform" | "loguniform" => {
             let [lo, hi] = two(f, &positional, v.span)?;
             let (a, b) = (number(lo)?, number(hi)?);
-            if !(a < b) {
+            if a >= b || a.is_nan() || b.is_nan() {
                 return Err(Diagnostic::new(
                     "E0602",
                     v.span,

@@ -376,16 +376,19 @@ mod tests {
     #[test]
     fn grid_enumerates_choices_first_key_slowest() {
         let options = |n: usize| Dist::Choice((0..n).map(|i| i.to_string()).collect());
-        let g = grid(&[param("a", options(3)), param("b", options(2)), param("c", options(4))]).unwrap();
+        let g = grid(&[param("a", options(3)), param("b", options(2)), param("c", options(4))]).expect("a grid");
         assert_eq!(g.len(), 24);
         for (k, combination) in g.iter().enumerate() {
             assert_eq!(combination, &[Value::Pick(k / 8), Value::Pick(k / 4 % 2), Value::Pick(k % 4)]);
         }
-        let err = grid(&[param("a", choice(&["1"])), param("lr", Dist::LogUniform(1e-4, 0.1))]).unwrap_err();
+        let err = grid(&[param("a", choice(&["1"])), param("lr", Dist::LogUniform(1e-4, 0.1))]).expect_err("an error");
         assert_eq!(err, "grid search needs `choice([...])` for every key; `lr` is loguniform(0.0001, 0.1)");
-        assert_eq!(grid(&[param("h", Dist::Int(3, 5))]).unwrap(), [[Value::Int(3)], [Value::Int(4)], [Value::Int(5)]]);
-        assert!(grid(&[param("h", Dist::Int(0, 1000))]).unwrap_err().contains("`h` is int(0, 1000)"));
-        assert_eq!(grid(&[]).unwrap(), vec![Vec::<Value>::new()]);
+        assert_eq!(
+            grid(&[param("h", Dist::Int(3, 5))]).expect("a grid"),
+            [[Value::Int(3)], [Value::Int(4)], [Value::Int(5)]]
+        );
+        assert!(grid(&[param("h", Dist::Int(0, 1000))]).expect_err("an error").contains("`h` is int(0, 1000)"));
+        assert_eq!(grid(&[]).expect("a grid"), vec![Vec::<Value>::new()]);
     }
 
     #[test]

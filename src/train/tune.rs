@@ -121,12 +121,11 @@ pub struct TuneReport {
     pub seconds: f64,
 }
 
-/// The rows of a search: (trial training rows, validation rows, test rows).
-fn search_rows(
-    p: &Program,
-    raw: &Dataset,
-    notes: &mut Vec<String>,
-) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), String> {
+/// Rows of a data set: (trial training rows, validation rows, test rows).
+type Rows = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// The rows of a search.
+fn search_rows(p: &Program, raw: &Dataset, notes: &mut Vec<String>) -> Result<Rows, String> {
     let parts = split_rows(p, raw)?;
     let label = raw.get(data::LABEL_INPUT).is_some().then_some(data::LABEL_INPUT);
     let carve = |train: &[usize]| -> Result<(Vec<usize>, Vec<usize>), String> {
@@ -186,14 +185,15 @@ struct Search<'a> {
 }
 
 /// Runs the search of `spec` over the model `base` (compiled from `opts.file` with
-/// `opts.sets`); `on_trial` sees every trial as it ends (from the worker that ran it).
+/// `opts.sets`); `on_trial` sees the metric's name and every trial as it ends (from the
+/// worker that ran it).
 pub fn tune(
     base: &Program,
     spec: &TuneSettings,
     base_dir: &Path,
     opts: &TuneOptions,
     stop: &AtomicBool,
-    on_trial: &(dyn Fn(&TrialResult) + Sync),
+    on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
 ) -> Result<TuneReport, String> {
     let t0 = std::time::Instant::now();
     let mut notes = Vec::new();
@@ -289,7 +289,7 @@ pub fn tune(
             let r = &results[i];
             let p = trial_program(opts, &r.values)?;
             let quiet = AtomicBool::new(false);
-            let val_metric = format!("val_{}", &metric[3..]);
+            let val_metric = format!("val_{}", metric.strip_prefix("cv_").unwrap_or(&metric));
             let d = FitData { raw: &raw, specs: &specs, metric: &val_metric, jit: opts.jit, threads: opts.threads };
             let (_, model) = fit_trial(&d, &p, &fit, Some(&val), &quiet, &mut |_, _| Next::Continue)?;
             best_model = Some(model);
@@ -357,6 +357,9 @@ struct FitData<'a> {
     threads: usize,
 }
 
+/// How a trial's fit ended: the end, the final validation metric, the epochs run.
+type FitEnd = (End, Option<f64>, usize);
+
 /// An observer that hands every epoch's monitored value to `decide`.
 struct Watch<'a> {
     metric: String,
@@ -381,7 +384,7 @@ fn fit_trial(
     val: Option<&[usize]>,
     stop: &AtomicBool,
     decide: &mut dyn FnMut(usize, f64) -> Next,
-) -> Result<((End, Option<f64>, usize), BestModel), String> {
+) -> Result<(FitEnd, BestModel), String> {
     let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
     let mut ds = d.raw.clone();
     pre.apply_dataset(&mut ds)?;
@@ -413,7 +416,7 @@ fn fit_trial(
     Ok(((end, value, at.epoch), model))
 }
 
-fn worker(s: &Search, on_trial: &(dyn Fn(&TrialResult) + Sync)) {
+fn worker(s: &Search, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
     loop {
         if s.stop.load(Ordering::SeqCst) {
             return;
@@ -462,7 +465,7 @@ fn worker(s: &Search, on_trial: &(dyn Fn(&TrialResult) + Sync)) {
                 sh.error = Some(why.clone());
             }
         }
-        on_trial(&result);
+        on_trial(s.metric, &result);
         sh.results[index] = Some(result);
         sh.done[index] = true;
         drop(sh);
