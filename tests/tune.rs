@@ -280,3 +280,15 @@ fn early_stopping_monitors_any_metric_with_a_mode() {
     assert_eq!(code, 1);
     assert!(err.contains("needs a validation part"), "{err}");
 }
+
+#[test]
+fn a_cross_validated_metric_scores_every_trial_on_folds_of_the_training_rows() {
+    let d = fresh("cv");
+    let m = model(&d, &[("epochs", "2")], "tune { method = random  trials = 2  folds = 3  hidden = choice([8, 16]) }");
+    let (code, out, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--metric", "cv_accuracy", "--out", "o"], &d);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("best_cv_accuracy: "), "{out}");
+    assert!(err.contains("are not pruned") && err.contains("refitted on"), "{err}");
+    assert_eq!(column(&d.join("o"), "state"), ["complete", "complete"]);
+    assert!(d.join("o/best.safetensors").exists());
+}
