@@ -191,12 +191,13 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
         };
         let ki = ki as i64;
         let mut taken: Vec<usize> = Vec::new();
+        let read = reads(g, s, k);
         for out in k.outs() {
             let y = idx(out);
             if s.storage[y] != out || slots[y].is_some() || s.row_stride[y] != 0 || pinned.contains(&out) {
                 continue;
             }
-            let candidate = reads(g, s, k).into_iter().map(idx).find(|&x| {
+            let candidate = read.iter().copied().map(idx).find(|&x| {
                 let r = home[x];
                 slots[x].is_none()
                     && slots[r].is_none()
@@ -227,22 +228,22 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     order.sort_by_key(|&i| {
         (std::cmp::Reverse(size(g, Value::from_u32(i as u32))), live[i].map(|l| l.0).unwrap_or(0), i)
     });
+    // Placed buffers are kept in offset order, so finding the first gap is one pass over
+    // those live at the same time, with no sorting per buffer.
     let mut placed: Vec<(usize, usize, i64, i64)> = Vec::new(); // offset, len, from, to
     let mut arena_len = 0;
     for i in order {
         let (from, to) = live[i].unwrap_or((0, 0));
         let len = round(size(g, Value::from_u32(i as u32)));
-        let mut busy: Vec<(usize, usize)> =
-            placed.iter().filter(|p| !(p.3 < from || to < p.2)).map(|p| (p.0, p.0 + p.1)).collect();
-        busy.sort_unstable();
         let mut at = 0;
-        for (a, b) in busy {
-            if at + len <= a {
+        for p in placed.iter().filter(|p| !(p.3 < from || to < p.2)) {
+            if at + len <= p.0 {
                 break;
             }
-            at = at.max(b);
+            at = at.max(p.0 + p.1);
         }
-        placed.push((at, len, from, to));
+        let pos = placed.partition_point(|p| (p.0, p.0 + p.1) <= (at, at + len));
+        placed.insert(pos, (at, len, from, to));
         arena_len = arena_len.max(at + len);
         slots[i] = Some(Slot { region: Region::Arena, offset: at, len: size(g, Value::from_u32(i as u32)) });
     }

@@ -674,9 +674,11 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         return out;
     }
     let mut out = Vec::new();
+    // A kernel of a long fused chain reads many values: a set keeps this linear.
+    let mut seen = std::collections::HashSet::new();
     let mut add = |v: Value| {
         let r = s.storage[v.as_u32() as usize];
-        if !out.contains(&r) {
+        if seen.insert(r) {
             out.push(r);
         }
     };
@@ -735,32 +737,47 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
 /// or states stay apart (the planner updates those in place only from a kernel of their
 /// own), as do products that accumulate into an addend.
 fn tile_epilogues(g: &Graph, s: &mut Schedule) {
+    use std::collections::{HashMap, HashSet};
     let idx = |v: Value| v.as_u32() as usize;
-    let updates: Vec<Value> =
+    let updates: HashSet<Value> =
         g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // Per kernel, what it reads (roots), computed once; and per root, how many kernels
+    // from the current one on write into it (a buffer is ready for kernel i when none
+    // does), kept as `i` advances, so each check is a lookup rather than a scan.
+    let mut read_of: Vec<Vec<Value>> = s.kernels.iter().map(|k| reads(g, s, k)).collect();
+    let mut writers: HashMap<Value, usize> = HashMap::new();
+    for k in &s.kernels {
+        for o in k.outs() {
+            *writers.entry(s.storage[idx(o)]).or_default() += 1;
+        }
+    }
     let mut i = 0;
     while i < s.kernels.len() {
+        let step_past = |s: &Schedule, writers: &mut HashMap<Value, usize>, i: usize| {
+            for o in s.kernels[i].outs() {
+                if let Some(n) = writers.get_mut(&s.storage[idx(o)]) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        };
         let Kernel::MatMul { out: p, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+            step_past(s, &mut writers, i);
             i += 1;
             continue;
         };
         if s.storage[idx(p)] != p || s.row_stride[idx(p)] != 0 {
+            step_past(s, &mut writers, i);
             i += 1;
             continue;
         }
         // Whether every kernel that writes into buffer `r` (a value, or the pieces of an
         // elided concat computed in place) runs before the product.
-        let ready = |s: &Schedule, r: Value| {
-            s.kernels[i..].iter().all(|k| k.outs().into_iter().all(|o| s.storage[idx(o)] != r))
-        };
+        let ready = |r: Value| writers.get(&r).is_none_or(|&n| n == 0);
         let candidate = (i + 1..s.kernels.len()).find(|&j| {
             let k = &s.kernels[j];
             let Kernel::Elementwise { rows, cols, .. } = k else { return false };
-            if (*rows, *cols) != (batch * m, n) || k.outs().iter().any(|o| updates.contains(o)) {
-                return false;
-            }
-            let read = reads(g, s, k);
-            if !read.contains(&p) {
+            let read = &read_of[j];
+            if (*rows, *cols) != (batch * m, n) || !read.contains(&p) || k.outs().iter().any(|o| updates.contains(o)) {
                 return false;
             }
             // The product is read only element for element, at the loop's position.
@@ -776,15 +793,17 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                 })
             });
             // What else it reads (but its own outputs) exists before the product runs.
-            let own = k.outs();
-            in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(s, r))
+            let own: Vec<Value> = k.outs();
+            in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(r))
         });
         if let Some(j) = candidate {
             let e = s.kernels.remove(j);
+            let _ = read_of.remove(j);
             if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
                 *epilogue = Some(Box::new(e));
             }
         }
+        step_past(s, &mut writers, i);
         i += 1;
     }
 }
@@ -795,37 +814,104 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
 /// then frees its gradient before later gradients are computed: the MLP's W2 update runs
 /// before W1's gradient exists (0.5 MB less arena).
 fn early_updates(g: &Graph, s: &mut Schedule) {
+    use std::collections::HashMap;
     let idx = |v: Value| v.as_u32() as usize;
-    let updated: Vec<(Value, Value)> = g
+    let updated: HashMap<Value, Value> = g
         .params
         .iter()
-        .filter_map(|p| p.update.map(|u| (p.value, u)))
-        .chain(g.states.iter().filter_map(|st| st.update.map(|u| (st.value, u))))
+        .filter_map(|p| p.update.map(|u| (u, p.value)))
+        .chain(g.states.iter().filter_map(|st| st.update.map(|u| (u, st.value))))
         .collect();
-    let mut j = 0;
-    while j < s.kernels.len() {
+    // Kernels are placed one by one in their order; an update goes right after the last
+    // placed kernel that writes what it reads, or reads what it replaces or writes, and
+    // any other kernel at the end. "Last" compares positions in a list that grows in the
+    // middle, so each kernel has an order label (gaps of 2^64, halved by an insertion,
+    // relabelled when a gap runs out), and each buffer root remembers its last writer
+    // and last reader: a kernel costs its own reads and writes, not the list's length.
+    let n = s.kernels.len();
+    let info: Vec<(Vec<Value>, Vec<Value>)> =
+        s.kernels.iter().map(|k| (reads(g, s, k), k.outs().iter().map(|&o| s.storage[idx(o)]).collect())).collect();
+    const GAP: u128 = 1 << 64;
+    let mut label = vec![0u128; n];
+    let mut next: Vec<Option<usize>> = vec![None; n];
+    let (mut head, mut tail): (Option<usize>, Option<usize>) = (None, None);
+    let mut last_writer: HashMap<Value, usize> = HashMap::new();
+    let mut last_reader: HashMap<Value, usize> = HashMap::new();
+    let relabel = |label: &mut [u128], next: &[Option<usize>], head: Option<usize>| {
+        let mut at = head;
+        let mut l = 1u128 << 126;
+        while let Some(k) = at {
+            label[k] = l;
+            l += GAP;
+            at = next[k];
+        }
+    };
+    for j in 0..n {
         let k = &s.kernels[j];
-        let outs = k.outs();
-        let olds: Vec<Value> = updated.iter().filter(|(_, u)| outs.contains(u)).map(|(old, _)| *old).collect();
-        if olds.is_empty() || !matches!(k, Kernel::Elementwise { .. }) {
-            j += 1;
-            continue;
+        let (read, mine) = &info[j];
+        let olds: Vec<Value> = k.outs().iter().filter_map(|u| updated.get(u).copied()).collect();
+        let is_update = !olds.is_empty() && matches!(k, Kernel::Elementwise { .. });
+        let after = if is_update {
+            let writers = read.iter().chain(mine).filter_map(|r| last_writer.get(r));
+            let readers = olds.iter().chain(mine).filter_map(|r| last_reader.get(r));
+            Some(writers.chain(readers).copied().max_by_key(|&q| label[q]))
+        } else {
+            None
+        };
+        match after {
+            // Not an update: at the end.
+            None => {
+                label[j] = tail.map_or(1u128 << 126, |t| label[t] + GAP);
+                match tail {
+                    Some(t) => next[t] = Some(j),
+                    None => head = Some(j),
+                }
+                tail = Some(j);
+            }
+            // Nothing to wait for: first.
+            Some(None) => {
+                let front = head.map_or(Some(1u128 << 126), |h| label[h].checked_sub(GAP));
+                next[j] = head;
+                head = Some(j);
+                if tail.is_none() {
+                    tail = Some(j);
+                }
+                match front {
+                    Some(l) if l >= GAP => label[j] = l,
+                    _ => relabel(&mut label, &next, head),
+                }
+            }
+            Some(Some(a)) => {
+                next[j] = next[a];
+                next[a] = Some(j);
+                if tail == Some(a) {
+                    tail = Some(j);
+                }
+                match next[j] {
+                    None => label[j] = label[a] + GAP,
+                    Some(b) if label[b] - label[a] >= 2 => label[j] = label[a] + (label[b] - label[a]) / 2,
+                    Some(_) => relabel(&mut label, &next, head),
+                }
+            }
         }
-        let read = reads(g, s, k);
-        let mine: Vec<Value> = outs.iter().map(|&o| s.storage[idx(o)]).collect();
-        // The last earlier kernel that writes what this one reads, or reads what it
-        // replaces or writes.
-        let after = s.kernels[..j].iter().rposition(|q| {
-            q.outs().iter().any(|&o| read.contains(&s.storage[idx(o)]) || mine.contains(&s.storage[idx(o)]))
-                || reads(g, s, q).iter().any(|r| olds.contains(r) || mine.contains(r))
-        });
-        let to = after.map_or(0, |a| a + 1);
-        if to < j {
-            let k = s.kernels.remove(j);
-            s.kernels.insert(to, k);
+        for &r in mine {
+            last_writer.insert(r, j);
         }
-        j += 1;
+        for &r in read {
+            let e = last_reader.entry(r).or_insert(j);
+            if label[j] > label[*e] {
+                *e = j;
+            }
+        }
     }
+    let mut order = Vec::with_capacity(n);
+    let mut at = head;
+    while let Some(k) = at {
+        order.push(k);
+        at = next[k];
+    }
+    let mut slots: Vec<Option<Kernel>> = std::mem::take(&mut s.kernels).into_iter().map(Some).collect();
+    s.kernels = order.into_iter().filter_map(|k| slots[k].take()).collect();
 }
 
 /// The rows of a kernel that can be a part of a row group: an elementwise kernel's loop
@@ -846,11 +932,12 @@ fn row_part(k: &Kernel) -> Option<usize> {
 /// parameter or state are left alone (the planner updates those in place only from an
 /// elementwise kernel).
 fn row_groups(g: &Graph, s: &mut Schedule) {
+    use std::collections::HashSet;
     let idx = |v: Value| v.as_u32() as usize;
-    let updates: Vec<Value> =
+    let updates: HashSet<Value> =
         g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
     // Whether kernel `k` (over `rows`) reads the roots in `written` only row by row.
-    let row_local = |s: &Schedule, k: &Kernel, rows: usize, written: &[Value]| {
+    let row_local = |s: &Schedule, k: &Kernel, rows: usize, written: &HashSet<Value>| {
         let local = |a: Value| loop_shape(g, a).0 == rows && s.view_offset[idx(a)] == 0;
         let ok_loads = |out: Value| {
             fused_nodes(g, s, out).iter().all(|&v| {
@@ -880,13 +967,15 @@ fn row_groups(g: &Graph, s: &mut Schedule) {
     // nothing the group or the kernels held back write (the one-hot of the labels), and
     // is held back until the group closes otherwise (the batch mean of a loss), so the
     // loss rows and their gradient's rows make one group.
+    // The roots the open group and the held kernels write are kept as sets, so each
+    // kernel costs its own reads, not the group's size.
     let mut out: Vec<Kernel> = Vec::new();
     let mut group: Vec<Kernel> = Vec::new();
     let mut held: Vec<Kernel> = Vec::new();
+    let mut group_roots: HashSet<Value> = HashSet::new();
+    let mut held_roots: HashSet<Value> = HashSet::new();
     let mut group_rows = 0;
-    let roots = |s: &Schedule, ks: &[Kernel]| -> Vec<Value> {
-        ks.iter().flat_map(|k| k.outs()).map(|o| s.storage[idx(o)]).collect()
-    };
+    let roots = |s: &Schedule, k: &Kernel| -> Vec<Value> { k.outs().into_iter().map(|o| s.storage[idx(o)]).collect() };
     let close = |group: &mut Vec<Kernel>, held: &mut Vec<Kernel>, out: &mut Vec<Kernel>, rows: usize| {
         if group.len() >= 2 && group.iter().any(|k| matches!(k, Kernel::Reduce { .. })) {
             out.push(Kernel::Rows { rows, parts: std::mem::take(group) });
@@ -898,19 +987,22 @@ fn row_groups(g: &Graph, s: &mut Schedule) {
     for k in std::mem::take(&mut s.kernels) {
         let rows = row_part(&k).filter(|&r| r >= 2 && !k.outs().iter().any(|o| updates.contains(o)));
         let reads_k = reads(g, s, &k);
-        let reads_held = roots(s, &held).iter().any(|r| reads_k.contains(r));
+        let reads_held = reads_k.iter().any(|r| held_roots.contains(r));
         match rows {
             Some(r) => {
-                let written = roots(s, &group);
-                if r != group_rows || reads_held || !row_local(s, &k, r, &written) {
+                if r != group_rows || reads_held || !row_local(s, &k, r, &group_roots) {
                     close(&mut group, &mut held, &mut out, group_rows);
+                    group_roots.clear();
+                    held_roots.clear();
                 }
                 group_rows = r;
+                group_roots.extend(roots(s, &k));
                 group.push(k);
             }
             None if group.is_empty() => out.push(k),
             None => {
-                if reads_held || roots(s, &group).iter().any(|r| reads_k.contains(r)) {
+                if reads_held || reads_k.iter().any(|r| group_roots.contains(r)) {
+                    held_roots.extend(roots(s, &k));
                     held.push(k);
                 } else {
                     out.push(k);
@@ -1062,7 +1154,12 @@ fn strided_sources(g: &Graph, s: &Schedule, out: Value) -> Vec<Value> {
 /// Merges consecutive elementwise kernels of one shape when a later one reads an
 /// earlier one's output or an operand the earlier ones load (Adam's m, v and update),
 /// so the chain is one pass over memory.
+/// Most kernels merged into one loop: a longer chain (an unrolled loop of thousands of
+/// steps) would make one function whose register allocation grows faster than its size.
+const MAX_MERGED: usize = 64;
+
 fn merge_chains(g: &Graph, s: &mut Schedule) {
+    use std::collections::{HashMap, HashSet};
     // The materialized values (storage roots) a kernel for `out` loads.
     let loaded = |s: &Schedule, out: Value| {
         let mut r = Vec::new();
@@ -1076,44 +1173,73 @@ fn merge_chains(g: &Graph, s: &mut Schedule) {
         }
         r
     };
+    // The parameter or state each update value overwrites in place.
+    let replaces: HashMap<Value, Value> = g
+        .params
+        .iter()
+        .map(|p| (p.value, p.update))
+        .chain(g.states.iter().map(|s| (s.value, s.update)))
+        .filter_map(|(v, u)| u.map(|u| (u, v)))
+        .collect();
+    // The open group, kept as sets so each kernel costs its own loads, not the group's:
+    // its outputs, what they load, whether all are flat, their strided sources and the
+    // parameters and states they replace.
+    #[derive(Default)]
+    struct Group {
+        members: HashSet<Value>,
+        loaded: HashSet<Value>,
+        flat: bool,
+        strided: Vec<Value>,
+        updated: HashSet<Value>,
+    }
+    let open = |s: &Schedule, o: Value, mine: Vec<Value>| Group {
+        members: HashSet::from([o]),
+        loaded: mine.into_iter().collect(),
+        flat: flat_only(g, s, o),
+        strided: strided_sources(g, s, o),
+        updated: replaces.get(&o).copied().into_iter().collect(),
+    };
     let mut out: Vec<Kernel> = Vec::new();
+    let mut group: Option<Group> = None;
     for k in std::mem::take(&mut s.kernels) {
-        if let (
-            Some(Kernel::Elementwise { out: po, rows: pr, cols: pc, also: pa }),
-            Kernel::Elementwise { out: o, rows, cols, .. },
-        ) = (out.last_mut(), &k)
+        let Kernel::Elementwise { out: o, rows, cols, .. } = &k else {
+            group = None;
+            out.push(k);
+            continue;
+        };
+        let (o, rows, cols) = (*o, *rows, *cols);
+        let mine = loaded(s, o);
+        if let (Some(Kernel::Elementwise { out: po, rows: pr, cols: pc, also: pa }), Some(grp)) =
+            (out.last_mut(), group.as_mut())
         {
-            let group: Vec<Value> = pa.iter().copied().chain([*po]).collect();
-            let mine = loaded(s, *o);
-            let reads_group = mine.iter().any(|r| group.contains(r));
+            let reads_group = mine.iter().any(|r| grp.members.contains(r));
             // Or loads what the group loads (Adam's m and v both read the gradient).
-            let shares = group.iter().any(|&m| loaded(s, m).iter().any(|r| mine.contains(r)));
+            let shares = mine.iter().any(|r| grp.loaded.contains(r));
             // Outputs are stored at the end of each iteration, so within the merged loop
             // a value of the group can be read only at the loop's own position. Flat
             // kernels read nothing elsewhere; a row-by-row kernel may read through a
             // slice or a row/column broadcast, so those reads must not touch the group,
             // nor a parameter or state another kernel may update in place.
-            let flat = flat_only(g, s, *o) && group.iter().all(|&v| flat_only(g, s, v));
-            let safe = flat || {
-                let outs: Vec<Value> = group.iter().copied().chain([*o]).collect();
-                // Parameters and states this group may overwrite in place.
-                let updated: Vec<Value> = g
-                    .params
-                    .iter()
-                    .map(|p| (p.value, p.update))
-                    .chain(g.states.iter().map(|s| (s.value, s.update)))
-                    .filter(|(_, u)| u.is_some_and(|u| outs.contains(&u)))
-                    .map(|(v, _)| v)
-                    .collect();
-                let strided: Vec<Value> = outs.iter().flat_map(|&v| strided_sources(g, s, v)).collect();
-                strided.iter().all(|r| !group.contains(r) && !updated.contains(r))
+            let flat_o = flat_only(g, s, o);
+            // A flat kernel reads nothing strided.
+            let strided_o = if flat_o { Vec::new() } else { strided_sources(g, s, o) };
+            let updated_o = replaces.get(&o).copied();
+            let safe = (flat_o && grp.flat) || {
+                let clear = |r: &Value| !grp.members.contains(r) && !grp.updated.contains(r) && Some(*r) != updated_o;
+                grp.strided.iter().all(clear) && strided_o.iter().all(clear)
             };
-            if *pr == *rows && *pc == *cols && (reads_group || shares) && safe {
+            if *pr == rows && *pc == cols && (reads_group || shares) && safe && pa.len() + 1 < MAX_MERGED {
                 pa.push(*po);
-                *po = *o;
+                *po = o;
+                grp.members.insert(o);
+                grp.loaded.extend(mine);
+                grp.flat &= flat_o;
+                grp.strided.extend(strided_o);
+                grp.updated.extend(updated_o);
                 continue;
             }
         }
+        group = Some(open(s, o, mine));
         out.push(k);
     }
     s.kernels = out;
