@@ -259,3 +259,24 @@ fn an_exponential_tree_of_calls_stops_at_the_call_limit() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("E0907") && err.contains("more than 1000000 calls"), "{err}");
 }
+
+#[test]
+fn a_gzip_bomb_stops_at_the_data_limit() {
+    use std::io::Write;
+    let d = fresh("gzip_bomb");
+    // 6 MiB of "0,0,0\n", written 190 times: 1.11 GiB of CSV in a file of a few MB, past
+    // the 1 GiB limit for a data file's gunzipped contents.
+    let block: Vec<u8> = b"0,0,0\n".iter().copied().cycle().take(6 << 20).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for _ in 0..190 {
+        gz.write_all(&block).expect("compress");
+    }
+    let bytes = gz.finish().expect("compress");
+    assert!(bytes.len() < 16 << 20, "{} bytes", bytes.len());
+    std::fs::write(d.join("bomb.csv.gz"), &bytes).expect("write");
+    std::fs::write(d.join("b.nn"), MODEL.replace("moons(n = 64)", "csv(\"bomb.csv.gz\")")).expect("write");
+    let (code, err) = nnc(&["train", "b.nn", "--out", "run"], &d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bomb.csv.gz` gunzips to more than 1073741824 bytes"), "{err}");
+    assert!(!d.join("run").exists(), "nothing written");
+}
