@@ -232,6 +232,8 @@ pub(crate) struct Lowerer {
     loss_span: Option<Span>,
     tune: Option<crate::ir::recipe::TuneSettings>,
     tune_span: Option<Span>,
+    /// Where the train block says `metrics = ...`.
+    metrics_span: Option<Span>,
     /// The model's arguments and their kinds (for the `tune` block's space).
     model_args: Vec<(String, Option<ast::Kind>)>,
 }
@@ -432,6 +434,7 @@ fn lower_model(
         loss_span: None,
         tune: None,
         tune_span: None,
+        metrics_span: None,
         model_args: m
             .args
             .iter()
@@ -491,6 +494,30 @@ fn lower_model(
                 )
                 .with_help("add `loss = cross_entropy(logits, y)` or another scalar objective"),
             );
+        }
+        // Classification metrics asked of a model whose loss scores a regression.
+        if let (Some(span), Some(s), Mode::Train, true) =
+            (lw.metrics_span, lw.settings.as_ref(), mode, lw.errors.is_empty())
+        {
+            let regression = !lw.g.scored.is_empty() && lw.g.scored.iter().all(|x| x.loss_fn == "mse");
+            let classification = ["accuracy", "precision", "recall", "f1", "confusion", "auc"];
+            let asked: Vec<&str> =
+                s.metrics.iter().map(String::as_str).filter(|m| classification.contains(m)).collect();
+            if regression && s.metrics_on.is_none() && !asked.is_empty() {
+                lw.errors.push(
+                    Diagnostic::new(
+                        "E0614",
+                        span,
+                        format!(
+                            "`{}` {} a classifier's, but the loss of model `{}` is `mse`: a regression",
+                            asked.join("`, `"),
+                            if asked.len() == 1 { "is" } else { "are" },
+                            m.name.name
+                        ),
+                    )
+                    .with_help("a regression is measured by `mse` and `mae` (rmse and r2 are reported beside them)"),
+                );
+            }
         }
         if lw.errors.is_empty() {
             let problems = ir::verify::verify(&lw.g);
@@ -786,6 +813,7 @@ impl Lowerer {
                         .with_note(first, "first here"));
                 }
                 self.train_span = Some(*span);
+                self.metrics_span = st.iter().find(|x| x.key.name == "metrics").map(|x| x.value.span);
                 let (s, errs) = settings::check_block(st, *span);
                 self.settings = Some(s);
                 if self.mode == Mode::Train {
