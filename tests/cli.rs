@@ -485,3 +485,25 @@ fn the_readme_table_matches_the_cli() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_same_definitions() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).output().expect("run nnc");
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}");
+        for word in ["train", "tune", "checkpoint", "space"] {
+            assert!(out.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let (code, out) = run(&["man", "tune"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(".ie") && out.contains(".TH nnc-tune 1") && out.contains("\\-\\-space"), "{out}");
+    let (code, out) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(".TH nnc 1") && out.contains("nnc\\-tune(1)"), "{}", &out[..out.len().min(400)]);
+    assert_eq!(run(&["man", "bogus"]).0, 2);
+}

@@ -37,12 +37,14 @@ macro_rules! errs {
 mod bench;
 mod check;
 mod compare;
+mod completions;
 mod cv;
 mod eval;
 mod grad;
 mod gradcheck;
 mod init;
 mod ir_stage;
+mod man;
 mod params;
 mod plan;
 mod predict;
@@ -136,6 +138,10 @@ enum Command {
     Bench(bench::Args),
     /// Compare analytic gradients with central differences in f64.
     Gradcheck(gradcheck::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Print the manual page (roff) of nnc or of one command: `nnc man train | man -l -`.
+    Man(man::Args),
 }
 
 /// `--eps`, `--tol`: a number above 0 and finite.
@@ -234,6 +240,8 @@ pub fn run() -> i32 {
         Command::Plan(a) => plan::run(a, opts),
         Command::Bench(a) => bench::run(a, opts),
         Command::Gradcheck(a) => gradcheck::run(a, opts),
+        Command::Completions(a) => completions::run(a, opts),
+        Command::Man(a) => man::run(a, opts),
     }
 }
 
