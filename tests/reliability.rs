@@ -280,3 +280,106 @@ fn a_gzip_bomb_stops_at_the_data_limit() {
     assert!(err.contains("bomb.csv.gz` gunzips to more than 1073741824 bytes"), "{err}");
     assert!(!d.join("run").exists(), "nothing written");
 }
+
+/// Random corruptions of a real checkpoint (a tensor reshaped, retyped or removed,
+/// metadata made invalid, the file truncated): `eval`, `predict` and `train --resume`
+/// each refuse with exit 1 and a message naming the file and the tensor or key, and
+/// never panic.
+#[test]
+fn corrupted_checkpoints_are_refused_by_every_command_that_reads_them() {
+    use nnc::tensors::{HostData, HostTensor};
+    let d = fresh("corrupt");
+    let model = MODEL.replace("moons(n = 64)  epochs = 1", "moons(n = 64)  split = [0.75, 0.25]  epochs = 1");
+    std::fs::write(d.join("m.nn"), &model).expect("write");
+    let (code, err) = nnc(&["train", "m.nn", "--out", "run"], &d);
+    assert_eq!(code, 0, "{err}");
+    let good = d.join("run/last.safetensors");
+    let (tensors, meta) = nnc::train::checkpoint::read(&good).expect("read");
+    // Parameters and (optimizer) states; `preprocess.*` corruptions have their own test.
+    let names: Vec<String> = tensors.keys().filter(|k| !k.starts_with("preprocess.")).cloned().collect();
+    let bytes = std::fs::read(&good).expect("read");
+    let inputs =
+        nnc::tensors::TensorMap::from([("x".to_string(), HostTensor::f32(vec![2, 2], vec![0.5, -1.0, 1.5, 0.25]))]);
+    nnc::tensors::write(&d.join("x.safetensors"), &inputs, None).expect("write inputs");
+    let mut rng = nnc::rng::SplitMix64::new(7);
+    for case in 0..24 {
+        let name = &names[rng.below(names.len() as u64) as usize];
+        let mut t = tensors.clone();
+        let mut m = meta.clone();
+        let (what, expect): (String, String) = match case % 6 {
+            0 => {
+                let x = t.get_mut(name).expect("tensor");
+                let n: usize = x.shape.iter().product();
+                x.shape = if x.shape.len() == 1 { vec![1, n] } else { vec![n] };
+                (format!("{name} reshaped"), name.clone())
+            }
+            1 => {
+                let x = t.get_mut(name).expect("tensor");
+                let n: usize = x.shape.iter().product();
+                *x = HostTensor { shape: x.shape.clone(), data: HostData::I32(vec![0; n]) };
+                (format!("{name} as i32"), name.clone())
+            }
+            2 => {
+                t.remove(name);
+                (format!("{name} removed"), name.clone())
+            }
+            3 => {
+                let key = ["nnc.step", "nnc.epoch", "nnc.best", "nnc.bad_epochs"][rng.below(4) as usize];
+                m.insert(key.into(), ["abc", "-1", "nan", "1e99"][rng.below(4) as usize].into());
+                (format!("{key} corrupted"), key.to_string())
+            }
+            4 => {
+                let key = ["nnc.split", "nnc.data_rows", "nnc.split_seed"][rng.below(3) as usize];
+                m.insert(key.into(), "x,y".into());
+                (format!("{key} corrupted"), key.to_string())
+            }
+            _ => (String::from("truncated"), String::from("bad.safetensors")),
+        };
+        let path = d.join("bad.safetensors");
+        if case % 6 == 5 {
+            let cut = 1 + rng.below(bytes.len() as u64 - 2) as usize;
+            std::fs::write(&path, &bytes[..cut]).expect("write");
+        } else {
+            nnc::tensors::write(&path, &t, Some(m)).expect("write");
+        }
+        // Resume reads the run folder's last.safetensors.
+        let resume = d.join(format!("resume{case}"));
+        std::fs::create_dir_all(&resume).expect("mkdir");
+        std::fs::copy(&path, resume.join("last.safetensors")).expect("copy");
+        let out = d.join("out.safetensors");
+        let runs: [Vec<&str>; 3] = [
+            vec!["eval", "m.nn", "--checkpoint", "bad.safetensors"],
+            vec![
+                "predict",
+                "m.nn",
+                "--checkpoint",
+                "bad.safetensors",
+                "--inputs",
+                "x.safetensors",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+            vec!["train", "m.nn", "--out", resume.to_str().expect("utf-8"), "--resume"],
+        ];
+        for args in &runs {
+            let (code, err) = nnc(args, &d);
+            // `eval` and `predict` read neither the optimizer state nor the loop's position
+            // (and `predict` not the split), so those corruptions may pass them; `--resume`
+            // reads everything. What fails must fail cleanly, naming what is wrong.
+            if code == 0 {
+                let unread = match args[0] {
+                    "eval" => name.starts_with("opt.") && case % 6 < 3 || case % 6 == 3,
+                    "predict" => name.starts_with("opt.") && case % 6 < 3 || case % 6 == 3 || case % 6 == 4,
+                    _ => false,
+                };
+                assert!(unread, "{what}: `{}` accepted it", args[0]);
+                continue;
+            }
+            assert_eq!(code, 1, "{what}: `{}` exit {code}: {err}", args[0]);
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            let file = if args[0] == "train" { "last.safetensors" } else { "bad.safetensors" };
+            assert!(err.contains(file), "{what}: `{}` does not name the file: {err}", args[0]);
+            assert!(err.contains(&expect) || case % 6 == 5, "{what}: `{}` does not name `{expect}`: {err}", args[0]);
+        }
+    }
+}
