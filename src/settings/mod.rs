@@ -446,27 +446,41 @@ fn positive(v: &Expr, what: &str) -> Result<f64, Diagnostic> {
 /// (early stopping needs a validation split) are checked at the end.
 pub fn check_block(settings: &[crate::syntax::ast::Setting], span: Span) -> (TrainSettings, Vec<Diagnostic>) {
     let mut s = TrainSettings { present: true, ..TrainSettings::default() };
+    let errs = check_each(settings, "train", span, &mut s, apply, cross_check);
+    (s, errs)
+}
+
+/// Checks every `key = value` of a block into `into` with `apply` (each key at most
+/// once, every error reported), then, when all are fine, the block's `cross` rules.
+fn check_each<T>(
+    settings: &[crate::syntax::ast::Setting],
+    block: &str,
+    span: Span,
+    into: &mut T,
+    mut apply: impl FnMut(&mut T, &Ident, &Expr) -> Result<(), Diagnostic>,
+    cross: impl Fn(&T, Span) -> Result<(), Diagnostic>,
+) -> Vec<Diagnostic> {
     let mut errs = Vec::new();
     let mut seen: Vec<(&str, Span)> = Vec::new();
     for st in settings {
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == st.key.name) {
             errs.push(
-                Diagnostic::new("E0611", st.key.span, format!("train setting `{}` given twice", st.key.name))
+                Diagnostic::new("E0611", st.key.span, format!("{block} setting `{}` given twice", st.key.name))
                     .with_note(*first, "first given here"),
             );
             continue;
         }
         seen.push((&st.key.name, st.key.span));
-        if let Err(d) = apply(&mut s, &st.key, &st.value) {
+        if let Err(d) = apply(into, &st.key, &st.value) {
             errs.push(d);
         }
     }
     if errs.is_empty() {
-        if let Err(d) = cross_check(&s, span) {
+        if let Err(d) = cross(into, span) {
             errs.push(d);
         }
     }
-    (s, errs)
+    errs
 }
 
 /// Rules that involve more than one key.

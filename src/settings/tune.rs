@@ -41,26 +41,7 @@ pub fn check_block(
     args: &[(String, Option<Kind>)],
 ) -> (TuneSettings, Vec<Diagnostic>) {
     let mut t = TuneSettings::default();
-    let mut errs = Vec::new();
-    let mut seen: Vec<(&str, Span)> = Vec::new();
-    for st in settings {
-        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == st.key.name) {
-            errs.push(
-                Diagnostic::new("E0611", st.key.span, format!("tune setting `{}` given twice", st.key.name))
-                    .with_note(*first, "first given here"),
-            );
-            continue;
-        }
-        seen.push((&st.key.name, st.key.span));
-        if let Err(d) = apply(&mut t, &st.key, &st.value, args) {
-            errs.push(d);
-        }
-    }
-    if errs.is_empty() {
-        if let Err(d) = cross_check(&t, span) {
-            errs.push(d);
-        }
-    }
+    let errs = super::check_each(settings, "tune", span, &mut t, |t, k, v| apply(t, k, v, args), cross_check);
     (t, errs)
 }
 
