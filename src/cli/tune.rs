@@ -207,7 +207,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
                 "best_{}: {} (trial {})",
                 r.metric,
                 crate::metrics::format_short(b.metric.unwrap_or(f64::NAN)),
-                i + 1
+                b.index + 1
             );
             outln!("best: {}", values_text(b));
             if let Some(test) = &r.test {

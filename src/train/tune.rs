@@ -109,7 +109,7 @@ pub struct TuneReport {
     pub maximize: bool,
     pub method: String,
     pub trials: Vec<TrialResult>,
-    /// The index of the best complete trial.
+    /// The position in `trials` of the best complete trial.
     pub best: Option<usize>,
     pub best_model: Option<BestModel>,
     /// The best model's metrics on the test rows (`test_*`), when the split has them.
@@ -163,7 +163,8 @@ struct Shared {
     /// Per trial, the best value up to each epoch so far.
     curves: Vec<Vec<f64>>,
     done: Vec<bool>,
-    best: Option<(f64, usize, BestModel)>,
+    /// The best complete trial: its metric, index and model (none when cross-validated).
+    best: Option<(f64, usize, Option<BestModel>)>,
     error: Option<String>,
 }
 
@@ -273,16 +274,11 @@ pub fn tune(
         };
         return Err(format!("every trial failed; the first: {why}"));
     }
-    let mut best_model = shared.best.map(|(_, _, m)| m);
-    let best = results
-        .iter()
-        .filter(|r| r.state == State::Complete)
-        .filter_map(|r| r.metric.map(|m| (m, r.index)))
-        .fold(None::<(f64, usize)>, |acc, (m, i)| match acc {
-            Some((b, _)) if !(if maximize { m > b } else { m < b }) => acc,
-            _ => Some((m, i)),
-        })
-        .map(|(_, i)| i);
+    // Positions in `results`, which lacks the trials an interruption cut off.
+    let (best, mut best_model) = match shared.best {
+        Some((_, i, m)) => (results.iter().position(|r| r.index == i), m),
+        None => (None, None),
+    };
     // Cross-validated trials have no single model: refit the best on the training rows.
     if metric.starts_with("cv_") {
         if let Some(i) = best {
@@ -437,25 +433,17 @@ fn worker(s: &Search, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
         let values: Vec<(String, String)> =
             s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
         let (state, metric, epochs, model) = run_trial(s, index, &values);
-        let result = TrialResult {
-            index,
-            values,
-            raw,
-            state,
-            metric,
-            curve: Vec::new(),
-            epochs,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
+        let seconds = t0.elapsed().as_secs_f64();
         let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let mut result = result;
-        result.curve = sh.curves[index].clone();
-        if let (State::Complete, Some(m), Some(model)) = (&result.state, result.metric, model) {
-            let better = match &sh.best {
+        let curve = sh.curves[index].clone();
+        let result = TrialResult { index, values, raw, state, metric, curve, epochs, seconds };
+        // The best complete trial (ties: the earlier one), with its model when it has one.
+        if let (State::Complete, Some(m)) = (&result.state, result.metric) {
+            let wins = match &sh.best {
                 None => true,
-                Some((b, bi, _)) => (if s.maximize { m > *b } else { m < *b }) || (m == *b && index < *bi),
+                Some((b, bi, _)) => better(s.maximize, m, *b) || (m == *b && index < *bi),
             };
-            if better {
+            if wins {
                 sh.best = Some((m, index, model));
             }
         }
