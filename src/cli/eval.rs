@@ -1,6 +1,8 @@
-//! `nnc eval`: metrics of a checkpoint on the rows it held out.
+//! `nnc eval`: metrics of a checkpoint on the rows it held out, or on every row of a
+//! data file (`--data`).
 
 use super::*;
+use crate::train::trainer::EvalData;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -10,6 +12,19 @@ pub struct Args {
     /// it several times to score an ensemble that averages the members' probabilities.
     #[arg(long, required = true)]
     pub checkpoint: Vec<PathBuf>,
+    /// Score every row of this data file instead of the held-out rows: csv, npy, npz,
+    /// safetensors or IDX (`.gz` too), with labels; the checkpoint's preprocessing applied.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The label column of a `--data` csv file (default: the train block's csv `label`).
+    #[arg(long, allow_hyphen_values = true, requires = "data")]
+    pub label_column: Option<i64>,
+    /// A `--data` csv file's first row is a header (default: the train block's csv `header`).
+    #[arg(long, requires = "data")]
+    pub header: bool,
+    /// The labels of `--data` npy or IDX features (an npy or IDX file).
+    #[arg(long, requires = "data")]
+    pub labels: Option<PathBuf>,
     /// Print one JSON object: every metric, and the confusion matrix of a classifier.
     #[arg(long)]
     pub json: bool,
@@ -30,10 +45,21 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let p = &p;
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let source = std::fs::read_to_string(&a.file).unwrap_or_default();
+    let given = match &a.data {
+        Some(path) => match load(p, path, &a) {
+            Ok(ds) => Some((ds, path.display().to_string())),
+            Err(m) => return fail(&m),
+        },
+        None => None,
+    };
+    let rows = match &given {
+        Some((ds, name)) => EvalData::All(ds, name),
+        None => EvalData::HeldOut,
+    };
     if a.checkpoint.len() > 1 {
-        return ensemble(p, &dir, &a, &source);
+        return ensemble(p, &dir, &a, &source, rows);
     }
-    match crate::train::trainer::evaluate(p, &dir, &a.checkpoint[0], a.backend == Backend::Jit, &source) {
+    match crate::train::trainer::evaluate_on(p, &dir, &a.checkpoint[0], a.backend == Backend::Jit, &source, rows) {
         Ok(r) => {
             for n in &r.notes {
                 errln!("note: {n}");
@@ -63,8 +89,42 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     }
 }
 
-fn ensemble(p: &crate::ir::Program, dir: &std::path::Path, a: &Args, source: &str) -> i32 {
-    match crate::train::trainer::evaluate_ensemble(p, dir, &a.checkpoint, a.backend == Backend::Jit, source) {
+/// The `--data` file, bound to every input the model reads in training (labels too).
+/// A csv file's label column and header default to those of the train block's csv source.
+fn load(p: &crate::ir::Program, path: &std::path::Path, a: &Args) -> Result<crate::data::Dataset, String> {
+    let specs = crate::train::engine::input_specs(&p.train)?;
+    let mut f = crate::data::DataFile {
+        path: path.to_path_buf(),
+        label_column: a.label_column,
+        header: a.header,
+        labels: a.labels.clone(),
+    };
+    let csv = crate::data::file_format(path)? == crate::data::FileFormat::Csv;
+    let labeled = specs.iter().any(|s| s.name == crate::data::LABEL_INPUT);
+    if csv && labeled && f.label_column.is_none() {
+        let from_train = p.settings.data.as_ref().filter(|c| c.name == "csv");
+        let Some(c) = from_train else {
+            return Err(format!(
+                "`{}`: which column holds the labels? pass --label-column N (the train block's source is not a csv \
+                 file to take it from)",
+                path.display()
+            ));
+        };
+        f.label_column = Some(crate::data::int_arg(c, "label", -1)?);
+        if !a.header {
+            f.header = matches!(c.arg("header"), Some(crate::settings::Lit::Bool(true)));
+        }
+        errln!(
+            "note: label column {} and header = {} as in the train block's csv source",
+            f.label_column.unwrap_or(-1),
+            f.header
+        );
+    }
+    crate::data::load_file(&f, &specs)
+}
+
+fn ensemble(p: &crate::ir::Program, dir: &std::path::Path, a: &Args, source: &str, rows: EvalData) -> i32 {
+    match crate::train::trainer::evaluate_ensemble(p, dir, &a.checkpoint, a.backend == Backend::Jit, source, rows) {
         Ok((members, ens)) => {
             let rows = members.first().map(|m| m.rows.clone()).unwrap_or_default();
             for n in members.first().map(|m| m.notes.clone()).unwrap_or_default().iter().chain(&ens.notes) {

@@ -48,6 +48,7 @@ mod man;
 mod params;
 mod plan;
 mod predict;
+mod prune;
 mod train;
 mod tune;
 
@@ -130,8 +131,11 @@ enum Command {
     /// Compare two models on the same folds or the same test split, with a significance
     /// test, their size, work and speed.
     Compare(compare::Args),
-    /// Metrics of a checkpoint on the test split.
+    /// Metrics of a checkpoint on the test split (or on a data file).
     Eval(eval::Args),
+    /// Prune a checkpoint's smallest weights (magnitude, global or per layer, or whole
+    /// rows or channels), fine-tune with the pruned weights kept at zero, and score it.
+    Prune(prune::Args),
     /// Print the buffer plan of the training step.
     Plan(plan::Args),
     /// Compile the training step and time it on synthetic inputs.
@@ -234,6 +238,7 @@ pub fn run() -> i32 {
         Command::Predict(a) => predict::run(a, opts),
         Command::Train(a) => train::run(a, opts),
         Command::Eval(a) => eval::run(a, opts),
+        Command::Prune(a) => prune::run(a, opts),
         Command::Cv(a) => cv::run(a, opts),
         Command::Tune(a) => tune::run(a, opts),
         Command::Compare(a) => compare::run(a, opts),

@@ -139,7 +139,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
                 Err(m) => return fail(&m),
             }
         }
-        return match crate::train::trainer::evaluate_ensemble(&p, &dir, &lasts, jit, &topts.source) {
+        return match crate::train::trainer::evaluate_ensemble(
+            &p,
+            &dir,
+            &lasts,
+            jit,
+            &topts.source,
+            crate::train::trainer::EvalData::HeldOut,
+        ) {
             Ok((_, ens)) => {
                 for note in &ens.notes {
                     errln!("note: {note}");

@@ -1,6 +1,7 @@
 //! `csv(path, label = -1, header = false)`: consumes a comma-separated text file (gzip
 //! when the name ends in `.gz`) and produces `Raw` features (every column but the label
-//! column) and labels, remembering each sample's line for error messages.
+//! column) and labels, remembering each sample's line for error messages. Without a label
+//! column (`label: None`, for `nnc predict`), every column is a feature.
 //!
 //! A byte-order mark and blank lines are skipped; cells are trimmed and may be wrapped in
 //! double quotes. Every row needs the first data row's column count; every cell must be a
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use super::{formats::read_file, Locator, Raw};
 
-pub(crate) fn load(path: &Path, label: i64, header: bool) -> Result<Raw, String> {
+pub(crate) fn load(path: &Path, label: Option<i64>, header: bool) -> Result<Raw, String> {
     let file = path.display().to_string();
     let bytes = read_file(path)?;
     let text = match std::str::from_utf8(&bytes) {
@@ -23,8 +24,8 @@ pub(crate) fn load(path: &Path, label: i64, header: bool) -> Result<Raw, String>
     parse(text.strip_prefix('\u{feff}').unwrap_or(text), &file, label, header)
 }
 
-fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String> {
-    let mut columns: Option<(usize, usize)> = None; // (count, label column)
+fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw, String> {
+    let mut columns: Option<(usize, usize)> = None; // (count, label column or usize::MAX)
     let mut first_row = 0;
     let mut header_pending = header;
     let mut header_cols: Option<(usize, usize)> = None; // (columns, line)
@@ -49,18 +50,24 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
             Some(c) => c,
             None => {
                 let count = cells.len();
-                if count < 2 {
-                    return Err(format!(
-                        "{file}:{row}: found {count} column; expected at least 2 (features and a label)"
-                    ));
-                }
-                let lab = if label < 0 { count as i64 + label } else { label };
-                if lab < 0 || lab >= count as i64 {
-                    return Err(format!(
-                        "{file}:{row}: the label column is {label}, but the rows have {count} columns (0..{} or -1..-{count})",
-                        count - 1
-                    ));
-                }
+                let lab = match label {
+                    None => usize::MAX as i64,
+                    Some(_) if count < 2 => {
+                        return Err(format!(
+                            "{file}:{row}: found {count} column; expected at least 2 (features and a label)"
+                        ));
+                    }
+                    Some(label) => {
+                        let lab = if label < 0 { count as i64 + label } else { label };
+                        if lab < 0 || lab >= count as i64 {
+                            return Err(format!(
+                                "{file}:{row}: the label column is {label}, but the rows have {count} columns (0..{} or -1..-{count})",
+                                count - 1
+                            ));
+                        }
+                        lab
+                    }
+                };
                 if let Some((h, hrow)) = header_cols {
                     if h != count {
                         return Err(format!(
@@ -89,7 +96,7 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
                     return Err(format!("{file}:{row}:{col}: empty value; expected a number"));
                 }
                 Err(_) => {
-                    let hint = if !header && labels.is_empty() {
+                    let hint = if !header && lines.is_empty() {
                         " (if this is a header row, write `header = true`)"
                     } else {
                         ""
@@ -114,14 +121,15 @@ fn parse(text: &str, file: &str, label: i64, header: bool) -> Result<Raw, String
         }
         lines.push(row);
     }
-    let Some((count, _)) = columns else {
+    let Some((count, lab)) = columns else {
         return Err(format!("`{file}` is empty: it has no data rows"));
     };
+    let labeled = lab != usize::MAX;
     Ok(Raw {
-        n: labels.len(),
+        n: lines.len(),
         features,
-        shape: vec![count - 1],
-        labels,
+        shape: vec![if labeled { count - 1 } else { count }],
+        labels: labeled.then_some(labels),
         feature_at: Locator::Lines(file.to_string(), lines.clone()),
         label_at: Locator::Lines(file.to_string(), lines),
     })

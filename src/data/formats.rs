@@ -195,11 +195,9 @@ fn parse_idx(bytes: &[u8], file: &str) -> Result<Idx, String> {
     Ok(Idx { dims, values, elem, magic })
 }
 
-pub(crate) fn load_idx(images: &Path, labels: &Path) -> Result<Raw, String> {
+pub(crate) fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Raw, String> {
     let ifile = images.display().to_string();
-    let lfile = labels.display().to_string();
     let im = parse_idx(&read_file(images)?, &ifile)?;
-    let lb = parse_idx(&read_file(labels)?, &lfile)?;
     if im.dims.len() < 2 {
         return Err(format!(
             "`{ifile}`: expected images (magic 0x00000803, at least 2 dimensions), found a {}-dimensional IDX file (magic 0x{:08x}); are `images` and `labels` swapped?",
@@ -207,16 +205,24 @@ pub(crate) fn load_idx(images: &Path, labels: &Path) -> Result<Raw, String> {
             im.magic
         ));
     }
-    if lb.dims.len() != 1 && !(lb.dims.len() == 2 && lb.dims[1] == 1) {
-        return Err(format!(
-            "`{lfile}`: expected labels (magic 0x00000801, 1 dimension), found shape {:?} (magic 0x{:08x})",
-            lb.dims, lb.magic
-        ));
-    }
     let n = im.dims[0];
-    if lb.dims[0] != n {
-        return Err(format!("`{ifile}` has {n} images but `{lfile}` has {} labels", lb.dims[0]));
-    }
+    let (lb, lfile) = match labels {
+        None => (None, ifile.clone()),
+        Some(labels) => {
+            let lfile = labels.display().to_string();
+            let lb = parse_idx(&read_file(labels)?, &lfile)?;
+            if lb.dims.len() != 1 && !(lb.dims.len() == 2 && lb.dims[1] == 1) {
+                return Err(format!(
+                    "`{lfile}`: expected labels (magic 0x00000801, 1 dimension), found shape {:?} (magic 0x{:08x})",
+                    lb.dims, lb.magic
+                ));
+            }
+            if lb.dims[0] != n {
+                return Err(format!("`{ifile}` has {n} images but `{lfile}` has {} labels", lb.dims[0]));
+            }
+            (Some(lb.values), lfile)
+        }
+    };
     if n == 0 {
         return Err(format!("`{ifile}` has no images"));
     }
@@ -226,7 +232,7 @@ pub(crate) fn load_idx(images: &Path, labels: &Path) -> Result<Raw, String> {
         n,
         features,
         shape: im.dims[1..].to_vec(),
-        labels: lb.values,
+        labels: lb,
         feature_at: Locator::Samples(ifile),
         label_at: Locator::Samples(lfile),
     })
@@ -363,21 +369,27 @@ fn fortran_to_c(values: &[f64], shape: &[usize]) -> Vec<f64> {
     out
 }
 
-pub(crate) fn load_npy_pair(features: &Path, labels: &Path) -> Result<Raw, String> {
+pub(crate) fn load_npy_pair(features: &Path, labels: Option<&Path>) -> Result<Raw, String> {
     let ffile = features.display().to_string();
-    let lfile = labels.display().to_string();
     let f = parse_npy(&read_file(features)?, &ffile)?;
-    let l = parse_npy(&read_file(labels)?, &lfile)?;
     let Some(&n) = f.shape.first() else {
         return Err(format!("`{ffile}` holds a scalar; expected an array of shape [n, ...] (samples first)"));
     };
-    let labels_ok = matches!(l.shape.as_slice(), [_] | [_, 1]);
-    if !labels_ok {
-        return Err(format!("`{lfile}`: expected labels of shape [n] or [n, 1], found {:?}", l.shape));
-    }
-    if l.shape[0] != n {
-        return Err(format!("`{ffile}` has {n} samples but `{lfile}` has {} labels", l.shape[0]));
-    }
+    let (l, lfile) = match labels {
+        None => (None, ffile.clone()),
+        Some(labels) => {
+            let lfile = labels.display().to_string();
+            let l = parse_npy(&read_file(labels)?, &lfile)?;
+            let labels_ok = matches!(l.shape.as_slice(), [_] | [_, 1]);
+            if !labels_ok {
+                return Err(format!("`{lfile}`: expected labels of shape [n] or [n, 1], found {:?}", l.shape));
+            }
+            if l.shape[0] != n {
+                return Err(format!("`{ffile}` has {n} samples but `{lfile}` has {} labels", l.shape[0]));
+            }
+            (Some(l.values), lfile)
+        }
+    };
     if n == 0 {
         return Err(format!("`{ffile}` has no samples"));
     }
@@ -395,14 +407,7 @@ pub(crate) fn load_npy_pair(features: &Path, labels: &Path) -> Result<Raw, Strin
         }
         features.push(x);
     }
-    Ok(Raw {
-        n,
-        features,
-        shape: f.shape[1..].to_vec(),
-        labels: l.values,
-        feature_at: loc,
-        label_at: Locator::Samples(lfile),
-    })
+    Ok(Raw { n, features, shape: f.shape[1..].to_vec(), labels: l, feature_at: loc, label_at: Locator::Samples(lfile) })
 }
 
 // ---------------------------------------------------------------------------------------

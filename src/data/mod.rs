@@ -226,10 +226,10 @@ pub fn load(choice: &Choice, base_dir: &Path, inputs: &[InputSpec]) -> Result<Da
                 Some(Lit::Bool(b)) => *b,
                 Some(other) => return Err(format!("csv: `header` must be true or false, found {}", other.render())),
             };
-            csv::load(&path("path")?, label, header)?
+            csv::load(&path("path")?, Some(label), header)?
         }
-        "idx" => formats::load_idx(&path("images")?, &path("labels")?)?,
-        "npy" => formats::load_npy_pair(&path("features")?, &path("labels")?)?,
+        "idx" => formats::load_idx(&path("images")?, Some(&path("labels")?))?,
+        "npy" => formats::load_npy_pair(&path("features")?, Some(&path("labels")?))?,
         "npz" => {
             let p = path("path")?;
             let arrays = formats::load_npz(&p)?;
@@ -250,6 +250,85 @@ pub fn load(choice: &Choice, base_dir: &Path, inputs: &[InputSpec]) -> Result<Da
     bind_raw(raw, inputs)
 }
 
+/// A data file named on the command line (`nnc predict --inputs`, `nnc eval --data`),
+/// read like the `train` block's sources; its format comes from its name (a `.gz`
+/// suffix is decompressed): `.csv`, `.npy`, `.npz`, `.safetensors`, and IDX (`-ubyte`,
+/// `.idx`, `.idx1`, `.idx3`, ...).
+#[derive(Clone, Debug, Default)]
+pub struct DataFile {
+    pub path: std::path::PathBuf,
+    /// A csv file's label column (negative counts from the end); `None`: every column
+    /// is a feature.
+    pub label_column: Option<i64>,
+    /// A csv file's first row is a header.
+    pub header: bool,
+    /// The labels of an `.npy` or IDX features file (an `.npy` or IDX file).
+    pub labels: Option<std::path::PathBuf>,
+}
+
+/// The formats `DataFile` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Npy,
+    Npz,
+    Safetensors,
+    Idx,
+}
+
+/// The format of a data file, from its name.
+pub fn file_format(path: &Path) -> Result<FileFormat, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    Ok(match ext {
+        "csv" => FileFormat::Csv,
+        "npy" => FileFormat::Npy,
+        "npz" => FileFormat::Npz,
+        "safetensors" => FileFormat::Safetensors,
+        e if e.starts_with("idx") => FileFormat::Idx,
+        _ if name.ends_with("-ubyte") => FileFormat::Idx,
+        _ => {
+            return Err(format!(
+                "cannot tell the format of `{}` from its name; expected .csv, .npy, .npz, .safetensors or an IDX file \
+                 (-ubyte, .idx3), optionally .gz",
+                path.display()
+            ))
+        }
+    })
+}
+
+/// Loads a data file for `inputs`: csv, npy and IDX give the features input (and the
+/// labels input `y` when the file has labels: a csv label column, a labels file); npz
+/// and safetensors give every input by name. Values are checked as `load` checks them.
+pub fn load_file(f: &DataFile, inputs: &[InputSpec]) -> Result<Dataset, String> {
+    let format = file_format(&f.path)?;
+    let shown = f.path.display();
+    if f.label_column.is_some() && format != FileFormat::Csv {
+        return Err(format!("`{shown}`: a label column is for csv files; this is {format:?}"));
+    }
+    if f.header && format != FileFormat::Csv {
+        return Err(format!("`{shown}`: a header row is for csv files; this is {format:?}"));
+    }
+    if f.labels.is_some() && !matches!(format, FileFormat::Npy | FileFormat::Idx) {
+        return Err(format!(
+            "`{shown}`: a separate labels file goes with npy or IDX features; a {format:?} file holds its own labels"
+        ));
+    }
+    let mut raw = match format {
+        FileFormat::Csv => csv::load(&f.path, f.label_column, f.header)?,
+        FileFormat::Npy => formats::load_npy_pair(&f.path, f.labels.as_deref())?,
+        FileFormat::Idx => formats::load_idx(&f.path, f.labels.as_deref())?,
+        FileFormat::Npz => return bind_named(formats::load_npz(&f.path)?, &shown.to_string(), inputs),
+        FileFormat::Safetensors => return bind_named(formats::load_safetensors(&f.path)?, &shown.to_string(), inputs),
+    };
+    if !inputs.iter().any(|i| i.name == LABEL_INPUT) {
+        // Labels nothing reads (predictions): the column is left out, the values unused.
+        raw.labels = None;
+    }
+    bind_raw(raw, inputs)
+}
+
 fn str_arg(choice: &Choice, name: &str) -> Result<String, String> {
     match choice.arg(name) {
         Some(Lit::Str(s)) | Some(Lit::Name(s)) => Ok(s.clone()),
@@ -258,7 +337,7 @@ fn str_arg(choice: &Choice, name: &str) -> Result<String, String> {
     }
 }
 
-pub(crate) fn num_arg(choice: &Choice, name: &str, default: Option<f64>) -> Result<f64, String> {
+pub fn num_arg(choice: &Choice, name: &str, default: Option<f64>) -> Result<f64, String> {
     match choice.arg(name) {
         Some(Lit::Num(v)) if v.is_finite() => Ok(*v),
         Some(other) => Err(format!("{}: `{name}` must be a number, found {}", choice.name, other.render())),
@@ -266,7 +345,7 @@ pub(crate) fn num_arg(choice: &Choice, name: &str, default: Option<f64>) -> Resu
     }
 }
 
-pub(crate) fn int_arg(choice: &Choice, name: &str, default: i64) -> Result<i64, String> {
+pub fn int_arg(choice: &Choice, name: &str, default: i64) -> Result<i64, String> {
     let v = num_arg(choice, name, Some(default as f64))?;
     if v.fract() != 0.0 || v.abs() > 9.0e15 {
         return Err(format!("{}: `{name}` must be an integer, found {v}", choice.name));
@@ -307,7 +386,8 @@ pub(crate) struct Raw {
     pub features: Vec<f32>,
     /// Per-sample shape of the features.
     pub shape: Vec<usize>,
-    pub labels: Vec<f64>,
+    /// One label per sample; `None` for a features-only file (`load_file` unlabeled).
+    pub labels: Option<Vec<f64>>,
     pub feature_at: Locator,
     pub label_at: Locator,
 }
@@ -322,14 +402,19 @@ fn bind_raw(raw: Raw, inputs: &[InputSpec]) -> Result<Dataset, String> {
         return Err(format!("`{file}` has no samples"));
     }
     let per: usize = raw.shape.iter().product();
-    if raw.features.len() != raw.n * per || raw.labels.len() != raw.n {
+    if raw.features.len() != raw.n * per || raw.labels.as_ref().is_some_and(|l| l.len() != raw.n) {
         return Err(format!("`{file}`: internal size mismatch"));
     }
     let fin = features_input(inputs)
         .ok_or_else(|| format!("`{file}` gives features and labels, but the model has no input for the features"))?;
     if fin.per_sample() != per {
+        let hint = if raw.labels.is_none() && per == fin.per_sample() + 1 {
+            "; if one column is a label, name it (`--label-column` on the command line)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "`{file}` gives samples of shape {} ({per} values each), but the model's input `{}` takes samples of shape {} ({} values each)",
+            "`{file}` gives samples of shape {} ({per} values each), but the model's input `{}` takes samples of shape {} ({} values each){hint}",
             shape_str(&raw.shape),
             fin.name,
             shape_str(&fin.per_sample_shape),
@@ -371,25 +456,32 @@ fn bind_raw(raw: Raw, inputs: &[InputSpec]) -> Result<Dataset, String> {
     };
     arrays.insert(fin.name.clone(), Array { shape: fshape, data: fdata });
 
-    let yin = inputs.iter().find(|i| i.name == LABEL_INPUT).ok_or_else(|| {
-        format!(
-            "`{file}` gives labels, but the model has no input named `{LABEL_INPUT}` to receive them (declare e.g. `input y: i32[B]`)"
-        )
-    })?;
-    if yin.per_sample() != 1 {
-        return Err(format!(
-            "`{}` gives one label per sample, but the model's input `{LABEL_INPUT}` takes samples of shape {} ({} values each)",
-            raw.label_at.file(),
-            shape_str(&yin.per_sample_shape),
-            yin.per_sample()
-        ));
+    if let Some(labels) = &raw.labels {
+        let yin = inputs.iter().find(|i| i.name == LABEL_INPUT).ok_or_else(|| {
+            format!(
+                "`{file}` gives labels, but the model has no input named `{LABEL_INPUT}` to receive them (declare e.g. `input y: i32[B]`)"
+            )
+        })?;
+        if yin.per_sample() != 1 {
+            return Err(format!(
+                "`{}` gives one label per sample, but the model's input `{LABEL_INPUT}` takes samples of shape {} ({} values each)",
+                raw.label_at.file(),
+                shape_str(&yin.per_sample_shape),
+                yin.per_sample()
+            ));
+        }
+        let mut yshape = vec![raw.n];
+        yshape.extend_from_slice(&yin.per_sample_shape);
+        let ydata = labels_to(labels, yin.dtype, &raw.label_at, LABEL_INPUT)?;
+        arrays.insert(LABEL_INPUT.to_string(), Array { shape: yshape, data: ydata });
     }
-    let mut yshape = vec![raw.n];
-    yshape.extend_from_slice(&yin.per_sample_shape);
-    let ydata = labels_to(&raw.labels, yin.dtype, &raw.label_at, LABEL_INPUT)?;
-    arrays.insert(LABEL_INPUT.to_string(), Array { shape: yshape, data: ydata });
 
     if let Some(other) = inputs.iter().find(|i| !arrays.contains_key(&i.name)) {
+        if raw.labels.is_none() && other.name == LABEL_INPUT {
+            return Err(format!(
+                "`{file}` gives features only, but the model's input `{LABEL_INPUT}` needs labels (name the label column, or a labels file)"
+            ));
+        }
         return Err(format!(
             "`{file}` gives features (bound to `{}`) and labels (bound to `{LABEL_INPUT}`), but the model's input `{}` has no data; use npz or safetensors to give every input by name",
             fin.name, other.name

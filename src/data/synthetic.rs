@@ -128,7 +128,7 @@ pub(crate) fn generate(choice: &Choice) -> Result<Raw, String> {
         n: points.len(),
         features,
         shape: vec![2],
-        labels,
+        labels: Some(labels),
         feature_at: Locator::Samples(name.to_string()),
         label_at: Locator::Samples(name.to_string()),
     })

@@ -97,6 +97,9 @@ pub struct TrainSettings {
     pub metrics_on: Option<String>,
     /// The model's `tune { }` block: a hyperparameter search over this recipe.
     pub tune: Option<TuneSettings>,
+    /// Magnitude pruning while training: `gradual(final, start, end, scope)`, or
+    /// `fixed` (masks set from outside, kept by every step: `nnc prune`'s fine-tuning).
+    pub prune: Option<Choice>,
 }
 
 /// The distribution of one hyperparameter in a search space.
@@ -264,6 +267,7 @@ impl Default for TrainSettings {
             metrics: vec!["accuracy".into()],
             metrics_on: None,
             tune: None,
+            prune: None,
         }
     }
 }

@@ -131,9 +131,24 @@ fn preprocess_spec(name: &str) -> Option<Vec<ArgSpec>> {
 }
 const PREPROCESS_NAMES: &str = "none, center, standardize, whiten";
 
+fn prune_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    let epoch = Ty::Int(1, 1 << 24);
+    Some(match name {
+        "none" => vec![],
+        "gradual" => vec![
+            ("final", UNIT, None),
+            ("start", epoch, num(1.0)),
+            ("end", epoch, None),
+            ("scope", Ty::Str, Some(Lit::Str("global".into()))),
+        ],
+        _ => return None,
+    })
+}
+const PRUNE_NAMES: &str = "none, gradual";
+
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 23] = [
     "data",
     "preprocess",
     "split",
@@ -155,6 +170,7 @@ pub const KEYS: [&str; 22] = [
     "split_seed",
     "metrics",
     "metrics_on",
+    "prune",
     "lr",
 ];
 
@@ -294,6 +310,10 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "preprocess" => s.preprocess = choice(v, "preprocessing", preprocess_spec, PREPROCESS_NAMES)?,
         "optimizer" => s.optimizer = choice(v, "optimizer", optimizer_spec, OPTIMIZER_NAMES)?,
         "schedule" => s.schedule = choice(v, "schedule", schedule_spec, SCHEDULE_NAMES)?,
+        "prune" => {
+            let c = choice(v, "pruning", prune_spec, PRUNE_NAMES)?;
+            s.prune = (c.name != "none").then_some(c);
+        }
         "lr" => {
             // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).
             let lr = lit_of(Ty::Pos, v, "`lr`")?;
@@ -524,6 +544,31 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
     }
     if s.clip_norm.is_some() && s.clip_value.is_some() {
         return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));
+    }
+    if let Some(pr) = &s.prune {
+        let (fin, start, end) =
+            (pr.num("final").unwrap_or(0.0), pr.num("start").unwrap_or(1.0), pr.num("end").unwrap_or(1.0));
+        let scope = match pr.arg("scope") {
+            Some(Lit::Str(x)) | Some(Lit::Name(x)) => x.clone(),
+            _ => "global".into(),
+        };
+        let why = if fin >= 1.0 {
+            Some(format!("`final = {fin}` would prune every weight; give a fraction below 1"))
+        } else if start > end {
+            Some(format!("`start = {start}` is after `end = {end}`"))
+        } else if end > s.epochs as f64 {
+            Some(format!("`end = {end}` is after the last epoch ({})", s.epochs))
+        } else if scope != "global" && scope != "layer" {
+            Some(format!("`scope = {scope}`: expected \"global\" or \"layer\""))
+        } else if s.optimizer.name == "lbfgs" {
+            Some("pruning keeps masks in the compiled step, and `lbfgs` has none: choose another optimizer".into())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Diagnostic::new("E0612", span, format!("`prune = gradual(...)`: {why}"))
+                .with_help("write e.g. `prune = gradual(final = 0.9, start = 2, end = 8)`"));
+        }
     }
     Ok(())
 }

@@ -135,6 +135,10 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
         ("seed".to_string(), s.seed.to_string()),
         ("epochs".to_string(), s.epochs.to_string()),
     ]);
+    // Only when set: checkpoints from before the setting existed still resume.
+    if let Some(c) = &s.prune {
+        r.insert("prune".into(), c.render());
+    }
     // The model's arguments shape it as much as the settings do.
     for (k, v) in &p.args {
         r.insert(format!("arg.{k}"), v.clone());

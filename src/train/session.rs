@@ -12,7 +12,7 @@
 
 use super::engine::{labels_of, set_batch, sync, Engine, Scorer};
 use super::target::{self, Scores, Target};
-use super::{schedule, update};
+use super::{prune, schedule, update};
 use crate::data::{self, ArrayData, Dataset};
 use crate::ir::{Graph, Program};
 use crate::metrics::{self, ScoreKind};
@@ -278,6 +278,51 @@ impl Session {
         Ok(())
     }
 
+    /// Prunes the current weights to `sparsity` by magnitude (`train::prune`): pruned
+    /// weights become exact zeros and, when the step keeps masks (a `prune` setting),
+    /// their masks zeros, so that training keeps them zero. Returns the sparsity reached
+    /// over the prunable weights.
+    pub fn prune_to(&mut self, sparsity: f64, scope: prune::Scope, structure: prune::Structure) -> Result<f64, String> {
+        let cur = self.current;
+        let e = self.steps.get_mut(&cur).ok_or("prune before init: no parameters")?;
+        let g = e.graph().clone();
+        let idx: Vec<usize> = (0..g.params.len()).filter(|&i| prune::prunable(&g.params[i])).collect();
+        if idx.is_empty() {
+            return Err("the model has no weights (parameters of rank >= 2) to prune".into());
+        }
+        let values: Vec<Vec<f32>> = idx.iter().map(|&i| e.param(i)).collect();
+        let shapes: Vec<Vec<usize>> =
+            idx.iter().map(|&i| g.params[i].shape.iter().map(|&d| d as usize).collect()).collect();
+        let ws: Vec<prune::Weight> = idx
+            .iter()
+            .zip(&values)
+            .zip(&shapes)
+            .map(|((&i, v), sh)| prune::Weight { name: &g.params[i].name, shape: sh, values: v })
+            .collect();
+        let masks = prune::masks(&ws, sparsity, scope, structure)?;
+        let mut kept = Vec::with_capacity(idx.len());
+        for ((&i, v), m) in idx.iter().zip(&values).zip(&masks) {
+            let w: Vec<f32> = v.iter().zip(m).map(|(&x, &k)| if k == 0.0 { 0.0 } else { x }).collect();
+            e.set_param(i, &w)?;
+            let name = format!("{}{}", prune::MASK_PREFIX, g.params[i].name);
+            if let Some(si) = g.states.iter().position(|st| st.name == name) {
+                e.set_state(si, m)?;
+            }
+            kept.push(w);
+        }
+        self.best_snapshot = None;
+        Ok(prune::sparsity_of(kept.iter().map(Vec::as_slice)))
+    }
+
+    /// The fraction of exact zeros among the current weights (parameters of rank >= 2).
+    pub fn sparsity(&self) -> Result<f64, String> {
+        let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
+        let g = e.graph();
+        let ws: Vec<Vec<f32>> =
+            (0..g.params.len()).filter(|&i| prune::prunable(&g.params[i])).map(|i| e.param(i)).collect();
+        Ok(prune::sparsity_of(ws.iter().map(Vec::as_slice)))
+    }
+
     /// The loss and the target's values over `rows` (eval mode, chunks of 256).
     pub fn score(&mut self, ds: &Dataset, rows: &[usize]) -> Result<Scores, String> {
         let cur = self.current;
@@ -398,7 +443,28 @@ impl Session {
                 obs.interrupted(self, p)?;
                 return Ok(End::Interrupted);
             }
-            // A full epoch (or stopped after its last batch: finish it, then stop).
+            // A full epoch (or stopped after its last batch: finish it, then stop). Gradual
+            // pruning prunes after it, before it is scored.
+            let mut sparsity = None;
+            let mut pruning_done = true;
+            if let Some(pr) = s.prune.as_ref().filter(|c| c.name == "gradual") {
+                let start = pr.num("start").unwrap_or(1.0) as usize;
+                let last = pr.num("end").unwrap_or(1.0) as usize;
+                let scope = match pr.arg("scope") {
+                    Some(crate::ir::recipe::Lit::Str(x)) | Some(crate::ir::recipe::Lit::Name(x)) => {
+                        prune::Scope::parse(x)?
+                    }
+                    _ => prune::Scope::Global,
+                };
+                let target = prune::gradual_sparsity(pr.num("final").unwrap_or(0.0), start, last, epoch + 1);
+                if epoch + 1 >= start && epoch < last {
+                    sparsity = Some(self.prune_to(target, scope, prune::Structure::Weights)?);
+                } else {
+                    sparsity = Some(self.sparsity()?);
+                }
+                // The best epoch is chosen among those at the final sparsity.
+                pruning_done = epoch + 1 >= last;
+            }
             let secs = te.elapsed().as_secs_f64();
             let train_loss = p.epoch_loss / p.epoch_seen.max(1) as f64;
             let mut row: Vec<(String, f64)> = vec![
@@ -408,6 +474,9 @@ impl Session {
             ];
             if labels_i32 && target_name.is_some() && !self.lbfgs {
                 row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
+            }
+            if let Some(sp) = sparsity {
+                row.push(("sparsity".into(), sp));
             }
             if let Some(v) = val {
                 let sc = self.score(ds, v)?;
@@ -446,7 +515,7 @@ impl Session {
             p.epoch_loss = 0.0;
             p.epoch_seen = 0;
             p.epoch_correct = 0;
-            let improved = s.improves(monitored, p.best, p.best_epoch.is_some());
+            let improved = pruning_done && s.improves(monitored, p.best, p.best_epoch.is_some());
             p.plateau.observe(&s.schedule, monitored, maximize, base_lr);
             if improved {
                 p.best = monitored;

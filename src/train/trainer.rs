@@ -564,19 +564,20 @@ pub struct EvalReport {
 
 /// Scores several checkpoints of one model on their common held-out rows, each alone and
 /// as an ensemble that averages the members' probabilities (softmax of logits, sigmoid of
-/// one logit; the mean prediction of a regressor). The members must share their split
-/// (same data, fractions and split seed).
+/// one logit; the mean prediction of a regressor). On held-out rows, the members must
+/// share their split (same data, fractions and split seed).
 pub fn evaluate_ensemble(
     p: &Program,
     base_dir: &Path,
     checkpoints: &[PathBuf],
     jit: bool,
     source: &str,
+    rows: EvalData,
 ) -> Result<(Vec<EvalReport>, Evaluation), String> {
     let mut members = Vec::new();
     for c in checkpoints {
-        let r = evaluate(p, base_dir, c, jit, source)?;
-        if let Some(first) = members.first() {
+        let r = evaluate_on(p, base_dir, c, jit, source, rows)?;
+        if let (Some(first), EvalData::HeldOut) = (members.first(), rows) {
             let f: &EvalReport = first;
             if f.record != r.record {
                 return Err(format!(
@@ -621,9 +622,19 @@ pub fn evaluate_ensemble(
     Ok((members, ev))
 }
 
-/// Scores a checkpoint on exactly the rows it held out: the split it records (seed,
-/// fractions) over the model's data source, which must be the data it was trained on
-/// (same rows and hash), with the checkpoint's own preprocessing.
+/// The rows `evaluate` scores.
+#[derive(Clone, Copy)]
+pub enum EvalData<'a> {
+    /// Exactly the rows the checkpoint held out: the split it records (seed, fractions)
+    /// over the model's data source, which must be the data it was trained on (same rows
+    /// and hash).
+    HeldOut,
+    /// Every row of a data set (raw: the checkpoint's preprocessing is applied), with a
+    /// name for people (`new.csv`).
+    All(&'a Dataset, &'a str),
+}
+
+/// Scores a checkpoint on `rows` (`EvalData`), with the checkpoint's own preprocessing.
 pub fn evaluate(
     p: &Program,
     base_dir: &Path,
@@ -631,6 +642,38 @@ pub fn evaluate(
     jit: bool,
     source: &str,
 ) -> Result<EvalReport, String> {
+    evaluate_on(p, base_dir, checkpoint_path, jit, source, EvalData::HeldOut)
+}
+
+/// A checkpoint with the data it was trained on (`rebuild`).
+pub struct Rebuilt {
+    /// The program as the checkpoint was trained: its split, split seed and metrics_on.
+    pub q: Program,
+    pub tensors: TensorMap,
+    pub meta: BTreeMap<String, String>,
+    pub record: SplitRecord,
+    /// The rows, preprocessed with the checkpoint's preprocessing.
+    pub ds: Dataset,
+    pub pre: Preprocessor,
+    /// The split's parts (`roles`); one part of every row for `EvalData::All`.
+    pub parts: Vec<Vec<usize>>,
+    /// The rows scored: the held-out part (or every row).
+    pub held: Vec<usize>,
+    /// Which rows `held` are, for people: "the test split (360 rows)".
+    pub rows: String,
+    pub notes: Vec<String>,
+}
+
+/// Reads a checkpoint and rebuilds its data: the recorded split over the model's data
+/// source, which must be the data it was trained on (same rows and hash), or the rows
+/// given; the checkpoint's preprocessing applied; its tensors checked against the model.
+pub fn rebuild(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint_path: &Path,
+    source: &str,
+    rows: EvalData,
+) -> Result<Rebuilt, String> {
     let (tensors, meta) = checkpoint::read(checkpoint_path)?;
     let shown = checkpoint_path.display();
     let record = SplitRecord::from_meta(&meta, checkpoint_path)?;
@@ -656,36 +699,62 @@ pub fn evaluate(
     if let Some(on) = meta.get("nnc.metrics_on") {
         q.settings.metrics_on = Some(on.clone());
     }
-    let (raw, specs) = load_data(&q, base_dir)?;
-    let hash = checkpoint::data_hash(&raw);
-    if hash != record.hash || raw.n != record.rows {
-        return Err(format!(
-            "the data changed since `{shown}` was trained: {} now has {} rows (hash {hash}), the checkpoint was \
-             trained on {} rows (hash {}); its held-out rows cannot be rebuilt",
-            record.data, raw.n, record.rows, record.hash
-        ));
-    }
-    let parts = split_rows(&q, &raw)?;
-    let (_, _, held, prefix) = roles(&parts);
-    let mut ds = raw;
+    let (mut ds, specs, parts, all) = match rows {
+        EvalData::HeldOut => {
+            let (raw, specs) = load_data(&q, base_dir)?;
+            let hash = checkpoint::data_hash(&raw);
+            if hash != record.hash || raw.n != record.rows {
+                return Err(format!(
+                    "the data changed since `{shown}` was trained: {} now has {} rows (hash {hash}), the checkpoint \
+                     was trained on {} rows (hash {}); its held-out rows cannot be rebuilt",
+                    record.data, raw.n, record.rows, record.hash
+                ));
+            }
+            let parts = split_rows(&q, &raw)?;
+            (raw, specs, parts, false)
+        }
+        EvalData::All(given, _) => {
+            let specs = input_specs(&q.train)?;
+            (given.clone(), specs, vec![(0..given.n).collect()], true)
+        }
+    };
+    let held = if all { parts[0].clone() } else { roles(&parts).2.to_vec() };
+    let mut pre = Preprocessor::none();
     if let Some(spec) = data::preprocess_input(&specs) {
         let n = spec.per_sample_shape.iter().product();
-        checked_preprocessor(&tensors, &meta, &spec.name, Some(n), checkpoint_path)?.apply_dataset(&mut ds)?;
+        pre = checked_preprocessor(&tensors, &meta, &spec.name, Some(n), checkpoint_path)?;
+        pre.apply_dataset(&mut ds)?;
     }
-    let mut session = Session::new(&q, jit, 1)?;
     checkpoint::validate(&q.eval, &tensors, checkpoint_path, true)?;
-    session.init(0, held.len())?;
-    session.load_tensors(&tensors, held.len())?;
-    notes.push(session.target_note());
-    let scores = session.score(&ds, held)?;
-    let ev = target::report(&ds, held, &scores, session.kind, "", &q.settings.metrics);
-    let rows = if prefix == "train_" {
+    let rows = if let EvalData::All(_, name) = rows {
+        format!("all {} rows of {name}", held.len())
+    } else if roles(&parts).3 == "train_" {
         notes.push("the checkpoint was trained without a split: these are its training rows".into());
         format!("the training rows ({} rows, no held-out split)", held.len())
     } else {
         format!("the test split ({} rows)", held.len())
     };
-    Ok(EvalReport { eval: ev, rows, notes, scores, kind: session.kind, record, held_data: (ds, held.to_vec()) })
+    Ok(Rebuilt { q, tensors, meta, record, ds, pre, parts, held, rows, notes })
+}
+
+/// `evaluate` on the given rows.
+pub fn evaluate_on(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint_path: &Path,
+    jit: bool,
+    source: &str,
+    rows: EvalData,
+) -> Result<EvalReport, String> {
+    let Rebuilt { q, tensors, record, ds, held, rows, mut notes, .. } =
+        rebuild(p, base_dir, checkpoint_path, source, rows)?;
+    let mut session = Session::new(&q, jit, 1)?;
+    session.init(0, held.len())?;
+    session.load_tensors(&tensors, held.len())?;
+    notes.push(session.target_note());
+    let scores = session.score(&ds, &held)?;
+    let ev = target::report(&ds, &held, &scores, session.kind, "", &q.settings.metrics);
+    Ok(EvalReport { eval: ev, rows, notes, scores, kind: session.kind, record, held_data: (ds, held) })
 }
 
 /// ROC and precision-recall curves of held-out scores (one-vs-rest per class for more
@@ -770,6 +839,14 @@ fn read_log(path: &Path) -> Result<MetricsLog, String> {
         log.push(&row)?;
     }
     Ok(log)
+}
+
+/// An engine array as a named tensor (a data file's inputs for `run_named`).
+pub fn tensor_of(a: &Array) -> HostTensor {
+    match &a.data {
+        ArrayData::F32(v) => HostTensor::f32(a.shape.clone(), v.iter().map(|&x| f64::from(x)).collect()),
+        ArrayData::I32(v) => HostTensor { shape: a.shape.clone(), data: HostData::I32(v.clone()) },
+    }
 }
 
 /// The input of `HostData` as an engine array (for library users feeding tensors).

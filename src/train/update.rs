@@ -135,6 +135,22 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
     let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
     b.g = g2;
+    // Pruning masks (`train::prune`): a pruned weight gets no gradient, so clipping's norm
+    // and the optimizer's state never see it, and its update is multiplied by 0 as well.
+    let mut masks: Vec<Option<Value>> = vec![None; grads.len()];
+    if settings.prune.is_some() {
+        for (i, gv) in grads.iter_mut().enumerate() {
+            if !crate::train::prune::prunable(&b.g.params[i]) {
+                continue;
+            }
+            let (si, m) = b.state("mask", i)?;
+            let st = &mut b.g.states[si];
+            st.name = format!("{}{}", crate::train::prune::MASK_PREFIX, b.g.params[i].name);
+            st.init = Init::Ones;
+            *gv = b.mul(*gv, m)?;
+            masks[i] = Some(m);
+        }
+    }
     // Clipping.
     if let Some(c) = settings.clip_value {
         for gv in grads.iter_mut() {
@@ -258,6 +274,10 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
                 b.sub(w, step)?
             }
             other => return Err(format!("optimizer `{other}` has no compiled update step")),
+        };
+        let new_p = match masks[i] {
+            Some(m) => b.mul(new_p, m)?,
+            None => new_p,
         };
         b.g.params[i].update = Some(new_p);
     }
