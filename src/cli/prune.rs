@@ -22,6 +22,10 @@ pub struct Args {
     /// `channels` (output units: a Dense matrix's columns, a kernel's filters).
     #[arg(long, value_enum)]
     pub structured: Option<StructureArg>,
+    /// Prune only these weights (`fc1.W,fc2.W`; default: every parameter of rank >= 2).
+    /// Structured pruning of the output layer's channels would remove classes: leave it out.
+    #[arg(long, value_delimiter = ',')]
+    pub params: Vec<String>,
     /// Epochs of fine-tuning after pruning, pruned weights kept at zero (0: none).
     #[arg(long, default_value_t = 0)]
     pub finetune_epochs: usize,
@@ -102,6 +106,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         sparsities: a.sparsity.clone(),
         scope: if a.scope == ScopeArg::Global { Scope::Global } else { Scope::Layer },
         structure,
+        params: a.params.clone(),
         finetune_epochs: a.finetune_epochs,
         jit: a.backend == Backend::Jit,
         threads: a.threads,

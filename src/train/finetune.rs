@@ -23,6 +23,8 @@ pub struct PruneOptions {
     pub sparsities: Vec<f64>,
     pub scope: Scope,
     pub structure: Structure,
+    /// The weights to prune by name (every weight when empty).
+    pub params: Vec<String>,
     /// Epochs of fine-tuning with fixed masks after pruning (0: none).
     pub finetune_epochs: usize,
     pub jit: bool,
@@ -46,7 +48,8 @@ pub struct PruneReport {
     pub levels: Vec<Level>,
     /// Which rows the metrics are on ("the test split (360 rows)").
     pub rows: String,
-    /// How many weights (parameters of rank >= 2) there are, of how many parameters.
+    /// How many weights (parameters of rank >= 2, those of `params` if given) there are,
+    /// of how many parameters.
     pub weights: usize,
     pub params: usize,
     pub notes: Vec<String>,
@@ -84,8 +87,11 @@ pub fn prune_checkpoint(
     notes.push(dense_session.target_note());
     let dense = score(&mut dense_session)?;
     let graph = dense_session.step_graph();
+    let chosen =
+        |d: &crate::ir::ParamDecl| prune::prunable(d) && (opts.params.is_empty() || opts.params.contains(&d.name));
     let weights: usize =
-        graph.params.iter().filter(|d| prune::prunable(d)).map(|d| d.shape.iter().product::<i64>() as usize).sum();
+        graph.params.iter().filter(|d| chosen(d)).map(|d| d.shape.iter().product::<i64>() as usize).sum();
+    let chosen_names: Vec<String> = graph.params.iter().filter(|d| chosen(d)).map(|d| d.name.clone()).collect();
     let params: usize = graph.params.iter().map(|d| d.shape.iter().product::<i64>() as usize).sum();
     let eval_names: Vec<String> =
         rb.q.eval
@@ -99,7 +105,7 @@ pub fn prune_checkpoint(
         let mut s = Session::new(&q, opts.jit, opts.threads)?;
         s.init(q.settings.seed as u64, train.len())?;
         s.load_tensors(&model, train.len())?;
-        let reached = s.prune_to(asked, opts.scope, opts.structure)?;
+        let reached = s.prune_to(asked, opts.scope, opts.structure, &opts.params)?;
         let pruned = score(&mut s)?;
         let tuned = if opts.finetune_epochs > 0 {
             let mut at = Progress::default();
@@ -108,13 +114,13 @@ pub fn prune_checkpoint(
         } else {
             None
         };
-        let after = s.sparsity()?;
+        let all = s.tensors()?;
+        let after = prune::sparsity_of(chosen_names.iter().filter_map(|n| all.get(n).and_then(|t| t.floats())));
         if after < reached {
             return Err(format!(
                 "internal error: fine-tuning lost sparsity ({after} of the weights are zero, {reached} were)"
             ));
         }
-        let all = s.tensors()?;
         let tensors = all.into_iter().filter(|(k, _)| eval_names.contains(k)).collect();
         levels.push(Level { asked, reached, pruned, tuned, tensors });
     }

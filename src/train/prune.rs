@@ -139,11 +139,11 @@ pub fn gradual_sparsity(final_sparsity: f64, start: usize, end: usize, epoch: us
     final_sparsity * (1.0 - (1.0 - t).powi(3))
 }
 
-/// The fraction of exact zeros among the prunable weights of `tensors`.
-pub fn sparsity_of<'a>(weights: impl Iterator<Item = &'a [f32]>) -> f64 {
+/// The fraction of exact zeros among `weights`.
+pub fn sparsity_of<'a, T: Copy + Into<f64> + 'a>(weights: impl Iterator<Item = &'a [T]>) -> f64 {
     let (mut zeros, mut n) = (0usize, 0usize);
     for w in weights {
-        zeros += w.iter().filter(|&&x| x == 0.0).count();
+        zeros += w.iter().filter(|&&x| x.into() == 0.0).count();
         n += w.len();
     }
     if n == 0 {

@@ -282,11 +282,27 @@ impl Session {
     /// weights become exact zeros and, when the step keeps masks (a `prune` setting),
     /// their masks zeros, so that training keeps them zero. Returns the sparsity reached
     /// over the prunable weights.
-    pub fn prune_to(&mut self, sparsity: f64, scope: prune::Scope, structure: prune::Structure) -> Result<f64, String> {
+    /// `only` names the weights to prune (all of them when empty).
+    pub fn prune_to(
+        &mut self,
+        sparsity: f64,
+        scope: prune::Scope,
+        structure: prune::Structure,
+        only: &[String],
+    ) -> Result<f64, String> {
         let cur = self.current;
         let e = self.steps.get_mut(&cur).ok_or("prune before init: no parameters")?;
         let g = e.graph().clone();
-        let idx: Vec<usize> = (0..g.params.len()).filter(|&i| prune::prunable(&g.params[i])).collect();
+        let idx: Vec<usize> = (0..g.params.len())
+            .filter(|&i| prune::prunable(&g.params[i]) && (only.is_empty() || only.contains(&g.params[i].name)))
+            .collect();
+        if let Some(bad) = only.iter().find(|n| !g.params.iter().any(|p| prune::prunable(p) && p.name == **n)) {
+            let names: Vec<&str> = g.params.iter().filter(|p| prune::prunable(p)).map(|p| p.name.as_str()).collect();
+            return Err(format!(
+                "`{bad}` is not a weight of the model (parameters of rank >= 2: {})",
+                names.join(", ")
+            ));
+        }
         if idx.is_empty() {
             return Err("the model has no weights (parameters of rank >= 2) to prune".into());
         }
@@ -458,7 +474,7 @@ impl Session {
                 };
                 let target = prune::gradual_sparsity(pr.num("final").unwrap_or(0.0), start, last, epoch + 1);
                 if epoch + 1 >= start && epoch < last {
-                    sparsity = Some(self.prune_to(target, scope, prune::Structure::Weights)?);
+                    sparsity = Some(self.prune_to(target, scope, prune::Structure::Weights, &[])?);
                 } else {
                     sparsity = Some(self.sparsity()?);
                 }

@@ -1,0 +1,413 @@
+//! The trained model outside training: `predict` and `eval` on data files as `train`
+//! reads them (csv, npy, npz, IDX), predictions as csv and npy, and pruning (`nnc prune`
+//! and gradual pruning while training) whose pruned weights are exact zeros that
+//! fine-tuning keeps.
+
+use nnc::tensors::{HostData, TensorMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create folder");
+    d
+}
+
+/// Runs nnc; returns (exit code, stdout, stderr).
+fn nnc(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc")).arg("--color").arg("never").args(args).output().expect("run nnc");
+    let r: (i32, String, String) = (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    );
+    assert!(!r.2.contains("panicked"), "nnc {args:?} panicked:\n{}", r.2);
+    r
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = nnc(args);
+    assert_eq!(code, 0, "nnc {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn digits() -> &'static str {
+    static P: OnceLock<String> = OnceLock::new();
+    P.get_or_init(|| root().join("examples/digits.nn").to_str().expect("utf-8 path").to_string())
+}
+
+/// One digits run (10 epochs) shared by the tests: its `last.safetensors`.
+fn trained() -> &'static Path {
+    static CK: OnceLock<PathBuf> = OnceLock::new();
+    CK.get_or_init(|| {
+        let out = fresh("run");
+        ok(&["train", digits(), "--out", s(&out.join("r")), "--set", "epochs=10"]);
+        out.join("r/last.safetensors")
+    })
+}
+
+/// The first `n` rows of the digits csv (64 features, then the label).
+fn digits_rows(n: usize) -> Vec<Vec<f64>> {
+    let bytes = std::fs::read(root().join("examples/data/digits.csv.gz")).expect("digits");
+    let mut text = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).expect("gunzip");
+    text.lines().take(n).map(|l| l.split(',').map(|c| c.trim().parse().expect("number")).collect()).collect()
+}
+
+fn write_csv(path: &Path, rows: &[Vec<f64>], cols: std::ops::Range<usize>) {
+    let text: String = rows
+        .iter()
+        .map(|r| r[cols.clone()].iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    std::fs::write(path, text).expect("write csv");
+}
+
+fn floats(t: &TensorMap, name: &str) -> Vec<f64> {
+    t.get(name).and_then(|x| x.floats()).unwrap_or_else(|| panic!("no float tensor `{name}`")).to_vec()
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(path).expect("read csv");
+    let mut lines = text.lines();
+    let head = lines.next().expect("header").split(',').map(str::to_string).collect();
+    (head, lines.map(|l| l.split(',').map(|c| c.parse().expect("number")).collect()).collect())
+}
+
+#[test]
+fn predict_on_a_csv_equals_predict_on_the_same_tensors() {
+    let d = fresh("csv_vs_tensors");
+    let rows = digits_rows(50);
+    write_csv(&d.join("x.csv"), &rows, 0..64);
+    let x: Vec<f64> = rows.iter().flat_map(|r| r[..64].to_vec()).collect();
+    let t = TensorMap::from([("x".to_string(), nnc::tensors::HostTensor::f32(vec![50, 64], x))]);
+    nnc::tensors::write(&d.join("x.safetensors"), &t, None).expect("write");
+    let ck = trained();
+    for (inp, out) in [("x.csv", "a.safetensors"), ("x.safetensors", "b.safetensors")] {
+        ok(&["predict", digits(), "--checkpoint", s(ck), "--inputs", s(&d.join(inp)), "--out", s(&d.join(out))]);
+    }
+    let a = nnc::tensors::read(&d.join("a.safetensors")).expect("a");
+    let b = nnc::tensors::read(&d.join("b.safetensors")).expect("b");
+    assert_eq!(a["logits"].shape, vec![50, 10]);
+    assert_eq!(floats(&a, "logits"), floats(&b, "logits"));
+    // The same rows with their label column: the column is named and left out.
+    write_csv(&d.join("xy.csv"), &rows, 0..65);
+    let (code, _, err) = nnc(&[
+        "predict",
+        digits(),
+        "--checkpoint",
+        s(ck),
+        "--inputs",
+        s(&d.join("xy.csv")),
+        "--out",
+        s(&d.join("c.csv")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("65 values each") && err.contains("--label-column"), "{err}");
+    ok(&[
+        "predict",
+        digits(),
+        "--checkpoint",
+        s(ck),
+        "--inputs",
+        s(&d.join("xy.csv")),
+        "--label-column",
+        "-1",
+        "--out",
+        s(&d.join("c.safetensors")),
+    ]);
+    let c = nnc::tensors::read(&d.join("c.safetensors")).expect("c");
+    assert_eq!(floats(&a, "logits"), floats(&c, "logits"));
+}
+
+#[test]
+fn predictions_as_csv_and_npy_agree_with_the_logits_and_with_eval() {
+    let d = fresh("csv_npy");
+    let rows = digits_rows(200);
+    write_csv(&d.join("xy.csv"), &rows, 0..65);
+    let ck = trained();
+    let xy = d.join("xy.csv");
+    let base = ["predict", digits(), "--checkpoint", s(ck), "--inputs", s(&xy), "--label-column", "64"];
+    let out = |name: &str| d.join(name);
+    for name in ["p.csv", "p.npy", "p.safetensors"] {
+        let o = out(name);
+        let mut a = base.to_vec();
+        a.extend(["--out", s(&o)]);
+        ok(&a);
+    }
+    let logits = floats(&nnc::tensors::read(&out("p.safetensors")).expect("logits"), "logits");
+    let (head, table) = read_csv(&out("p.csv"));
+    assert_eq!(head.len(), 11);
+    assert_eq!(head[0], "class");
+    assert_eq!(head[10], "probability_9");
+    assert_eq!(table.len(), 200);
+    let mut correct = 0;
+    for (r, row) in table.iter().enumerate() {
+        let z = &logits[r * 10..(r + 1) * 10];
+        let arg = (0..10).max_by(|&i, &j| z[i].total_cmp(&z[j])).expect("a class");
+        assert_eq!(row[0] as usize, arg, "row {r}");
+        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = z.iter().map(|v| (v - m).exp()).sum();
+        for k in 0..10 {
+            let p = (z[k] - m).exp() / sum;
+            assert!((row[1 + k] - p).abs() <= 1e-6 * p.max(1e-3), "row {r} class {k}: {} vs {p}", row[1 + k]);
+        }
+        let total: f64 = row[1..].iter().sum();
+        assert!((total - 1.0).abs() < 1e-5, "row {r}: probabilities sum to {total}");
+        correct += usize::from(row[0] == rows[r][64]);
+    }
+    // The npy: [200, 10] little-endian f32, the same probabilities.
+    let npy = std::fs::read(out("p.npy")).expect("npy");
+    assert_eq!(&npy[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = std::str::from_utf8(&npy[10..10 + hlen]).expect("header");
+    assert!(header.contains("'shape': (200, 10)") && header.contains("<f4"), "{header}");
+    assert_eq!((10 + hlen) % 64, 0, "the header is padded to 64 bytes");
+    let vals: Vec<f32> = npy[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(vals.len(), 2000);
+    for (r, row) in table.iter().enumerate() {
+        for k in 0..10 {
+            assert_eq!(vals[r * 10 + k], row[1 + k] as f32, "row {r} class {k}");
+        }
+    }
+    // eval on the same file: the accuracy of those predictions.
+    let e = ok(&["eval", digits(), "--checkpoint", s(ck), "--data", s(&d.join("xy.csv")), "--json"]);
+    let acc: f64 = e
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"accuracy\":"))
+        .map(|v| v.trim().trim_end_matches(',').parse().expect("accuracy"))
+        .expect("an accuracy");
+    assert!((acc - correct as f64 / 200.0).abs() < 1e-12, "eval {acc} vs predict {correct}/200");
+}
+
+#[test]
+fn eval_on_npy_features_needs_their_labels() {
+    let d = fresh("npy_labels");
+    let rows = digits_rows(30);
+    let npy = |path: &Path, shape: &[usize], v: &[f32]| {
+        let dims = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+        let dims = if shape.len() == 1 { format!("{dims},") } else { dims };
+        let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend((h.len() as u16).to_le_bytes());
+        b.extend(h.as_bytes());
+        v.iter().for_each(|x| b.extend(x.to_le_bytes()));
+        std::fs::write(path, b).expect("write npy");
+    };
+    let x: Vec<f32> = rows.iter().flat_map(|r| r[..64].iter().map(|&v| v as f32)).collect();
+    let y: Vec<f32> = rows.iter().map(|r| r[64] as f32).collect();
+    npy(&d.join("x.npy"), &[30, 64], &x);
+    npy(&d.join("y.npy"), &[30], &y);
+    let ck = trained();
+    let (code, _, err) = nnc(&["eval", digits(), "--checkpoint", s(ck), "--data", s(&d.join("x.npy"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("needs labels"), "{err}");
+    let out =
+        ok(&["eval", digits(), "--checkpoint", s(ck), "--data", s(&d.join("x.npy")), "--labels", s(&d.join("y.npy"))]);
+    assert!(out.contains("on all 30 rows of"), "{out}");
+    // The same features predicted from npy and from csv.
+    write_csv(&d.join("x.csv"), &rows, 0..64);
+    for (i, o) in [("x.npy", "a.safetensors"), ("x.csv", "b.safetensors")] {
+        ok(&["predict", digits(), "--checkpoint", s(ck), "--inputs", s(&d.join(i)), "--out", s(&d.join(o))]);
+    }
+    let a = nnc::tensors::read(&d.join("a.safetensors")).expect("a");
+    let b = nnc::tensors::read(&d.join("b.safetensors")).expect("b");
+    assert_eq!(floats(&a, "logits"), floats(&b, "logits"));
+    let (code, _, err) = nnc(&[
+        "predict",
+        digits(),
+        "--checkpoint",
+        s(ck),
+        "--inputs",
+        s(&d.join("x.npy")),
+        "--out",
+        s(&d.join("p.txt")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains(".safetensors") && err.contains(".csv"), "{err}");
+}
+
+/// The weights (rank >= 2) of a checkpoint.
+fn weights(t: &TensorMap) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    t.iter()
+        .filter(|(k, v)| {
+            v.shape.len() >= 2 && !k.starts_with("opt.") && !k.starts_with("prune.") && !k.starts_with("preprocess")
+        })
+        .map(|(k, v)| (k.clone(), v.shape.clone(), v.floats().expect("floats").to_vec()))
+        .collect()
+}
+
+#[test]
+fn pruned_weights_are_exact_zeros_that_fine_tuning_keeps() {
+    let d = fresh("prune");
+    let ck = trained();
+    let dense = nnc::tensors::read(ck).expect("dense");
+    let n: usize = weights(&dense).iter().map(|w| w.2.len()).sum();
+    for (extra, label) in [(&[][..], "one-shot"), (&["--finetune-epochs", "3"][..], "fine-tuned")] {
+        let out = d.join(format!("{}.safetensors", label));
+        let mut a = vec!["prune", digits(), "--checkpoint", s(ck), "--sparsity", "0.8", "-o", s(&out)];
+        a.extend(extra);
+        let table = ok(&a);
+        assert!(table.contains("dense") && table.contains("0.8"), "{table}");
+        let p = nnc::tensors::read(&out).expect("pruned");
+        let zeros: usize = weights(&p).iter().map(|w| w.2.iter().filter(|&&x| x == 0.0).count()).sum();
+        assert_eq!(zeros, (0.8 * n as f64).round() as usize, "{label}: exactly 80% of the weights are zero");
+        // Biases are never pruned, and no optimizer state or mask is left in the file.
+        assert!(p.keys().all(|k| !k.starts_with("opt.") && !k.starts_with("prune.")), "{:?}", p.keys());
+        if label == "one-shot" {
+            // The weights kept are the dense ones, unchanged; the zeros are the smallest.
+            let mut kept_min = f64::INFINITY;
+            let mut cut_max: f64 = 0.0;
+            for ((_, _, dv), (_, _, pv)) in weights(&dense).iter().zip(weights(&p).iter()) {
+                for (a, b) in dv.iter().zip(pv) {
+                    if *b == 0.0 {
+                        cut_max = cut_max.max(a.abs());
+                    } else {
+                        assert_eq!(a, b);
+                        kept_min = kept_min.min(a.abs());
+                    }
+                }
+            }
+            assert!(cut_max <= kept_min, "global magnitude: pruned {cut_max} > kept {kept_min}");
+        }
+        // A pruned checkpoint is a checkpoint like any other.
+        let e = ok(&["eval", digits(), "--checkpoint", s(&out)]);
+        assert!(e.contains("accuracy"), "{e}");
+    }
+}
+
+#[test]
+fn structured_pruning_removes_whole_output_units() {
+    let d = fresh("structured");
+    let out = d.join("c.safetensors");
+    ok(&[
+        "prune",
+        digits(),
+        "--checkpoint",
+        s(trained()),
+        "--sparsity",
+        "0.25",
+        "--structured",
+        "channels",
+        "-o",
+        s(&out),
+    ]);
+    let p = nnc::tensors::read(&out).expect("pruned");
+    for (name, shape, v) in weights(&p) {
+        let (rows, cols) = (shape[0], shape[1]);
+        let dead: Vec<usize> = (0..cols).filter(|&c| (0..rows).all(|r| v[r * cols + c] == 0.0)).collect();
+        assert_eq!(dead.len(), (0.25 * cols as f64).round() as usize, "{name}: a quarter of its columns");
+        let zeros = v.iter().filter(|&&x| x == 0.0).count();
+        assert_eq!(zeros, dead.len() * rows, "{name}: no zeros outside the dead columns");
+    }
+    // Only the hidden layer: the output layer's channels are the classes.
+    let only = d.join("fc1.safetensors");
+    let args = [
+        "prune",
+        digits(),
+        "--checkpoint",
+        s(trained()),
+        "--sparsity",
+        "0.5",
+        "--structured",
+        "channels",
+        "--params",
+        "fc1.W",
+    ];
+    ok(&[&args[..], &["-o", s(&only)]].concat());
+    let p = nnc::tensors::read(&only).expect("pruned");
+    let dense = nnc::tensors::read(trained()).expect("dense");
+    assert_eq!(p["fc2.W"], dense["fc2.W"]);
+    assert_ne!(p["fc1.W"], dense["fc1.W"]);
+    let (code, _, err) = nnc(&[&args[..9], &["fc1.b", "-o", s(&only)]].concat());
+    assert_eq!(code, 1);
+    assert!(err.contains("`fc1.b` is not a weight") && err.contains("fc1.W, fc2.W"), "{err}");
+}
+
+#[test]
+fn several_sparsities_write_a_table_and_one_checkpoint_each() {
+    let d = fresh("sweep");
+    let out = d.join("sweep");
+    ok(&["prune", digits(), "--checkpoint", s(trained()), "--sparsity", "0.5,0.9", "-o", s(&out)]);
+    let (head, rows) = {
+        let text = std::fs::read_to_string(out.join("prune.csv")).expect("prune.csv");
+        let mut l = text.lines().map(str::to_string).collect::<Vec<_>>();
+        let h = l.remove(0);
+        (h, l)
+    };
+    assert!(head.starts_with("sparsity,reached,zero_weights"), "{head}");
+    assert_eq!(rows.len(), 2);
+    for s_ in ["0.5", "0.9"] {
+        assert!(out.join(format!("sparsity-{s_}.safetensors")).exists());
+    }
+    let (code, _, err) =
+        nnc(&["prune", digits(), "--checkpoint", s(trained()), "--sparsity", "1.0", "-o", s(&d.join("x.safetensors"))]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[0, 1)"), "{err}");
+    let (code, _, err) =
+        nnc(&["prune", digits(), "--checkpoint", s(trained()), "--sparsity", "0.5", "-o", s(trained())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("being pruned"), "{err}");
+}
+
+#[test]
+fn gradual_pruning_ramps_to_the_final_sparsity_and_keeps_it() {
+    let d = fresh("gradual");
+    let out = d.join("g");
+    ok(&[
+        "train",
+        digits(),
+        "--out",
+        s(&out),
+        "--set",
+        "epochs=8",
+        "--set",
+        "prune=gradual(final = 0.75, start = 2, end = 5)",
+    ]);
+    let (head, rows) = read_csv(&out.join("metrics.csv"));
+    let col = head.iter().position(|h| h == "sparsity").expect("a sparsity column");
+    let sp: Vec<f64> = rows.iter().map(|r| r[col]).collect();
+    assert_eq!(sp[0], 0.0, "{sp:?}");
+    assert!(sp[1..5].windows(2).all(|w| w[1] > w[0]), "rising from epoch 2 to 5: {sp:?}");
+    for &x in &sp[4..] {
+        assert!((x - 0.75).abs() < 1e-3, "held at 0.75 after epoch 5: {sp:?}");
+    }
+    // The best checkpoint is chosen among the epochs at the final sparsity.
+    let best = nnc::tensors::read(&out.join("best.safetensors")).expect("best");
+    let n: usize = weights(&best).iter().map(|w| w.2.len()).sum();
+    let zeros: usize = weights(&best).iter().map(|w| w.2.iter().filter(|&&x| x == 0.0).count()).sum();
+    assert!(zeros as f64 >= 0.75 * n as f64 - 1.0, "{zeros} of {n}");
+    // Masks are states of the run (so --resume continues them), not of the model.
+    assert!(best.keys().any(|k| k.starts_with("prune.mask.")), "{:?}", best.keys());
+    for (name, _, w) in weights(&best) {
+        let m = &best[&format!("prune.mask.{name}")];
+        let HostData::F32(m) = &m.data else { panic!("f32 mask") };
+        for (a, b) in w.iter().zip(m) {
+            assert_eq!(*a == 0.0, *b == 0.0, "{name}: a weight is zero exactly where its mask is");
+        }
+    }
+    let (code, _, err) = nnc(&[
+        "train",
+        digits(),
+        "--out",
+        s(&d.join("bad")),
+        "--set",
+        "prune=gradual(final = 0.9, start = 5, end = 50)",
+    ]);
+    assert_eq!(code, 2, "a bad --set value is bad usage");
+    assert!(err.contains("after the last epoch"), "{err}");
+}
