@@ -265,8 +265,8 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
                 let s = b.un(UnaryOp::Sign, x)?;
                 b.mul(gv, s)?
             }
-            // sign is piecewise constant.
-            UnaryOp::Sign => return Ok(None),
+            // sign, round, floor and ceil are piecewise constant.
+            UnaryOp::Sign | UnaryOp::Round | UnaryOp::Floor | UnaryOp::Ceil => return Ok(None),
             // d(tanh x) = g (1 - y^2)
             UnaryOp::Tanh => {
                 let y2 = b.mul(v, v)?;

@@ -106,6 +106,15 @@ fn erf_ulps() {
     check("erf", nnc::runtime::erf64, 4.0, |_| true);
 }
 
+#[test]
+fn round_floor_ceil_are_exact() {
+    // Ties go to even (as NumPy and PyTorch): the dense grid holds every x.5 in [-20, 20].
+    check("round", f64::round_ties_even, 0.0, |_| true);
+    check("floor", f64::floor, 0.0, |_| true);
+    check("ceil", f64::ceil, 0.0, |_| true);
+    assert_eq!(jit("round", &[0.5, 1.5, 2.5, -0.5, -2.5, 8388609.0]), vec![0.0, 2.0, 2.0, -0.0, -2.0, 8388609.0]);
+}
+
 /// By default a step flushes denormals (FTZ and DAZ, as XLA's CPU client does) and gives
 /// the caller's floating-point mode back; `keep_denormals` computes them exactly.
 #[test]

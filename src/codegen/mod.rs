@@ -586,6 +586,9 @@ fn emit_node(
                 UnaryOp::Tanh => e.tanh(x),
                 UnaryOp::Sigmoid => e.sigmoid(x),
                 UnaryOp::Erf => e.erf(x),
+                UnaryOp::Round => e.b.ins().nearest(x),
+                UnaryOp::Floor => e.b.ins().floor(x),
+                UnaryOp::Ceil => e.b.ins().ceil(x),
             }
         }
         // Division by a loop invariant: a multiplication by its reciprocal.

@@ -24,10 +24,17 @@ pub enum UnaryOp {
     Sigmoid,
     /// The error function, for the exact `gelu`.
     Erf,
+    /// To the nearest integer, ties to even (as NumPy and PyTorch); its derivative is zero
+    /// almost everywhere (the prelude's `fake_quant` passes the gradient straight through).
+    Round,
+    /// The largest integer <= x; derivative zero almost everywhere.
+    Floor,
+    /// The smallest integer >= x; derivative zero almost everywhere.
+    Ceil,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 9] = [
+    pub const ALL: [UnaryOp; 12] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -37,6 +44,9 @@ impl UnaryOp {
         UnaryOp::Tanh,
         UnaryOp::Sigmoid,
         UnaryOp::Erf,
+        UnaryOp::Round,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +59,9 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Erf => "erf",
+            UnaryOp::Round => "round",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
         }
     }
 }

@@ -29,6 +29,9 @@ pub trait Real:
     fn tanh(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn erf(self) -> Self;
+    fn round_even(self) -> Self;
+    fn floor(self) -> Self;
+    fn ceil(self) -> Self;
     #[allow(clippy::eq_op)] // NaN is the only value unequal to itself
     fn is_nan(self) -> bool {
         self != self
@@ -70,6 +73,15 @@ impl Real for f64 {
     fn erf(self) -> Self {
         erf64(self)
     }
+    fn round_even(self) -> Self {
+        f64::round_ties_even(self)
+    }
+    fn floor(self) -> Self {
+        f64::floor(self)
+    }
+    fn ceil(self) -> Self {
+        f64::ceil(self)
+    }
 }
 
 impl Real for f32 {
@@ -100,6 +112,15 @@ impl Real for f32 {
     }
     fn erf(self) -> Self {
         erf64(self as f64) as f32
+    }
+    fn round_even(self) -> Self {
+        f32::round_ties_even(self)
+    }
+    fn floor(self) -> Self {
+        f32::floor(self)
+    }
+    fn ceil(self) -> Self {
+        f32::ceil(self)
     }
 }
 
@@ -174,6 +195,9 @@ pub fn unary<T: Real>(op: UnaryOp, x: T) -> T {
             }
         }
         UnaryOp::Erf => x.erf(),
+        UnaryOp::Round => x.round_even(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
     }
 }
 

@@ -17,6 +17,9 @@ pub const BUILTINS: &[&str] = &[
     "sigmoid",
     "tanh",
     "erf",
+    "round",
+    "floor",
+    "ceil",
     "maximum",
     "minimum",
     "max",
@@ -237,6 +240,9 @@ fn fold_unary(name: &str) -> Option<UnaryBuiltin> {
         "tanh" => (UnaryOp::Tanh, Some(f64::tanh as fn(f64) -> f64)),
         // erf of a constant is left to the tensor path (no f64 erf in std).
         "erf" => (UnaryOp::Erf, None),
+        "round" => (UnaryOp::Round, Some(f64::round_ties_even as fn(f64) -> f64)),
+        "floor" => (UnaryOp::Floor, Some(f64::floor as fn(f64) -> f64)),
+        "ceil" => (UnaryOp::Ceil, Some(f64::ceil as fn(f64) -> f64)),
         _ => return None,
     })
 }
