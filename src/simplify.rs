@@ -378,7 +378,7 @@ fn rebuild(g: &Graph, keep: &[bool]) -> Graph {
 
 /// `g` with new nodes, every reference (declarations, outputs, loss, updates) mapped by
 /// `m`. An update that maps to its own parameter or state (it changes nothing) is dropped.
-fn with_nodes(g: &Graph, nodes: PrimaryMap<Value, Node>, m: impl Fn(Value) -> Value) -> Graph {
+pub fn with_nodes(g: &Graph, nodes: PrimaryMap<Value, Node>, m: impl Fn(Value) -> Value) -> Graph {
     let mut out = g.clone();
     out.nodes = nodes;
     for i in out.inputs.iter_mut() {

@@ -75,6 +75,8 @@ pub fn read(path: &Path) -> Result<TensorMap, String> {
             safetensors::Dtype::I32 => {
                 HostData::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
+            // Int8 (quantized weights, small ids): widened losslessly.
+            safetensors::Dtype::I8 => HostData::I32(raw.iter().map(|&b| i32::from(b as i8)).collect()),
             safetensors::Dtype::I64 => {
                 let mut v = Vec::with_capacity(raw.len() / 8);
                 for (i, c) in raw.chunks_exact(8).enumerate() {
@@ -90,7 +92,7 @@ pub fn read(path: &Path) -> Result<TensorMap, String> {
             }
             other => {
                 return Err(format!(
-                    "`{}`: tensor `{name}` has element type {other:?}; nnc reads F32, F64, I32 and I64",
+                    "`{}`: tensor `{name}` has element type {other:?}; nnc reads F32, F64, I8, I32 and I64",
                     path.display()
                 ))
             }
@@ -102,9 +104,27 @@ pub fn read(path: &Path) -> Result<TensorMap, String> {
 
 /// Serializes tensors (sorted by name) with optional string metadata.
 pub fn to_bytes(tensors: &TensorMap, metadata: Option<BTreeMap<String, String>>) -> Result<Vec<u8>, String> {
+    to_bytes_with(tensors, metadata, &std::collections::BTreeSet::new())
+}
+
+/// `to_bytes`, with the integer tensors named in `int8` stored as I8 (each value must
+/// fit).
+pub fn to_bytes_with(
+    tensors: &TensorMap,
+    metadata: Option<BTreeMap<String, String>>,
+    int8: &std::collections::BTreeSet<String>,
+) -> Result<Vec<u8>, String> {
     let mut bufs: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in tensors {
         let (dtype, bytes): (safetensors::Dtype, Vec<u8>) = match &t.data {
+            HostData::I32(v) if int8.contains(name) => {
+                let mut b = Vec::with_capacity(v.len());
+                for (i, &x) in v.iter().enumerate() {
+                    let y = i8::try_from(x).map_err(|_| format!("tensor `{name}` element {i} is {x}, not an int8"))?;
+                    b.push(y as u8);
+                }
+                (safetensors::Dtype::I8, b)
+            }
             HostData::F32(v) => (safetensors::Dtype::F32, v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()),
             HostData::F64(v) => (safetensors::Dtype::F64, v.iter().flat_map(|&x| x.to_le_bytes()).collect()),
             HostData::I32(v) => (safetensors::Dtype::I32, v.iter().flat_map(|&x| x.to_le_bytes()).collect()),

@@ -85,6 +85,29 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let mut p = p;
+    // A quantized checkpoint runs with its int8 activations (every member alike).
+    let mut quantized: Option<Option<Vec<f64>>> = None;
+    for ck in checkpoint.iter().chain(params.iter()) {
+        let scales = match crate::train::checkpoint::read(ck)
+            .and_then(|(t, m)| crate::train::quantize::act_scales(&t, &m, &ck.display().to_string()))
+        {
+            Ok(s) => s,
+            Err(m) => return fail(&m),
+        };
+        match &quantized {
+            Some(q) if *q != scales => {
+                return fail("the members of an ensemble must all be quantized alike (or none of them)");
+            }
+            _ => quantized = Some(scales),
+        }
+    }
+    if let Some(Some(scales)) = &quantized {
+        match crate::train::quantize::fake_quant_graph(&p.eval, scales) {
+            Ok(g) => p.eval = g,
+            Err(m) => return fail(&format!("`{}`: {m}", first.display())),
+        }
+    }
     let p = &p;
     // The metrics target (the prediction the loss scores) is what an ensemble averages.
     let target = crate::train::target::target(p);

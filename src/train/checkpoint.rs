@@ -147,8 +147,10 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
 }
 
 /// Reads a checkpoint: its tensors and metadata.
+/// Int8 weights of a quantized checkpoint are dequantized (`train::quantize`).
 pub fn read(path: &Path) -> Result<(TensorMap, BTreeMap<String, String>), String> {
-    let tensors = crate::tensors::read(path)?;
+    let mut tensors = crate::tensors::read(path)?;
+    super::quantize::dequantize(&mut tensors, &path.display().to_string())?;
     let bytes = std::fs::read(path).map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|err| format!("`{}` is not a valid checkpoint: {err}", path.display()))?;

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod finetune;
 pub mod lbfgs;
 pub mod prune;
+pub mod quantize;
 pub mod schedule;
 pub mod search;
 pub mod session;

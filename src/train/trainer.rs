@@ -685,6 +685,8 @@ pub fn rebuild(
         ));
     }
     let mut q = p.clone();
+    // A quantized checkpoint is scored with its int8 activations.
+    q.eval = super::quantize::eval_graph(&p.eval, &tensors, &meta, &shown.to_string())?;
     q.settings.split = record.split.clone();
     if record.split_seed != p.settings.split_seed() || record.split != p.settings.split {
         notes.push(format!(

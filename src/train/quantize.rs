@@ -1,0 +1,341 @@
+//! Post-training int8 quantization (量化技术).
+//!
+//! - **Weights** (parameters of rank >= 2): per output channel, symmetric. Channel c of
+//!   W has scale s_c = max |W_c| / 127 and is stored as int8 q = round(W / s_c) in
+//!   [-127, 127] (an `I8` tensor under the weight's own name) with `quant.scale.<W>`
+//!   (f32, shaped to broadcast over W: `[1, out]` for a `[in, out]` matrix, `[c_out, 1,
+//!   1, 1]` for a kernel). `checkpoint::read` gives every command W = q · s in f32, so
+//!   the stored weights are 4x smaller and every reader computes with exactly the
+//!   quantized values.
+//! - **Activations**: every operand of a matrix product that depends on an input (a
+//!   Dense layer's input, a convolution's patches, attention's queries and keys) is
+//!   rounded to int8 on a per-tensor symmetric grid, scale max |a| / 127 over calibration
+//!   rows from the training part (`quant.act.<k>`, the k-th such operand in graph
+//!   order). With int8 operands the products are exact in f32 while their sums stay below
+//!   2^24 (127 · 127 · K for K up to 1040), as an int8 × int8 → int32 kernel computes
+//!   them; `fake_quant_graph` inserts round and clamp before those products in the eval
+//!   graph, which `eval` and `predict` use whenever a checkpoint is quantized.
+
+use std::collections::BTreeMap;
+
+use crate::ir::{BinaryOp, Graph, Op, Type, UnaryOp, Value};
+use crate::tensors::{HostData, HostTensor, TensorMap};
+
+/// The metadata key that marks a quantized checkpoint, and its value.
+pub const META_KEY: &str = "nnc.quant";
+pub const META_INT8: &str = "int8";
+/// Prefixes of the scale tensors.
+pub const WEIGHT_SCALE: &str = "quant.scale.";
+pub const ACT_SCALE: &str = "quant.act.";
+
+/// The symmetric int8 range.
+pub const QMAX: f64 = 127.0;
+
+/// The operands of matrix products that depend on an input, in graph order: (product,
+/// operand index).
+pub fn activation_sites(g: &Graph) -> Vec<(Value, usize)> {
+    let mut live = vec![false; g.len()];
+    let mut sites = Vec::new();
+    for (v, n) in g.nodes.iter() {
+        let i = v.as_u32() as usize;
+        live[i] = matches!(n.op, Op::Input(_)) || n.args.iter().any(|a| live[a.as_u32() as usize]);
+        if n.op == Op::MatMul {
+            for (k, a) in n.args.iter().enumerate() {
+                if live[a.as_u32() as usize] {
+                    sites.push((v, k));
+                }
+            }
+        }
+    }
+    sites
+}
+
+/// The channel axis of a weight and the shape its scale has.
+fn scale_shape(shape: &[usize]) -> (usize, Vec<usize>) {
+    let axis = if shape.len() == 2 { 1 } else { 0 };
+    let s = shape.iter().enumerate().map(|(i, &d)| if i == axis { d } else { 1 }).collect();
+    (axis, s)
+}
+
+/// Quantizes one weight per channel: the int8 values and the scales.
+pub fn quantize_weight(shape: &[usize], w: &[f64]) -> (Vec<i32>, Vec<f64>, Vec<usize>) {
+    let (axis, sshape) = scale_shape(shape);
+    let count = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let ch = |i: usize| (i / inner) % count;
+    let mut amax = vec![0f64; count];
+    for (i, x) in w.iter().enumerate() {
+        amax[ch(i)] = amax[ch(i)].max(x.abs());
+    }
+    // In f32, as the weights are used: s = amax / 127 (1 for an all-zero channel).
+    let scale: Vec<f64> = amax.iter().map(|&a| if a > 0.0 { f64::from((a / QMAX) as f32) } else { 1.0 }).collect();
+    let q = w.iter().enumerate().map(|(i, x)| (x / scale[ch(i)]).round_ties_even().clamp(-QMAX, QMAX) as i32).collect();
+    (q, scale, sshape)
+}
+
+/// Dequantizes int8 weights in place: every `I32` tensor (an `I8` one as read) with a
+/// `quant.scale.<name>` beside it becomes f32 q · s.
+pub fn dequantize(tensors: &mut TensorMap, file: &str) -> Result<(), String> {
+    let names: Vec<String> = tensors.keys().filter_map(|k| k.strip_prefix(WEIGHT_SCALE)).map(str::to_string).collect();
+    for name in names {
+        let scale = tensors[&format!("{WEIGHT_SCALE}{name}")].clone();
+        let Some(s) = scale.floats() else {
+            return Err(format!("`{file}`: `{WEIGHT_SCALE}{name}` must be a float tensor"));
+        };
+        let Some(t) = tensors.get_mut(&name) else {
+            return Err(format!("`{file}` has `{WEIGHT_SCALE}{name}` but no tensor `{name}` to scale"));
+        };
+        let HostData::I32(q) = &t.data else {
+            return Err(format!("`{file}`: the quantized weight `{name}` must be int8, found {}", t.dtype_name()));
+        };
+        let (axis, want) = if t.shape.len() >= 2 { scale_shape(&t.shape) } else { (0, vec![]) };
+        if t.shape.len() < 2 || scale.shape != want {
+            return Err(format!(
+                "`{file}`: `{WEIGHT_SCALE}{name}` has shape {:?}; weight `{name}` of shape {:?} needs {want:?}",
+                scale.shape, t.shape
+            ));
+        }
+        let count = t.shape[axis];
+        let inner: usize = t.shape[axis + 1..].iter().product();
+        if let Some((i, x)) = q.iter().enumerate().find(|(_, x)| x.unsigned_abs() > QMAX as u32) {
+            return Err(format!("`{file}`: weight `{name}` element {i} is {x}, outside the int8 range -127..127"));
+        }
+        let w: Vec<f64> =
+            q.iter().enumerate().map(|(i, &x)| f64::from((f64::from(x) * s[(i / inner) % count]) as f32)).collect();
+        *t = HostTensor::f32(t.shape.clone(), w);
+    }
+    Ok(())
+}
+
+/// The eval graph with every activation site (`activation_sites`) rounded to int8 on
+/// its scale: a = clamp(round(a / s), -127, 127) · s before the product.
+pub fn fake_quant_graph(g: &Graph, scales: &[f64]) -> Result<Graph, String> {
+    let sites = activation_sites(g);
+    if sites.len() != scales.len() {
+        return Err(format!(
+            "the checkpoint quantizes {} activations, but the model's eval graph has {} matrix-product operands that \
+             depend on an input: it was quantized for another model",
+            scales.len(),
+            sites.len()
+        ));
+    }
+    let mut at: BTreeMap<(Value, usize), f64> = BTreeMap::new();
+    for (site, s) in sites.iter().zip(scales) {
+        at.insert(*site, *s);
+    }
+    let mut b = Graph::new(g.mode);
+    b.symbols = g.symbols.clone();
+    let mut map: Vec<Value> = Vec::with_capacity(g.len());
+    let err = |e: String| format!("internal error: quantizing the eval graph: {e}");
+    for (v, n) in g.nodes.iter() {
+        let mut args: Vec<Value> = n.args.iter().map(|a| map[a.as_u32() as usize]).collect();
+        if n.op == Op::MatMul {
+            for (k, a) in args.iter_mut().enumerate() {
+                let Some(&s) = at.get(&(v, k)) else { continue };
+                let shape = b.ty(*a).shape.clone();
+                let konst = |b: &mut Graph, x: f64| -> Result<Value, String> {
+                    let c = b.push(Op::Fill(x), vec![], Some(Type::scalar()))?;
+                    b.push(Op::Broadcast { shape: shape.clone() }, vec![c], None)
+                };
+                let sv = konst(&mut b, s).map_err(err)?;
+                let lo = konst(&mut b, -QMAX).map_err(err)?;
+                let hi = konst(&mut b, QMAX).map_err(err)?;
+                let d = b.push(Op::Binary(BinaryOp::Div), vec![*a, sv], None).map_err(err)?;
+                let r = b.push(Op::Unary(UnaryOp::Round), vec![d], None).map_err(err)?;
+                let r = b.push(Op::Binary(BinaryOp::Max), vec![r, lo], None).map_err(err)?;
+                let r = b.push(Op::Binary(BinaryOp::Min), vec![r, hi], None).map_err(err)?;
+                *a = b.push(Op::Binary(BinaryOp::Mul), vec![r, sv], None).map_err(err)?;
+            }
+        }
+        let declared = n.args.is_empty().then(|| n.ty.clone());
+        map.push(b.push(n.op.clone(), args, declared).map_err(err)?);
+    }
+    let m = |v: Value| map[v.as_u32() as usize];
+    let mut out = crate::simplify::with_nodes(g, b.nodes, m);
+    for s in out.scored.iter_mut() {
+        s.value = m(s.value);
+    }
+    Ok(out)
+}
+
+/// The activation scales a checkpoint records, in site order (`None`: not quantized).
+pub fn act_scales(
+    tensors: &TensorMap,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<Option<Vec<f64>>, String> {
+    match meta.get(META_KEY).map(String::as_str) {
+        None => return Ok(None),
+        Some(META_INT8) => {}
+        Some(other) => return Err(format!("`{file}`: quantization `{other}` is not one nnc knows (it writes int8)")),
+    }
+    let mut out = Vec::new();
+    while let Some(t) = tensors.get(&format!("{ACT_SCALE}{}", out.len())) {
+        let v = t.floats().and_then(|v| v.first().copied()).filter(|s| s.is_finite() && *s > 0.0);
+        out.push(v.ok_or_else(|| format!("`{file}`: `{ACT_SCALE}{}` must hold one positive scale", out.len()))?);
+    }
+    Ok(Some(out))
+}
+
+/// The eval graph a checkpoint is scored with: its quantized form for a quantized one.
+pub fn eval_graph(
+    g: &Graph,
+    tensors: &TensorMap,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<Graph, String> {
+    match act_scales(tensors, meta, file)? {
+        Some(s) => fake_quant_graph(g, &s).map_err(|e| format!("`{file}`: {e}")),
+        None => Ok(g.clone()),
+    }
+}
+
+/// What `quantize_checkpoint` measured and wrote.
+pub struct QuantReport {
+    /// Held-out metrics in f32, with int8 weights, and with int8 weights and activations.
+    pub dense: crate::train::target::Evaluation,
+    pub weights_only: crate::train::target::Evaluation,
+    pub full: crate::train::target::Evaluation,
+    pub rows: String,
+    /// Bytes of the weights in f32 and in int8 (the scales apart), and of the scales.
+    pub f32_bytes: usize,
+    pub int8_bytes: usize,
+    pub scale_bytes: usize,
+    pub sites: usize,
+    pub calibration_rows: usize,
+    pub notes: Vec<String>,
+    /// The checkpoint to write: tensors (int8 weights as I32 values, named in `int8`),
+    /// the preprocessing and the metadata.
+    pub tensors: TensorMap,
+    pub int8: std::collections::BTreeSet<String>,
+    pub pre: crate::data::Preprocessor,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Quantizes a trained checkpoint: int8 weights per channel, activation scales from
+/// `calibrate` rows of its training part, each scored on the rows it held out.
+pub fn quantize_checkpoint(
+    p: &crate::ir::Program,
+    base_dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+    source: &str,
+    calibrate: usize,
+    jit: bool,
+) -> Result<QuantReport, String> {
+    use crate::train::session::Session;
+    use crate::train::trainer::{rebuild, roles, tensor_of, EvalData};
+    let (_, meta0) = crate::train::checkpoint::read(checkpoint)?;
+    if meta0.contains_key(META_KEY) {
+        return Err(format!(
+            "`{}` is quantized already; quantize the f32 checkpoint it came from",
+            checkpoint.display()
+        ));
+    }
+    let rb = rebuild(p, base_dir, checkpoint, source, EvalData::HeldOut)?;
+    let (train, _, held, _) = roles(&rb.parts);
+    let metrics = rb.q.settings.metrics.clone();
+    let score = |q: &crate::ir::Program, t: &TensorMap| -> Result<(crate::train::target::Evaluation, String), String> {
+        let mut s = Session::new(q, jit, 1)?;
+        s.init(0, held.len())?;
+        s.load_tensors(t, held.len())?;
+        let sc = s.score(&rb.ds, held)?;
+        Ok((crate::train::target::report(&rb.ds, held, &sc, s.kind, "test_", &metrics), s.target_note()))
+    };
+    let model: TensorMap =
+        rb.tensors.iter().filter(|(k, _)| !k.starts_with("opt.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let (dense, note) = score(&rb.q, &model)?;
+    let mut notes = rb.notes.clone();
+    notes.push(note);
+    // Weights.
+    let mut wq = model.clone();
+    let mut out = model.clone();
+    let mut int8 = std::collections::BTreeSet::new();
+    let (mut f32_bytes, mut int8_bytes, mut scale_bytes) = (0, 0, 0);
+    for d in rb.q.eval.params.iter().filter(|d| crate::train::prune::prunable(d)) {
+        let t = model.get(&d.name).ok_or_else(|| format!("internal error: no `{}`", d.name))?;
+        let w = t.floats().ok_or_else(|| format!("`{}` is not a float tensor", d.name))?;
+        let (q, scale, sshape) = quantize_weight(&t.shape, w);
+        let (axis, _) = scale_shape(&t.shape);
+        let count = t.shape[axis];
+        let inner: usize = t.shape[axis + 1..].iter().product();
+        let deq =
+            q.iter().enumerate().map(|(i, &x)| f64::from((f64::from(x) * scale[(i / inner) % count]) as f32)).collect();
+        wq.insert(d.name.clone(), HostTensor::f32(t.shape.clone(), deq));
+        f32_bytes += 4 * w.len();
+        int8_bytes += w.len();
+        scale_bytes += 4 * scale.len();
+        out.insert(d.name.clone(), HostTensor { shape: t.shape.clone(), data: HostData::I32(q) });
+        out.insert(format!("{WEIGHT_SCALE}{}", d.name), HostTensor::f32(sshape, scale));
+        int8.insert(d.name.clone());
+    }
+    let (weights_only, _) = score(&rb.q, &wq)?;
+    // Activations: the largest |a| of each site over the calibration rows.
+    let sites = activation_sites(&rb.q.eval);
+    let mut cal = rb.q.eval.clone();
+    cal.loss = None;
+    for (k, &(mm, operand)) in sites.iter().enumerate() {
+        let v = rb.q.eval.nodes[mm].args[operand];
+        cal.outputs.push((format!("quant.site.{k}"), v));
+    }
+    let cal = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&cal));
+    let rows: Vec<usize> = train.iter().copied().take(calibrate.max(1)).collect();
+    let batch = crate::data::gather(&rb.ds, &rows);
+    let ins: TensorMap = batch.iter().map(|(k, a)| (k.clone(), tensor_of(a))).collect();
+    let run = crate::runtime::exec::ExecOptions { jit, ..Default::default() };
+    let outs = crate::runtime::exec::run_named(&cal, &wq, &ins, run)?;
+    let mut scales = Vec::with_capacity(sites.len());
+    for k in 0..sites.len() {
+        let v = outs.get(&format!("quant.site.{k}")).and_then(HostTensor::floats).ok_or("internal error: a site")?;
+        let amax = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let s = if amax > 0.0 { f64::from((amax / QMAX) as f32) } else { 1.0 };
+        scales.push(s);
+        out.insert(format!("{ACT_SCALE}{k}"), HostTensor::f32(vec![], vec![s]));
+    }
+    let mut q2 = rb.q.clone();
+    q2.eval = fake_quant_graph(&rb.q.eval, &scales)?;
+    let (full, _) = score(&q2, &wq)?;
+    let mut meta = rb.meta.clone();
+    meta.insert(META_KEY.into(), META_INT8.into());
+    meta.insert("nnc.quant_calibration_rows".into(), rows.len().to_string());
+    meta.insert("nnc.quantized_from".into(), checkpoint.display().to_string());
+    Ok(QuantReport {
+        dense,
+        weights_only,
+        full,
+        rows: rb.rows,
+        f32_bytes,
+        int8_bytes,
+        scale_bytes,
+        sites: sites.len(),
+        calibration_rows: rows.len(),
+        notes,
+        tensors: out,
+        int8,
+        pre: rb.pre,
+        meta,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_weights_round_trip_within_half_a_step() {
+        let shape = [3usize, 2];
+        let w = [0.5, -2.0, -0.25, 1.0, 0.1, 0.0];
+        let (q, s, sshape) = quantize_weight(&shape, &w);
+        assert_eq!(sshape, vec![1, 2]);
+        assert_eq!((q[0], q[1], q[5]), (127, -127, 0), "{q:?}");
+        assert!(q.iter().all(|x| x.abs() <= 127));
+        let mut t = TensorMap::from([
+            ("w".to_string(), HostTensor { shape: shape.to_vec(), data: HostData::I32(q) }),
+            (format!("{WEIGHT_SCALE}w"), HostTensor::f32(sshape, s.clone())),
+        ]);
+        dequantize(&mut t, "t").expect("dequantize");
+        let back = t["w"].floats().expect("f32").to_vec();
+        for (i, (a, b)) in w.iter().zip(&back).enumerate() {
+            assert!((a - b).abs() <= 0.5 * s[i % 2] + 1e-7, "{i}: {a} vs {b}");
+        }
+    }
+}
