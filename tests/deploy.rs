@@ -411,3 +411,89 @@ fn gradual_pruning_ramps_to_the_final_sparsity_and_keeps_it() {
     assert_eq!(code, 2, "a bad --set value is bad usage");
     assert!(err.contains("after the last epoch"), "{err}");
 }
+
+/// The dtype of each tensor in a safetensors file's header.
+fn dtypes(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let b = std::fs::read(path).expect("read");
+    let n = u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize;
+    let header = std::str::from_utf8(&b[8..8 + n]).expect("header");
+    // `"name":{"dtype":"I8",...}`: enough for the names nnc writes.
+    let mut out = std::collections::BTreeMap::new();
+    for part in header.split("},").filter(|p| p.contains("\"dtype\"")) {
+        let name = part.split('"').nth(1).expect("a name").to_string();
+        let dtype = part.split("\"dtype\":\"").nth(1).and_then(|r| r.split('"').next()).expect("a dtype").to_string();
+        out.insert(name, dtype);
+    }
+    out
+}
+
+#[test]
+fn int8_checkpoints_store_int8_weights_and_score_the_int8_arithmetic() {
+    let d = fresh("quantize");
+    let ck = trained();
+    let q = d.join("q.safetensors");
+    let table = ok(&["quantize", digits(), "--checkpoint", s(ck), "--calibrate", "500", "-o", s(&q)]);
+    assert!(table.contains("int8 weights and activations"), "{table}");
+    let types = dtypes(&q);
+    assert_eq!(types.get("fc1.W").map(String::as_str), Some("I8"), "{types:?}");
+    assert_eq!(types.get("fc2.W").map(String::as_str), Some("I8"), "{types:?}");
+    assert_eq!(types.get("fc1.b").map(String::as_str), Some("F32"), "{types:?}");
+    assert!(types.keys().all(|k| !k.starts_with("opt.")), "{types:?}");
+    // Read back (dequantized): every weight within half a step of the f32 one.
+    let (dense, qt) = (nnc::tensors::read(ck).expect("dense"), nnc::train::checkpoint::read(&q).expect("q").0);
+    for w in ["fc1.W", "fc2.W"] {
+        let (a, b) = (floats(&dense, w), floats(&qt, w));
+        let cols = dense[w].shape[1];
+        let scale = floats(&qt, &format!("quant.scale.{w}"));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 0.5 * scale[i % cols] * (1.0 + 1e-6), "{w}[{i}]: {x} vs {y}");
+        }
+    }
+    // predict on the quantized checkpoint computes exactly: x standardized, rounded to
+    // int8 on its scale, the product, relu, the hidden layer rounded, the product.
+    let rows = digits_rows(40);
+    write_csv(&d.join("x.csv"), &rows, 0..64);
+    let out = d.join("p.safetensors");
+    ok(&["predict", digits(), "--checkpoint", s(&q), "--inputs", s(&d.join("x.csv")), "--out", s(&out)]);
+    let got = floats(&nnc::tensors::read(&out).expect("out"), "logits");
+    let f = |n: &str| floats(&qt, n);
+    let (mean, sd, s0, s1) = (f("preprocess.mean"), f("preprocess.scale"), f("quant.act.0")[0], f("quant.act.1")[0]);
+    let (w1, b1, w2, b2) = (f("fc1.W"), f("fc1.b"), f("fc2.W"), f("fc2.b"));
+    let hidden = b1.len();
+    let q8 = |v: f64, s: f64| (v / s).round_ties_even().clamp(-127.0, 127.0) * s;
+    for (r, row) in rows.iter().enumerate() {
+        let x: Vec<f64> = (0..64).map(|j| q8((row[j] - mean[j]) / sd[j], s0)).collect();
+        let h: Vec<f64> = (0..hidden)
+            .map(|k| q8((b1[k] + (0..64).map(|j| x[j] * w1[j * hidden + k]).sum::<f64>()).max(0.0), s1))
+            .collect();
+        for c in 0..10 {
+            let want = b2[c] + (0..hidden).map(|k| h[k] * w2[k * 10 + c]).sum::<f64>();
+            let g = got[r * 10 + c];
+            assert!((g - want).abs() <= 1e-4 * want.abs().max(1.0), "row {r} class {c}: {g} vs {want}");
+        }
+    }
+    // Within half a point of the f32 model on its test rows.
+    let acc = |c: &Path| -> f64 {
+        let e = ok(&["eval", digits(), "--checkpoint", s(c), "--json"]);
+        e.lines()
+            .find_map(|l| l.trim().strip_prefix("\"accuracy\":"))
+            .expect("accuracy")
+            .trim()
+            .trim_end_matches(',')
+            .parse()
+            .expect("a number")
+    };
+    let (a32, a8) = (acc(ck), acc(&q));
+    assert!((a32 - a8).abs() <= 0.005, "f32 {a32}, int8 {a8}");
+    // Quantizing a quantized checkpoint is refused; a damaged scale is named.
+    let (code, _, err) = nnc(&["quantize", digits(), "--checkpoint", s(&q), "-o", s(&d.join("qq.safetensors"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("quantized already"), "{err}");
+    let mut bad = nnc::tensors::read(&q).expect("raw");
+    bad.insert("quant.scale.fc1.W".into(), nnc::tensors::HostTensor::f32(vec![3], vec![1.0; 3]));
+    let (_, meta) = nnc::train::checkpoint::read(&q).expect("meta");
+    nnc::tensors::write(&d.join("bad.safetensors"), &bad, Some(meta)).expect("write");
+    let (code, _, err) = nnc(&["eval", digits(), "--checkpoint", s(&d.join("bad.safetensors"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("quant.scale.fc1.W") && err.contains("needs [1, 128]"), "{err}");
+}
