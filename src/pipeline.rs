@@ -311,5 +311,6 @@ pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Pr
         p.settings.present = true;
     }
     crate::settings::cross_check(&p.settings, Span::default()).map_err(|d| usage(d.message))?;
-    Ok(p)
+    // Quantization-aware graphs, so that every command runs the model as it trains.
+    crate::train::quantize::with_qat(&p).map_err(usage)
 }

@@ -497,3 +497,50 @@ fn int8_checkpoints_store_int8_weights_and_score_the_int8_arithmetic() {
     assert_eq!(code, 1);
     assert!(err.contains("quant.scale.fc1.W") && err.contains("needs [1, 128]"), "{err}");
 }
+
+#[test]
+fn quantization_aware_training_runs_the_int8_model_it_trains() {
+    let d = fresh("qat");
+    let out = d.join("q");
+    let log = ok(&["train", digits(), "--out", s(&out), "--set", "epochs=10", "--set", "quantize=qat()"]);
+    let acc: f64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("test_accuracy: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a test accuracy");
+    assert!(acc > 0.95, "{log}");
+    let ck = out.join("last.safetensors");
+    let t = nnc::train::checkpoint::read(&ck).expect("read").0;
+    let f = |n: &str| floats(&t, n);
+    let (s0, s1) = (f("quant.act.0")[0], f("quant.act.1")[0]);
+    assert!(s0 > 0.0 && s1 > 0.0, "scales learned: {s0} {s1}");
+    // predict computes: x standardized and rounded on s0, weights rounded per output
+    // channel on their own range, relu, the hidden layer rounded on s1.
+    let rows = digits_rows(30);
+    write_csv(&d.join("x.csv"), &rows, 0..64);
+    let p = d.join("p.safetensors");
+    ok(&["predict", digits(), "--checkpoint", s(&ck), "--inputs", s(&d.join("x.csv")), "--out", s(&p)]);
+    let got = floats(&nnc::tensors::read(&p).expect("out"), "logits");
+    let q8 = |v: f64, s: f64| (v / s).round_ties_even().clamp(-127.0, 127.0) * s;
+    let per_channel = |w: Vec<f64>, cols: usize| -> Vec<f64> {
+        let amax: Vec<f64> =
+            (0..cols).map(|c| w.iter().skip(c).step_by(cols).fold(0f64, |m, x| m.max(x.abs()))).collect();
+        w.iter().enumerate().map(|(i, &x)| q8(x, f64::from((amax[i % cols] as f32) * (1.0 / 127.0f32)))).collect()
+    };
+    let (mean, sd) = (f("preprocess.mean"), f("preprocess.scale"));
+    let (b1, b2) = (f("fc1.b"), f("fc2.b"));
+    let hidden = b1.len();
+    let (w1, w2) = (per_channel(f("fc1.W"), hidden), per_channel(f("fc2.W"), 10));
+    let mut worst: f64 = 0.0;
+    for (r, row) in rows.iter().enumerate() {
+        let x: Vec<f64> = (0..64).map(|j| q8((row[j] - mean[j]) / sd[j], s0)).collect();
+        let h: Vec<f64> = (0..hidden)
+            .map(|k| q8((b1[k] + (0..64).map(|j| x[j] * w1[j * hidden + k]).sum::<f64>()).max(0.0), s1))
+            .collect();
+        for c in 0..10 {
+            let want = b2[c] + (0..hidden).map(|k| h[k] * w2[k * 10 + c]).sum::<f64>();
+            worst = worst.max((got[r * 10 + c] - want).abs() / want.abs().max(1.0));
+        }
+    }
+    assert!(worst <= 1e-4, "largest relative difference {worst}");
+}

@@ -347,8 +347,21 @@ fn corrupted_checkpoints_are_refused_by_every_command_that_reads_them() {
         std::fs::create_dir_all(&resume).expect("mkdir");
         std::fs::copy(&path, resume.join("last.safetensors")).expect("copy");
         let out = d.join("out.safetensors");
-        let runs: [Vec<&str>; 3] = [
+        let pruned = d.join("pruned.safetensors");
+        let quantized = d.join("int8.safetensors");
+        let runs: [Vec<&str>; 5] = [
             vec!["eval", "m.nn", "--checkpoint", "bad.safetensors"],
+            vec![
+                "prune",
+                "m.nn",
+                "--checkpoint",
+                "bad.safetensors",
+                "--sparsity",
+                "0.5",
+                "--out",
+                pruned.to_str().expect("utf-8"),
+            ],
+            vec!["quantize", "m.nn", "--checkpoint", "bad.safetensors", "--out", quantized.to_str().expect("utf-8")],
             vec![
                 "predict",
                 "m.nn",
@@ -368,7 +381,7 @@ fn corrupted_checkpoints_are_refused_by_every_command_that_reads_them() {
             // reads everything. What fails must fail cleanly, naming what is wrong.
             if code == 0 {
                 let unread = match args[0] {
-                    "eval" => name.starts_with("opt.") && case % 6 < 3 || case % 6 == 3,
+                    "eval" | "prune" | "quantize" => name.starts_with("opt.") && case % 6 < 3 || case % 6 == 3,
                     "predict" => name.starts_with("opt.") && case % 6 < 3 || case % 6 == 3 || case % 6 == 4,
                     _ => false,
                 };

@@ -340,11 +340,17 @@ fn compile_with_sets(
 }
 
 /// The `--set` pairs that rebuild the model a checkpoint was trained as: its model
-/// arguments (`nnc.arg.<name>` metadata).
+/// arguments (`nnc.arg.<name>` metadata), and a quantization-aware recipe (which
+/// changes the graphs the checkpoint runs with).
 fn checkpoint_args(path: &std::path::Path) -> Vec<String> {
     match crate::train::checkpoint::read(path) {
         Ok((_, meta)) => {
-            meta.iter().filter_map(|(k, v)| k.strip_prefix("nnc.arg.").map(|n| format!("{n}={v}"))).collect()
+            let mut sets: Vec<String> =
+                meta.iter().filter_map(|(k, v)| k.strip_prefix("nnc.arg.").map(|n| format!("{n}={v}"))).collect();
+            if let Some(q) = meta.get("nnc.recipe.quantize") {
+                sets.push(format!("quantize={q}"));
+            }
+            sets
         }
         Err(_) => Vec::new(),
     }

@@ -100,6 +100,8 @@ pub struct TrainSettings {
     /// Magnitude pruning while training: `gradual(final, start, end, scope)`, or
     /// `fixed` (masks set from outside, kept by every step: `nnc prune`'s fine-tuning).
     pub prune: Option<Choice>,
+    /// Quantization-aware training: `qat(momentum = 0.9)` (`train::quantize::qat_graph`).
+    pub quantize: Option<Choice>,
 }
 
 /// The distribution of one hyperparameter in a search space.
@@ -268,6 +270,7 @@ impl Default for TrainSettings {
             metrics_on: None,
             tune: None,
             prune: None,
+            quantize: None,
         }
     }
 }

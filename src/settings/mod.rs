@@ -146,9 +146,18 @@ fn prune_spec(name: &str) -> Option<Vec<ArgSpec>> {
 }
 const PRUNE_NAMES: &str = "none, gradual";
 
+fn quantize_spec(name: &str) -> Option<Vec<ArgSpec>> {
+    Some(match name {
+        "none" => vec![],
+        "qat" => vec![("momentum", UNIT, num(0.9))],
+        _ => return None,
+    })
+}
+const QUANTIZE_NAMES: &str = "none, qat";
+
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 24] = [
     "data",
     "preprocess",
     "split",
@@ -171,6 +180,7 @@ pub const KEYS: [&str; 23] = [
     "metrics",
     "metrics_on",
     "prune",
+    "quantize",
     "lr",
 ];
 
@@ -313,6 +323,10 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "prune" => {
             let c = choice(v, "pruning", prune_spec, PRUNE_NAMES)?;
             s.prune = (c.name != "none").then_some(c);
+        }
+        "quantize" => {
+            let c = choice(v, "quantization", quantize_spec, QUANTIZE_NAMES)?;
+            s.quantize = (c.name != "none").then_some(c);
         }
         "lr" => {
             // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).

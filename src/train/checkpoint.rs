@@ -139,6 +139,9 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
     if let Some(c) = &s.prune {
         r.insert("prune".into(), c.render());
     }
+    if let Some(c) = &s.quantize {
+        r.insert("quantize".into(), c.render());
+    }
     // The model's arguments shape it as much as the settings do.
     for (k, v) in &p.args {
         r.insert(format!("arg.{k}"), v.clone());

@@ -190,6 +190,162 @@ pub fn eval_graph(
     }
 }
 
+/// Quantization-aware training (`quantize = qat(momentum)`): `g` with every weight
+/// (parameter of rank >= 2) fake-quantized per output channel on its current range
+/// (s_c = max |W_c| / 127, each step) and every activation site (`activation_sites`) on a
+/// per-tensor scale kept in the state `quant.act.<k>`: in a train graph the state follows
+/// the exponential moving average of max |a| / 127 over steps (the first step takes the
+/// batch's own), in an eval graph it is read. Rounding passes the gradient straight
+/// through (1 inside the range, 0 outside, as the prelude's `fake_quant`); the scales get
+/// none. A graph that already has the states is returned as it is.
+pub fn qat_graph(g: &Graph, momentum: f64) -> Result<Graph, String> {
+    use crate::ir::{Init, ReduceOp, StateDecl};
+    if g.states.iter().any(|s| s.name.starts_with(ACT_SCALE)) {
+        return Ok(g.clone());
+    }
+    let sites = activation_sites(g);
+    let site_index: BTreeMap<(Value, usize), usize> = sites.iter().enumerate().map(|(k, s)| (*s, k)).collect();
+    let train = g.mode == crate::ir::Mode::Train;
+    let mut b = Graph::new(g.mode);
+    b.symbols = g.symbols.clone();
+    let err = |e: String| format!("internal error: quantization-aware graph: {e}");
+    let mut raw: Vec<Value> = Vec::with_capacity(g.len());
+    let mut map: Vec<Value> = Vec::with_capacity(g.len());
+    let weights: Vec<bool> = {
+        let mut w = vec![false; g.len()];
+        for p in g.params.iter().filter(|p| crate::train::prune::prunable(p)) {
+            w[p.value.as_u32() as usize] = true;
+        }
+        w
+    };
+    let mut new_states: Vec<StateDecl> = Vec::new();
+    // x on the grid of scale s (same shape), straight-through inside [-127 s, 127 s].
+    let fq = |b: &mut Graph, x: Value, s: Value| -> Result<Value, String> {
+        let shape = b.ty(x).shape.clone();
+        let konst = |b: &mut Graph, v: f64| -> Result<Value, String> {
+            let c = b.push(Op::Fill(v), vec![], Some(Type::scalar()))?;
+            b.push(Op::Broadcast { shape: shape.clone() }, vec![c], None)
+        };
+        let s = b.push(Op::StopGradient, vec![s], None)?;
+        let tiny = konst(b, 1e-30)?;
+        let s = b.push(Op::Binary(BinaryOp::Max), vec![s, tiny], None)?;
+        let (lo, hi) = (konst(b, -QMAX)?, konst(b, QMAX)?);
+        let lo_s = b.push(Op::Binary(BinaryOp::Mul), vec![lo, s], None)?;
+        let hi_s = b.push(Op::Binary(BinaryOp::Mul), vec![hi, s], None)?;
+        let xc = b.push(Op::Binary(BinaryOp::Max), vec![x, lo_s], None)?;
+        let xc = b.push(Op::Binary(BinaryOp::Min), vec![xc, hi_s], None)?;
+        let d = b.push(Op::Binary(BinaryOp::Div), vec![x, s], None)?;
+        let r = b.push(Op::Unary(UnaryOp::Round), vec![d], None)?;
+        let r = b.push(Op::Binary(BinaryOp::Max), vec![r, lo], None)?;
+        let r = b.push(Op::Binary(BinaryOp::Min), vec![r, hi], None)?;
+        let q = b.push(Op::Binary(BinaryOp::Mul), vec![r, s], None)?;
+        let delta = b.push(Op::Binary(BinaryOp::Sub), vec![q, xc], None)?;
+        let delta = b.push(Op::StopGradient, vec![delta], None)?;
+        b.push(Op::Binary(BinaryOp::Add), vec![xc, delta], None)
+    };
+    for (v, n) in g.nodes.iter() {
+        let mut args: Vec<Value> = n.args.iter().map(|a| map[a.as_u32() as usize]).collect();
+        if n.op == Op::MatMul {
+            for (k, a) in args.iter_mut().enumerate() {
+                let Some(&site) = site_index.get(&(v, k)) else { continue };
+                let idx = g.states.len() + new_states.len();
+                let st = b.push(Op::State(idx as u32), vec![], Some(Type::scalar())).map_err(err)?;
+                let scale = if train {
+                    // s' = m s + (1 - m) max|a| / 127, or max|a| / 127 while s is 0.
+                    let r = b.ty(*a).rank() as u32;
+                    let abs = b.push(Op::Unary(UnaryOp::Abs), vec![*a], None).map_err(err)?;
+                    let amax = b
+                        .push(Op::Reduce { op: ReduceOp::Max, axes: (0..r).collect() }, vec![abs], None)
+                        .map_err(err)?;
+                    let k127 = b.push(Op::Fill(1.0 / QMAX), vec![], Some(Type::scalar())).map_err(err)?;
+                    let obs = b.push(Op::Binary(BinaryOp::Mul), vec![amax, k127], None).map_err(err)?;
+                    let obs = b.push(Op::StopGradient, vec![obs], None).map_err(err)?;
+                    let m = b.push(Op::Fill(momentum), vec![], Some(Type::scalar())).map_err(err)?;
+                    let m1 = b.push(Op::Fill(1.0 - momentum), vec![], Some(Type::scalar())).map_err(err)?;
+                    let a1 = b.push(Op::Binary(BinaryOp::Mul), vec![m, st], None).map_err(err)?;
+                    let a2 = b.push(Op::Binary(BinaryOp::Mul), vec![m1, obs], None).map_err(err)?;
+                    let ema = b.push(Op::Binary(BinaryOp::Add), vec![a1, a2], None).map_err(err)?;
+                    let zero = b.push(Op::Fill(0.0), vec![], Some(Type::scalar())).map_err(err)?;
+                    let fresh = b.push(Op::Binary(BinaryOp::Eq), vec![st, zero], None).map_err(err)?;
+                    b.push(Op::Select, vec![fresh, obs, ema], None).map_err(err)?
+                } else {
+                    st
+                };
+                new_states.push(StateDecl {
+                    name: format!("{ACT_SCALE}{site}"),
+                    shape: vec![],
+                    init: Init::Zeros,
+                    value: st,
+                    update: train.then_some(scale),
+                    span: Default::default(),
+                });
+                let shape = b.ty(*a).shape.clone();
+                let sb = if shape.is_empty() {
+                    scale
+                } else {
+                    b.push(Op::Broadcast { shape }, vec![scale], None).map_err(err)?
+                };
+                *a = fq(&mut b, *a, sb).map_err(err)?;
+            }
+        }
+        let declared = n.args.is_empty().then(|| n.ty.clone());
+        let nv = b.push(n.op.clone(), args, declared).map_err(err)?;
+        raw.push(nv);
+        if weights[v.as_u32() as usize] {
+            // Per output channel: the max over every other axis.
+            let shape = b.ty(nv).shape.clone();
+            let axis = if shape.len() == 2 { 1 } else { 0 };
+            let others: Vec<u32> = (0..shape.len() as u32).filter(|&i| i as usize != axis).collect();
+            let abs = b.push(Op::Unary(UnaryOp::Abs), vec![nv], None).map_err(err)?;
+            let amax = b.push(Op::Reduce { op: ReduceOp::Max, axes: others }, vec![abs], None).map_err(err)?;
+            let kshape = vec![b.ty(amax).shape[0].clone()];
+            let k127 = b.push(Op::Fill(1.0 / QMAX), vec![], Some(Type::scalar())).map_err(err)?;
+            let k127 = b.push(Op::Broadcast { shape: kshape }, vec![k127], None).map_err(err)?;
+            let s = b.push(Op::Binary(BinaryOp::Mul), vec![amax, k127], None).map_err(err)?;
+            let mut keep = shape.clone();
+            for (i, d) in keep.iter_mut().enumerate() {
+                if i != axis {
+                    *d = crate::ir::Dim::konst(1);
+                }
+            }
+            let s = b.push(Op::Reshape { shape: keep }, vec![s], None).map_err(err)?;
+            let s = b.push(Op::Broadcast { shape }, vec![s], None).map_err(err)?;
+            map.push(fq(&mut b, nv, s).map_err(err)?);
+        } else {
+            map.push(nv);
+        }
+    }
+    let m = |v: Value| map[v.as_u32() as usize];
+    let mut out = crate::simplify::with_nodes(g, b.nodes, m);
+    for (p, gp) in out.params.iter_mut().zip(&g.params) {
+        p.value = raw[gp.value.as_u32() as usize];
+        p.update = gp.update.map(|u| map[u.as_u32() as usize]);
+    }
+    for (s, gs) in out.states.iter_mut().zip(&g.states) {
+        s.value = raw[gs.value.as_u32() as usize];
+    }
+    for i in out.inputs.iter_mut() {
+        i.value = raw[i.value.as_u32() as usize];
+    }
+    out.states.extend(new_states);
+    for sc in out.scored.iter_mut() {
+        sc.value = m(sc.value);
+    }
+    Ok(out)
+}
+
+/// A program as its `quantize` setting trains it: both graphs quantization-aware.
+pub fn with_qat(p: &crate::ir::Program) -> Result<crate::ir::Program, String> {
+    let Some(c) = p.settings.quantize.as_ref().filter(|c| c.name == "qat") else {
+        return Ok(p.clone());
+    };
+    let m = c.num("momentum").unwrap_or(0.9);
+    let mut q = p.clone();
+    q.train = qat_graph(&p.train, m)?;
+    q.eval = qat_graph(&p.eval, m)?;
+    Ok(q)
+}
+
 /// What `quantize_checkpoint` measured and wrote.
 pub struct QuantReport {
     /// Held-out metrics in f32, with int8 weights, and with int8 weights and activations.

@@ -120,6 +120,8 @@ pub struct Session {
 impl Session {
     /// Compiles nothing yet: steps are compiled on first use, per batch size.
     pub fn new(p: &Program, jit: bool, threads: usize) -> Result<Session, String> {
+        let qat = super::quantize::with_qat(p)?;
+        let p = &qat;
         let target = target::target(p);
         let mut program = p.clone();
         let scoring = target::scoring_graph(p, target.as_ref().ok())?;
