@@ -46,4 +46,5 @@ pub mod simplify;
 pub mod stats;
 pub mod syntax;
 pub mod tensors;
+pub mod torch;
 pub mod train;

@@ -9,13 +9,18 @@ pub struct Args {
     pub file: PathBuf,
     /// Parameters and states (an `nnc init` file or a checkpoint; a checkpoint's
     /// preprocessing is applied either way).
-    #[arg(long, required_unless_present = "checkpoint")]
+    #[arg(long, required_unless_present_any = ["checkpoint", "torch"])]
     pub params: Option<PathBuf>,
     /// A training checkpoint (as --params). Give it several times for an ensemble: each
     /// member's outputs as `member<i>.<name>`, and the members' mean probabilities as
     /// `ensemble.probabilities` (a classifier) or their mean prediction.
     #[arg(long, conflicts_with = "params")]
     pub checkpoint: Vec<PathBuf>,
+    /// A PyTorch state dict saved as safetensors (`safetensors.torch.save_file`): its
+    /// `torch.nn` names and layouts mapped onto the model's layers (a Linear's
+    /// `weight [out, in]` becomes a Dense `W [in, out]`); no preprocessing is applied.
+    #[arg(long, conflicts_with_all = ["params", "checkpoint"])]
+    pub torch: Option<PathBuf>,
     /// The inputs: a `.safetensors` file of tensors by name (batch dimension first), or a
     /// data file read as `train` reads its sources (csv, npy, npz, IDX; `.gz` too), the
     /// checkpoint's preprocessing applied either way.
@@ -48,8 +53,12 @@ fn predict_one(
     inputs: &crate::tensors::TensorMap,
     source: &str,
     run: crate::runtime::exec::ExecOptions,
+    torch: Option<&crate::tensors::TensorMap>,
 ) -> Result<crate::tensors::TensorMap, String> {
-    let (ps, meta) = crate::train::checkpoint::read(ck)?;
+    let (ps, meta) = match torch {
+        Some(t) => (t.clone(), Default::default()),
+        None => crate::train::checkpoint::read(ck)?,
+    };
     crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
     if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(source)) {
         errln!(
@@ -75,12 +84,13 @@ fn predict_one(
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, params, checkpoint, inputs, label_column, header, out, backend, model } = a;
+    let Args { file, params, checkpoint, torch, inputs, label_column, header, out, backend, model } = a;
     let out_format = match OutFormat::of(&out) {
         Ok(f) => f,
         Err(m) => return fail(&m),
     };
     let first = checkpoint.first().or(params.as_ref()).cloned().unwrap_or_default();
+    let first = if torch.is_some() { PathBuf::new() } else { first };
     let p = match compile_with_sets(&file, &checkpoint_args(&first), model.as_deref(), opts) {
         Ok(p) => p,
         Err(code) => return code,
@@ -126,7 +136,16 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
     // `--params` and `--checkpoint` are read the same way: a file that carries a
     // preprocessing (a training checkpoint) has it applied to the features input first.
-    let cks: Vec<PathBuf> = if checkpoint.is_empty() { params.into_iter().collect() } else { checkpoint };
+    let cks: Vec<PathBuf> = if checkpoint.is_empty() { params.into_iter().chain(torch.clone()).collect() } else { checkpoint };
+    let torch_params = match &torch {
+        Some(t) => match crate::tensors::read(t)
+            .and_then(|sd| crate::torch::from_state_dict(&p.eval, &sd, &t.display().to_string()))
+        {
+            Ok(m) => Some(m),
+            Err(m) => return fail(&m),
+        },
+        None => None,
+    };
     let ins = match read_inputs(&g, &inputs, label_column, header) {
         Ok(t) => t,
         Err(m) => return fail(&m),
@@ -134,7 +153,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let source = std::fs::read_to_string(&file).unwrap_or_default();
     let mut result = crate::tensors::TensorMap::new();
     if cks.len() == 1 {
-        match predict_one(p, &g, &cks[0], &ins, &source, run) {
+        match predict_one(p, &g, &cks[0], &ins, &source, run, torch_params.as_ref()) {
             Ok(r) => result = r,
             Err(m) => return fail(&m),
         }
@@ -145,7 +164,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         };
         let mut sum: Option<(Vec<usize>, Vec<f64>)> = None;
         for (i, ck) in cks.iter().enumerate() {
-            let r = match predict_one(p, &g, ck, &ins, &source, run) {
+            let r = match predict_one(p, &g, ck, &ins, &source, run, None) {
                 Ok(r) => r,
                 Err(m) => return fail(&m),
             };
