@@ -50,7 +50,8 @@ fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, S
         metadata.push(("nnc.preprocess".into(), format!("{} on `{}`", pre.kind(), pre.input)));
     }
     metadata.extend(p.args.iter().map(|(k, v)| (format!("nnc.arg.{k}"), v.clone())));
-    let opts = crate::export::Options { model_name: p.name.clone(), batch_symbol: pipeline::batch_symbol(&g), metadata };
+    let opts =
+        crate::export::Options { model_name: p.name.clone(), batch_symbol: pipeline::batch_symbol(&g), metadata };
     let model = crate::export::to_model(&g, &ps, pre.as_ref(), &opts)?;
     let graph = model.graph.as_ref().ok_or("no graph")?;
     let io = |vs: &[crate::export::onnx_pb::ValueInfoProto]| {

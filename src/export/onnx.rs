@@ -260,7 +260,10 @@ impl<'g> Exporter<'g> {
             return Ok(n.clone());
         }
         let (input, axis) = self.sym_source.get(&s).cloned().ok_or_else(|| {
-            format!("the size `{}` is no input's dim, so the ONNX graph cannot read it from an input's shape", self.dim_param(s))
+            format!(
+                "the size `{}` is no input's dim, so the ONNX graph cannot read it from an input's shape",
+                self.dim_param(s)
+            )
         })?;
         let shape = match self.shapes_of.get(&input) {
             Some(n) => n.clone(),
@@ -381,7 +384,19 @@ impl<'g> Exporter<'g> {
             return Err(format!("internal error: v{} is read before it is exported", v.as_u32()));
         }
         let shape = self.g.ty(v).shape.clone();
-        let (c, cshape) = self.compact(v)?;
+        let (c, cshape) = match self.g.nodes[v].op {
+            // A fill read whole: a [1, .., 1] constant of the result's rank, expanded
+            // (tract mis-shapes a matmul whose operand is a rank-0 constant expanded).
+            Op::Fill(x) => {
+                let ones = vec![1i64; shape.len()];
+                let c = match self.g.ty(v).dtype {
+                    DType::F32 => self.constant(DataType::Float, &ones, f32_bytes([x as f32])),
+                    DType::I32 => self.constant(DataType::Int32, &ones, (x as i32).to_le_bytes().to_vec()),
+                };
+                (c, vec![Dim::konst(1); shape.len()])
+            }
+            _ => self.compact(v)?,
+        };
         let n = if cshape == shape {
             c
         } else {
@@ -423,8 +438,7 @@ impl<'g> Exporter<'g> {
                 let delta = self.scalar(DType::F32, 1.0);
                 let limit = self.dim_f32(&n)?;
                 let r = self.op("Range", vec![start, limit, delta], vec![], None);
-                let dims: Vec<Dim> =
-                    (0..shape.len()).map(|i| if i == a { n.clone() } else { Dim::konst(1) }).collect();
+                let dims: Vec<Dim> = (0..shape.len()).map(|i| if i == a { n.clone() } else { Dim::konst(1) }).collect();
                 if dims.len() == 1 {
                     (r, dims)
                 } else {
@@ -583,8 +597,11 @@ impl<'g> Exporter<'g> {
                 pieces.push(self.op("Unsqueeze", vec![s, unsq.clone()], vec![], None));
             }
         }
-        let stacked =
-            if pieces.len() == 1 { pieces.remove(0) } else { self.op("Concat", pieces, vec![attr_int("axis", 2)], None) };
+        let stacked = if pieces.len() == 1 {
+            pieces.remove(0)
+        } else {
+            self.op("Concat", pieces, vec![attr_int("axis", 2)], None)
+        };
         self.reshape(stacked, &out, Some(Self::value_name(v)))
     }
 
