@@ -31,6 +31,7 @@ pub mod cli;
 pub mod codegen;
 pub mod data;
 pub mod diagnostic;
+pub mod export;
 pub mod fusion;
 pub mod gradcheck;
 pub mod ir;

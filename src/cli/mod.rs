@@ -40,6 +40,7 @@ mod compare;
 mod completions;
 mod cv;
 mod eval;
+mod export;
 mod grad;
 mod gradcheck;
 mod init;
@@ -122,6 +123,8 @@ enum Command {
     Grad(grad::Args),
     /// Run the eval graph: write every output.
     Predict(predict::Args),
+    /// Write the eval graph and a checkpoint as an ONNX model (opset 18, a dynamic batch).
+    Export(export::Args),
     /// Train a model with its `train` block: the main job.
     Train(train::Args),
     /// Search hyperparameters (train settings and model arguments): grid, random or
@@ -240,6 +243,7 @@ pub fn run() -> i32 {
         Command::Init(a) => init::run(a, opts),
         Command::Grad(a) => grad::run(a, opts),
         Command::Predict(a) => predict::run(a, opts),
+        Command::Export(a) => export::run(a, opts),
         Command::Train(a) => train::run(a, opts),
         Command::Eval(a) => eval::run(a, opts),
         Command::Prune(a) => prune::run(a, opts),

@@ -40,6 +40,11 @@ impl Dim {
     pub fn is_const(&self) -> bool {
         self.as_const().is_some()
     }
+    /// The terms `(monomial, coefficient)`, canonical: monomials sorted, no zero
+    /// coefficients (the ONNX exporter computes symbolic dims at run time from them).
+    pub fn terms(&self) -> &[(Vec<Sym>, i64)] {
+        &self.terms
+    }
     pub fn symbols(&self) -> impl Iterator<Item = Sym> + '_ {
         self.terms.iter().flat_map(|(m, _)| m.iter().copied())
     }
