@@ -694,6 +694,10 @@ impl<'g> Exporter<'g> {
                     UnaryOp::Tanh => "Tanh",
                     UnaryOp::Sigmoid => "Sigmoid",
                     UnaryOp::Erf => "Erf",
+                    // ONNX's Round rounds halves to even, as nnc's.
+                    UnaryOp::Round => "Round",
+                    UnaryOp::Floor => "Floor",
+                    UnaryOp::Ceil => "Ceil",
                 };
                 self.op(op, vec![x], vec![], out)
             }
