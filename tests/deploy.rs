@@ -544,3 +544,37 @@ fn quantization_aware_training_runs_the_int8_model_it_trains() {
     }
     assert!(worst <= 1e-4, "largest relative difference {worst}");
 }
+
+/// State dicts and outputs written by PyTorch (`tools/torch_state_dict.py`).
+#[test]
+fn pytorch_state_dicts_give_pytorchs_outputs() {
+    let d = fresh("torch");
+    let data = root().join("tests/data/torch");
+    for (model, file, out) in
+        [("digits", digits().to_string(), "logits"), ("rnn", s(&data.join("rnn.nn")).to_string(), "y")]
+    {
+        let sd = data.join(format!("{model}_state_dict.safetensors"));
+        let io = data.join(format!("{model}_io.safetensors"));
+        let o = d.join(format!("{model}.safetensors"));
+        ok(&["predict", &file, "--torch", s(&sd), "--inputs", s(&io), "--out", s(&o)]);
+        let got = floats(&nnc::tensors::read(&o).expect("out"), out);
+        let want = floats(&nnc::tensors::read(&io).expect("io"), "y");
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{model}[{i}]: nnc {g}, PyTorch {w}");
+        }
+    }
+    // A state dict of another model names what is missing.
+    let (code, _, err) = nnc(&[
+        "predict",
+        digits(),
+        "--torch",
+        s(&data.join("rnn_state_dict.safetensors")),
+        "--inputs",
+        s(&data.join("digits_io.safetensors")),
+        "--out",
+        s(&d.join("x.safetensors")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no tensor `fc1.weight`"), "{err}");
+}

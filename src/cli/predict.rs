@@ -136,7 +136,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
     // `--params` and `--checkpoint` are read the same way: a file that carries a
     // preprocessing (a training checkpoint) has it applied to the features input first.
-    let cks: Vec<PathBuf> = if checkpoint.is_empty() { params.into_iter().chain(torch.clone()).collect() } else { checkpoint };
+    let cks: Vec<PathBuf> =
+        if checkpoint.is_empty() { params.into_iter().chain(torch.clone()).collect() } else { checkpoint };
     let torch_params = match &torch {
         Some(t) => match crate::tensors::read(t)
             .and_then(|sd| crate::torch::from_state_dict(&p.eval, &sd, &t.display().to_string()))
