@@ -42,13 +42,13 @@ enum Link {
     Static,
 }
 
-/// Compiles the generic C program against the library in `dir`.
-fn compile_c(dir: &Path, name: &str, link: Link) -> PathBuf {
-    let exe = dir.join(format!("run_{name}_{}", if link == Link::Shared { "so" } else { "a" }));
+/// Compiles a C program of `tests/c/` against the library in `dir`.
+fn compile_c(dir: &Path, name: &str, link: Link, program: &str) -> PathBuf {
+    let exe = dir.join(format!("{program}_{name}_{}", if link == Link::Shared { "so" } else { "a" }));
     let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
     cmd.args(["-O2", "-Wall", "-Werror", &format!("-DMODEL={name}"), "-include"])
         .arg(dir.join(format!("{name}.h")))
-        .arg(root().join("tests/c/run_model.c"))
+        .arg(root().join(format!("tests/c/{program}.c")))
         .arg("-o")
         .arg(&exe);
     match link {
@@ -247,7 +247,7 @@ fn check_model(
         .expect("a header");
     let mut worst: f64 = 0.0;
     for link in [Link::Shared, Link::Static] {
-        let exe = compile_c(&lib, &name, link);
+        let exe = compile_c(&lib, &name, link, "run_model");
         let (max, ins, outs) = info(&exe);
         for &b in batches {
             assert!(b as usize <= max);
@@ -257,6 +257,13 @@ fn check_model(
             let want = predict(&file, &w, &dir, &ins, &data);
             worst = worst.max(compare(&format!("{example} batch {b}"), &got, &want, &outs));
         }
+        // Several threads at once, each result equal to the main thread's.
+        let threads = compile_c(&lib, &name, link, "threads");
+        let b = batches.iter().copied().max().unwrap_or(1);
+        let data = inputs(&ins, b as usize, 3, scale);
+        run_c(&exe, &dir, &data, b, &outs);
+        let o = Command::new(&threads).arg(dir.join("in.bin")).args([&b.to_string(), "4", "20"]).output().expect("run");
+        assert!(o.status.success(), "{example}: threads: {}", String::from_utf8_lossy(&o.stderr));
         // Out of range: batch 0 and one above the maximum.
         let data = inputs(&ins, max + 1, 7, scale);
         assert_eq!(run_c(&exe, &dir, &data, 0, &outs).0, 1, "{example}: batch 0");

@@ -112,9 +112,12 @@ fn dims(g: &Graph, v: crate::ir::Value) -> Vec<usize> {
     g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()
 }
 
+/// One sample's dims, per input or output.
+type Shapes = Vec<Vec<usize>>;
+
 /// One sample's dims of every input and output: the graph at batch 1 and 2 must have
 /// the batch as the first dim of each, and nothing else that depends on it.
-fn sample_shapes(g: &Graph) -> Result<(Vec<Vec<usize>>, Vec<Vec<usize>>), String> {
+fn sample_shapes(g: &Graph) -> Result<(Shapes, Shapes), String> {
     let g1 = crate::runtime::executable::concrete(g, 1)?;
     let g2 = crate::runtime::executable::concrete(g, 2)?;
     let per = |what: &str, name: &str, a: Vec<usize>, b: Vec<usize>| -> Result<Vec<usize>, String> {
