@@ -226,8 +226,9 @@ fn check_model(
     batches: &[i64],
     scale: f64,
 ) -> f64 {
-    let file = root().join("examples").join(example);
-    let dir = scratch(&format!("{tag}-{}", example.trim_end_matches(".nn")));
+    let file = if example.contains('/') { root().join(example) } else { root().join("examples").join(example) };
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let dir = scratch(&format!("{tag}-{stem}"));
     let w = match weights {
         Some(w) => w.to_path_buf(),
         None => {
@@ -268,6 +269,12 @@ fn check_model(
         let data = inputs(&ins, max + 1, 7, scale);
         assert_eq!(run_c(&exe, &dir, &data, 0, &outs).0, 1, "{example}: batch 0");
         assert_eq!(run_c(&exe, &dir, &data, max as i64 + 1, &outs).0, 1, "{example}: batch {}", max + 1);
+        // An id outside its range.
+        if let Some(i) = ins.iter().position(|p| p.i32 && p.bound > 0) {
+            let mut data = inputs(&ins, 2, 5, scale);
+            data[i].1[1] = ins[i].bound as f64;
+            assert_eq!(run_c(&exe, &dir, &data, 2, &outs).0, 3, "{example}: an id out of range");
+        }
     }
     eprintln!("{tag} {example}: max relative error against nnc predict {worst:.3e}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -304,6 +311,12 @@ fn the_other_examples_match_predict() {
     for ex in ["residual.nn", "spirals.nn", "window.nn", "neuron.nn", "digits_linear.nn"] {
         check_model("other", ex, None, &["--max-batch", "8"], &[5, 8], 1.0);
     }
+}
+
+/// i32 ids (an embedding: a host gather), two outputs, one of rank 3, layer norm.
+#[test]
+fn an_embedding_model_with_two_outputs_matches_predict() {
+    check_model("embed", "tests/data/lower/ok/layers_embedding_norm.nn", None, &["--max-batch", "8"], &[3, 8], 1.0);
 }
 
 /// A trained checkpoint: its preprocessing is embedded, so the library takes the raw
