@@ -355,6 +355,18 @@ fn a_checkpoint_of_another_model_is_refused_and_nothing_is_written() {
     assert!(err.contains("fc1.W") || err.contains("parameter `"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!lib.exists() || std::fs::read_dir(&lib).expect("dir").next().is_none(), "files were written");
+    // No runtime archive: a clear error naming it.
+    let ok = dir.join("digits.safetensors");
+    nnc(&["init", s(&root().join("examples/digits.nn")), "--out", s(&ok)], 0);
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["build", s(&root().join("examples/digits.nn")), "--checkpoint", s(&ok), "-o", s(&lib)])
+        .env("NNC_RUNTIME", dir.join("no-such-libnnc.a"))
+        .output()
+        .expect("run nnc");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("NNC_RUNTIME") && err.contains("no-such-libnnc.a"), "{err}");
+    assert!(!lib.exists() || std::fs::read_dir(&lib).expect("dir").next().is_none(), "files were written");
     // A truncated file: an error, no panic.
     let t = dir.join("truncated.safetensors");
     let bytes = std::fs::read(&p).expect("read");

@@ -61,8 +61,9 @@ pub fn batch_sizes(max: usize) -> Vec<usize> {
     v
 }
 
-/// The runtime archive: `$NNC_RUNTIME`, else `libnnc.a` beside the running executable
-/// (`target/release/` after `cargo build --release`).
+/// The runtime archive: `$NNC_RUNTIME`, else the newest of `libnnc.a` beside the running
+/// executable (`target/release/` after `cargo build --release`) and the archives in
+/// `deps/` beside it (where `cargo test` leaves the one built with the binary).
 pub fn find_runtime() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("NNC_RUNTIME") {
         let p = PathBuf::from(p);
@@ -74,16 +75,30 @@ pub fn find_runtime() -> Result<PathBuf, String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let p = dir.join("libnnc.a");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "the runtime library `{}` is missing: `cargo build --release` writes it beside the nnc binary; \
-             or set NNC_RUNTIME to its path",
-            p.display()
-        ))
+    let beside = dir.join("libnnc.a");
+    let mut found: Vec<PathBuf> = vec![beside.clone()];
+    if let Ok(rd) = std::fs::read_dir(dir.join("deps")) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("libnnc-") && n.ends_with(".a") {
+                found.push(e.path());
+            }
+        }
     }
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    found
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| modified(&p).map(|t| (t, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
+        .ok_or_else(|| {
+            format!(
+                "the runtime library `{}` is missing: `cargo build --release` writes it beside the nnc binary; \
+                 or set NNC_RUNTIME to its path",
+                beside.display()
+            )
+        })
 }
 
 /// The C functions every library defines, after `<name>_`.
