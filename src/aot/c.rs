@@ -62,11 +62,29 @@ fn shape_text(p: &Port) -> String {
 }
 
 impl Api {
+    /// The C parameter names of the inputs and of the outputs, all distinct (an output
+    /// named like an input gets `_out`).
+    fn param_names(&self) -> (Vec<String>, Vec<String>) {
+        let ins: Vec<String> = self.inputs.iter().map(|p| param(&p.name)).collect();
+        let mut taken: Vec<String> = ins.clone();
+        let mut outs = Vec::new();
+        for p in &self.outputs {
+            let mut n = param(&p.name);
+            while taken.contains(&n) {
+                n.push_str("_out");
+            }
+            taken.push(n.clone());
+            outs.push(n);
+        }
+        (ins, outs)
+    }
+
     fn signature(&self) -> String {
+        let (ins, outs) = self.param_names();
         let mut args: Vec<String> =
-            self.inputs.iter().map(|p| format!("const {} *{}", ctype(p), param(&p.name))).collect();
+            self.inputs.iter().zip(&ins).map(|(p, n)| format!("const {} *{n}", ctype(p))).collect();
         args.push("int64_t batch".into());
-        args.extend(self.outputs.iter().map(|p| format!("{} *{}", ctype(p), param(&p.name))));
+        args.extend(self.outputs.iter().zip(&outs).map(|(p, n)| format!("{} *{n}", ctype(p))));
         format!("int {}_run({})", self.name, args.join(", "))
     }
 
@@ -261,8 +279,7 @@ void {n}_release_thread(void);
         let bounds =
             nums(self.inputs.iter().map(|p| p.io.bound.filter(|_| p.io.i32).unwrap_or(-1).to_string()).collect());
         let batches = nums(self.batches.iter().map(usize::to_string).collect());
-        let ins: Vec<String> = self.inputs.iter().map(|p| param(&p.name)).collect();
-        let outs: Vec<String> = self.outputs.iter().map(|p| param(&p.name)).collect();
+        let (ins, outs) = self.param_names();
         let arr = |v: &[String]| if v.is_empty() { "0".to_string() } else { v.join(", ") };
         let max = self.batches.last().copied().unwrap_or(1);
         format!(
