@@ -25,6 +25,7 @@
 // Diagnostics are returned by value on cold paths; boxing them buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod aot;
 pub mod autodiff;
 pub mod buffers;
 pub mod cli;

@@ -35,6 +35,7 @@ macro_rules! errs {
 }
 
 mod bench;
+mod build_lib;
 mod check;
 mod compare;
 mod completions;
@@ -147,6 +148,9 @@ enum Command {
     Plan(plan::Args),
     /// Compile the training step and time it on synthetic inputs.
     Bench(bench::Args),
+    /// Compile a checkpoint's eval graph ahead of time into a native library with a C
+    /// API (`lib<name>.so`, `lib<name>.a`, `<name>.h`): docs/build.md.
+    Build(build_lib::Args),
     /// Compare analytic gradients with central differences in f64.
     Gradcheck(gradcheck::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -253,6 +257,7 @@ pub fn run() -> i32 {
         Command::Compare(a) => compare::run(a, opts),
         Command::Plan(a) => plan::run(a, opts),
         Command::Bench(a) => bench::run(a, opts),
+        Command::Build(a) => build_lib::run(a, opts),
         Command::Gradcheck(a) => gradcheck::run(a, opts),
         Command::Completions(a) => completions::run(a, opts),
         Command::Man(a) => man::run(a, opts),

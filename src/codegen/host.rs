@@ -174,6 +174,7 @@ fn now_ns() -> u64 {
 ///
 /// # Safety
 /// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+#[no_mangle]
 pub unsafe extern "C" fn nnc_tick(ctx: *const HostCtx, index: u32) {
     use std::sync::atomic::Ordering;
     let tables = &*(*ctx).tables;
@@ -202,6 +203,7 @@ unsafe fn slice<'a>(ctx: &HostCtx, s: Slot) -> &'a mut [f32] {
 /// Runs host kernel `index`. Called from JIT code.
 /// # Safety
 /// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+#[no_mangle]
 pub unsafe extern "C" fn nnc_host(ctx: *const HostCtx, index: u32) {
     // SAFETY: the JIT code passes the context of the executable that compiled it.
     let ctx = unsafe { &*ctx };
@@ -376,6 +378,7 @@ fn run_parts(f: KernelFn, r: Regions, lo: i64, hi: i64, parts: usize, align: i64
 /// Runs the split kernel `index` across threads. Called from JIT code.
 /// # Safety
 /// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+#[no_mangle]
 pub unsafe extern "C" fn nnc_par(ctx: *const HostCtx, index: u32) {
     // SAFETY: as for `nnc_host`.
     let ctx = unsafe { &*ctx };
@@ -390,6 +393,7 @@ pub unsafe extern "C" fn nnc_par(ctx: *const HostCtx, index: u32) {
 /// Runs GEMM `index`. Called from JIT code.
 /// # Safety
 /// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+#[no_mangle]
 pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
     // SAFETY: as for `nnc_host`.
     let ctx = unsafe { &*ctx };
@@ -442,6 +446,7 @@ unsafe impl Sync for SendProduct {}
 /// Fills the buffers that died at kernel `index` with NaN (the debug check).
 /// # Safety
 /// `ctx` must be the `HostCtx` of the executable whose code makes the call.
+#[no_mangle]
 pub unsafe extern "C" fn nnc_poison(ctx: *const HostCtx, index: u32) {
     // SAFETY: as for `nnc_host`.
     let ctx = unsafe { &*ctx };

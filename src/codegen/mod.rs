@@ -63,20 +63,40 @@ pub struct Compiled {
     pub clif: String,
 }
 
-fn isa(opts: &CodegenOptions) -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, String> {
+/// What `emit` added to a module: the step function, the functions the tables point to
+/// (filled in once the code has addresses: by the JIT, or by relocations of an object
+/// file), and the tables.
+pub struct Emitted {
+    /// `step(arena, persistent, ctx)`.
+    pub step: FuncId,
+    /// The kernel of each `Tables::par` entry.
+    pub par: Vec<FuncId>,
+    /// GEMMs with an epilogue: (index in `Tables::gemm`, the epilogue's function).
+    pub epilogues: Vec<(usize, FuncId)>,
+    pub tables: Tables,
+    pub clif: String,
+}
+
+/// The target: this CPU's features; position-independent code for an object file that
+/// goes into a shared library (`pic`).
+pub fn isa(opts: &CodegenOptions, pic: bool) -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| format!("cranelift flag {k}: {e}"));
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "enable_verifier", if opts.verify { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
-    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     let builder = cranelift_native::builder().map_err(|e| format!("this CPU is not supported by Cranelift: {e}"))?;
     builder.finish(settings::Flags::new(flags)).map_err(|e| format!("cannot configure Cranelift: {e}"))
 }
 
-/// Compiles the step of a concrete graph.
+/// The host callbacks the step imports, by symbol name (`host.rs` defines them
+/// `#[no_mangle]`, so an object file links against them too).
+pub const CALLBACKS: [&str; 5] = ["nnc_host", "nnc_gemm", "nnc_poison", "nnc_tick", "nnc_par"];
+
+/// Compiles the step of a concrete graph (JIT).
 pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> Result<Compiled, String> {
-    let isa = isa(opts)?;
+    let isa = isa(opts, false)?;
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
     jb.symbol("nnc_host", host::nnc_host as *const u8);
     jb.symbol("nnc_gemm", host::nnc_gemm as *const u8);
@@ -84,6 +104,39 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     jb.symbol("nnc_tick", host::nnc_tick as *const u8);
     jb.symbol("nnc_par", host::nnc_par as *const u8);
     let mut module = JITModule::new(jb);
+    let e = emit(&mut module, "", g, s, plan, opts)?;
+    let err = |e: cranelift_module::ModuleError| format!("cranelift: {e}");
+    module.finalize_definitions().map_err(err)?;
+    let mut tables = e.tables;
+    for (op, id) in tables.par.iter_mut().zip(&e.par) {
+        let code = module.get_finalized_function(*id);
+        // SAFETY: kernels were declared with exactly this signature.
+        op.func = Some(unsafe { std::mem::transmute::<*const u8, host::KernelFn>(code) });
+    }
+    for &(i, id) in &e.epilogues {
+        let code = module.get_finalized_function(id);
+        if let Some(op) = tables.gemm.get_mut(i) {
+            // SAFETY: epilogues were declared with exactly this signature.
+            op.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::TileFn>(code) });
+        }
+    }
+    let code = module.get_finalized_function(e.step);
+    // SAFETY: the function was declared with exactly this signature.
+    let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
+    Ok(Compiled { _module: module, step, tables: Box::new(tables), clif: e.clif })
+}
+
+/// Emits the kernels, epilogues and step function of a concrete graph into `module`
+/// (the JIT's, or an object file's: `aot`), their names prefixed with `prefix`. Function
+/// pointers in the tables are left `None`: the caller resolves them.
+pub fn emit<M: Module>(
+    module: &mut M,
+    prefix: &str,
+    g: &Graph,
+    s: &Schedule,
+    plan: &Plan,
+    opts: &CodegenOptions,
+) -> Result<Emitted, String> {
     let frontend_config = module.target_config();
     let ptr = frontend_config.pointer_type();
     let mut cb_sig = module.make_signature();
@@ -141,7 +194,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     // Kernels and epilogues are added through `define`; the step function after the loop.
     let mut fc =
-        FnCtx { module: &mut module, ctx: &mut ctx, fctx: &mut fctx, clif: &mut clif, keep_clif: opts.keep_clif };
+        FnCtx { module: &mut *module, ctx: &mut ctx, fctx: &mut fctx, clif: &mut clif, keep_clif: opts.keep_clif };
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
             Kernel::Elementwise { .. }
@@ -153,7 +206,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let label = format!("kernel {ki}: {}", crate::fusion::describe(g, s, k));
-                let id = define(&mut fc, &kern_sig, &format!("k{ki}"), &label, |b, params| {
+                let id = define(&mut fc, &kern_sig, &format!("{prefix}k{ki}"), &label, |b, params| {
                     let bases = [params[0], params[1]];
                     match k {
                         Kernel::Elementwise { out, rows, cols, also } => {
@@ -236,7 +289,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
                         return Err("internal error: a GEMM epilogue that is not elementwise".into());
                     };
                     let label = format!("kernel {ki} epilogue: {}", crate::fusion::describe(g, s, e));
-                    let id = define(&mut fc, &tile_sig, &format!("k{ki}_epilogue"), &label, |b, p| {
+                    let id = define(&mut fc, &tile_sig, &format!("{prefix}k{ki}_epilogue"), &label, |b, p| {
                         let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                         let tile = Span::Tile(p[2], p[3], p[4], p[5]);
                         elementwise(b, g, s, plan, [p[0], p[1]], tile, &outs, *cols).map(drop)
@@ -273,7 +326,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     for _ in 0..3 {
         step_sig.params.push(AbiParam::new(ptr));
     }
-    let step_id = module.declare_function("nnc_step", Linkage::Export, &step_sig).map_err(err)?;
+    let step_id = module.declare_function(&format!("{prefix}nnc_step"), Linkage::Export, &step_sig).map_err(err)?;
     ctx.func.signature = step_sig;
     ctx.func.name = UserFuncName::user(0, step_id.as_u32());
     {
@@ -314,28 +367,12 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     }
     module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
     module.clear_context(&mut ctx);
-    module.finalize_definitions().map_err(err)?;
-    for (op, id) in tables.par.iter_mut().zip(&par_ids) {
-        let code = module.get_finalized_function(*id);
-        // SAFETY: kernels were declared with exactly this signature.
-        op.func = Some(unsafe { std::mem::transmute::<*const u8, host::KernelFn>(code) });
-    }
-    for &(i, id) in &epilogue_ids {
-        let code = module.get_finalized_function(id);
-        if let Some(op) = tables.gemm.get_mut(i) {
-            // SAFETY: epilogues were declared with exactly this signature.
-            op.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::TileFn>(code) });
-        }
-    }
-    let code = module.get_finalized_function(step_id);
-    // SAFETY: the function was declared with exactly this signature.
-    let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
-    Ok(Compiled { _module: module, step, tables: Box::new(tables), clif })
+    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif })
 }
 
 /// What `define` needs to add a function to the module (and its text to `clif`).
-struct FnCtx<'a> {
-    module: &'a mut JITModule,
+struct FnCtx<'a, M: Module> {
+    module: &'a mut M,
     ctx: &'a mut cranelift_codegen::Context,
     fctx: &'a mut FunctionBuilderContext,
     clif: &'a mut String,
@@ -345,8 +382,8 @@ struct FnCtx<'a> {
 /// Declares and defines a local function of signature `sig` whose body `body` emits from
 /// the entry block (given its parameters); with `keep_clif`, appends its IR and machine
 /// code to the text under `label`.
-fn define(
-    fc: &mut FnCtx,
+fn define<M: Module>(
+    fc: &mut FnCtx<M>,
     sig: &cranelift_codegen::ir::Signature,
     name: &str,
     label: &str,

@@ -9,7 +9,7 @@ use crate::fusion::{self, Schedule};
 use crate::ir::{self, DType, Graph, Value};
 
 /// Memory aligned to 64 bytes, of f32 elements.
-struct Aligned {
+pub(crate) struct Aligned {
     buf: Vec<f32>,
     start: usize,
     len: usize,
@@ -17,7 +17,7 @@ struct Aligned {
 
 impl Aligned {
     /// Zeroed memory, allocated fallibly: a size the allocator refuses is an error.
-    fn new(len: usize, what: &str) -> Result<Aligned, String> {
+    pub(crate) fn new(len: usize, what: &str) -> Result<Aligned, String> {
         let mut buf: Vec<f32> = Vec::new();
         buf.try_reserve_exact(len + 16)
             .map_err(|_| format!("cannot allocate {:.2} GB for {what}", (len + 16) as f64 * 4e-9))?;
@@ -26,14 +26,14 @@ impl Aligned {
         let start = ((64 - addr % 64) % 64) / 4;
         Ok(Aligned { buf, start, len })
     }
-    fn ptr(&mut self) -> *mut f32 {
+    pub(crate) fn ptr(&mut self) -> *mut f32 {
         // SAFETY: start + len <= buf.len() by construction.
         unsafe { self.buf.as_mut_ptr().add(self.start) }
     }
     fn slice(&self) -> &[f32] {
         &self.buf[self.start..self.start + self.len]
     }
-    fn slice_mut(&mut self) -> &mut [f32] {
+    pub(crate) fn slice_mut(&mut self) -> &mut [f32] {
         &mut self.buf[self.start..self.start + self.len]
     }
 }
@@ -64,6 +64,18 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
     Ok(out)
 }
 
+/// The stages before code generation, for a concrete graph: simplified, fused, planned,
+/// and the planned bytes checked against the machine's memory.
+pub fn prepare(g: &Graph) -> Result<(Graph, Schedule, Plan), String> {
+    let g = crate::simplify::simplify(g);
+    let schedule = fusion::fuse(&g)?;
+    let plan = buffers::plan(&g, &schedule);
+    // The planned bytes first: refuse what cannot fit before compiling anything.
+    let planned = (plan.arena_len as u64 + plan.persistent_len as u64).saturating_mul(4);
+    crate::limits::check_alloc(planned, "the step's arena, parameters and states")?;
+    Ok((g, schedule, plan))
+}
+
 impl Executable {
     /// Compiles a concrete graph (every dim a number).
     pub fn new(g: &Graph, opts: &CodegenOptions) -> Result<Executable, String> {
@@ -73,12 +85,7 @@ impl Executable {
                 return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
             }
         }
-        let g = crate::simplify::simplify(g);
-        let schedule = fusion::fuse(&g)?;
-        let plan = buffers::plan(&g, &schedule);
-        // The planned bytes first: refuse what cannot fit before compiling anything.
-        let planned = (plan.arena_len as u64 + plan.persistent_len as u64).saturating_mul(4);
-        crate::limits::check_alloc(planned, "the step's arena, parameters and states")?;
+        let (g, schedule, plan) = prepare(g)?;
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
         let mut arena = Aligned::new(plan.arena_len, "the step's arena")?;
         let mut persistent = Aligned::new(plan.persistent_len, "the parameters and states")?;
