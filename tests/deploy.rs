@@ -578,3 +578,24 @@ fn pytorch_state_dicts_give_pytorchs_outputs() {
     assert_eq!(code, 1);
     assert!(err.contains("no tensor `fc1.weight`"), "{err}");
 }
+
+#[test]
+fn a_logistic_model_on_float_labels_predicts_classes_and_probabilities() {
+    let d = fresh("logistic");
+    let src = "model L {\n input x: [B, 2]\n input y: [B]\n param w: [2, 1] = normal(1.0)\n output z = reshape(x @ w, [-1])\n loss = bce_logits(z, y)\n}\n";
+    std::fs::write(d.join("l.nn"), src).expect("write");
+    let (m, init, x) = (d.join("l.nn"), d.join("p.safetensors"), d.join("x.csv"));
+    ok(&["init", s(&m), "--seed", "3", "--out", s(&init)]);
+    std::fs::write(&x, "0.5,1\n-1,2\n3,-0.25\n").expect("write");
+    for o in ["p.csv", "z.safetensors"] {
+        ok(&["predict", s(&m), "--params", s(&init), "--inputs", s(&x), "--out", s(&d.join(o))]);
+    }
+    let z = floats(&nnc::tensors::read(&d.join("z.safetensors")).expect("z"), "z");
+    let (head, rows) = read_csv(&d.join("p.csv"));
+    assert_eq!(head, vec!["class", "probability_1"]);
+    for (r, row) in rows.iter().enumerate() {
+        let p = 1.0 / (1.0 + (-z[r]).exp());
+        assert!((row[1] - p).abs() < 1e-6, "row {r}: {} vs {p}", row[1]);
+        assert_eq!(row[0], f64::from(u8::from(p > 0.5)), "row {r}");
+    }
+}

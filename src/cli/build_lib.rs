@@ -42,6 +42,12 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     if let Err(m) = crate::train::checkpoint::validate(&p.eval, &tensors, &checkpoint, true) {
         return fail(&m);
     }
+    // A quantized checkpoint is built with its int8 activations, as `predict` runs it.
+    let mut p = p;
+    match crate::train::quantize::eval_graph(&p.eval, &tensors, &meta, &checkpoint.display().to_string()) {
+        Ok(g) => p.eval = g,
+        Err(m) => return fail(&m),
+    }
     let source = std::fs::read_to_string(&file).unwrap_or_default();
     if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(&source)) {
         errln!(

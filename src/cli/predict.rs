@@ -194,7 +194,9 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             result.insert(name, crate::tensors::HostTensor::f32(shape, s.into_iter().map(|x| x / n).collect()));
         }
     }
-    let classifier = p.train.inputs.iter().any(|i| i.name == crate::data::LABEL_INPUT && i.ty.dtype == ir::DType::I32);
+    // A classifier: class labels, or a loss that scores logits (`bce_logits` on 0/1 targets).
+    let classifier = p.train.inputs.iter().any(|i| i.name == crate::data::LABEL_INPUT && i.ty.dtype == ir::DType::I32)
+        || target.as_ref().is_ok_and(|t| t.kind.is_some());
     let scored = match &target {
         Ok(t) if cks.len() > 1 && t.kind.is_some() => Some(("ensemble.probabilities".to_string(), true)),
         Ok(t) if cks.len() > 1 => Some((format!("ensemble.mean.{}", t.output), true)),
@@ -378,7 +380,9 @@ fn predictions(
     let t = result.get(name).ok_or_else(|| format!("the model gave no output `{name}`"))?;
     let (rows, w, v) = per_row(name, t)?;
     if !classifier {
-        let cols = if w == 1 { vec![name.clone()] } else { (0..w).map(|j| format!("{name}_{j}")).collect() };
+        // The prediction the loss scores, when it is not a declared output, is `prediction`.
+        let shown = if name == crate::train::target::SCORED_OUTPUT { "prediction" } else { name.as_str() };
+        let cols = if w == 1 { vec![shown.to_string()] } else { (0..w).map(|j| format!("{shown}_{j}")).collect() };
         return Ok(Table { rows, columns: cols, values: v, class_column: false });
     }
     let probs = if *are_probs { v } else { crate::metrics::probabilities(&v, w) };

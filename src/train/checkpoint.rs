@@ -79,6 +79,13 @@ impl SplitRecord {
 
     /// The record in a checkpoint's metadata; `Err` names what is missing or malformed.
     pub fn from_meta(meta: &BTreeMap<String, String>, path: &Path) -> Result<SplitRecord, String> {
+        if !meta.contains_key("nnc.model") {
+            return Err(format!(
+                "`{}` is not a training checkpoint (it records no model and no split: an `nnc init` file?); this \
+                 needs a checkpoint written by `nnc train`",
+                path.display()
+            ));
+        }
         let get = |k: &str| {
             meta.get(k).ok_or_else(|| {
                 format!(
