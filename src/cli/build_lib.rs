@@ -49,12 +49,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&m),
     }
     let source = std::fs::read_to_string(&file).unwrap_or_default();
-    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(&source)) {
-        errln!(
-            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
-             but their meaning may have changed",
-            checkpoint.display()
-        );
+    if let Some(w) = crate::train::trainer::source_warning(&meta, &source, &checkpoint) {
+        errln!("{w}");
     }
     // The checkpoint's preprocessing, as `nnc predict` applies it.
     let preprocess = match crate::train::trainer::input_specs(&p.train) {

@@ -29,12 +29,8 @@ fn export_graph(p: &Program) -> ir::Graph {
 fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, String), String> {
     let (ps, meta) = crate::train::checkpoint::read(ck)?;
     crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
-    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(source)) {
-        errln!(
-            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
-             but their meaning may have changed",
-            ck.display()
-        );
+    if let Some(w) = crate::train::trainer::source_warning(&meta, source, ck) {
+        errln!("{w}");
     }
     let specs = crate::train::trainer::input_specs(&p.train)?;
     let pre = match crate::data::preprocess_input(&specs) {

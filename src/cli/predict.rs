@@ -60,12 +60,8 @@ fn predict_one(
         None => crate::train::checkpoint::read(ck)?,
     };
     crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
-    if meta.get("nnc.source_hash").is_some_and(|h| *h != crate::train::trainer::source_hash(source)) {
-        errln!(
-            "warning: `{}` was trained from a different version of this model file; its parameters fit the shapes, \
-             but their meaning may have changed",
-            ck.display()
-        );
+    if let Some(w) = crate::train::trainer::source_warning(&meta, source, ck) {
+        errln!("{w}");
     }
     let mut ins = inputs.clone();
     let specs = crate::train::trainer::input_specs(&p.train)?;

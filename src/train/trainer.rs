@@ -645,6 +645,17 @@ pub fn evaluate(
     evaluate_on(p, base_dir, checkpoint_path, jit, source, EvalData::HeldOut)
 }
 
+/// The warning for a checkpoint trained from another version of the model file.
+pub fn source_warning(meta: &BTreeMap<String, String>, source: &str, path: &Path) -> Option<String> {
+    meta.get("nnc.source_hash").filter(|h| **h != fnv(source)).map(|_| {
+        format!(
+            "warning: `{}` was trained from a different version of this model file; its parameters fit the \
+             shapes, but their meaning may have changed",
+            path.display()
+        )
+    })
+}
+
 /// A checkpoint with the data it was trained on (`rebuild`).
 pub struct Rebuilt {
     /// The program as the checkpoint was trained: its split, split seed and metrics_on.
@@ -677,13 +688,7 @@ pub fn rebuild(
     let (tensors, meta) = checkpoint::read(checkpoint_path)?;
     let shown = checkpoint_path.display();
     let record = SplitRecord::from_meta(&meta, checkpoint_path)?;
-    let mut notes = Vec::new();
-    if meta.get("nnc.source_hash").is_some_and(|h| *h != fnv(source)) {
-        notes.push(format!(
-            "warning: `{shown}` was trained from a different version of this model file; its parameters fit the \
-             shapes, but their meaning may have changed"
-        ));
-    }
+    let mut notes: Vec<String> = source_warning(&meta, source, checkpoint_path).into_iter().collect();
     let mut q = p.clone();
     // A quantized checkpoint is scored with its int8 activations.
     q.eval = super::quantize::eval_graph(&p.eval, &tensors, &meta, &shown.to_string())?;
