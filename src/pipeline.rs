@@ -61,8 +61,12 @@ fn compile_source_at(
         Err(d) => diagnostics.push(d),
     }
     let mut queue: Vec<(FileId, Option<PathBuf>)> = vec![(main, dir.map(Path::to_path_buf))];
+    let mut dirs = std::collections::HashMap::new();
     let mut seen: Vec<PathBuf> = path.and_then(|p| p.canonicalize().ok()).into_iter().collect();
     while let Some((id, dir)) = queue.pop() {
+        if let Some(d) = &dir {
+            dirs.insert(id, d.clone());
+        }
         let text = sources.text(id).to_string();
         let file = match syntax::parse(&text, id) {
             Ok(f) => f,
@@ -84,7 +88,7 @@ fn compile_source_at(
     if !diagnostics.is_empty() {
         return Err(CompileError { sources, diagnostics });
     }
-    let items = Items { files, prelude };
+    let items = Items { files, prelude, dirs };
     match lower::lower_with(&items, main, args) {
         Ok(programs) => Ok(Compiled { sources, programs }),
         Err(diagnostics) => Err(CompileError { sources, diagnostics }),

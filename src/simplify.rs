@@ -321,7 +321,9 @@ pub fn dead_code(g: &Graph) -> Graph {
     rebuild(g, &live)
 }
 
-/// A copy of `g` without the inputs nothing uses (`predict` needs no labels).
+/// A copy of `g` without the inputs nothing uses (`predict` needs no labels), nor the
+/// tensors read from a teacher's checkpoint (`Init::Load` states) that nothing uses: a
+/// distilled model's predictions do not need its teacher.
 pub fn drop_unused_inputs(g: &Graph) -> Graph {
     let mut used = vec![false; g.len()];
     for (_, node) in g.nodes.iter() {
@@ -341,18 +343,41 @@ pub fn drop_unused_inputs(g: &Graph) -> Graph {
             k += 1;
         }
     }
-    let mut out = g.clone();
-    out.inputs = g.inputs.iter().zip(&keep).filter(|(_, k)| **k).map(|(i, _)| i.clone()).collect();
-    for (_, node) in out.nodes.iter_mut() {
-        if let Op::Input(i) = &mut node.op {
-            *i = new_index[*i as usize];
+    let keep_state: Vec<bool> = g
+        .states
+        .iter()
+        .map(|s| {
+            used[s.value.as_u32() as usize] || s.update.is_some() || !matches!(s.init, crate::ir::Init::Load { .. })
+        })
+        .collect();
+    let mut new_state = vec![0u32; g.states.len()];
+    let mut k = 0;
+    for (i, &kp) in keep_state.iter().enumerate() {
+        new_state[i] = k;
+        if kp {
+            k += 1;
         }
     }
-    // Unused input leaves are no longer declared; remove their nodes.
+    let mut out = g.clone();
+    out.inputs = g.inputs.iter().zip(&keep).filter(|(_, k)| **k).map(|(i, _)| i.clone()).collect();
+    out.states = g.states.iter().zip(&keep_state).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect();
+    for (_, node) in out.nodes.iter_mut() {
+        match &mut node.op {
+            Op::Input(i) => *i = new_index[*i as usize],
+            Op::State(i) => *i = new_state[*i as usize],
+            _ => {}
+        }
+    }
+    // Unused input and frozen-state leaves are no longer declared; remove their nodes.
     let mut keep_node = vec![true; out.len()];
     for (i, k) in g.inputs.iter().zip(&keep) {
         if !k {
             keep_node[i.value.as_u32() as usize] = false;
+        }
+    }
+    for (s, k) in g.states.iter().zip(&keep_state) {
+        if !k {
+            keep_node[s.value.as_u32() as usize] = false;
         }
     }
     rebuild(&out, &keep_node)

@@ -599,3 +599,158 @@ fn a_logistic_model_on_float_labels_predicts_classes_and_probabilities() {
         assert_eq!(row[0], f64::from(u8::from(p > 0.5)), "row {r}");
     }
 }
+
+/// A student of the digits model in `d`: `body` after its inputs and its teacher (read
+/// from `ck` with `args`), its train block `train`.
+fn student(d: &Path, name: &str, teacher: &str, body: &str, train: &str) -> PathBuf {
+    let data = root().join("examples/data/digits.csv.gz");
+    let src = format!(
+        "use {digits:?}\nmodel S {{\n input x: [B, 64]\n input y: i32[B]\n teacher = {teacher}\n{body}\n train {{ data = \
+         csv({data:?}, label = -1) split = [0.8, 0.2] {train} }}\n}}\n",
+        digits = digits(),
+        data = s(&data),
+    );
+    let f = d.join(name);
+    std::fs::write(&f, src).expect("write");
+    f
+}
+
+fn metric(out: &str, name: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"))
+}
+
+#[test]
+fn a_teacher_inside_a_student_computes_the_teachers_outputs_and_learns_nothing() {
+    let d = fresh("teacher");
+    let ck = trained();
+    let teacher_eval = ok(&["eval", digits(), "--checkpoint", s(ck)]);
+    // The student's only parameter shifts every logit alike: softmax, the loss and the
+    // accuracy cannot change, so they are the teacher's exactly if the teacher inside
+    // the student is the trained one and training (lr 0.5) never touched it.
+    let m = student(
+        &d,
+        "echo.nn",
+        &format!("Digits from {:?}", s(ck)),
+        " param shift: [1] = zeros\n output logits = teacher.logits + shift\n loss = cross_entropy(logits, y)",
+        "preprocess = standardize optimizer = sgd(lr = 0.5) batch = 32 epochs = 2",
+    );
+    let run = d.join("run");
+    let out = ok(&["train", s(&m), "--out", s(&run)]);
+    for k in ["accuracy", "loss"] {
+        let (a, b) = (metric(&out, &format!("test_{k}")), metric(&teacher_eval, k));
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{k}: student {a}, teacher {b}");
+    }
+    let t = nnc::tensors::read(&run.join("last.safetensors")).expect("checkpoint");
+    assert!(t.keys().all(|k| !k.starts_with("teacher.")), "the teacher is stored: {:?}", t.keys());
+    assert!(floats(&t, "shift")[0] != 0.0, "the student's own parameter was not trained");
+    // predict reads the teacher's tensors too: the same probabilities as the teacher's.
+    let rows = digits_rows(20);
+    write_csv(&d.join("x.csv"), &rows, 0..64);
+    for (model, ckpt, o) in [(s(&m), run.join("last.safetensors"), "s.csv"), (digits(), ck.to_path_buf(), "t.csv")] {
+        ok(&["predict", model, "--checkpoint", s(&ckpt), "--inputs", s(&d.join("x.csv")), "--out", s(&d.join(o))]);
+    }
+    let (a, b) = (read_csv(&d.join("s.csv")).1, read_csv(&d.join("t.csv")).1);
+    assert_eq!(a.len(), 20);
+    for (r, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x[0], y[0], "row {r}: class");
+        for (p, q) in x.iter().zip(y).skip(1) {
+            assert!((p - q).abs() < 1e-6, "row {r}: {p} vs {q}");
+        }
+    }
+}
+
+#[test]
+fn a_distilled_student_is_trained_with_its_teacher_and_shipped_without_it() {
+    let d = fresh("distill");
+    let ck = d.join("teacher.safetensors");
+    std::fs::copy(trained(), &ck).expect("copy");
+    let m = student(
+        &d,
+        "s.nn",
+        "Digits from \"teacher.safetensors\"",
+        " layer fc = Dense(64, 10)\n output logits = fc(x)\n loss = 0.5 * kl_div(teacher.logits, logits, temperature \
+         = 2) + 0.5 * cross_entropy(logits, y)",
+        "preprocess = standardize optimizer = adam(lr = 1e-2) batch = 32 epochs = 4",
+    );
+    let run = d.join("run");
+    let out = ok(&["train", s(&m), "--out", s(&run)]);
+    assert!(metric(&out, "test_accuracy") > 0.85, "{out}");
+    let best = run.join("best.safetensors");
+    let size = std::fs::metadata(&best).expect("checkpoint").len();
+    // 650 values, Adam's two moments and the preprocessing: ~9 KB; the teacher's 9610
+    // values alone would add 38 KB.
+    assert!(size < 20_000, "the student's checkpoint is {size} bytes: it holds its teacher");
+    // Its predictions, ONNX file and library do not need the teacher.
+    std::fs::remove_file(&ck).expect("remove");
+    write_csv(&d.join("x.csv"), &digits_rows(5), 0..64);
+    ok(&["predict", s(&m), "--checkpoint", s(&best), "--inputs", s(&d.join("x.csv")), "--out", s(&d.join("p.csv"))]);
+    ok(&["export", s(&m), "--checkpoint", s(&best), "-o", s(&d.join("s.onnx"))]);
+    // Its loss does: eval says which file is missing.
+    let (code, _, err) = nnc(&["eval", s(&m), "--checkpoint", s(&best)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("teacher") && err.contains("teacher.safetensors"), "{err}");
+}
+
+#[test]
+fn a_teacher_that_does_not_fit_its_student_is_refused_with_the_reason() {
+    let d = fresh("teacher_errors");
+    let ck = s(trained()).to_string();
+    let head = " layer fc = Dense(64, 10)\n output logits = fc(x)\n loss = kl_div(teacher.logits, logits)";
+    let train = "preprocess = standardize optimizer = sgd(lr = 0.1) batch = 32 epochs = 1";
+    let cases: Vec<(String, &str, &str)> = vec![
+        // Another width than the checkpoint's: the tensor, both shapes and the recorded argument.
+        (
+            format!("Digits(hidden = 64) from {ck:?}"),
+            train,
+            "tensor `fc1.W` has shape [64, 128], the teacher as declared needs [64, 64]",
+        ),
+        (format!("Digits from {ck:?}"), train, ""),
+        ("Digits from \"nosuch.safetensors\"".to_string(), train, "nosuch.safetensors"),
+        // The teacher was standardized with its own statistics; a student without preprocessing would feed it raw pixels.
+        (
+            format!("Digits from {ck:?}"),
+            "preprocess = none optimizer = sgd(lr = 0.1) batch = 32 epochs = 1",
+            "preprocessed differently",
+        ),
+    ];
+    for (i, (teacher, train, want)) in cases.iter().enumerate() {
+        let m = student(&d, &format!("s{i}.nn"), teacher, head, train);
+        let (code, out, err) = nnc(&["train", s(&m), "--out", s(&d.join(format!("r{i}")))]);
+        if want.is_empty() {
+            assert_eq!(code, 0, "{out}{err}");
+            continue;
+        }
+        assert_eq!(code, 1, "case {i}: {out}{err}");
+        assert!(err.contains(want), "case {i}: expected `{want}` in:\n{err}");
+        assert!(!d.join(format!("r{i}")).join("last.safetensors").exists(), "case {i} wrote a checkpoint");
+    }
+    // Compile-time refusals: an unknown model, an input the student lacks, a loss with a
+    // teacher's value that is not an output.
+    let bad = [
+        ("teacher = Digitz from \"t.safetensors\"", "E0351", "there is no model `Digitz`"),
+        ("teacher = S from \"t.safetensors\"", "E0350", "cannot be its own teacher"),
+    ];
+    for (i, (line, code_name, want)) in bad.iter().enumerate() {
+        let src = format!(
+            "use {:?}\nmodel S {{\n input x: [B, 64]\n input y: i32[B]\n {line}\n output logits = x[:, 0:10]\n}}\n",
+            digits()
+        );
+        let f = d.join(format!("bad{i}.nn"));
+        std::fs::write(&f, src).expect("write");
+        let (code, _, err) = nnc(&["check", s(&f)]);
+        assert_eq!(code, 1);
+        assert!(err.contains(code_name) && err.contains(want), "{err}");
+    }
+    let src = format!(
+        "use {:?}\nmodel S {{\n input z: [B, 64]\n teacher = Digits from \"t.safetensors\"\n output logits = teacher.h\n}}\n",
+        digits()
+    );
+    let f = d.join("noinput.nn");
+    std::fs::write(&f, &src).expect("write");
+    let (code, _, err) = nnc(&["check", s(&f)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("E0352") && err.contains("reads input `x`"), "{err}");
+}

@@ -48,6 +48,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(g) => p.eval = g,
         Err(m) => return fail(&m),
     }
+    // A teacher's tensors only when the outputs read them (a distilled model's do not).
+    let mut tensors = tensors;
+    let mut used = p.eval.clone();
+    used.loss = None;
+    let used = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&used));
+    if let Err(m) = crate::train::teacher::fill(&used, &mut tensors) {
+        return fail(&m);
+    }
     let source = std::fs::read_to_string(&file).unwrap_or_default();
     if let Some(w) = crate::train::trainer::source_warning(&meta, &source, &checkpoint) {
         errln!("{w}");

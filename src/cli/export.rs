@@ -27,7 +27,7 @@ fn export_graph(p: &Program) -> ir::Graph {
 }
 
 fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, String), String> {
-    let (ps, meta) = crate::train::checkpoint::read(ck)?;
+    let (mut ps, meta) = crate::train::checkpoint::read(ck)?;
     crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
     if let Some(w) = crate::train::trainer::source_warning(&meta, source, ck) {
         errln!("{w}");
@@ -41,6 +41,7 @@ fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, S
         None => None,
     };
     let g = export_graph(p);
+    crate::train::teacher::fill(&g, &mut ps)?;
     let mut metadata = vec![("nnc.model".to_string(), p.name.clone())];
     if let Some(pre) = pre.as_ref().filter(|p| p.kind() != "none") {
         metadata.push(("nnc.preprocess".into(), format!("{} on `{}`", pre.kind(), pre.input)));

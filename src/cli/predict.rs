@@ -55,11 +55,12 @@ fn predict_one(
     run: crate::runtime::exec::ExecOptions,
     torch: Option<&crate::tensors::TensorMap>,
 ) -> Result<crate::tensors::TensorMap, String> {
-    let (ps, meta) = match torch {
+    let (mut ps, meta) = match torch {
         Some(t) => (t.clone(), Default::default()),
         None => crate::train::checkpoint::read(ck)?,
     };
     crate::train::checkpoint::validate(&p.eval, &ps, ck, true)?;
+    crate::train::teacher::fill(g, &mut ps)?;
     if let Some(w) = crate::train::trainer::source_warning(&meta, source, ck) {
         errln!("{w}");
     }

@@ -62,6 +62,13 @@ pub enum Init {
     /// with its own fans (`chunks(zeros, ones, zeros, zeros)`: the LSTM bias with the
     /// forget gate's part at 1).
     Chunks(Vec<Init>),
+    /// Read from a checkpoint: the tensor `tensor` of the file `path` (a teacher's frozen
+    /// parameters and states). Not an initializer of random values: the run layer reads
+    /// the file (`train::teacher`); checkpoints of the model do not store these tensors.
+    Load {
+        path: String,
+        tensor: String,
+    },
 }
 
 impl Init {
@@ -86,6 +93,7 @@ impl Init {
             Init::Chunks(parts) => {
                 format!("chunks({})", parts.iter().map(Init::describe).collect::<Vec<_>>().join(", "))
             }
+            Init::Load { path, tensor } => format!("load({path:?}, {tensor:?})"),
         }
     }
 }

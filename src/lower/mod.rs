@@ -22,6 +22,7 @@ use crate::settings::{self, TrainSettings};
 use crate::syntax::ast::{self, ArgType, BinOp, Expr, ExprKind, Kind, Stmt, TensorType};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 
 /// A lexical scope. Closures and layer instances keep their scope alive (late binding,
@@ -236,6 +237,22 @@ pub(crate) struct Lowerer {
     metrics_span: Option<Span>,
     /// The model's arguments and their kinds (for the `tune` block's space).
     model_args: Vec<(String, Option<ast::Kind>)>,
+    /// The model being lowered, and every model of the files (a teacher names one).
+    model_name: String,
+    models: Rc<HashMap<String, Rc<ast::ModelDef>>>,
+    /// The folder of each source file, for paths relative to the file that says them.
+    dirs: Rc<HashMap<FileId, PathBuf>>,
+    /// Set while a teacher's body is lowered inside this model.
+    teacher: Option<TeacherMode>,
+}
+
+/// A teacher being lowered: its tensors become states `<name>.<tensor>` read from `path`;
+/// its inputs are this model's inputs of the same names; its outputs are collected.
+struct TeacherMode {
+    prefix: String,
+    path: String,
+    model: String,
+    outputs: Vec<(String, Val)>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -245,6 +262,8 @@ type R<T> = Result<T, Diagnostic>;
 pub struct Items {
     pub files: Vec<(FileId, ast::File)>,
     pub prelude: FileId,
+    /// The folder of each file read from disk (relative paths in it are joined to it).
+    pub dirs: HashMap<FileId, PathBuf>,
 }
 
 /// Lowers every model in `main` (a file id among `items.files`). Returns one program per
@@ -290,6 +309,21 @@ pub fn lower_with(
     overrides: &[(String, ArgValue)],
 ) -> Result<Vec<Program>, Vec<Diagnostic>> {
     let (global, mut errors) = global_scope(items);
+    let world = World {
+        models: Rc::new(
+            items
+                .files
+                .iter()
+                .filter(|(f, _)| *f != items.prelude)
+                .flat_map(|(_, file)| file.items.iter())
+                .filter_map(|i| match i {
+                    ast::Item::Model(m) => Some((m.name.name.clone(), Rc::new(m.clone()))),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        dirs: Rc::new(items.dirs.clone()),
+    };
     let mut programs = Vec::new();
     let models: Vec<&ast::ModelDef> = items
         .files
@@ -309,8 +343,8 @@ pub fn lower_with(
         );
     }
     for m in models {
-        let train = lower_model(m, &global, items.prelude, Mode::Train, overrides);
-        let eval = lower_model(m, &global, items.prelude, Mode::Eval, overrides);
+        let train = lower_model(m, &global, items.prelude, Mode::Train, overrides, &world);
+        let eval = lower_model(m, &global, items.prelude, Mode::Eval, overrides, &world);
         match (train, eval) {
             (Ok((train, settings, args)), Ok((eval, _, _))) => {
                 if let Some(on) = &settings.metrics_on {
@@ -405,12 +439,20 @@ fn global_scope(items: &Items) -> (Env, Vec<Diagnostic>) {
 /// One mode of a lowered model: its graph, its settings and its bound arguments.
 type Lowered = (Graph, TrainSettings, Vec<(String, String)>);
 
+/// What every model of a compilation can see besides the scope: the models by name (for
+/// teachers) and the files' folders.
+struct World {
+    models: Rc<HashMap<String, Rc<ast::ModelDef>>>,
+    dirs: Rc<HashMap<FileId, PathBuf>>,
+}
+
 fn lower_model(
     m: &ast::ModelDef,
     global: &Env,
     prelude: FileId,
     mode: Mode,
     overrides: &[(String, ArgValue)],
+    world: &World,
 ) -> Result<Lowered, Vec<Diagnostic>> {
     let mut lw = Lowerer {
         g: Graph::new(mode),
@@ -446,6 +488,10 @@ fn lower_model(
                 (d.name.name.clone(), kind)
             })
             .collect(),
+        model_name: m.name.name.clone(),
+        models: world.models.clone(),
+        dirs: world.dirs.clone(),
+        teacher: None,
     };
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
     lw.scopes.push(ctx.env.clone());
@@ -563,7 +609,8 @@ impl Lowerer {
                         | Stmt::Layer { name, .. }
                         | Stmt::Param { name, .. }
                         | Stmt::State { name, .. }
-                        | Stmt::Input { name, .. } = s
+                        | Stmt::Input { name, .. }
+                        | Stmt::Teacher { name, .. } = s
                         {
                             set(&ctx.env, &name.name, Val::Poison);
                         }
@@ -608,6 +655,48 @@ impl Lowerer {
 
     fn exec_stmt(&mut self, s: &Stmt, ctx: &Ctx) -> R<Option<Val>> {
         match s {
+            Stmt::Input { name, ty, span } if self.teacher.is_some() => {
+                // A teacher reads the student's input of the same name and type.
+                let t = self.input_type(ty, &ctx.env)?;
+                let model = self.teacher.as_ref().map(|m| m.model.clone()).unwrap_or_default();
+                let Some(inp) = self.g.inputs.iter().find(|i| i.name == name.name).cloned() else {
+                    let names: Vec<String> = self.g.inputs.iter().map(|i| format!("`{}`", i.name)).collect();
+                    return Err(Diagnostic::new(
+                        "E0352",
+                        *span,
+                        format!(
+                            "teacher model `{model}` reads input `{}`, which model `{}` has not declared before its \
+                             teacher",
+                            name.name, self.model_name
+                        ),
+                    )
+                    .with_help(if names.is_empty() {
+                        "declare the student's inputs before the teacher".to_string()
+                    } else {
+                        format!("the inputs declared so far: {}", names.join(", "))
+                    }));
+                };
+                if inp.ty != t {
+                    return Err(Diagnostic::new(
+                        "E0352",
+                        *span,
+                        format!(
+                            "teacher model `{model}` reads input `{}` as {}, but model `{}` declares it as {}",
+                            name.name,
+                            self.ty_str(&t),
+                            self.model_name,
+                            self.ty_str(&inp.ty)
+                        ),
+                    )
+                    .with_note(inp.span, "the student's input")
+                    .with_help("a teacher sees the student's inputs: same names, dtypes and shapes (same symbols)"));
+                }
+                set(&ctx.env, &name.name, Val::Tensor(inp.value));
+            }
+            Stmt::Loss { .. } | Stmt::Train { .. } | Stmt::Tune { .. } if self.teacher.is_some() => {
+                // A teacher is run for its outputs only.
+            }
+            Stmt::Teacher { name, model, path, span } => self.teacher_stmt(name, model, path, *span, ctx)?,
             Stmt::Input { name, ty, span } => {
                 self.only_in(ctx, &[Body::Model], "`input`", *span)?;
                 self.declare(&name.name, name.span)?;
@@ -647,7 +736,14 @@ impl Lowerer {
                 }
                 let t = Type::f32(shape.iter().map(|&d| Dim::konst(d)).collect());
                 let v;
-                if is_param {
+                if let Some(tm) = &self.teacher {
+                    // A teacher's parameters and states are frozen states read from its file.
+                    let init = Init::Load { path: tm.path.clone(), tensor: full[tm.prefix.len()..].to_string() };
+                    let idx = self.g.states.len();
+                    v = self.push(Op::State(idx as u32), vec![], Some(t), *span)?;
+                    self.state_of.insert(v, idx);
+                    self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span: *span });
+                } else if is_param {
                     let idx = self.g.params.len() as u32;
                     v = self.push(Op::Param(idx), vec![], Some(t), *span)?;
                     let decay = shape.len() >= 2;
@@ -682,7 +778,8 @@ impl Lowerer {
                     None => lookup(&ctx.env, &name.name)
                         .ok_or_else(|| self.unknown_name(&name.name, name.span, &ctx.env))?,
                 };
-                let key = format!("output {}", name.name);
+                let key =
+                    format!("output {}{}", self.teacher.as_ref().map(|t| t.prefix.as_str()).unwrap_or(""), name.name);
                 if let Some(first) = self.declared.get(&key) {
                     return Err(Diagnostic::new(
                         "E0310",
@@ -693,6 +790,12 @@ impl Lowerer {
                 }
                 self.declared.insert(key, name.span);
                 match v {
+                    Val::Tensor(t) if self.teacher.is_some() => {
+                        if let Some(tm) = self.teacher.as_mut() {
+                            tm.outputs.push((name.name.clone(), Val::Tensor(t)));
+                        }
+                        set(&ctx.env, &name.name, Val::Tensor(t));
+                    }
                     Val::Tensor(t) => {
                         self.g.outputs.push((name.name.clone(), t));
                         set(&ctx.env, &name.name, Val::Tensor(t));
@@ -875,6 +978,109 @@ impl Lowerer {
             Stmt::Expr(e) => return Ok(Some(self.eval(e, &ctx.env)?)),
         }
         Ok(None)
+    }
+
+    /// `teacher = Big(hidden = 512) from "runs/big/best.safetensors"`: lowers model `Big`
+    /// in eval mode inside this graph. Its inputs are this model's inputs of the same
+    /// names, its parameters and states become states `teacher.<name>` read from the file
+    /// (no gradient reaches them: they are not parameters), and `teacher` is bound to a
+    /// value whose members are its outputs.
+    fn teacher_stmt(&mut self, name: &ast::Ident, model: &Expr, path: &Expr, span: Span, ctx: &Ctx) -> R<()> {
+        self.only_in(ctx, &[Body::Model], "a teacher (`name = Model from \"file\"`)", span)?;
+        if let Some(tm) = &self.teacher {
+            return Err(Diagnostic::new(
+                "E0350",
+                span,
+                format!("teacher model `{}` has a teacher of its own; a teacher's teacher is not supported", tm.model),
+            )
+            .with_help("distil in two runs: train the middle model with its teacher, then use its checkpoint"));
+        }
+        let (mname, margs) = match &model.kind {
+            ExprKind::Name(n) => (ast::Ident { name: n.clone(), span: model.span }, Vec::new()),
+            ExprKind::Call { callee, args } => match &callee.kind {
+                ExprKind::Name(n) => (ast::Ident { name: n.clone(), span: callee.span }, args.clone()),
+                _ => (ast::Ident { name: String::new(), span: callee.span }, Vec::new()),
+            },
+            _ => (ast::Ident { name: String::new(), span: model.span }, Vec::new()),
+        };
+        if mname.name.is_empty() {
+            return Err(Diagnostic::new("E0351", model.span, "a teacher is a model: `Big` or `Big(hidden = 512)`")
+                .with_help("write `teacher = Big from \"runs/big/best.safetensors\"`"));
+        }
+        let Some(def) = self.models.get(&mname.name).cloned() else {
+            let mut d = Diagnostic::new("E0351", mname.span, format!("there is no model `{}`", mname.name))
+                .with_help("a teacher is a model of this file or of a `use`d file");
+            if let Some(c) = crate::diagnostic::closest(&mname.name, self.models.keys().map(String::as_str)) {
+                d = d.with_help(format!("did you mean `{c}`?"));
+            }
+            return Err(d);
+        };
+        if def.name.name == self.model_name {
+            return Err(Diagnostic::new(
+                "E0350",
+                mname.span,
+                format!("model `{}` cannot be its own teacher", self.model_name),
+            ));
+        }
+        let file = match self.eval(path, &ctx.env)? {
+            Val::Str(f) => f,
+            other => {
+                return Err(Diagnostic::new(
+                    "E0351",
+                    path.span,
+                    format!("a teacher's checkpoint is a file name in quotes, found {}", other.describe()),
+                ))
+            }
+        };
+        let resolved = match self.dirs.get(&span.file) {
+            Some(d) => d.join(&file).display().to_string(),
+            None => file.clone(),
+        };
+        self.declare(&name.name, name.span)?;
+        let args = self.eval_args(&margs, &ctx.env)?;
+        let scope = new_scope(Some(&self.global));
+        self.scopes.push(scope.clone());
+        self.bind_args(&format!("teacher model `{}`", mname.name), &def.args, args, &scope, model.span)?;
+        let mode = self.mode;
+        self.mode = Mode::Eval;
+        self.teacher = Some(TeacherMode {
+            prefix: format!("{}{}.", ctx.path, name.name),
+            path: resolved,
+            model: mname.name.clone(),
+            outputs: Vec::new(),
+        });
+        let tctx = Ctx { env: scope, body: Body::Model, path: format!("{}{}.", ctx.path, name.name) };
+        let before = self.errors.len();
+        let r = self.exec_block(&def.body.stmts, &tctx);
+        self.mode = mode;
+        let tm = self.teacher.take();
+        r?;
+        if self.errors.len() > before {
+            return Err(Diagnostic::new(
+                "E0353",
+                span,
+                format!("teacher model `{}` does not compile inside model `{}`", mname.name, self.model_name),
+            ));
+        }
+        let outputs = tm.map(|t| t.outputs).unwrap_or_default();
+        if outputs.is_empty() {
+            return Err(Diagnostic::new(
+                "E0353",
+                mname.span,
+                format!("teacher model `{}` has no `output`: nothing of it can be used", mname.name),
+            ));
+        }
+        let env = new_scope(None);
+        self.scopes.push(env.clone());
+        for (n, v) in outputs {
+            set(&env, &n, v);
+        }
+        set(
+            &ctx.env,
+            &name.name,
+            Val::Layer(Rc::new(Instance { kind: format!("teacher {}", mname.name), path: name.name.clone(), env })),
+        );
+        Ok(())
     }
 
     fn layer_decl(&mut self, path: &str, value: &Expr, env: &Env) -> R<Val> {

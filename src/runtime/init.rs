@@ -51,6 +51,9 @@ pub fn init_tensor(init: &Init, shape: &[i64], seed: u64, name: &str) -> Vec<f64
             out.resize(n, 0.0);
             out
         }
+        // A tensor read from a file: zeros until the run layer reads it
+        // (`train::teacher::load`).
+        Init::Load { .. } => vec![0.0; n],
     }
 }
 

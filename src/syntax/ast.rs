@@ -184,6 +184,15 @@ pub enum Stmt {
         value: Expr,
         span: Span,
     },
+    /// `teacher = Big(hidden = 512) from "runs/big/best.safetensors"`: a frozen model whose
+    /// eval-mode outputs are values of this one (`teacher.logits`). `model` is a name or a
+    /// call of one; `path` a string.
+    Teacher {
+        name: Ident,
+        model: Expr,
+        path: Expr,
+        span: Span,
+    },
     Expr(Expr),
 }
 
@@ -201,7 +210,8 @@ impl Stmt {
             | Stmt::Train { span, .. }
             | Stmt::Tune { span, .. }
             | Stmt::Update { span, .. }
-            | Stmt::Assign { span, .. } => *span,
+            | Stmt::Assign { span, .. }
+            | Stmt::Teacher { span, .. } => *span,
             Stmt::Fn(f) => f.span,
             Stmt::Expr(e) => e.span,
         }

@@ -171,6 +171,7 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::kw_layer => "`layer`",
         Rule::kw_fn => "`fn`",
         Rule::kw_use => "`use`",
+        Rule::kw_from => "`from`",
         Rule::kw_in => "`in`",
         Rule::kw_else => "`else`",
         Rule::kw_training => "`training`",
@@ -197,6 +198,7 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         | Rule::train_stmt
         | Rule::tune_stmt
         | Rule::update_stmt
+        | Rule::teacher_stmt
         | Rule::assign_stmt
         | Rule::expr_stmt
         | Rule::fn_item => "a statement",
@@ -505,6 +507,13 @@ impl Builder {
                 } else {
                     Stmt::Assign { name, value, span }
                 }
+            }
+            Rule::teacher_stmt => {
+                let name = self.ident(next("name")?);
+                let model = self.expr(next("model")?)?;
+                next("from")?;
+                let path = self.expr(next("path")?)?;
+                Stmt::Teacher { name, model, path, span }
             }
             Rule::expr_stmt => Stmt::Expr(self.expr(next("expr")?)?),
             _ => return Err(bug(span, "unknown statement")),

@@ -116,6 +116,9 @@ fn block(out: &mut String, b: &Block, depth: usize) {
             Stmt::Assign { name, value, .. } => {
                 let _ = writeln!(out, "{pad}{} = {}", name.name, expr(value));
             }
+            Stmt::Teacher { name, model, path, .. } => {
+                let _ = writeln!(out, "{pad}{} = {} from {}", name.name, expr(model), expr(path));
+            }
             Stmt::Expr(e) => {
                 let _ = writeln!(out, "{pad}{}", expr(e));
             }

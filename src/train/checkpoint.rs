@@ -195,7 +195,7 @@ pub fn validate(g: &Graph, tensors: &TensorMap, path: &Path, states: bool) -> Re
         check(&p.name, &p.shape, "parameter")?;
     }
     if states {
-        for s in &g.states {
+        for s in g.states.iter().filter(|s| super::teacher::source(s).is_none()) {
             check(&s.name, &s.shape, "state")?;
         }
     }

@@ -108,6 +108,7 @@ pub fn run_fold(
     };
     let specs = super::engine::input_specs(&p.train)?;
     let pre = Preprocessor::fit(&s.preprocess, raw, &fit_rows, &specs)?;
+    super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = raw.clone();
     pre.apply_dataset(&mut ds)?;
     session.init(s.seed as u64, fit_rows.len())?;

@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod search;
 pub mod session;
 pub mod target;
+pub mod teacher;
 pub mod trainer;
 pub mod tune;
 pub mod update;

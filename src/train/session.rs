@@ -115,6 +115,8 @@ pub struct Session {
     /// Validation metrics added to every epoch's row besides `val_loss`, `val_accuracy`
     /// and the monitored one (`watch`).
     watched: Vec<String>,
+    /// Whether the teacher's frozen tensors are in the engines (they never change).
+    teacher_loaded: bool,
 }
 
 impl Session {
@@ -161,6 +163,7 @@ impl Session {
             lbfgs_state: Default::default(),
             best_snapshot: None,
             watched: Vec::new(),
+            teacher_loaded: false,
             program,
         })
     }
@@ -228,20 +231,31 @@ impl Session {
     /// state: the start of a new fit.
     pub fn init(&mut self, seed: u64, train_rows: usize) -> Result<(), String> {
         let b = self.batch_for(train_rows, 0);
+        let loaded = self.teacher_loaded;
         let e = self.engine(b)?;
         let (params, states) = crate::runtime::init::init_all(e.graph(), seed);
         for (i, v) in params.iter().enumerate() {
             e.set_param(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
         }
+        let g = e.graph().clone();
         for (i, v) in states.iter().enumerate() {
-            e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+            if super::teacher::source(&g.states[i]).is_none() {
+                e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+            }
         }
+        if !loaded {
+            for (i, v) in super::teacher::load(&g)? {
+                e.set_state(i, &v)?;
+            }
+        }
+        self.teacher_loaded = true;
         self.lbfgs_state = Default::default();
         self.best_snapshot = None;
         Ok(())
     }
 
-    /// Every parameter and state (optimizer state included), by name.
+    /// Every parameter and state (optimizer state included), by name; a teacher's frozen
+    /// tensors are not among them (they stay in the teacher's checkpoint).
     pub fn tensors(&self) -> Result<TensorMap, String> {
         let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
         let g = e.graph();
@@ -251,6 +265,9 @@ impl Session {
             map.insert(p.name.clone(), HostTensor::f32(p.shape.iter().map(|&d| d as usize).collect(), f(e.param(i))));
         }
         for (i, s) in g.states.iter().enumerate() {
+            if super::teacher::source(s).is_some() {
+                continue;
+            }
             map.insert(s.name.clone(), HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(e.state(i))));
         }
         Ok(map)
@@ -265,6 +282,7 @@ impl Session {
     /// state included, for resuming), else only the model's own states are read.
     pub fn load_tensors(&mut self, t: &TensorMap, train_rows: usize) -> Result<(), String> {
         let b = self.batch_for(train_rows, 0);
+        let loaded = self.teacher_loaded;
         let e = self.holder(b)?;
         let g = e.graph().clone();
         for (i, p) in g.params.iter().enumerate() {
@@ -277,6 +295,13 @@ impl Session {
                 e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
             }
         }
+        // A teacher's tensors come from its own checkpoint (read once per session).
+        if !loaded && super::teacher::has_teacher(&g) {
+            for (i, v) in super::teacher::load(&g)? {
+                e.set_state(i, &v)?;
+            }
+        }
+        self.teacher_loaded = true;
         Ok(())
     }
 

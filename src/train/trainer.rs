@@ -146,6 +146,7 @@ pub fn prepare(p: &Program, base_dir: &Path) -> Result<Prepared, String> {
     let (raw, specs) = load_data(p, base_dir)?;
     let parts = split_rows(p, &raw)?;
     let pre = Preprocessor::fit(&p.settings.preprocess, &raw, &parts[0], &specs)?;
+    super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = raw.clone();
     pre.apply_dataset(&mut ds)?;
     let record = SplitRecord::of(p, &raw);
@@ -730,6 +731,7 @@ pub fn rebuild(
     if let Some(spec) = data::preprocess_input(&specs) {
         let n = spec.per_sample_shape.iter().product();
         pre = checked_preprocessor(&tensors, &meta, &spec.name, Some(n), checkpoint_path)?;
+        super::teacher::check_preprocessing(&q.eval, &pre.to_tensors())?;
         pre.apply_dataset(&mut ds)?;
     }
     checkpoint::validate(&q.eval, &tensors, checkpoint_path, true)?;

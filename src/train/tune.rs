@@ -382,6 +382,7 @@ fn fit_trial(
     decide: &mut dyn FnMut(usize, f64) -> Next,
 ) -> Result<(FitEnd, BestModel), String> {
     let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
+    super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = d.raw.clone();
     pre.apply_dataset(&mut ds)?;
     let mut session = Session::new(p, d.jit, d.threads)?;
