@@ -316,7 +316,12 @@ fn input(g: &mut Graph, name: &str, shape: Vec<Dim>) -> nnc::ir::Value {
 /// sizes.
 fn check_graph(g: &Graph, what: &str) {
     let d = scratch(what);
-    let opts = nnc::export::Options { model_name: what.into(), batch_symbol: Some("B".into()), metadata: vec![] };
+    let opts = nnc::export::Options {
+        model_name: what.into(),
+        batch_symbol: Some("B".into()),
+        metadata: vec![],
+        int8: Default::default(),
+    };
     let bytes = nnc::export::to_onnx(g, &TensorMap::new(), None, &opts).expect("export");
     let path = d.join("g.onnx");
     std::fs::write(&path, bytes).expect("write");
@@ -428,4 +433,29 @@ fn cli_refuses_another_models_checkpoint_naming_the_tensor() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("`W1` has shape [3, 64], the model needs [2, 64]"), "{err}");
     assert!(!out.exists());
+}
+
+/// An `nnc quantize` checkpoint exports its int8 weights as INT8 initializers behind
+/// DequantizeLinear (per output channel) and its int8 activations as the same rounding
+/// ops `nnc predict` runs: tract gives nnc's outputs, from a file about 3x smaller.
+#[test]
+fn int8_checkpoints_export_int8_weights_and_their_rounding() {
+    let d = scratch("int8");
+    let file = root().join("examples/digits.nn");
+    let run = d.join("run");
+    nnc_ok(&["train", s(&file), "--set", "epochs=2", "--out", s(&run)]);
+    let q = d.join("q.safetensors");
+    nnc_ok(&["quantize", s(&file), "--checkpoint", s(&run.join("last.safetensors")), "-o", s(&q)]);
+    check_against_predict(&d, &file, &q, (0.0, 16.0));
+    let onnx = std::fs::read(d.join("digits.onnx")).expect("the export");
+    let model = <nnc::export::onnx_pb::ModelProto as prost::Message>::decode(onnx.as_slice()).expect("decode");
+    let graph = model.graph.expect("graph");
+    let dq = graph.node.iter().filter(|n| n.op_type.as_deref() == Some("DequantizeLinear")).count();
+    assert_eq!(dq, 2, "one DequantizeLinear per weight");
+    let int8_code = nnc::export::onnx_pb::tensor_proto::DataType::Int8 as i32;
+    let int8 = graph.initializer.iter().filter(|t| t.data_type == Some(int8_code));
+    assert_eq!(int8.map(|t| t.dims.iter().product::<i64>()).sum::<i64>(), 64 * 128 + 128 * 10);
+    nnc_ok(&["export", s(&file), "--checkpoint", s(&run.join("last.safetensors")), "-o", s(&d.join("f32.onnx"))]);
+    let f32_size = std::fs::metadata(d.join("f32.onnx")).expect("f32").len();
+    assert!((onnx.len() as u64) * 5 / 2 < f32_size, "int8 {} bytes vs f32 {f32_size}", onnx.len());
 }

@@ -40,7 +40,15 @@ fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, S
         }
         None => None,
     };
-    let g = export_graph(p);
+    // A quantized checkpoint: its int8 activations as rounding ops, its int8 weights as
+    // INT8 initializers with DequantizeLinear.
+    let q = crate::train::quantize::eval_graph(&p.eval, &ps, &meta, &ck.display().to_string())?;
+    let g = export_graph(&Program { eval: q, ..p.clone() });
+    let raw = crate::tensors::read(ck)?;
+    let int8 = crate::train::quantize::int8_weights(&raw)
+        .into_iter()
+        .map(|(name, axis, values, scales)| (name, crate::export::onnx::Int8Weight { axis, values, scales }))
+        .collect();
     crate::train::teacher::fill(&g, &mut ps)?;
     let mut metadata = vec![("nnc.model".to_string(), p.name.clone())];
     if let Some(pre) = pre.as_ref().filter(|p| p.kind() != "none") {
@@ -48,7 +56,7 @@ fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, S
     }
     metadata.extend(p.args.iter().map(|(k, v)| (format!("nnc.arg.{k}"), v.clone())));
     let opts =
-        crate::export::Options { model_name: p.name.clone(), batch_symbol: pipeline::batch_symbol(&g), metadata };
+        crate::export::Options { model_name: p.name.clone(), batch_symbol: pipeline::batch_symbol(&g), metadata, int8 };
     let model = crate::export::to_model(&g, &ps, pre.as_ref(), &opts)?;
     let graph = model.graph.as_ref().ok_or("no graph")?;
     let io = |vs: &[crate::export::onnx_pb::ValueInfoProto]| {

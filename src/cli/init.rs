@@ -35,7 +35,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     for (d, v) in p.train.params.iter().zip(params) {
         map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
     }
-    for (d, v) in p.train.states.iter().zip(states) {
+    // A teacher's frozen tensors stay in the teacher's checkpoint.
+    for (d, v) in p.train.states.iter().zip(states).filter(|(d, _)| crate::train::teacher::source(d).is_none()) {
         map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
     }
     let meta = std::collections::BTreeMap::from([

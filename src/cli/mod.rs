@@ -280,10 +280,14 @@ fn run_and_write(
     out: &std::path::Path,
     run: crate::runtime::exec::ExecOptions,
 ) -> i32 {
-    let ps = match crate::tensors::read(params) {
+    let mut ps = match crate::tensors::read(params) {
         Ok(t) => t,
         Err(m) => return fail(&m),
     };
+    // A teacher's tensors are read from its own checkpoint.
+    if let Err(m) = crate::train::teacher::fill(g, &mut ps) {
+        return fail(&m);
+    }
     let ins = match crate::tensors::read(inputs) {
         Ok(t) => t,
         Err(m) => return fail(&m),

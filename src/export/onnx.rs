@@ -38,6 +38,17 @@ pub struct Options {
     pub batch_symbol: Option<String>,
     /// `metadata_props` of the model (key, value).
     pub metadata: Vec<(String, String)>,
+    /// Weights stored as int8 with per-channel scales (an `nnc quantize` checkpoint): each
+    /// becomes an INT8 initializer and a `DequantizeLinear` that gives the float weight.
+    pub int8: HashMap<String, Int8Weight>,
+}
+
+/// A weight as int8 values and one scale per channel along `axis`.
+#[derive(Clone, Debug, Default)]
+pub struct Int8Weight {
+    pub axis: usize,
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
 }
 
 /// The ONNX model of `g` with `params` (parameters and states by name) as initializers
@@ -510,6 +521,18 @@ impl<'g> Exporter<'g> {
         let want: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         if t.shape != want {
             return Err(format!("tensor `{name}` has shape {:?}, the model needs {want:?}", t.shape));
+        }
+        if let Some(q) = self.opts.int8.get(name) {
+            let count = shape.get(q.axis).copied().unwrap_or(0);
+            if q.values.len() != t.shape.iter().product::<usize>() || q.scales.len() as i64 != count {
+                return Err(format!("the int8 form of `{name}` does not match its shape {:?}", t.shape));
+            }
+            let (qn, sn) = (format!("{name}/int8"), format!("{name}/scale"));
+            self.inits.push(tensor_proto(&qn, DataType::Int8, shape, q.values.iter().map(|&x| x as u8).collect()));
+            self.inits.push(tensor_proto(&sn, DataType::Float, &[count], f32_bytes(q.scales.iter().copied())));
+            let axis = attr_int("axis", q.axis as i64);
+            self.op("DequantizeLinear", vec![qn, sn], vec![axis], Some(name.to_string()));
+            return Ok(());
         }
         let raw = match &t.data {
             HostData::F32(v) | HostData::F64(v) => f32_bytes(v.iter().map(|&x| x as f32)),

@@ -66,7 +66,10 @@ pub enum Init {
     /// parameters and states). Not an initializer of random values: the run layer reads
     /// the file (`train::teacher`); checkpoints of the model do not store these tensors.
     Load {
+        /// The file as read (joined to the folder of the `.nn` file that names it).
         path: String,
+        /// The file as the source writes it (what the IR text shows).
+        written: String,
         tensor: String,
     },
 }
@@ -93,7 +96,7 @@ impl Init {
             Init::Chunks(parts) => {
                 format!("chunks({})", parts.iter().map(Init::describe).collect::<Vec<_>>().join(", "))
             }
-            Init::Load { path, tensor } => format!("load({path:?}, {tensor:?})"),
+            Init::Load { written, tensor, .. } => format!("load({written:?}, {tensor:?})"),
         }
     }
 }

@@ -251,6 +251,7 @@ pub(crate) struct Lowerer {
 struct TeacherMode {
     prefix: String,
     path: String,
+    written: String,
     model: String,
     outputs: Vec<(String, Val)>,
 }
@@ -738,7 +739,11 @@ impl Lowerer {
                 let v;
                 if let Some(tm) = &self.teacher {
                     // A teacher's parameters and states are frozen states read from its file.
-                    let init = Init::Load { path: tm.path.clone(), tensor: full[tm.prefix.len()..].to_string() };
+                    let init = Init::Load {
+                        path: tm.path.clone(),
+                        written: tm.written.clone(),
+                        tensor: full[tm.prefix.len()..].to_string(),
+                    };
                     let idx = self.g.states.len();
                     v = self.push(Op::State(idx as u32), vec![], Some(t), *span)?;
                     self.state_of.insert(v, idx);
@@ -1046,6 +1051,7 @@ impl Lowerer {
         self.teacher = Some(TeacherMode {
             prefix: format!("{}{}.", ctx.path, name.name),
             path: resolved,
+            written: file.clone(),
             model: mname.name.clone(),
             outputs: Vec::new(),
         });

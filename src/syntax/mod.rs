@@ -171,7 +171,6 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::kw_layer => "`layer`",
         Rule::kw_fn => "`fn`",
         Rule::kw_use => "`use`",
-        Rule::kw_from => "`from`",
         Rule::kw_in => "`in`",
         Rule::kw_else => "`else`",
         Rule::kw_training => "`training`",

@@ -107,6 +107,24 @@ pub fn dequantize(tensors: &mut TensorMap, file: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The int8 weights of a quantized checkpoint as the file stores them (`tensors::read`,
+/// before `dequantize`, which checks them): (name, channel axis, values, scales).
+pub fn int8_weights(raw: &TensorMap) -> Vec<(String, usize, Vec<i8>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (k, scale) in raw {
+        let Some(name) = k.strip_prefix(WEIGHT_SCALE) else { continue };
+        let (Some(t), Some(s)) = (raw.get(name), scale.floats()) else { continue };
+        let HostData::I32(q) = &t.data else { continue };
+        if t.shape.len() < 2 {
+            continue;
+        }
+        let (axis, _) = scale_shape(&t.shape);
+        let values = q.iter().map(|&x| x.clamp(-127, 127) as i8).collect();
+        out.push((name.to_string(), axis, values, s.iter().map(|&x| x as f32).collect()));
+    }
+    out
+}
+
 /// The eval graph with every activation site (`activation_sites`) rounded to int8 on
 /// its scale: a = clamp(round(a / s), -127, 127) · s before the product.
 pub fn fake_quant_graph(g: &Graph, scales: &[f64]) -> Result<Graph, String> {

@@ -19,7 +19,7 @@ use std::path::Path;
 /// The file and tensor a frozen state is read from, if it is one.
 pub fn source(s: &StateDecl) -> Option<(&str, &str)> {
     match &s.init {
-        Init::Load { path, tensor } => Some((path.as_str(), tensor.as_str())),
+        Init::Load { path, tensor, .. } => Some((path.as_str(), tensor.as_str())),
         _ => None,
     }
 }
