@@ -577,6 +577,30 @@ fn pytorch_state_dicts_give_pytorchs_outputs() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("no tensor `fc1.weight`"), "{err}");
+    // eval scores a state dict on a labelled file: the accuracy of predict's classes.
+    let sd = s(&data.join("digits_state_dict.safetensors")).to_string();
+    let rows = digits_rows(200);
+    write_csv(&d.join("rows.csv"), &rows, 0..65);
+    let out = ok(&["eval", digits(), "--torch", &sd, "--data", s(&d.join("rows.csv"))]);
+    ok(&[
+        "predict",
+        digits(),
+        "--torch",
+        &sd,
+        "--inputs",
+        s(&d.join("rows.csv")),
+        "--label-column",
+        "-1",
+        "--out",
+        s(&d.join("p.csv")),
+    ]);
+    let (_, preds) = read_csv(&d.join("p.csv"));
+    let right = preds.iter().zip(&rows).filter(|(p, r)| p[0] == r[64]).count();
+    assert!((metric(&out, "accuracy") - right as f64 / 200.0).abs() < 1e-6, "{out}");
+    // A state dict records no split: there are no held-out rows to score.
+    let (code, _, err) = nnc(&["eval", digits(), "--torch", &sd]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--data"), "{err}");
 }
 
 #[test]

@@ -10,8 +10,12 @@ pub struct Args {
     pub file: PathBuf,
     /// The checkpoint to score (`last.safetensors` or `best.safetensors` of a run); give
     /// it several times to score an ensemble that averages the members' probabilities.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "torch")]
     pub checkpoint: Vec<PathBuf>,
+    /// Score a PyTorch state dict (safetensors, torch.nn names and layouts) instead of a
+    /// checkpoint, on the rows of `--data` (it records no split and no preprocessing).
+    #[arg(long, conflicts_with = "checkpoint", requires = "data")]
+    pub torch: Option<PathBuf>,
     /// Score every row of this data file instead of the held-out rows: csv, npy, npz,
     /// safetensors or IDX (`.gz` too), with labels; the checkpoint's preprocessing applied.
     #[arg(long)]
@@ -38,7 +42,8 @@ pub struct Args {
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     // The model as the (first) checkpoint was trained: its model arguments.
-    let p = match compile_with_sets(&a.file, &checkpoint_args(&a.checkpoint[0]), a.model.as_deref(), opts) {
+    let sets = a.checkpoint.first().map(|c| checkpoint_args(c)).unwrap_or_default();
+    let p = match compile_with_sets(&a.file, &sets, a.model.as_deref(), opts) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -59,7 +64,13 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     if a.checkpoint.len() > 1 {
         return ensemble(p, &dir, &a, &source, rows);
     }
-    match crate::train::trainer::evaluate_on(p, &dir, &a.checkpoint[0], a.backend == Backend::Jit, &source, rows) {
+    let jit = a.backend == Backend::Jit;
+    let report = match (&a.torch, a.checkpoint.first()) {
+        (Some(sd), _) => crate::train::trainer::evaluate_torch(p, sd, jit, rows),
+        (None, Some(ck)) => crate::train::trainer::evaluate_on(p, &dir, ck, jit, &source, rows),
+        (None, None) => Err("give --checkpoint or --torch".to_string()),
+    };
+    match report {
         Ok(r) => {
             for n in &r.notes {
                 errln!("note: {n}");

@@ -686,9 +686,35 @@ pub fn rebuild(
     source: &str,
     rows: EvalData,
 ) -> Result<Rebuilt, String> {
-    let (tensors, meta) = checkpoint::read(checkpoint_path)?;
+    rebuild_from(p, base_dir, checkpoint_path, source, rows, None)
+}
+
+/// `rebuild` with the tensors given (a PyTorch state dict read from `checkpoint_path`,
+/// in nnc's names) instead of read from a checkpoint: no split record, so only
+/// `EvalData::All`, and no preprocessing.
+fn rebuild_from(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint_path: &Path,
+    source: &str,
+    rows: EvalData,
+    given: Option<TensorMap>,
+) -> Result<Rebuilt, String> {
+    let (tensors, meta, record) = match (given, &rows) {
+        (Some(t), EvalData::All(ds, _)) => (t, BTreeMap::new(), SplitRecord::of(p, ds)),
+        (Some(_), EvalData::HeldOut) => {
+            return Err(format!(
+                "`{}` is a state dict without a split record: score it on a data file (`--data`)",
+                checkpoint_path.display()
+            ))
+        }
+        (None, _) => {
+            let (t, meta) = checkpoint::read(checkpoint_path)?;
+            let record = SplitRecord::from_meta(&meta, checkpoint_path)?;
+            (t, meta, record)
+        }
+    };
     let shown = checkpoint_path.display();
-    let record = SplitRecord::from_meta(&meta, checkpoint_path)?;
     let mut notes: Vec<String> = source_warning(&meta, source, checkpoint_path).into_iter().collect();
     let mut q = p.clone();
     // A quantized checkpoint is scored with its int8 activations.
@@ -755,8 +781,28 @@ pub fn evaluate_on(
     source: &str,
     rows: EvalData,
 ) -> Result<EvalReport, String> {
+    evaluate_from(p, base_dir, checkpoint_path, jit, source, rows, None)
+}
+
+/// `evaluate_on` a PyTorch state dict (safetensors, torch.nn names and layouts) on the
+/// rows of a data file.
+pub fn evaluate_torch(p: &Program, state_dict: &Path, jit: bool, rows: EvalData) -> Result<EvalReport, String> {
+    let sd = crate::tensors::read(state_dict)?;
+    let t = crate::torch::from_state_dict(&p.eval, &sd, &state_dict.display().to_string())?;
+    evaluate_from(p, Path::new("."), state_dict, jit, "", rows, Some(t))
+}
+
+fn evaluate_from(
+    p: &Program,
+    base_dir: &Path,
+    checkpoint_path: &Path,
+    jit: bool,
+    source: &str,
+    rows: EvalData,
+    given: Option<TensorMap>,
+) -> Result<EvalReport, String> {
     let Rebuilt { q, tensors, record, ds, held, rows, mut notes, .. } =
-        rebuild(p, base_dir, checkpoint_path, source, rows)?;
+        rebuild_from(p, base_dir, checkpoint_path, source, rows, given)?;
     let mut session = Session::new(&q, jit, 1)?;
     session.init(0, held.len())?;
     session.load_tensors(&tensors, held.len())?;
