@@ -707,8 +707,39 @@ impl Lowerer {
                 self.g.inputs.push(ir::InputDecl { name: name.name.clone(), ty: t, value: v, span: *span });
                 set(&ctx.env, &name.name, Val::Tensor(v));
             }
-            Stmt::Param { name, ty, init, span } | Stmt::State { name, ty, init, span } => {
+            Stmt::Param { name, ty, init, options, span } | Stmt::State { name, ty, init, options, span } => {
                 let is_param = matches!(s, Stmt::Param { .. });
+                // Options: `decay = true|false` on a parameter (default true).
+                let mut decay = true;
+                for o in options {
+                    if !is_param || o.key.name != "decay" {
+                        return Err(Diagnostic::new(
+                            "E0317",
+                            o.key.span,
+                            format!(
+                                "{} has no option `{}`",
+                                if is_param { "a `param`" } else { "a `state`" },
+                                o.key.name
+                            ),
+                        )
+                        .with_help(if is_param {
+                            "a parameter's one option is `decay = true|false` (whether l1, l2 and adamw's decay apply)"
+                        } else {
+                            "a state takes no options"
+                        }));
+                    }
+                    decay = match self.eval(&o.value, &ctx.env)? {
+                        Val::Bool(b) => b,
+                        Val::Poison => true,
+                        other => {
+                            return Err(Diagnostic::new(
+                                "E0317",
+                                o.value.span,
+                                format!("`decay` is `true` or `false`, found {}", other.describe()),
+                            ))
+                        }
+                    };
+                }
                 let what = if is_param { "`param`" } else { "`state`" };
                 self.only_in(ctx, &[Body::Model, Body::Layer], what, *span)?;
                 let full = format!("{}{}", ctx.path, name.name);
@@ -751,7 +782,6 @@ impl Lowerer {
                 } else if is_param {
                     let idx = self.g.params.len() as u32;
                     v = self.push(Op::Param(idx), vec![], Some(t), *span)?;
-                    let decay = shape.len() >= 2;
                     self.g.params.push(ir::ParamDecl {
                         name: full,
                         shape,

@@ -124,16 +124,19 @@ pub enum Stmt {
         ty: TensorType,
         span: Span,
     },
+    /// `options`: `decay = false` after the initializer.
     Param {
         name: Ident,
         ty: TensorType,
         init: Option<Expr>,
+        options: Vec<Setting>,
         span: Span,
     },
     State {
         name: Ident,
         ty: TensorType,
         init: Option<Expr>,
+        options: Vec<Setting>,
         span: Span,
     },
     Layer {

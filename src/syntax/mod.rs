@@ -422,14 +422,22 @@ impl Builder {
                 next("kw")?;
                 let name = self.ident(next("name")?);
                 let ty = self.tensor_type(next("type")?)?;
-                let init = match inner.next() {
-                    Some(e) => Some(self.expr(e)?),
-                    None => None,
-                };
+                let (mut init, mut options) = (None, Vec::new());
+                for q in inner {
+                    if q.as_rule() == Rule::setting {
+                        let sspan = self.span(&q);
+                        let mut si = q.into_inner();
+                        let key = self.ident(si.next().ok_or_else(|| bug(sspan, "key"))?);
+                        let value = self.expr(si.next().ok_or_else(|| bug(sspan, "value"))?)?;
+                        options.push(Setting { key, value, span: sspan });
+                    } else {
+                        init = Some(self.expr(q)?);
+                    }
+                }
                 if rule == Rule::param_stmt {
-                    Stmt::Param { name, ty, init, span }
+                    Stmt::Param { name, ty, init, options, span }
                 } else {
-                    Stmt::State { name, ty, init, span }
+                    Stmt::State { name, ty, init, options, span }
                 }
             }
             Rule::layer_stmt => {

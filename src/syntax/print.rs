@@ -76,10 +76,11 @@ fn block(out: &mut String, b: &Block, depth: usize) {
             Stmt::Input { name, ty, .. } => {
                 let _ = writeln!(out, "{pad}input {}: {}", name.name, tensor_type(ty));
             }
-            Stmt::Param { name, ty, init, .. } | Stmt::State { name, ty, init, .. } => {
+            Stmt::Param { name, ty, init, options, .. } | Stmt::State { name, ty, init, options, .. } => {
                 let kw = if matches!(s, Stmt::Param { .. }) { "param" } else { "state" };
                 let init = init.as_ref().map(|e| format!(" = {}", expr(e))).unwrap_or_default();
-                let _ = writeln!(out, "{pad}{kw} {}: {}{init}", name.name, tensor_type(ty));
+                let opts: String = options.iter().map(|o| format!(", {} = {}", o.key.name, expr(&o.value))).collect();
+                let _ = writeln!(out, "{pad}{kw} {}: {}{init}{opts}", name.name, tensor_type(ty));
             }
             Stmt::Layer { name, value, .. } => {
                 let _ = writeln!(out, "{pad}layer {} = {}", name.name, expr(value));
