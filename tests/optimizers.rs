@@ -5,7 +5,7 @@ use nnc::runtime::interp::{self, Feeds, Tensor};
 use nnc::settings::{Choice, Lit, TrainSettings};
 use nnc::train::update::{hyper_values, step_graph};
 
-const MODEL: &str = "model Q {\n input a: [3]\n param w: [3] = zeros\n param m: [2, 2] = zeros\n loss = sum(w * a) + 0.5 * sum(w * w) + 0.25 * sum(m * m * m * m)\n}\n";
+const MODEL: &str = "model Q {\n input a: [3]\n param w: [3] = zeros, decay = false\n param m: [2, 2] = zeros\n loss = sum(w * a) + 0.5 * sum(w * w) + 0.25 * sum(m * m * m * m)\n}\n";
 
 fn settings(name: &str, args: &[(&str, f64)]) -> TrainSettings {
     TrainSettings {
@@ -131,7 +131,7 @@ fn adam_by_hand(wd: f64, decay_m: bool) -> Vec<(Vec<f64>, Vec<f64>)> {
     let (b1, b2, lr, eps) = (0.9, 0.999, 0.01, 1e-8);
     let mut st = std::collections::HashMap::new();
     by_hand(5, |t, i, w, g| {
-        // `m` (ids >= 100) is a weight (rank 2) and decays under adamw; `w` is rank 1.
+        // `m` (ids >= 100) decays under adamw; `w` says `decay = false`.
         let w = if wd > 0.0 && (i >= 100) == decay_m { w - lr * wd * w } else { w };
         let (m, v) = st.entry(i).or_insert((0.0, 0.0));
         *m = b1 * *m + (1.0 - b1) * g;

@@ -72,6 +72,9 @@ pub struct TrainSettings {
     pub batch_at: Vec<i64>,
     pub epochs: i64,
     pub l1: f64,
+    /// `l1_method = proximal`: the l1 term is applied after each update by soft
+    /// thresholding (exact zeros) instead of as a subgradient in the loss.
+    pub l1_proximal: bool,
     pub l2: f64,
     pub clip_norm: Option<f64>,
     pub clip_value: Option<f64>,
@@ -256,6 +259,7 @@ impl Default for TrainSettings {
             batch_at: vec![],
             epochs: 10,
             l1: 0.0,
+            l1_proximal: false,
             l2: 0.0,
             clip_norm: None,
             clip_value: None,

@@ -157,7 +157,7 @@ const QUANTIZE_NAMES: &str = "none, qat";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 24] = [
+pub const KEYS: [&str; 25] = [
     "data",
     "preprocess",
     "split",
@@ -168,6 +168,7 @@ pub const KEYS: [&str; 24] = [
     "batch_at",
     "epochs",
     "l1",
+    "l1_method",
     "l2",
     "clip_norm",
     "clip_value",
@@ -417,6 +418,12 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "min_delta" => s.min_delta = number(v, "`min_delta`")?,
         "epochs" => s.epochs = int(v, "`epochs`", 1, 1 << 24)?,
         "l1" => s.l1 = number(v, "`l1`")?,
+        "l1_method" => match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) if n == "subgradient" || n == "proximal" => {
+                s.l1_proximal = n == "proximal"
+            }
+            _ => return Err(err(v.span, "`l1_method` is `subgradient` or `proximal`")),
+        },
         "l2" => s.l2 = number(v, "`l2`")?,
         "clip_norm" => s.clip_norm = Some(positive(v, "`clip_norm`")?),
         "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
@@ -558,6 +565,14 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
     }
     if s.clip_norm.is_some() && s.clip_value.is_some() {
         return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));
+    }
+    if s.l1_proximal && s.optimizer.name == "lbfgs" {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "`l1_method = proximal` thresholds the weights after each compiled update, and `lbfgs` has none",
+        )
+        .with_help("use `l1_method = subgradient` with lbfgs, or a first-order optimizer"));
     }
     if let Some(pr) = &s.prune {
         let (fin, start, end) =

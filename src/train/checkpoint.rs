@@ -149,6 +149,9 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
     if let Some(c) = &s.quantize {
         r.insert("quantize".into(), c.render());
     }
+    if s.l1_proximal {
+        r.insert("l1_method".into(), "proximal".into());
+    }
     // The model's arguments shape it as much as the settings do.
     for (k, v) in &p.args {
         r.insert(format!("arg.{k}"), v.clone());

@@ -357,6 +357,14 @@ impl Session {
         Ok(prune::sparsity_of(kept.iter().map(Vec::as_slice)))
     }
 
+    /// The fraction of exact zeros among the current parameters that `which` selects.
+    pub fn zero_fraction(&self, which: impl Fn(&crate::ir::ParamDecl) -> bool) -> Result<f64, String> {
+        let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
+        let g = e.graph();
+        let ws: Vec<Vec<f32>> = (0..g.params.len()).filter(|&i| which(&g.params[i])).map(|i| e.param(i)).collect();
+        Ok(prune::sparsity_of(ws.iter().map(Vec::as_slice)))
+    }
+
     /// The fraction of exact zeros among the current weights (parameters of rank >= 2).
     pub fn sparsity(&self) -> Result<f64, String> {
         let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
@@ -507,6 +515,10 @@ impl Session {
                 }
                 // The best epoch is chosen among those at the final sparsity.
                 pruning_done = epoch + 1 >= last;
+            }
+            // Proximal l1 makes exact zeros: their share among the decayed parameters.
+            if sparsity.is_none() && s.l1_proximal && s.l1 > 0.0 {
+                sparsity = Some(self.zero_fraction(|q| q.decay)?);
             }
             let secs = te.elapsed().as_secs_f64();
             let train_loss = p.epoch_loss / p.epoch_seen.max(1) as f64;

@@ -103,7 +103,9 @@ pub fn objective(train: &Graph, settings: &TrainSettings) -> Result<(Graph, Valu
 
 fn add_regularizers(b: &mut B, train: &Graph, settings: &TrainSettings, loss: Value) -> Result<Value, String> {
     let mut objective = loss;
-    for (coef, is_l1) in [(settings.l1, true), (settings.l2, false)] {
+    // A proximal l1 is not a term of the loss: the step thresholds after the update.
+    let l1 = if settings.l1_proximal { 0.0 } else { settings.l1 };
+    for (coef, is_l1) in [(l1, true), (settings.l2, false)] {
         if coef == 0.0 {
             continue;
         }
@@ -274,6 +276,20 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
                 b.sub(w, step)?
             }
             other => return Err(format!("optimizer `{other}` has no compiled update step")),
+        };
+        // Proximal l1 (soft thresholding): w = sign(u) max(|u| - lr l1, 0) after the
+        // update u, the proximal operator of lr·l1·|w|: weights the gradient does not
+        // hold away from 0 become exact zeros.
+        let new_p = if settings.l1_proximal && settings.l1 > 0.0 && b.g.params[i].decay {
+            let mag = b.push(Op::Unary(UnaryOp::Abs), vec![new_p], None)?;
+            let t = b.scale(lr_p, settings.l1)?;
+            let shrunk = b.sub(mag, t)?;
+            let zero = b.konst(0.0, shrunk)?;
+            let kept = b.bin(BinaryOp::Max, shrunk, zero)?;
+            let sign = b.push(Op::Unary(UnaryOp::Sign), vec![new_p], None)?;
+            b.mul(sign, kept)?
+        } else {
+            new_p
         };
         let new_p = match masks[i] {
             Some(m) => b.mul(new_p, m)?,
