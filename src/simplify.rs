@@ -335,14 +335,7 @@ pub fn drop_unused_inputs(g: &Graph) -> Graph {
         used[v.as_u32() as usize] = true;
     }
     let keep: Vec<bool> = g.inputs.iter().map(|i| used[i.value.as_u32() as usize]).collect();
-    let mut new_index = vec![0u32; g.inputs.len()];
-    let mut k = 0;
-    for (i, &kp) in keep.iter().enumerate() {
-        new_index[i] = k;
-        if kp {
-            k += 1;
-        }
-    }
+    let new_index = dense_index(&keep);
     let keep_state: Vec<bool> = g
         .states
         .iter()
@@ -350,14 +343,7 @@ pub fn drop_unused_inputs(g: &Graph) -> Graph {
             used[s.value.as_u32() as usize] || s.update.is_some() || !matches!(s.init, crate::ir::Init::Load { .. })
         })
         .collect();
-    let mut new_state = vec![0u32; g.states.len()];
-    let mut k = 0;
-    for (i, &kp) in keep_state.iter().enumerate() {
-        new_state[i] = k;
-        if kp {
-            k += 1;
-        }
-    }
+    let new_state = dense_index(&keep_state);
     let mut out = g.clone();
     out.inputs = g.inputs.iter().zip(&keep).filter(|(_, k)| **k).map(|(i, _)| i.clone()).collect();
     out.states = g.states.iter().zip(&keep_state).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect();
@@ -381,6 +367,18 @@ pub fn drop_unused_inputs(g: &Graph) -> Graph {
         }
     }
     rebuild(&out, &keep_node)
+}
+
+/// The new index of each kept entry when the others are removed (kept entries in order).
+fn dense_index(keep: &[bool]) -> Vec<u32> {
+    let mut k = 0;
+    keep.iter()
+        .map(|&kp| {
+            let i = k;
+            k += u32::from(kp);
+            i
+        })
+        .collect()
 }
 
 /// A copy of `g` with only the nodes marked in `keep`, renumbered densely in order, and

@@ -1030,18 +1030,16 @@ impl Lowerer {
             )
             .with_help("distil in two runs: train the middle model with its teacher, then use its checkpoint"));
         }
-        let (mname, margs) = match &model.kind {
-            ExprKind::Name(n) => (ast::Ident { name: n.clone(), span: model.span }, Vec::new()),
-            ExprKind::Call { callee, args } => match &callee.kind {
-                ExprKind::Name(n) => (ast::Ident { name: n.clone(), span: callee.span }, args.clone()),
-                _ => (ast::Ident { name: String::new(), span: callee.span }, Vec::new()),
-            },
-            _ => (ast::Ident { name: String::new(), span: model.span }, Vec::new()),
+        // `Big` or `Big(args)`.
+        let (callee, margs) = match &model.kind {
+            ExprKind::Call { callee, args } => (&**callee, args.clone()),
+            _ => (model, Vec::new()),
         };
-        if mname.name.is_empty() {
+        let ExprKind::Name(n) = &callee.kind else {
             return Err(Diagnostic::new("E0351", model.span, "a teacher is a model: `Big` or `Big(hidden = 512)`")
                 .with_help("write `teacher = Big from \"runs/big/best.safetensors\"`"));
-        }
+        };
+        let mname = ast::Ident { name: n.clone(), span: callee.span };
         let Some(def) = self.models.get(&mname.name).cloned() else {
             let mut d = Diagnostic::new("E0351", mname.span, format!("there is no model `{}`", mname.name))
                 .with_help("a teacher is a model of this file or of a `use`d file");

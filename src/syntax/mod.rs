@@ -425,11 +425,7 @@ impl Builder {
                 let (mut init, mut options) = (None, Vec::new());
                 for q in inner {
                     if q.as_rule() == Rule::setting {
-                        let sspan = self.span(&q);
-                        let mut si = q.into_inner();
-                        let key = self.ident(si.next().ok_or_else(|| bug(sspan, "key"))?);
-                        let value = self.expr(si.next().ok_or_else(|| bug(sspan, "value"))?)?;
-                        options.push(Setting { key, value, span: sspan });
+                        options.push(self.setting(q)?);
                     } else {
                         init = Some(self.expr(q)?);
                     }
@@ -493,11 +489,7 @@ impl Builder {
                 let mut settings = Vec::new();
                 for q in inner {
                     if q.as_rule() == Rule::setting {
-                        let sspan = self.span(&q);
-                        let mut si = q.into_inner();
-                        let key = self.ident(si.next().ok_or_else(|| bug(sspan, "key"))?);
-                        let value = self.expr(si.next().ok_or_else(|| bug(sspan, "value"))?)?;
-                        settings.push(Setting { key, value, span: sspan });
+                        settings.push(self.setting(q)?);
                     }
                 }
                 if rule == Rule::tune_stmt {
@@ -533,6 +525,15 @@ impl Builder {
     }
 
     /// Any expression-level rule. Binary chains are folded left to right in a loop.
+    /// `key = value` (train and tune blocks, `param` options).
+    fn setting(&self, q: Pair<Rule>) -> R<Setting> {
+        let span = self.span(&q);
+        let mut si = q.into_inner();
+        let key = self.ident(si.next().ok_or_else(|| bug(span, "key"))?);
+        let value = self.expr(si.next().ok_or_else(|| bug(span, "value"))?)?;
+        Ok(Setting { key, value, span })
+    }
+
     fn expr(&self, p: Pair<Rule>) -> R<Expr> {
         Ok(self.expr_d(p)?.0)
     }
