@@ -229,6 +229,15 @@ pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
     crate::runtime::executable::concrete(&g, batch)
 }
 
+/// The eval graph as `nnc predict` runs it: outputs only (no loss, so no labels), dead
+/// code and unread inputs dropped, at `batch`.
+pub fn predict_graph(p: &Program, batch: usize) -> Result<Graph, String> {
+    let mut g = p.eval.clone();
+    g.loss = None;
+    let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
+    crate::runtime::executable::concrete(&g, batch)
+}
+
 /// The batch size a command uses: the one asked for, else the `train` block's.
 pub fn batch_of(p: &Program, asked: Option<i64>) -> Result<usize, String> {
     match asked {

@@ -18,14 +18,17 @@ pub struct Args {
     /// Time every kernel and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
+    /// Which step: the training step, or the eval graph as `nnc predict` runs it.
+    #[arg(long, value_enum, default_value_t = RunMode::Train)]
+    pub mode: RunMode,
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, batch, threads, steps, profile, model } = a;
-    bench(&file, batch, threads, steps, profile, model.as_deref(), opts)
+    let Args { file, batch, threads, steps, profile, mode, model } = a;
+    bench(&file, batch, threads, steps, profile, mode, model.as_deref(), opts)
 }
 
 fn bench(
@@ -34,6 +37,7 @@ fn bench(
     threads: usize,
     steps: usize,
     profile: bool,
+    mode: RunMode,
     model: Option<&str>,
     opts: RenderOptions,
 ) -> i32 {
@@ -48,11 +52,14 @@ fn bench(
         Err(m) => return fail(&m),
     };
     let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, ..Default::default() };
-    let mut exe =
-        match crate::pipeline::step_graph(p, b).and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
-            Ok(e) => e,
-            Err(m) => return fail(&m),
-        };
+    let graph = match mode {
+        RunMode::Train => crate::pipeline::step_graph(p, b),
+        RunMode::Eval => crate::pipeline::predict_graph(p, b),
+    };
+    let mut exe = match graph.and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
+        Ok(e) => e,
+        Err(m) => return fail(&m),
+    };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     if let Err(m) = synthetic_feeds(&mut exe, b) {
         return fail(&m);
@@ -72,12 +79,11 @@ fn bench(
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let flops = exe.matmul_flops();
-    outln!(
-        "model {} (training step: {}, batch {b}, {threads} thread{})",
-        p.name,
-        p.settings.optimizer.name,
-        if threads == 1 { "" } else { "s" }
-    );
+    let what = match mode {
+        RunMode::Train => format!("training step: {}", p.settings.optimizer.name),
+        RunMode::Eval => "eval step, as nnc predict runs it".to_string(),
+    };
+    outln!("model {} ({what}, batch {b}, {threads} thread{})", p.name, if threads == 1 { "" } else { "s" });
     outln!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
     outln!(
         "step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps",
