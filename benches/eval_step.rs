@@ -4,7 +4,7 @@
 //! `cargo bench --bench eval_step -- FILE [BATCH...]` (default batches 1 and 256).
 //! Parameters are the model's initializers (seed 0); inputs fixed pseudo-random values.
 
-use nnc::runtime::executable::{concrete, Executable};
+use nnc::runtime::executable::Executable;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -16,11 +16,8 @@ fn main() -> Result<(), String> {
         if args.len() > 1 { args[1..].iter().filter_map(|b| b.parse().ok()).collect() } else { vec![1, 256] };
     let c = nnc::pipeline::compile_file(std::path::Path::new(file)).map_err(|_| format!("{file} does not compile"))?;
     let p = c.programs.first().ok_or("no model")?;
-    let mut g = p.eval.clone();
-    g.loss = None;
-    let g = nnc::simplify::drop_unused_inputs(&nnc::simplify::dead_code(&g));
     for b in batches {
-        let cg = concrete(&g, b)?;
+        let cg = nnc::pipeline::predict_graph(p, b)?;
         let mut exe = Executable::new(&cg, &Default::default())?;
         let (params, states) = nnc::runtime::init::init_all(&exe.graph, 0);
         for (i, v) in params.iter().enumerate() {
