@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 /// The stack a library user's thread typically has.
 const STACK: usize = 8 << 20;
-/// A pathological input must be answered within this (a hang guard, not a benchmark).
-const PROMPT: Duration = Duration::from_secs(5);
+/// A pathological input must be answered within this (a hang guard, not a benchmark: a
+/// quadratic pass over a megabyte takes minutes; a linear one about a second, several on a
+/// loaded machine).
+const PROMPT: Duration = Duration::from_secs(10);
 /// After this, a case is declared hung and the test fails (instead of running forever).
 const HANG: Duration = Duration::from_secs(60);
 /// One mutant (a small file) taking longer than this is reported as a near-hang.
