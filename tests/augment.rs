@@ -157,7 +157,9 @@ fn bad_settings_point_at_the_setting() {
         assert!(err.contains(code), "{settings}: expected {code}:\n{err}");
     }
     // A [B, H, W] input is one-channel images; a crop of its own size is fine.
-    let ok = base.replace("[B, 1, 4, 4]", "[B, 4, 4]").replace("SETTINGS", "augment = [crop(size = 4, padding = 1), flip_horizontal]");
+    let ok = base
+        .replace("[B, 1, 4, 4]", "[B, 4, 4]")
+        .replace("SETTINGS", "augment = [crop(size = 4, padding = 1), flip_horizontal]");
     assert!(nnc::pipeline::compile_source("m.nn", &ok, None).is_ok());
     // No float input to augment (ids only).
     let ids = "model E {\n input t: i32[B, 4]\n input y: i32[B]\n layer e = Embedding(10, 2)\n output logits = sum(e(t), 1)\n loss = cross_entropy(logits, y)\n train { data = npz(\"d.npz\")  augment = noise(std = 1) }\n}\n";

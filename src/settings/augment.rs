@@ -11,7 +11,7 @@
 //!   bound to the model's input, so a window of another size would not fit it; `size` must
 //!   be H = W (or 0: the image's size, for any H and W).
 
-use super::{ArgSpec, Lit, Ty, TrainSettings, INF, UNIT};
+use super::{ArgSpec, Lit, TrainSettings, Ty, INF, UNIT};
 use crate::ir::recipe::Choice;
 
 /// The labels input (`data::LABEL_INPUT`), never augmented.
@@ -169,7 +169,10 @@ pub fn plan(s: &TrainSettings, inputs: &[InputShape]) -> Result<Option<Plan>, Pr
                 return Err(problem(
                     "E0616",
                     At::List,
-                    format!("`augment`: the model has several float inputs ({}); which one is augmented?", names(&floats)),
+                    format!(
+                        "`augment`: the model has several float inputs ({}); which one is augmented?",
+                        names(&floats)
+                    ),
                     format!("choose one with `augment_input = {}`", floats[0].name),
                 ))
             }
@@ -179,7 +182,10 @@ pub fn plan(s: &TrainSettings, inputs: &[InputShape]) -> Result<Option<Plan>, Pr
         return Err(problem(
             "E0615",
             At::List,
-            format!("`augment`: the input `{}` has no fixed shape after a batch dimension (like `[B, 1, 28, 28]`)", input.name),
+            format!(
+                "`augment`: the input `{}` has no fixed shape after a batch dimension (like `[B, 1, 28, 28]`)",
+                input.name
+            ),
             "augmented rows are fed from the data, one sample per row of the batch",
         ));
     };
@@ -214,18 +220,16 @@ pub fn plan(s: &TrainSettings, inputs: &[InputShape]) -> Result<Option<Plan>, Pr
     for (k, c) in s.augment.iter().enumerate() {
         let op = op_of(c);
         match image {
-            None if op.is_image() => {
-                return Err(problem(
-                    "E0615",
-                    At::Item(k),
-                    format!(
-                        "`{}` is an image augmentation, but the input `{}` is a vector (samples of shape {per:?})",
-                        c.name, input.name
-                    ),
-                    "image augmentations need an input of shape [B, C, H, W] or [B, H, W], or `augment_shape = [C, H, W]` \
+            None if op.is_image() => return Err(problem(
+                "E0615",
+                At::Item(k),
+                format!(
+                    "`{}` is an image augmentation, but the input `{}` is a vector (samples of shape {per:?})",
+                    c.name, input.name
+                ),
+                "image augmentations need an input of shape [B, C, H, W] or [B, H, W], or `augment_shape = [C, H, W]` \
                      for a flat input; a vector takes `noise` only",
-                ))
-            }
+            )),
             Some([_, h, w]) => {
                 if let ("crop", Some(size)) = (c.name.as_str(), c.num("size")) {
                     let size = size as usize;

@@ -176,10 +176,7 @@ pub fn set_batch(engine: &mut Engine, ds: &Dataset, rows: &[usize]) -> Result<()
 }
 
 /// Feeds every data input of the engine from `arrays` (by name).
-pub fn set_arrays(
-    engine: &mut Engine,
-    arrays: &std::collections::BTreeMap<String, data::Array>,
-) -> Result<(), String> {
+pub fn set_arrays(engine: &mut Engine, arrays: &std::collections::BTreeMap<String, data::Array>) -> Result<(), String> {
     let g = engine.graph().clone();
     for (i, inp) in g.inputs.iter().enumerate() {
         if inp.name.starts_with("hyper.") {

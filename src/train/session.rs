@@ -19,9 +19,9 @@ use super::engine::{labels_of, set_arrays, set_batch, sync, Engine, Scorer};
 use super::target::{self, Scores, Target};
 use super::{prune, schedule, update};
 use crate::data::{self, Array, ArrayData, Dataset, Preprocessor};
-use crate::settings::augment::Plan;
 use crate::ir::{Graph, Program};
 use crate::metrics::{self, ScoreKind};
+use crate::settings::augment::Plan;
 use crate::tensors::{HostTensor, TensorMap};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,7 +228,9 @@ impl Session {
     ) -> Result<Option<std::collections::BTreeMap<String, Array>>, String> {
         let Some(a) = &self.augment else { return Ok(None) };
         if !a.source && self.program.settings.preprocess.name != "none" {
-            return Err("internal error: augmentation with preprocessing needs the raw rows (Session::augment_from)".into());
+            return Err(
+                "internal error: augmentation with preprocessing needs the raw rows (Session::augment_from)".into()
+            );
         }
         let mut arrays = data::gather(ds, rows);
         let src = match &a.raw {
