@@ -324,6 +324,8 @@ pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Pr
         p.settings.present = true;
     }
     crate::settings::cross_check(&p.settings, Span::default()).map_err(|d| usage(d.message))?;
+    crate::settings::augment::plan(&p.settings, &crate::settings::augment::inputs_of(&p.train))
+        .map_err(|d| usage(format!("{} ({})", d.message, d.help)))?;
     // Quantization-aware graphs, so that every command runs the model as it trains.
     crate::train::quantize::with_qat(&p).map_err(usage)
 }

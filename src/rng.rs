@@ -2,12 +2,24 @@
 //! - the counter-based generator behind `Op::Rand` (dropout masks): element `i` of stream
 //!   `s` at step `t` of a run with seed `seed` is a pure function of those four numbers,
 //!   so a (seed, step) pair always gives the same mask, in any backend and any order;
-//! - `SplitMix64`, a small sequential generator for initializers and synthetic data.
+//! - `SplitMix64`, a small sequential generator for initializers and synthetic data;
+//!   data augmentation seeds one per (seed, epoch, sample) with `sample_key`, a pure
+//!   function of those three counters.
 
 /// The per-(seed, step, stream) key, mixed on the host once per step.
 pub fn stream_key(seed: u64, step: u64, stream: u32) -> u32 {
     let mut s = SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(stream) << 32));
     (s.next_u64() >> 32) as u32
+}
+
+/// The seed of a training sample's augmentation draws in an epoch: a pure function of
+/// (seed, epoch, row), so any batch order or a resumed run draws the same numbers.
+pub fn sample_key(seed: u64, epoch: u64, row: u64) -> u64 {
+    let mut s = SplitMix64::new(seed ^ 0x6175_676D_656E_7421); // "augment!"
+    let a = s.next_u64();
+    let mut s = SplitMix64::new(a ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let b = s.next_u64();
+    SplitMix64::new(b ^ row.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
 }
 
 /// Uniform [0, 1) from a key and an element index: the murmur3 finalizer of

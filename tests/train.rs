@@ -90,6 +90,44 @@ fn resume_mid_epoch_is_bit_identical() {
     assert_eq!(strip(&straight), strip(&resumed));
 }
 
+/// The same with augmentation on (image augmentations of the digits read as 8x8 images,
+/// standardized after augmenting): the draws depend on (seed, epoch, row) only, so
+/// stopping mid-epoch and resuming ends bit for bit where the straight run ends.
+#[test]
+fn resume_with_augmentation_is_bit_identical() {
+    const AUG: &str = "model D {\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, 16)\n layer b = Dense(16, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n train { data = csv(\"examples/data/digits.csv.gz\")  preprocess = standardize  split = [0.5, 0.5]\n optimizer = adam(lr = 0.01)  batch = 128  epochs = 3  seed = 2\n augment = [flip_horizontal(p = 0.3), shift(max = 1), crop(size = 8, padding = 1), rotate(degrees = 15), noise(std = 0.5)]  augment_shape = [8, 8] }\n}\n";
+    let p = program(AUG);
+    let go = |dir: &Path, resume: bool, stop_after: usize| {
+        let opts = TrainOptions { out_dir: dir.to_path_buf(), resume, jit: true, threads: 1, source: AUG.into() };
+        let stop = AtomicBool::new(false);
+        let mut batches = 0;
+        train(&p, Path::new("."), &opts, &stop, &mut |e| {
+            if let nnc::train::trainer::Event::Batch { .. } = e {
+                batches += 1;
+                if batches == stop_after {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+        .expect("train")
+    };
+    let straight = out_dir("straight_aug");
+    go(&straight, false, 0);
+    let resumed = out_dir("resumed_aug");
+    // About 900 training rows in batches of 128: 8 per epoch; stop in the second epoch.
+    assert!(go(&resumed, false, 11).interrupted);
+    assert_eq!(go(&resumed, true, 0).epochs_run, 3);
+    let (a, b) = (params(&straight), params(&resumed));
+    for (k, t) in &a {
+        assert_eq!(Some(t), b.get(k), "{k} differs after resuming with augmentation");
+    }
+    // A resume with other augmentations is another run.
+    let other = program(&AUG.replace("noise(std = 0.5)", "noise(std = 0.4)"));
+    let opts = TrainOptions { out_dir: resumed.clone(), resume: true, jit: true, threads: 1, source: AUG.into() };
+    let err = train(&other, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| {}).expect_err("other recipe");
+    assert!(err.contains("augment:"), "{err}");
+}
+
 /// The interpreter backend trains to the same place as the JIT, up to f32 rounding.
 #[test]
 fn interpreter_backend_agrees_with_jit() {

@@ -38,6 +38,7 @@
 //! inputs and negative class labels are errors naming the file and the row (1-based: a
 //! line of a text file, a sample of a binary one). Errors are plain `String`s.
 
+pub mod augment;
 mod csv;
 mod formats;
 pub mod linalg;

@@ -105,6 +105,15 @@ pub struct TrainSettings {
     pub prune: Option<Choice>,
     /// Quantization-aware training: `qat(momentum = 0.9)` (`train::quantize::qat_graph`).
     pub quantize: Option<Choice>,
+    /// Data augmentation of the training rows, in order (`flip_horizontal(p)`,
+    /// `shift(max)`, `crop(size, padding)`, `noise(std)`, `rotate(degrees)`); empty: none.
+    /// Run on the host per sample and epoch (`data::augment`), never on validation,
+    /// test or eval rows.
+    pub augment: Vec<Choice>,
+    /// The input augmented (`None`: the model's only float input other than `y`).
+    pub augment_input: Option<String>,
+    /// A flat input read as an image: `[C, H, W]` or `[H, W]`.
+    pub augment_shape: Option<Vec<i64>>,
 }
 
 /// The distribution of one hyperparameter in a search space.
@@ -275,6 +284,9 @@ impl Default for TrainSettings {
             tune: None,
             prune: None,
             quantize: None,
+            augment: vec![],
+            augment_input: None,
+            augment_shape: None,
         }
     }
 }

@@ -235,6 +235,8 @@ pub(crate) struct Lowerer {
     tune_span: Option<Span>,
     /// Where the train block says `metrics = ...`.
     metrics_span: Option<Span>,
+    /// Where the train block says `augment = ...` and its other `augment_*` keys.
+    augment_spans: AugmentSpans,
     /// The model's arguments and their kinds (for the `tune` block's space).
     model_args: Vec<(String, Option<ast::Kind>)>,
     /// The model being lowered, and every model of the files (a teacher names one).
@@ -478,6 +480,7 @@ fn lower_model(
         tune: None,
         tune_span: None,
         metrics_span: None,
+        augment_spans: AugmentSpans::default(),
         model_args: m
             .args
             .iter()
@@ -566,6 +569,13 @@ fn lower_model(
                 );
             }
         }
+        // Augmentations that do not fit the input they augment.
+        if let (Some(s), Mode::Train, true) = (lw.settings.as_ref(), mode, lw.errors.is_empty()) {
+            if let Err(p) = settings::augment::plan(s, &settings::augment::inputs_of(&lw.g)) {
+                let span = lw.augment_spans.at(p.at);
+                lw.errors.push(Diagnostic::new(p.code, span, p.message).with_help(p.help));
+            }
+        }
         if lw.errors.is_empty() {
             let problems = ir::verify::verify(&lw.g);
             if let Some(p) = problems.first() {
@@ -587,6 +597,44 @@ fn lower_model(
         Ok((lw.g, settings, bound))
     } else {
         Err(lw.errors)
+    }
+}
+
+/// The spans of the `augment` settings of a train block, for E0615 and E0616.
+#[derive(Clone, Debug, Default)]
+struct AugmentSpans {
+    block: Span,
+    list: Option<Span>,
+    items: Vec<Span>,
+    input: Option<Span>,
+    shape: Option<Span>,
+}
+
+impl AugmentSpans {
+    fn of(st: &[ast::Setting], block: Span) -> AugmentSpans {
+        let value = |k: &str| st.iter().find(|x| x.key.name == k).map(|x| &x.value);
+        let list = value("augment");
+        let items = match list.map(|v| &v.kind) {
+            Some(ExprKind::List(items)) => items.iter().map(|e| e.span).collect(),
+            _ => list.map(|v| vec![v.span]).unwrap_or_default(),
+        };
+        AugmentSpans {
+            block,
+            list: list.map(|v| v.span),
+            items,
+            input: value("augment_input").map(|v| v.span),
+            shape: value("augment_shape").map(|v| v.span),
+        }
+    }
+    fn at(&self, at: settings::augment::At) -> Span {
+        use settings::augment::At;
+        let span = match at {
+            At::Item(k) => self.items.get(k).copied(),
+            At::Input => self.input,
+            At::Shape => self.shape,
+            At::List => None,
+        };
+        span.or(self.list).unwrap_or(self.block)
     }
 }
 
@@ -952,6 +1000,7 @@ impl Lowerer {
                 }
                 self.train_span = Some(*span);
                 self.metrics_span = st.iter().find(|x| x.key.name == "metrics").map(|x| x.value.span);
+                self.augment_spans = AugmentSpans::of(st, *span);
                 let (s, errs) = settings::check_block(st, *span);
                 self.settings = Some(s);
                 if self.mode == Mode::Train {

@@ -9,6 +9,7 @@ use crate::diagnostic::{Diagnostic, Span};
 pub use crate::ir::recipe::{Choice, Lit, TrainSettings};
 use crate::syntax::ast::{Expr, ExprKind, Ident};
 
+pub mod augment;
 pub mod tune;
 
 /// The type an argument or key accepts.
@@ -157,7 +158,7 @@ const QUANTIZE_NAMES: &str = "none, qat";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 28] = [
     "data",
     "preprocess",
     "split",
@@ -182,6 +183,9 @@ pub const KEYS: [&str; 25] = [
     "metrics_on",
     "prune",
     "quantize",
+    "augment",
+    "augment_input",
+    "augment_shape",
     "lr",
 ];
 
@@ -328,6 +332,35 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
         "quantize" => {
             let c = choice(v, "quantization", quantize_spec, QUANTIZE_NAMES)?;
             s.quantize = (c.name != "none").then_some(c);
+        }
+        "augment" => {
+            // A list of augmentations (one alone may go without brackets); `[]`: none.
+            let items = match &v.kind {
+                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+                _ => vec![v],
+            };
+            let mut out = Vec::new();
+            for it in items {
+                out.push(choice(it, "augmentation", augment::augment_spec, augment::AUGMENT_NAMES)?);
+            }
+            s.augment = out;
+        }
+        "augment_input" => match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) => s.augment_input = Some(n.clone()),
+            _ => return Err(err(v.span, "`augment_input` names an input, like `augment_input = x`")),
+        },
+        "augment_shape" => {
+            let ExprKind::List(items) = &v.kind else {
+                return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
+            };
+            if items.len() != 2 && items.len() != 3 {
+                return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
+            }
+            let mut dims = Vec::new();
+            for it in items {
+                dims.push(int(it, "a dimension of `augment_shape`", 1, 1 << 24)?);
+            }
+            s.augment_shape = Some(dims);
         }
         "lr" => {
             // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).
@@ -573,6 +606,14 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             "`l1_method = proximal` thresholds the weights after each compiled update, and `lbfgs` has none",
         )
         .with_help("use `l1_method = subgradient` with lbfgs, or a first-order optimizer"));
+    }
+    if !s.augment.is_empty() && s.optimizer.name == "lbfgs" {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "`augment` changes the training rows every epoch, and `lbfgs` minimizes one fixed objective",
+        )
+        .with_help("use a first-order optimizer with augmentation"));
     }
     if let Some(pr) = &s.prune {
         let (fin, start, end) =

@@ -149,6 +149,15 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
     if let Some(c) = &s.quantize {
         r.insert("quantize".into(), c.render());
     }
+    if !s.augment.is_empty() {
+        r.insert("augment".into(), crate::settings::augment::render(&s.augment));
+        if let Some(i) = &s.augment_input {
+            r.insert("augment_input".into(), i.clone());
+        }
+        if let Some(sh) = &s.augment_shape {
+            r.insert("augment_shape".into(), format!("{sh:?}"));
+        }
+    }
     if s.l1_proximal {
         r.insert("l1_method".into(), "proximal".into());
     }

@@ -112,6 +112,7 @@ pub fn run_fold(
     let mut ds = raw.clone();
     pre.apply_dataset(&mut ds)?;
     session.init(s.seed as u64, fit_rows.len())?;
+    session.augment_from(raw, &pre)?;
     let mut at = Progress::default();
     session.fit(&ds, &fit_rows, val_rows.as_deref(), &mut at, stop, &mut Quiet)?;
     let scores = session.score(&ds, held)?;

@@ -172,7 +172,11 @@ pub fn input_specs(g: &Graph) -> Result<Vec<InputSpec>, String> {
 }
 
 pub fn set_batch(engine: &mut Engine, ds: &Dataset, rows: &[usize]) -> Result<(), String> {
-    let arrays = data::gather(ds, rows);
+    set_arrays(engine, &data::gather(ds, rows))
+}
+
+/// Feeds every data input of the engine from `arrays` (by name).
+pub fn set_arrays(engine: &mut Engine, arrays: &std::collections::BTreeMap<String, data::Array>) -> Result<(), String> {
     let g = engine.graph().clone();
     for (i, inp) in g.inputs.iter().enumerate() {
         if inp.name.starts_with("hyper.") {

@@ -81,6 +81,12 @@ pub fn prune_checkpoint(
     let mut q = rb.q.clone();
     q.settings.prune = Some(Choice { name: "fixed".into(), args: vec![] });
     q.settings.epochs = opts.finetune_epochs as i64;
+    // The rebuilt rows are preprocessed, and augmentation reads raw ones: fine-tuning
+    // trains on the rows as they are.
+    if !q.settings.augment.is_empty() && opts.finetune_epochs > 0 {
+        q.settings.augment.clear();
+        notes.push("fine-tuning trains without the recipe's `augment` (on the rows as they are)".into());
+    }
     let mut dense_session = Session::new(&rb.q, opts.jit, opts.threads)?;
     dense_session.init(0, train.len())?;
     dense_session.load_tensors(&model, train.len())?;

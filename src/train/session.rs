@@ -7,15 +7,21 @@
 //! new ensemble member only resets the parameters (`init`). The parameters live in the
 //! engine that ran last and are copied by name to the next one.
 //!
-//! Determinism: shuffling depends only on (seed, epoch), dropout on (seed, step), so a fit
-//! resumed from its `Progress` continues bit-identically.
+//! Determinism: shuffling depends only on (seed, epoch), dropout on (seed, step) and
+//! augmentation on (seed, epoch, row), so a fit resumed from its `Progress` continues
+//! bit-identically.
+//!
+//! Augmentation (the `augment` setting) changes the training batches only: the augmented
+//! input's rows are read raw (`augment_from`), augmented, then preprocessed
+//! (`data::augment::batch`); validation and scoring read the preprocessed rows as they are.
 
-use super::engine::{labels_of, set_batch, sync, Engine, Scorer};
+use super::engine::{labels_of, set_arrays, set_batch, sync, Engine, Scorer};
 use super::target::{self, Scores, Target};
 use super::{prune, schedule, update};
-use crate::data::{self, ArrayData, Dataset};
+use crate::data::{self, Array, ArrayData, Dataset, Preprocessor};
 use crate::ir::{Graph, Program};
 use crate::metrics::{self, ScoreKind};
+use crate::settings::augment::Plan;
 use crate::tensors::{HostTensor, TensorMap};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +123,18 @@ pub struct Session {
     watched: Vec<String>,
     /// Whether the teacher's frozen tensors are in the engines (they never change).
     teacher_loaded: bool,
+    /// The `augment` setting, checked against the model's inputs.
+    augment: Option<Augmenter>,
+}
+
+/// What augmenting a batch needs besides the plan: the augmented input's raw rows when
+/// the fitted preprocessing transforms it (else the rows as fitted are raw), and that
+/// preprocessing. `source` false: `augment_from` was not called yet.
+struct Augmenter {
+    plan: Plan,
+    raw: Option<Array>,
+    pre: Preprocessor,
+    source: bool,
 }
 
 impl Session {
@@ -149,7 +167,11 @@ impl Session {
         } else {
             update::step_graph(&program.train, s)?
         };
+        let augment = crate::settings::augment::plan(s, &crate::settings::augment::inputs_of(&program.train))
+            .map_err(|p| format!("{}: {}", p.message, p.help))?
+            .map(|plan| Augmenter { plan, raw: None, pre: Preprocessor::none(), source: false });
         Ok(Session {
+            augment,
             target,
             kind,
             jit,
@@ -174,6 +196,52 @@ impl Session {
         if !self.watched.iter().any(|m| m == metric) {
             self.watched.push(metric.to_string());
         }
+    }
+
+    /// Gives augmentation its raw rows: `raw` is the data set before `pre` (the fitted
+    /// preprocessing) was applied to the rows that `fit` reads. Nothing to do without an
+    /// `augment` setting; needed with one when the preprocessing is not `none`.
+    pub fn augment_from(&mut self, raw: &Dataset, pre: &Preprocessor) -> Result<(), String> {
+        if let Some(a) = &mut self.augment {
+            a.raw = if pre.kind != data::PreprocessKind::None && pre.input == a.plan.input {
+                Some(raw.get(&a.plan.input).ok_or_else(|| format!("the data has no array `{}`", a.plan.input))?.clone())
+            } else {
+                None
+            };
+            a.pre = pre.clone();
+            a.source = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the training batches are augmented.
+    pub fn augments(&self) -> bool {
+        self.augment.is_some()
+    }
+
+    /// The arrays of a training batch: `ds`'s rows, the augmented input augmented.
+    fn training_batch(
+        &self,
+        ds: &Dataset,
+        rows: &[usize],
+        epoch: usize,
+    ) -> Result<Option<std::collections::BTreeMap<String, Array>>, String> {
+        let Some(a) = &self.augment else { return Ok(None) };
+        if !a.source && self.program.settings.preprocess.name != "none" {
+            return Err(
+                "internal error: augmentation with preprocessing needs the raw rows (Session::augment_from)".into()
+            );
+        }
+        let mut arrays = data::gather(ds, rows);
+        let src = match &a.raw {
+            Some(r) => r,
+            None => ds.get(&a.plan.input).ok_or_else(|| format!("the data has no array `{}`", a.plan.input))?,
+        };
+        let none = Preprocessor::none();
+        let pre = if a.raw.is_some() { &a.pre } else { &none };
+        let seed = self.program.settings.seed as u64;
+        arrays.insert(a.plan.input.clone(), data::augment::batch(&a.plan, src, rows, seed, epoch as u64, pre)?);
+        Ok(Some(arrays))
     }
 
     /// The step engine for `batch` rows, holding the current parameters.
@@ -450,8 +518,12 @@ impl Session {
             }
             for (bi, rows) in order.iter().enumerate().skip(skip) {
                 let step = p.step;
+                let augmented = self.training_batch(ds, rows, epoch)?;
                 let e = self.engine(rows.len())?;
-                set_batch(e, ds, rows)?;
+                match &augmented {
+                    Some(arrays) => set_arrays(e, arrays)?,
+                    None => set_batch(e, ds, rows)?,
+                }
                 lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
                 let hv = update::hyper_values(&s, lr, step + 1);
                 for (k, h) in update::HYPER.iter().enumerate() {

@@ -479,6 +479,7 @@ pub fn train(
     } else {
         session.init(p.settings.seed as u64, train_rows.len())?;
     }
+    session.augment_from(&prep.raw, &prep.pre)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| format!("cannot create `{}`: {e}", opts.out_dir.display()))?;
     crate::tensors::remove_stale_temps(&opts.out_dir);
     let epochs = p.settings.epochs as usize;

@@ -388,6 +388,7 @@ fn fit_trial(
     let mut session = Session::new(p, d.jit, d.threads)?;
     session.watch(d.metric);
     session.init(p.settings.seed as u64, fit.len())?;
+    session.augment_from(d.raw, &pre)?;
     let mut at = Progress::default();
     let mut w = Watch { metric: d.metric.to_string(), decide };
     let end = session.fit(&ds, fit, val, &mut at, stop, &mut w)?;
