@@ -105,6 +105,9 @@ pub struct TrainSettings {
     pub prune: Option<Choice>,
     /// Quantization-aware training: `qat(momentum = 0.9)` (`train::quantize::qat_graph`).
     pub quantize: Option<Choice>,
+    /// Log every parameter's gradient L2 norm and update/parameter norm ratio per epoch
+    /// (`train::update::MONITOR_PREFIX` outputs of the step graph).
+    pub log_grad_norms: bool,
 }
 
 /// The distribution of one hyperparameter in a search space.
@@ -275,6 +278,7 @@ impl Default for TrainSettings {
             tune: None,
             prune: None,
             quantize: None,
+            log_grad_norms: false,
         }
     }
 }

@@ -157,7 +157,7 @@ const QUANTIZE_NAMES: &str = "none, qat";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 26] = [
     "data",
     "preprocess",
     "split",
@@ -183,6 +183,7 @@ pub const KEYS: [&str; 25] = [
     "prune",
     "quantize",
     "lr",
+    "log_grad_norms",
 ];
 
 fn err(span: Span, msg: impl Into<String>) -> Diagnostic {
@@ -425,6 +426,7 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
             _ => return Err(err(v.span, "`l1_method` is `subgradient` or `proximal`")),
         },
         "l2" => s.l2 = number(v, "`l2`")?,
+        "log_grad_norms" => s.log_grad_norms = lit_of(Ty::Bool, v, "`log_grad_norms`")? == Lit::Bool(true),
         "clip_norm" => s.clip_norm = Some(positive(v, "`clip_norm`")?),
         "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
         "early_stop" => s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?),
@@ -573,6 +575,14 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             "`l1_method = proximal` thresholds the weights after each compiled update, and `lbfgs` has none",
         )
         .with_help("use `l1_method = subgradient` with lbfgs, or a first-order optimizer"));
+    }
+    if s.log_grad_norms && s.optimizer.name == "lbfgs" {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "`log_grad_norms` logs the norms the compiled update step computes, and `lbfgs` has none",
+        )
+        .with_help("use a first-order optimizer, or leave `log_grad_norms` out"));
     }
     if let Some(pr) = &s.prune {
         let (fin, start, end) =
