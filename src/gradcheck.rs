@@ -397,7 +397,13 @@ pub fn table_with(reports: &[ParamReport], tol: f64, forward_tol: f64) -> String
     let mut out = if both {
         format!(
             "{:<28} {:>14} {:>8} {:>6} {:>12} {:>12}  {}\n",
-            "tensor", "shape", "checked", "kinks", "central err", "forward err", "worst central (index: analytic vs numeric)"
+            "tensor",
+            "shape",
+            "checked",
+            "kinks",
+            "central err",
+            "forward err",
+            "worst central (index: analytic vs numeric)"
         )
     } else {
         format!(

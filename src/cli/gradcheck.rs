@@ -77,7 +77,18 @@ fn model_of(a: &Args, opts: RenderOptions) -> Result<Program, i32> {
         let c = compile(&a.file, opts).ok_or(1)?;
         return pick(&c, a.model.as_deref()).cloned().map_err(|m| fail(&m));
     }
-    compile_with_sets(&a.file, &sets, a.model.as_deref(), opts)
+    pipeline::configure(&a.file, &sets, a.model.as_deref()).map_err(|e| match e {
+        pipeline::ConfigureError::Compile(e) => {
+            report(&e, opts);
+            1
+        }
+        pipeline::ConfigureError::Model(m) => fail(&m),
+        // The arguments come from the checkpoint, not from the command line.
+        pipeline::ConfigureError::Set(m) => fail(&format!(
+            "the checkpoint does not fit this model: it records the model arguments {} ({m})",
+            sets.join(", ")
+        )),
+    })
 }
 
 /// The parameters the check runs at, and a sentence saying where they come from.
@@ -139,11 +150,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         ..Default::default()
     };
     errln!("at {where_}");
-    errln!(
-        "inputs: random, batch {} (floats standard normal, ids uniform over their range), seed {}",
-        a.batch,
-        a.seed
-    );
+    errln!("inputs: random, batch {} (floats standard normal, ids uniform over their range), seed {}", a.batch, a.seed);
     if wrt != Wrt::Params {
         let ints: Vec<&str> =
             g.inputs.iter().filter(|i| i.ty.dtype == ir::DType::I32).map(|i| i.name.as_str()).collect();

@@ -890,8 +890,8 @@ fn boundary(
 /// `grad_norms.png`: every parameter's mean gradient L2 norm per epoch and its mean
 /// update/parameter norm ratio, on logarithmic axes.
 fn grad_norm_plot(path: &Path, log: &MetricsLog, model: &str) -> Result<(), String> {
-    use crate::plot::{prefixed_series, Panel};
     use super::session::{GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX};
+    use crate::plot::{prefixed_series, Panel};
     let x = crate::plot::x_axis_name(log);
     let panels = vec![
         Panel {
