@@ -55,6 +55,14 @@ fn color(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// Series `i` of `n` on a ramp from dark blue (the first) to orange-red (the last), for
+/// many ordered series (the layers of a deep model).
+fn ramp_color(i: usize, n: usize) -> RGBColor {
+    let t = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * t).round() as u8;
+    RGBColor(mix(31, 230), mix(60, 85), mix(160, 13))
+}
+
 /// Colour `i` blended towards white: `amount` 0 keeps it, 1 gives white.
 fn lighten(c: RGBColor, amount: f64) -> RGBColor {
     let mix = |v: u8| (v as f64 + (255.0 - v as f64) * amount).round().clamp(0.0, 255.0) as u8;
@@ -247,6 +255,12 @@ struct PanelStyle {
     diagonal: bool,
     /// Markers only, no lines: a scatter (trials of a search).
     points_only: bool,
+    /// A logarithmic y axis: values are drawn at log10(y) with ticks labelled as powers
+    /// of ten; values <= 0 break the line.
+    log_y: bool,
+    /// With more series than a legend shows: colours on a ramp in series order, and a
+    /// legend of the first and the last series only.
+    ramp: bool,
 }
 
 /// The colour of the chance diagonal.
@@ -264,7 +278,29 @@ fn axis_range(fixed: Option<(f64, f64)>, values: impl Iterator<Item = f64>) -> R
     padded_range(lo, hi)
 }
 
+/// A tick label of a log10 axis: the value 10^v with two significant digits (`1e-3`,
+/// `3.2e-4`).
+fn log_tick_label(v: f64) -> String {
+    let s = format!("{:.1e}", 10f64.powf(v));
+    s.replace(".0e", "e")
+}
+
 fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style: &PanelStyle) -> Result<(), String> {
+    let logged;
+    let panel = if style.log_y {
+        let log = |y: f64| if y > 0.0 { y.log10() } else { f64::NAN };
+        logged = Panel {
+            series: panel
+                .series
+                .iter()
+                .map(|s| Series { name: s.name.clone(), points: s.points.iter().map(|&(x, y)| (x, log(y))).collect() })
+                .collect(),
+            ..panel.clone()
+        };
+        &logged
+    } else {
+        panel
+    };
     let finite: Vec<(f64, f64)> = panel
         .series
         .iter()
@@ -282,12 +318,16 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style
         all_segments.push(vec![(x0, y0), (x1, y1)]);
     }
     let corner = legend_corner(&line_samples(&all_segments), (x0, x1), (y0, y1));
-    let (fx, fy) = (|v: &f64| tick_label(*v, x1 - x0), |v: &f64| tick_label(*v, y1 - y0));
+    let log_y = style.log_y;
+    let (fx, fy) = (
+        |v: &f64| tick_label(*v, x1 - x0),
+        move |v: &f64| if log_y { log_tick_label(*v) } else { tick_label(*v, y1 - y0) },
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 22))
         .margin(12)
         .x_label_area_size(48)
-        .y_label_area_size(y_label_area(y0, y1))
+        .y_label_area_size(if log_y { 100 } else { y_label_area(y0, y1) })
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(draw_err)?;
     chart
@@ -309,10 +349,12 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style
     }
     let mut labelled = false;
     for (i, s) in panel.series.iter().enumerate() {
-        let c = color(i);
+        let ramp = style.ramp && panel.series.len() > MAX_LEGEND;
+        let c = if ramp { ramp_color(i, panel.series.len()) } else { color(i) };
         // Past the ten colours of the palette the lines are dashed, so two series sharing
         // a colour still differ.
-        let dashed = i >= PALETTE.len();
+        let dashed = !ramp && i >= PALETTE.len();
+        let named = !ramp || i == 0 || i + 1 == panel.series.len();
         let segs = segments(&s.points);
         let n_points: usize = segs.iter().map(Vec::len).sum();
         // Few points (per-epoch curves): 2-pixel lines with markers. A 2-pixel path is
@@ -344,7 +386,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style
                 chart.draw_series(LineSeries::new(seg.clone(), c.stroke_width(width)))
             }
             .map_err(draw_err)?;
-            if j == 0 {
+            if j == 0 && named {
                 labelled = true;
                 line.label(s.name.as_str()).legend(move |(x, y)| {
                     // A dashed series shows two dashes; markers show a dot.
@@ -361,7 +403,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, style
         }
     }
     let entries = panel.series.len();
-    if labelled && entries <= MAX_LEGEND {
+    if labelled && (entries <= MAX_LEGEND || style.ramp) {
         // Many entries: a smaller font and tighter rows, so ten or more fit beside the
         // curves.
         let (font, margin) = if entries > 6 { (13, 6) } else { (15, 10) };
@@ -403,6 +445,35 @@ fn plot_styled_panels(path: &Path, title: &str, panels: &[(&Panel, PanelStyle)],
         }
         Ok(())
     })
+}
+
+/// [`plot_panels`] with logarithmic y axes (values <= 0 are left out): quantities that
+/// span orders of magnitude, such as gradient norms. With more than 20 series a panel
+/// colours them on a ramp in order (dark blue first, orange-red last) and its legend
+/// names the first and the last.
+pub fn plot_log_panels(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
+    let style = PanelStyle { log_y: true, ramp: true, ..PanelStyle::default() };
+    let styled: Vec<(&Panel, PanelStyle)> = panels.iter().map(|p| (p, style)).collect();
+    plot_styled_panels(path, title, &styled, 520)
+}
+
+/// One series per column of `log` whose name starts with `prefix` (named without it),
+/// against `epoch` (or `step`, or the row number).
+pub fn prefixed_series(log: &MetricsLog, prefix: &str) -> Vec<Series> {
+    let (_, xs) = x_axis(log);
+    let mut out = vec![];
+    for name in log.columns() {
+        let Some(short) = name.strip_prefix(prefix) else { continue };
+        let Some(col) = log.column(name) else { continue };
+        let points: Vec<(f64, f64)> = xs.iter().zip(col).map(|(&x, y)| (x, y.unwrap_or(f64::NAN))).collect();
+        out.push(Series { name: short.to_string(), points });
+    }
+    out
+}
+
+/// The x axis name of a log: `epoch`, `step` or `row`.
+pub fn x_axis_name(log: &MetricsLog) -> String {
+    x_axis(log).0
 }
 
 /// Scatter panels (markers only, no lines) side by side: a search's metric against each
@@ -489,6 +560,8 @@ pub fn plot_roc_pr(path: &Path, title: &str, roc: &[Series], pr: &[Series]) -> R
         no_markers: true,
         diagonal: false,
         points_only: false,
+        log_y: false,
+        ramp: false,
     };
     let mut panels: Vec<(Panel, PanelStyle)> = vec![];
     if !roc.is_empty() {

@@ -396,6 +396,90 @@ fn params_with_batch() {
     nnc(&["params", "examples/residual.nn", "--batch", "16"]).code(0).stdout_has("blocks.15.fc.W").stdout_has("total:");
 }
 
+// ---- gradcheck ------------------------------------------------------------------------
+
+/// Results on stdout, the point and notes on stderr; `--method both` shows both errors on
+/// the same coordinates; a failed check exits 1.
+#[test]
+fn gradcheck_methods_and_exit_codes() {
+    let o = nnc(&["gradcheck", "examples/spirals.nn", "--method", "both"]);
+    o.code(0).stdout_has("central err").stdout_has("forward err").stdout_has("(forward differences, tolerance 1e-3)");
+    o.stderr_has("at random parameters").stderr_has("inputs: random, batch 3");
+    // b2 has 2 coordinates: all are checked, and the note says so.
+    o.stderr_has("--coords 64 covers every coordinate of: b1 (64), b2 (2)");
+    assert!(!o.stdout.contains("at random"), "diagnostics belong on stderr:\n{}", o.stdout);
+    let o = nnc(&["gradcheck", "examples/spirals.nn", "--method", "forward"]);
+    o.code(0).stdout_has("max rel err").stdout_has("(forward differences, tolerance 1e-3)").stdout_lacks("central");
+    // A tolerance no finite difference meets: the check fails, exit 1.
+    let o = nnc(&["gradcheck", "examples/spirals.nn", "--tol", "1e-15"]);
+    o.code(1).stdout_has("FAIL").stderr_has("gradient check failed");
+}
+
+/// `--wrt inputs`: float inputs are checked, i32 inputs skipped with a note; a model
+/// without float inputs has nothing to check.
+#[test]
+fn gradcheck_with_respect_to_inputs() {
+    let o = nnc(&["gradcheck", "examples/digits.nn", "--wrt", "inputs", "--method", "both"]);
+    o.code(0)
+        .stdout_has("x (input)")
+        .stdout_lacks("fc1.W")
+        .stderr_has("i32 inputs have no gradient and are skipped: y");
+    let o = nnc(&["gradcheck", "examples/digits.nn", "--wrt", "both", "--coords", "4"]);
+    o.code(0).stdout_has("x (input)").stdout_has("fc1.W").stdout_has("checked 20 coordinates");
+    let dir = scratch("gradcheck_ids");
+    let f = dir.join("ids.nn");
+    std::fs::write(
+        &f,
+        "model E {\n input k: i32[B]\n param e: [5, 2] = normal(1.0)\n loss = sum(gather(e, k) * gather(e, k))\n}\n",
+    )
+    .expect("write");
+    nnc(&["gradcheck", s(&f), "--wrt", "inputs"]).code(1).stderr_has("no float inputs");
+    nnc(&["gradcheck", s(&f)]).code(0).stdout_has("checked 10 coordinates");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--params` and `--checkpoint` check at the given parameters: at W = 0 every
+/// coordinate of relu(x @ W) sits at the kink, which random parameters never do.
+#[test]
+fn gradcheck_at_given_parameters() {
+    let dir = scratch("gradcheck_params");
+    let f = dir.join("kink.nn");
+    std::fs::write(&f, "model K {\n input x: [B, 3]\n param W: [3, 2] = zeros\n loss = sum(relu(x @ W))\n}\n")
+        .expect("write");
+    nnc(&["gradcheck", s(&f)]).code(0).stdout_has("checked 6 coordinates (0 skipped at kinks)");
+    let p = dir.join("zeros.safetensors");
+    nnc(&["init", s(&f), "--out", s(&p)]).code(0);
+    let o = nnc(&["gradcheck", s(&f), "--params", s(&p)]);
+    o.code(1).stderr_has(&format!("at the parameters of {}", p.display())).stderr_has("no coordinate was checked");
+    o.stdout_has("checked 0 coordinates (6 skipped at kinks)");
+    // A trained checkpoint, with a note that its preprocessing is not applied.
+    let run = dir.join("run");
+    nnc(&["train", "examples/digits.nn", "--set", "epochs=1", "--out", s(&run)]).code(0);
+    let ck = run.join("last.safetensors");
+    let o = nnc(&["gradcheck", "examples/digits.nn", "--checkpoint", s(&ck), "--coords", "8"]);
+    o.code(0).stderr_has("at the parameters of checkpoint").stderr_has("does not apply to random inputs");
+    // Another model's parameters: a clear error naming what is missing.
+    nnc(&["gradcheck", "examples/spirals.nn", "--checkpoint", s(&ck)]).code(1).stderr_has("does not fit this model");
+    nnc(&["gradcheck", "examples/spirals.nn", "--params", s(&p)]).code(1).stderr_has("`W1` is missing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad flags are usage errors (exit 2).
+#[test]
+fn gradcheck_bad_flags_are_usage_errors() {
+    for args in [
+        &["gradcheck", "examples/spirals.nn", "--method", "sideways"][..],
+        &["gradcheck", "examples/spirals.nn", "--wrt", "labels"],
+        &["gradcheck", "examples/spirals.nn", "--tol", "0"],
+        &["gradcheck", "examples/spirals.nn", "--coords", "0"],
+        &["gradcheck", "examples/spirals.nn", "--params", "a.safetensors", "--checkpoint", "b.safetensors"],
+    ] {
+        let o = nnc(args);
+        o.code(2);
+        assert!(o.stdout.is_empty(), "{}: {}", o.what, o.stdout);
+    }
+}
+
 // ---- hostile inputs -------------------------------------------------------------------
 
 /// Hostile files get exit 1 and a coded diagnostic, promptly, never a crash.

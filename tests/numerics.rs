@@ -297,3 +297,125 @@ fn batchnorm_running_statistics() {
     assert!((v[0] - (0.9 + 0.1 * 7.0)).abs() < 1e-12 && (v[1] - (0.9 + 0.1 * 100.0)).abs() < 1e-12);
     assert!(p.eval.states.iter().all(|s| s.update.is_none()));
 }
+
+/// A smooth model (tanh MLP, mean squared error) for the finite-difference comparisons.
+const SMOOTH: &str = "model S {\n input x: [B, 3]\n input t: [B, 2]\n param W1: [3, 5] = normal(1.0)\n param W2: [5, 2] = normal(1.0)\n loss = mean((tanh(x @ W1) @ W2 - t) * (tanh(x @ W1) @ W2 - t))\n}\n";
+
+/// Forward differences are first order, central differences second order: on the same
+/// coordinates forward's error is the larger, and shrinking the step tenfold shrinks it
+/// about tenfold (central's about a hundredfold).
+#[test]
+fn forward_differences_are_less_accurate_than_central() {
+    use nnc::gradcheck::Method;
+    let p = compile_text("s.nn", SMOOTH);
+    let worst = |eps: f64| {
+        let opts = GradcheckOptions { eps, method: Method::Both, batch: 4, ..Default::default() };
+        let reports = gradcheck(&p.train, &opts).expect("gradcheck");
+        for r in &reports {
+            let f = r.forward.as_ref().expect("both methods");
+            assert!(r.checked == r.size && r.kinks == 0, "{}", table(&reports, 1.0));
+            assert!(f.max_rel_err > r.max_rel_err, "{}: forward is not the worse:\n{}", r.name, table(&reports, 1.0));
+        }
+        let c = reports.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
+        let f = reports.iter().filter_map(|r| r.forward.as_ref()).map(|f| f.max_rel_err).fold(0.0, f64::max);
+        (c, f)
+    };
+    let (c3, f3) = worst(1e-3);
+    let (c4, f4) = worst(1e-4);
+    assert!(f3 > 100.0 * c3, "forward {f3:e} against central {c3:e} at h = 1e-3");
+    // O(h) against O(h^2) (rounding is far below both at these steps).
+    assert!((5.0..20.0).contains(&(f3 / f4)), "forward: {f3:e} at 1e-3, {f4:e} at 1e-4");
+    assert!((50.0..200.0).contains(&(c3 / c4)), "central: {c3:e} at 1e-3, {c4:e} at 1e-4");
+    // Forward alone checks the same coordinates with the same numbers.
+    let opts = GradcheckOptions { eps: 1e-3, method: Method::Forward, batch: 4, ..Default::default() };
+    let fw = gradcheck(&p.train, &opts).expect("gradcheck");
+    assert_eq!(fw.iter().map(|r| r.max_rel_err).fold(0.0, f64::max), f3);
+}
+
+/// Input gradients: autodiff's d loss / d x equals the closed form 2/(n) (xW - t) W^T of
+/// a linear least-squares loss; the check against finite differences passes with it and
+/// fails with a gradient 1% off.
+#[test]
+fn input_gradients_match_an_independent_computation() {
+    use nnc::gradcheck::{check, compare, Slot, Wrt};
+    let p = compile_text(
+        "lin.nn",
+        "model L {\n input x: [B, 3]\n input t: [B, 2]\n input k: i32[B]\n param W: [3, 2] = normal(1.0)\n param e: [4, 2] = normal(1.0)\n loss = mean((x @ W + gather(e, k) - t) * (x @ W + gather(e, k) - t))\n}\n",
+    );
+    let g = &p.train;
+    let opts = GradcheckOptions { wrt: Wrt::Inputs, batch: 4, ..Default::default() };
+    let reports = check(g, &opts, None, &mut |_, _| {}).expect("gradcheck");
+    // x and t are checked, every coordinate; the ids k are not.
+    let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["x", "t"]);
+    assert!(reports.iter().all(|r| r.checked == r.size && r.max_rel_err < 1e-6), "{}", table(&reports, 1e-6));
+    // The closed form at the same point.
+    let inputs = nnc::gradcheck::random_inputs::<f64>(g, 4, opts.seed).expect("inputs");
+    let (params, states) = nnc::gradcheck::random_params(g, opts.seed);
+    let (x, t, k) = (inputs[0].floats(), inputs[1].floats(), inputs[2].ints());
+    let (w, e) = (&params[0], &params[1]);
+    let n = 4 * 2;
+    let mut r = vec![0.0; n]; // residual xW + e[k] - t
+    for b in 0..4 {
+        for j in 0..2 {
+            r[b * 2 + j] =
+                (0..3).map(|i| x[b * 3 + i] * w[i * 2 + j]).sum::<f64>() + e[k[b] as usize * 2 + j] - t[b * 2 + j];
+        }
+    }
+    let dx: Vec<f64> = (0..12)
+        .map(|bi| {
+            let (b, i) = (bi / 3, bi % 3);
+            (0..2).map(|j| 2.0 / n as f64 * r[b * 2 + j] * w[i * 2 + j]).sum()
+        })
+        .collect();
+    let dt: Vec<f64> = r.iter().map(|v| -2.0 / n as f64 * v).collect();
+    let wrt = [g.inputs[0].value, g.inputs[1].value];
+    let (gg, grads) = autodiff::grad(g, g.loss.expect("loss"), &wrt).expect("grad");
+    let feeds = Feeds { inputs: inputs.clone(), params: params.clone(), states: states.clone(), seed: 0, step: 0 };
+    let run = interp::run(&gg, &feeds).expect("run");
+    for (got, want) in [(run.get(grads[0]).floats(), &dx), (run.get(grads[1]).floats(), &dt)] {
+        for (a, b) in got.iter().zip(want.iter()) {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "autodiff {a} against closed form {b}");
+        }
+    }
+    // The finite differences judge a given gradient: the closed form passes, 1% off fails.
+    let judge = |scale: f64| {
+        let mut f = Feeds { inputs: inputs.clone(), params: params.clone(), states: states.clone(), seed: 0, step: 0 };
+        let analytic = vec![
+            (Slot::Input(0), dx.iter().map(|v| v * scale).collect()),
+            (Slot::Input(1), dt.iter().map(|v| v * scale).collect()),
+        ];
+        let reps = compare(g, &opts, &mut f, &analytic, &mut |_, _| {}).expect("compare");
+        reps.iter().map(|r| r.max_rel_err).fold(0.0, f64::max)
+    };
+    assert!(judge(1.0) < 1e-8, "the closed form: {:e}", judge(1.0));
+    let off = judge(1.01);
+    assert!(off > 9e-3 && off < 1.1e-2, "a gradient 1% off: {off:e}");
+}
+
+/// `max_coords` distinct coordinates per tensor (a sample without replacement), all of
+/// a smaller tensor; the sample depends on the seed only.
+#[test]
+fn coordinates_are_distinct() {
+    use nnc::gradcheck::distinct_sample;
+    let mut rng = nnc::rng::SplitMix64::new(7);
+    for (n, k) in [(100, 64), (100, 99), (100, 100), (10, 64), (1, 1), (1_000_000, 64), (65, 64)] {
+        let s = distinct_sample(n, k, &mut rng);
+        assert_eq!(s.len(), k.min(n), "n = {n}, k = {k}");
+        assert!(s.windows(2).all(|w| w[0] < w[1]) && s.iter().all(|&i| i < n), "n = {n}, k = {k}: {s:?}");
+    }
+    // Both halves of a large range are reached.
+    let s = distinct_sample(1000, 64, &mut rng);
+    assert!(s.iter().any(|&i| i < 500) && s.iter().any(|&i| i >= 500), "{s:?}");
+    // A smooth model with 100 coordinates in W: exactly 64 checked (a sample with
+    // replacement checks about 47 distinct ones).
+    let p = compile_text(
+        "c.nn",
+        "model C {\n input x: [B, 10]\n param W: [10, 10] = normal(1.0)\n loss = sum(tanh(x @ W))\n}\n",
+    );
+    let opts = GradcheckOptions { max_coords: 64, ..Default::default() };
+    let r = gradcheck(&p.train, &opts).expect("gradcheck");
+    assert_eq!((r[0].checked, r[0].kinks, r[0].size), (64, 0, 100));
+    let all = gradcheck(&p.train, &GradcheckOptions { max_coords: 500, ..Default::default() }).expect("gradcheck");
+    assert!(all[0].checked == 100 && all[0].all_coordinates());
+}

@@ -184,3 +184,127 @@ fn lbfgs_trains() {
         assert!(acc > 0.9, "L-BFGS on moons: test accuracy {acc}");
     }
 }
+
+const NORMS: &str = "model G {\n input x: [B, 2]\n input y: i32[B]\n layer a = Dense(2, 8)\n layer b = Dense(8, 3)\n output logits = b(tanh(a(x)))\n loss = cross_entropy(logits, y)\n train { data = blobs(n = 60, centers = 3, seed = 1)  optimizer = sgd(lr = 0.1)\n batch = 60  epochs = 2  seed = 2  log_grad_norms = true }\n}\n";
+
+fn log_of(dir: &Path) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().expect("header").split(',').collect();
+    lines
+        .map(|l| head.iter().zip(l.split(',')).map(|(k, v)| (k.to_string(), v.parse().expect("number"))).collect())
+        .collect()
+}
+
+/// `log_grad_norms`: one step per epoch (the batch is every row) with sgd, so each epoch's
+/// logged norm is the gradient norm at that epoch's starting parameters, and the update
+/// ratio is lr ||g|| / ||w||. Both against the gradient computed independently (autodiff
+/// in f64 in the interpreter, at the initializers' parameters, on the same rows), on both
+/// backends; `grad_norms.png` is drawn.
+#[test]
+fn grad_norms_match_an_independent_gradient() {
+    use nnc::runtime::interp::{self, Feeds, Tensor};
+    let p = program(NORMS);
+    let prep = nnc::train::trainer::prepare(&p, Path::new(".")).expect("data");
+    let rows = nnc::train::trainer::roles(&prep.parts).0.to_vec();
+    assert_eq!(rows.len(), 60);
+    let arrays = nnc::data::gather(&prep.ds, &rows);
+    let inputs: Vec<Tensor<f64>> = p
+        .train
+        .inputs
+        .iter()
+        .map(|i| {
+            let a = &arrays[&i.name];
+            match &a.data {
+                nnc::data::ArrayData::F32(v) => Tensor::f(a.shape.clone(), v.iter().map(|&x| f64::from(x)).collect()),
+                nnc::data::ArrayData::I32(v) => Tensor::i(a.shape.clone(), v.clone()),
+            }
+        })
+        .collect();
+    let gr = nnc::autodiff::grad_program(&p.train).expect("grad");
+    let (mut params, states) = nnc::runtime::init::init_all(&p.train, 2);
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    // Per epoch: (name, ||g||, ||w||) at the epoch's start, then the sgd step.
+    let mut want = Vec::new();
+    for _ in 0..2 {
+        let feeds = Feeds { inputs: inputs.clone(), params: params.clone(), states: states.clone(), seed: 0, step: 0 };
+        let r = interp::run(&gr.graph, &feeds).expect("run");
+        let mut epoch = Vec::new();
+        for (i, d) in p.train.params.iter().enumerate() {
+            let g = r.get(gr.grads[i]).floats().to_vec();
+            epoch.push((d.name.clone(), norm(&g), norm(&params[i])));
+            for (w, gi) in params[i].iter_mut().zip(&g) {
+                *w -= 0.1 * gi;
+            }
+        }
+        want.push(epoch);
+    }
+    for jit in [true, false] {
+        let dir = out_dir(if jit { "norms_jit" } else { "norms_interp" });
+        run(&p, &dir, false, jit).expect("train");
+        let log = log_of(&dir);
+        assert_eq!(log.len(), 2);
+        for (row, epoch) in log.iter().zip(&want) {
+            for (name, g, w) in epoch {
+                let got = row[&format!("grad_norm.{name}")];
+                assert!((got - g).abs() <= 1e-4 * g, "jit {jit}, {name}: logged {got}, computed {g}");
+                let ratio = row[&format!("update_ratio.{name}")];
+                if *w == 0.0 {
+                    // A bias at its zero initializer has no ratio.
+                    assert!(ratio.is_nan(), "jit {jit}, {name}: {ratio}");
+                } else {
+                    let r = 0.1 * g / w;
+                    assert!((ratio - r).abs() <= 1e-4 * r, "jit {jit}, {name}: logged ratio {ratio}, computed {r}");
+                }
+            }
+        }
+        assert!(log[1]["update_ratio.a.b"].is_finite(), "after the first step the bias is not 0");
+        let png = std::fs::read(dir.join("grad_norms.png")).expect("grad_norms.png");
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+}
+
+/// Without `log_grad_norms` nothing changes: no monitoring outputs in the step graph, no
+/// columns, no plot; with it, the training itself is the same (bit for bit here).
+#[test]
+fn grad_norms_off_changes_nothing() {
+    let on = program(NORMS);
+    let off = program(&NORMS.replace("  log_grad_norms = true", ""));
+    assert!(!off.settings.log_grad_norms);
+    let outputs = |p: &nnc::ir::Program| {
+        let g = nnc::train::update::step_graph(&p.train, &p.settings).expect("step graph");
+        g.outputs.iter().filter(|(n, _)| n.starts_with(nnc::train::update::MONITOR_PREFIX)).count()
+    };
+    assert_eq!(outputs(&off), 0);
+    assert_eq!(outputs(&on), 3 * on.train.params.len());
+    let (a, b) = (out_dir("norms_on"), out_dir("norms_off"));
+    run(&on, &a, false, true).expect("on");
+    run(&off, &b, false, true).expect("off");
+    let header =
+        |d: &Path| std::fs::read_to_string(d.join("metrics.csv")).expect("csv").lines().next().map(String::from);
+    let off_header = header(&b).expect("header");
+    assert!(!off_header.contains("grad_norm") && !off_header.contains("update_ratio"), "{off_header}");
+    let on_header = header(&a).expect("header");
+    for name in ["a.W", "a.b", "b.W", "b.b"] {
+        assert!(
+            on_header.contains(&format!("grad_norm.{name}")) && on_header.contains(&format!("update_ratio.{name}"))
+        );
+    }
+    assert!(!b.join("grad_norms.png").exists());
+    let (la, lb) = (log_of(&a), log_of(&b));
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x["train_loss"], y["train_loss"]);
+    }
+    assert_eq!(params(&a), params(&b));
+}
+
+/// `log_grad_norms` is true or false, and needs a compiled update step.
+#[test]
+fn grad_norms_setting_is_checked() {
+    let bad = NORMS.replace("log_grad_norms = true", "log_grad_norms = 1");
+    let e = nnc::pipeline::compile_source("m.nn", &bad, None).err().expect("a number is refused");
+    assert!(e.diagnostics.iter().any(|d| d.code == "E0603" && d.message.contains("true or false")));
+    let lbfgs = NORMS.replace("sgd(lr = 0.1)", "lbfgs");
+    let e = nnc::pipeline::compile_source("m.nn", &lbfgs, None).err().expect("lbfgs is refused");
+    assert!(e.diagnostics.iter().any(|d| d.code == "E0612" && d.message.contains("log_grad_norms")));
+}

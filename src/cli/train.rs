@@ -101,10 +101,13 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
         }
         crate::train::trainer::Event::Epoch(r) => {
-            // One format per column: the learning rate always in exponent form.
+            // One format per column: the learning rate always in exponent form. The
+            // per-parameter norms of `log_grad_norms` go to metrics.csv only.
+            use crate::train::session::{GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX};
             let parts: Vec<String> = r
                 .metrics
                 .iter()
+                .filter(|(k, _)| !k.starts_with(GRAD_NORM_PREFIX) && !k.starts_with(UPDATE_RATIO_PREFIX))
                 .map(|(k, v)| match k.as_str() {
                     "lr" => format!("lr {v:.3e}"),
                     "samples_per_sec" => format!("samples_per_sec {v:.0}"),

@@ -114,6 +114,9 @@ pub struct TrainSettings {
     pub augment_input: Option<String>,
     /// A flat input read as an image: `[C, H, W]` or `[H, W]`.
     pub augment_shape: Option<Vec<i64>>,
+    /// Log every parameter's gradient L2 norm and update/parameter norm ratio per epoch
+    /// (`train::update::MONITOR_PREFIX` outputs of the step graph).
+    pub log_grad_norms: bool,
 }
 
 /// The distribution of one hyperparameter in a search space.
@@ -287,6 +290,7 @@ impl Default for TrainSettings {
             augment: vec![],
             augment_input: None,
             augment_shape: None,
+            log_grad_norms: false,
         }
     }
 }

@@ -158,7 +158,7 @@ const QUANTIZE_NAMES: &str = "none, qat";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 29] = [
     "data",
     "preprocess",
     "split",
@@ -187,6 +187,7 @@ pub const KEYS: [&str; 28] = [
     "augment_input",
     "augment_shape",
     "lr",
+    "log_grad_norms",
 ];
 
 fn err(span: Span, msg: impl Into<String>) -> Diagnostic {
@@ -458,6 +459,7 @@ pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Dia
             _ => return Err(err(v.span, "`l1_method` is `subgradient` or `proximal`")),
         },
         "l2" => s.l2 = number(v, "`l2`")?,
+        "log_grad_norms" => s.log_grad_norms = lit_of(Ty::Bool, v, "`log_grad_norms`")? == Lit::Bool(true),
         "clip_norm" => s.clip_norm = Some(positive(v, "`clip_norm`")?),
         "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
         "early_stop" => s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?),
@@ -614,6 +616,14 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             "`augment` changes the training rows every epoch, and `lbfgs` minimizes one fixed objective",
         )
         .with_help("use a first-order optimizer with augmentation"));
+    }
+    if s.log_grad_norms && s.optimizer.name == "lbfgs" {
+        return Err(Diagnostic::new(
+            "E0612",
+            span,
+            "`log_grad_norms` logs the norms the compiled update step computes, and `lbfgs` has none",
+        )
+        .with_help("use a first-order optimizer, or leave `log_grad_norms` out"));
     }
     if let Some(pr) = &s.prune {
         let (fin, start, end) =

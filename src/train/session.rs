@@ -485,6 +485,12 @@ impl Session {
         let target_name = self.target.as_ref().ok().map(|t| t.output.clone());
         let t0 = std::time::Instant::now();
         let mut end = End::Finished;
+        // `log_grad_norms`: per parameter, the output indices of its squared gradient,
+        // update and parameter norms, and the epoch's sums of norms and ratios.
+        let norm_outputs = if s.log_grad_norms && !self.lbfgs { monitor_outputs(&self.step_graph)? } else { vec![] };
+        // (sum of gradient norms, sum of update ratios, steps with a nonzero parameter)
+        let mut norm_sums = vec![(0.0f64, 0.0f64, 0usize); norm_outputs.len()];
+        let mut norm_steps = 0usize;
         while p.epoch < epochs {
             let epoch = p.epoch;
             let batch = self.batch_for(train.len(), epoch);
@@ -542,6 +548,21 @@ impl Session {
                 }
                 p.epoch_loss += loss * rows.len() as f64;
                 p.epoch_seen += rows.len();
+                if !norm_outputs.is_empty() {
+                    for ((_, [gi, ui, pi]), sum) in norm_outputs.iter().zip(norm_sums.iter_mut()) {
+                        let at = |k: usize| -> Result<f64, String> {
+                            Ok(f64::from(e.output(k)?.first().copied().unwrap_or(f32::NAN)))
+                        };
+                        let (g2, u2, p2) = (at(*gi)?, at(*ui)?, at(*pi)?);
+                        sum.0 += g2.sqrt();
+                        // A parameter at exactly 0 (a bias before its first step) has no ratio.
+                        if p2 > 0.0 {
+                            sum.1 += u2.sqrt() / p2.sqrt();
+                            sum.2 += 1;
+                        }
+                    }
+                    norm_steps += 1;
+                }
                 if labels_i32 {
                     if let Some(name) = &target_name {
                         let k = e.graph().outputs.iter().position(|(n, _)| n == name);
@@ -637,6 +658,19 @@ impl Session {
             row.push(("lr".into(), lr));
             row.push(("samples_per_sec".into(), (p.epoch_seen - seen_before) as f64 / secs.max(1e-9)));
             row.push(("seconds".into(), t0.elapsed().as_secs_f64()));
+            // The means over the epoch's steps (those since a resume, in a resumed epoch).
+            if norm_steps > 0 {
+                let n = norm_steps as f64;
+                for ((name, _), sum) in norm_outputs.iter().zip(&norm_sums) {
+                    row.push((format!("{GRAD_NORM_PREFIX}{name}"), sum.0 / n));
+                }
+                for ((name, _), sum) in norm_outputs.iter().zip(&norm_sums) {
+                    let ratio = if sum.2 > 0 { sum.1 / sum.2 as f64 } else { f64::NAN };
+                    row.push((format!("{UPDATE_RATIO_PREFIX}{name}"), ratio));
+                }
+            }
+            norm_sums.iter_mut().for_each(|x| *x = (0.0, 0.0, 0));
+            norm_steps = 0;
             p.epoch = epoch + 1;
             p.batch = 0;
             p.epoch_loss = 0.0;
@@ -674,6 +708,30 @@ impl Session {
         }
         Ok(end)
     }
+}
+
+/// The prefix of the `log_grad_norms` columns of an epoch's row: the mean over the
+/// epoch's steps of a parameter's gradient L2 norm.
+pub const GRAD_NORM_PREFIX: &str = "grad_norm.";
+/// The prefix of the mean over the epoch's steps of ||w_new - w|| / ||w||.
+pub const UPDATE_RATIO_PREFIX: &str = "update_ratio.";
+
+/// Every parameter of a step graph built with `log_grad_norms`, with the output indices
+/// of its squared gradient, update and parameter norms (`update::monitor_names`).
+fn monitor_outputs(g: &Graph) -> Result<Vec<(String, [usize; 3])>, String> {
+    let find = |n: &str| {
+        g.outputs
+            .iter()
+            .position(|(o, _)| o == n)
+            .ok_or_else(|| format!("internal error: the step graph has no output `{n}`"))
+    };
+    g.params
+        .iter()
+        .map(|p| {
+            let [a, b, c] = update::monitor_names(&p.name);
+            Ok((p.name.clone(), [find(&a)?, find(&b)?, find(&c)?]))
+        })
+        .collect()
 }
 
 /// One `train` epoch of L-BFGS: up to `max_iter` iterations on the whole training set.

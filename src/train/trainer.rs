@@ -535,6 +535,14 @@ pub fn train(
             crate::plot::plot_curves(&curves, &log, &format!("{} training", p.name))?;
             files.push(curves);
         }
+        // `log_grad_norms`: the per-parameter norms on log axes.
+        if p.settings.log_grad_norms && !log.is_empty() {
+            let path = opts.out_dir.join("grad_norms.png");
+            match grad_norm_plot(&path, &log, &p.name) {
+                Ok(()) => files.push(path),
+                Err(e) => report.notes.push(format!("grad_norms.png not drawn: {e}")),
+            }
+        }
         // The decision boundary of a model with a 2-D input.
         if let Some(spec) = prep.specs.first() {
             if spec.per_sample_shape == [2] && labels_of(&prep.ds, train_rows).is_some() && session.target.is_ok() {
@@ -878,6 +886,29 @@ fn boundary(
         &mut predict,
         &format!("{}: decision boundary", p.name),
     )
+}
+
+/// `grad_norms.png`: every parameter's mean gradient L2 norm per epoch and its mean
+/// update/parameter norm ratio, on logarithmic axes.
+fn grad_norm_plot(path: &Path, log: &MetricsLog, model: &str) -> Result<(), String> {
+    use super::session::{GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX};
+    use crate::plot::{prefixed_series, Panel};
+    let x = crate::plot::x_axis_name(log);
+    let panels = vec![
+        Panel {
+            title: "Gradient L2 norm (mean over the epoch's steps)".into(),
+            x_label: x.clone(),
+            y_label: "||grad|| (log scale)".into(),
+            series: prefixed_series(log, GRAD_NORM_PREFIX),
+        },
+        Panel {
+            title: "Update / parameter norm ratio".into(),
+            x_label: x,
+            y_label: "||dw|| / ||w|| (log scale)".into(),
+            series: prefixed_series(log, UPDATE_RATIO_PREFIX),
+        },
+    ];
+    crate::plot::plot_log_panels(path, &format!("{model}: gradient norms per parameter"), &panels)
 }
 
 /// Reads a `metrics.csv` written by `MetricsLog` (to continue it on `--resume`).

@@ -14,6 +14,18 @@ use crate::diagnostic::Span;
 use crate::ir::{BinaryOp, Dim, Graph, Init, InputDecl, Op, ReduceOp, StateDecl, Type, UnaryOp, Value};
 use crate::settings::TrainSettings;
 
+/// The names of the monitoring outputs a step graph gets with `log_grad_norms`: for
+/// every parameter `p`, `monitor.grad.<p>` (the sum of squares of the objective's
+/// gradient, as backpropagation gives it: before pruning masks and clipping),
+/// `monitor.update.<p>` (of the step's change `w_new - w`) and `monitor.param.<p>` (of
+/// `w` before the step). Scalars computed inside the step, so no gradient is copied out.
+pub const MONITOR_PREFIX: &str = "monitor.";
+
+/// The three monitoring output names of parameter `p`: gradient, update, parameter.
+pub fn monitor_names(p: &str) -> [String; 3] {
+    [format!("{MONITOR_PREFIX}grad.{p}"), format!("{MONITOR_PREFIX}update.{p}"), format!("{MONITOR_PREFIX}param.{p}")]
+}
+
 /// The scalar inputs of a step graph, in order.
 pub const HYPER: [&str; 3] = ["hyper.lr", "hyper.bc1", "hyper.bc2"];
 
@@ -137,6 +149,7 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
     let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
     b.g = g2;
+    let raw_grads = grads.clone();
     // Pruning masks (`train::prune`): a pruned weight gets no gradient, so clipping's norm
     // and the optimizer's state never see it, and its update is multiplied by 0 as well.
     let mut masks: Vec<Option<Value>> = vec![None; grads.len()];
@@ -296,6 +309,18 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
             None => new_p,
         };
         b.g.params[i].update = Some(new_p);
+        if settings.log_grad_norms {
+            let sq = |b: &mut B, v: Value| -> Result<Value, String> {
+                let s = b.mul(v, v)?;
+                b.sum_all(s)
+            };
+            let [gn, un, pn] = monitor_names(&b.g.params[i].name);
+            let g2 = sq(&mut b, raw_grads[i])?;
+            let delta = b.sub(new_p, p)?;
+            let u2 = sq(&mut b, delta)?;
+            let p2 = sq(&mut b, p)?;
+            b.g.outputs.extend([(gn, g2), (un, u2), (pn, p2)]);
+        }
     }
     let errs = crate::ir::verify::verify(&b.g);
     if let Some(e) = errs.first() {
