@@ -281,6 +281,17 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
                 let d = b.mul(v, om)?;
                 b.mul(gv, d)?
             }
+            // d(sin x) = g cos x
+            UnaryOp::Sin => {
+                let c = b.un(UnaryOp::Cos, x)?;
+                b.mul(gv, c)?
+            }
+            // d(cos x) = -g sin x
+            UnaryOp::Cos => {
+                let s = b.un(UnaryOp::Sin, x)?;
+                let d = b.mul(gv, s)?;
+                b.un(UnaryOp::Neg, d)?
+            }
             // d(erf x) = g 2/sqrt(pi) e^(-x^2)
             UnaryOp::Erf => {
                 let x2 = b.mul(x, x)?;

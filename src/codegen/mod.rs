@@ -626,6 +626,8 @@ fn emit_node(
                 UnaryOp::Round => e.b.ins().nearest(x),
                 UnaryOp::Floor => e.b.ins().floor(x),
                 UnaryOp::Ceil => e.b.ins().ceil(x),
+                UnaryOp::Sin => e.sin_cos(x, false),
+                UnaryOp::Cos => e.sin_cos(x, true),
             }
         }
         // Division by a loop invariant: a multiplication by its reciprocal.

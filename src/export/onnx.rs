@@ -721,6 +721,8 @@ impl<'g> Exporter<'g> {
                     UnaryOp::Round => "Round",
                     UnaryOp::Floor => "Floor",
                     UnaryOp::Ceil => "Ceil",
+                    UnaryOp::Sin => "Sin",
+                    UnaryOp::Cos => "Cos",
                 };
                 self.op(op, vec![x], vec![], out)
             }

@@ -31,10 +31,14 @@ pub enum UnaryOp {
     Floor,
     /// The smallest integer >= x; derivative zero almost everywhere.
     Ceil,
+    /// Sine and cosine (radians); the JIT reduces the argument exactly over the whole
+    /// f32 range (`codegen::math`).
+    Sin,
+    Cos,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 12] = [
+    pub const ALL: [UnaryOp; 14] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -47,6 +51,8 @@ impl UnaryOp {
         UnaryOp::Round,
         UnaryOp::Floor,
         UnaryOp::Ceil,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +68,8 @@ impl UnaryOp {
             UnaryOp::Round => "round",
             UnaryOp::Floor => "floor",
             UnaryOp::Ceil => "ceil",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
         }
     }
 }
