@@ -399,7 +399,7 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
         // pad: take g's elements at the padded positions.
         Op::Pad { axis, start, step, .. } => {
             let n = g.ty(x).shape[*axis as usize].as_const().ok_or("pad of a symbolic dim")?;
-            let end = start + (n - 1) * step + 1;
+            let end = start + (n - 1) * step + step.signum();
             b.push(Op::Slice { axis: *axis, start: *start, end, step: *step }, vec![gv], None)?
         }
         // concat: the slice of g that operand k filled.
