@@ -723,7 +723,13 @@ fn normal_like_and_reversed_slices_equal_the_interpreter() {
     let batch = 64;
     let g = concrete(&p.eval, batch).expect("bind");
     let xs: Vec<f32> = (0..batch * 1000).map(|i| i as f32).collect();
-    let feeds = Feeds { inputs: vec![Tensor::f(vec![batch, 1000], xs.clone())], params: vec![], states: vec![], seed: 9, step: 4 };
+    let feeds = Feeds {
+        inputs: vec![Tensor::f(vec![batch, 1000], xs.clone())],
+        params: vec![],
+        states: vec![],
+        seed: 9,
+        step: 4,
+    };
     let want = interp::run(&g, &feeds).expect("interpreter");
     let mut exe = Executable::new(&g, &opts(1)).expect("jit");
     exe.set_input_f32(0, &xs).expect("input");

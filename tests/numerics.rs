@@ -412,7 +412,8 @@ fn additive_attention_weights_and_context() {
     let h = Tensor::f(vec![2, 5, 2], keys.clone());
     let mut params: Vec<Vec<f64>> = g.params.iter().map(|d| draw(d.shape.iter().product::<i64>() as usize)).collect();
     let run = |params: Vec<Vec<f64>>| {
-        let r = interp::run(g, &Feeds { inputs: vec![s.clone(), h.clone()], params, states: vec![], seed: 0, step: 0 }).expect("run");
+        let r = interp::run(g, &Feeds { inputs: vec![s.clone(), h.clone()], params, states: vec![], seed: 0, step: 0 })
+            .expect("run");
         (r.get(g.outputs[0].1).floats().to_vec(), r.get(g.outputs[1].1).floats().to_vec())
     };
     let (_, w) = run(params.clone());
@@ -441,8 +442,11 @@ fn reversed_slices_follow_python() {
     );
     let g = &p.eval;
     let x: Vec<f64> = (0..10).map(f64::from).collect();
-    let r = interp::run(g, &Feeds { inputs: vec![Tensor::f(vec![2, 5], x.clone())], params: vec![], states: vec![], seed: 0, step: 0 })
-        .expect("run");
+    let r = interp::run(
+        g,
+        &Feeds { inputs: vec![Tensor::f(vec![2, 5], x.clone())], params: vec![], states: vec![], seed: 0, step: 0 },
+    )
+    .expect("run");
     let out = |k: usize| r.get(g.outputs[k].1).floats().to_vec();
     assert_eq!(out(0), vec![4.0, 3.0, 2.0, 1.0, 0.0, 9.0, 8.0, 7.0, 6.0, 5.0]);
     assert_eq!(out(1), x);

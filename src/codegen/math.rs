@@ -692,7 +692,7 @@ pub const ERFC_FAR: &[f32] = &[
 
 /// Four lanes picked from the concatenation of two f32x4 vectors (lanes 0-3 of `x`,
 /// then 4-7 of `y`).
-fn shuffle_f32x4(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+pub(super) fn shuffle_f32x4(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
     let little = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
     let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| l * 4 + k)).collect();
     let mask = b.func.dfg.immediates.push(bytes.into());

@@ -357,7 +357,9 @@ impl Lowerer {
                         return Err(Diagnostic::new(
                             "E0435",
                             *sspan,
-                            format!("a reversed slice starts at an element: {a} is past the end of dim {axis} of size {n}"),
+                            format!(
+                                "a reversed slice starts at an element: {a} is past the end of dim {axis} of size {n}"
+                            ),
                         )
                         .with_help("leave the start out (`::-1`) to start at the last element"));
                     }
