@@ -362,7 +362,7 @@ pub fn infer(op: &Op, args: &[&Type], declared: Option<&Type>) -> Result<Type, S
             let fits = if *step > 0 {
                 *start >= 0 && *end <= n && start <= end
             } else {
-                *step < 0 && *start < n && *end >= -1 && end <= start
+                *step < 0 && *start >= 0 && *start < n && *end >= -1 && end <= start
             };
             if !fits {
                 return Err(format!("slice {start}:{end}:{step} out of range for a dim of {n}"));
