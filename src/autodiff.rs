@@ -281,6 +281,17 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
                 let d = b.mul(v, om)?;
                 b.mul(gv, d)?
             }
+            // d(sin x) = g cos x
+            UnaryOp::Sin => {
+                let c = b.un(UnaryOp::Cos, x)?;
+                b.mul(gv, c)?
+            }
+            // d(cos x) = -g sin x
+            UnaryOp::Cos => {
+                let s = b.un(UnaryOp::Sin, x)?;
+                let d = b.mul(gv, s)?;
+                b.un(UnaryOp::Neg, d)?
+            }
             // d(erf x) = g 2/sqrt(pi) e^(-x^2)
             UnaryOp::Erf => {
                 let x2 = b.mul(x, x)?;
@@ -388,7 +399,7 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
         // pad: take g's elements at the padded positions.
         Op::Pad { axis, start, step, .. } => {
             let n = g.ty(x).shape[*axis as usize].as_const().ok_or("pad of a symbolic dim")?;
-            let end = start + (n - 1) * step + 1;
+            let end = start + (n - 1) * step + step.signum();
             b.push(Op::Slice { axis: *axis, start: *start, end, step: *step }, vec![gv], None)?
         }
         // concat: the slice of g that operand k filled.

@@ -307,6 +307,19 @@ fn row_attention_matches_predict() {
 }
 
 #[test]
+fn row_lstm_attention_matches_predict() {
+    check_model("lstm-attention", "row_lstm_attention.nn", None, &["--max-batch", "4"], &[3, 4], 1.0);
+}
+
+/// sin and cos (the JIT's branch to the exact reduction inside a kernel) and reversed
+/// slices, at arguments large enough to take the branch.
+#[test]
+fn sin_cos_and_reversed_slices_match_predict() {
+    check_model("trig", "tests/data/lower/ok/trig_and_flips.nn", None, &["--max-batch", "8"], &[5, 8], 1.0);
+    check_model("trig-big", "tests/data/lower/ok/trig_and_flips.nn", None, &["--max-batch", "8"], &[8], 1e9);
+}
+
+#[test]
 fn the_other_examples_match_predict() {
     for ex in ["residual.nn", "spirals.nn", "window.nn", "neuron.nn", "digits_linear.nn"] {
         check_model("other", ex, None, &["--max-batch", "8"], &[5, 8], 1.0);

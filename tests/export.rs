@@ -264,8 +264,8 @@ fn trained_checkpoints_with_preprocessing_take_raw_features() {
 
 /// A model over the primitives the examples do not use: strided and padded convolution,
 /// average pooling, gather, one_hot, comparisons, where, pow, the unary functions,
-/// concat, strided slices, transposes, arange, a symbolic size, batch broadcasting in
-/// matmul, and a mean over the batch.
+/// concat, strided and reversed slices, transposes, arange, a symbolic size, batch
+/// broadcasting in matmul, a mean over the batch, sin and cos.
 const OPS: &str = "model Ops {
     input x: [B, 3, 8, 8]
     input ids: i32[B, 6]
@@ -283,6 +283,8 @@ const OPS: &str = "model Ops {
     output m5 = (f >= 0.1) + (f <= 0.2) + (f < 0) + (f == 0) + 2 * (f != 0) - max(f, axis = 1, keep = true) + min(f, axis = 1, keep = true)
     output m6 = transpose(P @ t, [1, 0, 2, 3])
     output m7 = x[:, 1, 0:7:3, 1:7:2] + x[:, 2, 1:4, 5:8]
+    output m8 = sin(3 * f) * cos(2 * f)
+    output m9 = x[:, ::-1, 7:0:-3, ::-2]
 }
 ";
 
@@ -350,7 +352,8 @@ fn pads_and_symbolic_sizes_run_in_tract_as_in_the_jit() {
     let mut outs = Vec::new();
     // Dense, spread out by 2 and 3, with leading and trailing zeros, and one that ends on
     // its last element (no trailing zeros: the spread is cut).
-    for (start, step, len) in [(2, 1, 7), (1, 2, 8), (0, 3, 7), (2, 3, 9)] {
+    // Reversed (negative steps): down from 6 by 2, and down to the first element.
+    for (start, step, len) in [(2, 1, 7), (1, 2, 8), (0, 3, 7), (2, 3, 9), (6, -2, 7), (2, -1, 4)] {
         outs.push(g.push(Op::Pad { axis: 1, start, step, len: Dim::konst(len) }, vec![x], None).expect("pad"));
     }
     // The value of 2*B + 1 as a number, broadcast over the rows.
@@ -389,6 +392,24 @@ fn primitives_without_an_onnx_form_are_refused_by_name() {
     let opts = nnc::export::Options::default();
     let err = nnc::export::to_onnx(&g, &TensorMap::new(), None, &opts).expect_err("col2im has no export");
     assert!(err.contains("cannot export `col2im` (value v3, f32[B, 1, 1, 3])"), "{err}");
+}
+
+/// Random numbers in an eval graph are refused, naming both random built-ins; drawn only
+/// in training (`if training`), they leave the eval graph and it exports.
+#[test]
+fn normal_like_is_refused_in_an_eval_graph_only() {
+    let compile = |src: &str| match nnc::pipeline::compile_source("n.nn", src, None) {
+        Ok(mut c) => c.programs.remove(0),
+        Err(_) => panic!("compiles"),
+    };
+    let opts = nnc::export::Options::default();
+    let eval_noise = compile("model N {\n input x: [B, 4]\n output y = x + normal_like(x, std = 0.1)\n}\n");
+    let err = nnc::export::to_onnx(&eval_noise.eval, &TensorMap::new(), None, &opts).expect_err("refused");
+    assert!(err.contains("cannot export `rand`") && err.contains("`normal_like`"), "{err}");
+    let train_noise = compile(
+        "model N {\n input x: [B, 4]\n h = x\n if training { h = x + normal_like(x, std = 0.1) }\n output y = h * 2\n}\n",
+    );
+    nnc::export::to_onnx(&train_noise.eval, &TensorMap::new(), None, &opts).expect("no random op in the eval graph");
 }
 
 #[test]

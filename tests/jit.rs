@@ -710,3 +710,37 @@ fn batched_gemms_split_across_threads() {
     compare("batched: 1 thread", &p.eval, 3);
     compare_threads("batched: 2 threads", &p.eval, 41, 2);
 }
+
+/// normal_like draws the interpreter's numbers: the same uniforms (bit for bit), through
+/// the JIT's log, sqrt and cos (within a few ulp of libm), so each number agrees to a
+/// few f32 ulps of its magnitude. Reversed slices move data exactly.
+#[test]
+fn normal_like_and_reversed_slices_equal_the_interpreter() {
+    let p = program(
+        "n.nn",
+        "model N {\n input x: [B, 1000]\n output z = normal_like(x, std = 3.0)\n output f = x[:, ::-1][:, 999:0:-7]\n}\n",
+    );
+    let batch = 64;
+    let g = concrete(&p.eval, batch).expect("bind");
+    let xs: Vec<f32> = (0..batch * 1000).map(|i| i as f32).collect();
+    let feeds = Feeds {
+        inputs: vec![Tensor::f(vec![batch, 1000], xs.clone())],
+        params: vec![],
+        states: vec![],
+        seed: 9,
+        step: 4,
+    };
+    let want = interp::run(&g, &feeds).expect("interpreter");
+    let mut exe = Executable::new(&g, &opts(1)).expect("jit");
+    exe.set_input_f32(0, &xs).expect("input");
+    exe.run(9, 4);
+    let z = exe.output("z").expect("z").to_vec();
+    let wz: &[f32] = want.get(g.outputs[0].1).floats();
+    let mut worst = 0.0f64;
+    for (a, b) in z.iter().zip(wz) {
+        let err = f64::from((a - b).abs()) / f64::from(b.abs().max(1.0));
+        worst = worst.max(err);
+    }
+    assert!(worst <= 4.0 * f64::from(f32::EPSILON), "relative error {worst}");
+    assert_eq!(exe.output("f").expect("f").to_vec(), want.get(g.outputs[1].1).floats().to_vec());
+}

@@ -1,4 +1,5 @@
-//! The JIT's transcendental functions against f64 references, in ulps of the f32
+//! The JIT's transcendental functions (exp, log, tanh, sigmoid, erf, sin, cos) against
+//! f64 references, in ulps of the f32
 //! result, over the whole f32 range: every exponent is sampled, plus ±0, ±inf, NaN, the
 //! denormals and the values around each function's thresholds.
 
@@ -104,6 +105,51 @@ fn sigmoid_ulps() {
 #[test]
 fn erf_ulps() {
     check("erf", nnc::runtime::erf64, 4.0, |_| true);
+}
+
+/// sin and cos over every exponent up to f32::MAX: above 2^28 π/2 a vector takes the
+/// exact reduction (the huge lanes of `inputs` are mixed with small ones in a vector,
+/// so both paths run on small arguments too), plus arguments next to multiples of π/2
+/// (the f32 neighbours of k π/2 for k up to 2^20), where the reduction cancels most,
+/// and a million random f32s.
+#[test]
+fn sin_cos_ulps() {
+    check("sin", f64::sin, 1.0, |_| true);
+    check("cos", f64::cos, 1.0, |_| true);
+    let mut near = Vec::new();
+    for k in (1..1u64 << 20).step_by(997).chain([1, 2, 3, 4, 355, 710, 103_993, 1 << 19]) {
+        let x = (k as f64 * std::f64::consts::FRAC_PI_2) as f32;
+        for y in [x, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits() - 1)] {
+            near.push(y);
+            near.push(-y);
+        }
+    }
+    // The worst case of the f32 reduction, 16367173 · 2^72, lies 2^-29.2 from a multiple
+    // of π/2 (so 95 bits of 2/π cancel); then the two sides of the fast path's bound.
+    let worst = 16_367_173.0 * 2f32.powi(72);
+    // And 2^20 random bit patterns (every sign and exponent).
+    let mut s: u32 = 7;
+    for _ in 0..1 << 20 {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let x = f32::from_bits(s);
+        if x.is_finite() {
+            near.push(x);
+        }
+    }
+    near.extend([worst, -worst, f32::from_bits(0x4dc9_0fdb), f32::from_bits(0x4dc9_0fda), 1e22, 1e38]);
+    for (fname, f) in [("sin", f64::sin as fn(f64) -> f64), ("cos", f64::cos)] {
+        let ys = jit(fname, &near);
+        for (&x, &y) in near.iter().zip(&ys) {
+            let u = ulps(y, f(f64::from(x)));
+            assert!(u <= 1.0, "{fname}({x:e}) = {y:e}, want {:e}: {u} ulps", f(f64::from(x)));
+        }
+    }
+    // sin keeps the sign of zero; cos of ±0 is 1; infinities and NaN give NaN.
+    let y = jit("sin", &[0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+    assert!(y[0] == 0.0 && y[0].is_sign_positive() && y[1] == 0.0 && y[1].is_sign_negative());
+    assert!(y[2..].iter().all(|v| v.is_nan()));
+    let y = jit("cos", &[0.0, -0.0, f32::INFINITY, f32::NAN]);
+    assert!(y[0] == 1.0 && y[1] == 1.0 && y[2].is_nan() && y[3].is_nan());
 }
 
 #[test]

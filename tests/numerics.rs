@@ -419,3 +419,160 @@ fn coordinates_are_distinct() {
     let all = gradcheck(&p.train, &GradcheckOptions { max_coords: 500, ..Default::default() }).expect("gradcheck");
     assert!(all[0].checked == 100 && all[0].all_coordinates());
 }
+
+/// The first output of `g` run by the interpreter (f64) on `inputs` and `params`.
+fn output(g: &Graph, inputs: Vec<Tensor<f64>>, params: Vec<Vec<f64>>, seed: u64, step: u64) -> Vec<f64> {
+    let f = Feeds { inputs, params, states: vec![], seed, step };
+    let r = interp::run(g, &f).expect("run");
+    r.get(g.outputs[0].1).floats().to_vec()
+}
+
+/// normal_like: mean, variance and the share within one std match N(0, std^2) to within
+/// five standard errors of 200,000 draws; the tails end at 5.77 std (the 24-bit uniform);
+/// a (seed, step) pair gives the same numbers, another step others.
+#[test]
+fn normal_like_moments_and_determinism() {
+    let p = compile_text("n.nn", "model N {\n input x: [B, 1000]\n output y = normal_like(x, std = 2.0)\n}\n");
+    let x = Tensor::f(vec![200, 1000], vec![0.0; 200_000]);
+    let z = output(&p.train, vec![x.clone()], vec![], 11, 3);
+    let n = z.len() as f64;
+    let std = 2.0;
+    let mean = z.iter().sum::<f64>() / n;
+    let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    assert!(mean.abs() <= 5.0 * std / n.sqrt(), "mean {mean}");
+    // The sample variance of a normal has standard error sigma^2 sqrt(2 / n).
+    assert!((var - std * std).abs() <= 5.0 * std * std * (2.0 / n).sqrt(), "variance {var}");
+    let p1 = 0.682_689_492_137_086;
+    let within = z.iter().filter(|v| v.abs() < std).count() as f64 / n;
+    assert!((within - p1).abs() <= 5.0 * (p1 * (1.0 - p1) / n).sqrt(), "share within one std {within}");
+    let max = z.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(max <= std * (2.0 * 24.0 * std::f64::consts::LN_2).sqrt() + 1e-9 && max > 4.0 * std, "max |z| {max}");
+    assert_eq!(z, output(&p.train, vec![x.clone()], vec![], 11, 3));
+    assert_ne!(z, output(&p.train, vec![x.clone()], vec![], 11, 4));
+    assert_ne!(z, output(&p.train, vec![x], vec![], 12, 3));
+}
+
+/// Variational dropout: an RNN whose state is 1 + 2 h (Wx = 1, Wh = I, kept units scaled
+/// by 1 / (1 - 0.5)) from x = 1: a unit whose state is dropped stays at tanh(1) at every
+/// step, a kept one grows; so each (row, unit) is one or the other for all steps if and
+/// only if the mask is the same at every step. The input mask on x = 1 through Wx = I
+/// zeroes the same units at every step. The eval graph draws nothing, and the default
+/// rate 0 draws nothing in training either.
+#[test]
+fn recurrent_dropout_mask_is_constant_over_time() {
+    let (rows, n, steps) = (64usize, 4usize, 6usize);
+    let state = compile_text(
+        "r.nn",
+        &format!("model R {{\n input x: [B, {steps}, 1]\n layer rnn = RNN(1, {n}, recurrent_dropout = 0.5)\n output h = rnn.seq(x)\n}}\n"),
+    );
+    let params = |g: &Graph, wx: Vec<f64>, wh: Vec<f64>| -> Vec<Vec<f64>> {
+        g.params
+            .iter()
+            .map(|d| match d.name.as_str() {
+                "rnn.Wx" => wx.clone(),
+                "rnn.Wh" => wh.clone(),
+                _ => vec![0.0; n],
+            })
+            .collect()
+    };
+    let eye: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 } else { 0.0 }).collect();
+    let x = Tensor::f(vec![rows, steps, 1], vec![1.0; rows * steps]);
+    let h = output(&state.train, vec![x], params(&state.train, vec![1.0; n], eye.clone()), 5, 1);
+    let t1 = 1f64.tanh();
+    let (mut dropped, mut kept) = (0, 0);
+    for r in 0..rows {
+        for u in 0..n {
+            let at = |t: usize| h[(r * steps + t) * n + u];
+            assert_eq!(at(0), t1);
+            let stays: Vec<bool> = (1..steps).map(|t| at(t) == t1).collect();
+            assert!(stays.iter().all(|&s| s) || stays.iter().all(|&s| !s), "row {r} unit {u}: {stays:?}");
+            if stays[0] {
+                dropped += 1;
+            } else {
+                kept += 1;
+            }
+        }
+    }
+    assert!(dropped > 64 && kept > 64, "{dropped} dropped, {kept} kept of {}", rows * n);
+
+    let input = compile_text(
+        "i.nn",
+        &format!("model I {{\n input x: [B, {steps}, {n}]\n layer rnn = RNN({n}, {n}, dropout = 0.5)\n output h = rnn.seq(x)\n}}\n"),
+    );
+    let x = Tensor::f(vec![rows, steps, n], vec![1.0; rows * steps * n]);
+    let h = output(&input.train, vec![x], params(&input.train, eye, vec![0.0; n * n]), 5, 1);
+    for r in 0..rows {
+        for u in 0..n {
+            let first = h[r * steps * n + u];
+            assert!(first == 0.0 || first == 2f64.tanh(), "{first}");
+            assert!((1..steps).all(|t| h[(r * steps + t) * n + u] == first), "row {r} unit {u}");
+        }
+    }
+
+    let rands = |g: &Graph| g.nodes.iter().filter(|(_, node)| matches!(node.op, nnc::ir::Op::Rand { .. })).count();
+    let both =
+        compile_text("l.nn", "model L {\n input x: [B, 9, 3]\n layer lstm = LSTM(3, 4, dropout = 0.2, recurrent_dropout = 0.3)\n output h = lstm(x)\n}\n");
+    assert_eq!(rands(&both.train), 2, "one input mask and one state mask for 9 steps");
+    assert_eq!(rands(&both.eval), 0);
+    let plain = compile_text("p.nn", "model P {\n input x: [B, 9, 3]\n layer gru = GRU(3, 4)\n output h = gru(x)\n}\n");
+    assert_eq!(rands(&plain.train), 0);
+}
+
+/// Additive attention: with v = 0 every score is 0, so the weights are uniform and the
+/// context is the mean of the keys; in general the weights are positive and sum to 1.
+#[test]
+fn additive_attention_weights_and_context() {
+    let p = compile_text(
+        "a.nn",
+        "model A {\n input s: [B, 3]\n input h: [B, 5, 2]\n layer att = AdditiveAttention(3, 2, 4)\n output c = att(s, h)\n output w = att.weights(s, h)\n}\n",
+    );
+    let g = &p.eval;
+    let mut rng = nnc::rng::SplitMix64::new(3);
+    let mut draw = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f64>>();
+    let s = Tensor::f(vec![2, 3], draw(6));
+    let keys = draw(20);
+    let h = Tensor::f(vec![2, 5, 2], keys.clone());
+    let mut params: Vec<Vec<f64>> = g.params.iter().map(|d| draw(d.shape.iter().product::<i64>() as usize)).collect();
+    let run = |params: Vec<Vec<f64>>| {
+        let r = interp::run(g, &Feeds { inputs: vec![s.clone(), h.clone()], params, states: vec![], seed: 0, step: 0 })
+            .expect("run");
+        (r.get(g.outputs[0].1).floats().to_vec(), r.get(g.outputs[1].1).floats().to_vec())
+    };
+    let (_, w) = run(params.clone());
+    for row in w.chunks(5) {
+        assert!(row.iter().all(|&a| a > 0.0) && (row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{row:?}");
+    }
+    let v = g.params.iter().position(|d| d.name == "att.v").expect("att.v");
+    params[v] = vec![0.0; 4];
+    let (c, w) = run(params);
+    assert!(w.iter().all(|&a| (a - 0.2).abs() < 1e-15));
+    for r in 0..2 {
+        for j in 0..2 {
+            let mean = (0..5).map(|t| keys[(r * 5 + t) * 2 + j]).sum::<f64>() / 5.0;
+            assert!((c[r * 2 + j] - mean).abs() < 1e-12);
+        }
+    }
+}
+
+/// Reversed slices: x[:, ::-1] reverses, flipping twice is the identity, and a:b:-s
+/// follows Python (3:0:-2 is 3, 1; ::-3 from the end).
+#[test]
+fn reversed_slices_follow_python() {
+    let p = compile_text(
+        "f.nn",
+        "model F {\n input x: [B, 5]\n output a = x[:, ::-1]\n output b = x[:, ::-1][:, ::-1]\n output c = x[:, 3:0:-2]\n output d = x[:, ::-3]\n output e = x[:, -2::-1]\n}\n",
+    );
+    let g = &p.eval;
+    let x: Vec<f64> = (0..10).map(f64::from).collect();
+    let r = interp::run(
+        g,
+        &Feeds { inputs: vec![Tensor::f(vec![2, 5], x.clone())], params: vec![], states: vec![], seed: 0, step: 0 },
+    )
+    .expect("run");
+    let out = |k: usize| r.get(g.outputs[k].1).floats().to_vec();
+    assert_eq!(out(0), vec![4.0, 3.0, 2.0, 1.0, 0.0, 9.0, 8.0, 7.0, 6.0, 5.0]);
+    assert_eq!(out(1), x);
+    assert_eq!(out(2), vec![3.0, 1.0, 8.0, 6.0]);
+    assert_eq!(out(3), vec![4.0, 1.0, 9.0, 6.0]);
+    assert_eq!(out(4), vec![3.0, 2.0, 1.0, 0.0, 8.0, 7.0, 6.0, 5.0]);
+}

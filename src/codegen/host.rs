@@ -469,6 +469,11 @@ fn offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<u32> {
     crate::ir::layout::gather_offsets(shape, src_strides, base).into_iter().map(|o| o as u32).collect()
 }
 
+/// `layout::strided_offsets` as a map (a slice's reads, a pad's writes).
+fn strided_offsets(shape: &[usize], within: &[usize], axis: usize, start: i64, step: i64) -> Vec<u32> {
+    crate::ir::layout::strided_offsets(shape, within, axis, start, step).into_iter().map(|o| o as u32).collect()
+}
+
 /// The im2col map: for each patch element, the image offset (u32::MAX for padding).
 fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u32> {
     let mut map = vec![u32::MAX; patches.iter().product()];
@@ -546,11 +551,8 @@ fn host_op_maps(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
         }
         Op::Slice { axis, start, step, .. } => {
             let x = node.args[0];
-            let xs = strides(&dims(g, x));
-            let a = *axis as usize;
-            let mut src = xs.clone();
-            src[a] = xs[a] * *step as usize;
-            HostOp::Gather { src: slot(x)?, dst, map: offsets(&os, &src, *start as usize * xs[a]) }
+            let map = strided_offsets(&os, &dims(g, x), *axis as usize, *start, *step);
+            HostOp::Gather { src: slot(x)?, dst, map }
         }
         Op::Broadcast { .. } => {
             let x = node.args[0];
@@ -565,11 +567,8 @@ fn host_op_maps(g: &Graph, plan: &Plan, out: Value) -> Result<HostOp, String> {
         }
         Op::Pad { axis, start, step, .. } => {
             let x = node.args[0];
-            let ostr = strides(&os);
-            let a = *axis as usize;
-            let mut d = ostr.clone();
-            d[a] = ostr[a] * *step as usize;
-            HostOp::Scatter { parts: vec![(slot(x)?, offsets(&dims(g, x), &d, *start as usize * ostr[a]))], dst }
+            let map = strided_offsets(&dims(g, x), &os, *axis as usize, *start, *step);
+            HostOp::Scatter { parts: vec![(slot(x)?, map)], dst }
         }
         Op::Concat { axis } => {
             let a = *axis as usize;

@@ -390,6 +390,238 @@ impl<'a, 'b> E<'a, 'b> {
         self.sel(is_small, small, big)
     }
 
+    /// sin x or cos x, computed in f64 and rounded once to f32 (within 1 ulp of the
+    /// correctly rounded result). The argument is reduced to r in [-π/4, π/4] and a
+    /// quadrant: for |x| < 2^28 π/2 by Cody–Waite with 25 + 53 bits of π/2 (musl's
+    /// `__rem_pio2f`); a vector with a larger (or infinite) lane takes a branch to the
+    /// exact reduction of `reduce_exact`. Then musl's `__sindf`/`__cosdf` polynomials
+    /// (errors below 2^-34). sin x = x below 2^-12 keeps the sign of zero.
+    pub fn sin_cos(&mut self, x: Value, cos: bool) -> Value {
+        let ax = self.abs(x);
+        let lim = self.c(f32::from_bits(0x4dc9_0fdb)); // 2^28 π/2
+        let big = self.cmp(FloatCC::GreaterThanOrEqual, ax, lim);
+        let any = if self.vec { self.b.ins().vany_true(big.0) } else { big.0 };
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        let fty = self.fty();
+        self.b.append_block_param(join, fty);
+        self.b.ins().brif(any, slow, &[], fast, &[]);
+        self.b.seal_block(fast);
+        self.b.seal_block(slow);
+        for (block, exact) in [(fast, false), (slow, true)] {
+            self.b.switch_to_block(block);
+            let y = self.sin_cos_lanes(x, cos, exact);
+            self.b.ins().jump(join, &[cranelift_codegen::ir::BlockArg::Value(y)]);
+        }
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        let y = self.b.block_params(join)[0];
+        if cos {
+            return y;
+        }
+        let tiny = self.c(f32::from_bits(0x3980_0000)); // 2^-12
+        let small = self.cmp(FloatCC::LessThan, ax, tiny);
+        self.sel(small, x, y)
+    }
+
+    /// The f32 lanes widened to f64 (two halves for a vector), `sin_cos_f64`, narrowed.
+    fn sin_cos_lanes(&mut self, x: Value, cos: bool, exact: bool) -> Value {
+        if !self.vec {
+            let d = self.b.ins().fpromote(types::F64, x);
+            let y = self.sin_cos_f64(d, cos, exact);
+            return self.b.ins().fdemote(types::F32, y);
+        }
+        let hi = shuffle_f32x4(self.b, x, x, [2, 3, 2, 3]);
+        let mut halves = [x, hi];
+        for h in &mut halves {
+            let d = self.b.ins().fvpromote_low(*h);
+            let y = self.sin_cos_f64(d, cos, exact);
+            *h = self.b.ins().fvdemote(y);
+        }
+        shuffle_f32x4(self.b, halves[0], halves[1], [0, 1, 4, 5])
+    }
+
+    fn dty(&self) -> Type {
+        if self.vec {
+            types::F64X2
+        } else {
+            types::F64
+        }
+    }
+    fn ity64(&self) -> Type {
+        if self.vec {
+            types::I64X2
+        } else {
+            types::I64
+        }
+    }
+    fn dc(&mut self, v: f64) -> Value {
+        let s = self.b.ins().f64const(v);
+        if self.vec {
+            self.b.ins().splat(types::F64X2, s)
+        } else {
+            s
+        }
+    }
+    fn dci(&mut self, v: i64) -> Value {
+        let s = self.b.ins().iconst(types::I64, v);
+        if self.vec {
+            self.b.ins().splat(types::I64X2, s)
+        } else {
+            s
+        }
+    }
+    /// Horner's rule in f64 (highest power first).
+    fn dpoly(&mut self, x: Value, c: &[f64]) -> Value {
+        let mut acc = self.dc(c[0]);
+        for &k in &c[1..] {
+            let kk = self.dc(k);
+            acc = self.b.ins().fma(acc, x, kk);
+        }
+        acc
+    }
+
+    /// sin or cos of f64 lanes `d` (widened f32s).
+    fn sin_cos_f64(&mut self, d: Value, cos: bool, exact: bool) -> Value {
+        let (r, q) = if exact { self.reduce_exact(d) } else { self.reduce_fast(d) };
+        // cos x = sin(x + π/2): one more quadrant.
+        let q = if cos {
+            let one = self.dci(1);
+            self.b.ins().iadd(q, one)
+        } else {
+            q
+        };
+        let b = &mut *self.b;
+        let z = b.ins().fmul(r, r);
+        let w = b.ins().fmul(z, z);
+        // __sindf: (r + s (S1 + z S2)) + s w (S3 + z S4), s = z r.
+        let s4 = self.dpoly(z, &[f64::from_bits(0x3ec6_cd87_8c3b_46a7), f64::from_bits(0xbf2a_00f9_e2ca_e774)]);
+        let s2 = self.dpoly(z, &[f64::from_bits(0x3f81_1110_896e_fbb2), f64::from_bits(0xbfc5_5555_54cb_ac77)]);
+        let b = &mut *self.b;
+        let s = b.ins().fmul(z, r);
+        let t = b.ins().fmul(s, s2);
+        let t = b.ins().fadd(r, t);
+        let sw = b.ins().fmul(s, w);
+        let u = b.ins().fmul(sw, s4);
+        let sin = b.ins().fadd(t, u);
+        // __cosdf: ((1 + z C0) + w C1) + (w z)(C2 + z C3).
+        let c3 = self.dpoly(z, &[f64::from_bits(0x3ef9_9342_e0ee_5069), f64::from_bits(0xbf56_c087_e80f_1e27)]);
+        let c0 = self.dc(f64::from_bits(0xbfdf_ffff_fd0c_5e81));
+        let c1 = self.dc(f64::from_bits(0x3fa5_5553_e105_3a42));
+        let one = self.dc(1.0);
+        let b = &mut *self.b;
+        let a = b.ins().fmul(z, c0);
+        let a = b.ins().fadd(one, a);
+        let wc = b.ins().fmul(w, c1);
+        let a = b.ins().fadd(a, wc);
+        let wz = b.ins().fmul(w, z);
+        let v = b.ins().fmul(wz, c3);
+        let cosv = b.ins().fadd(a, v);
+        // Quadrant q: odd takes the cosine polynomial, q & 2 flips the sign.
+        let ity = self.ity64();
+        let one_i = self.dci(1);
+        let two_i = self.dci(2);
+        let b = &mut *self.b;
+        let odd = b.ins().band(q, one_i);
+        let m = b.ins().ineg(odd); // all ones when odd
+        let sb = b.ins().bitcast(ity, Self::little(), sin);
+        let cb = b.ins().bitcast(ity, Self::little(), cosv);
+        let pick_c = b.ins().band(cb, m);
+        let pick_s = b.ins().band_not(sb, m);
+        let y = b.ins().bor(pick_c, pick_s);
+        let neg = b.ins().band(q, two_i);
+        let neg = b.ins().ishl_imm_u(neg, 62);
+        let y = b.ins().bxor(y, neg);
+        let dty = self.dty();
+        self.b.ins().bitcast(dty, Self::little(), y)
+    }
+
+    /// x = n π/2 + r for |x| < 2^28 π/2: n = round(x 2/π) by adding 1.5 2^52 (whose low
+    /// mantissa bits are then n), r = x - n p1 - n p1t with p1 the first 25 bits of π/2
+    /// (n p1 is exact) and p1t the rest.
+    fn reduce_fast(&mut self, d: Value) -> (Value, Value) {
+        let invpio2 = self.dc(f64::from_bits(0x3fe4_5f30_6dc9_c883));
+        let toint = self.dc(6_755_399_441_055_744.0);
+        let p1 = self.dc(f64::from_bits(0x3ff9_21fb_5000_0000));
+        let p1t = self.dc(f64::from_bits(0x3e51_10b4_611a_6263));
+        let ity = self.ity64();
+        let b = &mut *self.b;
+        let t = b.ins().fmul(d, invpio2);
+        let t = b.ins().fadd(t, toint);
+        let n = b.ins().fsub(t, toint);
+        let q = b.ins().bitcast(ity, Self::little(), t);
+        let a = b.ins().fmul(n, p1);
+        let r = b.ins().fsub(d, a);
+        let a = b.ins().fmul(n, p1t);
+        let r = b.ins().fsub(r, a);
+        (r, q)
+    }
+
+    /// The exact reduction, for any f32 x = m 2^e (m an integer below 2^24): x 2/π mod 4
+    /// is the sum over 24-bit pieces P_j = d_j 2^(-24(j+1)) of 2/π of x P_j mod 4. Each
+    /// product has at most 48 bits, so it is exact in f64, and so are its remainder mod 4
+    /// and that remainder's integer and fractional parts. The integer parts are counted,
+    /// the fractions summed in double-double. Nine pieces (216 bits) leave an absolute
+    /// error below 2^-88 for x < 2^128. Infinities give NaN. The reduction runs on |x|
+    /// (a negative product's remainder, 4 - |x P_j|, would round) and negates n and r after.
+    fn reduce_exact(&mut self, x: Value) -> (Value, Value) {
+        const PIECES: [u32; 9] =
+            [0xa2f983, 0x6e4e44, 0x1529fc, 0x2757d1, 0xf534dd, 0xc0db62, 0x95993c, 0x439041, 0xfe5163];
+        let ity = self.ity64();
+        let dty = self.dty();
+        let sign_bit = self.dci(i64::MIN);
+        let xb = self.b.ins().bitcast(ity, Self::little(), x);
+        let sign = self.b.ins().band(xb, sign_bit);
+        let d = self.b.ins().fabs(x);
+        let quarter = self.dc(0.25);
+        let four = self.dc(4.0);
+        let mut ints = self.dc(0.0);
+        let mut hi = self.dc(0.0);
+        let mut lo = self.dc(0.0);
+        for (j, &p) in PIECES.iter().enumerate() {
+            let pj = self.dc(f64::from(p) * 2f64.powi(-24 * (j as i32 + 1)));
+            let b = &mut *self.b;
+            let v = b.ins().fmul(d, pj);
+            let q = b.ins().fmul(v, quarter);
+            let q = b.ins().floor(q);
+            let q4 = b.ins().fmul(q, four);
+            let t = b.ins().fsub(v, q4); // [0, 4)
+            let i = b.ins().floor(t);
+            let f = b.ins().fsub(t, i);
+            ints = b.ins().fadd(ints, i);
+            // Two-sum: hi + f = s + err exactly.
+            let s = b.ins().fadd(hi, f);
+            let bb = b.ins().fsub(s, hi);
+            let sb = b.ins().fsub(s, bb);
+            let ea = b.ins().fsub(hi, sb);
+            let eb = b.ins().fsub(f, bb);
+            let err = b.ins().fadd(ea, eb);
+            lo = b.ins().fadd(lo, err);
+            hi = s;
+        }
+        let toint = self.dc(6_755_399_441_055_744.0);
+        let pio2 = self.dc(std::f64::consts::FRAC_PI_2);
+        let b = &mut *self.b;
+        let t = b.ins().fadd(hi, toint);
+        let n0 = b.ins().fsub(t, toint);
+        let fr = b.ins().fsub(hi, n0);
+        let fr = b.ins().fadd(fr, lo);
+        let n = b.ins().fadd(ints, n0);
+        // x < 0: -x = n π/2 + r gives x = (-n) π/2 + (-r).
+        let negate = |b: &mut FunctionBuilder, v: Value| {
+            let vb = b.ins().bitcast(ity, Self::little(), v);
+            let vb = b.ins().bxor(vb, sign);
+            b.ins().bitcast(dty, Self::little(), vb)
+        };
+        let fr = negate(b, fr);
+        let n = negate(b, n);
+        let n = b.ins().fadd(n, toint);
+        let q = b.ins().bitcast(ity, Self::little(), n);
+        let r = b.ins().fmul(fr, pio2);
+        (r, q)
+    }
+
     /// a^b as exp(b ln |a|), negative for a < 0 and odd integer b, NaN for a < 0 and
     /// non-integer b, and 1 for b = 0.
     pub fn pow(&mut self, a: Value, b: Value) -> Value {
@@ -457,3 +689,15 @@ pub const ERFC_FAR: &[f32] = &[
     -1.932_369_6e-5,
     5.641_9e-1,
 ];
+
+/// Four lanes picked from the concatenation of two f32x4 vectors (lanes 0-3 of `x`,
+/// then 4-7 of `y`).
+pub(super) fn shuffle_f32x4(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+    let little = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| l * 4 + k)).collect();
+    let mask = b.func.dfg.immediates.push(bytes.into());
+    let xi = b.ins().bitcast(types::I8X16, little, x);
+    let yi = b.ins().bitcast(types::I8X16, little, y);
+    let r = b.ins().shuffle(xi, yi, mask);
+    b.ins().bitcast(types::F32X4, little, r)
+}

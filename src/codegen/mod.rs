@@ -626,6 +626,8 @@ fn emit_node(
                 UnaryOp::Round => e.b.ins().nearest(x),
                 UnaryOp::Floor => e.b.ins().floor(x),
                 UnaryOp::Ceil => e.b.ins().ceil(x),
+                UnaryOp::Sin => e.sin_cos(x, false),
+                UnaryOp::Cos => e.sin_cos(x, true),
             }
         }
         // Division by a loop invariant: a multiplication by its reciprocal.
@@ -1140,13 +1142,7 @@ fn reduce(
 /// Four lanes picked from the concatenation of two f32x4 vectors (lanes 0-3 of `x`,
 /// then 4-7 of `y`).
 fn shuffle4(b: &mut FunctionBuilder, x: ClValue, y: ClValue, lanes: [u8; 4]) -> ClValue {
-    let little = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-    let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| l * 4 + k)).collect();
-    let mask = b.func.dfg.immediates.push(bytes.into());
-    let xi = b.ins().bitcast(types::I8X16, little, x);
-    let yi = b.ins().bitcast(types::I8X16, little, y);
-    let r = b.ins().shuffle(xi, yi, mask);
-    b.ins().bitcast(types::F32X4, little, r)
+    math::shuffle_f32x4(b, x, y, lanes)
 }
 
 /// `out[t] = x[t]ᵀ` for `batch` matrices of [rows, cols]: 4x4 blocks are loaded as four

@@ -637,6 +637,13 @@ impl<'g> Exporter<'g> {
         let n = in_shape[a].as_const().ok_or_else(|| self.unsupported(v, "the padded dim must be a number"))?;
         let len = len.as_const().ok_or_else(|| self.unsupported(v, "the length must be a number"))?;
         let rank = in_shape.len() as i64;
+        // A negative step writes x reversed, upwards from its last position.
+        let (x, start, step) = if step < 0 {
+            let (s, e, ax, st) = (self.ints(&[-1]), self.ints(&[i64::MIN]), self.ints(&[a as i64]), self.ints(&[-1]));
+            (self.op("Slice", vec![x, s, e, ax, st], vec![], None), start + (n - 1) * step, -step)
+        } else {
+            (x, start, step)
+        };
         let zero = self.scalar(DType::F32, 0.0);
         // Interleave step-1 zeros after each element: [.., n, 1, ..] padded to [.., n, step, ..].
         let (spread, spread_len) = if step > 1 {
@@ -697,8 +704,8 @@ impl<'g> Exporter<'g> {
             Op::Rand { .. } => {
                 return Err(self.unsupported(
                     v,
-                    "random numbers (`uniform_like`) have no deterministic ONNX form; an exported eval graph \
-                     must not draw them",
+                    "random numbers (`uniform_like`, `normal_like`) have no deterministic ONNX form; an \
+                     exported eval graph must not draw them",
                 ))
             }
             Op::ScatterAdd { .. } => {
@@ -721,6 +728,8 @@ impl<'g> Exporter<'g> {
                     UnaryOp::Round => "Round",
                     UnaryOp::Floor => "Floor",
                     UnaryOp::Ceil => "Ceil",
+                    UnaryOp::Sin => "Sin",
+                    UnaryOp::Cos => "Cos",
                 };
                 self.op(op, vec![x], vec![], out)
             }
@@ -771,7 +780,9 @@ impl<'g> Exporter<'g> {
             Op::Slice { axis, start, end, step } => {
                 let x = self.full(node.args[0])?;
                 let s = self.ints(&[*start]);
-                let e = self.ints(&[*end]);
+                // A reversed slice down to the first element ends at -1, which ONNX would read
+                // as the last element: any end below -n means "past the first".
+                let e = self.ints(&[if *end < 0 { i64::MIN } else { *end }]);
                 let a = self.ints(&[i64::from(*axis)]);
                 let st = self.ints(&[*step]);
                 self.op("Slice", vec![x, s, e, a, st], vec![], out)

@@ -32,6 +32,33 @@ pub fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Ve
     out
 }
 
+/// For each element of a tensor of shape `shape` (row-major), the offset in a tensor of
+/// shape `within` of the element with the same index but along `axis`, where index i
+/// goes to `start + i * step` (`step` may be negative: a reversed slice). A `Slice` reads
+/// its source at these offsets; a `Pad` writes its operand to them.
+pub fn strided_offsets(shape: &[usize], within: &[usize], axis: usize, start: i64, step: i64) -> Vec<usize> {
+    let ws = strides(within);
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        let mut o = 0i64;
+        for (d, (&i, &s)) in idx.iter().zip(&ws).enumerate() {
+            let i = if d == axis { start + i as i64 * step } else { i as i64 };
+            o += i * s as i64;
+        }
+        out.push(o as usize);
+        for a in (0..shape.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
 /// Calls `f(patch_offset, image_offset)` for every in-bounds pair of the window
 /// mapping between an image `[N, C, H, W]` and its patches `[N, C, kh, kw, OH, OW]`.
 pub fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMut(usize, usize)) {

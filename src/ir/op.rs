@@ -31,10 +31,14 @@ pub enum UnaryOp {
     Floor,
     /// The smallest integer >= x; derivative zero almost everywhere.
     Ceil,
+    /// Sine and cosine (radians); the JIT reduces the argument exactly over the whole
+    /// f32 range (`codegen::math`).
+    Sin,
+    Cos,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 12] = [
+    pub const ALL: [UnaryOp; 14] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -47,6 +51,8 @@ impl UnaryOp {
         UnaryOp::Round,
         UnaryOp::Floor,
         UnaryOp::Ceil,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +68,8 @@ impl UnaryOp {
             UnaryOp::Round => "round",
             UnaryOp::Floor => "floor",
             UnaryOp::Ceil => "ceil",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
         }
     }
 }
@@ -182,7 +190,9 @@ pub enum Op {
     Reshape { shape: Shape },
     /// `[x]` -> permuted dims: result dim i is operand dim `perm[i]`.
     Transpose { perm: Vec<u32> },
-    /// `[x]` -> elements `start, start+step, ..` below `end` along `axis` (step >= 1).
+    /// `[x]` -> elements `start, start+step, ..` along `axis`, below `end` when step >= 1;
+    /// a negative step walks down from `start` (an element) to above `end` (>= -1):
+    /// `x[::-1]` is `start = n - 1, end = -1, step = -1`.
     Slice { axis: u32, start: i64, end: i64, step: i64 },
     /// `[x]` -> the adjoint of `Slice`: a zero tensor with dim `len` along `axis` whose
     /// elements `start + i*step` are `x`'s.
@@ -349,10 +359,16 @@ pub fn infer(op: &Op, args: &[&Type], declared: Option<&Type>) -> Result<Type, S
             let a = *axis as usize;
             let n = args[0].shape.get(a).ok_or("slice axis out of range")?;
             let n = konst(n).ok_or("slices of symbolic dims are not supported")?;
-            if *step < 1 || *start < 0 || *end > n || start > end {
+            let fits = if *step > 0 {
+                *start >= 0 && *end <= n && start <= end
+            } else {
+                *step < 0 && *start >= 0 && *start < n && *end >= -1 && end <= start
+            };
+            if !fits {
                 return Err(format!("slice {start}:{end}:{step} out of range for a dim of {n}"));
             }
-            let len = (end - start + step - 1) / step;
+            let s = step.abs();
+            let len = ((end - start).abs() + s - 1) / s;
             let mut shape = args[0].shape.clone();
             shape[a] = Dim::konst(len);
             Ok(Type { dtype: args[0].dtype, shape })
@@ -363,7 +379,9 @@ pub fn infer(op: &Op, args: &[&Type], declared: Option<&Type>) -> Result<Type, S
             let n = args[0].shape.get(a).ok_or("pad axis out of range")?;
             let n = konst(n).ok_or("pads of symbolic dims are not supported")?;
             let l = konst(len).ok_or("pad length must be a number")?;
-            if *step < 1 || *start < 0 || (n > 0 && start + (n - 1) * step >= l) {
+            // The first and the last position written (a negative step writes downwards).
+            let last = start + (n - 1) * step;
+            if *step == 0 || *start < 0 || (n > 0 && (*start >= l || last < 0 || last >= l)) {
                 return Err("pad does not fit".into());
             }
             let mut shape = args[0].shape.clone();

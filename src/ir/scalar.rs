@@ -27,6 +27,8 @@ pub trait Real:
     fn sqrt(self) -> Self;
     fn abs(self) -> Self;
     fn tanh(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn erf(self) -> Self;
     fn round_even(self) -> Self;
@@ -67,6 +69,12 @@ impl Real for f64 {
     fn tanh(self) -> Self {
         f64::tanh(self)
     }
+    fn sin(self) -> Self {
+        f64::sin(self)
+    }
+    fn cos(self) -> Self {
+        f64::cos(self)
+    }
     fn powf(self, e: Self) -> Self {
         f64::powf(self, e)
     }
@@ -106,6 +114,13 @@ impl Real for f32 {
     }
     fn tanh(self) -> Self {
         f32::tanh(self)
+    }
+    // In f64, rounded once: the correctly rounded f32 result but for rare double roundings.
+    fn sin(self) -> Self {
+        f64::sin(f64::from(self)) as f32
+    }
+    fn cos(self) -> Self {
+        f64::cos(f64::from(self)) as f32
     }
     fn powf(self, e: Self) -> Self {
         f32::powf(self, e)
@@ -198,6 +213,8 @@ pub fn unary<T: Real>(op: UnaryOp, x: T) -> T {
         UnaryOp::Round => x.round_even(),
         UnaryOp::Floor => x.floor(),
         UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
     }
 }
 

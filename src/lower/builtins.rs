@@ -20,6 +20,8 @@ pub const BUILTINS: &[&str] = &[
     "round",
     "floor",
     "ceil",
+    "sin",
+    "cos",
     "maximum",
     "minimum",
     "max",
@@ -243,6 +245,8 @@ fn fold_unary(name: &str) -> Option<UnaryBuiltin> {
         "round" => (UnaryOp::Round, Some(f64::round_ties_even as fn(f64) -> f64)),
         "floor" => (UnaryOp::Floor, Some(f64::floor as fn(f64) -> f64)),
         "ceil" => (UnaryOp::Ceil, Some(f64::ceil as fn(f64) -> f64)),
+        "sin" => (UnaryOp::Sin, Some(f64::sin as fn(f64) -> f64)),
+        "cos" => (UnaryOp::Cos, Some(f64::cos as fn(f64) -> f64)),
         _ => return None,
     })
 }

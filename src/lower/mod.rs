@@ -85,14 +85,22 @@ fn all_names(env: &Env) -> Vec<String> {
 /// (fn, argument, position, whether a value is allowed, the rule in words).
 type ArgRule = (&'static str, &'static str, usize, fn(f64) -> bool, &'static str);
 
-const PRELUDE_ARG_RULES: [ArgRule; 2] = [
-    ("dropout", "p", 1, |p| (0.0..1.0).contains(&p), "in [0, 1) (1 would drop everything and divide by 0)"),
+const RATE: &str = "in [0, 1) (1 would drop everything and divide by 0)";
+const PRELUDE_ARG_RULES: [ArgRule; 8] = [
+    ("dropout", "p", 1, |p| (0.0..1.0).contains(&p), RATE),
     ("kl_div", "temperature", 2, |t| t > 0.0 && t.is_finite(), "above 0"),
+    ("RNN", "dropout", 2, |p| (0.0..1.0).contains(&p), RATE),
+    ("RNN", "recurrent_dropout", 3, |p| (0.0..1.0).contains(&p), RATE),
+    ("LSTM", "dropout", 2, |p| (0.0..1.0).contains(&p), RATE),
+    ("LSTM", "recurrent_dropout", 3, |p| (0.0..1.0).contains(&p), RATE),
+    ("GRU", "dropout", 2, |p| (0.0..1.0).contains(&p), RATE),
+    ("GRU", "recurrent_dropout", 3, |p| (0.0..1.0).contains(&p), RATE),
 ];
 
-fn check_prelude_args(def: &ast::FnDef, args: &[ArgVal]) -> R<()> {
+/// Checks the arguments of a call of the prelude's fn or layer `name`.
+fn check_prelude_args(name: &str, args: &[ArgVal]) -> R<()> {
     for (f, arg, pos, ok, rule) in PRELUDE_ARG_RULES {
-        if def.name.name != f {
+        if name != f {
             continue;
         }
         let named = args.iter().find(|a| a.name.as_ref().is_some_and(|n| n.name == arg));
@@ -1216,6 +1224,9 @@ impl Lowerer {
 
     fn instantiate(&mut self, ctor: &Rc<LayerCtor>, args: Vec<ArgVal>, path: &str, span: Span) -> R<Val> {
         let def = ctor.def.clone();
+        if ctor.from_prelude {
+            check_prelude_args(&def.name.name, &args)?;
+        }
         if self.stack.len() >= limits::MAX_CALL_DEPTH {
             return Err(self.too_deep(span));
         }
@@ -1875,7 +1886,7 @@ impl Lowerer {
             None => format!("`{}`", def.name.name),
         };
         if c.from_prelude {
-            check_prelude_args(&def, &args)?;
+            check_prelude_args(&def.name.name, &args)?;
         }
         // A prelude loss records the prediction it scores (its first argument): the
         // trainer computes metrics on it (`Graph::scored`).

@@ -339,21 +339,37 @@ impl Lowerer {
                             }
                         }
                     };
-                    let a = bound(self, start, 0)?;
-                    let b = bound(self, end, n)?;
                     let s = match step {
                         None => 1,
                         Some(e) => self.eval_const_int(e, env, "a slice step")?,
                     };
-                    if s < 1 {
+                    if s == 0 {
+                        return Err(Diagnostic::new("E0435", *sspan, "a slice step cannot be 0"));
+                    }
+                    // Python's defaults: a negative step runs from the last element down
+                    // through the first (end -1 stands for "past the first").
+                    let (a, b) = if s > 0 {
+                        (bound(self, start, 0)?, bound(self, end, n)?)
+                    } else {
+                        (bound(self, start, n - 1)?, bound(self, end, -1)?)
+                    };
+                    if s < 0 && a == n {
                         return Err(Diagnostic::new(
                             "E0435",
                             *sspan,
-                            format!("a slice step must be at least 1, found {s}"),
-                        ));
+                            format!(
+                                "a reversed slice starts at an element: {a} is past the end of dim {axis} of size {n}"
+                            ),
+                        )
+                        .with_help("leave the start out (`::-1`) to start at the last element"));
                     }
-                    if a >= b {
-                        return Err(Diagnostic::new("E0435", *sspan, format!("the slice {a}:{b} is empty")));
+                    if (s > 0 && a >= b) || (s < 0 && a <= b) {
+                        let shown = |v: i64| if v < 0 { String::new() } else { v.to_string() };
+                        return Err(Diagnostic::new(
+                            "E0435",
+                            *sspan,
+                            format!("the slice {}:{}:{s} is empty", a, shown(b)),
+                        ));
                     }
                     cur =
                         self.push(Op::Slice { axis: axis as u32, start: a, end: b, step: s }, vec![cur], None, *sspan)?;

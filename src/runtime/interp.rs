@@ -7,7 +7,7 @@
 //! difference from a wrong derivative.
 
 use super::{bind_inputs, Bindings, Real};
-use crate::ir::layout::{gather_offsets, im2col_map, strides};
+use crate::ir::layout::{gather_offsets, im2col_map, strided_offsets, strides};
 use crate::ir::scalar::{binary, unary};
 use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp};
 use crate::rng;
@@ -186,20 +186,12 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
             }
             Op::Slice { axis, start, step, .. } => {
                 let x = arg(0);
-                let xs = strides(&x.shape);
-                let a = *axis as usize;
-                let mut src = xs.clone();
-                src[a] = xs[a] * *step as usize;
-                let offs = gather_offsets(&shape, &src, *start as usize * xs[a]);
+                let offs = strided_offsets(&shape, &x.shape, *axis as usize, *start, *step);
                 pick(x, shape, &offs)
             }
             Op::Pad { axis, start, step, .. } => {
                 let x = arg(0);
-                let os = strides(&shape);
-                let a = *axis as usize;
-                let mut dst = os.clone();
-                dst[a] = os[a] * *step as usize;
-                let offs = gather_offsets(&x.shape, &dst, *start as usize * os[a]);
+                let offs = strided_offsets(&x.shape, &shape, *axis as usize, *start, *step);
                 let mut out = vec![T::zero(); n];
                 for (k, &o) in offs.iter().enumerate() {
                     out[o] = x.floats()[k];
