@@ -19,6 +19,9 @@ pub struct Options {
     pub history: usize,
     pub max_iter: usize,
     pub tolerance_grad: f64,
+    /// Stop when an iteration changes the objective by less than this, relative to
+    /// 1 + |f| (0: only the gradient, or a line search that finds no decrease, stops).
+    pub tolerance_change: f64,
 }
 
 /// The two-loop recursion: the quasi-Newton direction -H g.
@@ -88,7 +91,7 @@ pub fn minimize(f: &mut Eval, x: &mut [f64], st: &mut State, o: &Options) -> Res
                 st.y.remove(0);
             }
         }
-        let converged = (fx - ft).abs() < 1e-12 * (1.0 + fx.abs());
+        let converged = (fx - ft).abs() < o.tolerance_change * (1.0 + fx.abs());
         fx = ft;
         g = gt;
         if converged {
@@ -111,7 +114,7 @@ mod tests {
         };
         let mut x = vec![-1.2, 1.0];
         let mut st = State::default();
-        let o = Options { lr: 1.0, history: 10, max_iter: 200, tolerance_grad: 1e-9 };
+        let o = Options { lr: 1.0, history: 10, max_iter: 200, tolerance_grad: 1e-9, tolerance_change: 1e-12 };
         let v = minimize(&mut f, &mut x, &mut st, &o).expect("runs");
         assert!(v < 1e-10 && (x[0] - 1.0).abs() < 1e-5 && (x[1] - 1.0).abs() < 1e-5, "{v} at {x:?}");
     }
@@ -125,7 +128,7 @@ mod tests {
             Ok((x.iter().zip(w).map(|(v, w)| 0.5 * w * v * v).sum(), x.iter().zip(w).map(|(v, w)| w * v).collect()))
         };
         let mut x = vec![1.0, 1.0, 1.0];
-        let o = Options { lr: 1.0, history: 10, max_iter: 20, tolerance_grad: 1e-10 };
+        let o = Options { lr: 1.0, history: 10, max_iter: 20, tolerance_grad: 1e-10, tolerance_change: 1e-12 };
         let v = minimize(&mut f, &mut x, &mut State::default(), &o).expect("runs");
         assert!(v < 1e-12, "{v}");
     }

@@ -89,6 +89,9 @@ pub struct Options {
     pub max_iter: usize,
     /// Stop when the largest gradient component is at most this.
     pub tolerance_grad: f64,
+    /// Stop when an iteration changes the objective by less than this, relative to
+    /// 1 + |f| (0: only the gradient, or a line search that finds no decrease, stops).
+    pub tolerance_change: f64,
 }
 
 /// What is kept between calls: BFGS's inverse Hessian (empty before the first update).
@@ -105,12 +108,14 @@ impl State {
     }
 }
 
-/// One point of the run: the objective and the gradient's Euclidean norm there, the
-/// damping the step from it used (Newton) and its Hessian-vector products.
+/// One point of the run: the objective and the gradient's Euclidean norm there, and of
+/// the step that reached it: its length along the direction (1: the full Newton step),
+/// the damping it used (Newton) and its Hessian-vector products.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Iterate {
     pub value: f64,
     pub grad_norm: f64,
+    pub step: f64,
     pub damping: f64,
     pub hvps: usize,
 }
@@ -125,7 +130,7 @@ pub fn minimize(obj: &mut dyn Objective, x: &mut [f64], st: &mut State, o: &Opti
     let n = x.len();
     check_size(&o.method, n)?;
     let (mut fx, mut g) = obj.eval(x)?;
-    let mut trace = vec![Iterate { value: fx, grad_norm: norm(&g), damping: 0.0, hvps: 0 }];
+    let mut trace = vec![Iterate { value: fx, grad_norm: norm(&g), step: 0.0, damping: 0.0, hvps: 0 }];
     for _ in 0..o.max_iter {
         let gmax = g.iter().map(|v| v.abs()).fold(0.0, f64::max);
         if gmax <= o.tolerance_grad || !fx.is_finite() {
@@ -176,10 +181,10 @@ pub fn minimize(obj: &mut dyn Objective, x: &mut [f64], st: &mut State, o: &Opti
             let y: Vec<f64> = gt.iter().zip(&g).map(|(a, b)| a - b).collect();
             bfgs_update(&mut st.h, &s, &y);
         }
-        let converged = (fx - ft).abs() < 1e-12 * (1.0 + fx.abs()) && !unit;
+        let converged = (fx - ft).abs() < o.tolerance_change * (1.0 + fx.abs()) && !unit;
         fx = ft;
         g = gt;
-        trace.push(Iterate { value: fx, grad_norm: norm(&g), damping, hvps });
+        trace.push(Iterate { value: fx, grad_norm: norm(&g), step: t, damping, hvps });
         if converged {
             break;
         }
@@ -340,7 +345,7 @@ mod tests {
     }
 
     fn opts(method: Method, max_iter: usize) -> Options {
-        Options { method, max_iter, tolerance_grad: 1e-10 }
+        Options { method, max_iter, tolerance_grad: 1e-10, tolerance_change: 1e-12 }
     }
 
     #[test]

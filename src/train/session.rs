@@ -155,15 +155,7 @@ impl Session {
             _ => None,
         };
         let step_graph = if host {
-            // Full batch: the objective and every gradient, as outputs.
-            let (g, obj) = update::objective(&program.train, s)?;
-            let wrt: Vec<_> = program.train.params.iter().map(|q| q.value).collect();
-            let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
-            g2.outputs = vec![("objective".into(), obj)];
-            for (q, gv) in program.train.params.iter().zip(grads) {
-                g2.outputs.push((format!("grad.{}", q.name), gv));
-            }
-            g2
+            objective_graph(&program.train, s)?
         } else {
             update::step_graph(&program.train, s)?
         };
@@ -665,6 +657,7 @@ impl Session {
                     history: s.optimizer.num("history").unwrap_or(10.0) as usize,
                     max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
                     tolerance_grad: 1e-7,
+                    tolerance_change: 1e-12,
                 };
                 let mut f = |x: &[f64]| obj.eval(x);
                 super::lbfgs::minimize(&mut f, &mut x, &mut self.lbfgs_state, &o)?
@@ -674,6 +667,7 @@ impl Session {
                     method,
                     max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
                     tolerance_grad: 1e-7,
+                    tolerance_change: 1e-12,
                 };
                 let trace = second_order::minimize(&mut obj, &mut x, &mut self.second_state, &o)?;
                 trace.last().map_or(f64::NAN, |t| t.value)
@@ -705,6 +699,19 @@ pub fn method_of(s: &crate::settings::TrainSettings) -> Option<Method> {
         }),
         _ => None,
     }
+}
+
+/// The step graph of the host-loop optimizers (full batch): outputs `objective` (the
+/// loss with its regularization) and `grad.<param>` for each parameter; no updates.
+pub fn objective_graph(train: &Graph, s: &crate::settings::TrainSettings) -> Result<Graph, String> {
+    let (g, obj) = update::objective(train, s)?;
+    let wrt: Vec<_> = train.params.iter().map(|q| q.value).collect();
+    let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
+    g2.outputs = vec![("objective".into(), obj)];
+    for (q, gv) in train.params.iter().zip(grads) {
+        g2.outputs.push((format!("grad.{}", q.name), gv));
+    }
+    Ok(g2)
 }
 
 /// The graph of Hessian-vector products of the training objective (loss and
