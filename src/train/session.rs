@@ -445,11 +445,16 @@ impl Session {
             let seen_before = p.epoch_seen;
             let mut lr = base_lr;
             let mut interrupted = false;
+            // Hessian-vector products of the epoch (Newton, Newton-CG).
+            let mut hvps = None;
             if self.host {
                 let max_iter = s.optimizer.num("max_iter").unwrap_or(20.0) as usize;
                 // Progress per function evaluation: a full-batch iteration can take seconds.
                 let mut each = |evals: u64, obj: f64| obs.batch(epoch, evals as usize, max_iter, obj, lr);
-                let (loss, evals) = self.host_epoch(batch, ds, train, &s, p.step, &mut each)?;
+                let (loss, evals, products) = self.host_epoch(batch, ds, train, &s, p.step, &mut each)?;
+                if self.hvp_graph.is_some() {
+                    hvps = Some(products);
+                }
                 if !loss.is_finite() {
                     return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
                 }
@@ -544,6 +549,9 @@ impl Session {
             if let Some(sp) = sparsity {
                 row.push(("sparsity".into(), sp));
             }
+            if let Some(h) = hvps {
+                row.push(("hvps".into(), h as f64));
+            }
             if let Some(v) = val {
                 let sc = self.score(ds, v)?;
                 row.push(("val_loss".into(), sc.loss));
@@ -617,8 +625,9 @@ impl Session {
 
 impl Session {
     /// One `train` epoch of a host-loop optimizer: up to `max_iter` iterations on the
-    /// whole training set. Returns the final objective and the number of function
-    /// evaluations (Hessian-vector products are not counted).
+    /// whole training set. Returns the loss (without regularization) at the final point,
+    /// or the objective when it is not finite, the number of function evaluations and
+    /// the number of Hessian-vector products.
     fn host_epoch(
         &mut self,
         batch: usize,
@@ -627,7 +636,7 @@ impl Session {
         s: &crate::settings::TrainSettings,
         step: u64,
         progress: &mut dyn FnMut(u64, f64),
-    ) -> Result<(f64, u64), String> {
+    ) -> Result<(f64, u64, u64), String> {
         self.engine(batch)?;
         if let Some(hg) = &self.hvp_graph {
             if !self.hvp_engines.contains_key(&batch) {
@@ -649,7 +658,7 @@ impl Session {
         let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
         let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
         let mut obj =
-            Compiled { e, hv: hv.as_mut(), sizes: &sizes, seed: s.seed as u64, step, evals: 0, progress };
+            Compiled { e, hv: hv.as_mut(), sizes: &sizes, seed: s.seed as u64, step, evals: 0, hvps: 0, progress };
         let value = match method_of(s) {
             None => {
                 let o = super::lbfgs::Options {
@@ -673,10 +682,16 @@ impl Session {
                 trace.last().map_or(f64::NAN, |t| t.value)
             }
         };
-        let evals = obj.evals;
+        let (evals, hvps) = (obj.evals, obj.hvps);
         let e = obj.e;
         set_flat(e, &sizes, &x)?;
-        Ok((value, evals))
+        if !value.is_finite() {
+            return Ok((value, evals, hvps));
+        }
+        // The loss without regularization at the final point, as `train_loss`.
+        e.run(s.seed as u64, step + evals.saturating_sub(1))?;
+        let loss = e.output(sizes.len() + 1)?.first().copied().map_or(f64::NAN, f64::from);
+        Ok((loss, evals, hvps))
     }
 }
 
@@ -701,8 +716,26 @@ pub fn method_of(s: &crate::settings::TrainSettings) -> Option<Method> {
     }
 }
 
+/// The host memory a host-loop optimizer uses for itself at `n` parameters, at its peak
+/// (`second_order::Method::state_bytes`; L-BFGS keeps `history` pairs of f64 vectors),
+/// with what it is; None for compiled optimizers, whose state is in the step's plan.
+pub fn host_state_bytes(s: &crate::settings::TrainSettings, n: usize) -> Option<(usize, &'static str)> {
+    if s.optimizer.name == "lbfgs" {
+        let history = s.optimizer.num("history").unwrap_or(10.0) as usize;
+        return Some((2 * history * n * 8, "history pairs (s, y) of f64 vectors"));
+    }
+    let m = method_of(s)?;
+    let what = match m {
+        Method::Bfgs { .. } => "the dense inverse Hessian, f64",
+        Method::Newton { .. } => "the dense Hessian and its Cholesky factor, f64",
+        Method::NewtonCg { .. } => "five f64 vectors of conjugate gradients",
+    };
+    Some((m.state_bytes(n), what))
+}
+
 /// The step graph of the host-loop optimizers (full batch): outputs `objective` (the
-/// loss with its regularization) and `grad.<param>` for each parameter; no updates.
+/// loss with its regularization), `grad.<param>` for each parameter, then the loss alone
+/// (`train_loss`, as the compiled optimizers report it); no updates.
 pub fn objective_graph(train: &Graph, s: &crate::settings::TrainSettings) -> Result<Graph, String> {
     let (g, obj) = update::objective(train, s)?;
     let wrt: Vec<_> = train.params.iter().map(|q| q.value).collect();
@@ -711,6 +744,7 @@ pub fn objective_graph(train: &Graph, s: &crate::settings::TrainSettings) -> Res
     for (q, gv) in train.params.iter().zip(grads) {
         g2.outputs.push((format!("grad.{}", q.name), gv));
     }
+    g2.outputs.push(("loss".into(), train.loss.ok_or("the model has no `loss` to train")?));
     Ok(g2)
 }
 
@@ -776,6 +810,7 @@ struct Compiled<'a, 'b> {
     seed: u64,
     step: u64,
     evals: u64,
+    hvps: u64,
     progress: &'a mut dyn FnMut(u64, f64),
 }
 
@@ -795,6 +830,7 @@ impl Objective for Compiled<'_, '_> {
 
     fn hvp(&mut self, x: &[f64], v: &[f64]) -> Result<Vec<f64>, String> {
         let h = self.hv.as_mut().ok_or("internal error: no Hessian-vector engine")?;
+        self.hvps += 1;
         let mut at = 0;
         for (k, &(pi, vi, _)) in h.map.iter().enumerate() {
             let n = self.sizes[k];
