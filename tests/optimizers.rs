@@ -292,7 +292,13 @@ fn minimize(obj: &mut Interp64, x0: &[f64], m: Method) -> (Vec<f64>, Vec<Iterate
 
 fn lbfgs(obj: &mut Interp64, x0: &[f64]) -> (Vec<f64>, f64, f64) {
     let mut x = x0.to_vec();
-    let o = nnc::train::lbfgs::Options { lr: 1.0, history: 10, max_iter: 500, tolerance_grad: 1e-11, tolerance_change: 0.0 };
+    let o = nnc::train::lbfgs::Options {
+        lr: 1.0,
+        history: 10,
+        max_iter: 500,
+        tolerance_grad: 1e-11,
+        tolerance_change: 0.0,
+    };
     let mut f = |p: &[f64]| obj.eval(p);
     let v = nnc::train::lbfgs::minimize(&mut f, &mut x, &mut Default::default(), &o).expect("runs");
     let g = obj.eval(&x).expect("eval").1;

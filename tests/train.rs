@@ -164,8 +164,11 @@ fn second_order_optimizers_train() {
             let dir = out_dir(&format!("second_order_{}_{jit}", opt.split('(').next().unwrap_or("")));
             let r = run(&program(&src), &dir, false, jit).unwrap_or_else(|e| panic!("{opt}: {e}"));
             let log = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
-            let losses: Vec<f64> =
-                log.lines().skip(1).map(|l| l.split(',').nth(2).expect("train_loss").parse().expect("a number")).collect();
+            let losses: Vec<f64> = log
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(2).expect("train_loss").parse().expect("a number"))
+                .collect();
             assert_eq!(losses.len(), 4, "{opt}: 4 epochs\n{log}");
             assert!(losses.windows(2).all(|w| w[1] <= w[0]), "{opt} (jit {jit}): the objective rose\n{log}");
             assert!(losses[3] < 0.5 * std::f64::consts::LN_2, "{opt} (jit {jit})\n{log}");

@@ -299,12 +299,18 @@ fn a_cross_validated_metric_scores_every_trial_on_folds_of_the_training_rows() {
 #[test]
 fn second_order_optimizers_are_tunable() {
     let d = fresh("second_order");
-    let opts = "[adam(lr = 3e-3), lbfgs(max_iter = 5), bfgs(max_iter = 5), newton(max_iter = 2), newton_cg(max_iter = 5)]";
-    let m = model(&d, &[], &format!("tune {{ method = grid  prune = none  hidden = choice([8])  optimizer = choice({opts}) }}"));
+    let opts =
+        "[adam(lr = 3e-3), lbfgs(max_iter = 5), bfgs(max_iter = 5), newton(max_iter = 2), newton_cg(max_iter = 5)]";
+    let m = model(
+        &d,
+        &[],
+        &format!("tune {{ method = grid  prune = none  hidden = choice([8])  optimizer = choice({opts}) }}"),
+    );
     let (code, out, err) = nnc(&["tune", m.to_str().expect("utf-8 path"), "--out", "o", "--set", "epochs=2"], &d);
     assert_eq!(code, 0, "{err}");
     let o = d.join("o");
-    let names: Vec<String> = column(&o, "optimizer").iter().map(|s| s.split('(').next().unwrap_or("").to_string()).collect();
+    let names: Vec<String> =
+        column(&o, "optimizer").iter().map(|s| s.split('(').next().unwrap_or("").to_string()).collect();
     assert_eq!(names, ["adam", "lbfgs", "bfgs", "newton", "newton_cg"], "{out}");
     assert!(column(&o, "state").iter().all(|s| s == "complete"), "{:?}", column(&o, "state"));
     let acc: Vec<f64> = column(&o, "val_accuracy").iter().map(|s| s.parse().expect("a number")).collect();

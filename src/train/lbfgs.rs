@@ -2,8 +2,8 @@
 //! `line_search`, as a host loop around a compiled objective-and-gradient function. Full batch, as PyTorch's `LBFGS`: each call of
 //! `minimize` runs up to `max_iter` iterations.
 
-use super::line_search::{dot, strong_wolfe};
 pub use super::line_search::Eval;
+use super::line_search::{dot, strong_wolfe};
 
 /// The curvature pairs kept between calls.
 #[derive(Clone, Debug, Default)]

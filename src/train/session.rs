@@ -11,8 +11,8 @@
 //! resumed from its `Progress` continues bit-identically.
 
 use super::engine::{labels_of, set_batch, sync, Engine, Scorer};
-use super::target::{self, Scores, Target};
 use super::second_order::{self, Method, Objective};
+use super::target::{self, Scores, Target};
 use super::{prune, schedule, update};
 use crate::data::{self, ArrayData, Dataset};
 use crate::ir::{Graph, Program};
@@ -154,11 +154,8 @@ impl Session {
             Some(Method::Newton { .. } | Method::NewtonCg { .. }) => Some(hvp_graph(&program.train, s)?),
             _ => None,
         };
-        let step_graph = if host {
-            objective_graph(&program.train, s)?
-        } else {
-            update::step_graph(&program.train, s)?
-        };
+        let step_graph =
+            if host { objective_graph(&program.train, s)? } else { update::step_graph(&program.train, s)? };
         Ok(Session {
             target,
             kind,
@@ -704,10 +701,9 @@ pub fn method_of(s: &crate::settings::TrainSettings) -> Option<Method> {
     };
     match o.name.as_str() {
         "bfgs" => Some(Method::Bfgs { lr: o.num("lr").unwrap_or(1.0) }),
-        "newton" => Some(Method::Newton {
-            damping: o.num("damping").unwrap_or(1e-4),
-            line_search: flag("line_search", true),
-        }),
+        "newton" => {
+            Some(Method::Newton { damping: o.num("damping").unwrap_or(1e-4), line_search: flag("line_search", true) })
+        }
         "newton_cg" => Some(Method::NewtonCg {
             max_cg: o.num("max_cg").unwrap_or(50.0) as usize,
             tol: o.num("tol").unwrap_or(0.5),
