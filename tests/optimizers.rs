@@ -245,7 +245,8 @@ impl Objective for Interp64 {
         let feeds = Feeds { inputs: self.data.clone(), params: self.split(x), states: vec![], seed: 0, step: 0 };
         let r = interp::run(&self.obj, &feeds)?;
         let f = r.get(self.obj.outputs[0].1).floats()[0];
-        let g = self.obj.outputs[1..].iter().flat_map(|(_, v)| r.get(*v).floats().to_vec()).collect();
+        let grads = self.obj.outputs.iter().filter(|(n, _)| n.starts_with("grad."));
+        let g = grads.flat_map(|(_, v)| r.get(*v).floats().to_vec()).collect();
         Ok((f, g))
     }
     fn hvp(&mut self, x: &[f64], v: &[f64]) -> Result<Vec<f64>, String> {
