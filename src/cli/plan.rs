@@ -35,8 +35,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let n: usize = p.train.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).sum();
     if let Some((bytes, what)) = crate::train::session::host_state_bytes(&p.settings, n) {
         outs!(
-            "host optimizer {}: the step above is its objective and gradient; its own state: {bytes} bytes ({what}, \
-             {n} parameters)",
+            "host optimizer {}: it runs outside the compiled step (planned above as plain gradient descent); its own \
+             state: {bytes} bytes ({what}, {n} parameters)\n",
             p.settings.optimizer.name
         );
     }
