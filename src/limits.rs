@@ -32,6 +32,13 @@ pub const MAX_LAYER_INSTANCES: usize = 100_000;
 /// Most bytes of one data file, and of its contents after gunzipping (1 GiB): a gzip
 /// bomb stops here instead of exhausting memory.
 pub const MAX_DATA_BYTES: u64 = 1 << 30;
+/// Most parameters for `optimizer = bfgs`: its inverse Hessian is a dense n×n f64
+/// matrix, 200 MB at 5,000 parameters.
+pub const MAX_BFGS_PARAMS: usize = 5_000;
+/// Most parameters for `optimizer = newton`: each iteration assembles the n×n Hessian
+/// (f64) from n Hessian-vector products and factors a copy, 64 MB at 2,000 parameters;
+/// the products (one backward pass over the full batch each) are what makes it slow.
+pub const MAX_NEWTON_PARAMS: usize = 2_000;
 
 /// The memory one process may plan to use: the machine's total memory (from
 /// `/proc/meminfo`), or 16 GiB where that cannot be read.

@@ -219,9 +219,9 @@ pub fn batch_symbol(g: &Graph) -> Option<String> {
 /// `train` block's optimizer update (hyper-parameters as `hyper.*` inputs), at `batch`.
 pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
     let mut settings = p.settings.clone();
-    if settings.optimizer.name == "lbfgs" {
-        // L-BFGS runs on the host around the compiled loss and gradient; its step graph
-        // is plain gradient descent (used for benchmarking only).
+    if settings.host_optimizer() {
+        // L-BFGS, BFGS, Newton and Newton-CG run on the host around the compiled loss and
+        // gradient; their step graph is plain gradient descent (used for benchmarking only).
         settings.optimizer =
             crate::settings::Choice { name: "sgd".into(), args: vec![("lr".into(), crate::settings::Lit::Num(1.0))] };
     }

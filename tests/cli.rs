@@ -591,3 +591,20 @@ fn completions_and_manual_pages_come_from_the_same_definitions() {
     assert!(out.contains(".TH nnc 1") && out.contains("nnc\\-tune(1)"), "{}", &out[..out.len().min(400)]);
     assert_eq!(run(&["man", "bogus"]).0, 2);
 }
+
+/// `nnc plan` of a model trained by a host loop adds the optimizer's own state: BFGS's
+/// inverse Hessian is n² f64 (3 parameters: 72 bytes), Newton's Hessian and factor twice that.
+#[test]
+fn plan_reports_a_host_optimizers_state() {
+    let d = scratch("plan_host");
+    let src = std::fs::read_to_string(root().join("examples/neuron.nn")).expect("neuron.nn");
+    for (opt, bytes) in [("bfgs", 72), ("newton", 144), ("lbfgs", 2 * 10 * 3 * 8), ("newton_cg", 5 * 3 * 8)] {
+        let f = d.join(format!("{opt}.nn"));
+        std::fs::write(&f, src.replace("optimizer = sgd(lr = 0.5)", &format!("optimizer = {opt}"))).expect("write");
+        nnc(&["plan", s(&f)])
+            .code(0)
+            .stdout_has(&format!("host optimizer {opt}: "))
+            .stdout_has(&format!("its own state: {bytes} bytes"));
+    }
+    nnc(&["plan", s(&root().join("examples/neuron.nn"))]).code(0).stdout_lacks("host optimizer");
+}

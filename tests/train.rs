@@ -308,3 +308,98 @@ fn grad_norms_setting_is_checked() {
     let e = nnc::pipeline::compile_source("m.nn", &lbfgs, None).err().expect("lbfgs is refused");
     assert!(e.diagnostics.iter().any(|d| d.code == "E0612" && d.message.contains("log_grad_norms")));
 }
+/// BFGS, Newton and Newton-CG train a small MLP through the compiled objective, gradient
+/// and Hessian-vector products, on both backends: an epoch is one call of up to
+/// `max_iter` iterations, every one ending in a line search, so the training objective
+/// (the loss: no regularization here) never rises from epoch to epoch, and it ends below
+/// half of ln 2 (the loss of a
+/// constant guess). BFGS reaches 90% test accuracy; Newton and Newton-CG stop in a
+/// poorer local minimum of this non-convex problem (83%), which Newton's method may
+/// converge to as to any point where the Hessian is positive definite.
+#[test]
+fn second_order_optimizers_train() {
+    for opt in ["bfgs(max_iter = 30)", "newton(max_iter = 10)", "newton_cg(max_iter = 15)"] {
+        let src = MODEL
+            .replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}"))
+            .replace("dropout(tanh(a(x)), 0.1)", "tanh(a(x))");
+        for jit in [true, false] {
+            let dir = out_dir(&format!("second_order_{}_{jit}", opt.split('(').next().unwrap_or("")));
+            let r = run(&program(&src), &dir, false, jit).unwrap_or_else(|e| panic!("{opt}: {e}"));
+            let log = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+            let losses: Vec<f64> = log
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(2).expect("train_loss").parse().expect("a number"))
+                .collect();
+            assert_eq!(losses.len(), 4, "{opt}: 4 epochs\n{log}");
+            assert!(losses.windows(2).all(|w| w[1] <= w[0]), "{opt} (jit {jit}): the objective rose\n{log}");
+            assert!(losses[3] < 0.5 * std::f64::consts::LN_2, "{opt} (jit {jit})\n{log}");
+            if opt.starts_with("bfgs") {
+                let acc = r.test.get("test_accuracy").copied().unwrap_or(0.0);
+                assert!(acc > 0.9, "{opt} (jit {jit}) on moons: test accuracy {acc}");
+            }
+        }
+    }
+}
+
+/// Logistic regression with l2 (one optimum): every host-loop optimizer, through the
+/// compiled f32 objective, ends at the same training objective (within 4 f32 ulps) and
+/// parameters: within 2·√(2 ε f / l2), the distance along which an l2-strongly convex
+/// objective changes by less than f32 can resolve (ε f), where every line search stops.
+#[test]
+fn host_optimizers_reach_one_optimum() {
+    let src = "model N {\n input x: [B, 2]\n input y: [B]\n param w: [2] = zeros\n param b: [] = zeros\n z = x @ w + b\n output p = sigmoid(z)\n loss = bce_logits(z, y)\n train { data = spirals(n = 400, classes = 2, seed = 0)  optimizer = OPT  l2 = 1e-2  epochs = 3 }\n}\n";
+    let mut results = Vec::new();
+    for opt in ["lbfgs", "bfgs", "newton", "newton(line_search = false)", "newton_cg"] {
+        let dir = out_dir(&format!("one_optimum_{}", results.len()));
+        run(&program(&src.replace("OPT", opt)), &dir, false, true).unwrap_or_else(|e| panic!("{opt}: {e}"));
+        let log = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+        let last = log.lines().last().expect("a row").split(',').nth(2).expect("train_loss").to_string();
+        let p = params(&dir);
+        let w: Vec<f64> = ["w", "b"].iter().flat_map(|k| p[*k].floats().expect("floats").to_vec()).collect();
+        // train_loss is the loss alone; the objective adds l2/2 · |w|² (every parameter decays).
+        let objective = last.parse::<f64>().expect("a number") + 0.5e-2 * w.iter().map(|v| v * v).sum::<f64>();
+        results.push((opt, objective, w));
+    }
+    let (_, f0, w0) = &results[0];
+    let eps = f64::from(f32::EPSILON);
+    let reach = 2.0 * (2.0 * eps * f0 / 1e-2).sqrt();
+    for (opt, f, w) in &results {
+        assert!((f - f0).abs() <= 4.0 * eps * f0, "{opt}: objective {f}, lbfgs {f0}");
+        let dist = w.iter().zip(w0).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        assert!(dist <= reach, "{opt}: parameters {w:?}, lbfgs {w0:?}: {dist:e} apart, more than {reach:e}");
+    }
+}
+
+/// Newton and BFGS refuse a model above their parameter limits, naming its count; the
+/// Hessian-free Newton-CG takes it.
+#[test]
+fn dense_second_order_methods_refuse_large_models() {
+    // 64·40 + 40 + 40·2 + 2 = 2,682 parameters: above Newton's 2,000, below BFGS's 5,000.
+    let src = MODEL.replace("Dense(2, 8)", "Dense(2, 800)").replace("Dense(8, 2)", "Dense(800, 2)");
+    let n = 2 * 800 + 800 + 800 * 2 + 2;
+    let with = |opt: &str| program(&src.replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}")));
+    let err = nnc::train::session::Session::new(&with("newton"), true, 1).err().expect("newton refuses");
+    assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 2000"), "{err}");
+    assert!(nnc::train::session::Session::new(&with("bfgs"), true, 1).is_ok());
+    assert!(nnc::train::session::Session::new(&with("newton_cg"), true, 1).is_ok());
+    let big = MODEL.replace("Dense(2, 8)", "Dense(2, 2000)").replace("Dense(8, 2)", "Dense(2000, 2)");
+    let n = 2 * 2000 + 2000 + 2000 * 2 + 2;
+    let p = program(&big.replace("optimizer = adam(lr = 0.01)", "optimizer = bfgs"));
+    let err = nnc::train::session::Session::new(&p, true, 1).err().expect("bfgs refuses");
+    assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 5000"), "{err}");
+}
+
+/// The host-loop optimizers have no compiled update: proximal l1 and pruning are refused
+/// with E0612, naming the optimizer.
+#[test]
+fn host_optimizers_refuse_proximal_l1_and_pruning() {
+    for opt in ["lbfgs", "bfgs", "newton", "newton_cg"] {
+        for extra in ["l1 = 1e-3  l1_method = proximal", "prune = gradual(final = 0.5, start = 1, end = 2)"] {
+            let src = MODEL.replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}  {extra}"));
+            let e = nnc::pipeline::compile_source("m.nn", &src, None).err().expect("refused");
+            let d = e.diagnostics.iter().find(|d| d.code == "E0612").expect("E0612");
+            assert!(d.message.contains(&format!("`{opt}` has none")), "{opt}, {extra}: {}", d.message);
+        }
+    }
+}

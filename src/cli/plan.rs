@@ -32,6 +32,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&m),
     };
     outs!("{}", plan_table(&exe, &p.name, b));
+    let n: usize = p.train.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).sum();
+    if let Some((bytes, what)) = crate::train::session::host_state_bytes(&p.settings, n) {
+        outs!(
+            "host optimizer {}: it runs outside the compiled step (planned above as plain gradient descent); its own \
+             state: {bytes} bytes ({what}, {n} parameters)\n",
+            p.settings.optimizer.name
+        );
+    }
     0
 }
 

@@ -218,6 +218,12 @@ impl TrainSettings {
         }
     }
 
+    /// Whether the optimizer is a full-batch host loop around the compiled objective and
+    /// gradient (`lbfgs`, `bfgs`, `newton`, `newton_cg`) rather than a compiled update.
+    pub fn host_optimizer(&self) -> bool {
+        HOST_OPTIMIZERS.contains(&self.optimizer.name.as_str())
+    }
+
     /// Whether the monitored metric is maximized.
     pub fn maximize(&self) -> bool {
         match self.mode.as_deref() {
@@ -226,6 +232,9 @@ impl TrainSettings {
         }
     }
 }
+
+/// The optimizers that run on the host, full batch, with no compiled update.
+pub const HOST_OPTIMIZERS: [&str; 4] = ["lbfgs", "bfgs", "newton", "newton_cg"];
 
 /// Whether a metric's name says that higher is better: losses and errors (`loss`, `mse`,
 /// `mae`, `rmse`, `error`) are minimized, everything else (accuracy, f1, auc, r2, ...)

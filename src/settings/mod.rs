@@ -84,10 +84,17 @@ fn optimizer_spec(name: &str) -> Option<Vec<ArgSpec>> {
             ("weight_decay", POS, num(0.01)),
         ],
         "lbfgs" => vec![lr(Some(1.0)), ("history", Ty::Int(1, 1000), num(10.0)), ("max_iter", COUNT, num(20.0))],
+        "bfgs" => vec![lr(Some(1.0)), ("max_iter", COUNT, num(20.0))],
+        "newton" => vec![
+            ("damping", POS, num(1e-4)),
+            ("line_search", Ty::Bool, Some(Lit::Bool(true))),
+            ("max_iter", COUNT, num(20.0)),
+        ],
+        "newton_cg" => vec![("max_cg", COUNT, num(50.0)), ("tol", UNIT, num(0.5)), ("max_iter", COUNT, num(20.0))],
         _ => return None,
     })
 }
-const OPTIMIZER_NAMES: &str = "sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs";
+const OPTIMIZER_NAMES: &str = "sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs, bfgs, newton, newton_cg";
 
 fn schedule_spec(name: &str) -> Option<Vec<ArgSpec>> {
     Some(match name {
@@ -601,27 +608,30 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
     if s.clip_norm.is_some() && s.clip_value.is_some() {
         return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));
     }
-    if s.l1_proximal && s.optimizer.name == "lbfgs" {
+    if s.l1_proximal && s.host_optimizer() {
+        let name = &s.optimizer.name;
         return Err(Diagnostic::new(
             "E0612",
             span,
-            "`l1_method = proximal` thresholds the weights after each compiled update, and `lbfgs` has none",
+            format!("`l1_method = proximal` thresholds the weights after each compiled update, and `{name}` has none"),
         )
-        .with_help("use `l1_method = subgradient` with lbfgs, or a first-order optimizer"));
+        .with_help(format!("use `l1_method = subgradient` with {name}, or a first-order optimizer")));
     }
-    if !s.augment.is_empty() && s.optimizer.name == "lbfgs" {
+    if !s.augment.is_empty() && s.host_optimizer() {
+        let name = &s.optimizer.name;
         return Err(Diagnostic::new(
             "E0612",
             span,
-            "`augment` changes the training rows every epoch, and `lbfgs` minimizes one fixed objective",
+            format!("`augment` changes the training rows every epoch, and `{name}` minimizes one fixed objective"),
         )
         .with_help("use a first-order optimizer with augmentation"));
     }
-    if s.log_grad_norms && s.optimizer.name == "lbfgs" {
+    if s.log_grad_norms && s.host_optimizer() {
+        let name = &s.optimizer.name;
         return Err(Diagnostic::new(
             "E0612",
             span,
-            "`log_grad_norms` logs the norms the compiled update step computes, and `lbfgs` has none",
+            format!("`log_grad_norms` logs the norms the compiled update step computes, and `{name}` has none"),
         )
         .with_help("use a first-order optimizer, or leave `log_grad_norms` out"));
     }
@@ -640,8 +650,11 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             Some(format!("`end = {end}` is after the last epoch ({})", s.epochs))
         } else if scope != "global" && scope != "layer" {
             Some(format!("`scope = {scope}`: expected \"global\" or \"layer\""))
-        } else if s.optimizer.name == "lbfgs" {
-            Some("pruning keeps masks in the compiled step, and `lbfgs` has none: choose another optimizer".into())
+        } else if s.host_optimizer() {
+            Some(format!(
+                "pruning keeps masks in the compiled step, and `{}` has none: choose another optimizer",
+                s.optimizer.name
+            ))
         } else {
             None
         };

@@ -179,7 +179,9 @@ pub fn set_batch(engine: &mut Engine, ds: &Dataset, rows: &[usize]) -> Result<()
 pub fn set_arrays(engine: &mut Engine, arrays: &std::collections::BTreeMap<String, data::Array>) -> Result<(), String> {
     let g = engine.graph().clone();
     for (i, inp) in g.inputs.iter().enumerate() {
-        if inp.name.starts_with("hyper.") {
+        // Hyper-parameters, and the directions of Hessian-vector products (`v.<param>`),
+        // are not data.
+        if inp.name.starts_with("hyper.") || inp.name.starts_with("v.") {
             continue;
         }
         let a = arrays.get(&inp.name).ok_or_else(|| format!("the data has no array for input `{}`", inp.name))?;

@@ -16,6 +16,7 @@
 //! (`data::augment::batch`); validation and scoring read the preprocessed rows as they are.
 
 use super::engine::{labels_of, set_arrays, set_batch, sync, Engine, Scorer};
+use super::second_order::{self, Method, Objective};
 use super::target::{self, Scores, Target};
 use super::{prune, schedule, update};
 use crate::data::{self, Array, ArrayData, Dataset, Preprocessor};
@@ -108,8 +109,14 @@ pub struct Session {
     pub kind: ScoreKind,
     jit: bool,
     threads: usize,
-    lbfgs: bool,
+    /// A full-batch host-loop optimizer (`TrainSettings::host_optimizer`): the step graph
+    /// computes the objective and the gradients, and updates nothing.
+    host: bool,
     step_graph: Graph,
+    /// Hessian-vector products for `newton` and `newton_cg`: the gradient of
+    /// <grad, v> (`autodiff::directional_graph`), compiled per batch size.
+    hvp_graph: Option<Graph>,
+    hvp_engines: HashMap<usize, Engine>,
     steps: HashMap<usize, Engine>,
     /// The batch size of the engine that holds the current parameters.
     current: usize,
@@ -117,6 +124,8 @@ pub struct Session {
     /// The target without the loss (inputs without labels), made on first use.
     predictor: Option<Scorer>,
     lbfgs_state: super::lbfgs::State,
+    /// BFGS's inverse Hessian (not saved in checkpoints: a resumed fit starts it afresh).
+    second_state: second_order::State,
     best_snapshot: Option<TensorMap>,
     /// Validation metrics added to every epoch's row besides `val_loss`, `val_accuracy`
     /// and the monitored one (`watch`).
@@ -153,36 +162,37 @@ impl Session {
             program.train = target::with_target_output(&p.train, t)?;
         }
         let s = &program.settings;
-        let lbfgs = s.optimizer.name == "lbfgs";
-        let step_graph = if lbfgs {
-            // Full batch: the objective and every gradient, as outputs.
-            let (g, obj) = update::objective(&program.train, s)?;
-            let wrt: Vec<_> = program.train.params.iter().map(|q| q.value).collect();
-            let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
-            g2.outputs = vec![("objective".into(), obj)];
-            for (q, gv) in program.train.params.iter().zip(grads) {
-                g2.outputs.push((format!("grad.{}", q.name), gv));
-            }
-            g2
-        } else {
-            update::step_graph(&program.train, s)?
+        let host = s.host_optimizer();
+        let method = method_of(s);
+        if let Some(m) = &method {
+            let n: usize = program.train.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).sum();
+            second_order::check_size(m, n)?;
+        }
+        let hvp_graph = match method {
+            Some(Method::Newton { .. } | Method::NewtonCg { .. }) => Some(hvp_graph(&program.train, s)?),
+            _ => None,
         };
         let augment = crate::settings::augment::plan(s, &crate::settings::augment::inputs_of(&program.train))
             .map_err(|p| format!("{}: {}", p.message, p.help))?
             .map(|plan| Augmenter { plan, raw: None, pre: Preprocessor::none(), source: false });
+        let step_graph =
+            if host { objective_graph(&program.train, s)? } else { update::step_graph(&program.train, s)? };
         Ok(Session {
             augment,
             target,
             kind,
             jit,
             threads,
-            lbfgs,
+            host,
             step_graph,
+            hvp_graph,
+            hvp_engines: HashMap::new(),
             steps: HashMap::new(),
             current: 0,
             scorer: Scorer::new(scoring, 256, jit, threads),
             predictor: None,
             lbfgs_state: Default::default(),
+            second_state: Default::default(),
             best_snapshot: None,
             watched: Vec::new(),
             teacher_loaded: false,
@@ -281,15 +291,15 @@ impl Session {
 
     /// The training batch size for `rows` training rows in epoch `epoch` (0-based).
     pub fn batch_for(&self, rows: usize, epoch: usize) -> usize {
-        if self.lbfgs {
+        if self.host {
             rows.max(1)
         } else {
             (self.program.settings.batch_in(epoch) as usize).min(rows).max(1)
         }
     }
 
-    /// The optimizer steps of a whole fit on `rows` training rows (one per batch; L-BFGS
-    /// counts its epochs).
+    /// The optimizer steps of a whole fit on `rows` training rows (one per batch; the
+    /// host-loop optimizers count their epochs).
     pub fn total_steps(&self, rows: usize) -> u64 {
         let epochs = self.program.settings.epochs as usize;
         (0..epochs).map(|e| rows.div_ceil(self.batch_for(rows, e)) as u64).sum()
@@ -318,6 +328,7 @@ impl Session {
         }
         self.teacher_loaded = true;
         self.lbfgs_state = Default::default();
+        self.second_state = Default::default();
         self.best_snapshot = None;
         Ok(())
     }
@@ -480,14 +491,15 @@ impl Session {
         let total = self.total_steps(train.len());
         let monitor = s.monitor();
         let maximize = s.maximize();
-        let base_lr = s.optimizer.num("lr").unwrap_or(1e-3);
+        // Newton's methods take the unit step (scaled by their line search).
+        let base_lr = s.optimizer.num("lr").unwrap_or(if s.host_optimizer() { 1.0 } else { 1e-3 });
         let labels_i32 = matches!(ds.get(data::LABEL_INPUT).map(|a| &a.data), Some(ArrayData::I32(_)));
         let target_name = self.target.as_ref().ok().map(|t| t.output.clone());
         let t0 = std::time::Instant::now();
         let mut end = End::Finished;
         // `log_grad_norms`: per parameter, the output indices of its squared gradient,
         // update and parameter norms, and the epoch's sums of norms and ratios.
-        let norm_outputs = if s.log_grad_norms && !self.lbfgs { monitor_outputs(&self.step_graph)? } else { vec![] };
+        let norm_outputs = if s.log_grad_norms && !self.host { monitor_outputs(&self.step_graph)? } else { vec![] };
         // (sum of gradient norms, sum of update ratios, steps with a nonzero parameter)
         let mut norm_sums = vec![(0.0f64, 0.0f64, 0usize); norm_outputs.len()];
         let mut norm_steps = 0usize;
@@ -495,7 +507,7 @@ impl Session {
             let epoch = p.epoch;
             let batch = self.batch_for(train.len(), epoch);
             let te = std::time::Instant::now();
-            let order = if self.lbfgs {
+            let order = if self.host {
                 Vec::new()
             } else {
                 data::batches(train, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
@@ -504,15 +516,16 @@ impl Session {
             let seen_before = p.epoch_seen;
             let mut lr = base_lr;
             let mut interrupted = false;
-            if self.lbfgs {
-                let mut st = std::mem::take(&mut self.lbfgs_state);
-                let e = self.engine(batch)?;
+            // Hessian-vector products of the epoch (Newton, Newton-CG).
+            let mut hvps = None;
+            if self.host {
                 let max_iter = s.optimizer.num("max_iter").unwrap_or(20.0) as usize;
                 // Progress per function evaluation: a full-batch iteration can take seconds.
                 let mut each = |evals: u64, obj: f64| obs.batch(epoch, evals as usize, max_iter, obj, lr);
-                let r = lbfgs_epoch(e, ds, train, &s, &mut st, p.step, &mut each);
-                self.lbfgs_state = st;
-                let (loss, evals) = r?;
+                let (loss, evals, products) = self.host_epoch(batch, ds, train, &s, p.step, &mut each)?;
+                if self.hvp_graph.is_some() {
+                    hvps = Some(products);
+                }
                 if !loss.is_finite() {
                     return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
                 }
@@ -620,11 +633,14 @@ impl Session {
                 ("step".into(), p.step as f64),
                 ("train_loss".into(), train_loss),
             ];
-            if labels_i32 && target_name.is_some() && !self.lbfgs {
+            if labels_i32 && target_name.is_some() && !self.host {
                 row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
             }
             if let Some(sp) = sparsity {
                 row.push(("sparsity".into(), sp));
+            }
+            if let Some(h) = hvps {
+                row.push(("hvps".into(), h as f64));
             }
             if let Some(v) = val {
                 let sc = self.score(ds, v)?;
@@ -734,51 +750,229 @@ fn monitor_outputs(g: &Graph) -> Result<Vec<(String, [usize; 3])>, String> {
         .collect()
 }
 
-/// One `train` epoch of L-BFGS: up to `max_iter` iterations on the whole training set.
-/// Returns the final objective and the number of function evaluations.
-fn lbfgs_epoch(
-    e: &mut Engine,
-    ds: &Dataset,
-    rows: &[usize],
-    s: &crate::settings::TrainSettings,
-    st: &mut super::lbfgs::State,
-    step: u64,
-    progress: &mut dyn FnMut(u64, f64),
-) -> Result<(f64, u64), String> {
-    set_batch(e, ds, rows)?;
-    let g = e.graph().clone();
-    let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
-    let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
-    let mut evals = 0u64;
-    let mut f = |x: &[f64]| -> Result<(f64, Vec<f64>), String> {
-        let mut at = 0;
-        for (i, &n) in sizes.iter().enumerate() {
-            let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
-            e.set_param(i, &v)?;
-            at += n;
+impl Session {
+    /// One `train` epoch of a host-loop optimizer: up to `max_iter` iterations on the
+    /// whole training set. Returns the loss (without regularization) at the final point,
+    /// or the objective when it is not finite, the number of function evaluations and
+    /// the number of Hessian-vector products.
+    fn host_epoch(
+        &mut self,
+        batch: usize,
+        ds: &Dataset,
+        rows: &[usize],
+        s: &crate::settings::TrainSettings,
+        step: u64,
+        progress: &mut dyn FnMut(u64, f64),
+    ) -> Result<(f64, u64, u64), String> {
+        self.engine(batch)?;
+        if let Some(hg) = &self.hvp_graph {
+            if !self.hvp_engines.contains_key(&batch) {
+                let h = Engine::new(hg, batch, self.jit, self.threads)?;
+                self.hvp_engines.insert(batch, h);
+            }
         }
-        e.run(s.seed as u64, step + evals)?;
-        evals += 1;
-        let obj = f64::from(e.output(0)?.first().copied().unwrap_or(f32::NAN));
-        progress(evals, obj);
-        let mut grad = Vec::with_capacity(x.len());
-        for k in 0..sizes.len() {
-            grad.extend(e.output(k + 1)?.into_iter().map(f64::from));
+        let e = self.steps.get_mut(&batch).ok_or("internal error: no engine")?;
+        set_batch(e, ds, rows)?;
+        let mut hv = match self.hvp_engines.get_mut(&batch) {
+            Some(h) => {
+                sync(e, h)?;
+                set_batch(h, ds, rows)?;
+                Some(HvpEngine::new(h, e.graph())?)
+            }
+            None => None,
+        };
+        let g = e.graph().clone();
+        let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
+        let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
+        let mut obj =
+            Compiled { e, hv: hv.as_mut(), sizes: &sizes, seed: s.seed as u64, step, evals: 0, hvps: 0, progress };
+        let value = match method_of(s) {
+            None => {
+                let o = super::lbfgs::Options {
+                    lr: s.optimizer.num("lr").unwrap_or(1.0),
+                    history: s.optimizer.num("history").unwrap_or(10.0) as usize,
+                    max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
+                    tolerance_grad: 1e-7,
+                    tolerance_change: 1e-12,
+                };
+                let mut f = |x: &[f64]| obj.eval(x);
+                super::lbfgs::minimize(&mut f, &mut x, &mut self.lbfgs_state, &o)?
+            }
+            Some(method) => {
+                let o = second_order::Options {
+                    method,
+                    max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
+                    tolerance_grad: 1e-7,
+                    tolerance_change: 1e-12,
+                };
+                let trace = second_order::minimize(&mut obj, &mut x, &mut self.second_state, &o)?;
+                trace.last().map_or(f64::NAN, |t| t.value)
+            }
+        };
+        let (evals, hvps) = (obj.evals, obj.hvps);
+        let e = obj.e;
+        set_flat(e, &sizes, &x)?;
+        if !value.is_finite() {
+            return Ok((value, evals, hvps));
         }
-        Ok((obj, grad))
+        // The loss without regularization at the final point, as `train_loss`.
+        e.run(s.seed as u64, step + evals.saturating_sub(1))?;
+        let loss = e.output(sizes.len() + 1)?.first().copied().map_or(f64::NAN, f64::from);
+        Ok((loss, evals, hvps))
+    }
+}
+
+/// The second-order method a recipe names (None for L-BFGS and compiled optimizers).
+pub fn method_of(s: &crate::settings::TrainSettings) -> Option<Method> {
+    let o = &s.optimizer;
+    let flag = |k: &str, d: bool| match o.arg(k) {
+        Some(crate::ir::recipe::Lit::Bool(b)) => *b,
+        _ => d,
     };
-    let o = super::lbfgs::Options {
-        lr: s.optimizer.num("lr").unwrap_or(1.0),
-        history: s.optimizer.num("history").unwrap_or(10.0) as usize,
-        max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
-        tolerance_grad: 1e-7,
+    match o.name.as_str() {
+        "bfgs" => Some(Method::Bfgs { lr: o.num("lr").unwrap_or(1.0) }),
+        "newton" => {
+            Some(Method::Newton { damping: o.num("damping").unwrap_or(1e-4), line_search: flag("line_search", true) })
+        }
+        "newton_cg" => Some(Method::NewtonCg {
+            max_cg: o.num("max_cg").unwrap_or(50.0) as usize,
+            tol: o.num("tol").unwrap_or(0.5),
+        }),
+        _ => None,
+    }
+}
+
+/// The host memory a host-loop optimizer uses for itself at `n` parameters, at its peak
+/// (`second_order::Method::state_bytes`; L-BFGS keeps `history` pairs of f64 vectors),
+/// with what it is; None for compiled optimizers, whose state is in the step's plan.
+pub fn host_state_bytes(s: &crate::settings::TrainSettings, n: usize) -> Option<(usize, &'static str)> {
+    if s.optimizer.name == "lbfgs" {
+        let history = s.optimizer.num("history").unwrap_or(10.0) as usize;
+        return Some((2 * history * n * 8, "history pairs (s, y) of f64 vectors"));
+    }
+    let m = method_of(s)?;
+    let what = match m {
+        Method::Bfgs { .. } => "the dense inverse Hessian, f64",
+        Method::Newton { .. } => "the dense Hessian and its Cholesky factor, f64",
+        Method::NewtonCg { .. } => "five f64 vectors of conjugate gradients",
     };
-    let value = super::lbfgs::minimize(&mut f, &mut x, st, &o)?;
+    Some((m.state_bytes(n), what))
+}
+
+/// The step graph of the host-loop optimizers (full batch): outputs `objective` (the
+/// loss with its regularization), `grad.<param>` for each parameter, then the loss alone
+/// (`train_loss`, as the compiled optimizers report it); no updates.
+pub fn objective_graph(train: &Graph, s: &crate::settings::TrainSettings) -> Result<Graph, String> {
+    let (g, obj) = update::objective(train, s)?;
+    let wrt: Vec<_> = train.params.iter().map(|q| q.value).collect();
+    let (mut g2, grads) = crate::autodiff::grad(&g, obj, &wrt)?;
+    g2.outputs = vec![("objective".into(), obj)];
+    for (q, gv) in train.params.iter().zip(grads) {
+        g2.outputs.push((format!("grad.{}", q.name), gv));
+    }
+    g2.outputs.push(("loss".into(), train.loss.ok_or("the model has no `loss` to train")?));
+    Ok(g2)
+}
+
+/// The graph of Hessian-vector products of the training objective (loss and
+/// regularization): inputs `v.<param>` besides the data, outputs `hv.<param>` = (H v)
+/// for each parameter.
+pub fn hvp_graph(train: &Graph, s: &crate::settings::TrainSettings) -> Result<Graph, String> {
+    let (mut g, obj) = update::objective(train, s)?;
+    g.loss = Some(obj);
+    g.outputs.clear();
+    let d = crate::autodiff::directional_graph(&g)?;
+    let wrt: Vec<_> = d.params.iter().map(|q| q.value).collect();
+    let (mut g2, hv) = crate::autodiff::grad(&d, d.loss.ok_or("internal error: no directional loss")?, &wrt)?;
+    g2.outputs = d.params.iter().zip(hv).map(|(q, v)| (format!("hv.{}", q.name), v)).collect();
+    Ok(g2)
+}
+
+/// Writes the flat vector `x` into the engine's parameters (f32).
+fn set_flat(e: &mut Engine, sizes: &[usize], x: &[f64]) -> Result<(), String> {
     let mut at = 0;
     for (i, &n) in sizes.iter().enumerate() {
         let v: Vec<f32> = x[at..at + n].iter().map(|&v| v as f32).collect();
         e.set_param(i, &v)?;
         at += n;
     }
-    Ok((value, evals))
+    Ok(())
+}
+
+/// The Hessian-vector engine with, for each parameter of the step engine (by position),
+/// its parameter index, its `v.` input index (None when the product does not read it)
+/// and its output index.
+struct HvpEngine<'a> {
+    e: &'a mut Engine,
+    map: Vec<(usize, Option<usize>, usize)>,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl<'a> HvpEngine<'a> {
+    fn new(e: &'a mut Engine, step: &Graph) -> Result<HvpEngine<'a>, String> {
+        let g = e.graph();
+        let mut map = Vec::new();
+        let mut shapes = Vec::new();
+        for q in &step.params {
+            let pi = g.params.iter().position(|p| p.name == q.name);
+            let vi = g.inputs.iter().position(|i| i.name == format!("v.{}", q.name));
+            let oi = g.outputs.iter().position(|(n, _)| *n == format!("hv.{}", q.name));
+            let (Some(pi), Some(oi)) = (pi, oi) else {
+                return Err(format!("internal error: the Hessian-vector graph lacks parameter `{}`", q.name));
+            };
+            map.push((pi, vi, oi));
+            shapes.push(q.shape.iter().map(|&d| d as usize).collect());
+        }
+        Ok(HvpEngine { e, map, shapes })
+    }
+}
+
+/// The compiled objective as `second_order` sees it: the step engine computes the
+/// objective and gradients, the Hessian-vector engine their directional derivatives.
+struct Compiled<'a, 'b> {
+    e: &'a mut Engine,
+    hv: Option<&'a mut HvpEngine<'b>>,
+    sizes: &'a [usize],
+    seed: u64,
+    step: u64,
+    evals: u64,
+    hvps: u64,
+    progress: &'a mut dyn FnMut(u64, f64),
+}
+
+impl Objective for Compiled<'_, '_> {
+    fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), String> {
+        set_flat(self.e, self.sizes, x)?;
+        self.e.run(self.seed, self.step + self.evals)?;
+        self.evals += 1;
+        let obj = f64::from(self.e.output(0)?.first().copied().unwrap_or(f32::NAN));
+        (self.progress)(self.evals, obj);
+        let mut grad = Vec::with_capacity(x.len());
+        for k in 0..self.sizes.len() {
+            grad.extend(self.e.output(k + 1)?.into_iter().map(f64::from));
+        }
+        Ok((obj, grad))
+    }
+
+    fn hvp(&mut self, x: &[f64], v: &[f64]) -> Result<Vec<f64>, String> {
+        let h = self.hv.as_mut().ok_or("internal error: no Hessian-vector engine")?;
+        self.hvps += 1;
+        let mut at = 0;
+        for (k, &(pi, vi, _)) in h.map.iter().enumerate() {
+            let n = self.sizes[k];
+            h.e.set_param(pi, &x[at..at + n].iter().map(|&a| a as f32).collect::<Vec<_>>())?;
+            if let Some(vi) = vi {
+                let data = crate::data::ArrayData::F32(v[at..at + n].iter().map(|&a| a as f32).collect());
+                h.e.set_input(vi, &crate::data::Array { shape: h.shapes[k].clone(), data })?;
+            }
+            at += n;
+        }
+        // The products at x share the seed of the last evaluation (dropout masks).
+        h.e.run(self.seed, self.step + self.evals.saturating_sub(1))?;
+        let mut out = Vec::with_capacity(x.len());
+        for &(_, _, oi) in &h.map {
+            out.extend(h.e.output(oi)?.into_iter().map(f64::from));
+        }
+        Ok(out)
+    }
 }

@@ -378,7 +378,7 @@ fn resume_point(
         _ => return Err(bad("nnc.epoch_loss")),
     };
     let before: usize = (0..epoch).map(batches_in).sum();
-    if step < before as u64 && p.settings.optimizer.name != "lbfgs" {
+    if step < before as u64 && !p.settings.host_optimizer() {
         return Err(bad("nnc.step"));
     }
     let number = |k: &str, ok: &dyn Fn(f64) -> bool| -> Result<Option<f64>, String> {
