@@ -60,3 +60,7 @@ fn attention_with_layernorm_and_gelu_matches_jax() {
 fn losses_and_activations_match_jax() {
     check("losses");
 }
+#[test]
+fn sin_cos_reversed_slices_and_additive_attention_match_jax() {
+    check("additive");
+}

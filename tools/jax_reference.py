@@ -222,8 +222,25 @@ def losses():
     return p, {}, inputs, loss
 
 
+def additive():
+    """sin, cos, a reversed slice and Bahdanau attention (AdditiveAttention)."""
+    p = {"att.W": normal(4, 6), "att.U": normal(3, 6), "att.v": normal(6)}
+    dense_params(p, "head", 3, 3)
+    inputs = {"x": normal(B, 5, 3, scale=1.0), "q": normal(B, 4, scale=1.0), "y": labels(B, 3)}
+
+    def loss(p):
+        k = jnp.sin(2 * inputs["x"]) + jnp.cos(inputs["x"][:, ::-1, :])
+        s = jnp.tanh((inputs["q"] @ p["att.W"])[:, None, :] + k @ p["att.U"]) @ p["att.v"]
+        alpha = softmax(s, axis=-1)
+        ctx = jnp.sum(alpha[:, :, None] * k, axis=1)
+        return cross_entropy(dense(p, "head", ctx), inputs["y"])
+
+    return p, {}, inputs, loss
+
+
 def main():
-    for name, make in [("mlp", mlp), ("cnn", cnn), ("lstm", lstm), ("gru", gru), ("attention", attention), ("losses", losses)]:
+    for name, make in [("mlp", mlp), ("cnn", cnn), ("lstm", lstm), ("gru", gru), ("attention", attention), ("losses", losses),
+                       ("additive", additive)]:
         params, states, inputs, loss = make()
         params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         value, grads = jax.value_and_grad(loss)(params)
