@@ -28,21 +28,9 @@ pub struct Args {
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let Args { file, batch, threads, steps, profile, mode, model } = a;
-    bench(&file, batch, threads, steps, profile, mode, model.as_deref(), opts)
-}
-
-fn bench(
-    file: &std::path::Path,
-    batch: Option<i64>,
-    threads: usize,
-    steps: usize,
-    profile: bool,
-    mode: RunMode,
-    model: Option<&str>,
-    opts: RenderOptions,
-) -> i32 {
+    let model = model.as_deref();
     let t0 = std::time::Instant::now();
-    let Some(c) = compile(file, opts) else { return 1 };
+    let Some(c) = compile(&file, opts) else { return 1 };
     let p = match pick(&c, model) {
         Ok(p) => p,
         Err(m) => return fail(&m),
