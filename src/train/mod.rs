@@ -7,9 +7,12 @@
 pub mod checkpoint;
 pub mod compare;
 pub mod cv;
+pub mod distributed;
 pub mod engine;
 pub mod finetune;
 pub mod lbfgs;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod prune;
 pub mod quantize;
 pub mod schedule;
