@@ -4,9 +4,9 @@
 //! per-rank batch norm, and shards of a batch not divisible by the ranks are handled.
 //! The same runs under `mpirun` are in tests/distributed.rs (feature `mpi`).
 
+use nnc::tensors::TensorMap;
 use nnc::train::distributed::{Communicator, Local};
 use nnc::train::trainer::{train_with, Distributed, TrainOptions};
-use nnc::tensors::TensorMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -83,8 +83,7 @@ const CNN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer f = Dense(4 *
 const CNN_BN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4)\n \
                       layer f = Dense(4 * 4 * 4, 10)\n \
                       h = maxpool2d(relu(n(c(reshape(x, [-1, 1, 8, 8])))), 2)\n output logits = f(flatten(h))";
-const LSTM: &str =
-    " layer l = LSTM(8, 16)\n layer f = Dense(16, 10)\n output logits = f(l(reshape(x, [-1, 8, 8])))";
+const LSTM: &str = " layer l = LSTM(8, 16)\n layer f = Dense(16, 10)\n output logits = f(l(reshape(x, [-1, 8, 8])))";
 
 /// The tolerance of a distributed run against one process, relative to each tensor's
 /// largest magnitude. The two runs differ only in how the batch's per-row gradient

@@ -219,7 +219,8 @@ mod tests {
                         out.push(b);
                     }
                     let same = all_equal(&mut c, 0xdead_beef_1234_5678)?;
-                    let differ = all_equal(&mut c, 1 << (20 * c.rank()))?;
+                    let rank = c.rank();
+                    let differ = all_equal(&mut c, 1 << (20 * rank))?;
                     Ok((out, same, differ))
                 })
             })

@@ -22,8 +22,8 @@ pub struct World {
 /// Initializes MPI (`MPI_Init_thread`, thread level multiple: the watchdog may call
 /// `MPI_Abort` from its own thread). `None` when MPI was initialized already.
 pub fn init() -> Result<World, String> {
-    let (universe, _) = ::mpi::initialize_with_threading(Threading::Multiple)
-        .ok_or("MPI was initialized already in this process")?;
+    let (universe, _) =
+        ::mpi::initialize_with_threading(Threading::Multiple).ok_or("MPI was initialized already in this process")?;
     Ok(World { universe })
 }
 

@@ -10,9 +10,9 @@
 //! Determinism: shuffling depends only on (seed, epoch), dropout on (seed, step), so a fit
 //! resumed from its `Progress` continues bit-identically.
 
+use super::distributed::{self, Communicator};
 use super::engine::{labels_of, set_batch, sync, Engine, Scorer};
 use super::target::{self, Scores, Target};
-use super::distributed::{self, Communicator};
 use super::{prune, schedule, update};
 use crate::data::{self, ArrayData, Dataset};
 use crate::ir::{Graph, Program};
@@ -212,15 +212,16 @@ impl Session {
             return Err("L-BFGS is a full-batch host loop: it does not run distributed (pick another optimizer)".into());
         }
         if self.program.settings.prune.is_some() {
-            return Err("`prune` during training does not run distributed yet: train without it, then `nnc prune`".into());
+            return Err(
+                "`prune` during training does not run distributed yet: train without it, then `nnc prune`".into()
+            );
         }
         let grad = update::gradient_graph(&self.program.train)?;
         let upd = update::update_graph(&self.program.train, &self.program.settings)?;
         let update = Engine::new(&upd, 1, self.jit, self.threads)?;
         let n = upd.param_count().max(0) as usize;
         let full = std::mem::replace(&mut self.step_graph, grad);
-        self.dist =
-            Some(Dist { comm, full, update, check, grads: vec![0.0; n], times: StepTimes::default() });
+        self.dist = Some(Dist { comm, full, update, check, grads: vec![0.0; n], times: StepTimes::default() });
         Ok(())
     }
 
@@ -543,7 +544,7 @@ impl Session {
                     lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
                     let hv = update::hyper_values(&s, lr, step + 1);
                     let count = if labels_i32 { target_name.as_deref() } else { None };
-                    let r = self.dist_step(ds, rows, &hv, s.seed as u64, step, count, stop.load(Ordering::SeqCst))?;
+                    let r = self.dist_step(ds, rows, &hv, (s.seed as u64, step), count, stop.load(Ordering::SeqCst))?;
                     let loss = r.loss_sum / rows.len().max(1) as f64;
                     if !loss.is_finite() {
                         return Err(format!(
@@ -739,8 +740,7 @@ impl Session {
         ds: &Dataset,
         rows: &[usize],
         hv: &[f64; 3],
-        seed: u64,
-        step: u64,
+        (seed, step): (u64, u64),
         count: Option<&str>,
         stop: bool,
     ) -> Result<DistStep, String> {
@@ -801,7 +801,10 @@ impl Session {
             let n = p.shape.iter().product::<i64>() as usize;
             let name = format!("{}{}", update::GRAD_PREFIX, p.name);
             let k = ug.inputs.iter().position(|inp| inp.name == name).ok_or("internal error: no gradient input")?;
-            let a = data::Array { shape: p.shape.iter().map(|&x| x as usize).collect(), data: ArrayData::F32(grads[at..at + n].to_vec()) };
+            let a = data::Array {
+                shape: p.shape.iter().map(|&x| x as usize).collect(),
+                data: ArrayData::F32(grads[at..at + n].to_vec()),
+            };
             d.update.set_input(k, &a)?;
             at += n;
         }
