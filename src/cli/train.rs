@@ -32,6 +32,19 @@ pub struct Args {
     /// <out>/member-<i>/), then score their ensemble on the held-out rows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
     pub ensemble: Option<u32>,
+    /// Data-parallel training over MPI: run under `mpirun -np N` (or `srun`); each rank
+    /// trains on its shard of every batch and rank 0 writes the files (needs nnc built
+    /// with `--features mpi`; docs/distributed.md).
+    #[arg(long, conflicts_with = "ensemble")]
+    pub distributed: bool,
+    /// With --distributed: compare a hash of the parameters across ranks after every
+    /// epoch (an error when they differ).
+    #[arg(long, requires = "distributed")]
+    pub check_params: bool,
+    /// With --distributed: abort the job when a collective waits longer than this many
+    /// seconds for the other ranks (a rank that died).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "distributed")]
+    pub collective_timeout: u64,
 }
 
 /// Whether `dir` holds a run (a checkpoint or a log).
@@ -40,9 +53,47 @@ fn holds_run(dir: &std::path::Path) -> bool {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    let jit = a.backend == Backend::Jit;
+    if !a.distributed {
+        return run_rank(a, opts, jit, 0, None);
+    }
+    distributed(a, opts, jit)
+}
+
+/// `--distributed`: MPI first (every rank compiles the model itself); only rank 0 prints.
+#[cfg(feature = "mpi")]
+fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
+    let world = match crate::train::mpi::init() {
+        Ok(w) => w,
+        Err(m) => return fail(&m),
+    };
+    let rank = world.rank();
+    let timeout = std::time::Duration::from_secs(a.collective_timeout.max(1));
+    let comm = world.communicator(timeout, Box::new(|m: &str| errln!("error: {m}")));
+    let dist = crate::train::trainer::Distributed { comm: Box::new(comm), check_params: a.check_params };
+    let code = run_rank(a, opts, jit, rank, Some(dist));
+    // An error on one rank ends every rank, rather than leaving them waiting in a
+    // collective.
+    if code != 0 && code != 130 {
+        world.abort(code);
+    }
+    code
+}
+
+#[cfg(not(feature = "mpi"))]
+fn distributed(_a: Args, _opts: RenderOptions, _jit: bool) -> i32 {
+    fail("`--distributed` needs nnc built with MPI: `cargo build --release --features mpi` (docs/distributed.md)")
+}
+
+fn run_rank(
+    a: Args,
+    opts: RenderOptions,
+    jit: bool,
+    rank: usize,
+    dist: Option<crate::train::trainer::Distributed>,
+) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let jit = a.backend == Backend::Jit;
     let mut p = match compile_with_sets(&a.file, &a.set, a.model.as_deref(), opts) {
         Ok(p) => p,
         Err(code) => return code,
@@ -83,6 +134,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     );
     let (name, file) = (p.name.clone(), a.file.clone());
     let mut on_event = |e: crate::train::trainer::Event| match e {
+        _ if rank != 0 => {}
         crate::train::trainer::Event::Start { resumed, out_dir } => {
             errln!(
                 "training {name} from {} ({} backend) -> {}",
@@ -160,8 +212,16 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             Err(m) => fail(&m),
         };
     }
-    let result = crate::train::trainer::train(&p, &dir, &topts, &stop, &mut on_event);
+    let result = crate::train::trainer::train_with(&p, &dir, &topts, &stop, &mut on_event, dist);
     bar.finish_and_clear();
+    if rank != 0 {
+        // Rank 0 reports for the job.
+        return match result {
+            Ok(r) if r.interrupted => 130,
+            Ok(_) => 0,
+            Err(m) => fail(&format!("rank {rank}: {m}")),
+        };
+    }
     match result {
         Ok(r) => {
             if r.interrupted {

@@ -8,10 +8,13 @@
 pub mod checkpoint;
 pub mod compare;
 pub mod cv;
+pub mod distributed;
 pub mod engine;
 pub mod finetune;
 pub mod lbfgs;
 pub mod line_search;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod prune;
 pub mod quantize;
 pub mod schedule;

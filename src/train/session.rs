@@ -15,6 +15,7 @@
 //! input's rows are read raw (`augment_from`), augmented, then preprocessed
 //! (`data::augment::batch`); validation and scoring read the preprocessed rows as they are.
 
+use super::distributed::{self, Communicator};
 use super::engine::{labels_of, set_arrays, set_batch, sync, Engine, Scorer};
 use super::second_order::{self, Method, Objective};
 use super::target::{self, Scores, Target};
@@ -134,6 +135,9 @@ pub struct Session {
     teacher_loaded: bool,
     /// The `augment` setting, checked against the model's inputs.
     augment: Option<Augmenter>,
+    /// A data-parallel run (`distribute`): the engines of `steps` then compile the
+    /// gradient graph, and this holds the update.
+    dist: Option<Dist>,
 }
 
 /// What augmenting a batch needs besides the plan: the augmented input's raw rows when
@@ -144,6 +148,32 @@ struct Augmenter {
     raw: Option<Array>,
     pre: Preprocessor,
     source: bool,
+}
+
+/// The second half of a data-parallel session's step and what it sums through.
+struct Dist {
+    comm: Box<dyn Communicator>,
+    /// The whole step graph: every parameter and state a checkpoint holds.
+    full: Graph,
+    /// The compiled update graph (optimizer state lives here).
+    update: Engine,
+    /// Compare a hash of the parameters across ranks after every epoch.
+    check: bool,
+    /// The gradients of every parameter, flat, in parameter order.
+    grads: Vec<f32>,
+    times: StepTimes,
+}
+
+/// Seconds spent in the parts of a data-parallel session's steps so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub steps: u64,
+    /// Forward and backward pass on the rank's rows.
+    pub forward_backward: f64,
+    /// Summing gradients (and the step's loss, counts and stop flag) over ranks.
+    pub allreduce: f64,
+    /// Copies between the two engines and the update itself.
+    pub update: f64,
 }
 
 impl Session {
@@ -196,8 +226,54 @@ impl Session {
             best_snapshot: None,
             watched: Vec::new(),
             teacher_loaded: false,
+            dist: None,
             program,
         })
+    }
+
+    /// Makes this session one rank of a data-parallel run over `comm`: each global batch
+    /// is split into disjoint shards (`distributed::shard`), the gradients of the ranks'
+    /// shares of the loss are summed by `comm`, and every rank applies the same update.
+    /// Call it before `init` or `load_tensors`. `check` compares a hash of the parameters
+    /// across ranks after every epoch (an error when they differ).
+    pub fn distribute(&mut self, comm: Box<dyn Communicator>, check: bool) -> Result<(), String> {
+        if !self.steps.is_empty() {
+            return Err("internal error: distribute a session before it holds parameters".into());
+        }
+        if self.host {
+            return Err(format!(
+                "`{}` is a full-batch host loop: it does not run distributed (pick a compiled optimizer)",
+                self.program.settings.optimizer.name
+            ));
+        }
+        if !self.program.settings.augment.is_empty() {
+            return Err("`augment` does not run distributed yet: train without it, or on one process".into());
+        }
+        if self.program.settings.log_grad_norms {
+            return Err("`log_grad_norms` does not run distributed yet: leave it out, or train on one process".into());
+        }
+        if self.program.settings.prune.is_some() {
+            return Err(
+                "`prune` during training does not run distributed yet: train without it, then `nnc prune`".into()
+            );
+        }
+        let grad = update::gradient_graph(&self.program.train)?;
+        let upd = update::update_graph(&self.program.train, &self.program.settings)?;
+        let update = Engine::new(&upd, 1, self.jit, self.threads)?;
+        let n = upd.param_count().max(0) as usize;
+        let full = std::mem::replace(&mut self.step_graph, grad);
+        self.dist = Some(Dist { comm, full, update, check, grads: vec![0.0; n], times: StepTimes::default() });
+        Ok(())
+    }
+
+    /// This session's rank and the number of ranks (0 and 1 unless distributed).
+    pub fn rank(&self) -> (usize, usize) {
+        self.dist.as_ref().map(|d| (d.comm.rank(), d.comm.size())).unwrap_or((0, 1))
+    }
+
+    /// Where a data-parallel session's steps spent their time.
+    pub fn step_times(&self) -> Option<StepTimes> {
+        self.dist.as_ref().map(|d| d.times)
     }
 
     /// Adds a validation metric (`val_f1`, ...) to every epoch's row, for an observer
@@ -330,6 +406,12 @@ impl Session {
         self.lbfgs_state = Default::default();
         self.second_state = Default::default();
         self.best_snapshot = None;
+        if let Some(d) = &mut self.dist {
+            let (_, states) = crate::runtime::init::init_all(d.update.graph(), seed);
+            for (i, v) in states.iter().enumerate() {
+                d.update.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+            }
+        }
         Ok(())
     }
 
@@ -349,12 +431,21 @@ impl Session {
             }
             map.insert(s.name.clone(), HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(e.state(i))));
         }
+        if let Some(d) = &self.dist {
+            for (i, s) in d.update.graph().states.iter().enumerate() {
+                let t = HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(d.update.state(i)));
+                map.insert(s.name.clone(), t);
+            }
+        }
         Ok(map)
     }
 
     /// The step graph's parameters and states (what `tensors` returns).
     pub fn step_graph(&self) -> &Graph {
-        &self.step_graph
+        match &self.dist {
+            Some(d) => &d.full,
+            None => &self.step_graph,
+        }
     }
 
     /// Sets parameters and states by name; `all_states` requires every state (optimizer
@@ -381,6 +472,14 @@ impl Session {
             }
         }
         self.teacher_loaded = true;
+        if let Some(d) = &mut self.dist {
+            let g = d.update.graph().clone();
+            for (i, s) in g.states.iter().enumerate() {
+                if let Some(v) = t.get(&s.name).and_then(HostTensor::floats) {
+                    d.update.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -537,6 +636,31 @@ impl Session {
             }
             for (bi, rows) in order.iter().enumerate().skip(skip) {
                 let step = p.step;
+                if self.dist.is_some() {
+                    lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
+                    let hv = update::hyper_values(&s, lr, step + 1);
+                    let count = if labels_i32 { target_name.as_deref() } else { None };
+                    let r = self.dist_step(ds, rows, &hv, (s.seed as u64, step), count, stop.load(Ordering::SeqCst))?;
+                    let loss = r.loss_sum / rows.len().max(1) as f64;
+                    if !loss.is_finite() {
+                        return Err(format!(
+                            "the loss became {loss} at step {step} (epoch {}, batch {})",
+                            epoch + 1,
+                            bi + 1
+                        ));
+                    }
+                    p.epoch_loss += r.loss_sum;
+                    p.epoch_seen += rows.len();
+                    p.epoch_correct += r.correct;
+                    p.step += 1;
+                    obs.batch(epoch, bi + 1, order.len(), loss, lr);
+                    if r.stop {
+                        interrupted = true;
+                        p.batch = bi + 1;
+                        break;
+                    }
+                    continue;
+                }
                 let augmented = self.training_batch(ds, rows, epoch)?;
                 let e = self.engine(rows.len())?;
                 match &augmented {
@@ -597,11 +721,14 @@ impl Session {
                 }
             }
             if interrupted && p.batch < order.len() {
+                self.average_states()?;
                 obs.interrupted(self, p)?;
                 return Ok(End::Interrupted);
             }
             // A full epoch (or stopped after its last batch: finish it, then stop). Gradual
             // pruning prunes after it, before it is scored.
+            self.average_states()?;
+            self.check_params(epoch)?;
             let mut sparsity = None;
             let mut pruning_done = true;
             if let Some(pr) = s.prune.as_ref().filter(|c| c.name == "gradual") {
@@ -723,6 +850,149 @@ impl Session {
             }
         }
         Ok(end)
+    }
+}
+
+/// What one data-parallel step reports, summed over ranks.
+struct DistStep {
+    loss_sum: f64,
+    correct: usize,
+    /// Some rank was asked to stop (Ctrl-C): every rank stops after this step.
+    stop: bool,
+}
+
+impl Session {
+    /// One data-parallel step on the global batch `rows`: forward and backward on this
+    /// rank's shard, the gradients (and the loss sum, the correct count when `count`
+    /// names the target, and the stop flag) summed over ranks, then the update on the
+    /// summed gradients.
+    fn dist_step(
+        &mut self,
+        ds: &Dataset,
+        rows: &[usize],
+        hv: &[f64; 3],
+        (seed, step): (u64, u64),
+        count: Option<&str>,
+        stop: bool,
+    ) -> Result<DistStep, String> {
+        let (rank, size) = self.rank();
+        let local = distributed::shard(rows, rank, size);
+        let t0 = std::time::Instant::now();
+        let mut stats = [0.0f64; 3];
+        let mut grads = match &mut self.dist {
+            Some(d) => std::mem::take(&mut d.grads),
+            None => return Err("internal error: not a distributed session".into()),
+        };
+        if local.is_empty() {
+            grads.iter_mut().for_each(|x| *x = 0.0);
+        } else {
+            let kind = self.kind;
+            let e = self.engine(local.len())?;
+            set_batch(e, ds, local)?;
+            let g = e.graph().clone();
+            if let Some(i) = g.inputs.iter().position(|inp| inp.name == update::SHARE) {
+                e.set_scalar(i, (local.len() as f64 / rows.len() as f64) as f32)?;
+            }
+            // Each rank draws its own dropout masks.
+            e.run(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), step)?;
+            stats[0] = f64::from(e.loss()?) * local.len() as f64;
+            if let Some(name) = count {
+                let k = g.outputs.iter().position(|(n, _)| n == name);
+                if let (Some(k), Some(labels)) = (k, labels_of(ds, local)) {
+                    let out = e.output(k)?;
+                    let w = out.len() / local.len();
+                    if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), kind) {
+                        stats[1] = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64;
+                    }
+                }
+            }
+            let mut at = 0;
+            for p in &g.params {
+                let name = format!("{}{}", update::GRAD_PREFIX, p.name);
+                let k = g.outputs.iter().position(|(n, _)| *n == name).ok_or("internal error: no gradient output")?;
+                let v = e.output(k)?;
+                grads[at..at + v.len()].copy_from_slice(&v);
+                at += v.len();
+            }
+        }
+        stats[2] = if stop { 1.0 } else { 0.0 };
+        let t1 = std::time::Instant::now();
+        let d = self.dist.as_mut().ok_or("internal error: not a distributed session")?;
+        d.comm.allreduce_sum_f32(&mut grads)?;
+        d.comm.allreduce_sum_f64(&mut stats)?;
+        let t2 = std::time::Instant::now();
+        // The update: parameters in, summed gradients and hyperparameters in, run,
+        // parameters back to the engine that holds them.
+        let cur = self.current;
+        let holder = self.steps.get_mut(&cur).ok_or("internal error: no engine holds the parameters")?;
+        let ug = d.update.graph().clone();
+        let mut at = 0;
+        for (i, p) in ug.params.iter().enumerate() {
+            d.update.set_param(i, &holder.param(i))?;
+            let n = p.shape.iter().product::<i64>() as usize;
+            let name = format!("{}{}", update::GRAD_PREFIX, p.name);
+            let k = ug.inputs.iter().position(|inp| inp.name == name).ok_or("internal error: no gradient input")?;
+            let a = data::Array {
+                shape: p.shape.iter().map(|&x| x as usize).collect(),
+                data: ArrayData::F32(grads[at..at + n].to_vec()),
+            };
+            d.update.set_input(k, &a)?;
+            at += n;
+        }
+        for (k, h) in update::HYPER.iter().enumerate() {
+            if let Some(i) = ug.inputs.iter().position(|inp| inp.name == *h) {
+                d.update.set_scalar(i, hv[k] as f32)?;
+            }
+        }
+        d.update.run(seed, step)?;
+        for i in 0..ug.params.len() {
+            holder.set_param(i, &d.update.param(i))?;
+        }
+        d.grads = grads;
+        let t3 = std::time::Instant::now();
+        d.times.steps += 1;
+        d.times.forward_backward += (t1 - t0).as_secs_f64();
+        d.times.allreduce += (t2 - t1).as_secs_f64();
+        d.times.update += (t3 - t2).as_secs_f64();
+        Ok(DistStep { loss_sum: stats[0], correct: stats[1].round() as usize, stop: stats[2] > 0.0 })
+    }
+
+    /// Averages the model's states (batch-norm running statistics, computed by each rank
+    /// on its own rows) over ranks, so that every rank scores and saves the same model.
+    fn average_states(&mut self) -> Result<(), String> {
+        let Some(d) = self.dist.as_mut() else { return Ok(()) };
+        let size = d.comm.size() as f32;
+        let e = self.steps.get_mut(&self.current).ok_or("internal error: no engine holds the parameters")?;
+        let g = e.graph().clone();
+        for (i, st) in g.states.iter().enumerate() {
+            if st.update.is_none() || super::teacher::source(st).is_some() {
+                continue;
+            }
+            let mut v = e.state(i);
+            d.comm.allreduce_sum_f32(&mut v)?;
+            v.iter_mut().for_each(|x| *x /= size);
+            e.set_state(i, &v)?;
+        }
+        Ok(())
+    }
+
+    /// With `check`: an error unless every rank holds the same parameters.
+    fn check_params(&mut self, epoch: usize) -> Result<(), String> {
+        let Some(d) = self.dist.as_mut() else { return Ok(()) };
+        if !d.check {
+            return Ok(());
+        }
+        let e = self.steps.get(&self.current).ok_or("internal error: no engine holds the parameters")?;
+        let params: Vec<Vec<f32>> = (0..e.graph().params.len()).map(|i| e.param(i)).collect();
+        let h = distributed::hash_f32(params.iter().map(Vec::as_slice));
+        if !distributed::all_equal(d.comm.as_mut(), h)? {
+            return Err(format!(
+                "after epoch {}: the parameters differ between ranks (rank {} has hash {h:016x})",
+                epoch + 1,
+                d.comm.rank()
+            ));
+        }
+        Ok(())
     }
 }
 

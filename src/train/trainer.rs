@@ -408,6 +408,8 @@ struct Files<'a> {
     log: &'a mut MetricsLog,
     epochs: usize,
     progress: &'a mut dyn FnMut(Event),
+    /// Whether this process writes the run's files (rank 0 of a distributed run).
+    writer: bool,
 }
 
 impl Observer for Files<'_> {
@@ -416,12 +418,14 @@ impl Observer for Files<'_> {
     }
     fn epoch(&mut self, s: &Session, at: &Progress, row: &[(String, f64)], improved: bool) -> Result<Next, String> {
         self.log.push(row)?;
-        self.log.write_csv(&self.opts.out_dir.join("metrics.csv"))?;
-        let meta = meta_of(self.p, self.opts, self.record, at);
-        if improved {
-            save(&self.opts.out_dir.join("best.safetensors"), s, self.pre, meta.clone())?;
+        if self.writer {
+            self.log.write_csv(&self.opts.out_dir.join("metrics.csv"))?;
+            let meta = meta_of(self.p, self.opts, self.record, at);
+            if improved {
+                save(&self.opts.out_dir.join("best.safetensors"), s, self.pre, meta.clone())?;
+            }
+            save(&self.opts.out_dir.join("last.safetensors"), s, self.pre, meta)?;
         }
-        save(&self.opts.out_dir.join("last.safetensors"), s, self.pre, meta)?;
         (self.progress)(Event::Epoch(&EpochReport {
             epoch: at.epoch,
             epochs: self.epochs,
@@ -431,6 +435,9 @@ impl Observer for Files<'_> {
         Ok(Next::Continue)
     }
     fn interrupted(&mut self, s: &Session, at: &Progress) -> Result<(), String> {
+        if !self.writer {
+            return Ok(());
+        }
         save(&self.opts.out_dir.join("last.safetensors"), s, self.pre, meta_of(self.p, self.opts, self.record, at))
     }
 }
@@ -445,10 +452,36 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Event),
 ) -> Result<Report, String> {
+    train_with(p, base_dir, opts, stop, progress, None)
+}
+
+/// A data-parallel run's communicator and whether to compare parameter hashes across
+/// ranks after every epoch (`train::distributed`).
+pub struct Distributed {
+    pub comm: Box<dyn super::distributed::Communicator>,
+    pub check_params: bool,
+}
+
+/// `train`, as one rank of a data-parallel run when `dist` is given: every rank reads
+/// the same data and split and trains on its shard of every batch; rank 0 alone writes
+/// the files (the others score as it does, and write nothing).
+pub fn train_with(
+    p: &Program,
+    base_dir: &Path,
+    opts: &TrainOptions,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Event),
+    dist: Option<Distributed>,
+) -> Result<Report, String> {
     let t0 = std::time::Instant::now();
     let prep = prepare(p, base_dir)?;
     let (train_rows, val_rows, held, prefix) = roles(&prep.parts);
     let mut session = Session::new(p, opts.jit, opts.threads)?;
+    if let Some(d) = dist {
+        session.distribute(d.comm, d.check_params)?;
+    }
+    let (rank, ranks) = session.rank();
+    let writer = rank == 0;
     let mut notes = Vec::new();
     notes.push(session.target_note());
     if prefix == "train_" {
@@ -480,14 +513,25 @@ pub fn train(
         session.init(p.settings.seed as u64, train_rows.len())?;
     }
     session.augment_from(&prep.raw, &prep.pre)?;
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| format!("cannot create `{}`: {e}", opts.out_dir.display()))?;
-    crate::tensors::remove_stale_temps(&opts.out_dir);
+    if writer {
+        std::fs::create_dir_all(&opts.out_dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", opts.out_dir.display()))?;
+        crate::tensors::remove_stale_temps(&opts.out_dir);
+    }
     let epochs = p.settings.epochs as usize;
     let already_finished = opts.resume && at.epoch >= epochs;
     progress(Event::Start { resumed, out_dir: &opts.out_dir });
     let end = {
-        let mut files =
-            Files { p, opts, record: &prep.record, pre: &prep.pre, log: &mut log, epochs, progress: &mut *progress };
+        let mut files = Files {
+            p,
+            opts,
+            record: &prep.record,
+            pre: &prep.pre,
+            log: &mut log,
+            epochs,
+            progress: &mut *progress,
+            writer,
+        };
         session.fit(&prep.ds, train_rows, val_rows, &mut at, stop, &mut files).map_err(|e| {
             if last_path.exists() {
                 format!("{e}; the last good checkpoint is `{}`", last_path.display())
@@ -513,6 +557,22 @@ pub fn train(
         seconds: 0.0,
         files: vec![],
     };
+    if let Some(t) = session.step_times().filter(|t| t.steps > 0) {
+        let ms = |x: f64| 1e3 * x / t.steps as f64;
+        report.notes.push(format!(
+            "{ranks} ranks, {} steps: per step {:.3} ms forward and backward (rank 0's shard), {:.3} ms allreduce, \
+             {:.3} ms update",
+            t.steps,
+            ms(t.forward_backward),
+            ms(t.allreduce),
+            ms(t.update)
+        ));
+    }
+    if !writer {
+        report.files = Vec::new();
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     if end != End::Interrupted {
         let scores = session.score(&prep.ds, held)?;
         let ev = target::report(&prep.ds, held, &scores, session.kind, prefix, &p.settings.metrics);

@@ -147,8 +147,76 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
     let mut b = B { g: train.clone() };
     let objective = add_regularizers(&mut b, train, settings, loss)?;
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
-    let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    let (g2, grads) = autodiff::grad(&b.g, objective, &wrt)?;
     b.g = g2;
+    apply_gradients(b, grads, settings)
+}
+
+/// The scalar input of a gradient graph: this rank's share of the global batch
+/// (its rows over the global batch's rows).
+pub const SHARE: &str = "hyper.share";
+
+/// The prefix of a gradient's name: `grad.<param>` (outputs of a gradient graph, inputs
+/// of an update graph).
+pub const GRAD_PREFIX: &str = "grad.";
+
+/// The first half of a data-parallel step (`train::distributed`): the forward and
+/// backward pass of the model's loss times `hyper.share`, with every parameter's
+/// gradient an output `grad.<param>` (after the train graph's own outputs). With each
+/// rank's loss the mean over its rows and its share its rows over the global batch, the
+/// sum of the ranks' gradients is the gradient of the mean loss over the global batch.
+/// States the forward pass updates (batch-norm statistics) keep their updates;
+/// regularization, clipping and the optimizer belong to `update_graph`.
+pub fn gradient_graph(train: &Graph) -> Result<Graph, String> {
+    let loss = train.loss.ok_or("the model has no `loss` to train")?;
+    let mut b = B { g: train.clone() };
+    let share = b.scalar_input(SHARE)?;
+    let objective = b.mul(loss, share)?;
+    let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
+    let (mut g, grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    for (p, gv) in train.params.iter().zip(grads) {
+        g.outputs.push((format!("{GRAD_PREFIX}{}", p.name), gv));
+    }
+    let errs = crate::ir::verify::verify(&g);
+    if let Some(e) = errs.first() {
+        return Err(format!("internal compiler error: the gradient graph is ill-formed: {e}"));
+    }
+    Ok(g)
+}
+
+/// The second half of a data-parallel step: the parameters, one input `grad.<param>`
+/// per parameter (the summed gradient of the loss), and the rest of `step_graph` on them
+/// (the l1/l2 terms' gradients added once, clipping, the optimizer update).
+pub fn update_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    let mut b = B { g: Graph::new(crate::ir::Mode::Train) };
+    let mut grads = Vec::with_capacity(train.params.len());
+    for (i, p) in train.params.iter().enumerate() {
+        let ty = Type::f32(p.shape.iter().map(|&d| Dim::konst(d)).collect());
+        let v = b.push(Op::Param(i as u32), vec![], Some(ty.clone()))?;
+        b.g.params.push(crate::ir::ParamDecl { value: v, update: None, ..p.clone() });
+        let idx = b.g.inputs.len() as u32;
+        let gv = b.push(Op::Input(idx), vec![], Some(ty.clone()))?;
+        b.g.inputs.push(InputDecl { name: format!("{GRAD_PREFIX}{}", p.name), ty, value: gv, span: p.span });
+        grads.push(gv);
+    }
+    let params = b.g.clone();
+    let zero = b.push(Op::Fill(0.0), vec![], Some(Type::scalar()))?;
+    let reg = add_regularizers(&mut b, &params, settings, zero)?;
+    if reg != zero {
+        let wrt: Vec<Value> = b.g.params.iter().map(|p| p.value).collect();
+        let (g2, reg_grads) = autodiff::grad(&b.g, reg, &wrt)?;
+        b.g = g2;
+        for (gv, r) in grads.iter_mut().zip(reg_grads) {
+            *gv = b.add(*gv, r)?;
+        }
+    }
+    apply_gradients(b, grads, settings)
+}
+
+/// Masks, clipping, the optimizer update and proximal l1 on gradients `grads` (one per
+/// parameter of `b.g`): the part of a step after the backward pass.
+fn apply_gradients(mut b: B, mut grads: Vec<Value>, settings: &TrainSettings) -> Result<Graph, String> {
+    // The gradients before masks and clipping, for `log_grad_norms`.
     let raw_grads = grads.clone();
     // Pruning masks (`train::prune`): a pruned weight gets no gradient, so clipping's norm
     // and the optimizer's state never see it, and its update is multiplied by 0 as well.

@@ -1,0 +1,237 @@
+//! Data-parallel training: the communicator a session sums gradients through, the shard
+//! of a global batch each rank takes, and an in-process group of communicators (threads)
+//! for embedders and tests. The MPI communicator is `train::mpi` (feature `mpi`).
+//!
+//! The step of a distributed session is split in two compiled graphs
+//! (`update::gradient_graph`, `update::update_graph`):
+//! `forward_backward` on the rank's shard; the gradients summed over ranks
+//! (`Communicator::allreduce_sum_f32`); the update, which every rank applies to the same
+//! summed gradient, so parameters stay equal on every rank. Any communicator works: an
+//! embedder with its own transport implements `Communicator` and passes it to
+//! `Session::distribute`.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A group of ranks that sum buffers together. Every rank calls the same collectives in
+/// the same order with buffers of the same length.
+pub trait Communicator {
+    /// This process's rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// The number of ranks.
+    fn size(&self) -> usize;
+    /// Replaces `buf` on every rank by the element-wise sum of every rank's `buf`.
+    fn allreduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<(), String>;
+    /// The same in f64 (counts, loss sums, flags, hashes).
+    fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String>;
+}
+
+/// The rows of a global batch that rank `rank` of `size` takes: a contiguous block,
+/// `rows[rank * n / size .. (rank + 1) * n / size]`. Blocks are disjoint and cover the
+/// batch; when `n` is not divisible by `size` their lengths differ by one (the first
+/// ranks get the shorter ones); with fewer rows than ranks some blocks are empty.
+pub fn shard(rows: &[usize], rank: usize, size: usize) -> &[usize] {
+    let n = rows.len();
+    let size = size.max(1);
+    let (a, b) = (rank.min(size) * n / size, (rank.min(size) + 1).min(size) * n / size);
+    &rows[a..b]
+}
+
+/// FNV-1a over the bits of `values`: the parameter hash compared across ranks.
+pub fn hash_f32<'a>(values: impl IntoIterator<Item = &'a [f32]>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for x in v {
+            for byte in x.to_bits().to_le_bytes() {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    h
+}
+
+/// Whether every rank passed the same `x`. The value is sent as four 16-bit pieces with
+/// their squares, all exact in f64: the pieces are equal on every rank exactly when
+/// `size * sum(x^2) == sum(x)^2` for each (equality in Cauchy-Schwarz).
+pub fn all_equal(comm: &mut dyn Communicator, x: u64) -> Result<bool, String> {
+    let mut buf = [0.0f64; 8];
+    for k in 0..4 {
+        let piece = ((x >> (16 * k)) & 0xffff) as f64;
+        buf[k] = piece;
+        buf[4 + k] = piece * piece;
+    }
+    comm.allreduce_sum_f64(&mut buf)?;
+    let n = comm.size() as f64;
+    Ok((0..4).all(|k| n * buf[4 + k] == buf[k] * buf[k]))
+}
+
+/// One process, one rank: sums are the identity. A session given it runs the split step
+/// (the same arithmetic as a distributed run's, on all rows).
+pub struct Solo;
+
+impl Communicator for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn allreduce_sum_f32(&mut self, _buf: &mut [f32]) -> Result<(), String> {
+        Ok(())
+    }
+    fn allreduce_sum_f64(&mut self, _buf: &mut [f64]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The shared state of a `Local` group: each rank's contribution to the current
+/// collective, how many ranks have arrived and read, and a generation counter.
+struct Shared {
+    slots: Vec<Vec<f64>>,
+    sum: Vec<f64>,
+    arrived: usize,
+    read: usize,
+    generation: u64,
+    /// Set when the ranks' buffer lengths differ: that collective fails on every rank.
+    error: Option<String>,
+}
+
+/// In-process communicators, one per thread of a group: an embedder's data-parallel run
+/// without MPI, and the test of the gradient arithmetic. Ranks sum in rank order, so
+/// results do not depend on timing.
+pub struct Local {
+    rank: usize,
+    size: usize,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+}
+
+impl Local {
+    /// `size` communicators of one group (give one to each thread).
+    pub fn group(size: usize) -> Vec<Local> {
+        let size = size.max(1);
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                slots: vec![Vec::new(); size],
+                sum: Vec::new(),
+                arrived: 0,
+                read: 0,
+                generation: 0,
+                error: None,
+            }),
+            Condvar::new(),
+        ));
+        (0..size).map(|rank| Local { rank, size, shared: shared.clone() }).collect()
+    }
+
+    fn reduce(&mut self, buf: &[f64]) -> Result<Vec<f64>, String> {
+        let poisoned = |_| "a rank of the in-process group panicked".to_string();
+        let (lock, cv) = &*self.shared;
+        let mut st = lock.lock().map_err(poisoned)?;
+        // A rank back early waits until every rank has read the previous result.
+        while st.arrived == self.size {
+            st = cv.wait(st).map_err(poisoned)?;
+        }
+        let generation = st.generation;
+        st.slots[self.rank] = buf.to_vec();
+        st.arrived += 1;
+        if st.arrived == self.size {
+            let n = st.slots[0].len();
+            st.error = st
+                .slots
+                .iter()
+                .any(|s| s.len() != n)
+                .then(|| "ranks called a collective with buffers of different lengths".to_string());
+            let mut sum = vec![0.0; n];
+            for s in &st.slots {
+                for (o, x) in sum.iter_mut().zip(s) {
+                    *o += x;
+                }
+            }
+            st.sum = sum;
+            st.generation += 1;
+            cv.notify_all();
+        } else {
+            while st.generation == generation {
+                st = cv.wait(st).map_err(poisoned)?;
+            }
+        }
+        let out = match &st.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(st.sum.clone()),
+        };
+        st.read += 1;
+        if st.read == self.size {
+            st.read = 0;
+            st.arrived = 0;
+            cv.notify_all();
+        }
+        out
+    }
+}
+
+impl Communicator for Local {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn allreduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<(), String> {
+        // Summed in f64 and rounded once; MPI sums in f32 (the tolerance of
+        // tests/distributed.rs covers both).
+        let wide: Vec<f64> = buf.iter().map(|&x| f64::from(x)).collect();
+        let sum = self.reduce(&wide)?;
+        for (o, x) in buf.iter_mut().zip(sum) {
+            *o = x as f32;
+        }
+        Ok(())
+    }
+    fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String> {
+        let sum = self.reduce(buf)?;
+        buf.copy_from_slice(&sum);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_disjoint_and_cover_the_batch() {
+        let rows: Vec<usize> = (100..107).collect();
+        let parts: Vec<&[usize]> = (0..3).map(|r| shard(&rows, r, 3)).collect();
+        assert_eq!(parts, vec![&[100, 101][..], &[102, 103][..], &[104, 105, 106][..]]);
+        let two: Vec<&[usize]> = (0..4).map(|r| shard(&rows[..2], r, 4)).collect();
+        assert_eq!(two.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn local_group_sums_in_every_rank() {
+        let handles: Vec<_> = Local::group(3)
+            .into_iter()
+            .map(|mut c| {
+                std::thread::spawn(move || -> Result<(Vec<Vec<f32>>, bool, bool), String> {
+                    let mut out = Vec::new();
+                    for round in 0..50 {
+                        let mut b = vec![c.rank() as f32 + round as f32, 1.0];
+                        c.allreduce_sum_f32(&mut b)?;
+                        out.push(b);
+                    }
+                    let same = all_equal(&mut c, 0xdead_beef_1234_5678)?;
+                    let rank = c.rank();
+                    let differ = all_equal(&mut c, 1 << (20 * rank))?;
+                    Ok((out, same, differ))
+                })
+            })
+            .collect();
+        for h in handles {
+            let (out, same, differ) = h.join().expect("rank thread").expect("collectives");
+            for (round, b) in out.iter().enumerate() {
+                assert_eq!(b, &vec![3.0 + 3.0 * round as f32, 3.0]);
+            }
+            assert!(same);
+            assert!(!differ);
+        }
+    }
+}
