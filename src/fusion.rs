@@ -76,6 +76,12 @@ pub enum Kernel {
     /// sum back into the images (`Op::Col2im`): `out` and `x` are the patches
     /// [nc, kh, kw, oh, ow] and the images in one order or the other.
     Window { out: Value, x: Value, window: crate::ir::Window, adjoint: bool, nc: usize, h: usize, w: usize },
+    /// A window reduction (pooling): `out[i, y, x] = op over (a, b) of
+    /// x[i, y*stride_h + a, x*stride_w + b]` for `nc` images of [h, w], the reduction over
+    /// the window axes of an `Op::Im2col` (without padding) that nothing else reads, which
+    /// is never materialized. The window offsets are folded in row-major order, as the
+    /// reduction of the materialized windows does.
+    Pool { out: Value, x: Value, window: crate::ir::Window, op: ReduceOp, nc: usize, h: usize, w: usize },
     /// Row-wise kernels (elementwise ones and reductions of whole rows) over the same
     /// `rows`, run row by row: each part reads what earlier parts wrote only in the row at
     /// hand, so a softmax's or a layer norm's row stays in L1 from its max to its
@@ -104,6 +110,7 @@ impl Kernel {
             | Kernel::MatMul { out, .. }
             | Kernel::Transpose { out, .. }
             | Kernel::Window { out, .. }
+            | Kernel::Pool { out, .. }
             | Kernel::Permute { out, .. }
             | Kernel::Host { out } => *out,
             Kernel::Rows { parts, .. } => parts.last().map_or(Value::from_u32(0), |p| p.out()),
@@ -260,11 +267,20 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     let mut force = vec![false; n];
     let is_const = |v: Value| matches!(g.nodes[v].op, Op::Fill(_) | Op::DimValue(_));
     // An im2col read only by a transpose, and a transpose read only by a col2im, are
-    // folded into that user: its host kernel composes the two index maps.
+    // folded into that user: its host kernel composes the two index maps. An im2col
+    // without padding read only by a reduction over its window axes (max or average
+    // pooling) is folded into a window reduction that reads the image (`Kernel::Pool`).
     let folds_into_user = |v: Value| {
         let sole =
             |want: fn(&Op) -> bool| users[idx(v)].len() == 1 && want(&g.nodes[users[idx(v)][0]].op) && !pinned[idx(v)];
         match g.nodes[v].op {
+            Op::Im2col(w)
+                if w.pad_h == 0
+                    && w.pad_w == 0
+                    && sole(|o| matches!(o, Op::Reduce { axes, .. } if axes[..] == [2, 3])) =>
+            {
+                true
+            }
             Op::Im2col(_) => sole(|o| matches!(o, Op::Transpose { .. })),
             Op::Transpose { .. } => sole(|o| matches!(o, Op::Col2im { .. })),
             _ => false,
@@ -311,7 +327,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     let folded = folds_into_user(a)
                         && matches!(
                             (&node.op, &g.nodes[a].op),
-                            (Op::Transpose { .. }, Op::Im2col(_)) | (Op::Col2im { .. }, Op::Transpose { .. })
+                            (Op::Transpose { .. } | Op::Reduce { .. }, Op::Im2col(_))
+                                | (Op::Col2im { .. }, Op::Transpose { .. })
                         );
                     if !folded {
                         force[idx(a)] = true;
@@ -454,6 +471,13 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             {
                 let (rows, cols) = loop_shape(g, v);
                 kernels.push(Kernel::Elementwise { out: v, rows, cols, also: Vec::new() });
+            }
+            // The reduction of a folded im2col: a window reduction over the image.
+            Op::Reduce { op, .. } if matches!(g.nodes[node.args[0]].op, Op::Im2col(_)) && !mat[idx(node.args[0])] => {
+                let Op::Im2col(window) = g.nodes[node.args[0]].op else { continue };
+                let x = g.nodes[node.args[0]].args[0];
+                let d = dims(g, x);
+                kernels.push(Kernel::Pool { out: v, x, window, op: *op, nc: d[0] * d[1], h: d[2], w: d[3] });
             }
             Op::Reduce { op, axes } => match reduce_dims(g, node.args[0], axes) {
                 Some((outer, red, inner)) => {
@@ -703,7 +727,8 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         Kernel::Reduce { x, .. }
         | Kernel::Transpose { x, .. }
         | Kernel::Permute { x, .. }
-        | Kernel::Window { x, .. } => add(*x),
+        | Kernel::Window { x, .. }
+        | Kernel::Pool { x, .. } => add(*x),
         Kernel::MatMul { a, b, epilogue, .. } => {
             add(*a);
             add(*b);
@@ -1319,6 +1344,14 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
         Kernel::Window { out, x, adjoint, nc, h, w, .. } => {
             format!("{} {out} <- {x} [{nc} x {h}x{w}]", if *adjoint { "col2im" } else { "im2col" })
         }
+        Kernel::Pool { out, x, window: wn, op, nc, h, w } => format!(
+            "pool {} {out} <- {x} [{nc} x {h}x{w}, {}x{} window, stride {}x{}]",
+            op.name().trim_start_matches("reduce_"),
+            wn.kh,
+            wn.kw,
+            wn.stride_h,
+            wn.stride_w
+        ),
         Kernel::Rows { rows, parts } => {
             let parts: Vec<String> = parts.iter().map(|p| format!("\n      {}", describe(g, s, p))).collect();
             format!("rows [{rows}], row by row:{}", parts.concat())

@@ -413,6 +413,55 @@ fn convolution_windows() {
     }
 }
 
+/// Max and average pooling as window reductions that read the image (`Kernel::Pool`,
+/// no materialized windows): window sizes 1 to 4, strides 1 to 3 (vector loads with
+/// stride 1, shuffled pairs with stride 2, scalar otherwise), odd image sizes and rows
+/// whose tail is not a whole vector, batch 1 and 3, forward (eval) and the gradients
+/// (average pooling's windows are never stored; max pooling's backward reads them),
+/// and 150 images on two threads.
+#[test]
+fn pooling_reads_the_image() {
+    for (k, stride, h, w) in [
+        (2, 2, 28, 28),
+        (2, 2, 7, 9),
+        (3, 3, 10, 11),
+        (3, 1, 7, 9),
+        (3, 2, 9, 21),
+        (2, 1, 5, 6),
+        (1, 1, 4, 5),
+        (4, 3, 11, 14),
+    ] {
+        for pool in ["maxpool2d", "avgpool2d"] {
+            let src = format!(
+                "model P {{\n input x: [B, 2, {h}, {w}]\n param s: [2, {h}, {w}] = normal(1.0)\n output y = {pool}(x * s, {k}, stride = {stride})\n loss = sum(tanh(y))\n}}\n"
+            );
+            let what = format!("{pool} {k}x{k} stride {stride} on {h}x{w}");
+            let p = program("p.nn", &src);
+            let fused = kernels(&p.eval, 1);
+            assert!(
+                fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Pool { .. }))
+                    && !fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Window { .. })),
+                "{what}: not a window reduction: {:?}",
+                fused.kernels
+            );
+            for batch in [1, 3] {
+                compare(&format!("{what} (eval, batch {batch})"), &p.eval, batch);
+            }
+            let g = grads(&p);
+            if pool == "avgpool2d" {
+                let windows = kernels(&g, 1)
+                    .kernels
+                    .iter()
+                    .filter(|k| matches!(k, nnc::fusion::Kernel::Window { adjoint: false, .. }))
+                    .count();
+                assert_eq!(windows, 0, "{what}: the gradient graph stores the windows");
+            }
+            compare(&format!("{what} (gradients)"), &g, 3);
+            compare_threads(&format!("{what} (eval, 2 threads)"), &p.eval, 150, 2);
+        }
+    }
+}
+
 /// Broadcasts of whole rows over a run of middle dims (`Access::Rows`, a pooling
 /// window's max spread back over the window) are read in place by the loop: leading,
 /// middle and single-dim runs, with rows of 32 or more (odd lengths too), on one and
