@@ -202,6 +202,28 @@ pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
     None
 }
 
+/// How a loop of `cols` columns reads `x` broadcast to `v` (`broadcast_access`) when the
+/// loop is `v`'s loop regrouped: `cols` is a multiple f of `v`'s last dim, so a loop row
+/// is f of `v`'s rows (an epilogue over a GEMM's [O, OH·OW] result for a value of
+/// [N, O, OH, OW]). Element-for-element and scalar reads stay; a channel read stays
+/// per row when its divisor is a multiple of f; other patterns have no such form.
+pub fn regrouped_access(g: &Graph, x: Value, v: Value, cols: usize) -> Option<Access> {
+    let a = broadcast_access(g, x, v)?;
+    let own = loop_shape(g, v).1;
+    if own == cols {
+        return Some(a);
+    }
+    if own == 0 || cols % own != 0 {
+        return None;
+    }
+    let f = cols / own;
+    match a {
+        Access::Full | Access::Scalar => Some(a),
+        Access::Chan { div, modulo } if div % f == 0 => Some(Access::Chan { div: div / f, modulo }),
+        _ => None,
+    }
+}
+
 fn strip_ones(s: &[usize]) -> Vec<usize> {
     s.iter().copied().filter(|&d| d != 1).collect()
 }
@@ -754,8 +776,9 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
     out
 }
 
-/// An elementwise kernel over a product's [batch x m, n] that reads the product only at
-/// its own position becomes the product's epilogue: the GEMM runs it on each block of the result
+/// An elementwise kernel over a product's [batch x m, n] (or over a view of it whose
+/// loop regroups to it: `regrouped_access`) that reads the product only at its own
+/// position becomes the product's epilogue: the GEMM runs it on each block of the result
 /// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
 /// derivative times the incoming gradient). The kernel moves up to the product, so
 /// everything else it reads must be computed before it. Kernels that update parameters
@@ -802,18 +825,44 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             let k = &s.kernels[j];
             let Kernel::Elementwise { rows, cols, .. } = k else { return false };
             let read = &read_of[j];
-            if (*rows, *cols) != (batch * m, n) || !read.contains(&p) || k.outs().iter().any(|o| updates.contains(o)) {
+            // The kernel's loop, or its loop regrouped to the product's rows (a bias over
+            // a convolution's [N, O, OH, OW] view of its [N·O, OH·OW] product): every
+            // read must then have a regrouped form.
+            let regroup = (*rows, *cols) != (batch * m, n);
+            if rows * cols != batch * m * n
+                || n % cols.max(&1) != 0
+                || !read.contains(&p)
+                || k.outs().iter().any(|o| updates.contains(o))
+            {
                 return false;
             }
-            // The product is read only element for element, at the loop's position.
+            if regroup
+                && !k.outs().into_iter().all(|o| {
+                    s.row_stride[idx(o)] == 0
+                        && fused_nodes(g, s, o).into_iter().all(|v| {
+                            let node = &g.nodes[v];
+                            match node.op {
+                                Op::Slice { .. } => false,
+                                Op::Broadcast { .. } if s.materialized[idx(node.args[0])] => {
+                                    regrouped_access(g, node.args[0], v, n).is_some()
+                                }
+                                _ => true,
+                            }
+                        })
+                })
+            {
+                return false;
+            }
+            // The product (or a view of all of it) is read only element for element, at
+            // the loop's position.
             let in_place = k.outs().into_iter().all(|o| {
                 fused_nodes(g, s, o).into_iter().all(|v| {
                     let node = &g.nodes[v];
                     node.args.iter().all(|&a| {
                         s.storage[idx(a)] != p
                             || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
-                                && a == p
-                                && loop_shape(g, a) == (batch * m, n))
+                                && reshapes_of(g, a, p)
+                                && s.row_stride[idx(a)] == 0)
                     })
                 })
             });
@@ -822,7 +871,10 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(r))
         });
         if let Some(j) = candidate {
-            let e = s.kernels.remove(j);
+            let mut e = s.kernels.remove(j);
+            if let Kernel::Elementwise { rows, cols, .. } = &mut e {
+                (*rows, *cols) = (batch * m, n);
+            }
             let _ = read_of.remove(j);
             if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
                 *epilogue = Some(Box::new(e));
@@ -831,6 +883,18 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
         step_past(s, &mut writers, i);
         i += 1;
     }
+}
+
+/// Whether `a` is `p` or reshapes of it (the same elements in the same order; not a
+/// value that shares p's buffer, such as a sum accumulated into it).
+fn reshapes_of(g: &Graph, mut a: Value, p: Value) -> bool {
+    while a != p {
+        match g.nodes[a].op {
+            Op::Reshape { .. } | Op::StopGradient => a = g.nodes[a].args[0],
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Moves each kernel that computes parameter or state updates up to just after the last

@@ -14,7 +14,7 @@ pub mod host;
 pub mod math;
 
 use crate::buffers::{Plan, Region, Slot};
-use crate::fusion::{broadcast_access, fused_nodes, Access, Kernel, Schedule};
+use crate::fusion::{broadcast_access, fused_nodes, regrouped_access, Access, Kernel, Schedule};
 use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Value};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, MemFlagsData, UserFuncName};
@@ -595,7 +595,7 @@ fn emit_node(
             if let Some(&c) = memo.get(&x).or_else(|| memo.get(&root)) {
                 c
             } else if s.materialized[x.as_u32() as usize] {
-                let acc = broadcast_access(g, x, v).ok_or("internal error: unsupported fused broadcast")?;
+                let acc = regrouped_access(g, x, v, loads.cols).ok_or("internal error: unsupported fused broadcast")?;
                 loads.load(e, x, acc, pos)?
             } else {
                 emit_node(e, g, s, loads, memo, recip, x, pos)?
