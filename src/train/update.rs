@@ -131,11 +131,18 @@ fn add_regularizers(b: &mut B, train: &Graph, settings: &TrainSettings, loss: Va
 /// The step graph of a train graph: every parameter gets its `update`, optimizer
 /// states are added with theirs. L-BFGS is a host loop and has no step graph.
 pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    step_graph_timed(train, settings).map(|(g, _)| g)
+}
+
+/// `step_graph`, with the seconds spent in `autodiff::grad`.
+pub fn step_graph_timed(train: &Graph, settings: &TrainSettings) -> Result<(Graph, f64), String> {
     let loss = train.loss.ok_or("the model has no `loss` to train")?;
     let mut b = B { g: train.clone() };
     let objective = add_regularizers(&mut b, train, settings, loss)?;
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
+    let t = std::time::Instant::now();
     let (g2, mut grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    let t_grad = t.elapsed().as_secs_f64();
     b.g = g2;
     // Pruning masks (`train::prune`): a pruned weight gets no gradient, so clipping's norm
     // and the optimizer's state never see it, and its update is multiplied by 0 as well.
@@ -301,5 +308,5 @@ pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, Stri
     if let Some(e) = errs.first() {
         return Err(format!("internal compiler error: the step graph is ill-formed: {e}"));
     }
-    Ok(b.g)
+    Ok((b.g, t_grad))
 }
