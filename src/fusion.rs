@@ -76,6 +76,12 @@ pub enum Kernel {
     /// sum back into the images (`Op::Col2im`): `out` and `x` are the patches
     /// [nc, kh, kw, oh, ow] and the images in one order or the other.
     Window { out: Value, x: Value, window: crate::ir::Window, adjoint: bool, nc: usize, h: usize, w: usize },
+    /// A window reduction (pooling): `out[i, y, x] = op over (a, b) of
+    /// x[i, y*stride_h + a, x*stride_w + b]` for `nc` images of [h, w], the reduction over
+    /// the window axes of an `Op::Im2col` (without padding) that nothing else reads, which
+    /// is never materialized. The window offsets are folded in row-major order, as the
+    /// reduction of the materialized windows does.
+    Pool { out: Value, x: Value, window: crate::ir::Window, op: ReduceOp, nc: usize, h: usize, w: usize },
     /// Row-wise kernels (elementwise ones and reductions of whole rows) over the same
     /// `rows`, run row by row: each part reads what earlier parts wrote only in the row at
     /// hand, so a softmax's or a layer norm's row stays in L1 from its max to its
@@ -104,6 +110,7 @@ impl Kernel {
             | Kernel::MatMul { out, .. }
             | Kernel::Transpose { out, .. }
             | Kernel::Window { out, .. }
+            | Kernel::Pool { out, .. }
             | Kernel::Permute { out, .. }
             | Kernel::Host { out } => *out,
             Kernel::Rows { parts, .. } => parts.last().map_or(Value::from_u32(0), |p| p.out()),
@@ -195,6 +202,28 @@ pub fn broadcast_access(g: &Graph, x: Value, out: Value) -> Option<Access> {
     None
 }
 
+/// How a loop of `cols` columns reads `x` broadcast to `v` (`broadcast_access`) when the
+/// loop is `v`'s loop regrouped: `cols` is a multiple f of `v`'s last dim, so a loop row
+/// is f of `v`'s rows (an epilogue over a GEMM's [O, OH·OW] result for a value of
+/// [N, O, OH, OW]). Element-for-element and scalar reads stay; a channel read stays
+/// per row when its divisor is a multiple of f; other patterns have no such form.
+pub fn regrouped_access(g: &Graph, x: Value, v: Value, cols: usize) -> Option<Access> {
+    let a = broadcast_access(g, x, v)?;
+    let own = loop_shape(g, v).1;
+    if own == cols {
+        return Some(a);
+    }
+    if own == 0 || cols % own != 0 {
+        return None;
+    }
+    let f = cols / own;
+    match a {
+        Access::Full | Access::Scalar => Some(a),
+        Access::Chan { div, modulo } if div % f == 0 => Some(Access::Chan { div: div / f, modulo }),
+        _ => None,
+    }
+}
+
 fn strip_ones(s: &[usize]) -> Vec<usize> {
     s.iter().copied().filter(|&d| d != 1).collect()
 }
@@ -260,11 +289,20 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     let mut force = vec![false; n];
     let is_const = |v: Value| matches!(g.nodes[v].op, Op::Fill(_) | Op::DimValue(_));
     // An im2col read only by a transpose, and a transpose read only by a col2im, are
-    // folded into that user: its host kernel composes the two index maps.
+    // folded into that user: its host kernel composes the two index maps. An im2col
+    // without padding read only by a reduction over its window axes (max or average
+    // pooling) is folded into a window reduction that reads the image (`Kernel::Pool`).
     let folds_into_user = |v: Value| {
         let sole =
             |want: fn(&Op) -> bool| users[idx(v)].len() == 1 && want(&g.nodes[users[idx(v)][0]].op) && !pinned[idx(v)];
         match g.nodes[v].op {
+            Op::Im2col(w)
+                if w.pad_h == 0
+                    && w.pad_w == 0
+                    && sole(|o| matches!(o, Op::Reduce { axes, .. } if axes[..] == [2, 3])) =>
+            {
+                true
+            }
             Op::Im2col(_) => sole(|o| matches!(o, Op::Transpose { .. })),
             Op::Transpose { .. } => sole(|o| matches!(o, Op::Col2im { .. })),
             _ => false,
@@ -311,7 +349,8 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
                     let folded = folds_into_user(a)
                         && matches!(
                             (&node.op, &g.nodes[a].op),
-                            (Op::Transpose { .. }, Op::Im2col(_)) | (Op::Col2im { .. }, Op::Transpose { .. })
+                            (Op::Transpose { .. } | Op::Reduce { .. }, Op::Im2col(_))
+                                | (Op::Col2im { .. }, Op::Transpose { .. })
                         );
                     if !folded {
                         force[idx(a)] = true;
@@ -454,6 +493,13 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
             {
                 let (rows, cols) = loop_shape(g, v);
                 kernels.push(Kernel::Elementwise { out: v, rows, cols, also: Vec::new() });
+            }
+            // The reduction of a folded im2col: a window reduction over the image.
+            Op::Reduce { op, .. } if matches!(g.nodes[node.args[0]].op, Op::Im2col(_)) && !mat[idx(node.args[0])] => {
+                let Op::Im2col(window) = g.nodes[node.args[0]].op else { continue };
+                let x = g.nodes[node.args[0]].args[0];
+                let d = dims(g, x);
+                kernels.push(Kernel::Pool { out: v, x, window, op: *op, nc: d[0] * d[1], h: d[2], w: d[3] });
             }
             Op::Reduce { op, axes } => match reduce_dims(g, node.args[0], axes) {
                 Some((outer, red, inner)) => {
@@ -703,7 +749,8 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
         Kernel::Reduce { x, .. }
         | Kernel::Transpose { x, .. }
         | Kernel::Permute { x, .. }
-        | Kernel::Window { x, .. } => add(*x),
+        | Kernel::Window { x, .. }
+        | Kernel::Pool { x, .. } => add(*x),
         Kernel::MatMul { a, b, epilogue, .. } => {
             add(*a);
             add(*b);
@@ -729,8 +776,9 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
     out
 }
 
-/// An elementwise kernel over a product's [batch x m, n] that reads the product only at
-/// its own position becomes the product's epilogue: the GEMM runs it on each block of the result
+/// An elementwise kernel over a product's [batch x m, n] (or over a view of it whose
+/// loop regroups to it: `regrouped_access`) that reads the product only at its own
+/// position becomes the product's epilogue: the GEMM runs it on each block of the result
 /// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
 /// derivative times the incoming gradient). The kernel moves up to the product, so
 /// everything else it reads must be computed before it. Kernels that update parameters
@@ -777,18 +825,44 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             let k = &s.kernels[j];
             let Kernel::Elementwise { rows, cols, .. } = k else { return false };
             let read = &read_of[j];
-            if (*rows, *cols) != (batch * m, n) || !read.contains(&p) || k.outs().iter().any(|o| updates.contains(o)) {
+            // The kernel's loop, or its loop regrouped to the product's rows (a bias over
+            // a convolution's [N, O, OH, OW] view of its [N·O, OH·OW] product): every
+            // read must then have a regrouped form.
+            let regroup = (*rows, *cols) != (batch * m, n);
+            if rows * cols != batch * m * n
+                || n % cols.max(&1) != 0
+                || !read.contains(&p)
+                || k.outs().iter().any(|o| updates.contains(o))
+            {
                 return false;
             }
-            // The product is read only element for element, at the loop's position.
+            if regroup
+                && !k.outs().into_iter().all(|o| {
+                    s.row_stride[idx(o)] == 0
+                        && fused_nodes(g, s, o).into_iter().all(|v| {
+                            let node = &g.nodes[v];
+                            match node.op {
+                                Op::Slice { .. } => false,
+                                Op::Broadcast { .. } if s.materialized[idx(node.args[0])] => {
+                                    regrouped_access(g, node.args[0], v, n).is_some()
+                                }
+                                _ => true,
+                            }
+                        })
+                })
+            {
+                return false;
+            }
+            // The product (or a view of all of it) is read only element for element, at
+            // the loop's position.
             let in_place = k.outs().into_iter().all(|o| {
                 fused_nodes(g, s, o).into_iter().all(|v| {
                     let node = &g.nodes[v];
                     node.args.iter().all(|&a| {
                         s.storage[idx(a)] != p
                             || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
-                                && a == p
-                                && loop_shape(g, a) == (batch * m, n))
+                                && reshapes_of(g, a, p)
+                                && s.row_stride[idx(a)] == 0)
                     })
                 })
             });
@@ -797,7 +871,10 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(r))
         });
         if let Some(j) = candidate {
-            let e = s.kernels.remove(j);
+            let mut e = s.kernels.remove(j);
+            if let Kernel::Elementwise { rows, cols, .. } = &mut e {
+                (*rows, *cols) = (batch * m, n);
+            }
             let _ = read_of.remove(j);
             if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
                 *epilogue = Some(Box::new(e));
@@ -806,6 +883,18 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
         step_past(s, &mut writers, i);
         i += 1;
     }
+}
+
+/// Whether `a` is `p` or reshapes of it (the same elements in the same order; not a
+/// value that shares p's buffer, such as a sum accumulated into it).
+fn reshapes_of(g: &Graph, mut a: Value, p: Value) -> bool {
+    while a != p {
+        match g.nodes[a].op {
+            Op::Reshape { .. } | Op::StopGradient => a = g.nodes[a].args[0],
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Moves each kernel that computes parameter or state updates up to just after the last
@@ -1319,6 +1408,14 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
         Kernel::Window { out, x, adjoint, nc, h, w, .. } => {
             format!("{} {out} <- {x} [{nc} x {h}x{w}]", if *adjoint { "col2im" } else { "im2col" })
         }
+        Kernel::Pool { out, x, window: wn, op, nc, h, w } => format!(
+            "pool {} {out} <- {x} [{nc} x {h}x{w}, {}x{} window, stride {}x{}]",
+            op.name().trim_start_matches("reduce_"),
+            wn.kh,
+            wn.kw,
+            wn.stride_h,
+            wn.stride_w
+        ),
         Kernel::Rows { rows, parts } => {
             let parts: Vec<String> = parts.iter().map(|p| format!("\n      {}", describe(g, s, p))).collect();
             format!("rows [{rows}], row by row:{}", parts.concat())

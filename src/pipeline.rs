@@ -218,6 +218,11 @@ pub fn batch_symbol(g: &Graph) -> Option<String> {
 /// The training step of a program as a concrete graph: forward, backward and the
 /// `train` block's optimizer update (hyper-parameters as `hyper.*` inputs), at `batch`.
 pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
+    step_graph_timed(p, batch).map(|(g, _)| g)
+}
+
+/// `step_graph`, with the seconds spent in `autodiff::grad` (`nnc bench`'s breakdown).
+pub fn step_graph_timed(p: &Program, batch: usize) -> Result<(Graph, f64), String> {
     let mut settings = p.settings.clone();
     if settings.host_optimizer() {
         // L-BFGS, BFGS, Newton and Newton-CG run on the host around the compiled loss and
@@ -225,8 +230,8 @@ pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
         settings.optimizer =
             crate::settings::Choice { name: "sgd".into(), args: vec![("lr".into(), crate::settings::Lit::Num(1.0))] };
     }
-    let g = crate::train::update::step_graph(&p.train, &settings)?;
-    crate::runtime::executable::concrete(&g, batch)
+    let (g, t_grad) = crate::train::update::step_graph_timed(&p.train, &settings)?;
+    Ok((crate::runtime::executable::concrete(&g, batch)?, t_grad))
 }
 
 /// The eval graph as `nnc predict` runs it: outputs only (no loss, so no labels), dead

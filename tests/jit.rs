@@ -413,6 +413,84 @@ fn convolution_windows() {
     }
 }
 
+/// Max and average pooling as window reductions that read the image (`Kernel::Pool`,
+/// no materialized windows): window sizes 1 to 4, strides 1 to 3 (vector loads with
+/// stride 1, shuffled pairs with stride 2, scalar otherwise), odd image sizes and rows
+/// whose tail is not a whole vector, batch 1 and 3, forward (eval) and the gradients
+/// (average pooling's windows are never stored; max pooling's backward reads them),
+/// and 150 images on two threads.
+#[test]
+fn pooling_reads_the_image() {
+    for (k, stride, h, w) in [
+        (2, 2, 28, 28),
+        (2, 2, 7, 9),
+        (3, 3, 10, 11),
+        (3, 1, 7, 9),
+        (3, 2, 9, 21),
+        (2, 1, 5, 6),
+        (1, 1, 4, 5),
+        (4, 3, 11, 14),
+    ] {
+        for pool in ["maxpool2d", "avgpool2d"] {
+            let src = format!(
+                "model P {{\n input x: [B, 2, {h}, {w}]\n param s: [2, {h}, {w}] = normal(1.0)\n output y = {pool}(x * s, {k}, stride = {stride})\n loss = sum(tanh(y))\n}}\n"
+            );
+            let what = format!("{pool} {k}x{k} stride {stride} on {h}x{w}");
+            let p = program("p.nn", &src);
+            let fused = kernels(&p.eval, 1);
+            assert!(
+                fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Pool { .. }))
+                    && !fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Window { .. })),
+                "{what}: not a window reduction: {:?}",
+                fused.kernels
+            );
+            for batch in [1, 3] {
+                compare(&format!("{what} (eval, batch {batch})"), &p.eval, batch);
+            }
+            let g = grads(&p);
+            if pool == "avgpool2d" {
+                let windows = kernels(&g, 1)
+                    .kernels
+                    .iter()
+                    .filter(|k| matches!(k, nnc::fusion::Kernel::Window { adjoint: false, .. }))
+                    .count();
+                assert_eq!(windows, 0, "{what}: the gradient graph stores the windows");
+            }
+            compare(&format!("{what} (gradients)"), &g, 3);
+            compare_threads(&format!("{what} (eval, 2 threads)"), &p.eval, 150, 2);
+        }
+    }
+}
+
+/// A convolution's bias and activation over its [N, O, OH, OW] result run as the GEMM's
+/// epilogue, the loop regrouped to the product's [N·O, OH·OW] rows (the bias a per-row
+/// value): several channel counts, kernel sizes, strides and paddings, odd image sizes,
+/// batch 1 and 3, forward and gradients, and on two threads.
+#[test]
+fn convolution_bias_in_gemm_epilogue() {
+    for (o, k, stride, pad, h, w) in
+        [(8, 3, 1, 1, 28, 28), (3, 3, 2, 1, 7, 9), (5, 1, 1, 0, 5, 6), (2, 2, 3, 0, 11, 13)]
+    {
+        let src = format!(
+            "model C {{\n input x: [B, 2, {h}, {w}]\n layer c = Conv2d(2, {o}, {k}, stride = {stride}, padding = {pad})\n output y = relu(c(x)) * 2\n loss = sum(tanh(y))\n}}\n"
+        );
+        let what = format!("conv {o}x{k}x{k} stride {stride} padding {pad} on {h}x{w}");
+        let p = program("c.nn", &src);
+        let fused = kernels(&p.eval, 3);
+        assert!(
+            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. }))
+                && !fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Elementwise { .. })),
+            "{what}: the bias is not in the GEMM's epilogue: {:?}",
+            fused.kernels
+        );
+        for batch in [1, 3] {
+            compare(&format!("{what} (eval, batch {batch})"), &p.eval, batch);
+        }
+        compare(&format!("{what} (gradients)"), &grads(&p), 3);
+        compare_threads(&format!("{what} (eval, 2 threads)"), &p.eval, 64, 2);
+    }
+}
+
 /// Broadcasts of whole rows over a run of middle dims (`Access::Rows`, a pooling
 /// window's max spread back over the window) are read in place by the loop: leading,
 /// middle and single-dim runs, with rows of 32 or more (odd lengths too), on one and

@@ -31,6 +31,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let model = model.as_deref();
     let t0 = std::time::Instant::now();
     let Some(c) = compile(&file, opts) else { return 1 };
+    let t_front = t0.elapsed().as_secs_f64();
     let p = match pick(&c, model) {
         Ok(p) => p,
         Err(m) => return fail(&m),
@@ -40,10 +41,16 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&m),
     };
     let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, ..Default::default() };
+    let t = std::time::Instant::now();
     let graph = match mode {
-        RunMode::Train => crate::pipeline::step_graph(p, b),
-        RunMode::Eval => crate::pipeline::predict_graph(p, b),
+        RunMode::Train => crate::pipeline::step_graph_timed(p, b),
+        RunMode::Eval => crate::pipeline::predict_graph(p, b).map(|g| (g, 0.0)),
     };
+    let (graph, t_grad) = match graph {
+        Ok((g, t_grad)) => (Ok(g), t_grad),
+        Err(m) => (Err(m), 0.0),
+    };
+    let t_graph = t.elapsed().as_secs_f64() - t_grad;
     let mut exe = match graph.and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
         Ok(e) => e,
         Err(m) => return fail(&m),
@@ -73,6 +80,22 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     };
     outln!("model {} ({what}, batch {b}, {threads} thread{})", p.name, if threads == 1 { "" } else { "s" });
     outln!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
+    // Where the compile time went, stage by stage (`pipeline`'s list).
+    let [t_simplify, t_fusion, t_plan, t_cranelift, t_alloc] = exe.stage_seconds;
+    let mut stages = vec![("parse+lower", t_front)];
+    match mode {
+        RunMode::Train => stages.extend([("autodiff", t_grad), ("update", t_graph)]),
+        RunMode::Eval => stages.push(("eval graph", t_graph)),
+    }
+    stages.extend([
+        ("simplify", t_simplify),
+        ("fusion", t_fusion),
+        ("plan", t_plan),
+        ("cranelift", t_cranelift),
+        ("alloc", t_alloc),
+    ]);
+    let parts: Vec<String> = stages.iter().map(|(n, t)| format!("{n} {:.1}", t * 1e3)).collect();
+    outln!("compile stages (ms): {}", parts.join(", "));
     outln!(
         "step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps",
         times[0],

@@ -14,7 +14,7 @@ pub mod host;
 pub mod math;
 
 use crate::buffers::{Plan, Region, Slot};
-use crate::fusion::{broadcast_access, fused_nodes, Access, Kernel, Schedule};
+use crate::fusion::{broadcast_access, fused_nodes, regrouped_access, Access, Kernel, Schedule};
 use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, Value};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, MemFlagsData, UserFuncName};
@@ -202,6 +202,7 @@ pub fn emit<M: Module>(
             | Kernel::Transpose { .. }
             | Kernel::Permute { .. }
             | Kernel::Window { .. }
+            | Kernel::Pool { .. }
             | Kernel::Rows { .. } => {
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
@@ -270,6 +271,12 @@ pub fn emit<M: Module>(
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
                             windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w))?
+                        }
+                        Kernel::Pool { out, x, window, op, nc, h, w } => {
+                            let range = (params[2], params[3]);
+                            pool(b, plan, bases, *out, *x, window, *op, (*nc, *h, *w), range)?;
+                            space = (*nc as i64, 1);
+                            par = opts.threads > 1 && nc * h * w >= PAR_MIN_ELEMENTS && *nc >= 2;
                         }
                         _ => {}
                     }
@@ -588,7 +595,7 @@ fn emit_node(
             if let Some(&c) = memo.get(&x).or_else(|| memo.get(&root)) {
                 c
             } else if s.materialized[x.as_u32() as usize] {
-                let acc = broadcast_access(g, x, v).ok_or("internal error: unsupported fused broadcast")?;
+                let acc = regrouped_access(g, x, v, loads.cols).ok_or("internal error: unsupported fused broadcast")?;
                 loads.load(e, x, acc, pos)?
             } else {
                 emit_node(e, g, s, loads, memo, recip, x, pos)?
@@ -1251,6 +1258,103 @@ fn valid_range(n_in: usize, n_out: usize, k: u32, stride: u32, pad: u32) -> (i64
     let top = n_in - 1 + p - k;
     let hi = if top < 0 { 0 } else { (top / s + 1).min(n_out) };
     (lo.min(n_out), hi.max(lo.min(n_out)))
+}
+
+/// A window reduction over images [lo, hi) of `nc` images of [h, w] (`Kernel::Pool`,
+/// windows without padding): `out[c, y, x] = op over (i, j) of img[c, y*sh + i, x*sw + j]`,
+/// the offsets folded in row-major order from the reduction's identity. Four outputs of a
+/// row at a time: with stride 1 each offset is one vector load; with stride 2 two loads
+/// and a shuffle of their even (or odd) lanes; the row's tail as one more block over its
+/// last four outputs when that fits, else (and with other strides) one output at a time
+/// in lane 0. A vector never reads past its image row.
+#[allow(clippy::too_many_arguments)]
+fn pool(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    bases: [ClValue; 2],
+    out: Value,
+    img: Value,
+    w: &crate::ir::Window,
+    op: ReduceOp,
+    (nc, h, wd): (usize, usize, usize),
+    (lo, hi): (ClValue, ClValue),
+) -> Result<(), String> {
+    let _ = nc; // the images are [lo, hi)
+    let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, 0).ok_or("internal error: window")?;
+    let ow = crate::ir::Window::out_len(wd as i64, w.kw, w.stride_w, 0).ok_or("internal error: window")?;
+    let ib0 = base(b, bases, slot_of(plan, img)?);
+    let ob0 = base(b, bases, slot_of(plan, out)?);
+    let (kh, kw, sh, sw) = (w.kh as i64, w.kw as i64, w.stride_h as i64, w.stride_w as i64);
+    let wd = wd as i64;
+    // Vector blocks of four outputs: x + 3 < ow, and with stride 2 the two loads at
+    // 2x + (j rounded down to even) stay in the row for every offset j.
+    let fits = |x: i64| x + 3 < ow && (sw == 1 || (sw == 2 && 2 * x + ((kw - 1) & !1) + 7 < wd));
+    let x4 = if sw <= 2 { (0..).step_by(4).take_while(|&x| fits(x)).count() as i64 * 4 } else { 0 };
+    dyn_loop(b, lo, hi, 1, |b, c| {
+        let ib = b.ins().imul_imm_s(c, h as i64 * wd * 4);
+        let ib = b.ins().iadd(ib0, ib);
+        let ob = b.ins().imul_imm_s(c, oh * ow * 4);
+        let ob = b.ins().iadd(ob0, ob);
+        counted_loop(b, 0, oh, 1, |b, y| {
+            let irow = b.ins().imul_imm_s(y, sh * wd * 4);
+            let irow = b.ins().iadd(ib, irow);
+            let orow = b.ins().imul_imm_s(y, ow * 4);
+            let orow = b.ins().iadd(ob, orow);
+            let at = |b: &mut FunctionBuilder, x: ClValue, step: i64| {
+                let a = b.ins().imul_imm_s(x, step * 4);
+                b.ins().iadd(irow, a)
+            };
+            // Four outputs from x.
+            let block = |b: &mut FunctionBuilder, x: ClValue| {
+                let px = at(b, x, sw);
+                let mut acc = E { b: &mut *b, vec: true }.c(identity(op));
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let v = if sw == 1 {
+                            b.ins().load(types::F32X4, flags(), px, ((i * wd + j) * 4) as i32)
+                        } else {
+                            let j0 = j & !1;
+                            let off0 = ((i * wd + j0) * 4) as i32;
+                            let v0 = b.ins().load(types::F32X4, flags(), px, off0);
+                            let v1 = b.ins().load(types::F32X4, flags(), px, off0 + 16);
+                            let l = (j & 1) as u8;
+                            shuffle4(b, v0, v1, [l, l + 2, l + 4, l + 6])
+                        };
+                        acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, v);
+                    }
+                }
+                let oa = b.ins().ishl_imm_u(x, 2);
+                let oa = b.ins().iadd(orow, oa);
+                b.ins().store(flags(), acc, oa, 0);
+                Ok(())
+            };
+            counted_loop(b, 0, x4, 4, block)?;
+            if x4 < ow && x4 > 0 && fits(ow - 4) {
+                // The tail as one more block over the last four outputs (some computed
+                // twice, to the same values).
+                let x = b.ins().iconst(types::I64, ow - 4);
+                return block(b, x);
+            }
+            // One output at a time, in vector registers (lane 0): a scalar select is a
+            // branch.
+            counted_loop(b, x4, ow, 1, |b, x| {
+                let px = at(b, x, sw);
+                let mut acc = E { b: &mut *b, vec: true }.c(identity(op));
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let v = b.ins().load(types::F32, flags(), px, ((i * wd + j) * 4) as i32);
+                        let v = b.ins().splat(types::F32X4, v);
+                        acc = combine(&mut E { b: &mut *b, vec: true }, op, acc, v);
+                    }
+                }
+                let acc = b.ins().extractlane(acc, 0);
+                let oa = b.ins().ishl_imm_u(x, 2);
+                let oa = b.ins().iadd(orow, oa);
+                b.ins().store(flags(), acc, oa, 0);
+                Ok(())
+            })
+        })
+    })
 }
 
 /// Im2col (`adjoint` false): patches[c, i, j, y, x] = img[c, y*sh + i - ph, x*sw + j - pw]

@@ -18,18 +18,35 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 pub fn gather_offsets(shape: &[usize], src_strides: &[usize], base: usize) -> Vec<usize> {
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..n {
-        out.push(base + idx.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>());
-        for a in (0..shape.len()).rev() {
+    let Some((&last, outer)) = shape.split_last() else {
+        out.push(base);
+        return out;
+    };
+    if n == 0 {
+        return out;
+    }
+    // Row by row: `cur` is the offset of the row's first element, kept as the index
+    // advances (a step adds a stride; a wrap takes back what the dim added).
+    let ls = src_strides[outer.len()];
+    let mut idx = vec![0usize; outer.len()];
+    let mut cur = base;
+    loop {
+        out.extend((0..last).map(|k| cur + k * ls));
+        let mut a = outer.len();
+        loop {
+            if a == 0 {
+                return out;
+            }
+            a -= 1;
             idx[a] += 1;
-            if idx[a] < shape[a] {
+            if idx[a] < outer[a] {
+                cur += src_strides[a];
                 break;
             }
             idx[a] = 0;
+            cur -= (outer[a] - 1) * src_strides[a];
         }
     }
-    out
 }
 
 /// For each element of a tensor of shape `shape` (row-major), the offset in a tensor of
@@ -83,6 +100,37 @@ pub fn im2col_map(img: &[usize], w: &Window, patches: &[usize], mut f: impl FnMu
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row-by-row offsets equal `base + sum(idx[i] * src_strides[i])` at every index,
+    /// for transposes, broadcasts (stride 0), slices and scalars.
+    #[test]
+    fn gather_offsets_match_their_definition() {
+        for (shape, src, base) in [
+            (vec![2, 3, 4], vec![1, 2, 6], 0),
+            (vec![3, 1, 2, 2, 5, 7], vec![35, 0, 0, 0, 7, 1], 3),
+            (vec![4, 5], vec![0, 1], 9),
+            (vec![7], vec![2], 1),
+            (vec![], vec![], 5),
+            (vec![2, 0, 3], vec![1, 1, 1], 0),
+        ] {
+            let n: usize = shape.iter().product();
+            let mut want = Vec::with_capacity(n);
+            for k in 0..n {
+                let (mut rest, mut off) = (k, base);
+                for a in (0..shape.len()).rev() {
+                    off += (rest % shape[a]) * src[a];
+                    rest /= shape[a];
+                }
+                want.push(off);
+            }
+            assert_eq!(gather_offsets(&shape, &src, base), want, "{shape:?} {src:?}");
         }
     }
 }

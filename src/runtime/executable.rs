@@ -50,6 +50,9 @@ pub struct Executable {
     ctx: Box<HostCtx>,
     /// Seconds spent in fusion, planning and code generation.
     pub compile_seconds: f64,
+    /// Of which: simplify, fusion, the arena plan, code generation (Cranelift), and the
+    /// allocation of the arena, parameters and GEMM workspace.
+    pub stage_seconds: [f64; 5],
     flush_denormals: bool,
 }
 
@@ -67,13 +70,24 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
 /// The stages before code generation, for a concrete graph: simplified, fused, planned,
 /// and the planned bytes checked against the machine's memory.
 pub fn prepare(g: &Graph) -> Result<(Graph, Schedule, Plan), String> {
+    prepare_timed(g).map(|(g, s, p, _)| (g, s, p))
+}
+
+/// `prepare`, with the seconds each stage took: simplify, fusion, plan.
+pub fn prepare_timed(g: &Graph) -> Result<(Graph, Schedule, Plan, [f64; 3]), String> {
+    let t = std::time::Instant::now();
     let g = crate::simplify::simplify(g);
+    let t_simplify = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
     let schedule = fusion::fuse(&g)?;
+    let t_fusion = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
     let plan = buffers::plan(&g, &schedule);
+    let t_plan = t.elapsed().as_secs_f64();
     // The planned bytes first: refuse what cannot fit before compiling anything.
     let planned = (plan.arena_len as u64 + plan.persistent_len as u64).saturating_mul(4);
     crate::limits::check_alloc(planned, "the step's arena, parameters and states")?;
-    Ok((g, schedule, plan))
+    Ok((g, schedule, plan, [t_simplify, t_fusion, t_plan]))
 }
 
 impl Executable {
@@ -85,8 +99,11 @@ impl Executable {
                 return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
             }
         }
-        let (g, schedule, plan) = prepare(g)?;
+        let (g, schedule, plan, [t_simplify, t_fusion, t_plan]) = prepare_timed(g)?;
+        let t = std::time::Instant::now();
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
+        let t_codegen = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let mut arena = Aligned::new(plan.arena_len, "the step's arena")?;
         let mut persistent = Aligned::new(plan.persistent_len, "the parameters and states")?;
         let mut workspace =
@@ -99,6 +116,7 @@ impl Executable {
             tables: &*compiled.tables,
             workspace: workspace.ptr(),
         });
+        let t_alloc = t.elapsed().as_secs_f64();
         Ok(Executable {
             graph: g,
             schedule,
@@ -109,6 +127,7 @@ impl Executable {
             workspace,
             ctx,
             compile_seconds: t0.elapsed().as_secs_f64(),
+            stage_seconds: [t_simplify, t_fusion, t_plan, t_codegen, t_alloc],
             flush_denormals: !opts.keep_denormals,
         })
     }

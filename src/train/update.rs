@@ -143,13 +143,20 @@ fn add_regularizers(b: &mut B, train: &Graph, settings: &TrainSettings, loss: Va
 /// The step graph of a train graph: every parameter gets its `update`, optimizer
 /// states are added with theirs. L-BFGS is a host loop and has no step graph.
 pub fn step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    step_graph_timed(train, settings).map(|(g, _)| g)
+}
+
+/// `step_graph`, with the seconds spent in `autodiff::grad`.
+pub fn step_graph_timed(train: &Graph, settings: &TrainSettings) -> Result<(Graph, f64), String> {
     let loss = train.loss.ok_or("the model has no `loss` to train")?;
     let mut b = B { g: train.clone() };
     let objective = add_regularizers(&mut b, train, settings, loss)?;
     let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
+    let t = std::time::Instant::now();
     let (g2, grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    let t_grad = t.elapsed().as_secs_f64();
     b.g = g2;
-    apply_gradients(b, grads, settings)
+    Ok((apply_gradients(b, grads, settings)?, t_grad))
 }
 
 /// The scalar input of a gradient graph: this rank's share of the global batch
