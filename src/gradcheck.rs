@@ -197,13 +197,7 @@ pub fn random_params(g: &Graph, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
 pub fn point_from(g: &Graph, tensors: &crate::tensors::TensorMap) -> Result<Point, String> {
     let get = |name: &str, shape: &[i64], what: &str| -> Result<Vec<f64>, String> {
         let t = tensors.get(name).ok_or_else(|| format!("{what} `{name}` is missing"))?;
-        let want: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        if t.shape != want {
-            return Err(format!("{what} `{name}` must have shape {want:?}, found {:?}", t.shape));
-        }
-        t.floats()
-            .map(<[f64]>::to_vec)
-            .ok_or_else(|| format!("{what} `{name}` must be a float tensor, found {}", t.dtype_name()))
+        crate::runtime::exec::floats_of(name, what, t, shape)
     };
     let params = g.params.iter().map(|p| get(&p.name, &p.shape, "parameter")).collect::<Result<_, _>>()?;
     let states = g.states.iter().map(|s| get(&s.name, &s.shape, "state")).collect::<Result<_, _>>()?;

@@ -18,7 +18,8 @@ pub struct ExecOptions {
     pub jit: bool,
 }
 
-fn floats_of(name: &str, kind: &str, t: &HostTensor, shape: &[i64]) -> Result<Vec<f64>, String> {
+/// A float tensor of exactly `shape` as f64, or an error naming it as `kind` `name`.
+pub fn floats_of(name: &str, kind: &str, t: &HostTensor, shape: &[i64]) -> Result<Vec<f64>, String> {
     let want: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     if t.shape != want {
         return Err(format!("{kind} `{name}` must have shape {want:?}, found {:?}", t.shape));
