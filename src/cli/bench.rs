@@ -18,6 +18,9 @@ pub struct Args {
     /// Time every kernel and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
+    /// With --profile: how many of the most expensive kernels to list.
+    #[arg(long, default_value_t = 15, value_parser = count)]
+    pub top: usize,
     /// Which step: the training step, or the eval graph as `nnc predict` runs it.
     #[arg(long, value_enum, default_value_t = RunMode::Train)]
     pub mode: RunMode,
@@ -27,7 +30,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, batch, threads, steps, profile, mode, model } = a;
+    let Args { file, batch, threads, steps, profile, top, mode, model } = a;
     let model = model.as_deref();
     let t0 = std::time::Instant::now();
     let Some(c) = compile(&file, opts) else { return 1 };
@@ -145,7 +148,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             );
         }
         outln!("kernels by time (ms per step, share):");
-        for &i in order.iter().take(15) {
+        for &i in order.iter().take(top) {
             let k = &exe.schedule.kernels[i];
             let d = crate::fusion::describe(&exe.graph, &exe.schedule, k);
             outln!(
