@@ -56,7 +56,10 @@ fn bandwidth(c: &mut Criterion) {
     group.bench_function("copy_2_threads", |b| {
         b.iter(|| {
             let (d0, d1) = dst.split_at_mut(half);
-            rayon::join(|| d0.copy_from_slice(black_box(&src[..half])), || d1.copy_from_slice(black_box(&src[half..])))
+            std::thread::scope(|sc| {
+                sc.spawn(|| d0.copy_from_slice(black_box(&src[..half])));
+                d1.copy_from_slice(black_box(&src[half..]));
+            })
         })
     });
     let mut exe2 = compile_threads(axpy, N / 1024, 2);

@@ -1,33 +1,29 @@
 //! Allocations inside a compiled step, counted by a global allocator around
 //! `Executable::run`: none, GEMMs included (they pack into a workspace the executable
-//! allocates once, `src/codegen/gemm.rs`). On two threads, rayon's work stealing goes
-//! through crossbeam's epoch collector, which now and then allocates a 2 KiB garbage bag
-//! on a pool thread (seen in about one run in 25: one allocation in 40 MLP steps, 2072
-//! bytes); two such are allowed per run, against the dozens that injecting every split
-//! from outside the pool costs.
+//! allocates once, `src/codegen/gemm.rs`). On two threads the split parts go to the
+//! team's workers (`codegen::team`) through preallocated slots: none there either.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
-/// Allocations made by counted threads: the test's own while it runs steps, and its
-/// pool's workers during two-thread steps (not the test harness's, nor other tests').
+/// Allocations made by counted threads: the test's own while it runs steps, and the
+/// team's workers during two-thread steps (not the test harness's, nor other tests').
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-/// Steps counted (enough that an allocation every 63 rayon jobs would show clearly).
+/// Steps counted (enough that an allocation every few dozen split jobs would show).
 const STEPS: u64 = 100;
 /// Held while a test compiles and runs steps: the counter is shared.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// Set while a two-thread measurement runs: the pool's workers count only then (they
+/// Set while a two-thread measurement runs: the team's workers count only then (they
 /// live through the whole test, beside other tests' measurements).
 static POOL_COUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 thread_local! {
     static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn count() {
     let mine = COUNTED.try_with(|c| c.get()).unwrap_or(false);
-    let worker = WORKER.try_with(|c| c.get()).unwrap_or(false) && POOL_COUNTED.load(Ordering::Relaxed);
+    let worker = nnc::codegen::team::in_worker() && POOL_COUNTED.load(Ordering::Relaxed);
     if mine || worker {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
@@ -50,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Heap allocations in `STEPS` steps (on this thread and the pool's workers) and gemm
+/// Heap allocations in `STEPS` steps (on this thread and the team's workers) and gemm
 /// calls per step, at batch `batch`.
 fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usize) {
     {
@@ -98,18 +94,9 @@ fn steps_without_gemm_do_not_allocate() {
 }
 
 /// With matrix products, a training step allocates nothing either: on one thread, and on
-/// two (GEMMs and elementwise kernels split) but for rayon's rare epoch garbage bags.
+/// two (GEMMs and elementwise kernels split across the team).
 #[test]
 fn training_steps_do_not_allocate() {
-    // Steps on two threads run from a thread of the pool, as `nnc train` and `nnc bench`
-    // run them (`use_current_thread`): their splits then go through this thread's own
-    // deque, not the shared injector queue (which allocates a block every 63 jobs).
-    let _pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .use_current_thread()
-        .start_handler(|_| WORKER.with(|c| c.set(true)))
-        .build()
-        .expect("thread pool");
     for w in ["mlp", "cnn", "lstm"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/workloads/{w}.nn"));
         let text = std::fs::read_to_string(&path).expect("workload");
@@ -125,9 +112,7 @@ fn training_steps_do_not_allocate() {
                 assert!(n <= 2 * gemms * STEPS as usize, "{w}: {n} allocations in {STEPS} steps");
                 continue;
             }
-            // One thread: none at all; two: at most two epoch garbage bags.
-            let allowed = if threads == 1 { 0 } else { 2 };
-            assert!(n <= allowed, "{w}, batch {batch}, {threads} threads: {n} allocations in {STEPS} steps");
+            assert_eq!(n, 0, "{w}, batch {batch}, {threads} threads: {n} allocations in {STEPS} steps");
         }
     }
 }

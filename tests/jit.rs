@@ -386,7 +386,8 @@ fn concats_elided_into_place() {
 /// Convolution windows (im2col and its adjoint col2im as JIT kernels): kernel sizes,
 /// strides and paddings where rows and columns leave the image on either side, or a
 /// window offset never lands inside (padding 2 with a 1-wide kernel), forward and
-/// backward, including the image gradient.
+/// backward, including the image gradient; on one thread and split by images across
+/// two and three.
 #[test]
 fn convolution_windows() {
     for (kh, kw, stride, pad, h, w) in [
@@ -410,6 +411,15 @@ fn convolution_windows() {
             .collect();
         assert!(kinds.contains(&false) && kinds.contains(&true), "window {kh}x{kw}/{stride}/{pad}: {kinds:?}");
         compare(&format!("window {kh}x{kw} stride {stride} padding {pad} on {h}x{w}"), &g, 3);
+        // Im2col and col2im split by images across threads (100 x 2 images).
+        for threads in [2, 3] {
+            compare_threads(
+                &format!("window {kh}x{kw} stride {stride} on {h}x{w}, {threads} threads"),
+                &g,
+                100,
+                threads,
+            );
+        }
     }
 }
 

@@ -139,8 +139,9 @@ impl Api {
         };
         let threads = if self.threads > 1 {
             format!(
-                " * Built with --threads {}: large products and kernels are split across rayon's\n \
-                 * global thread pool (started on the first call that splits).\n",
+                " * Built with --threads {}: large products and kernels are split across the\n \
+                 * library's worker threads (started on the first call that splits; they spin\n \
+                 * for 1 ms after a call, then sleep).\n",
                 self.threads
             )
         } else {

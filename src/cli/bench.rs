@@ -62,9 +62,6 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     if let Err(m) = synthetic_feeds(&mut exe, b) {
         return fail(&m);
     }
-    if threads > 1 {
-        let _ = rayon_threads(threads);
-    }
     for s in 0..5 {
         exe.run(0, s);
     }

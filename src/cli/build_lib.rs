@@ -24,7 +24,7 @@ pub struct Args {
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
-    /// Threads a call may split its large products and kernels across (rayon's pool).
+    /// Threads a call may split its large products and kernels across (the library's worker threads).
     #[arg(long, value_parser = thread_count, default_value_t = 1)]
     pub threads: usize,
 }

@@ -28,9 +28,6 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         (Ok(x), Ok(y)) => (x, y),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    if a.threads > 1 {
-        let _ = rayon_threads(a.threads);
-    }
     let dir = |f: &std::path::Path| f.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let (da, db) = (dir(&a.a), dir(&a.b));
     let stop = AtomicBool::new(false);

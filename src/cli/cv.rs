@@ -60,9 +60,6 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    if a.threads > 1 {
-        let _ = rayon_threads(a.threads);
-    }
     let k = match a.folds {
         crate::train::cv::Folds::K(k) => k.to_string(),
         crate::train::cv::Folds::LeaveOneOut => "leave-one-out".into(),

@@ -394,18 +394,3 @@ fn output_folder(
     }
     Ok((2..).map(|i| runs.join(format!("{name}-{i}"))).find(|d| !holds(d)).unwrap_or(base))
 }
-
-/// Sets up rayon's global pool once (GEMMs and kernels split across threads), with the
-/// calling thread as one of its `n` threads: the steps it runs then split their work with
-/// `rayon::join` on its own deque, which allocates nothing (but for crossbeam's rare
-/// epoch garbage bags) and wakes no other thread to wait on (from outside the pool, each
-/// split is a job injected into a shared queue that allocates a block every 63 jobs, and
-/// the caller sleeps until a worker ran it).
-fn rayon_threads(n: usize) -> Result<(), String> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .use_current_thread()
-        .start_handler(|_| crate::codegen::fp::flush_denormals_in_this_thread())
-        .build_global()
-        .map_err(|e| e.to_string())
-}

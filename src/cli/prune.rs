@@ -111,9 +111,6 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         jit: a.backend == Backend::Jit,
         threads: a.threads,
     };
-    if a.threads > 1 {
-        let _ = rayon_threads(a.threads);
-    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let source = std::fs::read_to_string(&a.file).unwrap_or_default();

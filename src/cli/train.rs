@@ -117,9 +117,6 @@ fn run_rank(
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    if a.threads > 1 {
-        let _ = rayon_threads(a.threads);
-    }
     let topts = crate::train::trainer::TrainOptions {
         out_dir: out_dir.clone(),
         resume: a.resume,

@@ -34,8 +34,7 @@ pub fn set_fp_mode(m: u32) {
     let _ = m;
 }
 
-/// Sets FTZ and DAZ in the calling thread for good (for worker threads that run GEMM
-/// parts: `rayon::ThreadPoolBuilder::start_handler`).
+/// Sets FTZ and DAZ in the calling thread for good.
 pub fn flush_denormals_in_this_thread() {
     std::mem::forget(FlushDenormals::new());
 }

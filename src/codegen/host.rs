@@ -338,8 +338,9 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
     }
 }
 
-/// GEMMs with at least this much work run on `CodegenOptions::threads` threads.
-const PAR_MIN_FLOPS: usize = 16_000_000;
+/// GEMMs with at least this much work run on `CodegenOptions::threads` threads (the
+/// three workloads' steps on two threads, 2-16 MFLOP thresholds: 2 was best or equal).
+const PAR_MIN_FLOPS: usize = 2_000_000;
 
 /// A JIT kernel: (arena, persistent, lo, hi).
 pub type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, i64, i64);
@@ -358,21 +359,29 @@ pub struct ParOp {
 #[derive(Clone, Copy)]
 struct Regions(usize, usize);
 
-/// Runs parts `[lo, hi)` of a kernel in `parts` pieces with `rayon::join` (which
-/// allocates nothing), each worker in the caller's floating-point mode (flushing
-/// denormals, say).
+/// Runs parts `[lo, hi)` of a kernel in `parts` pieces on the team (`team::run`), each
+/// a multiple of `align` long but the last, every thread in the caller's floating-point
+/// mode (flushing denormals, say).
 fn run_parts(f: KernelFn, r: Regions, lo: i64, hi: i64, parts: usize, align: i64, mode: u32) {
-    if parts <= 1 {
+    let edge = |p: usize| {
+        if p >= parts {
+            hi
+        } else {
+            (lo + (hi - lo) * p as i64 / parts as i64) / align * align
+        }
+    };
+    crate::codegen::team::run(parts.max(1), &|p| {
+        let (a, b) = (edge(p).max(lo), edge(p + 1));
+        if a >= b {
+            return;
+        }
         let saved = crate::codegen::fp::fp_mode();
         crate::codegen::fp::set_fp_mode(mode);
-        // SAFETY: the kernel was compiled for these regions; [lo, hi) is inside its space.
-        unsafe { f(r.0 as *mut f32, r.1 as *mut f32, lo, hi) };
+        // SAFETY: the kernel was compiled for these regions; [a, b) is inside its space,
+        // and the parts write disjoint elements.
+        unsafe { f(r.0 as *mut f32, r.1 as *mut f32, a, b) };
         crate::codegen::fp::set_fp_mode(saved);
-        return;
-    }
-    let left = parts / 2;
-    let mid = (lo + (hi - lo) * left as i64 / parts as i64) / align * align;
-    rayon::join(|| run_parts(f, r, lo, mid, left, align, mode), || run_parts(f, r, mid, hi, parts - left, align, mode));
+    });
 }
 
 /// Runs the split kernel `index` across threads. Called from JIT code.
@@ -410,29 +419,24 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const HostCtx, index: u32) {
 #[derive(Clone, Copy)]
 struct Workspace(usize, usize);
 
-/// Runs `pieces` of a GEMM, halves on two threads, each piece with its own part of the
-/// workspace, every thread in the caller's floating-point mode.
+/// Runs `pieces` of a GEMM on the team (`team::run`), each piece with its own part of
+/// the workspace, every thread in the caller's floating-point mode.
 fn run_pieces(op: &GemmOp, p: &gemm::Product, pieces: &[GemmPiece], ws: Workspace, mode: u32) {
-    match pieces {
-        [] => {}
-        [q] => {
-            let saved = crate::codegen::fp::fp_mode();
-            crate::codegen::fp::set_fp_mode(mode);
-            let part = (ws.0 as *mut f32).wrapping_add(q.part * ws.1);
-            for i in q.piece.mats.0..q.piece.mats.1 {
-                let sub = gemm::piece_product(p, &q.piece, i, op.a_batch_stride, op.b_batch_stride);
-                // SAFETY: the plan sized the slots for these matrices; the workspace has
-                // a part of `ws.1` floats for each piece, and `ws.1` covers every piece.
-                unsafe { gemm::run(&sub, part, ws.1) };
-            }
-            crate::codegen::fp::set_fp_mode(saved);
+    let send = SendProduct(*p);
+    crate::codegen::team::run(pieces.len(), &|j| {
+        let q = &pieces[j];
+        let p = &{ send }.0;
+        let saved = crate::codegen::fp::fp_mode();
+        crate::codegen::fp::set_fp_mode(mode);
+        let part = (ws.0 as *mut f32).wrapping_add(q.part * ws.1);
+        for i in q.piece.mats.0..q.piece.mats.1 {
+            let sub = gemm::piece_product(p, &q.piece, i, op.a_batch_stride, op.b_batch_stride);
+            // SAFETY: the plan sized the slots for these matrices; the workspace has
+            // a part of `ws.1` floats for each piece, and `ws.1` covers every piece.
+            unsafe { gemm::run(&sub, part, ws.1) };
         }
-        _ => {
-            let (l, r) = pieces.split_at(pieces.len() / 2);
-            let send = SendProduct(*p);
-            rayon::join(|| run_pieces(op, &{ send }.0, l, ws, mode), || run_pieces(op, &{ send }.0, r, ws, mode));
-        }
-    }
+        crate::codegen::fp::set_fp_mode(saved);
+    });
 }
 
 /// A product's addresses, passed to a worker thread: pieces write disjoint outputs.
@@ -660,11 +664,11 @@ pub fn gemm_op(plan: &Plan, k: &Kernel, threads: usize) -> Result<GemmOp, String
     };
     let slot = |v: &Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"));
     let flops = 2 * batch * m * kk * n;
-    // Waking a second thread costs about as much as 10 MFLOP of a small GEMM here: the
-    // LSTM workload's 4 MFLOP recurrent products ran slower on two threads.
-    // A single product of few rows splits badly: the LSTM's 32x640x512 weight gradient
-    // took 327 us on two threads against 165 us on one.
-    let threads = if flops >= PAR_MIN_FLOPS && (*batch >= 2 || *m >= 64) { threads.max(1) } else { 1 };
+    // The team's workers spin between jobs, so posting a part costs about a microsecond:
+    // the LSTM workload's 4 MFLOP recurrent products (30 us) gain from two threads. (With
+    // rayon's sleeping workers a wake-up cost as much as 10 MFLOP of a small GEMM.)
+    // A product of very few rows splits badly: below 16 rows it stays whole.
+    let threads = if flops >= PAR_MIN_FLOPS && (*batch >= 2 || *m >= 16) { threads.max(1) } else { 1 };
     let mut op = GemmOp {
         a: slot(a)?,
         b: slot(b)?,

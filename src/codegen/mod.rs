@@ -12,6 +12,7 @@ pub mod fp;
 pub mod gemm;
 pub mod host;
 pub mod math;
+pub mod team;
 
 use crate::buffers::{Plan, Region, Slot};
 use crate::fusion::{broadcast_access, fused_nodes, regrouped_access, Access, Kernel, Schedule};
@@ -32,7 +33,7 @@ type ClValue = cranelift_codegen::ir::Value;
 pub type StepFn = unsafe extern "C" fn(*mut f32, *mut f32, *const HostCtx);
 
 /// Elementwise kernels with at least this many elements are split across threads.
-const PAR_MIN_ELEMENTS: usize = 1 << 15;
+const PAR_MIN_ELEMENTS: usize = 1 << 12;
 
 #[derive(Clone, Debug, Default)]
 pub struct CodegenOptions {
@@ -216,9 +217,10 @@ pub fn emit<M: Module>(
                             let flat = elementwise(b, g, s, plan, bases, range, &outs, *cols)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
-                            // for waking a thread (about 10 us). Weighting kernels by
-                            // their transcendentals (the LSTM cell: 4K elements, five of
-                            // them, 60 us) made them slower on two threads (95 us).
+                            // for posting a part to the team's spinning workers (about a
+                            // microsecond): the LSTM cell's 4K elements with five
+                            // transcendentals (40 us) split well; 2K-element kernels did
+                            // not gain (the three workloads, 2K/4K/8K/32K thresholds).
                             let elems = rows * cols;
                             if opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && space.0 >= 2 * space.1 {
                                 par = true;
@@ -270,7 +272,13 @@ pub fn emit<M: Module>(
                         }
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
-                            windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w))?
+                            let range = (params[2], params[3]);
+                            windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w), range)?;
+                            // Each image (and its patches) is one part: parts write
+                            // disjoint images (col2im) or patches (im2col).
+                            space = (*nc as i64, 1);
+                            let moved = nc * (window.kh * window.kw) as usize * h * w;
+                            par = opts.threads > 1 && moved >= PAR_MIN_ELEMENTS && *nc >= 2;
                         }
                         Kernel::Pool { out, x, window, op, nc, h, w } => {
                             let range = (params[2], params[3]);
@@ -1372,7 +1380,9 @@ fn windows(
     w: &crate::ir::Window,
     adjoint: bool,
     (nc, h, wd): (usize, usize, usize),
+    (lo, hi): (ClValue, ClValue),
 ) -> Result<(), String> {
+    let _ = nc; // the images are [lo, hi)
     let (is, ps) = (slot_of(plan, img)?, slot_of(plan, pat)?);
     let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, w.pad_h).ok_or("internal error: window")? as usize;
     let ow = crate::ir::Window::out_len(wd as i64, w.kw, w.stride_w, w.pad_w).ok_or("internal error: window")? as usize;
@@ -1400,7 +1410,7 @@ fn windows(
         }
         Ok(())
     };
-    counted_loop(b, 0, nc as i64, 1, |b, c| {
+    dyn_loop(b, lo, hi, 1, |b, c| {
         let io = b.ins().imul_imm_s(c, img_len * 4);
         let ib = b.ins().iadd(ib0, io);
         let po = b.ins().imul_imm_s(c, pat_len * 4);

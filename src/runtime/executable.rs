@@ -206,12 +206,9 @@ impl Executable {
         Ok(())
     }
     /// Runs one step: a single call into native code, which allocates nothing. With
-    /// `CodegenOptions::threads` > 1, call it from a thread of the rayon pool (for example
-    /// one built with `use_current_thread`, as `nnc train` and `nnc bench` do): from
-    /// elsewhere, each split of the work is injected into rayon's shared queue, which
-    /// allocates a block every 63 jobs, and the caller sleeps until a worker ran it. (Work
-    /// stealing itself lets crossbeam's epoch collector allocate a garbage bag now and
-    /// then, about once in a thousand steps.)
+    /// `CodegenOptions::threads` > 1, large kernels and products are split across the
+    /// process's team of worker threads (`codegen::team`), from whichever thread calls;
+    /// while another thread's step holds the team, this one runs its parts itself.
     pub fn run(&mut self, seed: u64, step: u64) {
         self.ctx.seed = seed;
         self.ctx.step = step;
