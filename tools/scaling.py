@@ -655,7 +655,12 @@ def report():
             "and JAX's `lax.scan` (nnc unrolls the loop); the encoder block is PyTorch's",
             "`nn.TransformerEncoderLayer(norm_first=True, activation=\"gelu\", dropout=0)` (pre-norm,",
             "attention then a 4d GELU feed-forward, each residual) and the same in JAX and nnc",
-            "(`MultiHeadAttention`, `LayerNorm`, `Dense`).", ""]
+            "(`MultiHeadAttention`, `LayerNorm`, `Dense`).", "",
+            "Left out, to keep the whole run near 10 minutes on two cores: the encoder at d = 256 (d stays",
+            "128), torch.compile (its compilation takes tens of seconds per point), two threads, and repeated",
+            "rounds (each point is one process per framework: on a shared machine rerun a point with",
+            "`--only SWEEP` before reading much into one ratio). The encoder runs at batch 16 and the LSTM",
+            "at batch 32 (the LSTM workload's), so the longest points stay under a second a step.", ""]
     for sweep, xlabel, *_ in SWEEPS:
         rs = [r for r in rows if r["sweep"] == sweep]
         if not rs:
