@@ -8,7 +8,8 @@
 #   PY=/path/to/venv/bin/python tools/scaling.sh [--quick] [--only SWEEP,...] [--budget S]
 #
 # --quick: two points per sweep and 0.5 s timing budgets (a check of the tool, a few
-# minutes); the full sweep takes about 10 minutes on an idle 2-core machine. PIN=1 runs
+# minutes); the full sweep (21 points) takes 10 to 15 minutes on an idle 2-core machine
+# (JAX compiles the 6-block encoder for several seconds). PIN=1 runs
 # every process on core 0. Needs a Python with torch, jax and matplotlib
 # (python3 -m venv v && v/bin/pip install torch jax matplotlib).
 set -euo pipefail
