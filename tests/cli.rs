@@ -608,3 +608,34 @@ fn plan_reports_a_host_optimizers_state() {
     }
     nnc(&["plan", s(&root().join("examples/neuron.nn"))]).code(0).stdout_lacks("host optimizer");
 }
+
+// ---- bench ----------------------------------------------------------------------------
+
+/// `nnc bench` prints the training graph's node count (what tools/scaling.py plots compile
+/// time against): an unrolled loop adds the same nodes per step, forward and backward.
+#[test]
+fn bench_prints_the_graph_size() {
+    let dir = scratch("bench_graph");
+    let counts: Vec<[usize; 3]> = [2, 4, 6]
+        .iter()
+        .map(|n| {
+            let path = dir.join(format!("loop{n}.nn"));
+            let src = format!(
+                "model M {{\n input x: [B, 4]\n param w: [4, 4]\n h = x @ w\n \
+                 for i in 0..{n} {{ h = h + 0.1 * tanh(h) }}\n loss = sum(h * h)\n}}\n"
+            );
+            std::fs::write(&path, src).expect("write the model");
+            let out = nnc(&["bench", s(&path), "--batch", "3", "--steps", "1"]);
+            out.code(0).stdout_has("graph: ");
+            let line = out.stdout.lines().find(|l| l.starts_with("graph: ")).expect("a graph line");
+            let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+            assert_eq!(nums.len(), 3, "{line}");
+            [nums[0], nums[1], nums[2]]
+        })
+        .collect();
+    for [nodes, simplified, kernels] in &counts {
+        assert!(*simplified <= *nodes && *kernels >= 1, "{counts:?}");
+    }
+    let step = counts[1][0].saturating_sub(counts[0][0]);
+    assert!(step > 0 && counts[2][0] == counts[1][0] + step, "nodes per loop step differ: {counts:?}");
+}

@@ -5,7 +5,8 @@
 RUNTIME: `export` (writes the PyTorch model as ONNX to the path ONNX, for onnxruntime
 on PyTorch's own graph: native Conv and MaxPool), `torch` (PyTorch eager under torch.inference_mode, the model defined below with
 the same layers as the nnc example), `ort` (onnxruntime on ONNX, default graph
-optimizations). MODEL: digits or mnist_cnn. Prints one line:
+optimizations). MODEL: digits or mnist_cnn (examples/), or mlp, cnn or lstm
+(benches/workloads/; the LSTM as `nn.LSTM`, exported as ONNX's LSTM op). Prints one line:
 `<runtime> batch <B>: <us> us per call (median of <R> rounds of <n>), <rows/s> rows/s`,
 timed the way tools/build_bench.c times a built library (rounds of about 10 ms, median).
 """
@@ -16,7 +17,8 @@ import numpy as np
 
 runtime, model, batch, threads, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 onnx_path = sys.argv[6] if len(sys.argv) > 6 else None
-shape = {"digits": (batch, 64), "mnist_cnn": (batch, 1, 28, 28)}[model]
+shape = {"digits": (batch, 64), "mnist_cnn": (batch, 1, 28, 28), "mlp": (batch, 784), "cnn": (batch, 1, 28, 28),
+         "lstm": (batch, 20, 32)}[model]
 x = np.random.default_rng(42).uniform(-1, 1, size=shape).astype(np.float32)
 
 
@@ -26,6 +28,26 @@ def torch_model(name):
     nn = torch.nn
     if name == "digits":  # examples/digits.nn: Dense(64, 128), relu, (dropout), Dense(128, 10)
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
+    if name == "mlp":  # benches/workloads/mlp.nn
+        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name == "cnn":  # benches/workloads/cnn.nn
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
+        )
+    if name == "lstm":  # benches/workloads/lstm.nn: LSTM 32->128 over 20 steps, last h, Dense(128, 10)
+        class Lstm(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(32, 128, batch_first=True)
+                self.head = nn.Linear(128, 10)
+
+            def forward(self, x):
+                _, (h, _) = self.lstm(x)
+                return self.head(h[-1])
+
+        return Lstm()
     # examples/mnist_cnn.nn
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),

@@ -6,8 +6,11 @@
 # latency and batch-256 throughput, on one thread each, interleaved over ROUNDS rounds (the
 # machine is shared and drifts: compare within a round, report medians and ratios).
 #
-#   tools/deploy_bench.sh [MODEL ...]       (default: digits mnist_cnn)
+#   tools/deploy_bench.sh [MODEL ...]       (default: digits mnist_cnn mlp lstm)
 #   ROUNDS=3 SECONDS_PER=1 PY=/path/to/venv/bin/python tools/deploy_bench.sh
+#
+# A MODEL is examples/MODEL.nn, else the peer-comparison workload benches/workloads/MODEL.nn
+# (mlp, cnn, lstm; PyTorch's export of the LSTM is nn.LSTM as ONNX's LSTM op).
 #
 # Needs `cargo build --release` (target/release/nnc, libnnc.a) and a Python with torch,
 # onnx and onnxruntime (python3 -m venv v && v/bin/pip install torch onnx onnxruntime).
@@ -20,13 +23,14 @@ T=1
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER=${SECONDS_PER:-1}
 models=("$@")
-[ ${#models[@]} -eq 0 ] && models=(digits mnist_cnn)
+[ ${#models[@]} -eq 0 ] && models=(digits mnist_cnn mlp lstm)
+src_of() { if [ -f "examples/$1.nn" ]; then echo "examples/$1.nn"; else echo "benches/workloads/$1.nn"; fi; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo bench --no-run --bench eval_step >/dev/null 2>&1
 results="$work/results.txt"
 for m in "${models[@]}"; do
-    src="examples/$m.nn"
+    src=$(src_of "$m")
     "$NNC" init "$src" --seed 0 --out "$work/$m.safetensors" 2>/dev/null
     "$NNC" build "$src" --checkpoint "$work/$m.safetensors" --max-batch 256 --threads "$T" -o "$work/$m" >/dev/null 2>&1
     "$NNC" export "$src" --checkpoint "$work/$m.safetensors" -o "$work/$m.onnx" >/dev/null 2>&1
@@ -40,7 +44,7 @@ for r in $(seq "$ROUNDS"); do
         for b in 1 256; do
             t=$("$work/bench_$m" "$b" "$SECONDS_PER" | awk '{print $3}')
             echo "$m $b nnc-library $t" >>"$results"
-            t=$(cargo bench --quiet --bench eval_step -- "examples/$m.nn" "$b" 2>/dev/null | awk '{print $4}')
+            t=$(cargo bench --quiet --bench eval_step -- "$(src_of "$m")" "$b" 2>/dev/null | awk '{print $4}')
             echo "$m $b nnc-jit $t" >>"$results"
             t=$("$PY" tools/deploy_bench.py ort "$m" "$b" "$T" "$SECONDS_PER" "$work/$m.onnx" | awk '{print $4}')
             echo "$m $b ort-nnc-onnx $t" >>"$results"

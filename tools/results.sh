@@ -45,9 +45,11 @@ trap 'rm -f "$tmp"' EXIT
     echo "\`tools/deploy_bench.sh\`: the library \`nnc build\` writes (called from C), the JIT's eval step"
     echo "(what \`nnc predict\` runs), onnxruntime on the ONNX file \`nnc export\` writes and on PyTorch's"
     echo "own export of the same layers (native Conv and MaxPool), and PyTorch eager"
-    echo "(\`torch.inference_mode\`). The last column is each time over the nnc library's."
+    echo "(\`torch.inference_mode\`), for the digits and mnist_cnn examples and the MLP and LSTM"
+    echo "workloads (PyTorch's export of the LSTM is \`nn.LSTM\` as ONNX's LSTM op). The last column"
+    echo "is each time over the nnc library's."
     echo
-    ROUNDS=$rounds tools/deploy_bench.sh digits mnist_cnn 2>/dev/null
+    ROUNDS=$rounds tools/deploy_bench.sh digits mnist_cnn mlp lstm 2>/dev/null
 } >"$tmp"
 mv "$tmp" "$out"
 echo "wrote $out"

@@ -54,6 +54,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => (Err(m), 0.0),
     };
     let t_graph = t.elapsed().as_secs_f64() - t_grad;
+    let nodes = graph.as_ref().map_or(0, |g| g.nodes.len());
     let mut exe = match graph.and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
         Ok(e) => e,
         Err(m) => return fail(&m),
@@ -96,6 +97,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     ]);
     let parts: Vec<String> = stages.iter().map(|(n, t)| format!("{n} {:.1}", t * 1e3)).collect();
     outln!("compile stages (ms): {}", parts.join(", "));
+    outln!("graph: {nodes} nodes, {} after simplify, {} kernels", exe.graph.nodes.len(), exe.schedule.kernels.len());
     outln!(
         "step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps",
         times[0],
