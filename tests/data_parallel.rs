@@ -269,3 +269,154 @@ fn metrics_of_two_ranks_equal_one_process() {
         }
     }
 }
+
+/// Runs `body` on every rank of an in-process group of `ranks` and returns each rank's
+/// result, in rank order.
+fn on_ranks<T: Send + 'static>(
+    ranks: usize,
+    body: impl Fn(&mut dyn Communicator) -> Result<T, String> + Send + Sync + 'static,
+) -> Vec<T> {
+    let body = std::sync::Arc::new(body);
+    let handles: Vec<_> = Local::group(ranks)
+        .into_iter()
+        .map(|mut c| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let rank = c.rank();
+                body(&mut c).map_err(|e| format!("rank {rank}: {e}"))
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("a rank panicked").expect("the rank's run")).collect()
+}
+
+/// `nnc cv --distributed` without MPI: 3 folds over 2 ranks (folds 1 and 3 on rank 0,
+/// fold 2 on rank 1). Every rank ends with every fold's result and the summary of one
+/// process, bit for bit: a fold's result depends only on its rows and the recipe.
+#[test]
+fn folds_over_ranks_equal_one_process() {
+    use nnc::train::cv::{cross_validate, cross_validate_with, Folds};
+    let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let stop = AtomicBool::new(false);
+    let one = cross_validate(&p, &base, Folds::K(3), true, 1, &stop, &mut |_| {}).expect("cv");
+    let runs = on_ranks(2, move |c| {
+        let mut seen = Vec::new();
+        let r = cross_validate_with(
+            &p,
+            &base,
+            Folds::K(3),
+            true,
+            1,
+            &AtomicBool::new(false),
+            &mut |f| seen.push(f.fold),
+            Some(c),
+        )?;
+        Ok((r, seen))
+    });
+    for (rank, (r, seen)) in runs.iter().enumerate() {
+        assert_eq!(seen, &[1, 2, 3], "rank {rank} sees every fold, in order");
+        assert_eq!(r.folds.len(), 3);
+        for (a, b) in one.folds.iter().zip(&r.folds) {
+            let what = format!("rank {rank}, fold {}", a.fold);
+            assert_eq!(
+                (a.fold, a.train_rows, a.test_rows, a.epochs, a.steps),
+                (b.fold, b.train_rows, b.test_rows, b.epochs, b.steps)
+            );
+            assert_same_metrics(&a.metrics, &b.metrics, &what);
+            assert_same_metrics(&a.all, &b.all, &what);
+            assert_eq!(a.correct, b.correct, "{what}");
+            assert_eq!(a.held_out, b.held_out, "{what}");
+        }
+        assert_eq!(one.summary.len(), r.summary.len());
+        for (a, b) in one.summary.iter().zip(&r.summary) {
+            assert_eq!((&a.0, a.1.to_bits(), a.2.to_bits()), (&b.0, b.1.to_bits(), b.2.to_bits()), "rank {rank}");
+        }
+        assert_eq!(one.notes, r.notes, "rank {rank}");
+    }
+}
+
+/// A digits MLP with a tune block, written to a file (trials compile from it).
+fn tune_model(name: &str, tune: &str) -> PathBuf {
+    let d = out_dir(name);
+    std::fs::create_dir_all(&d).expect("dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits.csv.gz");
+    let src = format!(
+        "model M(hidden: int = 16) {{\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, hidden)\n \
+         layer b = Dense(hidden, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n \
+         train {{ data = csv({:?}, label = -1)  preprocess = standardize  split = [0.8, 0.2]\n \
+         optimizer = adam(lr = 3e-3)  batch = 64  epochs = 2  seed = 7 }}\n {tune}\n}}\n",
+        data.display().to_string()
+    );
+    let path = d.join("m.nn");
+    std::fs::write(&path, src).expect("write model");
+    path
+}
+
+/// Runs `nnc tune`'s search on `file` on one process with `jobs` (`ranks` 0) or on
+/// `ranks` in-process ranks; returns every rank's report.
+fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::train::tune::TuneReport, String>> {
+    use nnc::train::tune::{tune_with, TuneOptions};
+    let file = file.to_path_buf();
+    let go = move |comm: Option<&mut dyn Communicator>| {
+        let p = nnc::pipeline::configure(&file, &[], None).map_err(|_| "the model compiles".to_string())?;
+        let spec = p.settings.tune.clone().ok_or("a tune block")?;
+        let compile = |values: &[(String, String)]| -> Result<nnc::ir::Program, String> {
+            let sets: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            nnc::pipeline::configure(&file, &sets, None).map_err(|_| "a trial compiles".to_string())
+        };
+        let opts = TuneOptions { compile: &compile, fixed: vec![], jit: true, jobs, threads: 1, source: String::new() };
+        let base = file.parent().expect("folder").to_path_buf();
+        tune_with(&p, &spec, &base, &opts, &AtomicBool::new(false), &|_, _| {}, comm)
+    };
+    if ranks == 0 {
+        return vec![go(None)];
+    }
+    on_ranks(ranks, move |c| Ok(go(Some(c))))
+}
+
+/// `nnc tune --distributed` without MPI: 12 TPE trials (10 random start-up trials, then
+/// two proposed from the earlier ones) on 2 ranks are the one-process search with
+/// `jobs = 2`, trial for trial (values, states, metrics bit for bit), with the same best
+/// trial, the same best model (sent by the rank that trained it) and the same test
+/// metrics on rank 0. A pruner is refused with a reason.
+#[test]
+fn trials_over_ranks_equal_one_process() {
+    let file = tune_model(
+        "tune-ranks",
+        "tune { method = bayes  trials = 12  prune = none  lr = loguniform(1e-4, 3e-2)  hidden = logint(4, 32) }",
+    );
+    let one = search(&file, 2, 0).remove(0).expect("one-process search");
+    let ranks = search(&file, 1, 2);
+    for (rank, r) in ranks.into_iter().enumerate() {
+        let r = r.expect("distributed search");
+        assert_eq!(r.trials.len(), 12);
+        for (a, b) in one.trials.iter().zip(&r.trials) {
+            assert_eq!(
+                (a.index, &a.values, &a.state, a.epochs),
+                (b.index, &b.values, &b.state, b.epochs),
+                "rank {rank}"
+            );
+            assert_eq!(a.metric.map(f64::to_bits), b.metric.map(f64::to_bits), "rank {rank}, trial {}", a.index + 1);
+            assert_eq!(a.curve, b.curve, "rank {rank}, trial {}", a.index + 1);
+        }
+        assert_eq!(one.best, r.best, "rank {rank}");
+        let (ma, mb) =
+            (one.best_model.as_ref().expect("a best model"), r.best_model.as_ref().expect("sent to every rank"));
+        assert_eq!(ma.tensors, mb.tensors, "rank {rank}: the best model");
+        assert_eq!((ma.progress.epoch, ma.progress.step), (mb.progress.epoch, mb.progress.step));
+        if rank == 0 {
+            let (ta, tb) =
+                (one.test.as_ref().expect("test metrics"), r.test.as_ref().expect("rank 0 scores the test rows"));
+            assert_same_metrics(ta, tb, "test metrics");
+        } else {
+            assert!(r.test.is_none(), "only rank 0 scores the test rows");
+        }
+    }
+    let pruned =
+        tune_model("tune-pruned", "tune { method = random  trials = 2  prune = median  hidden = logint(4, 32) }");
+    for r in search(&pruned, 1, 2) {
+        let e = r.err().expect("a pruner is refused over ranks");
+        assert!(e.contains("does not run distributed") && e.contains("--prune none"), "{e}");
+    }
+}

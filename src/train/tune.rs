@@ -23,9 +23,18 @@
 //! - `asha(reduction, min_epochs)`: asynchronous successive halving, at the rungs
 //!   `min_epochs * reduction^k`, a trial continues only if its value is among the best
 //!   `1/reduction` of the values of the trials (itself included) that reached the rung.
+//!
+//! Over N ranks (`tune_with` given a communicator) the trials run in rounds: in round
+//! `k` rank `r` runs trial `k N + r`, one at a time, then the round's results are
+//! gathered to every rank (`distributed::allgather_bytes`). TPE proposes trial `i` from
+//! trials `0..=i-N`, all of earlier rounds, so the search is the one-process search with
+//! `jobs = N`, trial for trial; the best trial's model is sent to every rank by the rank
+//! that trained it. Pruners are refused there: they decide a trial at an epoch from the
+//! values of the trials running beside it on other ranks at that epoch.
 
 use super::checkpoint::SplitRecord;
 use super::cv::run_fold;
+use super::distributed::{self, Communicator, Unwire, Wire};
 use super::search::{self, Outcome, TpeOptions, Trial, Value};
 use super::session::{End, Next, Observer, Progress, Session};
 use super::target;
@@ -196,6 +205,23 @@ pub fn tune(
     stop: &AtomicBool,
     on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
 ) -> Result<TuneReport, String> {
+    tune_with(base, spec, base_dir, opts, stop, on_trial, None)
+}
+
+/// `tune` as one rank of a group (`comm`; see the module doc): every rank calls it; each
+/// runs its share of the trials one at a time (`opts.jobs` is not used) and every rank
+/// returns every trial. Rank 0 alone refits a cross-validated best and scores the test
+/// rows (the others return without them).
+pub fn tune_with(
+    base: &Program,
+    spec: &TuneSettings,
+    base_dir: &Path,
+    opts: &TuneOptions,
+    stop: &AtomicBool,
+    on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
+    mut comm: Option<&mut dyn Communicator>,
+) -> Result<TuneReport, String> {
+    let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let t0 = std::time::Instant::now();
     let mut notes = Vec::new();
     for k in &opts.fixed {
@@ -223,10 +249,17 @@ pub fn tune(
         (Some(g), _) => g.len(),
         (None, n) => n.unwrap_or(20) as usize,
     };
-    let jobs = opts.jobs.clamp(1, trials.max(1));
+    // Over ranks, TPE's lag is the number of ranks (one trial per rank at a time).
+    let jobs = if comm.is_some() { ranks } else { opts.jobs.clamp(1, trials.max(1)) };
     check_values(&spec.space, opts)?;
     if metric.starts_with("cv_") && spec.prune.name != "none" {
         notes.push("trials scored by cross-validation are not pruned (a pruner watches epochs of one fit)".into());
+    } else if comm.is_some() && spec.prune.name != "none" {
+        return Err(format!(
+            "`prune = {}` does not run distributed: a pruner compares a trial at each epoch with the trials \
+             running beside it on other ranks; search with `--prune none`, or on one process",
+            spec.prune.render()
+        ));
     }
     let search = Search {
         spec,
@@ -251,14 +284,20 @@ pub fn tune(
         }),
         wake: Condvar::new(),
     };
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                crate::codegen::fp::flush_denormals_in_this_thread();
-                worker(&search, on_trial)
-            });
+    match comm.as_deref_mut() {
+        Some(c) => {
+            crate::codegen::fp::flush_denormals_in_this_thread();
+            rounds(&search, c, on_trial)?;
         }
-    });
+        None => std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| {
+                    crate::codegen::fp::flush_denormals_in_this_thread();
+                    worker(&search, on_trial)
+                });
+            }
+        }),
+    }
     let shared = search.shared.into_inner().map_err(|_| "a trial panicked".to_string())?;
     if let Some(e) = shared.error {
         return Err(e);
@@ -279,6 +318,45 @@ pub fn tune(
         Some((_, i, m)) => (results.iter().position(|r| r.index == i), m),
         None => (None, None),
     };
+    if let Some(c) = comm {
+        // The rank that trained the best trial sends its model (a cross-validated trial
+        // has none: rank 0 refits it below).
+        let owner = best.map(|i| results[i].index % ranks);
+        let mut w = Wire::default();
+        if let (Some(o), Some(m)) = (owner, &best_model) {
+            if o == rank {
+                encode_model(&mut w, m);
+            }
+        }
+        let sent = distributed::allgather_bytes(c, &w.0)?;
+        if let (Some(o), Some(i)) = (owner, best) {
+            if best_model.is_none() && !sent[o].is_empty() {
+                let p = trial_program(opts, &results[i].values)?;
+                let pre = Preprocessor::fit(&p.settings.preprocess, &raw, &fit, &specs)?;
+                best_model = Some(decode_model(&mut Unwire::new(&sent[o]), p, pre)?);
+            }
+        }
+        if rank != 0 {
+            let record = SplitRecord::of(base, &raw);
+            let rows = (fit.len(), val.len(), test.len());
+            let seconds = t0.elapsed().as_secs_f64();
+            let (method, test) = (spec.method.clone(), None);
+            let trials = results;
+            return Ok(TuneReport {
+                metric,
+                maximize,
+                method,
+                trials,
+                best,
+                best_model,
+                test,
+                record,
+                notes,
+                rows,
+                seconds,
+            });
+        }
+    }
     // Cross-validated trials have no single model: refit the best on the training rows.
     if metric.starts_with("cv_") {
         if let Some(i) = best {
@@ -427,40 +505,233 @@ fn worker(s: &Search, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
             sh.next += 1;
             sh.next - 1
         };
-        let t0 = std::time::Instant::now();
-        let raw = match propose(s, index) {
-            Some(v) => s.spec.space.iter().zip(v).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>(),
-            None => return,
-        };
-        let values: Vec<(String, String)> =
-            s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
-        let (state, metric, epochs, model) = run_trial(s, index, &values);
-        let seconds = t0.elapsed().as_secs_f64();
-        let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let curve = sh.curves[index].clone();
-        let result = TrialResult { index, values, raw, state, metric, curve, epochs, seconds };
-        // The best complete trial (ties: the earlier one), with its model when it has one.
-        if let (State::Complete, Some(m)) = (&result.state, result.metric) {
-            let wins = match &sh.best {
-                None => true,
-                Some((b, bi, _)) => better(s.maximize, m, *b) || (m == *b && index < *bi),
-            };
-            if wins {
-                sh.best = Some((m, index, model));
-            }
-        }
-        if let State::Failed(why) = &result.state {
-            // A configuration error (an unknown metric) is the same for every trial.
-            if why.starts_with("`metric = ") {
-                sh.error = Some(why.clone());
-            }
-        }
-        on_trial(s.metric, &result);
-        sh.results[index] = Some(result);
-        sh.done[index] = true;
-        drop(sh);
-        s.wake.notify_all();
+        let Some((result, model)) = trial(s, index) else { return };
+        record(s, result, model, on_trial);
     }
+}
+
+/// Proposes and runs trial `index`: its result and, when complete, its model; None when
+/// the search is stopped while the proposal waits.
+fn trial(s: &Search, index: usize) -> Option<(TrialResult, Option<BestModel>)> {
+    let t0 = std::time::Instant::now();
+    let raw = s.spec.space.iter().zip(propose(s, index)?).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>();
+    let values: Vec<(String, String)> =
+        s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
+    let (state, metric, epochs, model) = run_trial(s, index, &values);
+    let seconds = t0.elapsed().as_secs_f64();
+    let curve = s.shared.lock().unwrap_or_else(|e| e.into_inner()).curves[index].clone();
+    Some((TrialResult { index, values, raw, state, metric, curve, epochs, seconds }, model))
+}
+
+/// Enters a trial's result in the search (and the best trial, with its model when it
+/// has one), tells `on_trial`, and wakes the workers that wait for it.
+fn record(s: &Search, result: TrialResult, model: Option<BestModel>, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
+    let index = result.index;
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    // The best complete trial (ties: the earlier one), with its model when it has one.
+    if let (State::Complete, Some(m)) = (&result.state, result.metric) {
+        let wins = match &sh.best {
+            None => true,
+            Some((b, bi, _)) => better(s.maximize, m, *b) || (m == *b && index < *bi),
+        };
+        if wins {
+            sh.best = Some((m, index, model));
+        }
+    }
+    if let State::Failed(why) = &result.state {
+        // A configuration error (an unknown metric) is the same for every trial.
+        if why.starts_with("`metric = ") {
+            sh.error = Some(why.clone());
+        }
+    }
+    on_trial(s.metric, &result);
+    sh.curves[index] = result.curve.clone();
+    sh.results[index] = Some(result);
+    sh.done[index] = true;
+    drop(sh);
+    s.wake.notify_all();
+}
+
+/// The search over ranks (see the module doc): round after round, every rank runs its
+/// trial of the round, then every rank records every trial of the round in index order.
+/// The ranks agree at the start of each round whether to go on (a stop on any rank, or a
+/// configuration error, ends the search on every rank after the same round).
+fn rounds(
+    s: &Search,
+    comm: &mut dyn Communicator,
+    on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
+) -> Result<(), String> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    for round in 0..s.trials.div_ceil(ranks) {
+        let mut flag = [if s.stop.load(Ordering::SeqCst) { 1.0 } else { 0.0 }];
+        comm.allreduce_sum_f64(&mut flag)?;
+        let failed = s.shared.lock().unwrap_or_else(|e| e.into_inner()).error.is_some();
+        if flag[0] > 0.0 || failed {
+            return Ok(());
+        }
+        let index = round * ranks + rank;
+        let mine = if index < s.trials { trial(s, index) } else { None };
+        let mut w = Wire::default();
+        if let Some((r, _)) = &mine {
+            encode_trial(&mut w, r);
+        }
+        let sent = distributed::allgather_bytes(comm, &w.0)?;
+        let mut model = mine.and_then(|(_, m)| m);
+        for (from, bytes) in sent.iter().enumerate() {
+            if bytes.is_empty() {
+                continue;
+            }
+            let r = decode_trial(&mut Unwire::new(bytes))?;
+            let m = if from == rank { model.take() } else { None };
+            record(s, r, m, on_trial);
+        }
+    }
+    Ok(())
+}
+
+fn encode_trial(w: &mut Wire, r: &TrialResult) {
+    w.u64(r.index as u64);
+    w.u64(r.values.len() as u64);
+    for ((k, v), raw) in r.values.iter().zip(&r.raw) {
+        w.str(k);
+        w.str(v);
+        match raw {
+            Value::Num(x) => {
+                w.u64(0);
+                w.f64(*x);
+            }
+            Value::Int(i) => {
+                w.u64(1);
+                w.u64(*i as u64);
+            }
+            Value::Pick(i) => {
+                w.u64(2);
+                w.u64(*i as u64);
+            }
+        }
+    }
+    match &r.state {
+        State::Complete => w.u64(0),
+        State::Pruned(e) => {
+            w.u64(1);
+            w.u64(*e as u64);
+        }
+        State::Failed(why) => {
+            w.u64(2);
+            w.str(why);
+        }
+    }
+    match r.metric {
+        Some(m) => {
+            w.u64(1);
+            w.f64(m);
+        }
+        None => w.u64(0),
+    }
+    w.u64(r.curve.len() as u64);
+    r.curve.iter().for_each(|&c| w.f64(c));
+    w.u64(r.epochs as u64);
+    w.f64(r.seconds);
+}
+
+fn decode_trial(u: &mut Unwire) -> Result<TrialResult, String> {
+    let index = u.u64()? as usize;
+    let (mut values, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..u.u64()? {
+        values.push((u.str()?, u.str()?));
+        raw.push(match u.u64()? {
+            0 => Value::Num(u.f64()?),
+            1 => Value::Int(u.u64()? as i64),
+            _ => Value::Pick(u.u64()? as usize),
+        });
+    }
+    let state = match u.u64()? {
+        0 => State::Complete,
+        1 => State::Pruned(u.u64()? as usize),
+        _ => State::Failed(u.str()?),
+    };
+    let metric = match u.u64()? {
+        0 => None,
+        _ => Some(u.f64()?),
+    };
+    let curve = (0..u.u64()?).map(|_| u.f64()).collect::<Result<Vec<f64>, String>>()?;
+    let (epochs, seconds) = (u.u64()? as usize, u.f64()?);
+    Ok(TrialResult { index, values, raw, state, metric, curve, epochs, seconds })
+}
+
+/// A trial's model for another rank: its tensors and progress (the program and the
+/// preprocessing are rebuilt there from the trial's values and the same rows).
+fn encode_model(w: &mut Wire, m: &BestModel) {
+    use crate::tensors::HostData;
+    w.u64(m.tensors.len() as u64);
+    for (name, t) in &m.tensors {
+        w.str(name);
+        w.u64(t.shape.len() as u64);
+        t.shape.iter().for_each(|&d| w.u64(d as u64));
+        match &t.data {
+            HostData::F32(v) | HostData::F64(v) => {
+                w.u64(if matches!(t.data, HostData::F32(_)) { 0 } else { 1 });
+                w.u64(v.len() as u64);
+                v.iter().for_each(|&x| w.f64(x));
+            }
+            HostData::I32(v) => {
+                w.u64(2);
+                w.u64(v.len() as u64);
+                v.iter().for_each(|&x| w.u64(u64::from(x as u32)));
+            }
+        }
+    }
+    let p = &m.progress;
+    for x in [p.epoch, p.bad_epochs, p.batch, p.epoch_seen, p.epoch_correct, p.plateau.bad] {
+        w.u64(x as u64);
+    }
+    w.u64(p.step);
+    for x in [p.best, p.epoch_loss, p.plateau.scale] {
+        w.f64(x);
+    }
+    w.u64(p.best_epoch.map_or(0, |e| e as u64 + 1));
+    match p.plateau.best {
+        Some(b) => {
+            w.u64(1);
+            w.f64(b);
+        }
+        None => w.u64(0),
+    }
+}
+
+fn decode_model(u: &mut Unwire, program: Program, pre: Preprocessor) -> Result<BestModel, String> {
+    use crate::tensors::{HostData, HostTensor};
+    let mut tensors = TensorMap::new();
+    for _ in 0..u.u64()? {
+        let name = u.str()?;
+        let shape = (0..u.u64()?).map(|_| u.u64().map(|d| d as usize)).collect::<Result<Vec<usize>, String>>()?;
+        let kind = u.u64()?;
+        let n = u.u64()? as usize;
+        let data = match kind {
+            0 | 1 => {
+                let v = (0..n).map(|_| u.f64()).collect::<Result<Vec<f64>, String>>()?;
+                if kind == 0 {
+                    HostData::F32(v)
+                } else {
+                    HostData::F64(v)
+                }
+            }
+            _ => HostData::I32((0..n).map(|_| u.u64().map(|x| x as u32 as i32)).collect::<Result<_, String>>()?),
+        };
+        tensors.insert(name, HostTensor { shape, data });
+    }
+    let mut p = Progress::default();
+    let mut next = || u.u64().map(|x| x as usize);
+    (p.epoch, p.bad_epochs, p.batch, p.epoch_seen, p.epoch_correct, p.plateau.bad) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
+    p.step = u.u64()?;
+    (p.best, p.epoch_loss, p.plateau.scale) = (u.f64()?, u.f64()?, u.f64()?);
+    p.best_epoch = u.u64()?.checked_sub(1).map(|e| e as usize);
+    p.plateau.best = match u.u64()? {
+        0 => None,
+        _ => Some(u.f64()?),
+    };
+    Ok(BestModel { program, tensors, pre, progress: p })
 }
 
 /// A sampled number to 4 significant digits (within its range), so that the value a
