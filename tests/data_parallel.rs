@@ -337,7 +337,7 @@ fn folds_over_ranks_equal_one_process() {
 }
 
 /// A digits MLP with a tune block, written to a file (trials compile from it).
-fn tune_model(name: &str, tune: &str) -> PathBuf {
+fn tune_model(name: &str, tune: &str, epochs: u32) -> PathBuf {
     let d = out_dir(name);
     std::fs::create_dir_all(&d).expect("dir");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits.csv.gz");
@@ -345,7 +345,7 @@ fn tune_model(name: &str, tune: &str) -> PathBuf {
         "model M(hidden: int = 16) {{\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, hidden)\n \
          layer b = Dense(hidden, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n \
          train {{ data = csv({:?}, label = -1)  preprocess = standardize  split = [0.8, 0.2]\n \
-         optimizer = adam(lr = 3e-3)  batch = 64  epochs = 2  seed = 7 }}\n {tune}\n}}\n",
+         optimizer = adam(lr = 3e-3)  batch = 64  epochs = {epochs}  seed = 7 }}\n {tune}\n}}\n",
         data.display().to_string()
     );
     let path = d.join("m.nn");
@@ -375,48 +375,68 @@ fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::train::tune
     on_ranks(ranks, move |c| Ok(go(Some(c))))
 }
 
+/// Compares two searches trial for trial (values, states, metrics and curves bit for
+/// bit), their best trial and model, and on rank 0 their test metrics.
+fn assert_same_search(one: &nnc::train::tune::TuneReport, r: &nnc::train::tune::TuneReport, rank: usize) {
+    assert_eq!(one.trials.len(), r.trials.len(), "rank {rank}");
+    for (a, b) in one.trials.iter().zip(&r.trials) {
+        assert_eq!((a.index, &a.values, &a.state, a.epochs), (b.index, &b.values, &b.state, b.epochs), "rank {rank}");
+        assert_eq!(a.metric.map(f64::to_bits), b.metric.map(f64::to_bits), "rank {rank}, trial {}", a.index + 1);
+        assert_eq!(a.curve, b.curve, "rank {rank}, trial {}", a.index + 1);
+    }
+    assert_eq!(one.best, r.best, "rank {rank}");
+    let (ma, mb) = (one.best_model.as_ref().expect("a best model"), r.best_model.as_ref().expect("sent to every rank"));
+    assert_eq!(ma.tensors, mb.tensors, "rank {rank}: the best model");
+    assert_eq!((ma.progress.epoch, ma.progress.step), (mb.progress.epoch, mb.progress.step));
+    if rank == 0 {
+        let (ta, tb) =
+            (one.test.as_ref().expect("test metrics"), r.test.as_ref().expect("rank 0 scores the test rows"));
+        assert_same_metrics(ta, tb, "test metrics");
+    } else {
+        assert!(r.test.is_none(), "only rank 0 scores the test rows");
+    }
+}
+
 /// `nnc tune --distributed` without MPI: 12 TPE trials (10 random start-up trials, then
 /// two proposed from the earlier ones) on 2 ranks are the one-process search with
-/// `jobs = 2`, trial for trial (values, states, metrics bit for bit), with the same best
-/// trial, the same best model (sent by the rank that trained it) and the same test
-/// metrics on rank 0. A pruner is refused with a reason.
+/// `jobs = 2`, trial for trial, with the same best trial, the same best model (sent by
+/// the rank that trained it) and the same test metrics on rank 0.
 #[test]
 fn trials_over_ranks_equal_one_process() {
     let file = tune_model(
         "tune-ranks",
         "tune { method = bayes  trials = 12  prune = none  lr = loguniform(1e-4, 3e-2)  hidden = logint(4, 32) }",
+        2,
     );
     let one = search(&file, 2, 0).remove(0).expect("one-process search");
-    let ranks = search(&file, 1, 2);
-    for (rank, r) in ranks.into_iter().enumerate() {
-        let r = r.expect("distributed search");
-        assert_eq!(r.trials.len(), 12);
-        for (a, b) in one.trials.iter().zip(&r.trials) {
-            assert_eq!(
-                (a.index, &a.values, &a.state, a.epochs),
-                (b.index, &b.values, &b.state, b.epochs),
-                "rank {rank}"
-            );
-            assert_eq!(a.metric.map(f64::to_bits), b.metric.map(f64::to_bits), "rank {rank}, trial {}", a.index + 1);
-            assert_eq!(a.curve, b.curve, "rank {rank}, trial {}", a.index + 1);
-        }
-        assert_eq!(one.best, r.best, "rank {rank}");
-        let (ma, mb) =
-            (one.best_model.as_ref().expect("a best model"), r.best_model.as_ref().expect("sent to every rank"));
-        assert_eq!(ma.tensors, mb.tensors, "rank {rank}: the best model");
-        assert_eq!((ma.progress.epoch, ma.progress.step), (mb.progress.epoch, mb.progress.step));
-        if rank == 0 {
-            let (ta, tb) =
-                (one.test.as_ref().expect("test metrics"), r.test.as_ref().expect("rank 0 scores the test rows"));
-            assert_same_metrics(ta, tb, "test metrics");
-        } else {
-            assert!(r.test.is_none(), "only rank 0 scores the test rows");
-        }
+    for (rank, r) in search(&file, 1, 2).into_iter().enumerate() {
+        assert_same_search(&one, &r.expect("distributed search"), rank);
     }
-    let pruned =
-        tune_model("tune-pruned", "tune { method = random  trials = 2  prune = median  hidden = logint(4, 32) }");
-    for r in search(&pruned, 1, 2) {
-        let e = r.err().expect("a pruner is refused over ranks");
-        assert!(e.contains("does not run distributed") && e.contains("--prune none"), "{e}");
+}
+
+/// Pruning over ranks: the trials of a round exchange their values after every epoch, so
+/// the median pruner (from trial 3, past epoch 1) and ASHA stop the trials that one
+/// process with `jobs = 3` stops, at the same epochs, on 3 ranks (whose trials end at
+/// different epochs within a round).
+#[test]
+fn pruned_trials_over_ranks_equal_one_process() {
+    for (name, prune) in
+        [("median", "median(startup = 2, warmup = 1)"), ("asha", "asha(reduction = 2, min_epochs = 1)")]
+    {
+        let file = tune_model(
+            &format!("tune-{name}"),
+            &format!("tune {{ method = random  trials = 9  prune = {prune}  lr = loguniform(1e-5, 3e-2) }}"),
+            4,
+        );
+        let one = search(&file, 3, 0).remove(0).expect("one-process search");
+        let pruned = one.trials.iter().filter(|t| matches!(t.state, nnc::train::tune::State::Pruned(_))).count();
+        assert!(
+            pruned >= 2,
+            "{name}: the search prunes trials: {:?}",
+            one.trials.iter().map(|t| &t.state).collect::<Vec<_>>()
+        );
+        for (rank, r) in search(&file, 1, 3).into_iter().enumerate() {
+            assert_same_search(&one, &r.expect("distributed search"), rank);
+        }
     }
 }

@@ -27,10 +27,11 @@
 //! Over N ranks (`tune_with` given a communicator) the trials run in rounds: in round
 //! `k` rank `r` runs trial `k N + r`, one at a time, then the round's results are
 //! gathered to every rank (`distributed::allgather_bytes`). TPE proposes trial `i` from
-//! trials `0..=i-N`, all of earlier rounds, so the search is the one-process search with
-//! `jobs = N`, trial for trial; the best trial's model is sent to every rank by the rank
-//! that trained it. Pruners are refused there: they decide a trial at an epoch from the
-//! values of the trials running beside it on other ranks at that epoch.
+//! trials `0..=i-N`, all of earlier rounds; the pruner needs the values at each epoch of
+//! the trials running beside it, so the ranks of a round exchange them after every epoch
+//! (`exchange`: a rank whose trial has ended takes part until every rank's has). So the
+//! search is the one-process search with `jobs = N`, trial for trial; the best trial's
+//! model is sent to every rank by the rank that trained it.
 
 use super::checkpoint::SplitRecord;
 use super::cv::run_fold;
@@ -189,6 +190,9 @@ struct Search<'a> {
     grid: Option<Vec<Vec<Value>>>,
     trials: usize,
     jobs: usize,
+    /// Trials run in rounds over ranks, which exchange the pruner's values after every
+    /// epoch (`exchange`): the pruner never waits.
+    lockstep: bool,
     stop: &'a AtomicBool,
     shared: Mutex<Shared>,
     wake: Condvar,
@@ -254,12 +258,6 @@ pub fn tune_with(
     check_values(&spec.space, opts)?;
     if metric.starts_with("cv_") && spec.prune.name != "none" {
         notes.push("trials scored by cross-validation are not pruned (a pruner watches epochs of one fit)".into());
-    } else if comm.is_some() && spec.prune.name != "none" {
-        return Err(format!(
-            "`prune = {}` does not run distributed: a pruner compares a trial at each epoch with the trials \
-             running beside it on other ranks; search with `--prune none`, or on one process",
-            spec.prune.render()
-        ));
     }
     let search = Search {
         spec,
@@ -273,6 +271,7 @@ pub fn tune_with(
         grid,
         trials,
         jobs,
+        lockstep: comm.is_some(),
         stop,
         shared: Mutex::new(Shared {
             next: 0,
@@ -434,18 +433,16 @@ struct FitData<'a> {
 /// How a trial's fit ended: the end, the final validation metric, the epochs run.
 type FitEnd = (End, Option<f64>, usize);
 
-/// An observer that hands every epoch's monitored value to `decide`.
+/// An observer that hands every epoch's monitored value (None when the epoch lacks it)
+/// to `decide`.
 struct Watch<'a> {
     metric: String,
-    decide: &'a mut dyn FnMut(usize, f64) -> Next,
+    decide: &'a mut dyn FnMut(usize, Option<f64>) -> Next,
 }
 
 impl Observer for Watch<'_> {
     fn epoch(&mut self, _s: &Session, p: &Progress, row: &[(String, f64)], _improved: bool) -> Result<Next, String> {
-        match row.iter().find(|(k, _)| *k == self.metric) {
-            Some((_, v)) => Ok((self.decide)(p.epoch, *v)),
-            None => Ok(Next::Continue),
-        }
+        Ok((self.decide)(p.epoch, row.iter().find(|(k, _)| *k == self.metric).map(|(_, v)| *v)))
     }
 }
 
@@ -457,7 +454,7 @@ fn fit_trial(
     fit: &[usize],
     val: Option<&[usize]>,
     stop: &AtomicBool,
-    decide: &mut dyn FnMut(usize, f64) -> Next,
+    decide: &mut dyn FnMut(usize, Option<f64>) -> Next,
 ) -> Result<(FitEnd, BestModel), String> {
     let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
     super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
@@ -505,19 +502,20 @@ fn worker(s: &Search, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
             sh.next += 1;
             sh.next - 1
         };
-        let Some((result, model)) = trial(s, index) else { return };
+        let Some((result, model)) = trial(s, index, None) else { return };
         record(s, result, model, on_trial);
     }
 }
 
 /// Proposes and runs trial `index`: its result and, when complete, its model; None when
-/// the search is stopped while the proposal waits.
-fn trial(s: &Search, index: usize) -> Option<(TrialResult, Option<BestModel>)> {
+/// the search is stopped while the proposal waits. `comm`: the trial runs in a round over
+/// ranks (`rounds`).
+fn trial(s: &Search, index: usize, comm: Option<&mut dyn Communicator>) -> Option<(TrialResult, Option<BestModel>)> {
     let t0 = std::time::Instant::now();
     let raw = s.spec.space.iter().zip(propose(s, index)?).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>();
     let values: Vec<(String, String)> =
         s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
-    let (state, metric, epochs, model) = run_trial(s, index, &values);
+    let (state, metric, epochs, model) = run_trial(s, index, &values, comm);
     let seconds = t0.elapsed().as_secs_f64();
     let curve = s.shared.lock().unwrap_or_else(|e| e.into_inner()).curves[index].clone();
     Some((TrialResult { index, values, raw, state, metric, curve, epochs, seconds }, model))
@@ -563,14 +561,16 @@ fn rounds(
 ) -> Result<(), String> {
     let (rank, ranks) = (comm.rank(), comm.size());
     for round in 0..s.trials.div_ceil(ranks) {
-        let mut flag = [if s.stop.load(Ordering::SeqCst) { 1.0 } else { 0.0 }];
-        comm.allreduce_sum_f64(&mut flag)?;
         let failed = s.shared.lock().unwrap_or_else(|e| e.into_inner()).error.is_some();
-        if flag[0] > 0.0 || failed {
+        let mut flag = [if s.stop.load(Ordering::SeqCst) || failed { 1.0 } else { 0.0 }];
+        comm.allreduce_sum_f64(&mut flag)?;
+        if flag[0] > 0.0 {
             return Ok(());
         }
         let index = round * ranks + rank;
-        let mine = if index < s.trials { trial(s, index) } else { None };
+        let mine = if index < s.trials { trial(s, index, Some(&mut *comm)) } else { None };
+        // Until every rank's trial of the round has ended.
+        while !exchange(s, comm, round, Ended, 0.0)? {}
         let mut w = Wire::default();
         if let Some((r, _)) = &mine {
             encode_trial(&mut w, r);
@@ -587,6 +587,47 @@ fn rounds(
         }
     }
     Ok(())
+}
+
+/// What a rank says in an epoch exchange of a round.
+#[derive(Clone, Copy, PartialEq)]
+enum Said {
+    /// Its trial's value at this epoch (pushed to the trial's curve).
+    Value = 0,
+    /// An epoch without the metric.
+    Nothing = 1,
+    /// Its trial has ended (or it has none).
+    Ended = 2,
+}
+use Said::{Ended, Nothing};
+
+/// One exchange of a round over ranks (see the module doc): every rank says what its
+/// trial did at this epoch; the values join the round's curves and ended trials count
+/// as done for the pruner. Returns whether every rank's trial has ended.
+fn exchange(s: &Search, comm: &mut dyn Communicator, round: usize, said: Said, value: f64) -> Result<bool, String> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let mut buf = vec![0.0f64; 2 * ranks];
+    buf[2 * rank] = said as u8 as f64;
+    buf[2 * rank + 1] = value;
+    comm.allreduce_sum_f64(&mut buf)?;
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all_ended = true;
+    for r in 0..ranks {
+        let (st, v) = (buf[2 * r], buf[2 * r + 1]);
+        all_ended &= st == Ended as u8 as f64;
+        let j = round * ranks + r;
+        if r == rank || j >= s.trials {
+            continue;
+        }
+        if st == Said::Value as u8 as f64 {
+            sh.curves[j].push(v);
+        } else if st == Ended as u8 as f64 {
+            sh.done[j] = true;
+        }
+    }
+    drop(sh);
+    s.wake.notify_all();
+    Ok(all_ended)
 }
 
 fn encode_trial(w: &mut Wire, r: &TrialResult) {
@@ -782,7 +823,12 @@ fn propose(s: &Search, index: usize) -> Option<Vec<Value>> {
 }
 
 /// Runs one trial: (state, metric, epochs, model).
-fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, Option<f64>, usize, Option<BestModel>) {
+fn run_trial(
+    s: &Search,
+    index: usize,
+    values: &[(String, String)],
+    mut comm: Option<&mut dyn Communicator>,
+) -> (State, Option<f64>, usize, Option<BestModel>) {
     let p = match trial_program(s.opts, values) {
         Ok(p) => p,
         Err(e) => return (State::Failed(e), None, 0, None),
@@ -797,7 +843,23 @@ fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, O
     let total_epochs = p.settings.epochs as usize;
     let mut best_so_far: Option<f64> = None;
     let mut pruned_at = None;
-    let mut decide = |epoch: usize, v: f64| -> Next {
+    // Over ranks, every epoch takes part in the round's exchange (a failed one ends the
+    // search: the error is the search's).
+    let mut tell = |said: Said, value: f64| -> bool {
+        let Some(c) = comm.as_deref_mut() else { return true };
+        let round = index / c.size().max(1);
+        match exchange(s, c, round, said, value) {
+            Ok(_) => true,
+            Err(e) => {
+                s.shared.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e);
+                false
+            }
+        }
+    };
+    let mut decide = |epoch: usize, v: Option<f64>| -> Next {
+        let Some(v) = v else {
+            return if tell(Nothing, 0.0) { Next::Continue } else { Next::Stop };
+        };
         let b = match best_so_far {
             Some(b) if !better(s.maximize, v, b) => b,
             _ => v,
@@ -808,6 +870,9 @@ fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, O
             sh.curves[index].push(b);
         }
         s.wake.notify_all();
+        if !tell(Said::Value, b) {
+            return Next::Stop;
+        }
         if prune(s, index, epoch, b, total_epochs) {
             pruned_at = Some((epoch, b));
             Next::Stop
@@ -863,7 +928,7 @@ fn prune(s: &Search, index: usize, epoch: usize, v: f64, total_epochs: usize) ->
     let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let ready = (0..index).all(|j| sh.done[j] || sh.curves[j].len() >= epoch);
-        if ready || s.stop.load(Ordering::SeqCst) {
+        if ready || s.lockstep || s.stop.load(Ordering::SeqCst) {
             break;
         }
         sh = s.wake.wait_timeout(sh, std::time::Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
