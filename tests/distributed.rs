@@ -168,8 +168,9 @@ fn without_seconds(path: &Path) -> Vec<Vec<String>> {
 }
 
 /// `nnc cv --distributed` (3 folds over 2 ranks) and `nnc tune --distributed` (4 random
-/// trials over 2 ranks) write the cv.csv and tune.csv of one process (`tune --jobs 2`),
-/// every value but the seconds; rank 0 alone prints.
+/// trials over 2 ranks, with the median pruner deciding at epoch 2) write the cv.csv and
+/// tune.csv of one process (`tune --jobs 2`), every value but the seconds; rank 0 alone
+/// prints.
 #[test]
 fn cv_and_tune_over_two_ranks_equal_one_process() {
     let m = write_model(
@@ -187,7 +188,14 @@ fn cv_and_tune_over_two_ranks_equal_one_process() {
     let (one, two) = (dir("tune-1"), dir("tune-2"));
     let tune = |out: &Path, ranks: bool| {
         let mut args = vec!["tune", file, "--space", "lr=loguniform(1e-4, 3e-2)", "--method", "random"];
-        args.extend(["--trials", "4", "--prune", "none", "--out", out.to_str().expect("path")]);
+        args.extend([
+            "--trials",
+            "4",
+            "--prune",
+            "median(startup = 1, warmup = 1)",
+            "--out",
+            out.to_str().expect("path"),
+        ]);
         if !ranks {
             args.extend(["--jobs", "2"]);
         }
