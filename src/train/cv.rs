@@ -158,7 +158,7 @@ pub fn cross_validate_with(
     threads: usize,
     stop: &AtomicBool,
     on_fold: &mut dyn FnMut(&FoldResult),
-    mut comm: Option<&mut dyn Communicator>,
+    comm: Option<&mut dyn Communicator>,
 ) -> Result<CvReport, String> {
     let (rank, size) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let t0 = std::time::Instant::now();
@@ -208,7 +208,7 @@ pub fn cross_validate_with(
         results.push(r);
     }
     let mut compiled_steps = session.compiled_steps();
-    if let Some(c) = comm.as_deref_mut() {
+    if let Some(c) = comm {
         let mut w = Wire::default();
         w.u64(compiled_steps as u64);
         w.u64(mine.len() as u64);
