@@ -3,10 +3,16 @@
 //! of one process at the same global batch (MLP, CNN, LSTM), ranks stay equal with
 //! per-rank batch norm, and shards of a batch not divisible by the ranks are handled.
 //! The same runs under `mpirun` are in tests/distributed.rs (feature `mpi`).
+//!
+//! Scoring is sharded too: each rank scores whole chunks of the validation and test
+//! rows and the results are gathered, so the metrics equal one process's bit for bit at
+//! equal parameters; with the parameters of a distributed run (equal to one process's
+//! within reassociation) metrics.csv equals one process's log within that tolerance.
 
 use nnc::tensors::TensorMap;
 use nnc::train::distributed::{Communicator, Local};
-use nnc::train::trainer::{train_with, Distributed, TrainOptions};
+use nnc::train::session::Session;
+use nnc::train::trainer::{train_with, Distributed, Report, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -26,12 +32,17 @@ fn out_dir(name: &str) -> PathBuf {
 /// Trains `src` on `ranks` threads (one process when `ranks` is 0) and returns rank 0's
 /// last checkpoint.
 fn run(src: &str, name: &str, ranks: usize, check: bool) -> TensorMap {
+    run_report(src, name, ranks, check).0
+}
+
+/// `run`, with rank 0's report (its test metrics) and its metrics.csv.
+fn run_report(src: &str, name: &str, ranks: usize, check: bool) -> (TensorMap, Report, String) {
     let p = program(src);
     let dir = out_dir(name);
     let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: src.into() };
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    if ranks == 0 {
-        train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| {}, None).expect("single-process run");
+    let report = if ranks == 0 {
+        train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| {}, None).expect("single-process run")
     } else {
         let handles: Vec<_> = Local::group(ranks)
             .into_iter()
@@ -45,11 +56,13 @@ fn run(src: &str, name: &str, ranks: usize, check: bool) -> TensorMap {
                 })
             })
             .collect();
-        for h in handles {
-            h.join().expect("a rank panicked").expect("distributed run");
-        }
-    }
-    nnc::tensors::read(&dir.join("last.safetensors")).expect("checkpoint")
+        let mut reports: Vec<Report> =
+            handles.into_iter().map(|h| h.join().expect("a rank panicked").expect("distributed run")).collect();
+        assert!(reports[1..].iter().all(|r| r.test.is_empty()), "only rank 0 reports the test metrics");
+        reports.swap_remove(0)
+    };
+    let log = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+    (nnc::tensors::read(&dir.join("last.safetensors")).expect("checkpoint"), report, log)
 }
 
 /// The largest difference between the parameters (and optimizer state) of two
@@ -145,4 +158,285 @@ fn per_rank_batch_norm_keeps_ranks_equal() {
     assert!(d > TOL, "per-rank statistics differ from one process's, yet `{k}` is within {d:e}");
     let mean = two.get("n.mean").and_then(|t| t.floats()).expect("the checkpoint holds n.mean");
     assert!(mean.iter().any(|&m| m != 0.0), "the running mean moved from its zeros: {mean:?}");
+}
+
+/// Every value of two metric maps, bit for bit (NaN equal to NaN).
+fn assert_same_metrics(a: &nnc::metrics::Metrics, b: &nnc::metrics::Metrics, what: &str) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{what}: the same metrics");
+    for (k, x) in a {
+        let y = b[k];
+        assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()), "{what}: `{k}` is {x} and {y}");
+    }
+}
+
+/// Sharded scoring at equal parameters: each rank scores whole chunks of 256 rows, and
+/// the gathered scores and every metric of `target::report` (accuracy, the confusion
+/// counts behind precision/recall/F1, the one-vs-rest AUC) are one process's, bit for bit,
+/// on 2 and 3 ranks; also with fewer chunks than ranks (a rank that scores nothing).
+#[test]
+fn sharded_scoring_equals_one_process_bit_for_bit() {
+    let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let (ds, _) = nnc::train::trainer::load_data(&p, &base).expect("data");
+    let all: Vec<usize> = (0..ds.n).rev().collect();
+    let few: Vec<usize> = (0..100).collect();
+    let mut one = Session::new(&p, true, 1).expect("session");
+    one.init(3, 64).expect("init");
+    let tensors = one.tensors().expect("tensors");
+    for rows in [&all, &few] {
+        let want = one.score(&ds, rows).expect("score");
+        let ev = nnc::train::target::report(&ds, rows, &want, one.kind, "val_", &[]);
+        assert!(ev.all.contains_key("val_auc_ovr") && ev.all.contains_key("val_f1_macro"), "{:?}", ev.all);
+        for ranks in [2, 3] {
+            let handles: Vec<_> = Local::group(ranks)
+                .into_iter()
+                .map(|c| {
+                    let (p, tensors, ds, rows) = (p.clone(), tensors.clone(), ds.clone(), rows.clone());
+                    std::thread::spawn(move || -> Result<_, String> {
+                        let mut s = Session::new(&p, true, 1)?;
+                        s.distribute(Box::new(c), false)?;
+                        s.init(0, 64)?;
+                        s.load_tensors(&tensors, 64)?;
+                        let sc = s.score(&ds, &rows)?;
+                        Ok((sc, s.kind))
+                    })
+                })
+                .collect();
+            for h in handles {
+                let (got, kind) = h.join().expect("a rank panicked").expect("distributed scoring");
+                let what = format!("{} rows on {ranks} ranks", rows.len());
+                assert_eq!(got.width, want.width, "{what}");
+                assert_eq!(got.loss.to_bits(), want.loss.to_bits(), "{what}: loss {} and {}", got.loss, want.loss);
+                assert!(got.values.iter().zip(&want.values).all(|(a, b)| a == b), "{what}: the scores");
+                assert_eq!(got.values.len(), want.values.len(), "{what}");
+                let ev2 = nnc::train::target::report(&ds, rows, &got, kind, "val_", &[]);
+                assert_same_metrics(&ev.all, &ev2.all, &what);
+            }
+        }
+    }
+}
+
+/// The columns of a metrics.csv, by name.
+fn columns(log: &str) -> Vec<(String, Vec<f64>)> {
+    let mut lines = log.lines();
+    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
+    let rows: Vec<Vec<f64>> =
+        lines.map(|l| l.split(',').map(|v| v.parse::<f64>().expect("a number")).collect()).collect();
+    header.into_iter().enumerate().map(|(i, h)| (h, rows.iter().map(|r| r[i]).collect())).collect()
+}
+
+/// A run with a validation split on two ranks logs what one process logs: the training
+/// loss and accuracy are summed over ranks every step, the validation rows are scored in
+/// shards and gathered, and the test metrics are rank 0's report of the gathered test
+/// rows. The losses agree within `TOL` (relative): the parameters, which the scores are
+/// computed from, agree within it (see `TOL`; the loss sums themselves add f32 means
+/// of 32 rows instead of 64, a few roundings of 1e-7). The accuracies, counts of rows,
+/// agree exactly here: a row changes class only when its two largest logits are closer
+/// than the parameters' difference moves them (and a count that differs would be
+/// reported by this test, not hidden).
+#[test]
+fn metrics_of_two_ranks_equal_one_process() {
+    let src = digits(MLP, "optimizer = adam(lr = 1e-3)  l2 = 1e-4").replace("[0.8, 0.2]", "[0.6, 0.2, 0.2]");
+    let (_, r1, log1) = run_report(&src, "metrics-1", 0, false);
+    let (_, r2, log2) = run_report(&src, "metrics-2", 2, true);
+    let (c1, c2) = (columns(&log1), columns(&log2));
+    let names: Vec<&str> = c1.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(names, c2.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>());
+    for want in ["train_loss", "train_accuracy", "val_loss", "val_accuracy"] {
+        assert!(names.contains(&want), "metrics.csv has {want}: {names:?}");
+    }
+    for ((h, a), (_, b)) in c1.iter().zip(&c2) {
+        if h == "seconds" || h == "samples_per_sec" {
+            continue;
+        }
+        for (x, y) in a.iter().zip(b) {
+            if h.ends_with("_loss") {
+                let d = (x - y).abs() / x.abs().max(1e-30);
+                eprintln!("{h}: {x} and {y} (relative difference {d:e})");
+                assert!(d <= TOL, "{h}: {x} and {y} differ by {d:e} (relative)");
+            } else {
+                assert_eq!(x, y, "{h}");
+            }
+        }
+    }
+    assert_eq!(r1.test.keys().collect::<Vec<_>>(), r2.test.keys().collect::<Vec<_>>());
+    for (k, x) in &r1.test {
+        let y = r2.test[k];
+        if k.ends_with("loss") {
+            assert!((x - y).abs() / x.abs() <= TOL, "{k}: {x} and {y}");
+        } else {
+            assert_eq!(*x, y, "{k}");
+        }
+    }
+}
+
+/// Runs `body` on every rank of an in-process group of `ranks` and returns each rank's
+/// result, in rank order.
+fn on_ranks<T: Send + 'static>(
+    ranks: usize,
+    body: impl Fn(&mut dyn Communicator) -> Result<T, String> + Send + Sync + 'static,
+) -> Vec<T> {
+    let body = std::sync::Arc::new(body);
+    let handles: Vec<_> = Local::group(ranks)
+        .into_iter()
+        .map(|mut c| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let rank = c.rank();
+                body(&mut c).map_err(|e| format!("rank {rank}: {e}"))
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("a rank panicked").expect("the rank's run")).collect()
+}
+
+/// `nnc cv --distributed` without MPI: 3 folds over 2 ranks (folds 1 and 3 on rank 0,
+/// fold 2 on rank 1). Every rank ends with every fold's result and the summary of one
+/// process, bit for bit: a fold's result depends only on its rows and the recipe.
+#[test]
+fn folds_over_ranks_equal_one_process() {
+    use nnc::train::cv::{cross_validate, cross_validate_with, Folds};
+    let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let stop = AtomicBool::new(false);
+    let one = cross_validate(&p, &base, Folds::K(3), true, 1, &stop, &mut |_| {}).expect("cv");
+    let runs = on_ranks(2, move |c| {
+        let mut seen = Vec::new();
+        let r = cross_validate_with(
+            &p,
+            &base,
+            Folds::K(3),
+            true,
+            1,
+            &AtomicBool::new(false),
+            &mut |f| seen.push(f.fold),
+            Some(c),
+        )?;
+        Ok((r, seen))
+    });
+    for (rank, (r, seen)) in runs.iter().enumerate() {
+        assert_eq!(seen, &[1, 2, 3], "rank {rank} sees every fold, in order");
+        assert_eq!(r.folds.len(), 3);
+        for (a, b) in one.folds.iter().zip(&r.folds) {
+            let what = format!("rank {rank}, fold {}", a.fold);
+            assert_eq!(
+                (a.fold, a.train_rows, a.test_rows, a.epochs, a.steps),
+                (b.fold, b.train_rows, b.test_rows, b.epochs, b.steps)
+            );
+            assert_same_metrics(&a.metrics, &b.metrics, &what);
+            assert_same_metrics(&a.all, &b.all, &what);
+            assert_eq!(a.correct, b.correct, "{what}");
+            assert_eq!(a.held_out, b.held_out, "{what}");
+        }
+        assert_eq!(one.summary.len(), r.summary.len());
+        for (a, b) in one.summary.iter().zip(&r.summary) {
+            assert_eq!((&a.0, a.1.to_bits(), a.2.to_bits()), (&b.0, b.1.to_bits(), b.2.to_bits()), "rank {rank}");
+        }
+        assert_eq!(one.notes, r.notes, "rank {rank}");
+    }
+}
+
+/// A digits MLP with a tune block, written to a file (trials compile from it).
+fn tune_model(name: &str, tune: &str, epochs: u32) -> PathBuf {
+    let d = out_dir(name);
+    std::fs::create_dir_all(&d).expect("dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits.csv.gz");
+    let src = format!(
+        "model M(hidden: int = 16) {{\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, hidden)\n \
+         layer b = Dense(hidden, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n \
+         train {{ data = csv({:?}, label = -1)  preprocess = standardize  split = [0.8, 0.2]\n \
+         optimizer = adam(lr = 3e-3)  batch = 64  epochs = {epochs}  seed = 7 }}\n {tune}\n}}\n",
+        data.display().to_string()
+    );
+    let path = d.join("m.nn");
+    std::fs::write(&path, src).expect("write model");
+    path
+}
+
+/// Runs `nnc tune`'s search on `file` on one process with `jobs` (`ranks` 0) or on
+/// `ranks` in-process ranks; returns every rank's report.
+fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::train::tune::TuneReport, String>> {
+    use nnc::train::tune::{tune_with, TuneOptions};
+    let file = file.to_path_buf();
+    let go = move |comm: Option<&mut dyn Communicator>| {
+        let p = nnc::pipeline::configure(&file, &[], None).map_err(|_| "the model compiles".to_string())?;
+        let spec = p.settings.tune.clone().ok_or("a tune block")?;
+        let compile = |values: &[(String, String)]| -> Result<nnc::ir::Program, String> {
+            let sets: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            nnc::pipeline::configure(&file, &sets, None).map_err(|_| "a trial compiles".to_string())
+        };
+        let opts = TuneOptions { compile: &compile, fixed: vec![], jit: true, jobs, threads: 1, source: String::new() };
+        let base = file.parent().expect("folder").to_path_buf();
+        tune_with(&p, &spec, &base, &opts, &AtomicBool::new(false), &|_, _| {}, comm)
+    };
+    if ranks == 0 {
+        return vec![go(None)];
+    }
+    on_ranks(ranks, move |c| Ok(go(Some(c))))
+}
+
+/// Compares two searches trial for trial (values, states, metrics and curves bit for
+/// bit), their best trial and model, and on rank 0 their test metrics.
+fn assert_same_search(one: &nnc::train::tune::TuneReport, r: &nnc::train::tune::TuneReport, rank: usize) {
+    assert_eq!(one.trials.len(), r.trials.len(), "rank {rank}");
+    for (a, b) in one.trials.iter().zip(&r.trials) {
+        assert_eq!((a.index, &a.values, &a.state, a.epochs), (b.index, &b.values, &b.state, b.epochs), "rank {rank}");
+        assert_eq!(a.metric.map(f64::to_bits), b.metric.map(f64::to_bits), "rank {rank}, trial {}", a.index + 1);
+        assert_eq!(a.curve, b.curve, "rank {rank}, trial {}", a.index + 1);
+    }
+    assert_eq!(one.best, r.best, "rank {rank}");
+    let (ma, mb) = (one.best_model.as_ref().expect("a best model"), r.best_model.as_ref().expect("sent to every rank"));
+    assert_eq!(ma.tensors, mb.tensors, "rank {rank}: the best model");
+    assert_eq!((ma.progress.epoch, ma.progress.step), (mb.progress.epoch, mb.progress.step));
+    if rank == 0 {
+        let (ta, tb) =
+            (one.test.as_ref().expect("test metrics"), r.test.as_ref().expect("rank 0 scores the test rows"));
+        assert_same_metrics(ta, tb, "test metrics");
+    } else {
+        assert!(r.test.is_none(), "only rank 0 scores the test rows");
+    }
+}
+
+/// `nnc tune --distributed` without MPI: 12 TPE trials (10 random start-up trials, then
+/// two proposed from the earlier ones) on 2 ranks are the one-process search with
+/// `jobs = 2`, trial for trial, with the same best trial, the same best model (sent by
+/// the rank that trained it) and the same test metrics on rank 0.
+#[test]
+fn trials_over_ranks_equal_one_process() {
+    let file = tune_model(
+        "tune-ranks",
+        "tune { method = bayes  trials = 12  prune = none  lr = loguniform(1e-4, 3e-2)  hidden = logint(4, 32) }",
+        2,
+    );
+    let one = search(&file, 2, 0).remove(0).expect("one-process search");
+    for (rank, r) in search(&file, 1, 2).into_iter().enumerate() {
+        assert_same_search(&one, &r.expect("distributed search"), rank);
+    }
+}
+
+/// Pruning over ranks: the trials of a round exchange their values after every epoch, so
+/// the median pruner (from trial 3, past epoch 1) and ASHA stop the trials that one
+/// process with `jobs = 3` stops, at the same epochs, on 3 ranks (whose trials end at
+/// different epochs within a round).
+#[test]
+fn pruned_trials_over_ranks_equal_one_process() {
+    for (name, prune) in
+        [("median", "median(startup = 2, warmup = 1)"), ("asha", "asha(reduction = 2, min_epochs = 1)")]
+    {
+        let file = tune_model(
+            &format!("tune-{name}"),
+            &format!("tune {{ method = random  trials = 9  prune = {prune}  lr = loguniform(1e-5, 3e-2) }}"),
+            4,
+        );
+        let one = search(&file, 3, 0).remove(0).expect("one-process search");
+        let pruned = one.trials.iter().filter(|t| matches!(t.state, nnc::train::tune::State::Pruned(_))).count();
+        assert!(
+            pruned >= 2,
+            "{name}: the search prunes trials: {:?}",
+            one.trials.iter().map(|t| &t.state).collect::<Vec<_>>()
+        );
+        for (rank, r) in search(&file, 1, 3).into_iter().enumerate() {
+            assert_same_search(&one, &r.expect("distributed search"), rank);
+        }
+    }
 }

@@ -135,3 +135,77 @@ fn batch_norm_ranks_stay_equal_and_resume() {
     let log = std::fs::read_to_string(out.join("metrics.csv")).expect("metrics.csv");
     assert_eq!(log.lines().count(), 3, "a header and two epochs:\n{log}");
 }
+
+/// Runs `nnc <args>` (under `mpirun -np 2` with `--distributed` when `ranks`) and returns
+/// stdout; the command must succeed.
+fn nnc(args: &[&str], ranks: bool) -> String {
+    let mut cmd = if ranks {
+        let mut c = Command::new("mpirun");
+        c.args(["-np", "2", NNC]);
+        c
+    } else {
+        Command::new(NNC)
+    };
+    cmd.args(args);
+    if ranks {
+        cmd.arg("--distributed");
+    }
+    let o = cmd.output().expect("run nnc (is mpirun on the PATH?)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "nnc {args:?} failed:\n{err}");
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A csv file without its `seconds` column (which varies run to run).
+fn without_seconds(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let skip = header.iter().position(|h| *h == "seconds").expect("a seconds column");
+    text.lines()
+        .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != skip).map(|(_, v)| v.into()).collect())
+        .collect()
+}
+
+/// `nnc cv --distributed` (3 folds over 2 ranks) and `nnc tune --distributed` (4 random
+/// trials over 2 ranks, with the median pruner deciding at epoch 2) write the cv.csv and
+/// tune.csv of one process (`tune --jobs 2`), every value but the seconds; rank 0 alone
+/// prints.
+#[test]
+fn cv_and_tune_over_two_ranks_equal_one_process() {
+    let m = write_model(
+        "search",
+        " layer a = Dense(64, 16)\n layer b = Dense(16, 10)\n output logits = b(relu(a(x)))",
+        "optimizer = adam(lr = 3e-3)",
+    );
+    let file = m.to_str().expect("utf-8 path");
+    let (one, two) = (dir("cv-1"), dir("cv-2"));
+    let cv = |out: &Path, ranks| nnc(&["cv", file, "--folds", "3", "--out", out.to_str().expect("path")], ranks);
+    cv(&one, false);
+    let out = cv(&two, true);
+    assert_eq!(out.matches("fold 2:").count(), 1, "only rank 0 prints:\n{out}");
+    assert_eq!(without_seconds(&one.join("cv.csv")), without_seconds(&two.join("cv.csv")));
+    let (one, two) = (dir("tune-1"), dir("tune-2"));
+    let tune = |out: &Path, ranks: bool| {
+        let mut args = vec!["tune", file, "--space", "lr=loguniform(1e-4, 3e-2)", "--method", "random"];
+        args.extend([
+            "--trials",
+            "4",
+            "--prune",
+            "median(startup = 1, warmup = 1)",
+            "--out",
+            out.to_str().expect("path"),
+        ]);
+        if !ranks {
+            args.extend(["--jobs", "2"]);
+        }
+        nnc(&args, ranks)
+    };
+    let a = tune(&one, false);
+    let b = tune(&two, true);
+    assert_eq!(without_seconds(&one.join("tune.csv")), without_seconds(&two.join("tune.csv")));
+    let best =
+        |s: &str| s.lines().filter(|l| l.starts_with("best") || l.starts_with("test_")).collect::<Vec<_>>().join("\n");
+    assert_eq!(best(&a), best(&b), "the best trial and its test metrics");
+    assert!(two.join("best.safetensors").exists());
+}

@@ -27,6 +27,15 @@ pub struct Args {
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
+    /// Spread the folds over MPI ranks: run under `mpirun -np N` (or `srun`); fold i runs
+    /// on rank i mod N, rank 0 prints and writes cv.csv (needs nnc built with `--features
+    /// mpi`; docs/distributed.md).
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: abort the job when a rank waits longer than this many seconds
+    /// for the others (default: no limit, since a rank waits for the others' folds).
+    #[arg(long, value_name = "SECONDS", requires = "distributed")]
+    pub collective_timeout: Option<u64>,
 }
 
 /// One `name value` pair per metric.
@@ -35,8 +44,27 @@ pub(super) fn metric_pairs(m: &crate::metrics::Metrics) -> String {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    if !a.distributed {
+        return run_rank(a, opts, None);
+    }
+    distributed(a, opts)
+}
+
+/// `--distributed`: MPI first; every rank runs its folds, rank 0 prints and writes.
+#[cfg(feature = "mpi")]
+fn distributed(a: Args, opts: RenderOptions) -> i32 {
+    super::train::with_world(a.collective_timeout, |comm| run_rank(a, opts, Some(comm)))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn distributed(_a: Args, _opts: RenderOptions) -> i32 {
+    super::train::no_mpi()
+}
+
+fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::distributed::Communicator>) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let quiet = comm.as_ref().is_some_and(|c| c.rank() != 0);
     let p = match compile_with_sets(&a.file, &a.set, a.model.as_deref(), opts) {
         Ok(p) => p,
         Err(code) => return code,
@@ -64,8 +92,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         crate::train::cv::Folds::K(k) => k.to_string(),
         crate::train::cv::Folds::LeaveOneOut => "leave-one-out".into(),
     };
-    errln!("cross-validating {} from {} ({k} folds)", p.name, a.file.display());
+    if !quiet {
+        let ranks = comm.as_ref().map(|c| format!(" over {} ranks", c.size())).unwrap_or_default();
+        errln!("cross-validating {} from {} ({k} folds{ranks})", p.name, a.file.display());
+    }
     let mut on_fold = |f: &crate::train::cv::FoldResult| {
+        if quiet {
+            return;
+        }
         outln!(
             "fold {}: {}  ({} train / {} held-out rows, {:.2} s)",
             f.fold,
@@ -75,7 +109,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             f.seconds
         );
     };
-    let r = match crate::train::cv::cross_validate(
+    let r = match crate::train::cv::cross_validate_with(
         &p,
         &dir,
         a.folds,
@@ -83,10 +117,14 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         a.threads,
         &stop,
         &mut on_fold,
+        comm,
     ) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };
+    if quiet {
+        return 0;
+    }
     let n = r.folds.len();
     for (name, mean, std) in &r.summary {
         outln!(

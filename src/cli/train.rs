@@ -69,7 +69,7 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
     };
     let rank = world.rank();
     let timeout = std::time::Duration::from_secs(a.collective_timeout.max(1));
-    let comm = world.communicator(timeout, Box::new(|m: &str| errln!("error: {m}")));
+    let comm = world.communicator(Some(timeout), Box::new(|m: &str| errln!("error: {m}")));
     let dist = crate::train::trainer::Distributed { comm: Box::new(comm), check_params: a.check_params };
     let code = run_rank(a, opts, jit, rank, Some(dist));
     // An error on one rank ends every rank, rather than leaving them waiting in a
@@ -82,7 +82,34 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
 
 #[cfg(not(feature = "mpi"))]
 fn distributed(_a: Args, _opts: RenderOptions, _jit: bool) -> i32 {
+    no_mpi()
+}
+
+/// The error of `--distributed` in a build without MPI.
+#[cfg(not(feature = "mpi"))]
+pub(super) fn no_mpi() -> i32 {
     fail("`--distributed` needs nnc built with MPI: `cargo build --release --features mpi` (docs/distributed.md)")
+}
+
+/// Runs `body` as one rank of an MPI job (`tune` and `cv` with `--distributed`): MPI
+/// first, a communicator whose collectives abort the job after `timeout` seconds when
+/// given, and `MPI_Abort` when `body` fails on this rank (so that no rank waits for it).
+#[cfg(feature = "mpi")]
+pub(super) fn with_world(
+    timeout: Option<u64>,
+    body: impl FnOnce(&mut dyn crate::train::distributed::Communicator) -> i32,
+) -> i32 {
+    let world = match crate::train::mpi::init() {
+        Ok(w) => w,
+        Err(m) => return fail(&m),
+    };
+    let timeout = timeout.map(|t| std::time::Duration::from_secs(t.max(1)));
+    let mut comm = world.communicator(timeout, Box::new(|m: &str| errln!("error: {m}")));
+    let code = body(&mut comm);
+    if code != 0 && code != 130 {
+        world.abort(code);
+    }
+    code
 }
 
 fn run_rank(

@@ -46,6 +46,15 @@ pub struct Args {
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
+    /// Spread the trials over MPI ranks: run under `mpirun -np N` (or `srun`); trial i runs
+    /// on rank i mod N, one at a time, as a one-process search with `--jobs N` would; rank 0
+    /// prints and writes (needs nnc built with `--features mpi`; docs/distributed.md).
+    #[arg(long, conflicts_with = "jobs")]
+    pub distributed: bool,
+    /// With --distributed: abort the job when a rank waits longer than this many seconds
+    /// for the others (default: no limit, since a rank waits for the others' trials).
+    #[arg(long, value_name = "SECONDS", requires = "distributed")]
+    pub collective_timeout: Option<u64>,
 }
 
 /// The search: the tune block with the command line's changes.
@@ -92,8 +101,27 @@ fn values_text(t: &TrialResult) -> String {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
+    if !a.distributed {
+        return run_rank(a, opts, None);
+    }
+    distributed(a, opts)
+}
+
+/// `--distributed`: MPI first; every rank runs its trials, rank 0 prints and writes.
+#[cfg(feature = "mpi")]
+fn distributed(a: Args, opts: RenderOptions) -> i32 {
+    super::train::with_world(a.collective_timeout, |comm| run_rank(a, opts, Some(comm)))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn distributed(_a: Args, _opts: RenderOptions) -> i32 {
+    super::train::no_mpi()
+}
+
+fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::distributed::Communicator>) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let quiet = comm.as_ref().is_some_and(|c| c.rank() != 0);
     let p = match compile_with_sets(&a.file, &a.set, a.model.as_deref(), opts) {
         Ok(p) => p,
         Err(code) => return code,
@@ -130,7 +158,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&m),
     };
     let cpus = std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1);
-    let jobs = a.jobs.or(spec.jobs.map(|j| j as usize)).unwrap_or(2).min(cpus).max(1);
+    let jobs = match &comm {
+        Some(c) => c.size(),
+        None => a.jobs.or(spec.jobs.map(|j| j as usize)).unwrap_or(2).min(cpus).max(1),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -161,15 +192,22 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         (_, None) => "20 trials".to_string(),
     };
     let space: Vec<String> = spec.space.iter().map(|q| format!("{} = {}", q.name, q.dist.render())).collect();
-    errln!(
-        "tuning {} from {}: {} search, {trials}, {jobs} at a time, pruner {}",
-        p.name,
-        a.file.display(),
-        spec.method,
-        spec.prune.render()
-    );
-    errln!("  space: {}", space.join(", "));
+    if !quiet {
+        let at_once =
+            if comm.is_some() { format!("{jobs} at a time (one per rank)") } else { format!("{jobs} at a time") };
+        errln!(
+            "tuning {} from {}: {} search, {trials}, {at_once}, pruner {}",
+            p.name,
+            a.file.display(),
+            spec.method,
+            spec.prune.render()
+        );
+        errln!("  space: {}", space.join(", "));
+    }
     let on_trial = |name: &str, t: &TrialResult| {
+        if quiet {
+            return;
+        }
         let m = format!("{name} {}", t.metric.map(crate::metrics::format_short).unwrap_or_else(|| "-".into()));
         match &t.state {
             State::Complete => {
@@ -181,10 +219,13 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
             State::Failed(why) => outln!("trial {}: {}  failed: {why}", t.index + 1, values_text(t)),
         }
     };
-    let r = match crate::train::tune::tune(&p, &spec, &dir, &topts, &stop, &on_trial) {
+    let r = match crate::train::tune::tune_with(&p, &spec, &dir, &topts, &stop, &on_trial, comm) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };
+    if quiet {
+        return if stop.load(Ordering::SeqCst) { 130 } else { 0 };
+    }
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
         return fail(&format!("cannot create `{}`: {e}", out_dir.display()));
     }

@@ -7,7 +7,14 @@
 //! that a three-part split (which early stopping needs) carves the same validation share
 //! out of each fold's training rows. Preprocessing is fitted on each fold's training rows
 //! only, so no statistic of the held-out fold leaks into its model.
+//!
+//! Over several ranks (`cross_validate_with` given a communicator), fold `i` runs on rank
+//! `i mod N` with the rank's own session; the folds' results are gathered to every rank
+//! (`distributed::allgather_bytes`) and summarized as one process does. A fold's result
+//! depends only on its rows and the recipe (every fold starts from the seeded
+//! initialization), so the folds and the summary equal a one-process run's.
 
+use super::distributed::{self, Communicator, Unwire, Wire};
 use super::session::{Progress, Quiet, Session};
 use super::target;
 use super::trainer::load_data;
@@ -136,6 +143,24 @@ pub fn cross_validate(
     stop: &AtomicBool,
     on_fold: &mut dyn FnMut(&FoldResult),
 ) -> Result<CvReport, String> {
+    cross_validate_with(p, base_dir, folds, jit, threads, stop, on_fold, None)
+}
+
+/// `cross_validate` as one rank of a group (`comm`): this rank runs folds `rank, rank +
+/// N, ...`, then every rank gets every fold's result (a collective: every rank calls it)
+/// and `on_fold` sees them all, in fold order. `compiled_steps` is the sum over ranks.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate_with(
+    p: &Program,
+    base_dir: &Path,
+    folds: Folds,
+    jit: bool,
+    threads: usize,
+    stop: &AtomicBool,
+    on_fold: &mut dyn FnMut(&FoldResult),
+    comm: Option<&mut dyn Communicator>,
+) -> Result<CvReport, String> {
+    let (rank, size) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let t0 = std::time::Instant::now();
     let (raw, _) = load_data(p, base_dir)?;
     let parts = folds_of(p, &raw, folds)?;
@@ -150,9 +175,11 @@ pub fn cross_validate(
     } else if !p.settings.split.is_empty() {
         notes.push("`split` does not apply: the folds cover every row".into());
     }
-    let mut results = Vec::new();
+    let mut results: Vec<FoldResult> = Vec::new();
     let mut fold_notes = Vec::new();
-    for (i, held) in parts.iter().enumerate() {
+    // With a communicator, each fold's notes travel with it (the last fold's are kept).
+    let mut mine: Vec<(FoldResult, Vec<String>)> = Vec::new();
+    for (i, held) in parts.iter().enumerate().skip(rank).step_by(size) {
         let tf = std::time::Instant::now();
         let train: Vec<usize> =
             parts.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
@@ -173,8 +200,39 @@ pub fn cross_validate(
             steps: at.step,
             seconds: tf.elapsed().as_secs_f64(),
         };
+        if comm.is_some() {
+            mine.push((r, ev.notes));
+            continue;
+        }
         on_fold(&r);
         results.push(r);
+    }
+    let mut compiled_steps = session.compiled_steps();
+    if let Some(c) = comm {
+        let mut w = Wire::default();
+        w.u64(compiled_steps as u64);
+        w.u64(mine.len() as u64);
+        for (r, n) in &mine {
+            encode_fold(&mut w, r, n);
+        }
+        let mut all: Vec<(FoldResult, Vec<String>)> = Vec::new();
+        compiled_steps = 0;
+        for bytes in distributed::allgather_bytes(c, &w.0)? {
+            let mut u = Unwire::new(&bytes);
+            compiled_steps += u.u64()? as usize;
+            for _ in 0..u.u64()? {
+                all.push(decode_fold(&mut u, &parts)?);
+            }
+        }
+        all.sort_by_key(|(r, _)| r.fold);
+        if all.len() != parts.len() {
+            return Err(format!("internal error: {} of {} folds came back from the ranks", all.len(), parts.len()));
+        }
+        for (r, n) in all {
+            on_fold(&r);
+            fold_notes = n;
+            results.push(r);
+        }
     }
     notes.extend(fold_notes);
     let mut summary = Vec::new();
@@ -185,14 +243,61 @@ pub fn cross_validate(
             summary.push((k.clone(), mean, std));
         }
     }
-    Ok(CvReport {
-        folds: results,
-        summary,
-        notes,
-        rows: raw.n,
-        seconds: t0.elapsed().as_secs_f64(),
-        compiled_steps: session.compiled_steps(),
-    })
+    Ok(CvReport { folds: results, summary, notes, rows: raw.n, seconds: t0.elapsed().as_secs_f64(), compiled_steps })
+}
+
+fn encode_metrics(w: &mut Wire, m: &Metrics) {
+    w.u64(m.len() as u64);
+    for (k, v) in m {
+        w.str(k);
+        w.f64(*v);
+    }
+}
+
+fn decode_metrics(u: &mut Unwire) -> Result<Metrics, String> {
+    let mut m = Metrics::new();
+    for _ in 0..u.u64()? {
+        let k = u.str()?;
+        m.insert(k, u.f64()?);
+    }
+    Ok(m)
+}
+
+/// A fold's result and notes for another rank (its held-out rows are the fold's own).
+fn encode_fold(w: &mut Wire, r: &FoldResult, notes: &[String]) {
+    for x in [r.fold, r.train_rows, r.test_rows, r.epochs] {
+        w.u64(x as u64);
+    }
+    w.u64(r.steps);
+    w.f64(r.seconds);
+    encode_metrics(w, &r.metrics);
+    encode_metrics(w, &r.all);
+    match &r.correct {
+        Some(c) => {
+            w.u64(1);
+            w.bytes(&c.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>());
+        }
+        None => w.u64(0),
+    }
+    w.u64(notes.len() as u64);
+    for n in notes {
+        w.str(n);
+    }
+}
+
+fn decode_fold(u: &mut Unwire, parts: &[Vec<usize>]) -> Result<(FoldResult, Vec<String>), String> {
+    let fold = u.u64()? as usize;
+    let (train_rows, test_rows, epochs) = (u.u64()? as usize, u.u64()? as usize, u.u64()? as usize);
+    let (steps, seconds) = (u.u64()?, u.f64()?);
+    let (metrics, all) = (decode_metrics(u)?, decode_metrics(u)?);
+    let correct = match u.u64()? {
+        0 => None,
+        _ => Some(u.bytes()?.iter().map(|&b| b != 0).collect()),
+    };
+    let notes = (0..u.u64()?).map(|_| u.str()).collect::<Result<Vec<String>, String>>()?;
+    let held_out = parts.get(fold.wrapping_sub(1)).ok_or("internal error: a rank sent an unknown fold")?.clone();
+    let r = FoldResult { fold, train_rows, test_rows, metrics, all, correct, held_out, epochs, steps, seconds };
+    Ok((r, notes))
 }
 
 /// `cv.csv`: a header and one row per fold (fold, rows, every metric, epochs, seconds).

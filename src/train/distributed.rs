@@ -30,10 +30,113 @@ pub trait Communicator {
 /// batch; when `n` is not divisible by `size` their lengths differ by one (the first
 /// ranks get the shorter ones); with fewer rows than ranks some blocks are empty.
 pub fn shard(rows: &[usize], rank: usize, size: usize) -> &[usize] {
-    let n = rows.len();
+    &rows[block(rows.len(), rank, size)]
+}
+
+/// Rank `rank`'s block of `0..n` split into `size` contiguous blocks: `rank * n / size ..
+/// (rank + 1) * n / size` (the blocks of `shard`).
+pub fn block(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
     let size = size.max(1);
-    let (a, b) = (rank.min(size) * n / size, (rank.min(size) + 1).min(size) * n / size);
-    &rows[a..b]
+    rank.min(size) * n / size..(rank.min(size) + 1).min(size) * n / size
+}
+
+/// Every rank's `mine`, in rank order, on every rank: the lengths are summed first (each
+/// rank fills its own slot), then the bytes, six to an f64 (48-bit integers, exact in
+/// f64) at each rank's offset of a zero buffer, so the sum is every rank's bytes
+/// unchanged. Trials and folds run on several ranks send their results this way.
+pub fn allgather_bytes(comm: &mut dyn Communicator, mine: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    const PER: usize = 6;
+    let (rank, size) = (comm.rank(), comm.size());
+    let mut lens = vec![0.0f64; size];
+    lens[rank] = mine.len() as f64;
+    comm.allreduce_sum_f64(&mut lens)?;
+    let lens: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
+    let words: Vec<usize> = lens.iter().map(|l| l.div_ceil(PER)).collect();
+    let mut buf = vec![0.0f64; words.iter().sum()];
+    let at: usize = words[..rank].iter().sum();
+    for (k, piece) in mine.chunks(PER).enumerate() {
+        let mut w = 0u64;
+        for (i, &b) in piece.iter().enumerate() {
+            w |= u64::from(b) << (8 * i);
+        }
+        buf[at + k] = w as f64;
+    }
+    comm.allreduce_sum_f64(&mut buf)?;
+    let mut out = Vec::with_capacity(size);
+    let mut at = 0;
+    for (&len, &n) in lens.iter().zip(&words) {
+        let mut bytes = Vec::with_capacity(n * PER);
+        for &w in &buf[at..at + n] {
+            let w = w as u64;
+            bytes.extend((0..PER).map(|i| (w >> (8 * i)) as u8));
+        }
+        bytes.truncate(len);
+        out.push(bytes);
+        at += n;
+    }
+    Ok(out)
+}
+
+/// A little-endian encoding of results sent between ranks (`allgather_bytes`).
+#[derive(Default)]
+pub struct Wire(pub Vec<u8>);
+
+impl Wire {
+    pub fn u64(&mut self, x: u64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    /// The bits, so every value (NaN included) arrives unchanged.
+    pub fn f64(&mut self, x: f64) {
+        self.u64(x.to_bits());
+    }
+    pub fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+}
+
+/// Reads what `Wire` wrote, in the same order.
+pub struct Unwire<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Unwire<'a> {
+    pub fn new(bytes: &'a [u8]) -> Unwire<'a> {
+        Unwire { bytes, at: 0 }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or("internal error: a rank's results end early")?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+    pub fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+    pub fn str(&mut self) -> Result<String, String> {
+        let n = self.u64()? as usize;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| "internal error: a rank sent text that is not UTF-8".into())
+    }
+    pub fn bytes(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u64()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    /// Whether everything was read.
+    pub fn done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
 }
 
 /// FNV-1a over the bits of `values`: the parameter hash compared across ranks.
@@ -204,6 +307,38 @@ mod tests {
         assert_eq!(parts, vec![&[100, 101][..], &[102, 103][..], &[104, 105, 106][..]]);
         let two: Vec<&[usize]> = (0..4).map(|r| shard(&rows[..2], r, 4)).collect();
         assert_eq!(two.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn bytes_reach_every_rank_unchanged() {
+        let handles: Vec<_> = Local::group(3)
+            .into_iter()
+            .map(|mut c| {
+                std::thread::spawn(move || -> Result<Vec<Vec<u8>>, String> {
+                    // Rank 1 sends nothing; the others lengths that are not multiples of 6.
+                    let mine: Vec<u8> = match c.rank() {
+                        0 => (0..=255).collect(),
+                        1 => vec![],
+                        _ => vec![255, 0, 7],
+                    };
+                    allgather_bytes(&mut c, &mine)
+                })
+            })
+            .collect();
+        for h in handles {
+            let got = h.join().expect("rank thread").expect("gather");
+            assert_eq!(got, vec![(0..=255).collect::<Vec<u8>>(), vec![], vec![255, 0, 7]]);
+        }
+        let mut w = Wire::default();
+        w.f64(f64::NAN);
+        w.str("val_f1 ✓");
+        w.bytes(&[1, 2]);
+        let mut r = Unwire::new(&w.0);
+        assert!(r.f64().expect("f64").is_nan());
+        assert_eq!(r.str().expect("str"), "val_f1 ✓");
+        assert_eq!(r.bytes().expect("bytes"), vec![1, 2]);
+        assert!(r.done());
+        assert!(r.u64().is_err());
     }
 
     #[test]

@@ -206,10 +206,24 @@ impl Scorer {
         Scorer { engines: HashMap::new(), graph, batch, jit, threads }
     }
     pub fn run(&mut self, from: &Engine, ds: &Dataset, rows: &[usize]) -> Result<(f64, Vec<f32>, usize), String> {
-        let mut loss = 0.0;
+        let (sums, out, width) = self.run_chunks(from, ds, rows)?;
+        let loss = sums.iter().fold(0.0, |a, s| a + s);
+        Ok((loss / rows.len().max(1) as f64, out, width))
+    }
+
+    /// `run` with the loss summed over each chunk's rows (one entry per chunk of at most
+    /// `batch` rows, in order) rather than averaged: a distributed session gathers the
+    /// chunks its ranks scored and adds them in the same order as one process.
+    pub fn run_chunks(
+        &mut self,
+        from: &Engine,
+        ds: &Dataset,
+        rows: &[usize],
+    ) -> Result<(Vec<f64>, Vec<f32>, usize), String> {
+        let mut sums = Vec::with_capacity(rows.len().div_ceil(self.batch.max(1)));
         let mut out = Vec::new();
         let mut width = 0;
-        for chunk in rows.chunks(self.batch) {
+        for chunk in rows.chunks(self.batch.max(1)) {
             let n = chunk.len();
             if !self.engines.contains_key(&n) {
                 let e = Engine::new(&self.graph, n, self.jit, self.threads)?;
@@ -219,16 +233,14 @@ impl Scorer {
             sync(from, e)?;
             set_batch(e, ds, chunk)?;
             e.run(0, 0)?;
-            if e.graph().loss.is_some() {
-                loss += f64::from(e.loss()?) * n as f64;
-            }
+            sums.push(if e.graph().loss.is_some() { f64::from(e.loss()?) * n as f64 } else { 0.0 });
             if !e.graph().outputs.is_empty() {
                 let o = e.output(0)?;
                 width = o.len() / n.max(1);
                 out.extend(o);
             }
         }
-        Ok((loss / rows.len().max(1) as f64, out, width))
+        Ok((sums, out, width))
     }
 }
 

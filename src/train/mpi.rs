@@ -4,6 +4,7 @@
 
 use super::distributed::Communicator;
 use ::mpi::collective::SystemOperation;
+use ::mpi::datatype::Equivalence;
 use ::mpi::environment::{Threading, Universe};
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::{Communicator as _, CommunicatorCollectives as _};
@@ -34,15 +35,14 @@ impl World {
     pub fn size(&self) -> usize {
         self.universe.world().size().max(1) as usize
     }
-    /// A communicator over every rank. A collective that waits more than `timeout`
+    /// A communicator over every rank. With a `timeout`, a collective that waits longer
     /// calls `on_timeout` with a message (on the watchdog's thread), then aborts the job
-    /// with `TIMEOUT_CODE`.
-    pub fn communicator(&self, timeout: Duration, on_timeout: Box<dyn Fn(&str) + Send>) -> Mpi {
-        let since = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
+    /// with `TIMEOUT_CODE`; without one, collectives wait as long as the other ranks take.
+    pub fn communicator(&self, timeout: Option<Duration>, on_timeout: Box<dyn Fn(&str) + Send>) -> Mpi {
+        let clock = Clock { since: Arc::new(AtomicU64::new(0)), start: Instant::now() };
         let rank = self.rank();
-        {
-            let since = since.clone();
+        if let Some(timeout) = timeout {
+            let (since, start) = (clock.since.clone(), clock.start);
             std::thread::spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(200).min(timeout));
                 let s = since.load(Ordering::SeqCst);
@@ -60,7 +60,7 @@ impl World {
                 }
             });
         }
-        Mpi { world: self.universe.world(), scratch32: Vec::new(), scratch64: Vec::new(), since, start }
+        Mpi { world: self.universe.world(), scratch32: Vec::new(), scratch64: Vec::new(), clock }
     }
     /// Ends every rank of the job (`MPI_Abort`): for an error on one rank, which the
     /// others would otherwise wait for in their next collective.
@@ -82,18 +82,29 @@ pub struct Mpi {
     world: SimpleCommunicator,
     scratch32: Vec<f32>,
     scratch64: Vec<f64>,
+    clock: Clock,
+}
+
+/// When the running collective began, for the watchdog.
+struct Clock {
     /// Milliseconds since `start` at which the running collective began (0: none).
     since: Arc<AtomicU64>,
     start: Instant,
 }
 
-impl Mpi {
-    fn enter(&self) {
-        self.since.store((self.start.elapsed().as_millis() as u64).max(1), Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.since.store(0, Ordering::SeqCst);
-    }
+/// `MPI_Allreduce` with `MPI_SUM` of `buf` in place (through a copy in `scratch`, which
+/// keeps its capacity from call to call), the watchdog's clock running meanwhile.
+fn allreduce_sum<T: Equivalence + Copy>(
+    world: &SimpleCommunicator,
+    clock: &Clock,
+    scratch: &mut Vec<T>,
+    buf: &mut [T],
+) {
+    scratch.clear();
+    scratch.extend_from_slice(buf);
+    clock.since.store((clock.start.elapsed().as_millis() as u64).max(1), Ordering::SeqCst);
+    world.all_reduce_into(&scratch[..], buf, SystemOperation::sum());
+    clock.since.store(0, Ordering::SeqCst);
 }
 
 impl Communicator for Mpi {
@@ -104,19 +115,11 @@ impl Communicator for Mpi {
         self.world.size().max(1) as usize
     }
     fn allreduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<(), String> {
-        self.scratch32.clear();
-        self.scratch32.extend_from_slice(buf);
-        self.enter();
-        self.world.all_reduce_into(&self.scratch32[..], buf, SystemOperation::sum());
-        self.leave();
+        allreduce_sum(&self.world, &self.clock, &mut self.scratch32, buf);
         Ok(())
     }
     fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String> {
-        self.scratch64.clear();
-        self.scratch64.extend_from_slice(buf);
-        self.enter();
-        self.world.all_reduce_into(&self.scratch64[..], buf, SystemOperation::sum());
-        self.leave();
+        allreduce_sum(&self.world, &self.clock, &mut self.scratch64, buf);
         Ok(())
     }
 }

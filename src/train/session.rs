@@ -553,11 +553,45 @@ impl Session {
     }
 
     /// The loss and the target's values over `rows` (eval mode, chunks of 256).
+    ///
+    /// In a distributed session this is a collective (every rank calls it with the same
+    /// rows): the chunks are split over ranks (`distributed::block`: whole chunks, so each
+    /// row is scored by the same compiled step as in one process), each rank scores its
+    /// own, and the chunks' loss sums and the target's values are gathered to every rank
+    /// (summed into zero buffers, which is exact). The loss is then added up chunk by
+    /// chunk in the order one process adds it, so every rank returns the scores one
+    /// process would, bit for bit, and every metric computed from them (accuracy,
+    /// confusion counts, AUC, R², ...) is one process's.
     pub fn score(&mut self, ds: &Dataset, rows: &[usize]) -> Result<Scores, String> {
         let cur = self.current;
         let holder = self.steps.get(&cur).ok_or("score before init: no parameters")?;
-        let (loss, values, width) = self.scorer.run(holder, ds, rows)?;
-        Ok(Scores { loss, values, width })
+        let Some(d) = self.dist.as_mut() else {
+            let (loss, values, width) = self.scorer.run(holder, ds, rows)?;
+            return Ok(Scores { loss, values, width });
+        };
+        let chunk = self.scorer.batch.max(1);
+        let chunks = rows.len().div_ceil(chunk);
+        let mine = distributed::block(chunks, d.comm.rank(), d.comm.size());
+        let (from, to) = ((mine.start * chunk).min(rows.len()), (mine.end * chunk).min(rows.len()));
+        let (sums, values, width) = self.scorer.run_chunks(holder, ds, &rows[from..to])?;
+        // The chunks' loss sums at their places, then the rows' width (from the ranks
+        // that scored rows) and how many ranks did.
+        let mut head = vec![0.0f64; chunks + 2];
+        head[mine.clone()].copy_from_slice(&sums);
+        if to > from {
+            head[chunks] = width as f64;
+            head[chunks + 1] = 1.0;
+        }
+        d.comm.allreduce_sum_f64(&mut head)?;
+        let loss = head[..chunks].iter().fold(0.0, |a, s| a + s) / rows.len().max(1) as f64;
+        let width = if head[chunks + 1] > 0.0 { (head[chunks] / head[chunks + 1]).round() as usize } else { 0 };
+        if values.len() != (to - from) * width {
+            return Err(format!("internal error: ranks score rows of different widths ({width} and {})", values.len()));
+        }
+        let mut all = vec![0.0f32; rows.len() * width];
+        all[from * width..to * width].copy_from_slice(&values);
+        d.comm.allreduce_sum_f32(&mut all)?;
+        Ok(Scores { loss, values: all, width })
     }
 
     /// The target's values over rows of inputs only (no labels needed).

@@ -568,13 +568,14 @@ pub fn train_with(
             ms(t.update)
         ));
     }
+    // Every rank of a distributed run scores its share of the held-out rows (a collective).
+    let held_scores = if end != End::Interrupted { Some(session.score(&prep.ds, held)?) } else { None };
     if !writer {
         report.files = Vec::new();
         report.seconds = t0.elapsed().as_secs_f64();
         return Ok(report);
     }
-    if end != End::Interrupted {
-        let scores = session.score(&prep.ds, held)?;
+    if let Some(scores) = held_scores {
         let ev = target::report(&prep.ds, held, &scores, session.kind, prefix, &p.settings.metrics);
         report.notes.extend(ev.notes.iter().cloned());
         if p.settings.metrics.iter().any(|m| m == "confusion") {

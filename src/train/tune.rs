@@ -23,9 +23,19 @@
 //! - `asha(reduction, min_epochs)`: asynchronous successive halving, at the rungs
 //!   `min_epochs * reduction^k`, a trial continues only if its value is among the best
 //!   `1/reduction` of the values of the trials (itself included) that reached the rung.
+//!
+//! Over N ranks (`tune_with` given a communicator) the trials run in rounds: in round
+//! `k` rank `r` runs trial `k N + r`, one at a time, then the round's results are
+//! gathered to every rank (`distributed::allgather_bytes`). TPE proposes trial `i` from
+//! trials `0..=i-N`, all of earlier rounds; the pruner needs the values at each epoch of
+//! the trials running beside it, so the ranks of a round exchange them after every epoch
+//! (`exchange`: a rank whose trial has ended takes part until every rank's has). So the
+//! search is the one-process search with `jobs = N`, trial for trial; the best trial's
+//! model is sent to every rank by the rank that trained it.
 
 use super::checkpoint::SplitRecord;
 use super::cv::run_fold;
+use super::distributed::{self, Communicator, Unwire, Wire};
 use super::search::{self, Outcome, TpeOptions, Trial, Value};
 use super::session::{End, Next, Observer, Progress, Session};
 use super::target;
@@ -180,6 +190,9 @@ struct Search<'a> {
     grid: Option<Vec<Vec<Value>>>,
     trials: usize,
     jobs: usize,
+    /// Trials run in rounds over ranks, which exchange the pruner's values after every
+    /// epoch (`exchange`): the pruner never waits.
+    lockstep: bool,
     stop: &'a AtomicBool,
     shared: Mutex<Shared>,
     wake: Condvar,
@@ -196,6 +209,23 @@ pub fn tune(
     stop: &AtomicBool,
     on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
 ) -> Result<TuneReport, String> {
+    tune_with(base, spec, base_dir, opts, stop, on_trial, None)
+}
+
+/// `tune` as one rank of a group (`comm`; see the module doc): every rank calls it; each
+/// runs its share of the trials one at a time (`opts.jobs` is not used) and every rank
+/// returns every trial. Rank 0 alone refits a cross-validated best and scores the test
+/// rows (the others return without them).
+pub fn tune_with(
+    base: &Program,
+    spec: &TuneSettings,
+    base_dir: &Path,
+    opts: &TuneOptions,
+    stop: &AtomicBool,
+    on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
+    mut comm: Option<&mut dyn Communicator>,
+) -> Result<TuneReport, String> {
+    let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let t0 = std::time::Instant::now();
     let mut notes = Vec::new();
     for k in &opts.fixed {
@@ -223,7 +253,8 @@ pub fn tune(
         (Some(g), _) => g.len(),
         (None, n) => n.unwrap_or(20) as usize,
     };
-    let jobs = opts.jobs.clamp(1, trials.max(1));
+    // Over ranks, TPE's lag is the number of ranks (one trial per rank at a time).
+    let jobs = if comm.is_some() { ranks } else { opts.jobs.clamp(1, trials.max(1)) };
     check_values(&spec.space, opts)?;
     if metric.starts_with("cv_") && spec.prune.name != "none" {
         notes.push("trials scored by cross-validation are not pruned (a pruner watches epochs of one fit)".into());
@@ -240,6 +271,7 @@ pub fn tune(
         grid,
         trials,
         jobs,
+        lockstep: comm.is_some(),
         stop,
         shared: Mutex::new(Shared {
             next: 0,
@@ -251,14 +283,20 @@ pub fn tune(
         }),
         wake: Condvar::new(),
     };
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                crate::codegen::fp::flush_denormals_in_this_thread();
-                worker(&search, on_trial)
-            });
+    match comm.as_deref_mut() {
+        Some(c) => {
+            crate::codegen::fp::flush_denormals_in_this_thread();
+            rounds(&search, c, on_trial)?;
         }
-    });
+        None => std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| {
+                    crate::codegen::fp::flush_denormals_in_this_thread();
+                    worker(&search, on_trial)
+                });
+            }
+        }),
+    }
     let shared = search.shared.into_inner().map_err(|_| "a trial panicked".to_string())?;
     if let Some(e) = shared.error {
         return Err(e);
@@ -279,6 +317,45 @@ pub fn tune(
         Some((_, i, m)) => (results.iter().position(|r| r.index == i), m),
         None => (None, None),
     };
+    if let Some(c) = comm {
+        // The rank that trained the best trial sends its model (a cross-validated trial
+        // has none: rank 0 refits it below).
+        let owner = best.map(|i| results[i].index % ranks);
+        let mut w = Wire::default();
+        if let (Some(o), Some(m)) = (owner, &best_model) {
+            if o == rank {
+                encode_model(&mut w, m);
+            }
+        }
+        let sent = distributed::allgather_bytes(c, &w.0)?;
+        if let (Some(o), Some(i)) = (owner, best) {
+            if best_model.is_none() && !sent[o].is_empty() {
+                let p = trial_program(opts, &results[i].values)?;
+                let pre = Preprocessor::fit(&p.settings.preprocess, &raw, &fit, &specs)?;
+                best_model = Some(decode_model(&mut Unwire::new(&sent[o]), p, pre)?);
+            }
+        }
+        if rank != 0 {
+            let record = SplitRecord::of(base, &raw);
+            let rows = (fit.len(), val.len(), test.len());
+            let seconds = t0.elapsed().as_secs_f64();
+            let (method, test) = (spec.method.clone(), None);
+            let trials = results;
+            return Ok(TuneReport {
+                metric,
+                maximize,
+                method,
+                trials,
+                best,
+                best_model,
+                test,
+                record,
+                notes,
+                rows,
+                seconds,
+            });
+        }
+    }
     // Cross-validated trials have no single model: refit the best on the training rows.
     if metric.starts_with("cv_") {
         if let Some(i) = best {
@@ -356,18 +433,16 @@ struct FitData<'a> {
 /// How a trial's fit ended: the end, the final validation metric, the epochs run.
 type FitEnd = (End, Option<f64>, usize);
 
-/// An observer that hands every epoch's monitored value to `decide`.
+/// An observer that hands every epoch's monitored value (None when the epoch lacks it)
+/// to `decide`.
 struct Watch<'a> {
     metric: String,
-    decide: &'a mut dyn FnMut(usize, f64) -> Next,
+    decide: &'a mut dyn FnMut(usize, Option<f64>) -> Next,
 }
 
 impl Observer for Watch<'_> {
     fn epoch(&mut self, _s: &Session, p: &Progress, row: &[(String, f64)], _improved: bool) -> Result<Next, String> {
-        match row.iter().find(|(k, _)| *k == self.metric) {
-            Some((_, v)) => Ok((self.decide)(p.epoch, *v)),
-            None => Ok(Next::Continue),
-        }
+        Ok((self.decide)(p.epoch, row.iter().find(|(k, _)| *k == self.metric).map(|(_, v)| *v)))
     }
 }
 
@@ -379,7 +454,7 @@ fn fit_trial(
     fit: &[usize],
     val: Option<&[usize]>,
     stop: &AtomicBool,
-    decide: &mut dyn FnMut(usize, f64) -> Next,
+    decide: &mut dyn FnMut(usize, Option<f64>) -> Next,
 ) -> Result<(FitEnd, BestModel), String> {
     let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
     super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
@@ -427,40 +502,277 @@ fn worker(s: &Search, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
             sh.next += 1;
             sh.next - 1
         };
-        let t0 = std::time::Instant::now();
-        let raw = match propose(s, index) {
-            Some(v) => s.spec.space.iter().zip(v).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>(),
-            None => return,
-        };
-        let values: Vec<(String, String)> =
-            s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
-        let (state, metric, epochs, model) = run_trial(s, index, &values);
-        let seconds = t0.elapsed().as_secs_f64();
-        let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let curve = sh.curves[index].clone();
-        let result = TrialResult { index, values, raw, state, metric, curve, epochs, seconds };
-        // The best complete trial (ties: the earlier one), with its model when it has one.
-        if let (State::Complete, Some(m)) = (&result.state, result.metric) {
-            let wins = match &sh.best {
-                None => true,
-                Some((b, bi, _)) => better(s.maximize, m, *b) || (m == *b && index < *bi),
-            };
-            if wins {
-                sh.best = Some((m, index, model));
-            }
-        }
-        if let State::Failed(why) = &result.state {
-            // A configuration error (an unknown metric) is the same for every trial.
-            if why.starts_with("`metric = ") {
-                sh.error = Some(why.clone());
-            }
-        }
-        on_trial(s.metric, &result);
-        sh.results[index] = Some(result);
-        sh.done[index] = true;
-        drop(sh);
-        s.wake.notify_all();
+        let Some((result, model)) = trial(s, index, None) else { return };
+        record(s, result, model, on_trial);
     }
+}
+
+/// Proposes and runs trial `index`: its result and, when complete, its model; None when
+/// the search is stopped while the proposal waits. `comm`: the trial runs in a round over
+/// ranks (`rounds`).
+fn trial(s: &Search, index: usize, comm: Option<&mut dyn Communicator>) -> Option<(TrialResult, Option<BestModel>)> {
+    let t0 = std::time::Instant::now();
+    let raw = s.spec.space.iter().zip(propose(s, index)?).map(|(p, v)| rounded(v, &p.dist)).collect::<Vec<Value>>();
+    let values: Vec<(String, String)> =
+        s.spec.space.iter().zip(&raw).map(|(p, v)| (p.name.clone(), v.render(&p.dist))).collect();
+    let (state, metric, epochs, model) = run_trial(s, index, &values, comm);
+    let seconds = t0.elapsed().as_secs_f64();
+    let curve = s.shared.lock().unwrap_or_else(|e| e.into_inner()).curves[index].clone();
+    Some((TrialResult { index, values, raw, state, metric, curve, epochs, seconds }, model))
+}
+
+/// Enters a trial's result in the search (and the best trial, with its model when it
+/// has one), tells `on_trial`, and wakes the workers that wait for it.
+fn record(s: &Search, result: TrialResult, model: Option<BestModel>, on_trial: &(dyn Fn(&str, &TrialResult) + Sync)) {
+    let index = result.index;
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    // The best complete trial (ties: the earlier one), with its model when it has one.
+    if let (State::Complete, Some(m)) = (&result.state, result.metric) {
+        let wins = match &sh.best {
+            None => true,
+            Some((b, bi, _)) => better(s.maximize, m, *b) || (m == *b && index < *bi),
+        };
+        if wins {
+            sh.best = Some((m, index, model));
+        }
+    }
+    if let State::Failed(why) = &result.state {
+        // A configuration error (an unknown metric) is the same for every trial.
+        if why.starts_with("`metric = ") {
+            sh.error = Some(why.clone());
+        }
+    }
+    on_trial(s.metric, &result);
+    sh.curves[index] = result.curve.clone();
+    sh.results[index] = Some(result);
+    sh.done[index] = true;
+    drop(sh);
+    s.wake.notify_all();
+}
+
+/// The search over ranks (see the module doc): round after round, every rank runs its
+/// trial of the round, then every rank records every trial of the round in index order.
+/// The ranks agree at the start of each round whether to go on (a stop on any rank, or a
+/// configuration error, ends the search on every rank after the same round).
+fn rounds(
+    s: &Search,
+    comm: &mut dyn Communicator,
+    on_trial: &(dyn Fn(&str, &TrialResult) + Sync),
+) -> Result<(), String> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    for round in 0..s.trials.div_ceil(ranks) {
+        let failed = s.shared.lock().unwrap_or_else(|e| e.into_inner()).error.is_some();
+        let mut flag = [if s.stop.load(Ordering::SeqCst) || failed { 1.0 } else { 0.0 }];
+        comm.allreduce_sum_f64(&mut flag)?;
+        if flag[0] > 0.0 {
+            return Ok(());
+        }
+        let index = round * ranks + rank;
+        let mine = if index < s.trials { trial(s, index, Some(&mut *comm)) } else { None };
+        // Until every rank's trial of the round has ended.
+        while !exchange(s, comm, round, Ended, 0.0)? {}
+        let mut w = Wire::default();
+        if let Some((r, _)) = &mine {
+            encode_trial(&mut w, r);
+        }
+        let sent = distributed::allgather_bytes(comm, &w.0)?;
+        let mut model = mine.and_then(|(_, m)| m);
+        for (from, bytes) in sent.iter().enumerate() {
+            if bytes.is_empty() {
+                continue;
+            }
+            let r = decode_trial(&mut Unwire::new(bytes))?;
+            let m = if from == rank { model.take() } else { None };
+            record(s, r, m, on_trial);
+        }
+    }
+    Ok(())
+}
+
+/// What a rank says in an epoch exchange of a round.
+#[derive(Clone, Copy, PartialEq)]
+enum Said {
+    /// Its trial's value at this epoch (pushed to the trial's curve).
+    Value = 0,
+    /// An epoch without the metric.
+    Nothing = 1,
+    /// Its trial has ended (or it has none).
+    Ended = 2,
+}
+use Said::{Ended, Nothing};
+
+/// One exchange of a round over ranks (see the module doc): every rank says what its
+/// trial did at this epoch; the values join the round's curves and ended trials count
+/// as done for the pruner. Returns whether every rank's trial has ended.
+fn exchange(s: &Search, comm: &mut dyn Communicator, round: usize, said: Said, value: f64) -> Result<bool, String> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let mut buf = vec![0.0f64; 2 * ranks];
+    buf[2 * rank] = said as u8 as f64;
+    buf[2 * rank + 1] = value;
+    comm.allreduce_sum_f64(&mut buf)?;
+    let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all_ended = true;
+    for r in 0..ranks {
+        let (st, v) = (buf[2 * r], buf[2 * r + 1]);
+        all_ended &= st == Ended as u8 as f64;
+        let j = round * ranks + r;
+        if r == rank || j >= s.trials {
+            continue;
+        }
+        if st == Said::Value as u8 as f64 {
+            sh.curves[j].push(v);
+        } else if st == Ended as u8 as f64 {
+            sh.done[j] = true;
+        }
+    }
+    drop(sh);
+    s.wake.notify_all();
+    Ok(all_ended)
+}
+
+fn encode_trial(w: &mut Wire, r: &TrialResult) {
+    w.u64(r.index as u64);
+    w.u64(r.values.len() as u64);
+    for ((k, v), raw) in r.values.iter().zip(&r.raw) {
+        w.str(k);
+        w.str(v);
+        match raw {
+            Value::Num(x) => {
+                w.u64(0);
+                w.f64(*x);
+            }
+            Value::Int(i) => {
+                w.u64(1);
+                w.u64(*i as u64);
+            }
+            Value::Pick(i) => {
+                w.u64(2);
+                w.u64(*i as u64);
+            }
+        }
+    }
+    match &r.state {
+        State::Complete => w.u64(0),
+        State::Pruned(e) => {
+            w.u64(1);
+            w.u64(*e as u64);
+        }
+        State::Failed(why) => {
+            w.u64(2);
+            w.str(why);
+        }
+    }
+    match r.metric {
+        Some(m) => {
+            w.u64(1);
+            w.f64(m);
+        }
+        None => w.u64(0),
+    }
+    w.u64(r.curve.len() as u64);
+    r.curve.iter().for_each(|&c| w.f64(c));
+    w.u64(r.epochs as u64);
+    w.f64(r.seconds);
+}
+
+fn decode_trial(u: &mut Unwire) -> Result<TrialResult, String> {
+    let index = u.u64()? as usize;
+    let (mut values, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..u.u64()? {
+        values.push((u.str()?, u.str()?));
+        raw.push(match u.u64()? {
+            0 => Value::Num(u.f64()?),
+            1 => Value::Int(u.u64()? as i64),
+            _ => Value::Pick(u.u64()? as usize),
+        });
+    }
+    let state = match u.u64()? {
+        0 => State::Complete,
+        1 => State::Pruned(u.u64()? as usize),
+        _ => State::Failed(u.str()?),
+    };
+    let metric = match u.u64()? {
+        0 => None,
+        _ => Some(u.f64()?),
+    };
+    let curve = (0..u.u64()?).map(|_| u.f64()).collect::<Result<Vec<f64>, String>>()?;
+    let (epochs, seconds) = (u.u64()? as usize, u.f64()?);
+    Ok(TrialResult { index, values, raw, state, metric, curve, epochs, seconds })
+}
+
+/// A trial's model for another rank: its tensors and progress (the program and the
+/// preprocessing are rebuilt there from the trial's values and the same rows).
+fn encode_model(w: &mut Wire, m: &BestModel) {
+    use crate::tensors::HostData;
+    w.u64(m.tensors.len() as u64);
+    for (name, t) in &m.tensors {
+        w.str(name);
+        w.u64(t.shape.len() as u64);
+        t.shape.iter().for_each(|&d| w.u64(d as u64));
+        match &t.data {
+            HostData::F32(v) | HostData::F64(v) => {
+                w.u64(if matches!(t.data, HostData::F32(_)) { 0 } else { 1 });
+                w.u64(v.len() as u64);
+                v.iter().for_each(|&x| w.f64(x));
+            }
+            HostData::I32(v) => {
+                w.u64(2);
+                w.u64(v.len() as u64);
+                v.iter().for_each(|&x| w.u64(u64::from(x as u32)));
+            }
+        }
+    }
+    let p = &m.progress;
+    for x in [p.epoch, p.bad_epochs, p.batch, p.epoch_seen, p.epoch_correct, p.plateau.bad] {
+        w.u64(x as u64);
+    }
+    w.u64(p.step);
+    for x in [p.best, p.epoch_loss, p.plateau.scale] {
+        w.f64(x);
+    }
+    w.u64(p.best_epoch.map_or(0, |e| e as u64 + 1));
+    match p.plateau.best {
+        Some(b) => {
+            w.u64(1);
+            w.f64(b);
+        }
+        None => w.u64(0),
+    }
+}
+
+fn decode_model(u: &mut Unwire, program: Program, pre: Preprocessor) -> Result<BestModel, String> {
+    use crate::tensors::{HostData, HostTensor};
+    let mut tensors = TensorMap::new();
+    for _ in 0..u.u64()? {
+        let name = u.str()?;
+        let shape = (0..u.u64()?).map(|_| u.u64().map(|d| d as usize)).collect::<Result<Vec<usize>, String>>()?;
+        let kind = u.u64()?;
+        let n = u.u64()? as usize;
+        let data = match kind {
+            0 | 1 => {
+                let v = (0..n).map(|_| u.f64()).collect::<Result<Vec<f64>, String>>()?;
+                if kind == 0 {
+                    HostData::F32(v)
+                } else {
+                    HostData::F64(v)
+                }
+            }
+            _ => HostData::I32((0..n).map(|_| u.u64().map(|x| x as u32 as i32)).collect::<Result<_, String>>()?),
+        };
+        tensors.insert(name, HostTensor { shape, data });
+    }
+    let mut p = Progress::default();
+    let mut next = || u.u64().map(|x| x as usize);
+    (p.epoch, p.bad_epochs, p.batch, p.epoch_seen, p.epoch_correct, p.plateau.bad) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
+    p.step = u.u64()?;
+    (p.best, p.epoch_loss, p.plateau.scale) = (u.f64()?, u.f64()?, u.f64()?);
+    p.best_epoch = u.u64()?.checked_sub(1).map(|e| e as usize);
+    p.plateau.best = match u.u64()? {
+        0 => None,
+        _ => Some(u.f64()?),
+    };
+    Ok(BestModel { program, tensors, pre, progress: p })
 }
 
 /// A sampled number to 4 significant digits (within its range), so that the value a
@@ -511,7 +823,12 @@ fn propose(s: &Search, index: usize) -> Option<Vec<Value>> {
 }
 
 /// Runs one trial: (state, metric, epochs, model).
-fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, Option<f64>, usize, Option<BestModel>) {
+fn run_trial(
+    s: &Search,
+    index: usize,
+    values: &[(String, String)],
+    mut comm: Option<&mut dyn Communicator>,
+) -> (State, Option<f64>, usize, Option<BestModel>) {
     let p = match trial_program(s.opts, values) {
         Ok(p) => p,
         Err(e) => return (State::Failed(e), None, 0, None),
@@ -526,7 +843,23 @@ fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, O
     let total_epochs = p.settings.epochs as usize;
     let mut best_so_far: Option<f64> = None;
     let mut pruned_at = None;
-    let mut decide = |epoch: usize, v: f64| -> Next {
+    // Over ranks, every epoch takes part in the round's exchange (a failed one ends the
+    // search: the error is the search's).
+    let mut tell = |said: Said, value: f64| -> bool {
+        let Some(c) = comm.as_deref_mut() else { return true };
+        let round = index / c.size().max(1);
+        match exchange(s, c, round, said, value) {
+            Ok(_) => true,
+            Err(e) => {
+                s.shared.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e);
+                false
+            }
+        }
+    };
+    let mut decide = |epoch: usize, v: Option<f64>| -> Next {
+        let Some(v) = v else {
+            return if tell(Nothing, 0.0) { Next::Continue } else { Next::Stop };
+        };
         let b = match best_so_far {
             Some(b) if !better(s.maximize, v, b) => b,
             _ => v,
@@ -537,6 +870,9 @@ fn run_trial(s: &Search, index: usize, values: &[(String, String)]) -> (State, O
             sh.curves[index].push(b);
         }
         s.wake.notify_all();
+        if !tell(Said::Value, b) {
+            return Next::Stop;
+        }
         if prune(s, index, epoch, b, total_epochs) {
             pruned_at = Some((epoch, b));
             Next::Stop
@@ -592,7 +928,7 @@ fn prune(s: &Search, index: usize, epoch: usize, v: f64, total_epochs: usize) ->
     let mut sh = s.shared.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let ready = (0..index).all(|j| sh.done[j] || sh.curves[j].len() >= epoch);
-        if ready || s.stop.load(Ordering::SeqCst) {
+        if ready || s.lockstep || s.stop.load(Ordering::SeqCst) {
             break;
         }
         sh = s.wake.wait_timeout(sh, std::time::Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
