@@ -781,14 +781,30 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
 /// position becomes the product's epilogue: the GEMM runs it on each block of the result
 /// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
 /// derivative times the incoming gradient). The kernel moves up to the product, so
-/// everything else it reads must be computed before it. Kernels that update parameters
-/// or states stay apart (the planner updates those in place only from a kernel of their
-/// own), as do products that accumulate into an addend.
+/// everything else it reads must be computed before it. Products that accumulate into
+/// an addend stay apart.
+///
+/// A kernel that updates parameters or states (the optimizer's update, with its
+/// momentum and variance states) becomes the epilogue of the product of its gradient
+/// (a weight gradient `xᵀ dy`): each block of the gradient updates the parameter while
+/// it is in L1. The product then moves down to the update instead (every reader of the
+/// old parameter, such as the backward's `dy Wᵀ`, stays before it; `early_updates`
+/// moves the pair back up to just after the last of those), so this needs a product of
+/// one matrix that no kernel in between reads or overwrites, and operands that are not
+/// what the update replaces (later blocks still read them while the planner writes the
+/// update in place). An update that reads a value computed after every gradient
+/// (clipping by the global norm) is never fused: that value's kernel reads this
+/// gradient in between.
 fn tile_epilogues(g: &Graph, s: &mut Schedule) {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     let idx = |v: Value| v.as_u32() as usize;
-    let updates: HashSet<Value> =
-        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // The parameter or state each update value replaces.
+    let replaces: HashMap<Value, Value> = g
+        .params
+        .iter()
+        .filter_map(|p| p.update.map(|u| (u, p.value)))
+        .chain(g.states.iter().filter_map(|st| st.update.map(|u| (u, st.value))))
+        .collect();
     // Per kernel, what it reads (roots), computed once; and per root, how many kernels
     // from the current one on write into it (a buffer is ready for kernel i when none
     // does), kept as `i` advances, so each check is a lookup rather than a scan.
@@ -808,7 +824,7 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                 }
             }
         };
-        let Kernel::MatMul { out: p, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+        let Kernel::MatMul { out: p, a, b, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
             step_past(s, &mut writers, i);
             i += 1;
             continue;
@@ -829,12 +845,26 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             // a convolution's [N, O, OH, OW] view of its [N·O, OH·OW] product): every
             // read must then have a regrouped form.
             let regroup = (*rows, *cols) != (batch * m, n);
-            if rows * cols != batch * m * n
-                || n % cols.max(&1) != 0
-                || !read.contains(&p)
-                || k.outs().iter().any(|o| updates.contains(o))
-            {
+            if rows * cols != batch * m * n || n % cols.max(&1) != 0 || !read.contains(&p) {
                 return false;
+            }
+            let olds: Vec<Value> =
+                k.outs().iter().filter_map(|o| replaces.get(o)).map(|&v| s.storage[idx(v)]).collect();
+            if !olds.is_empty() {
+                // An update: the product moves down to it (see above).
+                let operands = [s.storage[idx(a)], s.storage[idx(b)]];
+                if batch != 1
+                    || operands.iter().any(|r| olds.contains(r))
+                    || (i + 1..j).any(|q| {
+                        read_of[q].contains(&p)
+                            || s.kernels[q].outs().iter().any(|&o| {
+                                let r = s.storage[idx(o)];
+                                r == p || operands.contains(&r)
+                            })
+                    })
+                {
+                    return false;
+                }
             }
             if regroup
                 && !k.outs().into_iter().all(|o| {
@@ -866,22 +896,37 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                     })
                 })
             });
-            // What else it reads (but its own outputs) exists before the product runs.
+            // What else it reads (but its own outputs) exists before the product runs
+            // (before the update, where an update takes the product).
             let own: Vec<Value> = k.outs();
-            in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(r))
+            in_place && (!olds.is_empty() || read.iter().all(|&r| r == p || own.contains(&r) || ready(r)))
         });
-        if let Some(j) = candidate {
-            let mut e = s.kernels.remove(j);
-            if let Kernel::Elementwise { rows, cols, .. } = &mut e {
-                (*rows, *cols) = (batch * m, n);
-            }
-            let _ = read_of.remove(j);
-            if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
-                *epilogue = Some(Box::new(e));
-            }
+        let Some(j) = candidate else {
+            step_past(s, &mut writers, i);
+            i += 1;
+            continue;
+        };
+        let mut e = s.kernels.remove(j);
+        let update = e.outs().iter().any(|o| replaces.contains_key(o));
+        if let Kernel::Elementwise { rows, cols, .. } = &mut e {
+            (*rows, *cols) = (batch * m, n);
         }
-        step_past(s, &mut writers, i);
-        i += 1;
+        let e_read = read_of.remove(j);
+        if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
+            *epilogue = Some(Box::new(e));
+        }
+        if update {
+            // The product with its update runs where the update ran: the kernels in
+            // between come first (the product is read again at its new place).
+            let k = s.kernels.remove(i);
+            let r = read_of.remove(i);
+            s.kernels.insert(j - 1, k);
+            read_of.insert(j - 1, r.into_iter().chain(e_read).collect());
+            // (Kernel i is now the one after the product: not yet stepped past.)
+        } else {
+            step_past(s, &mut writers, i);
+            i += 1;
+        }
     }
 }
 
@@ -897,8 +942,9 @@ fn reshapes_of(g: &Graph, mut a: Value, p: Value) -> bool {
     true
 }
 
-/// Moves each kernel that computes parameter or state updates up to just after the last
-/// kernel it depends on: the last writer of anything it reads, and the last reader of
+/// Moves each kernel that computes parameter or state updates (an elementwise kernel,
+/// or a product whose epilogue is the update) up to just after the last kernel it
+/// depends on: the last writer of anything it reads, and the last reader of
 /// the values it replaces (so the planner can still update them in place). The update
 /// then frees its gradient before later gradients are computed: the MLP's W2 update runs
 /// before W1's gradient exists (0.5 MB less arena).
@@ -939,7 +985,8 @@ fn early_updates(g: &Graph, s: &mut Schedule) {
         let k = &s.kernels[j];
         let (read, mine) = &info[j];
         let olds: Vec<Value> = k.outs().iter().filter_map(|u| updated.get(u).copied()).collect();
-        let is_update = !olds.is_empty() && matches!(k, Kernel::Elementwise { .. });
+        // (A product whose epilogue is the update moves with it.)
+        let is_update = !olds.is_empty() && matches!(k, Kernel::Elementwise { .. } | Kernel::MatMul { .. });
         let after = if is_update {
             let writers = read.iter().chain(mine).filter_map(|r| last_writer.get(r));
             let readers = olds.iter().chain(mine).filter_map(|r| last_reader.get(r));
