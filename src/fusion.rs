@@ -606,6 +606,7 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
+    sink_into_updates(g, &mut sched, &users, &pinned);
     tile_epilogues(g, &mut sched);
     row_groups(g, &mut sched);
     early_updates(g, &mut sched);
@@ -928,6 +929,84 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             i += 1;
         }
     }
+}
+
+/// A value computed by an elementwise kernel of its own whose every user is computed
+/// in one later update kernel of the same loop (a gradient with weight decay or clipped
+/// by value, which Adam's m and v, or Nesterov's buffer and step, both read) is computed
+/// inside that kernel instead of stored and read back: the update then reads the
+/// gradient's product itself, and can become its epilogue (`tile_epilogues`). It needs
+/// every operand read element for element, and nothing in between writing them.
+fn sink_into_updates(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[bool]) {
+    use std::collections::{HashMap, HashSet};
+    let idx = |v: Value| v.as_u32() as usize;
+    let updates: HashSet<Value> =
+        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // The kernels that compute each node (their loops', and reductions' fused producers).
+    let mut computed_in: HashMap<Value, Vec<usize>> = HashMap::new();
+    for (ki, k) in s.kernels.iter().enumerate() {
+        let outs = match k {
+            Kernel::Elementwise { .. } => k.outs(),
+            Kernel::Reduce { x, .. } if !s.materialized[idx(*x)] => vec![*x],
+            _ => continue,
+        };
+        for o in outs {
+            for v in fused_nodes(g, s, o) {
+                computed_in.entry(v).or_default().push(ki);
+            }
+        }
+    }
+    let mut removed = vec![false; s.kernels.len()];
+    for e in 0..s.kernels.len() {
+        let Kernel::Elementwise { out: o, rows, cols, ref also } = s.kernels[e] else { continue };
+        let us = &users[idx(o)];
+        if !also.is_empty()
+            || pinned[idx(o)]
+            || s.storage[idx(o)] != o
+            || s.row_stride[idx(o)] != 0
+            || us.is_empty()
+            || !flat_only(g, s, o)
+        {
+            continue;
+        }
+        let Some(&[k]) = computed_in.get(&us[0]).map(|v| v.as_slice()) else { continue };
+        let same = |u: &Value| {
+            matches!(g.nodes[*u].op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                && g.ty(*u).shape == g.ty(o).shape
+                && computed_in.get(u).is_some_and(|ks| ks[..] == [k])
+        };
+        let into = match &s.kernels[k] {
+            Kernel::Elementwise { rows: r, cols: c, .. } => {
+                k > e && (*r, *c) == (rows, cols) && s.kernels[k].outs().iter().any(|x| updates.contains(x))
+            }
+            _ => false,
+        };
+        if !into || !us.iter().all(same) {
+            continue;
+        }
+        let read: Vec<Value> = reads(g, s, &s.kernels[e]);
+        let clobbered = (e + 1..k)
+            .filter(|&q| !removed[q])
+            .any(|q| s.kernels[q].outs().iter().any(|&x| read.contains(&s.storage[idx(x)])));
+        if clobbered {
+            continue;
+        }
+        let nodes = fused_nodes(g, s, o);
+        s.materialized[idx(o)] = false;
+        removed[e] = true;
+        for v in nodes {
+            let ks = computed_in.entry(v).or_default();
+            ks.retain(|&q| q != e);
+            if !ks.contains(&k) {
+                ks.push(k);
+            }
+        }
+    }
+    let mut i = 0;
+    s.kernels.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
 }
 
 /// Whether `a` is `p` or reshapes of it (the same elements in the same order; not a
