@@ -61,7 +61,8 @@ pub enum Kernel {
         scale: f32,
         accumulate: bool,
         /// An elementwise kernel over the product's [batch x m, n] that reads it only at
-        /// its own position (a bias and an activation, an activation's derivative), run on each
+        /// its own position (a bias and an activation, an activation's derivative, the
+        /// optimizer's update of the parameter whose gradient it is), run on each
         /// block of the result as soon as the GEMM has finished it (`tile_epilogues`).
         epilogue: Option<Box<Kernel>>,
     },
