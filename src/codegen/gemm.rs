@@ -511,18 +511,14 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                                 std::ptr::null(),
                             )
                         };
-                    }
-                    if depth + kb == k {
-                        // The strip of tiles just computed is final: (row.., c..) in
-                        // the crate's frame, nr columns by mb rows (at most mc: it is
-                        // still in L1), one epilogue call over long rows of the output
-                        // rather than one per micro-tile.
-                        let c = col + j * nr;
-                        let (tr, tc) = ((row, row + mb), (c, c + nbi));
-                        if along_m {
-                            finish(p, tr, tc);
-                        } else {
-                            finish(p, tc, tr);
+                        if depth + kb == k {
+                            // The tile is final: (r.., c..) in the crate's frame.
+                            let (tr, tc) = ((r, r + mbi), (c, c + nbi));
+                            if along_m {
+                                finish(p, tr, tc);
+                            } else {
+                                finish(p, tc, tr);
+                            }
                         }
                     }
                 }
