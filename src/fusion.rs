@@ -270,7 +270,9 @@ pub struct Options {
     /// (`tile_epilogues`). Off by default: on the MLP workload (one thread, AVX-512
     /// machine) the fused GEMM and update took about 10% longer than the two kernels
     /// apart (Adam's update is bound by its square roots and divisions in 4-lane
-    /// vectors, which fusion does not hide, and runs once per micro-tile).
+    /// vectors, which fusion does not hide, and runs once per micro-tile). Also computes
+    /// a gradient modified before its update (weight decay, clipping by value) inside
+    /// the update (`sink_into_updates`), so that the update reads the product itself.
     pub updates_in_epilogues: bool,
 }
 
@@ -624,7 +626,9 @@ pub fn fuse_with(g: &Graph, opts: &Options) -> Result<Schedule, String> {
     gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
-    sink_into_updates(g, &mut sched, &users, &pinned);
+    if opts.updates_in_epilogues {
+        sink_into_updates(g, &mut sched, &users, &pinned);
+    }
     tile_epilogues(g, &mut sched, opts.updates_in_epilogues);
     row_groups(g, &mut sched);
     early_updates(g, &mut sched);
