@@ -3,9 +3,10 @@
 //! Parameters and states (model states and optimizer states) live in a persistent
 //! region that survives across steps; everything else (inputs, activations kept for the
 //! backward pass, gradients, temporaries) gets an offset in the step's arena, reused as
-//! soon as its last reader has run (first fit). An update whose last kernel is
-//! elementwise and runs after every reader of its parameter is computed in place, into
-//! the parameter's own storage; other updates are copied at the end of the step.
+//! soon as its last reader has run (first fit). An update whose kernel is elementwise
+//! (on its own, or a GEMM's epilogue that does not read the parameter as an operand)
+//! and runs after every reader of its parameter is computed in place, into the
+//! parameter's own storage; other updates are copied at the end of the step.
 //! The plan is a side table keyed by value: codegen takes `(&Schedule, &Plan)`.
 
 use crate::fusion::{reads, Kernel, Schedule};
@@ -146,8 +147,9 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     for i in &g.inputs {
         live[idx(i.value)] = Some((-1, nk));
     }
-    // In-place updates: the update's kernel is elementwise, runs after the last reader
-    // of the old value, and nothing else needs the update's own buffer.
+    // In-place updates: the update's kernel is elementwise (or a GEMM's epilogue), runs
+    // after the last reader of the old value, and nothing else needs the update's own
+    // buffer.
     let mut copies = Vec::new();
     let kernel_of: std::collections::HashMap<Value, usize> =
         s.kernels.iter().enumerate().flat_map(|(i, k)| k.outs().into_iter().map(move |o| (o, i))).collect();
@@ -162,7 +164,15 @@ pub fn plan(g: &Graph, s: &Schedule) -> Plan {
     for &(old, u, slot) in &updates {
         let root = s.storage[idx(u)];
         let ok = root == u
-            && matches!(kernel_of.get(&u).map(|&k| &s.kernels[k]), Some(Kernel::Elementwise { .. }))
+            && kernel_of.get(&u).is_some_and(|&k| match &s.kernels[k] {
+                Kernel::Elementwise { .. } => true,
+                // A product's epilogue writes the update block by block while later blocks
+                // still read the product's operands: those must not be what it replaces.
+                Kernel::MatMul { a, b, epilogue: Some(e), .. } => {
+                    e.outs().contains(&u) && ![a, b].iter().any(|&&x| s.storage[idx(x)] == s.storage[idx(old)])
+                }
+                _ => false,
+            })
             && kernel_of.get(&u).is_some_and(|&k| last_reader[idx(old)] <= k as i64 && last_reader[idx(u)] <= k as i64)
             && !g.outputs.iter().any(|(_, v)| *v == u)
             && g.loss != Some(u)

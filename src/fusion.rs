@@ -61,7 +61,8 @@ pub enum Kernel {
         scale: f32,
         accumulate: bool,
         /// An elementwise kernel over the product's [batch x m, n] that reads it only at
-        /// its own position (a bias and an activation, an activation's derivative), run on each
+        /// its own position (a bias and an activation, an activation's derivative, the
+        /// optimizer's update of the parameter whose gradient it is), run on each
         /// block of the result as soon as the GEMM has finished it (`tile_epilogues`).
         epilogue: Option<Box<Kernel>>,
     },
@@ -262,7 +263,26 @@ fn swaps_last_two(perm: &[u32]) -> bool {
 }
 
 /// Groups a concrete graph into kernels.
+/// Choices of `fuse_with` that are off by default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Run each optimizer update as the epilogue of its weight gradient's GEMM
+    /// (`tile_epilogues`). Off by default: on the MLP workload (one thread, AVX-512
+    /// machine) the fused GEMM and update took about 10% longer than the two kernels
+    /// apart (Adam's update is bound by its square roots and divisions in 4-lane
+    /// vectors, which fusion does not hide, and runs once per micro-tile). Also computes
+    /// a gradient modified before its update (weight decay, clipping by value) inside
+    /// the update (`sink_into_updates`), so that the update reads the product itself.
+    pub updates_in_epilogues: bool,
+}
+
+/// `fuse_with` at the default options.
 pub fn fuse(g: &Graph) -> Result<Schedule, String> {
+    fuse_with(g, &Options::default())
+}
+
+/// Fuses a concrete graph into its kernels.
+pub fn fuse_with(g: &Graph, opts: &Options) -> Result<Schedule, String> {
     let n = g.len();
     let idx = |v: Value| v.as_u32() as usize;
     let mut users: Vec<Vec<Value>> = vec![Vec::new(); n];
@@ -606,7 +626,10 @@ pub fn fuse(g: &Graph) -> Result<Schedule, String> {
     gemm_epilogues(g, &mut sched, &users, &pinned);
     merge_chains(g, &mut sched);
     elide_concats(g, &mut sched, &pinned);
-    tile_epilogues(g, &mut sched);
+    if opts.updates_in_epilogues {
+        sink_into_updates(g, &mut sched, &users, &pinned);
+    }
+    tile_epilogues(g, &mut sched, opts.updates_in_epilogues);
     row_groups(g, &mut sched);
     early_updates(g, &mut sched);
     Ok(sched)
@@ -781,14 +804,31 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
 /// position becomes the product's epilogue: the GEMM runs it on each block of the result
 /// it finishes, while the block is in L1 (a dense layer's bias and ReLU, the ReLU's
 /// derivative times the incoming gradient). The kernel moves up to the product, so
-/// everything else it reads must be computed before it. Kernels that update parameters
-/// or states stay apart (the planner updates those in place only from a kernel of their
-/// own), as do products that accumulate into an addend.
-fn tile_epilogues(g: &Graph, s: &mut Schedule) {
-    use std::collections::{HashMap, HashSet};
+/// everything else it reads must be computed before it. Products that accumulate into
+/// an addend stay apart.
+///
+/// With `updates` (`Options::updates_in_epilogues`), a kernel that updates parameters
+/// or states (the optimizer's update, with its momentum and variance states) becomes
+/// the epilogue of the product of its gradient
+/// (a weight gradient `xᵀ dy`): each block of the gradient updates the parameter while
+/// it is in L1. The product then moves down to the update instead (every reader of the
+/// old parameter, such as the backward's `dy Wᵀ`, stays before it; `early_updates`
+/// moves the pair back up to just after the last of those), so this needs a product of
+/// one matrix that no kernel in between reads or overwrites, and operands that are not
+/// what the update replaces (later blocks still read them while the planner writes the
+/// update in place). An update that reads a value computed after every gradient
+/// (clipping by the global norm) is never fused: that value's kernel reads this
+/// gradient in between.
+fn tile_epilogues(g: &Graph, s: &mut Schedule, updates: bool) {
+    use std::collections::HashMap;
     let idx = |v: Value| v.as_u32() as usize;
-    let updates: HashSet<Value> =
-        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // The parameter or state each update value replaces.
+    let replaces: HashMap<Value, Value> = g
+        .params
+        .iter()
+        .filter_map(|p| p.update.map(|u| (u, p.value)))
+        .chain(g.states.iter().filter_map(|st| st.update.map(|u| (u, st.value))))
+        .collect();
     // Per kernel, what it reads (roots), computed once; and per root, how many kernels
     // from the current one on write into it (a buffer is ready for kernel i when none
     // does), kept as `i` advances, so each check is a lookup rather than a scan.
@@ -808,7 +848,7 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                 }
             }
         };
-        let Kernel::MatMul { out: p, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+        let Kernel::MatMul { out: p, a, b, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
             step_past(s, &mut writers, i);
             i += 1;
             continue;
@@ -829,12 +869,27 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
             // a convolution's [N, O, OH, OW] view of its [N·O, OH·OW] product): every
             // read must then have a regrouped form.
             let regroup = (*rows, *cols) != (batch * m, n);
-            if rows * cols != batch * m * n
-                || n % cols.max(&1) != 0
-                || !read.contains(&p)
-                || k.outs().iter().any(|o| updates.contains(o))
-            {
+            if rows * cols != batch * m * n || n % cols.max(&1) != 0 || !read.contains(&p) {
                 return false;
+            }
+            let olds: Vec<Value> =
+                k.outs().iter().filter_map(|o| replaces.get(o)).map(|&v| s.storage[idx(v)]).collect();
+            if !olds.is_empty() {
+                // An update: the product moves down to it (see above).
+                let operands = [s.storage[idx(a)], s.storage[idx(b)]];
+                if !updates
+                    || batch != 1
+                    || operands.iter().any(|r| olds.contains(r))
+                    || (i + 1..j).any(|q| {
+                        read_of[q].contains(&p)
+                            || s.kernels[q].outs().iter().any(|&o| {
+                                let r = s.storage[idx(o)];
+                                r == p || operands.contains(&r)
+                            })
+                    })
+                {
+                    return false;
+                }
             }
             if regroup
                 && !k.outs().into_iter().all(|o| {
@@ -866,23 +921,116 @@ fn tile_epilogues(g: &Graph, s: &mut Schedule) {
                     })
                 })
             });
-            // What else it reads (but its own outputs) exists before the product runs.
+            // What else it reads (but its own outputs) exists before the product runs
+            // (before the update, where an update takes the product).
             let own: Vec<Value> = k.outs();
-            in_place && read.iter().all(|&r| r == p || own.contains(&r) || ready(r))
+            in_place && (!olds.is_empty() || read.iter().all(|&r| r == p || own.contains(&r) || ready(r)))
         });
-        if let Some(j) = candidate {
-            let mut e = s.kernels.remove(j);
-            if let Kernel::Elementwise { rows, cols, .. } = &mut e {
-                (*rows, *cols) = (batch * m, n);
-            }
-            let _ = read_of.remove(j);
-            if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
-                *epilogue = Some(Box::new(e));
+        let Some(j) = candidate else {
+            step_past(s, &mut writers, i);
+            i += 1;
+            continue;
+        };
+        let mut e = s.kernels.remove(j);
+        let update = e.outs().iter().any(|o| replaces.contains_key(o));
+        if let Kernel::Elementwise { rows, cols, .. } = &mut e {
+            (*rows, *cols) = (batch * m, n);
+        }
+        let e_read = read_of.remove(j);
+        if let Kernel::MatMul { epilogue, .. } = &mut s.kernels[i] {
+            *epilogue = Some(Box::new(e));
+        }
+        if update {
+            // The product with its update runs where the update ran: the kernels in
+            // between come first (the product is read again at its new place).
+            let k = s.kernels.remove(i);
+            let r = read_of.remove(i);
+            s.kernels.insert(j - 1, k);
+            read_of.insert(j - 1, r.into_iter().chain(e_read).collect());
+            // (Kernel i is now the one after the product: not yet stepped past.)
+        } else {
+            step_past(s, &mut writers, i);
+            i += 1;
+        }
+    }
+}
+
+/// A value computed by an elementwise kernel of its own whose every user is computed
+/// in one later update kernel of the same loop (a gradient with weight decay or clipped
+/// by value, which Adam's m and v, or Nesterov's buffer and step, both read) is computed
+/// inside that kernel instead of stored and read back: the update then reads the
+/// gradient's product itself, and can become its epilogue (`tile_epilogues`). It needs
+/// every operand read element for element, and nothing in between writing them.
+fn sink_into_updates(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[bool]) {
+    use std::collections::{HashMap, HashSet};
+    let idx = |v: Value| v.as_u32() as usize;
+    let updates: HashSet<Value> =
+        g.params.iter().filter_map(|p| p.update).chain(g.states.iter().filter_map(|st| st.update)).collect();
+    // The kernels that compute each node (their loops', and reductions' fused producers).
+    let mut computed_in: HashMap<Value, Vec<usize>> = HashMap::new();
+    for (ki, k) in s.kernels.iter().enumerate() {
+        let outs = match k {
+            Kernel::Elementwise { .. } => k.outs(),
+            Kernel::Reduce { x, .. } if !s.materialized[idx(*x)] => vec![*x],
+            _ => continue,
+        };
+        for o in outs {
+            for v in fused_nodes(g, s, o) {
+                computed_in.entry(v).or_default().push(ki);
             }
         }
-        step_past(s, &mut writers, i);
-        i += 1;
     }
+    let mut removed = vec![false; s.kernels.len()];
+    for e in 0..s.kernels.len() {
+        let Kernel::Elementwise { out: o, rows, cols, ref also } = s.kernels[e] else { continue };
+        let us = &users[idx(o)];
+        if !also.is_empty()
+            || pinned[idx(o)]
+            || s.storage[idx(o)] != o
+            || s.row_stride[idx(o)] != 0
+            || us.is_empty()
+            || !flat_only(g, s, o)
+        {
+            continue;
+        }
+        let Some(&[k]) = computed_in.get(&us[0]).map(|v| v.as_slice()) else { continue };
+        let same = |u: &Value| {
+            matches!(g.nodes[*u].op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                && g.ty(*u).shape == g.ty(o).shape
+                && computed_in.get(u).is_some_and(|ks| ks[..] == [k])
+        };
+        let into = match &s.kernels[k] {
+            Kernel::Elementwise { rows: r, cols: c, .. } => {
+                k > e && (*r, *c) == (rows, cols) && s.kernels[k].outs().iter().any(|x| updates.contains(x))
+            }
+            _ => false,
+        };
+        if !into || !us.iter().all(same) {
+            continue;
+        }
+        let read: Vec<Value> = reads(g, s, &s.kernels[e]);
+        let clobbered = (e + 1..k)
+            .filter(|&q| !removed[q])
+            .any(|q| s.kernels[q].outs().iter().any(|&x| read.contains(&s.storage[idx(x)])));
+        if clobbered {
+            continue;
+        }
+        let nodes = fused_nodes(g, s, o);
+        s.materialized[idx(o)] = false;
+        removed[e] = true;
+        for v in nodes {
+            let ks = computed_in.entry(v).or_default();
+            ks.retain(|&q| q != e);
+            if !ks.contains(&k) {
+                ks.push(k);
+            }
+        }
+    }
+    let mut i = 0;
+    s.kernels.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
 }
 
 /// Whether `a` is `p` or reshapes of it (the same elements in the same order; not a
@@ -897,8 +1045,9 @@ fn reshapes_of(g: &Graph, mut a: Value, p: Value) -> bool {
     true
 }
 
-/// Moves each kernel that computes parameter or state updates up to just after the last
-/// kernel it depends on: the last writer of anything it reads, and the last reader of
+/// Moves each kernel that computes parameter or state updates (an elementwise kernel,
+/// or a product whose epilogue is the update) up to just after the last kernel it
+/// depends on: the last writer of anything it reads, and the last reader of
 /// the values it replaces (so the planner can still update them in place). The update
 /// then frees its gradient before later gradients are computed: the MLP's W2 update runs
 /// before W1's gradient exists (0.5 MB less arena).
@@ -939,7 +1088,8 @@ fn early_updates(g: &Graph, s: &mut Schedule) {
         let k = &s.kernels[j];
         let (read, mine) = &info[j];
         let olds: Vec<Value> = k.outs().iter().filter_map(|u| updated.get(u).copied()).collect();
-        let is_update = !olds.is_empty() && matches!(k, Kernel::Elementwise { .. });
+        // (A product whose epilogue is the update moves with it.)
+        let is_update = !olds.is_empty() && matches!(k, Kernel::Elementwise { .. } | Kernel::MatMul { .. });
         let after = if is_update {
             let writers = read.iter().chain(mine).filter_map(|r| last_writer.get(r));
             let readers = olds.iter().chain(mine).filter_map(|r| last_reader.get(r));

@@ -94,6 +94,16 @@ fn compare(what: &str, g: &Graph, batch: usize) {
 
 /// `compare` with GEMMs and large elementwise kernels split across `threads`.
 fn compare_threads(what: &str, g: &Graph, batch: usize, threads: usize) {
+    compare_with(what, g, batch, &opts(threads))
+}
+
+/// `compare_threads` with optimizer updates fused into their gradients' GEMMs.
+fn compare_fused(what: &str, g: &Graph, batch: usize, threads: usize) {
+    compare_with(what, g, batch, &CodegenOptions { fuse_updates: true, ..opts(threads) })
+}
+
+/// `compare` with the given code generation options.
+fn compare_with(what: &str, g: &Graph, batch: usize, opts: &CodegenOptions) {
     let g = concrete(g, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
     let inputs = random_inputs::<f32>(&g, batch, 3).unwrap_or_else(|e| panic!("{what}: {e}"));
     let (params, states) = random_params(&g, 3);
@@ -114,7 +124,7 @@ fn compare_threads(what: &str, g: &Graph, batch: usize, threads: usize) {
         .collect();
     let feeds64 = Feeds { inputs: inputs64, params: round(&params), states: round(&states), seed: 7, step: 2 };
     let want64 = interp::run(&g, &feeds64).unwrap_or_else(|e| panic!("{what}: interpreter (f64): {e}"));
-    let mut exe = Executable::new(&g, &opts(threads)).unwrap_or_else(|e| panic!("{what}: compile: {e}"));
+    let mut exe = Executable::new(&g, opts).unwrap_or_else(|e| panic!("{what}: compile: {e}"));
     for (i, p) in feeds.params.iter().enumerate() {
         exe.set_param(i, p).expect("param");
     }
@@ -831,4 +841,108 @@ fn normal_like_and_reversed_slices_equal_the_interpreter() {
     }
     assert!(worst <= 4.0 * f64::from(f32::EPSILON), "relative error {worst}");
     assert_eq!(exe.output("f").expect("f").to_vec(), want.get(g.outputs[1].1).floats().to_vec());
+}
+
+/// A smooth two-layer model whose first weight gradient (128 x B @ B x 128) is large
+/// enough to be split across two threads at batch 512.
+const FUSED_UPDATES: &str = "model U {\n input x: [B, 128]\n input t: [B, 16]\n \
+    layer fc1 = Dense(128, 128)\n layer fc2 = Dense(128, 16)\n \
+    output y = fc2(tanh(fc1(x)))\n loss = mean((y - t) * (y - t))\n}\n";
+
+/// The step graph of `FUSED_UPDATES` with optimizer `opt` and the given settings.
+fn fused_step(opt: &str, f: impl Fn(&mut nnc::settings::TrainSettings)) -> Graph {
+    let p = program("u.nn", FUSED_UPDATES);
+    let mut settings = nnc::settings::TrainSettings::default();
+    settings.optimizer.name = opt.into();
+    settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
+    f(&mut settings);
+    with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"))
+}
+
+/// The parameters (by index) whose update is the epilogue of a GEMM, and those written
+/// in place (into the parameter's own slot, not copied at the end of the step).
+fn fused_and_in_place(g: &Graph, batch: usize, fuse_updates: bool) -> (Vec<usize>, Vec<usize>) {
+    let exe =
+        Executable::new(&concrete(g, batch).expect("bind"), &CodegenOptions { fuse_updates, ..opts(1) }).expect("jit");
+    let fused = exe
+        .graph
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            exe.schedule.kernels.iter().any(|k| match k {
+                nnc::fusion::Kernel::MatMul { epilogue: Some(e), .. } => {
+                    p.update.is_some_and(|u| e.outs().contains(&u))
+                }
+                _ => false,
+            })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let in_place = exe
+        .graph
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            p.update.is_some_and(|u| exe.plan.slots[u.as_u32() as usize] == Some(exe.plan.param_slots[*i]))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (fused, in_place)
+}
+
+/// With `fuse_updates`, every optimizer's update (with its states, weight decay and
+/// clipping by value) runs as the epilogue of its weight gradient's GEMM, written in
+/// place into the parameter and its states block by block, on one thread and on two
+/// (the GEMM split in pieces). By default the updates are kernels of their own, in place
+/// too.
+#[test]
+fn optimizer_updates_in_gradient_epilogues() {
+    for opt in ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] {
+        for (what, decay, clip) in [("plain", 0.0, None), ("l2 and clip_value", 1e-2, Some(0.05))] {
+            let g = fused_step(opt, |s| {
+                s.l2 = decay;
+                s.clip_value = clip;
+            });
+            let (fused, in_place) = fused_and_in_place(&g, 8, true);
+            // fc1.w and fc2.w (the biases' gradients are reductions, not products).
+            assert_eq!(fused.len(), 2, "{opt} {what}: fused {fused:?}");
+            assert!(fused.iter().all(|i| in_place.contains(i)), "{opt} {what}: {fused:?} not all in {in_place:?}");
+            assert_eq!(in_place.len(), g.params.len(), "{opt} {what}: in place {in_place:?}");
+            let (apart, in_place) = fused_and_in_place(&g, 8, false);
+            assert!(apart.is_empty(), "{opt} {what}: fused by default {apart:?}");
+            assert_eq!(in_place.len(), g.params.len(), "{opt} {what}: in place by default {in_place:?}");
+            compare_fused(&format!("fused {opt} ({what})"), &g, 8, 1);
+            compare_fused(&format!("fused {opt} ({what}), 2 threads"), &g, 512, 2);
+            compare(&format!("{opt} ({what})"), &g, 8);
+        }
+    }
+}
+
+/// Clipping by the global norm reads every gradient before any update: the updates
+/// stay kernels of their own (the norm's reduction reads the gradient between its GEMM
+/// and its update).
+#[test]
+fn global_norm_clipping_keeps_updates_apart() {
+    let g = fused_step("adam", |s| s.clip_norm = Some(0.5));
+    let (fused, in_place) = fused_and_in_place(&g, 8, true);
+    assert!(fused.is_empty(), "fused {fused:?}");
+    assert_eq!(in_place.len(), g.params.len(), "in place {in_place:?}");
+    compare_fused("global norm clipping", &g, 8, 1);
+    compare_fused("global norm clipping, 2 threads", &g, 512, 2);
+}
+
+/// With `log_grad_norms` (and `fuse_updates`) the old parameter is read after its update is computed (the
+/// sum of squares of the parameter and of the update's change): the update is still
+/// the GEMM's epilogue, but written to a buffer of its own and copied at the end of the
+/// step, so the monitors read the old values.
+#[test]
+fn parameters_read_after_the_fused_update_are_not_overwritten() {
+    let g = fused_step("adam", |s| s.log_grad_norms = true);
+    let (fused, in_place) = fused_and_in_place(&g, 8, true);
+    assert_eq!(fused.len(), 2, "fused {fused:?}");
+    assert!(fused.iter().all(|i| !in_place.contains(i)), "{fused:?} written in place: {in_place:?}");
+    compare_fused("log_grad_norms", &g, 8, 1);
+    compare_fused("log_grad_norms, 2 threads", &g, 512, 2);
 }

@@ -27,10 +27,14 @@ pub struct Args {
     /// Which model of the file (when it has several).
     #[arg(long)]
     pub model: Option<String>,
+    /// Run each optimizer update as the epilogue of its weight gradient's GEMM
+    /// (experimental; slower on the MLP workload so far).
+    #[arg(long)]
+    pub fuse_updates: bool,
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, batch, threads, steps, profile, top, mode, model } = a;
+    let Args { file, batch, threads, steps, profile, top, mode, model, fuse_updates } = a;
     let model = model.as_deref();
     let t0 = std::time::Instant::now();
     let Some(c) = compile(&file, opts) else { return 1 };
@@ -43,7 +47,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(b) => b,
         Err(m) => return fail(&m),
     };
-    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, ..Default::default() };
+    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, fuse_updates, ..Default::default() };
     let t = std::time::Instant::now();
     let graph = match mode {
         RunMode::Train => crate::pipeline::step_graph_timed(p, b),

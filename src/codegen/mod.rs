@@ -53,6 +53,9 @@ pub struct CodegenOptions {
     /// this CPU, and Adam's second moment of tiny gradients, or the softmax of a confident
     /// classifier, lands there (the MLP step's Adam kernel ran 4x slower).
     pub keep_denormals: bool,
+    /// Run each optimizer update as the epilogue of its weight gradient's GEMM
+    /// (`fusion::Options::updates_in_epilogues`; off by default, slower here).
+    pub fuse_updates: bool,
 }
 
 /// Native code for one step, and the tables its callbacks read.

@@ -70,16 +70,16 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
 /// The stages before code generation, for a concrete graph: simplified, fused, planned,
 /// and the planned bytes checked against the machine's memory.
 pub fn prepare(g: &Graph) -> Result<(Graph, Schedule, Plan), String> {
-    prepare_timed(g).map(|(g, s, p, _)| (g, s, p))
+    prepare_timed(g, &fusion::Options::default()).map(|(g, s, p, _)| (g, s, p))
 }
 
-/// `prepare`, with the seconds each stage took: simplify, fusion, plan.
-pub fn prepare_timed(g: &Graph) -> Result<(Graph, Schedule, Plan, [f64; 3]), String> {
+/// `prepare` with fusion options, and the seconds each stage took: simplify, fusion, plan.
+pub fn prepare_timed(g: &Graph, opts: &fusion::Options) -> Result<(Graph, Schedule, Plan, [f64; 3]), String> {
     let t = std::time::Instant::now();
     let g = crate::simplify::simplify(g);
     let t_simplify = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let schedule = fusion::fuse(&g)?;
+    let schedule = fusion::fuse_with(&g, opts)?;
     let t_fusion = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let plan = buffers::plan(&g, &schedule);
@@ -99,7 +99,8 @@ impl Executable {
                 return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
             }
         }
-        let (g, schedule, plan, [t_simplify, t_fusion, t_plan]) = prepare_timed(g)?;
+        let (g, schedule, plan, [t_simplify, t_fusion, t_plan]) =
+            prepare_timed(g, &fusion::Options { updates_in_epilogues: opts.fuse_updates })?;
         let t = std::time::Instant::now();
         let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
         let t_codegen = t.elapsed().as_secs_f64();
