@@ -822,3 +822,25 @@ fn normal_like_and_reversed_slices_equal_the_interpreter() {
     assert!(worst <= 4.0 * f64::from(f32::EPSILON), "relative error {worst}");
     assert_eq!(exe.output("f").expect("f").to_vec(), want.get(g.outputs[1].1).floats().to_vec());
 }
+
+/// Kernels that differ only in where their buffers are (the steps of an unrolled loop:
+/// an LSTM's cells forward, their GEMM epilogues backward, an elementwise recurrence)
+/// share one compiled function, each call with its own buffers; the step still equals
+/// the interpreter, on one thread and with the large kernels split across two.
+#[test]
+fn kernels_differing_only_in_buffers_share_code() {
+    let src = "model S {\n input x: [B, 6, 5]\n input y: i32[B]\n layer l = LSTM(5, 8)\n \
+               param w: [8, 8] = normal(0.3)\n \
+               h = l(x)\n \
+               for i in 0..4 { h = h + 0.1 * tanh(h @ w) }\n \
+               output o = h\n \
+               loss = cross_entropy(h, y)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("s.nn", src);
+    for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p)), ("step", sgd_step(&p))] {
+        let exe = Executable::new(&concrete(&g, 3).expect("bind"), &opts(1)).expect("jit");
+        let (functions, shared) = exe.functions();
+        assert!(shared >= 4, "{what}: {functions} functions, {shared} shared");
+    }
+    compare_program("shared kernels", &p, 3, 4200);
+}

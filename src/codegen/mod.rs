@@ -61,6 +61,10 @@ pub struct Compiled {
     pub step: StepFn,
     pub tables: Box<Tables>,
     pub clif: String,
+    /// Kernel and epilogue functions compiled, and kernels and epilogues that share one
+    /// compiled before (`define`).
+    pub functions: usize,
+    pub shared: usize,
 }
 
 /// What `emit` added to a module: the step function, the functions the tables point to
@@ -75,6 +79,9 @@ pub struct Emitted {
     pub epilogues: Vec<(usize, FuncId)>,
     pub tables: Tables,
     pub clif: String,
+    /// As in `Compiled`.
+    pub functions: usize,
+    pub shared: usize,
 }
 
 /// The target: this CPU's features; position-independent code for an object file that
@@ -123,7 +130,14 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let code = module.get_finalized_function(e.step);
     // SAFETY: the function was declared with exactly this signature.
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
-    Ok(Compiled { _module: module, step, tables: Box::new(tables), clif: e.clif })
+    Ok(Compiled {
+        _module: module,
+        step,
+        tables: Box::new(tables),
+        clif: e.clif,
+        functions: e.functions,
+        shared: e.shared,
+    })
 }
 
 /// Emits the kernels, epilogues and step function of a concrete graph into `module`
@@ -210,6 +224,7 @@ pub fn emit<M: Module>(
         clif: &mut clif,
         keep_clif: opts.keep_clif,
         done: HashMap::new(),
+        shared: 0,
     };
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
@@ -340,6 +355,7 @@ pub fn emit<M: Module>(
             calls.push(Call::Poison(ki as u32));
         }
     }
+    let (functions, shared) = (fc.done.values().map(Vec::len).sum::<usize>(), fc.shared);
     for &(u, dst) in &plan.copies {
         let src = plan.slots[u.as_u32() as usize].ok_or_else(|| format!("internal error: update {u} has no buffer"))?;
         tables.host.push(HostOp::Copy { src, dst });
@@ -393,7 +409,7 @@ pub fn emit<M: Module>(
     }
     module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
     module.clear_context(&mut ctx);
-    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif })
+    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif, functions, shared })
 }
 
 /// What `define` needs to add a function to the module (and its text to `clif`).
@@ -406,6 +422,8 @@ struct FnCtx<'a, M: Module> {
     /// The functions compiled so far, by a hash of their body: the body, the function
     /// and its name.
     done: HashMap<u64, Vec<(Stencil, FuncId, String)>>,
+    /// Bodies found among `done`.
+    shared: usize,
 }
 
 type Stencil = cranelift_codegen::ir::function::FunctionStencil;
@@ -458,6 +476,7 @@ fn define<M: Module>(
             fc.clif.push_str(&format!("; {label}: the function {first}\n\n"));
         }
         let id = *id;
+        fc.shared += 1;
         fc.module.clear_context(fc.ctx);
         return Ok(Defined { id, slots });
     }

@@ -281,6 +281,12 @@ impl Executable {
         self.compiled.tables.ticks.iter().map(|t| t.load(std::sync::atomic::Ordering::Relaxed)).collect()
     }
 
+    /// Kernel and epilogue functions compiled, and kernels and epilogues that run one of
+    /// them compiled for another (the same code over other buffers).
+    pub fn functions(&self) -> (usize, usize) {
+        (self.compiled.functions, self.compiled.shared)
+    }
+
     /// The Cranelift IR of every kernel and of the step (with `keep_clif`).
     pub fn clif(&self) -> &str {
         &self.compiled.clif
