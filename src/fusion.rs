@@ -648,9 +648,19 @@ pub fn fuse_with(g: &Graph, opts: &Options) -> Result<Schedule, String> {
 fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[bool]) {
     let idx = |v: Value| v.as_u32() as usize;
     let range = |s: &Schedule, v: Value| (s.view_offset[idx(v)], s.view_offset[idx(v)] + numel(g, v));
+    // Every (reader, operand) pair by the operand's buffer, kept up to date as folds
+    // move sums into their addends' buffers, so that `exclusive` looks at the readers of
+    // one buffer rather than at the whole graph (which made this quadratic in the
+    // length of an unrolled loop).
+    let mut by_root: Vec<Vec<(Value, Value)>> = vec![Vec::new(); g.nodes.len()];
+    for (n, node) in g.nodes.iter() {
+        for &a in &node.args {
+            by_root[idx(s.storage[idx(a)])].push((n, a));
+        }
+    }
     // Whether the product may be added into `c`'s region: `user` is its only reader, and
     // no other value in the same buffer that overlaps it is read by anything.
-    let exclusive = |s: &Schedule, c: Value, user: Value| {
+    let exclusive = |s: &Schedule, by_root: &[Vec<(Value, Value)>], c: Value, user: Value| {
         let root = s.storage[idx(c)];
         if pinned[idx(c)]
             || pinned[idx(root)]
@@ -660,20 +670,17 @@ fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[b
             return false;
         }
         let (lo, hi) = range(s, c);
-        g.nodes.iter().all(|(n, node)| {
+        by_root[idx(root)].iter().all(|&(n, a)| {
             // A view of its operand reads nothing itself.
             let is_view = s.materialized[idx(n)] && s.storage[idx(n)] != n;
-            is_view
-                || node.args.iter().all(|&a| {
-                    if s.storage[idx(a)] != root {
-                        return true;
-                    }
-                    if a == c {
-                        return n == user;
-                    }
-                    let (alo, ahi) = range(s, a);
-                    ahi <= lo || hi <= alo
-                })
+            if is_view || s.storage[idx(a)] != root {
+                return true;
+            }
+            if a == c {
+                return n == user;
+            }
+            let (alo, ahi) = range(s, a);
+            ahi <= lo || hi <= alo
         })
     };
     let mut i = 0;
@@ -702,7 +709,7 @@ fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[b
                 _ => return None,
             };
             if let Some(c) = addend {
-                if pinned[idx(v)] || g.ty(c).shape != g.ty(v).shape || c == p || !exclusive(s, c, v) {
+                if pinned[idx(v)] || g.ty(c).shape != g.ty(v).shape || c == p || !exclusive(s, &by_root, c, v) {
                     return None;
                 }
             }
@@ -722,6 +729,12 @@ fn gemm_epilogues(g: &Graph, s: &mut Schedule, users: &[Vec<Value>], pinned: &[b
         *scale = sc;
         *accumulate = addend.is_some();
         if let Some(c) = addend {
+            let (from, to) = (idx(s.storage[idx(v)]), idx(s.storage[idx(c)]));
+            if from != to {
+                let (moved, kept) = by_root[from].iter().partition(|&&(_, a)| a == v);
+                by_root[from] = kept;
+                by_root[to].extend::<Vec<_>>(moved);
+            }
             s.storage[idx(v)] = s.storage[idx(c)];
             s.view_offset[idx(v)] = s.view_offset[idx(c)];
         }

@@ -945,4 +945,24 @@ fn parameters_read_after_the_fused_update_are_not_overwritten() {
     assert!(fused.iter().all(|i| !in_place.contains(i)), "{fused:?} written in place: {in_place:?}");
     compare_fused("log_grad_norms", &g, 8, 1);
     compare_fused("log_grad_norms, 2 threads", &g, 512, 2);
+/// Kernels that differ only in where their buffers are (the steps of an unrolled loop:
+/// an LSTM's cells forward, their GEMM epilogues backward, an elementwise recurrence)
+/// share one compiled function, each call with its own buffers; the step still equals
+/// the interpreter, on one thread and with the large kernels split across two.
+#[test]
+fn kernels_differing_only_in_buffers_share_code() {
+    let src = "model S {\n input x: [B, 6, 5]\n input y: i32[B]\n layer l = LSTM(5, 8)\n \
+               param w: [8, 8] = normal(0.3)\n \
+               h = l(x)\n \
+               for i in 0..4 { h = h + 0.1 * tanh(h @ w) }\n \
+               output o = h\n \
+               loss = cross_entropy(h, y)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("s.nn", src);
+    for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p)), ("step", sgd_step(&p))] {
+        let exe = Executable::new(&concrete(&g, 3).expect("bind"), &opts(1)).expect("jit");
+        let (functions, shared) = exe.functions();
+        assert!(shared >= 4, "{what}: {functions} functions, {shared} shared");
+    }
+    compare_program("shared kernels", &p, 3, 4200);
 }

@@ -102,6 +102,11 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let parts: Vec<String> = stages.iter().map(|(n, t)| format!("{n} {:.1}", t * 1e3)).collect();
     outln!("compile stages (ms): {}", parts.join(", "));
     outln!("graph: {nodes} nodes, {} after simplify, {} kernels", exe.graph.nodes.len(), exe.schedule.kernels.len());
+    let (functions, shared) = exe.functions();
+    outln!(
+        "kernel functions: {functions} compiled for {} kernels and epilogues ({shared} share code)",
+        functions + shared
+    );
     outln!(
         "step: median {median:.3} ms, min {:.3} ms, max {:.3} ms over {} steps",
         times[0],

@@ -65,6 +65,10 @@ pub struct Compiled {
     pub step: StepFn,
     pub tables: Box<Tables>,
     pub clif: String,
+    /// Kernel and epilogue functions compiled, and kernels and epilogues that share one
+    /// compiled before (`define`).
+    pub functions: usize,
+    pub shared: usize,
 }
 
 /// What `emit` added to a module: the step function, the functions the tables point to
@@ -79,6 +83,9 @@ pub struct Emitted {
     pub epilogues: Vec<(usize, FuncId)>,
     pub tables: Tables,
     pub clif: String,
+    /// As in `Compiled`.
+    pub functions: usize,
+    pub shared: usize,
 }
 
 /// The target: this CPU's features; position-independent code for an object file that
@@ -127,7 +134,14 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let code = module.get_finalized_function(e.step);
     // SAFETY: the function was declared with exactly this signature.
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
-    Ok(Compiled { _module: module, step, tables: Box::new(tables), clif: e.clif })
+    Ok(Compiled {
+        _module: module,
+        step,
+        tables: Box::new(tables),
+        clif: e.clif,
+        functions: e.functions,
+        shared: e.shared,
+    })
 }
 
 /// Emits the kernels, epilogues and step function of a concrete graph into `module`
@@ -152,16 +166,26 @@ pub fn emit<M: Module>(
     let f_poison = module.declare_function("nnc_poison", Linkage::Import, &cb_sig).map_err(err)?;
     let f_tick = module.declare_function("nnc_tick", Linkage::Import, &cb_sig).map_err(err)?;
     let f_par = module.declare_function("nnc_par", Linkage::Import, &cb_sig).map_err(err)?;
-    // Kernels take (arena, persistent, lo, hi): elementwise kernels run the part
-    // [lo, hi) of their index space (elements when flat, rows otherwise), so a step can
-    // split a large one across threads (`nnc_par`); reductions ignore lo and hi.
+    // Kernels take (lo, hi, buffers...): elementwise kernels run the part [lo, hi) of
+    // their index space (elements when flat, rows otherwise), so a step can split a
+    // large one across threads (`nnc_par`); reductions ignore lo and hi. The buffers are
+    // one pointer per distinct slot (`Bases`), so kernels that differ only in where their
+    // buffers are share one function. The host calls a split kernel through a wrapper of
+    // signature (arena, persistent, lo, hi) (`host::KernelFn`).
+    let mut body_sig = module.make_signature();
+    body_sig.params.push(AbiParam::new(types::I64));
+    body_sig.params.push(AbiParam::new(types::I64));
     let mut kern_sig = module.make_signature();
     kern_sig.params.push(AbiParam::new(ptr));
     kern_sig.params.push(AbiParam::new(ptr));
-    kern_sig.params.push(AbiParam::new(types::I64));
-    kern_sig.params.push(AbiParam::new(types::I64));
+    kern_sig.params.extend(body_sig.params.iter().copied());
 
-    // Epilogues take (arena, persistent, r0, r1, c0, c1): a block of a GEMM's result.
+    // Epilogues take (r0, r1, c0, c1, buffers...): a block of a GEMM's result; the GEMM
+    // driver calls a wrapper of signature (arena, persistent, r0, r1, c0, c1)
+    // (`gemm::TileFn`).
+    let mut tile_body_sig = body_sig.clone();
+    tile_body_sig.params.push(AbiParam::new(types::I64));
+    tile_body_sig.params.push(AbiParam::new(types::I64));
     let mut tile_sig = kern_sig.clone();
     tile_sig.params.push(AbiParam::new(types::I64));
     tile_sig.params.push(AbiParam::new(types::I64));
@@ -181,7 +205,7 @@ pub fn emit<M: Module>(
     // What the step does, in order.
     enum Call {
         /// A kernel over its whole index space [0, n).
-        Kernel(FuncId, i64),
+        Kernel(Defined, i64),
         /// A kernel split across threads: `Tables::par[i]`.
         Par(u32),
         Host(u32),
@@ -197,8 +221,15 @@ pub fn emit<M: Module>(
         calls.push(Call::Tick(u32::MAX));
     }
     // Kernels and epilogues are added through `define`; the step function after the loop.
-    let mut fc =
-        FnCtx { module: &mut *module, ctx: &mut ctx, fctx: &mut fctx, clif: &mut clif, keep_clif: opts.keep_clif };
+    let mut fc = FnCtx {
+        module: &mut *module,
+        ctx: &mut ctx,
+        fctx: &mut fctx,
+        clif: &mut clif,
+        keep_clif: opts.keep_clif,
+        done: HashMap::new(),
+        shared: 0,
+    };
     for (ki, k) in s.kernels.iter().enumerate() {
         match k {
             Kernel::Elementwise { .. }
@@ -211,12 +242,11 @@ pub fn emit<M: Module>(
                 let mut space: (i64, i64) = (0, 1);
                 let mut par = false;
                 let label = format!("kernel {ki}: {}", crate::fusion::describe(g, s, k));
-                let id = define(&mut fc, &kern_sig, &format!("{prefix}k{ki}"), &label, |b, params| {
-                    let bases = [params[0], params[1]];
+                let d = define(&mut fc, &body_sig, &format!("{prefix}k{ki}"), &label, |b, params, bases| {
                     match k {
                         Kernel::Elementwise { out, rows, cols, also } => {
                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
-                            let range = Span::Range(params[2], params[3]);
+                            let range = Span::Range(params[0], params[1]);
                             let flat = elementwise(b, g, s, plan, bases, range, &outs, *cols)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
@@ -233,7 +263,7 @@ pub fn emit<M: Module>(
                             reduce(b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner), None)?
                         }
                         Kernel::Rows { rows, parts } => {
-                            dyn_loop(b, params[2], params[3], 1, |b, o| {
+                            dyn_loop(b, params[0], params[1], 1, |b, o| {
                                 for p in parts {
                                     match p {
                                         Kernel::Elementwise { out, cols, also, .. } => {
@@ -284,7 +314,7 @@ pub fn emit<M: Module>(
                             par = opts.threads > 1 && moved >= PAR_MIN_ELEMENTS && *nc >= 2;
                         }
                         Kernel::Pool { out, x, window, op, nc, h, w } => {
-                            let range = (params[2], params[3]);
+                            let range = (params[0], params[1]);
                             pool(b, plan, bases, *out, *x, window, *op, (*nc, *h, *w), range)?;
                             space = (*nc as i64, 1);
                             par = opts.threads > 1 && nc * h * w >= PAR_MIN_ELEMENTS && *nc >= 2;
@@ -294,11 +324,12 @@ pub fn emit<M: Module>(
                     Ok(())
                 })?;
                 if par {
+                    let id = wrapper(&mut fc, &kern_sig, &format!("{prefix}k{ki}_par"), &d)?;
                     tables.par.push(host::ParOp { func: None, total: space.0, align: space.1, threads: opts.threads });
                     par_ids.push(id);
                     calls.push(Call::Par(tables.par.len() as u32 - 1));
                 } else {
-                    calls.push(Call::Kernel(id, space.0));
+                    calls.push(Call::Kernel(d, space.0));
                 }
             }
             Kernel::MatMul { epilogue, .. } => {
@@ -307,11 +338,12 @@ pub fn emit<M: Module>(
                         return Err("internal error: a GEMM epilogue that is not elementwise".into());
                     };
                     let label = format!("kernel {ki} epilogue: {}", crate::fusion::describe(g, s, e));
-                    let id = define(&mut fc, &tile_sig, &format!("{prefix}k{ki}_epilogue"), &label, |b, p| {
+                    let d = define(&mut fc, &tile_body_sig, &format!("{prefix}k{ki}_tile"), &label, |b, p, bases| {
                         let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
-                        let tile = Span::Tile(p[2], p[3], p[4], p[5]);
-                        elementwise(b, g, s, plan, [p[0], p[1]], tile, &outs, *cols).map(drop)
+                        let tile = Span::Tile(p[0], p[1], p[2], p[3]);
+                        elementwise(b, g, s, plan, bases, tile, &outs, *cols).map(drop)
                     })?;
+                    let id = wrapper(&mut fc, &tile_sig, &format!("{prefix}k{ki}_epilogue"), &d)?;
                     epilogue_ids.push((tables.gemm.len(), id));
                 }
                 let op = host::gemm_op(plan, k, opts.threads)?;
@@ -334,6 +366,7 @@ pub fn emit<M: Module>(
             calls.push(Call::Poison(ki as u32));
         }
     }
+    let (functions, shared) = (fc.done.values().map(Vec::len).sum::<usize>(), fc.shared);
     for &(u, dst) in &plan.copies {
         let src = plan.slots[u.as_u32() as usize].ok_or_else(|| format!("internal error: update {u} has no buffer"))?;
         tables.host.push(HostOp::Copy { src, dst });
@@ -356,10 +389,12 @@ pub fn emit<M: Module>(
         let mut refs: HashMap<FuncId, cranelift_codegen::ir::FuncRef> = HashMap::new();
         for c in &calls {
             let (fid, args): (FuncId, Vec<ClValue>) = match c {
-                Call::Kernel(id, n) => {
+                Call::Kernel(d, n) => {
                     let lo = b.ins().iconst(types::I64, 0);
                     let hi = b.ins().iconst(types::I64, *n);
-                    (*id, vec![arena, pers, lo, hi])
+                    let mut args = vec![lo, hi];
+                    args.extend(slot_args(&mut b, d, arena, pers));
+                    (d.id, args)
                 }
                 Call::Host(i) | Call::Gemm(i) | Call::Poison(i) | Call::Tick(i) | Call::Par(i) => {
                     let f = match c {
@@ -385,7 +420,7 @@ pub fn emit<M: Module>(
     }
     module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
     module.clear_context(&mut ctx);
-    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif })
+    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif, functions, shared })
 }
 
 /// What `define` needs to add a function to the module (and its text to `clif`).
@@ -395,17 +430,105 @@ struct FnCtx<'a, M: Module> {
     fctx: &'a mut FunctionBuilderContext,
     clif: &'a mut String,
     keep_clif: bool,
+    /// The functions compiled so far, by a hash of their body: the body, the function
+    /// and its name.
+    done: HashMap<u64, Vec<(Stencil, FuncId, String)>>,
+    /// Bodies found among `done`.
+    shared: usize,
 }
 
-/// Declares and defines a local function of signature `sig` whose body `body` emits from
-/// the entry block (given its parameters); with `keep_clif`, appends its IR and machine
-/// code to the text under `label`.
+type Stencil = cranelift_codegen::ir::function::FunctionStencil;
+
+/// A kernel's function and the slots of its pointer parameters (after `sig`'s), in order:
+/// what a call passes.
+struct Defined {
+    id: FuncId,
+    slots: Vec<(Region, usize)>,
+}
+
+/// Defines a local function whose leading parameters are `sig`'s, followed by one
+/// pointer per buffer its body `body` addresses (`base`), the body emitted from the
+/// entry block (given the leading parameters). A body equal to one defined before (the
+/// same instructions, constants and parameters: kernels that differ only in where their
+/// buffers are) is not compiled again: its function is returned, with this kernel's
+/// slots. With `keep_clif`, appends the IR and machine code to the text under `label`.
 fn define<M: Module>(
     fc: &mut FnCtx<M>,
     sig: &cranelift_codegen::ir::Signature,
     name: &str,
     label: &str,
-    body: impl FnOnce(&mut FunctionBuilder, &[ClValue]) -> Result<(), String>,
+    body: impl FnOnce(&mut FunctionBuilder, &[ClValue], &Bases) -> Result<(), String>,
+) -> Result<Defined, String> {
+    let config = fc.module.target_config();
+    fc.ctx.func.signature = sig.clone();
+    let bases = {
+        let mut b = FunctionBuilder::new(&mut fc.ctx.func, fc.fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let bases = Bases { entry, ptr: config.pointer_type(), slots: Default::default() };
+        body(&mut b, &params, &bases)?;
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(config);
+        bases
+    };
+    let slots = bases.slots();
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        fc.ctx.func.stencil.hash(&mut h);
+        h.finish()
+    };
+    let same = fc.done.get(&hash).and_then(|fs| fs.iter().find(|(st, _, _)| *st == fc.ctx.func.stencil));
+    if let Some((_, id, first)) = same {
+        if fc.keep_clif {
+            fc.clif.push_str(&format!("; {label}: the function {first}\n\n"));
+        }
+        let id = *id;
+        fc.shared += 1;
+        fc.module.clear_context(fc.ctx);
+        return Ok(Defined { id, slots });
+    }
+    let id = fc
+        .module
+        .declare_function(name, Linkage::Local, &fc.ctx.func.signature)
+        .map_err(|e| format!("cranelift: {e}"))?;
+    fc.ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let stencil = fc.ctx.func.stencil.clone();
+    if fc.keep_clif {
+        fc.clif.push_str(&format!("; {label}\n{}\n", fc.ctx.func.display()));
+        fc.ctx.set_disasm(true);
+    }
+    fc.module.define_function(id, fc.ctx).map_err(|e| format!("cranelift: {name}: {e:?}"))?;
+    if let Some(asm) = fc.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+        fc.clif.push_str(&format!("; {name}: machine code\n{asm}\n"));
+    }
+    fc.module.clear_context(fc.ctx);
+    fc.done.entry(hash).or_default().push((stencil, id, name.to_string()));
+    Ok(Defined { id, slots })
+}
+
+/// The arguments a call of `d` passes after its leading ones: the address of each slot.
+fn slot_args(b: &mut FunctionBuilder, d: &Defined, arena: ClValue, persistent: ClValue) -> Vec<ClValue> {
+    d.slots
+        .iter()
+        .map(|&(r, o)| {
+            let root = if r == Region::Arena { arena } else { persistent };
+            b.ins().iadd_imm_s(root, (o * 4) as i64)
+        })
+        .collect()
+}
+
+/// A function of signature `sig` (arena, persistent, then the leading parameters of
+/// `d`'s function) that calls `d`'s function with its slots: what the host calls (a
+/// split kernel, a GEMM epilogue) through a function pointer of a fixed signature.
+fn wrapper<M: Module>(
+    fc: &mut FnCtx<M>,
+    sig: &cranelift_codegen::ir::Signature,
+    name: &str,
+    d: &Defined,
 ) -> Result<FuncId, String> {
     let config = fc.module.target_config();
     let id = fc.module.declare_function(name, Linkage::Local, sig).map_err(|e| format!("cranelift: {e}"))?;
@@ -417,19 +540,18 @@ fn define<M: Module>(
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        body(&mut b, &params)?;
+        let mut args = params[2..].to_vec();
+        args.extend(slot_args(&mut b, d, params[0], params[1]));
+        let callee = fc.module.declare_func_in_func(d.id, b.func);
+        b.ins().call(callee, &args);
         b.ins().return_(&[]);
         b.seal_all_blocks();
         b.finalize(config);
     }
     if fc.keep_clif {
-        fc.clif.push_str(&format!("; {label}\n{}\n", fc.ctx.func.display()));
-        fc.ctx.set_disasm(true);
+        fc.clif.push_str(&format!("; {name}\n{}\n", fc.ctx.func.display()));
     }
     fc.module.define_function(id, fc.ctx).map_err(|e| format!("cranelift: {name}: {e:?}"))?;
-    if let Some(asm) = fc.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-        fc.clif.push_str(&format!("; {name}: machine code\n{asm}\n"));
-    }
     fc.module.clear_context(fc.ctx);
     Ok(id)
 }
@@ -446,13 +568,33 @@ fn slot_of(plan: &Plan, v: Value) -> Result<Slot, String> {
     plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} has no buffer"))
 }
 
-/// The byte address of a slot.
-fn base(b: &mut FunctionBuilder, bases: [ClValue; 2], s: Slot) -> ClValue {
-    let root = match s.region {
-        Region::Arena => bases[0],
-        Region::Persistent => bases[1],
-    };
-    b.ins().iadd_imm_s(root, (s.offset * 4) as i64)
+/// The buffers a kernel addresses: one pointer parameter per distinct slot (region and
+/// offset), appended to the function's parameters as the body first asks for it. The
+/// code of a kernel thus depends on which of its buffers are the same but not on where
+/// they are, and kernels that differ only in their buffers share one function (`define`).
+struct Bases {
+    entry: cranelift_codegen::ir::Block,
+    ptr: types::Type,
+    slots: std::cell::RefCell<Vec<(Region, usize, ClValue)>>,
+}
+
+impl Bases {
+    /// The slots of the parameters, in order.
+    fn slots(&self) -> Vec<(Region, usize)> {
+        self.slots.borrow().iter().map(|&(r, o, _)| (r, o)).collect()
+    }
+}
+
+/// The byte address of a slot: its parameter.
+fn base(b: &mut FunctionBuilder, bases: &Bases, s: Slot) -> ClValue {
+    let mut slots = bases.slots.borrow_mut();
+    if let Some(&(_, _, v)) = slots.iter().find(|&&(r, o, _)| r == s.region && o == s.offset) {
+        return v;
+    }
+    let v = b.func.dfg.append_block_param(bases.entry, bases.ptr);
+    b.func.signature.params.push(AbiParam::new(bases.ptr));
+    slots.push((s.region, s.offset, v));
+    v
 }
 
 /// A counted loop `for i in (start..end).step_by(step)` over constant bounds (nothing
@@ -505,7 +647,7 @@ enum Pos {
 
 struct Loads<'p> {
     plan: &'p Plan,
-    bases: [ClValue; 2],
+    bases: &'p Bases,
     cols: usize,
 }
 
@@ -800,7 +942,7 @@ fn elementwise(
     g: &Graph,
     s: &Schedule,
     plan: &Plan,
-    bases: [ClValue; 2],
+    bases: &Bases,
     span: Span,
     outs: &[Value],
     cols: usize,
@@ -1042,7 +1184,7 @@ fn reduce(
     g: &Graph,
     s: &Schedule,
     plan: &Plan,
-    bases: [ClValue; 2],
+    bases: &Bases,
     out: Value,
     x: Value,
     op: ReduceOp,
@@ -1170,7 +1312,7 @@ fn shuffle4(b: &mut FunctionBuilder, x: ClValue, y: ClValue, lanes: [u8; 4]) -> 
 fn transpose(
     b: &mut FunctionBuilder,
     plan: &Plan,
-    bases: [ClValue; 2],
+    bases: &Bases,
     out: Value,
     x: Value,
     batch: usize,
@@ -1282,7 +1424,7 @@ fn valid_range(n_in: usize, n_out: usize, k: u32, stride: u32, pad: u32) -> (i64
 fn pool(
     b: &mut FunctionBuilder,
     plan: &Plan,
-    bases: [ClValue; 2],
+    bases: &Bases,
     out: Value,
     img: Value,
     w: &crate::ir::Window,
@@ -1377,7 +1519,7 @@ fn pool(
 fn windows(
     b: &mut FunctionBuilder,
     plan: &Plan,
-    bases: [ClValue; 2],
+    bases: &Bases,
     img: Value,
     pat: Value,
     w: &crate::ir::Window,

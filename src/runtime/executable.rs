@@ -8,33 +8,57 @@ use crate::codegen::{self, host::HostCtx, CodegenOptions, Compiled};
 use crate::fusion::{self, Schedule};
 use crate::ir::{self, DType, Graph, Value};
 
-/// Memory aligned to 64 bytes, of f32 elements.
+/// Memory aligned to 64 bytes, of f32 elements, zeroed.
 pub(crate) struct Aligned {
-    buf: Vec<f32>,
+    /// The allocation: 16 floats more than `len`, for the alignment.
+    buf: *mut f32,
+    layout: std::alloc::Layout,
     start: usize,
     len: usize,
 }
 
+// SAFETY: `Aligned` owns its allocation as a `Vec<f32>` would; access goes through
+// `&self`/`&mut self` (or the raw pointer a step is given, under the same borrow).
+unsafe impl Send for Aligned {}
+unsafe impl Sync for Aligned {}
+
 impl Aligned {
-    /// Zeroed memory, allocated fallibly: a size the allocator refuses is an error.
+    /// Zeroed memory, allocated fallibly: a size the allocator refuses is an error. The
+    /// allocation has the allocator's own alignment, so it is `calloc`'s: a large block
+    /// comes as fresh pages the kernel zeroes when they are first touched, and nothing
+    /// here writes them (a 10 MB arena cost milliseconds of `memset` and page faults at
+    /// compile time). The start is then moved to a 64-byte boundary.
     pub(crate) fn new(len: usize, what: &str) -> Result<Aligned, String> {
-        let mut buf: Vec<f32> = Vec::new();
-        buf.try_reserve_exact(len + 16)
-            .map_err(|_| format!("cannot allocate {:.2} GB for {what}", (len + 16) as f64 * 4e-9))?;
-        buf.resize(len + 16, 0.0);
-        let addr = buf.as_ptr() as usize;
+        let refused = || format!("cannot allocate {:.2} GB for {what}", (len + 16) as f64 * 4e-9);
+        let bytes = (len + 16).checked_mul(4).ok_or_else(refused)?;
+        let layout = std::alloc::Layout::from_size_align(bytes, 4).map_err(|_| refused())?;
+        // SAFETY: the layout has a non-zero size.
+        let buf = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+        if buf.is_null() {
+            return Err(refused());
+        }
+        let addr = buf as usize;
         let start = ((64 - addr % 64) % 64) / 4;
-        Ok(Aligned { buf, start, len })
+        Ok(Aligned { buf, layout, start, len })
     }
     pub(crate) fn ptr(&mut self) -> *mut f32 {
-        // SAFETY: start + len <= buf.len() by construction.
-        unsafe { self.buf.as_mut_ptr().add(self.start) }
+        // SAFETY: start + len <= len + 16 floats allocated, by construction.
+        unsafe { self.buf.add(self.start) }
     }
     fn slice(&self) -> &[f32] {
-        &self.buf[self.start..self.start + self.len]
+        // SAFETY: the allocation holds start + len initialized (zeroed) floats.
+        unsafe { std::slice::from_raw_parts(self.buf.add(self.start), self.len) }
     }
     pub(crate) fn slice_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[self.start..self.start + self.len]
+        // SAFETY: as for `slice`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.add(self.start), self.len) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.buf as *mut u8, self.layout) }
     }
 }
 
@@ -253,6 +277,12 @@ impl Executable {
     /// Nanoseconds spent in each kernel so far (with `CodegenOptions::profile`).
     pub fn kernel_times(&self) -> Vec<u64> {
         self.compiled.tables.ticks.iter().map(|t| t.load(std::sync::atomic::Ordering::Relaxed)).collect()
+    }
+
+    /// Kernel and epilogue functions compiled, and kernels and epilogues that run one of
+    /// them compiled for another (the same code over other buffers).
+    pub fn functions(&self) -> (usize, usize) {
+        (self.compiled.functions, self.compiled.shared)
     }
 
     /// The Cranelift IR of every kernel and of the step (with `keep_clif`).
