@@ -945,6 +945,8 @@ fn parameters_read_after_the_fused_update_are_not_overwritten() {
     assert!(fused.iter().all(|i| !in_place.contains(i)), "{fused:?} written in place: {in_place:?}");
     compare_fused("log_grad_norms", &g, 8, 1);
     compare_fused("log_grad_norms, 2 threads", &g, 512, 2);
+}
+
 /// Kernels that differ only in where their buffers are (the steps of an unrolled loop:
 /// an LSTM's cells forward, their GEMM epilogues backward, an elementwise recurrence)
 /// share one compiled function, each call with its own buffers; the step still equals
