@@ -1076,8 +1076,14 @@ fn buckets(g: &Graph, s: &mut Schedule) {
                 && users[w].iter().all(|&u| g.nodes[u].op == Op::AllReduce || s.storage[idx(u)] == root)
         });
         if only_sums && s.materialized[idx(x)] && s.row_stride[idx(x)] == 0 {
-            s.storage[idx(v)] = root;
-            s.view_offset[idx(v)] = s.view_offset[idx(x)];
+            // The sum and its views (a reshape of it) now live in the operand's buffer.
+            let off = s.view_offset[idx(x)];
+            for w in 0..n {
+                if s.storage[w] == v {
+                    s.storage[w] = root;
+                    s.view_offset[w] += off;
+                }
+            }
         } else {
             s.storage[idx(v)] = v;
             s.view_offset[idx(v)] = 0;
@@ -1093,8 +1099,33 @@ fn buckets(g: &Graph, s: &mut Schedule) {
     for (v, node) in g.nodes.iter() {
         dep[idx(v)] = (node.op == Op::AllReduce && late(v)) || node.args.iter().any(|a| dep[idx(*a)]);
     }
-    let (before, after): (Vec<Kernel>, Vec<Kernel>) =
-        std::mem::take(&mut s.kernels).into_iter().partition(|k| !k.outs().iter().any(|o| dep[idx(*o)]));
+    // A kernel moves when it computes something that depends on a late sum, or when it
+    // reads what a moved kernel writes, or writes what a moved kernel reads (a
+    // multi-output kernel computes values of both kinds: whatever reads its other
+    // outputs moves with it).
+    let mut moved_writes = std::collections::HashSet::new();
+    let mut moved_reads = std::collections::HashSet::new();
+    let mut moves = Vec::with_capacity(s.kernels.len());
+    for k in &s.kernels {
+        let outs: Vec<Value> = k.outs().iter().map(|o| s.storage[idx(*o)]).collect();
+        let read = reads(g, s, k);
+        let m = k.outs().iter().any(|o| dep[idx(*o)])
+            || read.iter().any(|r| moved_writes.contains(r))
+            || outs.iter().any(|o| moved_reads.contains(o) || moved_writes.contains(o));
+        if m {
+            moved_writes.extend(outs);
+            moved_reads.extend(read);
+        }
+        moves.push(m);
+    }
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (k, m) in std::mem::take(&mut s.kernels).into_iter().zip(moves) {
+        if m {
+            after.push(k);
+        } else {
+            before.push(k);
+        }
+    }
     let kernels: Vec<Kernel> = before.into_iter().chain(after).collect();
     // Where each sum's operand is last written (-1: before every kernel).
     let written_at = |x: Value| -> i64 {

@@ -87,6 +87,9 @@ const CNN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer f = Dense(4 *
 const CNN_BN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4)\n \
                       layer f = Dense(4 * 4 * 4, 10)\n \
                       h = maxpool2d(relu(n(c(reshape(x, [-1, 1, 8, 8])))), 2)\n output logits = f(flatten(h))";
+const CNN_SYNC_BN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4, sync = true)\n \
+                           layer f = Dense(4 * 4 * 4, 10)\n \
+                           h = n(maxpool2d(relu(c(reshape(x, [-1, 1, 8, 8]))), 2))\n output logits = f(flatten(h))";
 const LSTM: &str = " layer l = LSTM(8, 16)\n layer f = Dense(16, 10)\n output logits = f(l(reshape(x, [-1, 8, 8])))";
 
 /// The tolerance of a distributed run against one process, relative to each tensor's
@@ -201,3 +204,21 @@ fn overlap_changes_no_result() {
         assert_eq!(t.floats(), without.get(k).and_then(|u| u.floats()), "`{k}` differs with and without overlap");
     }
 }
+
+/// Synchronized batch norm (`BatchNorm(n, sync = true)`, after the pooling so that the
+/// convolution's bias has a gradient that is not zero up to rounding): the batch
+/// statistics and the backward pass's gradient terms are summed over the ranks, so two ranks normalize with
+/// the global batch's statistics and end with the one-process run's parameters and
+/// running statistics (which per-rank statistics do not: the test above).
+#[test]
+fn sync_batch_norm_on_two_ranks_equals_one_process() {
+    same_as_one_process(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)", "sync-bn");
+    let one = run(&digits(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)"), "sync-bn-1b", 0, false);
+    let two = run(&digits(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)"), "sync-bn-2b", 2, true);
+    let (a, b) = (one.get("n.var").and_then(|t| t.floats()), two.get("n.var").and_then(|t| t.floats()));
+    let (a, b) = (a.expect("n.var"), b.expect("n.var"));
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!((x - y).abs() <= TOL * x.abs().max(1.0), "running variance {x} (one process) against {y} (two ranks)");
+    }
+}
+

@@ -822,3 +822,24 @@ fn normal_like_and_reversed_slices_equal_the_interpreter() {
     assert!(worst <= 4.0 * f64::from(f32::EPSILON), "relative error {worst}");
     assert_eq!(exe.output("f").expect("f").to_vec(), want.get(g.outputs[1].1).floats().to_vec());
 }
+
+/// `sum_over_ranks` (`Op::AllReduce`) in one process is the identity: the synchronized
+/// batch norm's statistics and their gradients, and the collectives' in-place buffers,
+/// through fusion's buckets, on the JIT as in the interpreter.
+#[test]
+fn sync_batch_norm_in_one_process() {
+    let p = program(
+        "sync.nn",
+        "model M {\n input x: [B, 64]\n input y: i32[B]\n layer c = Conv2d(1, 4, 3, padding = 1)\n \
+         layer n = BatchNorm(4, sync = true)\n layer f = Dense(4 * 4 * 4, 10)\n \
+         h = n(maxpool2d(relu(c(reshape(x, [-1, 1, 8, 8]))), 2))\n output logits = f(flatten(h))\n \
+         loss = cross_entropy(logits, y)\n}\n",
+    );
+    compare_program("sync batch norm", &p, 8, 64);
+    let mut settings = nnc::settings::TrainSettings::default();
+    settings.optimizer.name = "adam".into();
+    let step = with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"));
+    for b in [8, 29, 64] {
+        compare(&format!("sync batch norm: adam step at {b}"), &step, b);
+    }
+}
