@@ -1068,7 +1068,8 @@ fn buckets(g: &Graph, s: &mut Schedule) {
     for &v in &sums {
         let x = g.nodes[v].args[0];
         let root = s.storage[idx(x)];
-        let sharing: Vec<usize> = (0..n).filter(|&w| s.materialized[w] && s.storage[w] == root && w != idx(v)).collect();
+        let sharing: Vec<usize> =
+            (0..n).filter(|&w| s.materialized[w] && s.storage[w] == root && w != idx(v)).collect();
         let only_sums = sharing.iter().all(|&w| {
             !pinned[w]
                 && !matches!(g.nodes[Value::from_u32(w as u32)].op, Op::Input(_) | Op::Param(_) | Op::State(_))
@@ -1130,10 +1131,7 @@ fn buckets(g: &Graph, s: &mut Schedule) {
     // Where each sum's operand is last written (-1: before every kernel).
     let written_at = |x: Value| -> i64 {
         let root = s.storage[idx(x)];
-        kernels
-            .iter()
-            .rposition(|k| k.outs().iter().any(|o| s.storage[idx(*o)] == root))
-            .map_or(-1, |p| p as i64)
+        kernels.iter().rposition(|k| k.outs().iter().any(|o| s.storage[idx(*o)] == root)).map_or(-1, |p| p as i64)
     };
     // Buckets follow the sums' order in the graph (the order their gradients are
     // computed in), not the schedule, so that ranks whose shards differ in size (and whose

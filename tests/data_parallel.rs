@@ -221,4 +221,3 @@ fn sync_batch_norm_on_two_ranks_equals_one_process() {
         assert!((x - y).abs() <= TOL * x.abs().max(1.0), "running variance {x} (one process) against {y} (two ranks)");
     }
 }
-

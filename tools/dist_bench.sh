@@ -20,7 +20,7 @@ done
 one() { # workload run-name env-or-"-" ranks(0: no mpirun) extra flags...
     local w=$1 name=$2 env=$3 np=$4
     shift 4
-    local cmd=("$nnc" train "$tmp/$w.nn" --out "$tmp/out-$w-$name" "$@")
+    local cmd=("$nnc" train "$tmp/$w.nn" --out "$tmp/out-$w-$name-$r" "$@")
     if [ "$np" -gt 0 ]; then cmd=(mpirun -np "$np" "${cmd[@]}" --distributed); fi
     if [ "$env" != "-" ]; then cmd=(env "$env" "${cmd[@]}"); fi
     local out sps note

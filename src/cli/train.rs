@@ -75,7 +75,9 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
     let rank = world.rank();
     let timeout = std::time::Duration::from_secs(a.collective_timeout.max(1));
     let comm = world.communicator(timeout, Box::new(|m: &str| errln!("error: {m}")));
-    let dist = crate::train::trainer::Distributed { comm: Box::new(comm), check_params: a.check_params,
+    let dist = crate::train::trainer::Distributed {
+        comm: Box::new(comm),
+        check_params: a.check_params,
         overlap: !a.no_overlap,
     };
     let code = run_rank(a, opts, jit, rank, Some(dist));

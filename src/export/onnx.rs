@@ -713,7 +713,9 @@ impl<'g> Exporter<'g> {
             }
             Op::Col2im { .. } => return Err(self.unsupported(v, "col2im (the adjoint of im2col) is not exported")),
             Op::AllReduce => {
-                return Err(self.unsupported(v, "a sum over data-parallel ranks belongs to a training step, not an eval graph"))
+                return Err(
+                    self.unsupported(v, "a sum over data-parallel ranks belongs to a training step, not an eval graph")
+                )
             }
             Op::Unary(u) => {
                 let x = self.full(node.args[0])?;

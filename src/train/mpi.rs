@@ -6,9 +6,9 @@
 
 use super::distributed::Communicator;
 use crate::codegen::host::Bucket;
-use ::mpi::raw::AsRaw as _;
 use ::mpi::collective::SystemOperation;
 use ::mpi::environment::{Threading, Universe};
+use ::mpi::raw::AsRaw as _;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::{Communicator as _, CommunicatorCollectives as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +138,8 @@ impl Communicator for Mpi {
         }
         for i in 0..bufs.len() {
             let Some((p, n)) = bufs.buffer(i) else { continue };
-            let count = i32::try_from(n).map_err(|_| format!("a gradient of {n} values is too large for one MPI call"))?;
+            let count =
+                i32::try_from(n).map_err(|_| format!("a gradient of {n} values is too large for one MPI call"))?;
             if self.used == self.sends.len() {
                 self.sends.push(Vec::new());
             }

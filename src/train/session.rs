@@ -883,17 +883,10 @@ impl Session {
                     e.set_scalar(i, hv[k] as f32)?;
                 }
             }
-            let model_states: Vec<(usize, Vec<f32>)> = if local.is_empty() {
-                (0..model_state_count).map(|i| (i, e.state(i))).collect()
-            } else {
-                Vec::new()
-            };
-            let mut hook = distributed::Hook {
-                comm: d.comm.as_mut(),
-                overlap: d.overlap,
-                error: None,
-                times: Default::default(),
-            };
+            let model_states: Vec<(usize, Vec<f32>)> =
+                if local.is_empty() { (0..model_state_count).map(|i| (i, e.state(i))).collect() } else { Vec::new() };
+            let mut hook =
+                distributed::Hook { comm: d.comm.as_mut(), overlap: d.overlap, error: None, times: Default::default() };
             // Each rank draws its own dropout masks.
             e.run_with(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), step, &mut hook)?;
             d.times.sum_start += hook.times.start;
