@@ -383,6 +383,9 @@ fn vjp(b: &mut Builder, g: &Graph, v: Value, k: usize, gv: Value) -> Result<Opti
         }
         // reshape: reshape g back.
         Op::Reshape { .. } => b.reshape(gv, g.ty(x).shape.clone())?,
+        // y_r = sum over ranks s of x_s: dL/dx_r = sum over s of dL/dy_s, the same
+        // collective on the output gradient (each rank's loss is its share of the total).
+        Op::AllReduce => b.push(Op::AllReduce, vec![gv], None)?,
         // transpose: transpose g by the inverse permutation.
         Op::Transpose { perm } => {
             let mut inv = vec![0u32; perm.len()];

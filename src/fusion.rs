@@ -90,6 +90,12 @@ pub enum Kernel {
     Rows { rows: usize, parts: Vec<Kernel> },
     /// A data-movement or generator op run by a host routine over the arena.
     Host { out: Value },
+    /// A collective over the ranks of a data-parallel run, for the `Op::AllReduce` nodes
+    /// `values` (bucket `bucket`, `buckets`). The start (`wait` false) begins summing the
+    /// values in place: each is a view of its operand's buffer, or has its own buffer
+    /// that the operand is copied into first. The wait returns when the bucket's sums
+    /// are done; nothing reads or writes the buffers in between.
+    Collective { values: Vec<Value>, bucket: u32, wait: bool },
 }
 
 impl Kernel {
@@ -101,6 +107,7 @@ impl Kernel {
             Kernel::MatMul { out, epilogue, .. } => {
                 [*out].into_iter().chain(epilogue.iter().flat_map(|e| e.outs())).collect()
             }
+            Kernel::Collective { values, .. } => values.clone(),
             k => vec![k.out()],
         }
     }
@@ -115,6 +122,7 @@ impl Kernel {
             | Kernel::Permute { out, .. }
             | Kernel::Host { out } => *out,
             Kernel::Rows { parts, .. } => parts.last().map_or(Value::from_u32(0), |p| p.out()),
+            Kernel::Collective { values, .. } => values.first().copied().unwrap_or(Value::from_u32(0)),
         }
     }
 }
@@ -632,6 +640,7 @@ pub fn fuse_with(g: &Graph, opts: &Options) -> Result<Schedule, String> {
     tile_epilogues(g, &mut sched, opts.updates_in_epilogues);
     row_groups(g, &mut sched);
     early_updates(g, &mut sched);
+    buckets(g, &mut sched);
     Ok(sched)
 }
 
@@ -795,6 +804,15 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
             }
         }
         Kernel::Rows { .. } => {}
+        Kernel::Collective { values, wait, .. } => {
+            for &v in values {
+                if *wait {
+                    add(v);
+                } else {
+                    add(g.nodes[v].args[0]);
+                }
+            }
+        }
         Kernel::Host { out: o } => {
             for &a in &g.nodes[*o].args {
                 if s.materialized[a.as_u32() as usize] {
@@ -1164,6 +1182,173 @@ fn early_updates(g: &Graph, s: &mut Schedule) {
     }
     let mut slots: Vec<Option<Kernel>> = std::mem::take(&mut s.kernels).into_iter().map(Some).collect();
     s.kernels = order.into_iter().filter_map(|k| slots[k].take()).collect();
+}
+
+/// Gradient bytes per allreduce bucket: a bucket's sum starts when its last gradient
+/// is written. Smaller buckets start earlier and overlap more of the backward pass, but
+/// cost one collective call (and its latency) each.
+pub const BUCKET_BYTES: usize = 256 * 1024;
+
+/// Places the collectives of `Op::AllReduce` nodes (a data-parallel step's gradient
+/// sums, `train::distributed`). Each sum runs in place in its operand's buffer when the
+/// operand (and every value sharing its buffer) is read only by sums; else it gets a
+/// buffer of its own that the operand is copied into. The *late* sums (those no other
+/// sum depends on: the gradients) are grouped into buckets of about `BUCKET_BYTES` in the
+/// order their operands are written; every kernel that depends on a late sum (the
+/// optimizer update, clipping) moves after every kernel that does not (the backward
+/// pass), keeping its order. A bucket's start runs right after its last operand is
+/// written, its wait right before the first kernel that reads one of its sums, so the
+/// communication of early buckets overlaps the rest of the backward pass. Other sums
+/// (synchronized batch statistics inside the forward and backward pass) are buckets of
+/// their own, started after their operand and waited for before their first reader.
+fn buckets(g: &Graph, s: &mut Schedule) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let is_ar = |k: &Kernel| matches!(k, Kernel::Host { out } if g.nodes[*out].op == Op::AllReduce);
+    if !s.kernels.iter().any(is_ar) {
+        return;
+    }
+    let n = g.len();
+    let mut users: Vec<Vec<Value>> = vec![Vec::new(); n];
+    for (v, node) in g.nodes.iter() {
+        for a in &node.args {
+            users[idx(*a)].push(v);
+        }
+    }
+    let mut pinned = vec![false; n];
+    for v in g
+        .outputs
+        .iter()
+        .map(|(_, v)| *v)
+        .chain(g.loss)
+        .chain(g.params.iter().filter_map(|p| p.update))
+        .chain(g.states.iter().filter_map(|st| st.update))
+    {
+        pinned[idx(v)] = true;
+    }
+    let sums: Vec<Value> = s.kernels.iter().filter(|k| is_ar(k)).map(|k| k.out()).collect();
+    s.kernels.retain(|k| !is_ar(k));
+    // In place or copied.
+    for &v in &sums {
+        let x = g.nodes[v].args[0];
+        let root = s.storage[idx(x)];
+        let sharing: Vec<usize> =
+            (0..n).filter(|&w| s.materialized[w] && s.storage[w] == root && w != idx(v)).collect();
+        let only_sums = sharing.iter().all(|&w| {
+            !pinned[w]
+                && !matches!(g.nodes[Value::from_u32(w as u32)].op, Op::Input(_) | Op::Param(_) | Op::State(_))
+                && s.row_stride[w] == 0
+                && users[w].iter().all(|&u| g.nodes[u].op == Op::AllReduce || s.storage[idx(u)] == root)
+        });
+        if only_sums && s.materialized[idx(x)] && s.row_stride[idx(x)] == 0 {
+            // The sum and its views (a reshape of it) now live in the operand's buffer.
+            let off = s.view_offset[idx(x)];
+            for w in 0..n {
+                if s.storage[w] == v {
+                    s.storage[w] = root;
+                    s.view_offset[w] += off;
+                }
+            }
+        } else {
+            s.storage[idx(v)] = v;
+            s.view_offset[idx(v)] = 0;
+        }
+    }
+    // Late sums, and what depends on them.
+    let mut feeds_sum = vec![false; n];
+    for (v, _) in g.nodes.iter().rev() {
+        feeds_sum[idx(v)] = users[idx(v)].iter().any(|&u| g.nodes[u].op == Op::AllReduce || feeds_sum[idx(u)]);
+    }
+    let late = |v: Value| !feeds_sum[idx(v)];
+    let mut dep = vec![false; n];
+    for (v, node) in g.nodes.iter() {
+        dep[idx(v)] = (node.op == Op::AllReduce && late(v)) || node.args.iter().any(|a| dep[idx(*a)]);
+    }
+    // A kernel moves when it computes something that depends on a late sum, or when it
+    // reads what a moved kernel writes, or writes what a moved kernel reads (a
+    // multi-output kernel computes values of both kinds: whatever reads its other
+    // outputs moves with it).
+    let mut moved_writes = std::collections::HashSet::new();
+    let mut moved_reads = std::collections::HashSet::new();
+    let mut moves = Vec::with_capacity(s.kernels.len());
+    for k in &s.kernels {
+        let outs: Vec<Value> = k.outs().iter().map(|o| s.storage[idx(*o)]).collect();
+        let read = reads(g, s, k);
+        let m = k.outs().iter().any(|o| dep[idx(*o)])
+            || read.iter().any(|r| moved_writes.contains(r))
+            || outs.iter().any(|o| moved_reads.contains(o) || moved_writes.contains(o));
+        if m {
+            moved_writes.extend(outs);
+            moved_reads.extend(read);
+        }
+        moves.push(m);
+    }
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (k, m) in std::mem::take(&mut s.kernels).into_iter().zip(moves) {
+        if m {
+            after.push(k);
+        } else {
+            before.push(k);
+        }
+    }
+    let kernels: Vec<Kernel> = before.into_iter().chain(after).collect();
+    // Where each sum's operand is last written (-1: before every kernel).
+    let written_at = |x: Value| -> i64 {
+        let root = s.storage[idx(x)];
+        kernels.iter().rposition(|k| k.outs().iter().any(|o| s.storage[idx(*o)] == root)).map_or(-1, |p| p as i64)
+    };
+    // Buckets follow the sums' order in the graph (the order their gradients are
+    // computed in), not the schedule, so that ranks whose shards differ in size (and whose
+    // schedules may differ) start the same buckets in the same order; a bucket starts
+    // after its last operand is written and never before the previous bucket.
+    let mut in_order = sums.clone();
+    in_order.sort_by_key(|v| v.as_u32());
+    let mut groups: Vec<(i64, Vec<Value>)> = Vec::new();
+    let mut open: Option<(i64, Vec<Value>, usize)> = None;
+    let mut at = -1i64;
+    for &v in &in_order {
+        let p = written_at(g.nodes[v].args[0]);
+        if !late(v) {
+            at = at.max(p);
+            groups.push((at, vec![v]));
+            continue;
+        }
+        let bytes = 4 * g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).product::<usize>();
+        let (q, mut vals, mut size) = open.take().unwrap_or((at, Vec::new(), 0));
+        let q = q.max(p);
+        vals.push(v);
+        size += bytes;
+        if size >= BUCKET_BYTES {
+            at = q;
+            groups.push((q, vals));
+        } else {
+            open = Some((q, vals, size));
+        }
+    }
+    if let Some((q, vals, _)) = open {
+        groups.push((q, vals));
+    }
+    // Each wait goes before the first kernel after its start that reads one of its sums.
+    let mut starts: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
+    let mut waits: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
+    for (b, (p, values)) in groups.into_iter().enumerate() {
+        let roots: Vec<Value> = values.iter().map(|&v| s.storage[idx(v)]).collect();
+        let from = (p + 1) as usize;
+        let reader = (from..kernels.len())
+            .find(|&k| reads(g, s, &kernels[k]).iter().any(|r| roots.contains(r)))
+            .unwrap_or(kernels.len());
+        starts[from].push(Kernel::Collective { values: values.clone(), bucket: b as u32, wait: false });
+        waits[reader].push(Kernel::Collective { values, bucket: b as u32, wait: true });
+    }
+    let mut out = Vec::with_capacity(kernels.len() + 2 * starts.len());
+    for (i, k) in kernels.into_iter().enumerate() {
+        out.append(&mut starts[i]);
+        out.append(&mut waits[i]);
+        out.push(k);
+    }
+    let last = starts.len() - 1;
+    out.append(&mut starts[last]);
+    out.append(&mut waits[last]);
+    s.kernels = out;
 }
 
 /// The rows of a kernel that can be a part of a row group: an elementwise kernel's loop
@@ -1584,5 +1769,20 @@ pub fn describe(g: &Graph, s: &Schedule, k: &Kernel) -> String {
             format!("rows [{rows}], row by row:{}", parts.concat())
         }
         Kernel::Host { out } => format!("host {} {out} <- {:?}", g.nodes[*out].op.name(), g.nodes[*out].args),
+        Kernel::Collective { values, bucket, wait } => {
+            let vs: Vec<String> = values
+                .iter()
+                .map(|&v| {
+                    let x = g.nodes[v].args[0];
+                    let how = if s.storage[v.as_u32() as usize] == v { "copied" } else { "in place" };
+                    format!("{v} <- {x} ({how})")
+                })
+                .collect();
+            if *wait {
+                format!("wait for allreduce bucket {bucket}: {}", vs.join(", "))
+            } else {
+                format!("start allreduce bucket {bucket}: {}", vs.join(", "))
+            }
+        }
     }
 }

@@ -32,11 +32,16 @@ fn out_dir(name: &str) -> PathBuf {
 /// Trains `src` on `ranks` threads (one process when `ranks` is 0) and returns rank 0's
 /// last checkpoint.
 fn run(src: &str, name: &str, ranks: usize, check: bool) -> TensorMap {
-    run_report(src, name, ranks, check).0
+    run_report(src, name, ranks, check, true).0
+}
+
+/// `run` with the overlap of sums and backward on or off.
+fn run_overlap(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -> TensorMap {
+    run_report(src, name, ranks, check, overlap).0
 }
 
 /// `run`, with rank 0's report (its test metrics) and its metrics.csv.
-fn run_report(src: &str, name: &str, ranks: usize, check: bool) -> (TensorMap, Report, String) {
+fn run_report(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -> (TensorMap, Report, String) {
     let p = program(src);
     let dir = out_dir(name);
     let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: src.into() };
@@ -50,7 +55,7 @@ fn run_report(src: &str, name: &str, ranks: usize, check: bool) -> (TensorMap, R
                 let (p, opts, base) = (p.clone(), opts.clone(), base.clone());
                 std::thread::spawn(move || {
                     let rank = c.rank();
-                    let d = Distributed { comm: Box::new(c), check_params: check };
+                    let d = Distributed { comm: Box::new(c), check_params: check, overlap };
                     train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| {}, Some(d))
                         .map_err(|e| format!("rank {rank}: {e}"))
                 })
@@ -96,6 +101,9 @@ const CNN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer f = Dense(4 *
 const CNN_BN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4)\n \
                       layer f = Dense(4 * 4 * 4, 10)\n \
                       h = maxpool2d(relu(n(c(reshape(x, [-1, 1, 8, 8])))), 2)\n output logits = f(flatten(h))";
+const CNN_SYNC_BN: &str = " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4, sync = true)\n \
+                           layer f = Dense(4 * 4 * 4, 10)\n \
+                           h = n(maxpool2d(relu(c(reshape(x, [-1, 1, 8, 8]))), 2))\n output logits = f(flatten(h))";
 const LSTM: &str = " layer l = LSTM(8, 16)\n layer f = Dense(16, 10)\n output logits = f(l(reshape(x, [-1, 8, 8])))";
 
 /// The tolerance of a distributed run against one process, relative to each tensor's
@@ -237,8 +245,8 @@ fn columns(log: &str) -> Vec<(String, Vec<f64>)> {
 #[test]
 fn metrics_of_two_ranks_equal_one_process() {
     let src = digits(MLP, "optimizer = adam(lr = 1e-3)  l2 = 1e-4").replace("[0.8, 0.2]", "[0.6, 0.2, 0.2]");
-    let (_, r1, log1) = run_report(&src, "metrics-1", 0, false);
-    let (_, r2, log2) = run_report(&src, "metrics-2", 2, true);
+    let (_, r1, log1) = run_report(&src, "metrics-1", 0, false, true);
+    let (_, r2, log2) = run_report(&src, "metrics-2", 2, true, true);
     let (c1, c2) = (columns(&log1), columns(&log2));
     let names: Vec<&str> = c1.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(names, c2.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>());
@@ -438,5 +446,73 @@ fn pruned_trials_over_ranks_equal_one_process() {
         for (rank, r) in search(&file, 1, 3).into_iter().enumerate() {
             assert_same_search(&one, &r.expect("distributed search"), rank);
         }
+    }
+}
+
+/// The gradient sums overlap the backward pass: the MLP's step (784-512-256-10, 2.1 MB of
+/// gradients) has several buckets; the first starts before the backward pass's last
+/// matrix product (the first layer's weight gradient) and is waited for after it; every
+/// wait follows its start, and the update reads no sum before its wait. (`Local` fills
+/// started buffers with NaN until their wait, so the equality tests above also check that
+/// nothing touches a gradient while its sum is in flight.)
+#[test]
+fn gradient_sums_start_during_the_backward_pass() {
+    use nnc::fusion::Kernel;
+    let src = "model M {\n input x: [B, 784]\n input y: i32[B]\n layer a = Dense(784, 512)\n \
+               layer b = Dense(512, 256)\n layer c = Dense(256, 10)\n output logits = c(relu(b(relu(a(x)))))\n \
+               loss = cross_entropy(logits, y)\n train { optimizer = adam(lr = 1e-3)  batch = 64 }\n}\n";
+    let p = program(src);
+    let g = nnc::train::update::distributed_step_graph(&p.train, &p.settings).expect("step graph");
+    let g = nnc::runtime::executable::concrete(&g, 32).expect("batch bound");
+    let (g, s, _) = nnc::runtime::executable::prepare(&g).expect("scheduled");
+    let at = |bucket: u32, wait: bool| {
+        s.kernels
+            .iter()
+            .position(|k| matches!(k, Kernel::Collective { bucket: b, wait: w, .. } if *b == bucket && *w == wait))
+    };
+    let buckets = s.kernels.iter().filter(|k| matches!(k, Kernel::Collective { wait: false, .. })).count() as u32;
+    assert!(buckets >= 2, "the MLP's 2.1 MB of gradients make several buckets, not {buckets}");
+    for b in 0..buckets {
+        let (start, wait) = (at(b, false).expect("a start"), at(b, true).expect("a wait"));
+        assert!(start < wait, "bucket {b} starts at kernel {start} and is waited for at {wait}");
+    }
+    let (start0, wait0) = (at(0, false).unwrap_or(0), at(0, true).unwrap_or(0));
+    let products_in_flight = s.kernels[start0..wait0].iter().filter(|k| matches!(k, Kernel::MatMul { .. })).count();
+    assert!(products_in_flight >= 1, "no matrix product runs while bucket 0 is summed");
+    // Every sum in place: no gradient is copied.
+    let sums: Vec<_> = g.nodes.iter().filter(|(_, n)| n.op == nnc::ir::Op::AllReduce).map(|(v, _)| v).collect();
+    assert_eq!(sums.len(), 6);
+    for v in sums {
+        let x = g.nodes[v].args[0];
+        assert_eq!(s.storage[v.as_u32() as usize], s.storage[x.as_u32() as usize], "{v} is summed in place");
+    }
+}
+
+/// Overlap changes when the sums run, not what they compute: the same two-rank run with
+/// every bucket summed, blocking, at its start ends with the same bits.
+#[test]
+fn overlap_changes_no_result() {
+    let src = digits(MLP, "optimizer = adam(lr = 1e-3)  clip_norm = 1");
+    let with = run_overlap(&src, "overlap-on", 2, true, true);
+    let without = run_overlap(&src, "overlap-off", 2, true, false);
+    for (k, t) in &with {
+        assert_eq!(t.floats(), without.get(k).and_then(|u| u.floats()), "`{k}` differs with and without overlap");
+    }
+}
+
+/// Synchronized batch norm (`BatchNorm(n, sync = true)`, after the pooling so that the
+/// convolution's bias has a gradient that is not zero up to rounding): the batch
+/// statistics and the backward pass's gradient terms are summed over the ranks, so two ranks normalize with
+/// the global batch's statistics and end with the one-process run's parameters and
+/// running statistics (which per-rank statistics do not: the test above).
+#[test]
+fn sync_batch_norm_on_two_ranks_equals_one_process() {
+    same_as_one_process(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)", "sync-bn");
+    let one = run(&digits(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)"), "sync-bn-1b", 0, false);
+    let two = run(&digits(CNN_SYNC_BN, "optimizer = adam(lr = 1e-3)"), "sync-bn-2b", 2, true);
+    let (a, b) = (one.get("n.var").and_then(|t| t.floats()), two.get("n.var").and_then(|t| t.floats()));
+    let (a, b) = (a.expect("n.var"), b.expect("n.var"));
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!((x - y).abs() <= TOL * x.abs().max(1.0), "running variance {x} (one process) against {y} (two ranks)");
     }
 }

@@ -107,6 +107,16 @@ fn cnn_and_lstm_on_two_ranks_equal_one_process() {
         "optimizer = adam(lr = 1e-3)",
     );
     same_as_one_process(&lstm, "lstm", &[]);
+    // Synchronized batch norm: statistics and their gradients summed over the ranks
+    // inside the step (MPI_Iallreduce from the step's bucket kernels).
+    let sync = write_model(
+        "sync-bn",
+        " layer c = Conv2d(1, 4, 3, padding = 1)\n layer n = BatchNorm(4, sync = true)\n \
+         layer f = Dense(4 * 4 * 4, 10)\n h = n(maxpool2d(relu(c(reshape(x, [-1, 1, 8, 8]))), 2))\n \
+         output logits = f(flatten(h))",
+        "optimizer = adam(lr = 1e-3)",
+    );
+    same_as_one_process(&sync, "sync-bn", &[]);
 }
 
 /// Per-rank batch norm: the ranks stay equal (`--check-params` every epoch) and the job

@@ -968,3 +968,24 @@ fn kernels_differing_only_in_buffers_share_code() {
     }
     compare_program("shared kernels", &p, 3, 4200);
 }
+
+/// `sum_over_ranks` (`Op::AllReduce`) in one process is the identity: the synchronized
+/// batch norm's statistics and their gradients, and the collectives' in-place buffers,
+/// through fusion's buckets, on the JIT as in the interpreter.
+#[test]
+fn sync_batch_norm_in_one_process() {
+    let p = program(
+        "sync.nn",
+        "model M {\n input x: [B, 64]\n input y: i32[B]\n layer c = Conv2d(1, 4, 3, padding = 1)\n \
+         layer n = BatchNorm(4, sync = true)\n layer f = Dense(4 * 4 * 4, 10)\n \
+         h = n(maxpool2d(relu(c(reshape(x, [-1, 1, 8, 8]))), 2))\n output logits = f(flatten(h))\n \
+         loss = cross_entropy(logits, y)\n}\n",
+    );
+    compare_program("sync batch norm", &p, 8, 64);
+    let mut settings = nnc::settings::TrainSettings::default();
+    settings.optimizer.name = "adam".into();
+    let step = with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"));
+    for b in [8, 29, 64] {
+        compare(&format!("sync batch norm: adam step at {b}"), &step, b);
+    }
+}

@@ -189,6 +189,25 @@ impl Writer {
                 self.slot(*dst);
                 self.f32s(values);
             }
+            // (Built libraries run eval graphs, which sum over no ranks; the copies keep
+            // the step's meaning in one process all the same.)
+            HostOp::CollectiveStart { bucket, copies, bufs } => {
+                self.u8(11);
+                self.u32(*bucket);
+                self.usize(copies.len());
+                for (a, b) in copies {
+                    self.slot(*a);
+                    self.slot(*b);
+                }
+                self.usize(bufs.len());
+                for b in bufs {
+                    self.slot(*b);
+                }
+            }
+            HostOp::CollectiveWait { bucket } => {
+                self.u8(12);
+                self.u32(*bucket);
+            }
         }
     }
 
@@ -409,6 +428,12 @@ impl<'a> Reader<'a> {
             8 => HostOp::Rand { dst: self.slot()?, stream: self.u32()? },
             9 => HostOp::Copy { src: self.slot()?, dst: self.slot()? },
             10 => HostOp::Const { dst: self.slot()?, values: self.f32s()? },
+            11 => HostOp::CollectiveStart {
+                bucket: self.u32()?,
+                copies: self.list(|r| Ok((r.slot()?, r.slot()?)))?,
+                bufs: self.list(|r| r.slot())?,
+            },
+            12 => HostOp::CollectiveWait { bucket: self.u32()? },
             t => return Err(format!("the model blob holds an unknown host kernel {t}")),
         })
     }

@@ -195,6 +195,7 @@ unsafe fn run(m: &Loaded, key: usize, inputs: *const *const c_void, batch: i64, 
             step: 0,
             tables: &step.tables,
             workspace: bufs.workspace.ptr(),
+            collective: std::ptr::null_mut(),
         };
         {
             let _ftz = crate::codegen::fp::FlushDenormals::new();

@@ -45,6 +45,11 @@ pub struct Args {
     /// seconds for the other ranks (a rank that died).
     #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "distributed")]
     pub collective_timeout: u64,
+    /// With --distributed: sum each gradient bucket, blocking, as soon as it is complete
+    /// instead of overlapping the sums with the rest of the backward pass (the same
+    /// arithmetic; for measuring what the overlap hides).
+    #[arg(long, requires = "distributed")]
+    pub no_overlap: bool,
 }
 
 /// Whether `dir` holds a run (a checkpoint or a log).
@@ -70,7 +75,11 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
     let rank = world.rank();
     let timeout = std::time::Duration::from_secs(a.collective_timeout.max(1));
     let comm = world.communicator(Some(timeout), Box::new(|m: &str| errln!("error: {m}")));
-    let dist = crate::train::trainer::Distributed { comm: Box::new(comm), check_params: a.check_params };
+    let dist = crate::train::trainer::Distributed {
+        comm: Box::new(comm),
+        check_params: a.check_params,
+        overlap: !a.no_overlap,
+    };
     let code = run_rank(a, opts, jit, rank, Some(dist));
     // An error on one rank ends every rank, rather than leaving them waiting in a
     // collective.

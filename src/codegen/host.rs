@@ -84,6 +84,50 @@ pub enum HostOp {
         dst: Slot,
         values: Vec<f32>,
     },
+    /// Starts summing `bufs` over the ranks of a data-parallel run, in place, as bucket
+    /// `bucket` (`Kernel::Collective`), after the copies (src, dst) of operands that
+    /// could not be summed in their own buffers. Without a `Collective` (one process):
+    /// the copies only.
+    CollectiveStart {
+        bucket: u32,
+        copies: Vec<(Slot, Slot)>,
+        bufs: Vec<Slot>,
+    },
+    /// Waits until bucket `bucket`'s sums are done.
+    CollectiveWait {
+        bucket: u32,
+    },
+}
+
+/// The buffers of one bucket of sums, in the arena of the running step.
+#[derive(Clone, Copy)]
+pub struct Bucket<'a> {
+    ctx: &'a HostCtx,
+    slots: &'a [Slot],
+}
+
+impl Bucket<'_> {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+    /// Buffer `i`: its address and length in floats. It stays valid until the step
+    /// returns, and the step neither reads nor writes it before the bucket's wait.
+    pub fn buffer(&self, i: usize) -> Option<(*mut f32, usize)> {
+        self.slots.get(i).map(|&s| (ptr(self.ctx, s), s.len))
+    }
+}
+
+/// What a step's collectives call (`Executable::run_with`): the sums of a data-parallel
+/// run's `Op::AllReduce` nodes, in buckets started and waited for in the same order on
+/// every rank. Errors are kept by the implementation and read after the step.
+pub trait Collective {
+    /// Starts summing every buffer of `bufs` over the ranks, in place.
+    fn start(&mut self, bucket: u32, bufs: Bucket<'_>);
+    /// Returns when bucket `bucket`'s sums are in its buffers.
+    fn wait(&mut self, bucket: u32);
 }
 
 /// A GEMM call: `out[b] = op(a[b]) @ op(b[b])`, row-major.
@@ -146,6 +190,9 @@ pub struct HostCtx {
     /// GEMM packing space: `Tables::workspace_parts` parts of `Tables::workspace_part`
     /// floats.
     pub workspace: *mut f32,
+    /// The collectives of a data-parallel step: a `*mut &mut dyn Collective` for the
+    /// duration of one run, or null (one process: sums are the identity).
+    pub collective: *mut std::ffi::c_void,
 }
 
 pub struct Tables {
@@ -335,6 +382,24 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
         HostOp::Const { dst, values } => {
             slice(ctx, *dst).copy_from_slice(values);
         }
+        HostOp::CollectiveStart { bucket, copies, bufs } => {
+            for (src, dst) in copies {
+                let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+                d.copy_from_slice(&s[..d.len()]);
+            }
+            if !ctx.collective.is_null() {
+                // SAFETY: `Executable::run_with` points it at a live `&mut dyn Collective`.
+                let c = unsafe { &mut **(ctx.collective as *mut &mut dyn Collective) };
+                c.start(*bucket, Bucket { ctx, slots: bufs });
+            }
+        }
+        HostOp::CollectiveWait { bucket } => {
+            if !ctx.collective.is_null() {
+                // SAFETY: as above.
+                let c = unsafe { &mut **(ctx.collective as *mut &mut dyn Collective) };
+                c.wait(*bucket);
+            }
+        }
     }
 }
 
@@ -483,6 +548,27 @@ fn im2col_map(img: &[usize], w: &crate::ir::Window, patches: &[usize]) -> Vec<u3
     let mut map = vec![u32::MAX; patches.iter().product()];
     crate::ir::layout::im2col_map(img, w, patches, |o, i| map[o] = i as u32);
     map
+}
+
+/// The host kernel of a `Kernel::Collective`.
+pub fn collective_op(g: &Graph, plan: &Plan, k: &Kernel) -> Result<HostOp, String> {
+    let Kernel::Collective { values, bucket, wait } = k else {
+        return Err("internal error: not a collective kernel".into());
+    };
+    if *wait {
+        return Ok(HostOp::CollectiveWait { bucket: *bucket });
+    }
+    let slot = |v: Value| plan.slots[v.as_u32() as usize].ok_or_else(|| format!("internal error: {v} is not stored"));
+    let mut copies = Vec::new();
+    let mut bufs = Vec::new();
+    for &v in values {
+        let (x, dst) = (slot(g.nodes[v].args[0])?, slot(v)?);
+        if x != dst {
+            copies.push((x, dst));
+        }
+        bufs.push(dst);
+    }
+    Ok(HostOp::CollectiveStart { bucket: *bucket, copies, bufs })
 }
 
 /// The host kernel of a `Kernel::Host` node.

@@ -356,6 +356,10 @@ pub fn emit<M: Module>(
                 tables.host.push(host::host_op(g, plan, *out)?);
                 calls.push(Call::Host(tables.host.len() as u32 - 1));
             }
+            Kernel::Collective { .. } => {
+                tables.host.push(host::collective_op(g, plan, k)?);
+                calls.push(Call::Host(tables.host.len() as u32 - 1));
+            }
         }
         if opts.profile {
             calls.push(Call::Tick(ki as u32));

@@ -712,6 +712,11 @@ impl<'g> Exporter<'g> {
                 return Err(self.unsupported(v, "scatter-add (the adjoint of `gather`) is not exported"))
             }
             Op::Col2im { .. } => return Err(self.unsupported(v, "col2im (the adjoint of im2col) is not exported")),
+            Op::AllReduce => {
+                return Err(
+                    self.unsupported(v, "a sum over data-parallel ranks belongs to a training step, not an eval graph")
+                )
+            }
             Op::Unary(u) => {
                 let x = self.full(node.args[0])?;
                 let op = match u {

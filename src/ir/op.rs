@@ -215,6 +215,12 @@ pub enum Op {
     /// `[p f32[N, C, kh, kw, OH, OW]] -> [N, C, h, w]`: the adjoint of `Im2col`
     /// (overlapping windows add up).
     Col2im { window: Window, h: i64, w: i64 },
+    /// `[x]` f32 -> same shape: the element-wise sum of `x` over the ranks of a
+    /// data-parallel run (`train::distributed`); the identity in one process. The
+    /// gradient of a rank's input is the sum of every rank's output gradient, so the VJP
+    /// is the same collective. Never folded, merged or fused: each is one collective
+    /// call, and every rank runs the same ones in the same order.
+    AllReduce,
 }
 
 impl Op {
@@ -232,6 +238,7 @@ impl Op {
             Op::Binary(b) => b.name(),
             Op::Select => "select",
             Op::StopGradient => "stop_gradient",
+            Op::AllReduce => "allreduce",
             Op::Broadcast { .. } => "broadcast",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
@@ -292,7 +299,7 @@ pub fn infer(op: &Op, args: &[&Type], declared: Option<&Type>) -> Result<Type, S
             }
             Ok(t)
         }
-        Op::Unary(_) | Op::StopGradient => {
+        Op::Unary(_) | Op::StopGradient | Op::AllReduce => {
             expect_args(args, 1, op)?;
             expect_dtype(args[0], DType::F32, "the operand")?;
             Ok(args[0].clone())

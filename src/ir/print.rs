@@ -29,7 +29,9 @@ fn attrs(g: &Graph, op: &Op) -> String {
         Op::DimValue(d) => d.display(names).to_string(),
         Op::Iota { axis } => format!("axis={axis}"),
         Op::Rand { stream } => format!("stream={stream}"),
-        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::StopGradient | Op::MatMul | Op::Gather => String::new(),
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::StopGradient | Op::AllReduce | Op::MatMul | Op::Gather => {
+            String::new()
+        }
         Op::Broadcast { shape: s } | Op::Reshape { shape: s } => shape(s),
         Op::Transpose { perm } => format!("{perm:?}"),
         Op::Slice { axis, start, end, step } => format!("axis={axis} {start}:{end}:{step}"),

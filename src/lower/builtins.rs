@@ -32,6 +32,7 @@ pub const BUILTINS: &[&str] = &[
     "clamp",
     "where",
     "stop_gradient",
+    "sum_over_ranks",
     "reshape",
     "transpose",
     "flatten",
@@ -330,6 +331,11 @@ pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span
                 vals.push(t);
             }
             Ok(Val::Tensor(lw.push(Op::Select, vals, None, span)?))
+        }
+        "sum_over_ranks" => {
+            let b = bind(name, &args, &["x"], span)?;
+            let t = lw.f32_arg(b.req("x")?, "the argument of `sum_over_ranks`")?;
+            Ok(Val::Tensor(lw.push(Op::AllReduce, vec![t], None, span)?))
         }
         "stop_gradient" => {
             let b = bind(name, &args, &["x"], span)?;

@@ -140,6 +140,7 @@ impl Executable {
             step: 0,
             tables: &*compiled.tables,
             workspace: workspace.ptr(),
+            collective: std::ptr::null_mut(),
         });
         let t_alloc = t.elapsed().as_secs_f64();
         Ok(Executable {
@@ -235,6 +236,20 @@ impl Executable {
     /// process's team of worker threads (`codegen::team`), from whichever thread calls;
     /// while another thread's step holds the team, this one runs its parts itself.
     pub fn run(&mut self, seed: u64, step: u64) {
+        self.ctx.collective = std::ptr::null_mut();
+        self.run_inner(seed, step)
+    }
+
+    /// `run`, with the step's collectives (`Op::AllReduce`: a data-parallel step's
+    /// gradient sums) going through `collective`.
+    pub fn run_with(&mut self, seed: u64, step: u64, collective: &mut dyn codegen::host::Collective) {
+        let mut c: &mut dyn codegen::host::Collective = collective;
+        self.ctx.collective = &mut c as *mut &mut dyn codegen::host::Collective as *mut std::ffi::c_void;
+        self.run_inner(seed, step);
+        self.ctx.collective = std::ptr::null_mut();
+    }
+
+    fn run_inner(&mut self, seed: u64, step: u64) {
         self.ctx.seed = seed;
         self.ctx.step = step;
         self.ctx.arena = self.arena.ptr();

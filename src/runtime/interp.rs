@@ -85,7 +85,18 @@ impl Fingerprint {
 }
 
 /// Runs a graph. Input shapes bind the symbols; missing or mis-shaped feeds are errors.
+/// `allreduce` is the identity: one process is one rank.
 pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
+    run_with(g, feeds, &mut |_| Ok(()))
+}
+
+/// `run`, with `allreduce` summing each `Op::AllReduce` operand over the ranks of a
+/// data-parallel run in place (in graph order).
+pub fn run_with<T: Real>(
+    g: &Graph,
+    feeds: &Feeds<T>,
+    allreduce: &mut dyn FnMut(&mut [T]) -> Result<(), String>,
+) -> Result<Run<T>, String> {
     if feeds.inputs.len() != g.inputs.len() {
         return Err(format!("the graph has {} inputs, {} were given", g.inputs.len(), feeds.inputs.len()));
     }
@@ -164,6 +175,11 @@ pub fn run<T: Real>(g: &Graph, feeds: &Feeds<T>) -> Result<Run<T>, String> {
                 Tensor::f(shape, (0..n).map(|i| if c[i] != T::zero() { a[i] } else { e[i] }).collect())
             }
             Op::StopGradient => arg(0).clone(),
+            Op::AllReduce => {
+                let mut sum = fl(0).to_vec();
+                allreduce(&mut sum)?;
+                Tensor::f(shape, sum)
+            }
             Op::Broadcast { .. } => {
                 let x = arg(0);
                 let r = shape.len();

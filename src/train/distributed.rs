@@ -2,15 +2,22 @@
 //! of a global batch each rank takes, and an in-process group of communicators (threads)
 //! for embedders and tests. The MPI communicator is `train::mpi` (feature `mpi`).
 //!
-//! The step of a distributed session is split in two compiled graphs
-//! (`update::gradient_graph`, `update::update_graph`):
-//! `forward_backward` on the rank's shard; the gradients summed over ranks
-//! (`Communicator::allreduce_sum_f32`); the update, which every rank applies to the same
-//! summed gradient, so parameters stay equal on every rank. Any communicator works: an
+//! The step of a distributed session is one compiled graph
+//! (`update::distributed_step_graph`): the forward and backward pass of the rank's share
+//! of the loss, each gradient summed over ranks by an `Op::AllReduce`, and the update,
+//! which every rank applies to the same summed gradient, so parameters stay equal on
+//! every rank. Fusion groups the sums into buckets (`fusion::BUCKET_BYTES`) that start
+//! as soon as their gradients are written, in place in the step's arena, and are waited
+//! for just before the update reads them (`Communicator::start_sum`, `wait_sum`), so the
+//! communication overlaps the rest of the backward pass. Any communicator works: an
 //! embedder with its own transport implements `Communicator` and passes it to
-//! `Session::distribute`.
+//! `Session::distribute`. The two halves of the step are also public graphs
+//! (`update::gradient_graph`, `update::update_graph`) for an embedder that runs
+//! `forward_backward; allreduce; update` itself.
 
+use crate::codegen::host::{Bucket, Collective};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 /// A group of ranks that sum buffers together. Every rank calls the same collectives in
 /// the same order with buffers of the same length.
@@ -23,6 +30,82 @@ pub trait Communicator {
     fn allreduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<(), String>;
     /// The same in f64 (counts, loss sums, flags, hashes).
     fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String>;
+    /// Starts summing every buffer of `bufs` over the ranks, in place, as bucket `bucket`
+    /// of a step (the step's buckets are numbered from 0 in the order they start, the
+    /// same on every rank). The buffers stay valid and untouched by the step until
+    /// `wait_sum(bucket)` returns; the sums must be in them by then. The default sums
+    /// now, blocking (no overlap with the rest of the step).
+    fn start_sum(&mut self, bucket: u32, bufs: Bucket<'_>) -> Result<(), String> {
+        let _ = bucket;
+        for i in 0..bufs.len() {
+            if let Some((p, n)) = bufs.buffer(i) {
+                // SAFETY: a bucket's buffers are valid arena regions for the running step.
+                self.allreduce_sum_f32(unsafe { std::slice::from_raw_parts_mut(p, n) })?;
+            }
+        }
+        Ok(())
+    }
+    /// Returns when bucket `bucket`'s sums are in its buffers.
+    fn wait_sum(&mut self, bucket: u32) -> Result<(), String> {
+        let _ = bucket;
+        Ok(())
+    }
+}
+
+/// Where a step's collectives spent their time, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SumTimes {
+    /// Inside `start_sum` (with overlap off: the whole blocking sum).
+    pub start: f64,
+    /// Inside `wait_sum`: the sums not hidden behind the backward pass.
+    pub wait: f64,
+}
+
+/// A step's collectives (`codegen::host::Collective`) through a communicator: the
+/// compiled step calls it at each bucket's start and wait. With `overlap` false every
+/// bucket is summed, blocking, at its start (the measurement of what overlap hides).
+/// The first error is kept; later collectives are skipped and the step's caller reports it.
+pub struct Hook<'a> {
+    pub comm: &'a mut dyn Communicator,
+    pub overlap: bool,
+    pub error: Option<String>,
+    pub times: SumTimes,
+}
+
+impl Collective for Hook<'_> {
+    fn start(&mut self, bucket: u32, bufs: Bucket<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        let t = Instant::now();
+        let r = if self.overlap {
+            self.comm.start_sum(bucket, bufs)
+        } else {
+            let mut r = Ok(());
+            for i in 0..bufs.len() {
+                if let Some((p, n)) = bufs.buffer(i) {
+                    // SAFETY: a bucket's buffers are valid arena regions for the running step.
+                    r = r.and_then(|_| self.comm.allreduce_sum_f32(unsafe { std::slice::from_raw_parts_mut(p, n) }));
+                }
+            }
+            r
+        };
+        self.times.start += t.elapsed().as_secs_f64();
+        if let Err(e) = r {
+            self.error = Some(e);
+        }
+    }
+    fn wait(&mut self, bucket: u32) {
+        if self.error.is_some() || !self.overlap {
+            return;
+        }
+        let t = Instant::now();
+        let r = self.comm.wait_sum(bucket);
+        self.times.wait += t.elapsed().as_secs_f64();
+        if let Err(e) = r {
+            self.error = Some(e);
+        }
+    }
 }
 
 /// The rows of a global batch that rank `rank` of `size` takes: a contiguous block,
@@ -201,11 +284,15 @@ struct Shared {
 
 /// In-process communicators, one per thread of a group: an embedder's data-parallel run
 /// without MPI, and the test of the gradient arithmetic. Ranks sum in rank order, so
-/// results do not depend on timing.
+/// results do not depend on timing. A started bucket is summed at its wait, from a copy
+/// of its buffers taken at the start, and the buffers hold NaN in between: a step that
+/// read or wrote a gradient while its sum is in flight would show in its results.
 pub struct Local {
     rank: usize,
     size: usize,
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// Started buckets: (bucket, address, the buffer's values at the start).
+    pending: Vec<(u32, usize, Vec<f32>)>,
 }
 
 impl Local {
@@ -223,7 +310,7 @@ impl Local {
             }),
             Condvar::new(),
         ));
-        (0..size).map(|rank| Local { rank, size, shared: shared.clone() }).collect()
+        (0..size).map(|rank| Local { rank, size, shared: shared.clone(), pending: Vec::new() }).collect()
     }
 
     fn reduce(&mut self, buf: &[f64]) -> Result<Vec<f64>, String> {
@@ -292,6 +379,28 @@ impl Communicator for Local {
     fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String> {
         let sum = self.reduce(buf)?;
         buf.copy_from_slice(&sum);
+        Ok(())
+    }
+    fn start_sum(&mut self, bucket: u32, bufs: Bucket<'_>) -> Result<(), String> {
+        for i in 0..bufs.len() {
+            if let Some((p, n)) = bufs.buffer(i) {
+                // SAFETY: a bucket's buffers are valid arena regions for the running step.
+                let b = unsafe { std::slice::from_raw_parts_mut(p, n) };
+                self.pending.push((bucket, p as usize, b.to_vec()));
+                b.fill(f32::NAN);
+            }
+        }
+        Ok(())
+    }
+    fn wait_sum(&mut self, bucket: u32) -> Result<(), String> {
+        let mine: Vec<(u32, usize, Vec<f32>)>;
+        (mine, self.pending) = std::mem::take(&mut self.pending).into_iter().partition(|(b, _, _)| *b == bucket);
+        for (_, addr, mut values) in mine {
+            self.allreduce_sum_f32(&mut values)?;
+            // SAFETY: the buffer is the one `start_sum` was given for this bucket of the
+            // running step, which the step leaves alone until this wait returns.
+            unsafe { std::slice::from_raw_parts_mut(addr as *mut f32, values.len()) }.copy_from_slice(&values);
+        }
         Ok(())
     }
 }

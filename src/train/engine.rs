@@ -113,6 +113,24 @@ impl Engine {
             }
         }
     }
+    /// `run` for a data-parallel step: its sums (`Op::AllReduce`) go through `hook`
+    /// (the interpreter sums each one, blocking, in graph order).
+    pub fn run_with(&mut self, seed: u64, step: u64, hook: &mut super::distributed::Hook) -> Result<(), String> {
+        match self {
+            Engine::Jit(e) => e.run_with(seed, step, hook),
+            Engine::Interp { g, feeds, run } => {
+                feeds.seed = seed;
+                feeds.step = step;
+                let r = interp::run_with(g, feeds, &mut |buf| hook.comm.allreduce_sum_f32(buf))?;
+                interp::apply_updates(g, &r, feeds);
+                *run = Some(r);
+            }
+        }
+        match hook.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
     pub fn loss(&self) -> Result<f32, String> {
         match self {
             Engine::Jit(e) => e.loss(),

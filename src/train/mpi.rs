@@ -1,11 +1,15 @@
 //! The MPI communicator (feature `mpi`): rsmpi's `MPI_Allreduce` on `MPI_COMM_WORLD`,
-//! with a watchdog that aborts the job when a collective waits longer than a timeout
-//! (a rank that died or left the loop), so that no rank hangs.
+//! and `MPI_Iallreduce` for the buckets of a step's gradient sums (started without
+//! waiting, finished by `MPI_Wait`), with a watchdog that aborts the job when a
+//! collective waits longer than a timeout (a rank that died or left the loop), so that no
+//! rank hangs.
 
 use super::distributed::Communicator;
+use crate::codegen::host::Bucket;
 use ::mpi::collective::SystemOperation;
 use ::mpi::datatype::Equivalence;
 use ::mpi::environment::{Threading, Universe};
+use ::mpi::raw::AsRaw as _;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::{Communicator as _, CommunicatorCollectives as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +64,15 @@ impl World {
                 }
             });
         }
-        Mpi { world: self.universe.world(), scratch32: Vec::new(), scratch64: Vec::new(), clock }
+        Mpi {
+            world: self.universe.world(),
+            scratch32: Vec::new(),
+            scratch64: Vec::new(),
+            clock,
+            sends: Vec::new(),
+            used: 0,
+            requests: Vec::new(),
+        }
     }
     /// Ends every rank of the job (`MPI_Abort`): for an error on one rank, which the
     /// others would otherwise wait for in their next collective.
@@ -83,6 +95,13 @@ pub struct Mpi {
     scratch32: Vec<f32>,
     scratch64: Vec<f64>,
     clock: Clock,
+    /// The send buffers of started sums: a copy of each gradient (rsmpi exposes no
+    /// `MPI_IN_PLACE`; the sum is received in the gradient's own buffer). Reused step
+    /// after step: `used` of them are in flight.
+    sends: Vec<Vec<f32>>,
+    used: usize,
+    /// The started sums' requests, with their buckets.
+    requests: Vec<(u32, ::mpi::ffi::MPI_Request)>,
 }
 
 /// When the running collective began, for the watchdog.
@@ -90,6 +109,15 @@ struct Clock {
     /// Milliseconds since `start` at which the running collective began (0: none).
     since: Arc<AtomicU64>,
     start: Instant,
+}
+
+impl Clock {
+    fn enter(&self) {
+        self.since.store((self.start.elapsed().as_millis() as u64).max(1), Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.since.store(0, Ordering::SeqCst);
+    }
 }
 
 /// `MPI_Allreduce` with `MPI_SUM` of `buf` in place (through a copy in `scratch`, which
@@ -102,9 +130,9 @@ fn allreduce_sum<T: Equivalence + Copy>(
 ) {
     scratch.clear();
     scratch.extend_from_slice(buf);
-    clock.since.store((clock.start.elapsed().as_millis() as u64).max(1), Ordering::SeqCst);
+    clock.enter();
     world.all_reduce_into(&scratch[..], buf, SystemOperation::sum());
-    clock.since.store(0, Ordering::SeqCst);
+    clock.leave();
 }
 
 impl Communicator for Mpi {
@@ -116,6 +144,60 @@ impl Communicator for Mpi {
     }
     fn allreduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<(), String> {
         allreduce_sum(&self.world, &self.clock, &mut self.scratch32, buf);
+        Ok(())
+    }
+    fn start_sum(&mut self, bucket: u32, bufs: Bucket<'_>) -> Result<(), String> {
+        // One rank: the sums are the buffers already.
+        if self.size() == 1 {
+            return Ok(());
+        }
+        for i in 0..bufs.len() {
+            let Some((p, n)) = bufs.buffer(i) else { continue };
+            let count =
+                i32::try_from(n).map_err(|_| format!("a gradient of {n} values is too large for one MPI call"))?;
+            if self.used == self.sends.len() {
+                self.sends.push(Vec::new());
+            }
+            let send = &mut self.sends[self.used];
+            send.clear();
+            // SAFETY: a bucket's buffers are valid arena regions for the running step.
+            send.extend_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
+            self.used += 1;
+            // SAFETY: `send` stays allocated and unchanged, and the step leaves `p`'s
+            // buffer alone, until `wait_sum` waits for the request; MPI's default error
+            // handler aborts the job on failure.
+            let request = unsafe {
+                let mut request = ::mpi::ffi::RSMPI_REQUEST_NULL;
+                ::mpi::ffi::MPI_Iallreduce(
+                    send.as_ptr().cast(),
+                    p.cast(),
+                    count,
+                    ::mpi::ffi::RSMPI_FLOAT,
+                    ::mpi::ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                    &mut request,
+                );
+                request
+            };
+            self.requests.push((bucket, request));
+        }
+        Ok(())
+    }
+    fn wait_sum(&mut self, bucket: u32) -> Result<(), String> {
+        self.clock.enter();
+        for (b, request) in self.requests.iter_mut() {
+            if *b == bucket {
+                // SAFETY: a request `start_sum` made and nobody waited for yet.
+                unsafe {
+                    ::mpi::ffi::MPI_Wait(request, ::mpi::ffi::RSMPI_STATUS_IGNORE);
+                }
+            }
+        }
+        self.clock.leave();
+        self.requests.retain(|(b, _)| *b != bucket);
+        if self.requests.is_empty() {
+            self.used = 0;
+        }
         Ok(())
     }
     fn allreduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<(), String> {

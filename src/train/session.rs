@@ -150,17 +150,14 @@ struct Augmenter {
     source: bool,
 }
 
-/// The second half of a data-parallel session's step and what it sums through.
+/// What a data-parallel session sums through.
 struct Dist {
     comm: Box<dyn Communicator>,
-    /// The whole step graph: every parameter and state a checkpoint holds.
-    full: Graph,
-    /// The compiled update graph (optimizer state lives here).
-    update: Engine,
     /// Compare a hash of the parameters across ranks after every epoch.
     check: bool,
-    /// The gradients of every parameter, flat, in parameter order.
-    grads: Vec<f32>,
+    /// Start each bucket's sum without waiting (`Communicator::start_sum`); false: sum
+    /// it, blocking, where it would start (what overlap hides is measured against it).
+    overlap: bool,
     times: StepTimes,
 }
 
@@ -168,12 +165,14 @@ struct Dist {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepTimes {
     pub steps: u64,
-    /// Forward and backward pass on the rank's rows.
-    pub forward_backward: f64,
-    /// Summing gradients (and the step's loss, counts and stop flag) over ranks.
-    pub allreduce: f64,
-    /// Copies between the two engines and the update itself.
-    pub update: f64,
+    /// The whole step (forward, backward, the gradient sums, the update).
+    pub step: f64,
+    /// Inside the gradient sums' starts (with overlap off: the whole blocking sums).
+    pub sum_start: f64,
+    /// Waiting for started sums (the communication the backward pass did not hide).
+    pub sum_wait: f64,
+    /// Summing the step's loss, counts and stop flag after the step.
+    pub stats: f64,
 }
 
 impl Session {
@@ -237,6 +236,12 @@ impl Session {
     /// Call it before `init` or `load_tensors`. `check` compares a hash of the parameters
     /// across ranks after every epoch (an error when they differ).
     pub fn distribute(&mut self, comm: Box<dyn Communicator>, check: bool) -> Result<(), String> {
+        self.distribute_with(comm, check, true)
+    }
+
+    /// `distribute`; with `overlap` false each gradient bucket is summed, blocking, where
+    /// its sum would start (the same arithmetic; the baseline overlap is measured against).
+    pub fn distribute_with(&mut self, comm: Box<dyn Communicator>, check: bool, overlap: bool) -> Result<(), String> {
         if !self.steps.is_empty() {
             return Err("internal error: distribute a session before it holds parameters".into());
         }
@@ -257,12 +262,8 @@ impl Session {
                 "`prune` during training does not run distributed yet: train without it, then `nnc prune`".into()
             );
         }
-        let grad = update::gradient_graph(&self.program.train)?;
-        let upd = update::update_graph(&self.program.train, &self.program.settings)?;
-        let update = Engine::new(&upd, 1, self.jit, self.threads)?;
-        let n = upd.param_count().max(0) as usize;
-        let full = std::mem::replace(&mut self.step_graph, grad);
-        self.dist = Some(Dist { comm, full, update, check, grads: vec![0.0; n], times: StepTimes::default() });
+        self.step_graph = update::distributed_step_graph(&self.program.train, &self.program.settings)?;
+        self.dist = Some(Dist { comm, check, overlap, times: StepTimes::default() });
         Ok(())
     }
 
@@ -406,12 +407,6 @@ impl Session {
         self.lbfgs_state = Default::default();
         self.second_state = Default::default();
         self.best_snapshot = None;
-        if let Some(d) = &mut self.dist {
-            let (_, states) = crate::runtime::init::init_all(d.update.graph(), seed);
-            for (i, v) in states.iter().enumerate() {
-                d.update.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
-            }
-        }
         Ok(())
     }
 
@@ -431,21 +426,12 @@ impl Session {
             }
             map.insert(s.name.clone(), HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(e.state(i))));
         }
-        if let Some(d) = &self.dist {
-            for (i, s) in d.update.graph().states.iter().enumerate() {
-                let t = HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(d.update.state(i)));
-                map.insert(s.name.clone(), t);
-            }
-        }
         Ok(map)
     }
 
     /// The step graph's parameters and states (what `tensors` returns).
     pub fn step_graph(&self) -> &Graph {
-        match &self.dist {
-            Some(d) => &d.full,
-            None => &self.step_graph,
-        }
+        &self.step_graph
     }
 
     /// Sets parameters and states by name; `all_states` requires every state (optimizer
@@ -472,14 +458,6 @@ impl Session {
             }
         }
         self.teacher_loaded = true;
-        if let Some(d) = &mut self.dist {
-            let g = d.update.graph().clone();
-            for (i, s) in g.states.iter().enumerate() {
-                if let Some(v) = t.get(&s.name).and_then(HostTensor::floats) {
-                    d.update.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
-                }
-            }
-        }
         Ok(())
     }
 
@@ -913,81 +891,67 @@ impl Session {
         let local = distributed::shard(rows, rank, size);
         let t0 = std::time::Instant::now();
         let mut stats = [0.0f64; 3];
-        let mut grads = match &mut self.dist {
-            Some(d) => std::mem::take(&mut d.grads),
-            None => return Err("internal error: not a distributed session".into()),
-        };
-        if local.is_empty() {
-            grads.iter_mut().for_each(|x| *x = 0.0);
+        let kind = self.kind;
+        // A rank without rows still runs the step (its sums and the update): on one row
+        // with a share of 0, so its gradients are zeros, and its model states (batch-norm
+        // statistics) put back as they were.
+        let (feed, share): (&[usize], f64) = if local.is_empty() {
+            (&rows[..rows.len().min(1)], 0.0)
         } else {
-            let kind = self.kind;
-            let e = self.engine(local.len())?;
-            set_batch(e, ds, local)?;
+            (local, local.len() as f64 / rows.len() as f64)
+        };
+        if feed.is_empty() {
+            return Err("internal error: a distributed step without rows".into());
+        }
+        let mut d = self.dist.take().ok_or("internal error: not a distributed session")?;
+        let model_state_count = self.program.train.states.len();
+        let r = (|| -> Result<(), String> {
+            let e = self.engine(feed.len())?;
+            set_batch(e, ds, feed)?;
             let g = e.graph().clone();
             if let Some(i) = g.inputs.iter().position(|inp| inp.name == update::SHARE) {
-                e.set_scalar(i, (local.len() as f64 / rows.len() as f64) as f32)?;
+                e.set_scalar(i, share as f32)?;
             }
+            for (k, h) in update::HYPER.iter().enumerate() {
+                if let Some(i) = g.inputs.iter().position(|inp| inp.name == *h) {
+                    e.set_scalar(i, hv[k] as f32)?;
+                }
+            }
+            let model_states: Vec<(usize, Vec<f32>)> =
+                if local.is_empty() { (0..model_state_count).map(|i| (i, e.state(i))).collect() } else { Vec::new() };
+            let mut hook =
+                distributed::Hook { comm: d.comm.as_mut(), overlap: d.overlap, error: None, times: Default::default() };
             // Each rank draws its own dropout masks.
-            e.run(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), step)?;
-            stats[0] = f64::from(e.loss()?) * local.len() as f64;
-            if let Some(name) = count {
-                let k = g.outputs.iter().position(|(n, _)| n == name);
-                if let (Some(k), Some(labels)) = (k, labels_of(ds, local)) {
-                    let out = e.output(k)?;
-                    let w = out.len() / local.len();
-                    if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), kind) {
-                        stats[1] = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64;
+            e.run_with(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), step, &mut hook)?;
+            d.times.sum_start += hook.times.start;
+            d.times.sum_wait += hook.times.wait;
+            for (i, v) in model_states {
+                e.set_state(i, &v)?;
+            }
+            if !local.is_empty() {
+                stats[0] = f64::from(e.loss()?) * local.len() as f64;
+                if let Some(name) = count {
+                    let k = g.outputs.iter().position(|(n, _)| n == name);
+                    if let (Some(k), Some(labels)) = (k, labels_of(ds, local)) {
+                        let out = e.output(k)?;
+                        let w = out.len() / local.len();
+                        if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), kind) {
+                            stats[1] = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64;
+                        }
                     }
                 }
             }
-            let mut at = 0;
-            for p in &g.params {
-                let name = format!("{}{}", update::GRAD_PREFIX, p.name);
-                let k = g.outputs.iter().position(|(n, _)| *n == name).ok_or("internal error: no gradient output")?;
-                let v = e.output(k)?;
-                grads[at..at + v.len()].copy_from_slice(&v);
-                at += v.len();
-            }
-        }
+            Ok(())
+        })();
         stats[2] = if stop { 1.0 } else { 0.0 };
         let t1 = std::time::Instant::now();
-        let d = self.dist.as_mut().ok_or("internal error: not a distributed session")?;
-        d.comm.allreduce_sum_f32(&mut grads)?;
-        d.comm.allreduce_sum_f64(&mut stats)?;
+        let r = r.and_then(|_| d.comm.allreduce_sum_f64(&mut stats));
         let t2 = std::time::Instant::now();
-        // The update: parameters in, summed gradients and hyperparameters in, run,
-        // parameters back to the engine that holds them.
-        let cur = self.current;
-        let holder = self.steps.get_mut(&cur).ok_or("internal error: no engine holds the parameters")?;
-        let ug = d.update.graph().clone();
-        let mut at = 0;
-        for (i, p) in ug.params.iter().enumerate() {
-            d.update.set_param(i, &holder.param(i))?;
-            let n = p.shape.iter().product::<i64>() as usize;
-            let name = format!("{}{}", update::GRAD_PREFIX, p.name);
-            let k = ug.inputs.iter().position(|inp| inp.name == name).ok_or("internal error: no gradient input")?;
-            let a = data::Array {
-                shape: p.shape.iter().map(|&x| x as usize).collect(),
-                data: ArrayData::F32(grads[at..at + n].to_vec()),
-            };
-            d.update.set_input(k, &a)?;
-            at += n;
-        }
-        for (k, h) in update::HYPER.iter().enumerate() {
-            if let Some(i) = ug.inputs.iter().position(|inp| inp.name == *h) {
-                d.update.set_scalar(i, hv[k] as f32)?;
-            }
-        }
-        d.update.run(seed, step)?;
-        for i in 0..ug.params.len() {
-            holder.set_param(i, &d.update.param(i))?;
-        }
-        d.grads = grads;
-        let t3 = std::time::Instant::now();
         d.times.steps += 1;
-        d.times.forward_backward += (t1 - t0).as_secs_f64();
-        d.times.allreduce += (t2 - t1).as_secs_f64();
-        d.times.update += (t3 - t2).as_secs_f64();
+        d.times.step += (t1 - t0).as_secs_f64();
+        d.times.stats += (t2 - t1).as_secs_f64();
+        self.dist = Some(d);
+        r?;
         Ok(DistStep { loss_sum: stats[0], correct: stats[1].round() as usize, stop: stats[2] > 0.0 })
     }
 

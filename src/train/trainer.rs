@@ -460,6 +460,8 @@ pub fn train(
 pub struct Distributed {
     pub comm: Box<dyn super::distributed::Communicator>,
     pub check_params: bool,
+    /// Overlap the gradient sums with the backward pass (`Session::distribute_with`).
+    pub overlap: bool,
 }
 
 /// `train`, as one rank of a data-parallel run when `dist` is given: every rank reads
@@ -478,7 +480,7 @@ pub fn train_with(
     let (train_rows, val_rows, held, prefix) = roles(&prep.parts);
     let mut session = Session::new(p, opts.jit, opts.threads)?;
     if let Some(d) = dist {
-        session.distribute(d.comm, d.check_params)?;
+        session.distribute_with(d.comm, d.check_params, d.overlap)?;
     }
     let (rank, ranks) = session.rank();
     let writer = rank == 0;
@@ -560,12 +562,13 @@ pub fn train_with(
     if let Some(t) = session.step_times().filter(|t| t.steps > 0) {
         let ms = |x: f64| 1e3 * x / t.steps as f64;
         report.notes.push(format!(
-            "{ranks} ranks, {} steps: per step {:.3} ms forward and backward (rank 0's shard), {:.3} ms allreduce, \
-             {:.3} ms update",
+            "{ranks} ranks, {} steps: per step {:.3} ms (rank 0: forward, backward, gradient sums, update), \
+             {:.3} ms starting gradient sums, {:.3} ms waiting for them, {:.3} ms summing the loss and counts",
             t.steps,
-            ms(t.forward_backward),
-            ms(t.allreduce),
-            ms(t.update)
+            ms(t.step),
+            ms(t.sum_start),
+            ms(t.sum_wait),
+            ms(t.stats)
         ));
     }
     // Every rank of a distributed run scores its share of the held-out rows (a collective).

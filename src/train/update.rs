@@ -191,6 +191,43 @@ pub fn gradient_graph(train: &Graph) -> Result<Graph, String> {
     Ok(g)
 }
 
+/// The step of a data-parallel run (`train::distributed`) as one graph: the forward and
+/// backward pass of the model's loss times `hyper.share` (as `gradient_graph`), each
+/// gradient summed over the ranks by an `Op::AllReduce` (created in the order the
+/// gradients are computed: fusion buckets them in this order), then the rest of the step
+/// on the sums (as `update_graph`: the l1/l2 terms' gradients added once, clipping, the
+/// optimizer update).
+pub fn distributed_step_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, String> {
+    let loss = train.loss.ok_or("the model has no `loss` to train")?;
+    let mut b = B { g: train.clone() };
+    let share = b.scalar_input(SHARE)?;
+    let objective = b.mul(loss, share)?;
+    let wrt: Vec<Value> = train.params.iter().map(|p| p.value).collect();
+    let (g2, grads) = autodiff::grad(&b.g, objective, &wrt)?;
+    b.g = g2;
+    let mut order: Vec<usize> = (0..grads.len()).collect();
+    order.sort_by_key(|&i| grads[i].as_u32());
+    let mut summed = grads.clone();
+    for i in order {
+        summed[i] = b.push(Op::AllReduce, vec![grads[i]], None)?;
+    }
+    let zero = b.push(Op::Fill(0.0), vec![], Some(Type::scalar()))?;
+    let reg = add_regularizers(&mut b, train, settings, zero)?;
+    if reg != zero {
+        let (g3, reg_grads) = autodiff::grad(&b.g, reg, &wrt)?;
+        b.g = g3;
+        for (gv, r) in summed.iter_mut().zip(reg_grads) {
+            *gv = b.add(*gv, r)?;
+        }
+    }
+    let g = apply_gradients(b, summed, settings)?;
+    let errs = crate::ir::verify::verify(&g);
+    if let Some(e) = errs.first() {
+        return Err(format!("internal compiler error: the distributed step graph is ill-formed: {e}"));
+    }
+    Ok(g)
+}
+
 /// The second half of a data-parallel step: the parameters, one input `grad.<param>`
 /// per parameter (the summed gradient of the loss), and the rest of `step_graph` on them
 /// (the l1/l2 terms' gradients added once, clipping, the optimizer update).
