@@ -305,7 +305,7 @@ pub fn emit<M: Module>(
                         }
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
-                            let range = (params[2], params[3]);
+                            let range = (params[0], params[1]);
                             windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w), range)?;
                             // Each image (and its patches) is one part: parts write
                             // disjoint images (col2im) or patches (im2col).
