@@ -43,22 +43,10 @@ pub(super) fn metric_pairs(m: &crate::metrics::Metrics) -> String {
     m.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect::<Vec<_>>().join("  ")
 }
 
+/// With `--distributed` every rank runs its folds; rank 0 prints and writes.
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    if !a.distributed {
-        return run_rank(a, opts, None);
-    }
-    distributed(a, opts)
-}
-
-/// `--distributed`: MPI first; every rank runs its folds, rank 0 prints and writes.
-#[cfg(feature = "mpi")]
-fn distributed(a: Args, opts: RenderOptions) -> i32 {
-    super::train::with_world(a.collective_timeout, |comm| run_rank(a, opts, Some(comm)))
-}
-
-#[cfg(not(feature = "mpi"))]
-fn distributed(_a: Args, _opts: RenderOptions) -> i32 {
-    super::train::no_mpi()
+    let (distributed, timeout) = (a.distributed, a.collective_timeout);
+    super::train::on_ranks(distributed, timeout, |comm| run_rank(a, opts, comm))
 }
 
 fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::distributed::Communicator>) -> i32 {

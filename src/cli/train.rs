@@ -96,18 +96,34 @@ fn distributed(_a: Args, _opts: RenderOptions, _jit: bool) -> i32 {
 
 /// The error of `--distributed` in a build without MPI.
 #[cfg(not(feature = "mpi"))]
-pub(super) fn no_mpi() -> i32 {
+fn no_mpi() -> i32 {
     fail("`--distributed` needs nnc built with MPI: `cargo build --release --features mpi` (docs/distributed.md)")
 }
 
-/// Runs `body` as one rank of an MPI job (`tune` and `cv` with `--distributed`): MPI
-/// first, a communicator whose collectives abort the job after `timeout` seconds when
-/// given, and `MPI_Abort` when `body` fails on this rank (so that no rank waits for it).
-#[cfg(feature = "mpi")]
-pub(super) fn with_world(
+/// Runs `body` in this process alone, or with `distributed` as one rank of an MPI job
+/// (`tune` and `cv`; refused in a build without MPI).
+pub(super) fn on_ranks(
+    distributed: bool,
     timeout: Option<u64>,
-    body: impl FnOnce(&mut dyn crate::train::distributed::Communicator) -> i32,
+    body: impl FnOnce(Option<&mut dyn crate::train::distributed::Communicator>) -> i32,
 ) -> i32 {
+    if !distributed {
+        return body(None);
+    }
+    #[cfg(feature = "mpi")]
+    return with_world(timeout, |comm| body(Some(comm)));
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = timeout;
+        no_mpi()
+    }
+}
+
+/// Runs `body` as one rank of an MPI job: MPI first, a communicator whose collectives
+/// abort the job after `timeout` seconds when given, and `MPI_Abort` when `body` fails
+/// on this rank (so that no rank waits for it).
+#[cfg(feature = "mpi")]
+fn with_world(timeout: Option<u64>, body: impl FnOnce(&mut dyn crate::train::distributed::Communicator) -> i32) -> i32 {
     let world = match crate::train::mpi::init() {
         Ok(w) => w,
         Err(m) => return fail(&m),
