@@ -1,12 +1,15 @@
 //! The threads a step splits its large kernels and products across: one team of worker
-//! threads per process, each spinning on its own job slot between jobs and sleeping only
+//! threads per process, each spinning on its own job slot between jobs and parking only
 //! after `SPIN` without one.
 //!
 //! A step calls split work tens of times in a millisecond (the LSTM's 40 recurrent
-//! products of 30 us each). A worker that sleeps between them costs a futex wake-up per
-//! call, 10-50 us on this machine: more than splitting a small kernel saves. OpenMP's
-//! runtimes spin for the same reason (`KMP_BLOCKTIME`, 200 ms by default); the team
-//! spins for 1 ms, so it goes quiet soon after the steps stop.
+//! products of 30 us each). Posting a job of two parts to a spinning worker costs 0.6 us
+//! here; waking a parked one and waiting for it cost 0.38 ms in this VM (`cargo bench
+//! --bench team`), far more than splitting a small kernel saves. OpenMP's runtimes spin
+//! for the same reason (`KMP_BLOCKTIME`, 200 ms by default); the team spins for 1 ms, so it
+//! goes quiet soon after the steps stop, and a job that finds a worker parked does not
+//! wait for it: the caller runs that share and sends the worker back to spinning (2.3 us
+//! for the first split after a pause).
 //!
 //! Members draw parts from a counter, and a job no worker has taken when the caller runs
 //! out of parts is revoked: a worker the system has not scheduled (more threads than
@@ -45,6 +48,8 @@ struct Worker {
     state: AtomicU8,
     /// Set while the worker is parked (or about to park): posting must unpark it.
     parked: AtomicBool,
+    /// Set (with an unpark) to send a parked worker back to spinning without a job.
+    nudged: AtomicBool,
     job: UnsafeCell<Option<Job>>,
     thread: OnceLock<std::thread::Thread>,
 }
@@ -71,6 +76,7 @@ fn team() -> &'static Team {
             .map(|_| Worker {
                 state: AtomicU8::new(IDLE),
                 parked: AtomicBool::new(false),
+                nudged: AtomicBool::new(false),
                 job: UnsafeCell::new(None),
                 thread: OnceLock::new(),
             })
@@ -138,7 +144,7 @@ fn work(w: &'static Worker) {
                     // publishes `POSTED` before it reads `parked` (both SeqCst): one of
                     // the two sees the other, so no job waits for a worker that sleeps.
                     w.parked.store(true, Ordering::SeqCst);
-                    while w.state.load(Ordering::SeqCst) != POSTED {
+                    while w.state.load(Ordering::SeqCst) != POSTED && !w.nudged.swap(false, Ordering::SeqCst) {
                         std::thread::park();
                     }
                     w.parked.store(false, Ordering::SeqCst);
@@ -186,12 +192,23 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     // SAFETY: only the lifetime is erased; below, this function revokes every job not
     // taken and waits for every job taken to be done, so the closure outlives its uses.
     let ptr: Job = unsafe { std::mem::transmute::<&(dyn Fn() + Sync), Job>(job_ref) };
+    // A parked worker is not given the job: waking it takes longer than most jobs (a
+    // futex wake and the scheduler, 0.4 ms in this VM, `cargo bench --bench team`). The
+    // caller runs its share instead and sends it back to spinning afterwards, for the
+    // jobs that follow.
     let workers = &t.workers[..helpers];
-    for w in workers {
+    let mut posted = [false; MAX_WORKERS];
+    for (i, w) in workers.iter().enumerate() {
+        if w.parked.load(Ordering::SeqCst) {
+            continue;
+        }
         // SAFETY: this thread owns the team (`busy`) and the slot is idle (the previous
         // owner left every slot idle), so nothing reads it now.
         unsafe { *w.job.get() = Some(ptr) };
         w.state.store(POSTED, Ordering::SeqCst);
+        posted[i] = true;
+        // The worker may have parked since the check above (it reads the state again
+        // after publishing `parked`, so either it sees the job or this sees `parked`).
         if w.parked.load(Ordering::SeqCst) {
             if let Some(th) = w.thread.get() {
                 th.unpark();
@@ -199,8 +216,13 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         }
     }
     job();
-    for w in workers {
-        if w.state.compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    for (i, w) in workers.iter().enumerate() {
+        if !posted[i] {
+            w.nudged.store(true, Ordering::SeqCst);
+            if let Some(th) = w.thread.get() {
+                th.unpark();
+            }
+        } else if w.state.compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
             wait_until(|| w.state.load(Ordering::Acquire) == DONE);
             w.state.store(IDLE, Ordering::Release);
         }
