@@ -28,26 +28,10 @@ def torch_model(name):
     nn = torch.nn
     if name == "digits":  # examples/digits.nn: Dense(64, 128), relu, (dropout), Dense(128, 10)
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
-    if name == "mlp":  # benches/workloads/mlp.nn
-        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
-    if name == "cnn":  # benches/workloads/cnn.nn
-        return nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
-        )
-    if name == "lstm":  # benches/workloads/lstm.nn: LSTM 32->128 over 20 steps, last h, Dense(128, 10)
-        class Lstm(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.lstm = nn.LSTM(32, 128, batch_first=True)
-                self.head = nn.Linear(128, 10)
+    if name in ("mlp", "cnn", "lstm"):  # benches/workloads/<name>.nn, as in tools/torch_bench.py
+        from torch_bench import workload_model
 
-            def forward(self, x):
-                _, (h, _) = self.lstm(x)
-                return self.head(h[-1])
-
-        return Lstm()
+        return workload_model(name)
     # examples/mnist_cnn.nn
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),

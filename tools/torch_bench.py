@@ -13,11 +13,6 @@ import time
 
 import torch
 
-threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-workload = sys.argv[2] if len(sys.argv) > 2 else "mlp"
-mode = sys.argv[3] if len(sys.argv) > 3 else "eager"
-torch.set_num_threads(threads)
-torch.manual_seed(0)
 nn = torch.nn
 
 
@@ -32,46 +27,61 @@ class Lstm(nn.Module):
         return self.head(h[-1])
 
 
-if workload == "mlp":
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
-    x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
-elif workload == "cnn":
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
-    )
-    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-else:
-    model = Lstm()
-    x, y = torch.randn(32, 20, 32), torch.randint(0, 10, (32,))
-
-if workload == "cnn":
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-else:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-loss_fn = nn.CrossEntropyLoss()
+def workload_model(workload):
+    """The PyTorch module of a workload of benches/workloads/ (also used by tools/deploy_bench.py)."""
+    if workload == "mlp":
+        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+    if workload == "cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
+        )
+    return Lstm()
 
 
-def step():
-    opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
-    loss.backward()
-    opt.step()
-    return loss
+def main():
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    workload = sys.argv[2] if len(sys.argv) > 2 else "mlp"
+    mode = sys.argv[3] if len(sys.argv) > 3 else "eager"
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = workload_model(workload)
+    if workload == "mlp":
+        x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    elif workload == "cnn":
+        x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    else:
+        x, y = torch.randn(32, 20, 32), torch.randint(0, 10, (32,))
+
+    if workload == "cnn":
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    if mode == "compile":
+        step = torch.compile(step)
+        t0 = time.perf_counter()
+        step()
+        print(f"torch.compile + first step: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    for _ in range(10):
+        step()
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    print(f"torch-{mode} {workload} {threads}T step: median {times[len(times) // 2]:.3f} ms, min {times[0]:.3f} ms")
 
 
-if mode == "compile":
-    step = torch.compile(step)
-    t0 = time.perf_counter()
-    step()
-    print(f"torch.compile + first step: {(time.perf_counter() - t0) * 1e3:.0f} ms")
-for _ in range(10):
-    step()
-times = []
-for _ in range(200):
-    t = time.perf_counter()
-    step()
-    times.append((time.perf_counter() - t) * 1e3)
-times.sort()
-print(f"torch-{mode} {workload} {threads}T step: median {times[len(times) // 2]:.3f} ms, min {times[0]:.3f} ms")
+if __name__ == "__main__":
+    main()
