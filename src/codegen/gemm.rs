@@ -205,6 +205,9 @@ struct Blocking {
     nc: usize,
     pack_rhs: bool,
     prepack_lhs: bool,
+    /// Left panels packed one at a time, each used by all the block's column tiles
+    /// before the next (few columns: `nn` small).
+    panel_outer: bool,
     /// Workspace floats for the packed right operand (one `nc` x `kc` block) and the
     /// packed left operand (all rows when prepacked, one `mc` block otherwise).
     rhs_len: usize,
@@ -217,6 +220,14 @@ const LHS_PACK_TILES: usize = 8;
 /// The right operand, when contiguous along the depth, is packed only for more than this
 /// many micro-tile rows (the crate's x86 threshold).
 const RHS_PACK_TILES: usize = 128;
+
+/// A block of at most this many columns in the crate's frame (a product of few rows, such
+/// as a recurrent step's `h @ W` over a batch of 32) packs its left panels one at a time,
+/// each used by all the block's column tiles while in cache: read in place, a panel of a
+/// large `W` (row stride a power of two) was fetched again for each of the column tiles
+/// from wherever its conflicting lines had fallen (32x512x2048: 57 GFLOP/s in place, 88
+/// packed panel by panel; 32x128x512: 135 -> 142).
+const PANEL_NN: usize = 64;
 
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
@@ -237,15 +248,19 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: is
     let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
     let prepack_lhs = mm <= 2 * mc && (mm % isa.lanes != 0 || lhs_rs != 1);
     let chunk_packs = lhs_rs != 1 || mm % isa.lanes != 0 || nc.min(nn) > LHS_PACK_TILES * nr;
+    let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr;
     Blocking {
         kc,
         mc,
         nc,
         pack_rhs,
         prepack_lhs,
+        panel_outer,
         rhs_len: if pack_rhs { kc * round_up(nc.min(nn), nr) } else { 0 },
         lhs_len: if prepack_lhs {
             kc * round_up(mm, mr)
+        } else if panel_outer {
+            kc * mr
         } else if chunk_packs {
             kc * round_up(mc.min(mm), mr)
         } else {
@@ -284,12 +299,25 @@ fn dots(isa: &Isa, p: &Product) -> bool {
     p.n < isa.lanes && p.a_rs != 1 && p.a_cs == 1 && p.k >= 2 * isa.lanes && p.m >= isa.h_m
 }
 
+/// Whether `p` has few rows and a right operand stored down its columns (`dz @ Wᵀ`, a
+/// recurrent step's backward product): vectors then run down the output's columns (the
+/// left operand, small, packed) and the microkernels read `b` in place, each of its
+/// columns contiguous along the depth, every element once. In the usual frame `b` is
+/// the left operand and is not contiguous along the vectors, so all of it was packed on
+/// every call (32x2048x512: 52 -> 103 GFLOP/s; 32x512x128: 57 -> 109).
+fn few_rows_b_down(p: &Product) -> bool {
+    p.m <= SMALL_M && p.b_rs == 1 && p.b_cs != 1 && p.n >= 2 * p.m
+}
+
+/// At most this many rows make a product "few rows" (`few_rows_b_down`).
+const SMALL_M: usize = 64;
+
 /// The crate's frame for `p`. Vectors run along the output's contiguous rows (`outᵀ =
 /// bᵀ aᵀ`), unless the output is narrower than a vector while `a` is contiguous down its
 /// columns (a weight gradient `hᵀ dy` of a 10-class layer): then along its columns, with
 /// `a` read in place and every lane useful.
 fn frame(isa: &Isa, p: &Product) -> Frame {
-    if p.n < isa.lanes && p.a_rs == 1 && p.m >= isa.lanes {
+    if (p.n < isa.lanes && p.a_rs == 1 && p.m >= isa.lanes) || few_rows_b_down(p) {
         Frame {
             mm: p.m,
             nn: p.n,
@@ -459,65 +487,82 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                     mb = mb / lanes * lanes;
                 }
                 let pack_chunk = !b.prepack_lhs && (mb % lanes != 0 || lhs_rs != 1 || nb > LHS_PACK_TILES * nr);
-                let l_cs = if b.prepack_lhs || pack_chunk { mr as isize } else { lhs_cs };
-                for j in 0..nb.div_ceil(nr) {
+                // One micro-tile: rows `i` and columns `j` of this block, the left
+                // operand's panel at `lhs_tile` read with column stride `l_cs`.
+                let tile = |i: usize, j: usize, lhs_tile: *const f32, l_cs: isize| {
                     let nbi = nr.min(nb - j * nr);
                     let rhs_tile = if b.pack_rhs {
                         ws_rhs.wrapping_add(j * b.kc * nr) as *const f32
                     } else {
                         rhs_block.wrapping_offset((j * nr) as isize * rhs_cs)
                     };
+                    let mbi = mr.min(mb - i * mr);
+                    let r = row + i * mr;
+                    let c = col + j * nr;
+                    let out = dst.wrapping_offset(r as isize * dst_rs + c as isize * dst_cs);
+                    let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
+                    // SAFETY: the tile lies inside the output; the operands are either
+                    // packed with zero padding or read in place with whole vectors
+                    // (`mb` a multiple of the lanes).
+                    unsafe {
+                        ukr(
+                            mbi,
+                            nbi,
+                            kb,
+                            out,
+                            lhs_tile,
+                            rhs_tile,
+                            dst_cs,
+                            dst_rs,
+                            l_cs,
+                            r_rs,
+                            r_cs,
+                            1.0,
+                            p.scale,
+                            status,
+                            false,
+                            false,
+                            false,
+                            std::ptr::null(),
+                        )
+                    };
+                    if depth + kb == k {
+                        // The tile is final: (r.., c..) in the crate's frame.
+                        let (tr, tc) = ((r, r + mbi), (c, c + nbi));
+                        if along_m {
+                            finish(p, tr, tc);
+                        } else {
+                            finish(p, tc, tr);
+                        }
+                    }
+                };
+                let src = |i: usize| lhs.wrapping_offset((row + i * mr) as isize * lhs_rs + depth as isize * lhs_cs);
+                if b.panel_outer {
+                    // Each left panel packed once into one buffer, then used by every
+                    // column tile while it is in cache.
                     for i in 0..mb.div_ceil(mr) {
                         let mbi = mr.min(mb - i * mr);
-                        let r = row + i * mr;
-                        let src = lhs.wrapping_offset(r as isize * lhs_rs + depth as isize * lhs_cs);
-                        let lhs_tile = if b.prepack_lhs {
-                            ws_lhs.wrapping_add(r / mr * b.kc * mr) as *const f32
-                        } else if pack_chunk {
-                            let panel = ws_lhs.wrapping_add(i * b.kc * mr);
-                            if j == 0 {
-                                // SAFETY: the slab holds kc x round_up(mb, mr) floats.
-                                unsafe { (isa.pack_lhs)(mbi, kb, panel, src, lhs_cs, lhs_rs, b.kc * mr) };
-                            }
-                            panel as *const f32
-                        } else {
-                            src
-                        };
-                        let c = col + j * nr;
-                        let out = dst.wrapping_offset(r as isize * dst_rs + c as isize * dst_cs);
-                        let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
-                        // SAFETY: the tile lies inside the output; the operands are either
-                        // packed with zero padding or read in place with whole vectors
-                        // (`mb` a multiple of the lanes).
-                        unsafe {
-                            ukr(
-                                mbi,
-                                nbi,
-                                kb,
-                                out,
-                                lhs_tile,
-                                rhs_tile,
-                                dst_cs,
-                                dst_rs,
-                                l_cs,
-                                r_rs,
-                                r_cs,
-                                1.0,
-                                p.scale,
-                                status,
-                                false,
-                                false,
-                                false,
-                                std::ptr::null(),
-                            )
-                        };
-                        if depth + kb == k {
-                            // The tile is final: (r.., c..) in the crate's frame.
-                            let (tr, tc) = ((r, r + mbi), (c, c + nbi));
-                            if along_m {
-                                finish(p, tr, tc);
+                        // SAFETY: ws_lhs holds kc x mr floats.
+                        unsafe { (isa.pack_lhs)(mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                        for j in 0..nb.div_ceil(nr) {
+                            tile(i, j, ws_lhs, mr as isize);
+                        }
+                    }
+                } else {
+                    for j in 0..nb.div_ceil(nr) {
+                        for i in 0..mb.div_ceil(mr) {
+                            if b.prepack_lhs {
+                                tile(i, j, ws_lhs.wrapping_add((row / mr + i) * b.kc * mr), mr as isize);
+                            } else if pack_chunk {
+                                let panel = ws_lhs.wrapping_add(i * b.kc * mr);
+                                if j == 0 {
+                                    let mbi = mr.min(mb - i * mr);
+                                    // SAFETY: the slab holds kc x round_up(mb, mr) floats.
+                                    unsafe { (isa.pack_lhs)(mbi, kb, panel, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                                }
+                                tile(i, j, panel, mr as isize);
                             } else {
-                                finish(p, tc, tr);
+                                tile(i, j, src(i), lhs_cs);
                             }
                         }
                     }
@@ -598,7 +643,10 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         // 128x784x512 splits its 512 columns, each thread packing half of W1).
         let twice_if_mm = if b.pack_rhs { f.nn * p.k } else { 0 };
         let twice_if_nn = if b.lhs_len > 0 { f.mm * p.k } else { 0 };
-        let along_mm = twice_if_mm < twice_if_nn;
+        // A dimension with fewer micro-tiles than threads cannot be split among them
+        // all (a recurrent step's 32 rows); split the other.
+        let (units_mm, units_nn) = (f.mm.div_ceil(isa.mr), f.nn.div_ceil(isa.nr));
+        let along_mm = if units_mm < t || units_nn < t { units_mm >= units_nn } else { twice_if_mm < twice_if_nn };
         (along_mm != f.along_m, if along_mm { isa.mr } else { isa.nr })
     };
     let len = if by_cols { p.n } else { p.m };
@@ -666,6 +714,9 @@ mod tests {
             (64, 64, 64),
             (7, 100, 600),
             (130, 10, 256),
+            (32, 300, 200),
+            (20, 1100, 160),
+            (33, 700, 1040),
             (100, 3, 50),
             (9, 5, 40),
             (64, 15, 33),
