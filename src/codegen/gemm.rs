@@ -222,18 +222,24 @@ const LHS_PACK_TILES: usize = 8;
 const RHS_PACK_TILES: usize = 128;
 
 /// A block of at most this many columns in the crate's frame (a product of few rows, such
-/// as a recurrent step's `h @ W` over a batch of 32) packs its left panels one at a time,
-/// each used by all the block's column tiles while in cache: read in place, a panel of a
-/// large `W` (row stride a power of two) was fetched again for each of the column tiles
-/// from wherever its conflicting lines had fallen (32x512x2048: 57 GFLOP/s in place, 88
-/// packed panel by panel; 32x128x512: 135 -> 142).
+/// as a recurrent step's `h @ W` over a batch of 32) whose left operand's rows lie at
+/// least `PANEL_STRIDE` floats (a page) apart along the depth packs its left panels one
+/// at a time, each used by all the block's column tiles while in cache. Read in place,
+/// such a panel (a few lines of each of hundreds of rows a page or more apart: a TLB
+/// entry per row, every row in the same cache sets) was fetched again for each column
+/// tile: 32x512x2048 (`W` rows 8 KB apart) ran at 57 GFLOP/s in place and 93-96 packed
+/// panel by panel (hot, `examples`-style loop), 1.8-2.0 -> 1.3-1.5 ms in the scaling
+/// LSTM's step. Rows closer together stay in place: 2 KB apart (32x128x512 in the LSTM
+/// workload's step) packing cost more than it saved (20 calls: 0.78 -> 0.86-1.0 ms).
 const PANEL_NN: usize = 64;
+const PANEL_STRIDE: usize = 1024;
 
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: isize) -> Blocking {
+fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs: (isize, isize), rhs_rs: isize) -> Blocking {
+    let (lhs_rs, lhs_cs) = lhs;
     let (mr, nr) = (isa.mr, isa.nr);
     let p = if mm <= 64 && nn <= 64 {
         let kc = k.clamp(1, 512);
@@ -248,7 +254,7 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: is
     let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
     let prepack_lhs = mm <= 2 * mc && (mm % isa.lanes != 0 || lhs_rs != 1);
     let chunk_packs = lhs_rs != 1 || mm % isa.lanes != 0 || nc.min(nn) > LHS_PACK_TILES * nr;
-    let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr;
+    let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr && lhs_cs.unsigned_abs() >= PANEL_STRIDE;
     Blocking {
         kc,
         mc,
@@ -304,9 +310,12 @@ fn dots(isa: &Isa, p: &Product) -> bool {
 /// left operand, small, packed) and the microkernels read `b` in place, each of its
 /// columns contiguous along the depth, every element once. In the usual frame `b` is
 /// the left operand and is not contiguous along the vectors, so all of it was packed on
-/// every call (32x2048x512: 52 -> 103 GFLOP/s; 32x512x128: 57 -> 109).
+/// every call (32x2048x512: 52 -> 103 GFLOP/s; 32x512x128: 57 -> 109). A short depth
+/// (a classifier's 10) stays in the usual frame, where an epilogue runs over 64-wide
+/// row pieces rather than 6-wide column pieces (32x10x128 with its epilogue: 7 -> 20 us
+/// in the other frame).
 fn few_rows_b_down(p: &Product) -> bool {
-    p.m <= SMALL_M && p.b_rs == 1 && p.b_cs != 1 && p.n >= 2 * p.m
+    p.m <= SMALL_M && p.b_rs == 1 && p.b_cs != 1 && p.n >= 2 * p.m && p.k >= 2 * SMALL_M
 }
 
 /// At most this many rows make a product "few rows" (`few_rows_b_down`).
@@ -359,7 +368,7 @@ pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
         return dots_len(p);
     }
     let f = frame(isa, p);
-    blocked_len(&blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs))
+    blocked_len(&blocking(isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs))
 }
 
 /// Workspace floats of a blocked product: both packed operands, aligned.
@@ -453,7 +462,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
         return;
     }
     let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
-    let b = blocking(isa, mm, nn, k, lhs_rs, rhs_rs);
+    let b = blocking(isa, mm, nn, k, (lhs_rs, lhs_cs), rhs_rs);
     if blocked_len(&b) > ws_len {
         // SAFETY: as for this function.
         return unsafe { crate_gemm(p) };
@@ -637,7 +646,7 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         (false, isa.h_m)
     } else {
         let f = frame(&isa, p);
-        let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
+        let b = blocking(&isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs);
         // Each thread packs all of the operand it does not split: split along the
         // dimension whose other operand is cheaper to pack twice (the MLP's forward
         // 128x784x512 splits its 512 columns, each thread packing half of W1).
@@ -714,7 +723,7 @@ mod tests {
             (64, 64, 64),
             (7, 100, 600),
             (130, 10, 256),
-            (32, 300, 200),
+            (32, 300, 520),
             (20, 1100, 160),
             (33, 700, 1040),
             (100, 3, 50),
