@@ -10,9 +10,13 @@
 //! dimension runs along `out`'s contiguous rows, except for a narrow result (fewer
 //! columns than a vector), which runs with its vectors down its columns when `a` runs
 //! that way, or else as dot products (`dots`). Block sizes come from the crate's
-//! `kernel_params` (its cache model), and the packing decisions are the crate's: an
+//! `kernel_params` (its cache model), and the packing decisions are mostly the crate's: an
 //! operand is packed when the microkernel cannot read it in place or when reuse pays for
-//! the copy.
+//! the copy. Two cases of few rows (a recurrent step's batch of 32) are nnc's own: a
+//! left operand whose rows lie a page or more apart is packed one panel at a time, the
+//! panel used by every column tile before the next (`PANEL_NN`), and a right operand
+//! stored down its columns is read in place with the vectors down the output's columns
+//! (`few_rows_b_down`).
 //!
 //! A product is split across threads into pieces, each with its own part of the
 //! workspace: the matrices of a batch, or else the output's rows or columns, whichever
