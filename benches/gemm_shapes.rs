@@ -68,7 +68,7 @@ fn shapes(c: &mut Criterion) {
     // (name, m, k, n, a_t, b_t, packed): the MLP step's products (batch 128); the LSTM
     // step's recurrent products (batch 32, hidden 128, 4 gates): forward h @ Wh and
     // backward dz @ Whᵀ, also with Wh stored transposed ("B copied", what nnc does when
-    // many products read it); the CNN's per-image conv2 weight gradient dY[16, 196] @ Pᵀ
+    // many products read it), and the same at hidden 512 (a 4 MB Wh, rows 8 KB apart); the CNN's per-image conv2 weight gradient dY[16, 196] @ Pᵀ
     // and the same product transposed; and `packed`: the crate told to pack every right
     // operand (`set_rhs_packing_threshold(0)`), which does not rescue the Bᵀ cases.
     let cases = [
@@ -84,6 +84,9 @@ fn shapes(c: &mut Criterion) {
         ("lstm dz@Wh^T 32x512x128 (B^T)", 32, 512, 128, false, true, false),
         ("lstm dz@Wh^T 32x512x128 (B copied)", 32, 512, 128, false, false, false),
         ("dX2 128x256x512 (B copied)", 128, 256, 512, false, false, false),
+        ("lstm512 h@Wh 32x512x2048", 32, 512, 2048, false, false, false),
+        ("lstm512 dz@Wh^T 32x2048x512 (B^T)", 32, 2048, 512, false, true, false),
+        ("lstm512 dz@Wh^T 32x2048x512 (B copied)", 32, 2048, 512, false, false, false),
         ("cnn dW2 16x196x72 (B^T)", 16, 196, 72, false, true, false),
         ("cnn dW2^T 72x196x16 (B^T)", 72, 196, 16, false, true, false),
         ("lstm dz@Wh^T 32x512x128 (B^T, packed)", 32, 512, 128, false, true, true),

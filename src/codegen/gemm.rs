@@ -10,9 +10,13 @@
 //! dimension runs along `out`'s contiguous rows, except for a narrow result (fewer
 //! columns than a vector), which runs with its vectors down its columns when `a` runs
 //! that way, or else as dot products (`dots`). Block sizes come from the crate's
-//! `kernel_params` (its cache model), and the packing decisions are the crate's: an
+//! `kernel_params` (its cache model), and the packing decisions are mostly the crate's: an
 //! operand is packed when the microkernel cannot read it in place or when reuse pays for
-//! the copy.
+//! the copy. Two cases of few rows (a recurrent step's batch of 32) are nnc's own: a
+//! left operand whose rows lie a page or more apart is packed one panel at a time, the
+//! panel used by every column tile before the next (`PANEL_NN`), and a right operand
+//! stored down its columns is read in place with the vectors down the output's columns
+//! (`few_rows_b_down`).
 //!
 //! A product is split across threads into pieces, each with its own part of the
 //! workspace: the matrices of a batch, or else the output's rows or columns, whichever
@@ -205,6 +209,9 @@ struct Blocking {
     nc: usize,
     pack_rhs: bool,
     prepack_lhs: bool,
+    /// Left panels packed one at a time, each used by all the block's column tiles
+    /// before the next (few columns: `nn` small).
+    panel_outer: bool,
     /// Workspace floats for the packed right operand (one `nc` x `kc` block) and the
     /// packed left operand (all rows when prepacked, one `mc` block otherwise).
     rhs_len: usize,
@@ -218,11 +225,25 @@ const LHS_PACK_TILES: usize = 8;
 /// many micro-tile rows (the crate's x86 threshold).
 const RHS_PACK_TILES: usize = 128;
 
+/// A block of at most this many columns in the crate's frame (a product of few rows, such
+/// as a recurrent step's `h @ W` over a batch of 32) whose left operand's rows lie at
+/// least `PANEL_STRIDE` floats (a page) apart along the depth packs its left panels one
+/// at a time, each used by all the block's column tiles while in cache. Read in place,
+/// such a panel (a few lines of each of hundreds of rows a page or more apart: a TLB
+/// entry per row, every row in the same cache sets) was fetched again for each column
+/// tile: 32x512x2048 (`W` rows 8 KB apart) ran at 57 GFLOP/s in place and 93-96 packed
+/// panel by panel (hot, `examples`-style loop), 1.8-2.0 -> 1.3-1.5 ms in the scaling
+/// LSTM's step. Rows closer together stay in place: 2 KB apart (32x128x512 in the LSTM
+/// workload's step) packing cost more than it saved (20 calls: 0.78 -> 0.86-1.0 ms).
+const PANEL_NN: usize = 64;
+const PANEL_STRIDE: usize = 1024;
+
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: isize) -> Blocking {
+fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs: (isize, isize), rhs_rs: isize) -> Blocking {
+    let (lhs_rs, lhs_cs) = lhs;
     let (mr, nr) = (isa.mr, isa.nr);
     let p = if mm <= 64 && nn <= 64 {
         let kc = k.clamp(1, 512);
@@ -237,15 +258,19 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs_rs: isize, rhs_rs: is
     let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
     let prepack_lhs = mm <= 2 * mc && (mm % isa.lanes != 0 || lhs_rs != 1);
     let chunk_packs = lhs_rs != 1 || mm % isa.lanes != 0 || nc.min(nn) > LHS_PACK_TILES * nr;
+    let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr && lhs_cs.unsigned_abs() >= PANEL_STRIDE;
     Blocking {
         kc,
         mc,
         nc,
         pack_rhs,
         prepack_lhs,
+        panel_outer,
         rhs_len: if pack_rhs { kc * round_up(nc.min(nn), nr) } else { 0 },
         lhs_len: if prepack_lhs {
             kc * round_up(mm, mr)
+        } else if panel_outer {
+            kc * mr
         } else if chunk_packs {
             kc * round_up(mc.min(mm), mr)
         } else {
@@ -284,12 +309,28 @@ fn dots(isa: &Isa, p: &Product) -> bool {
     p.n < isa.lanes && p.a_rs != 1 && p.a_cs == 1 && p.k >= 2 * isa.lanes && p.m >= isa.h_m
 }
 
+/// Whether `p` has few rows and a right operand stored down its columns (`dz @ Wᵀ`, a
+/// recurrent step's backward product): vectors then run down the output's columns (the
+/// left operand, small, packed) and the microkernels read `b` in place, each of its
+/// columns contiguous along the depth, every element once. In the usual frame `b` is
+/// the left operand and is not contiguous along the vectors, so all of it was packed on
+/// every call (32x2048x512: 52 -> 103 GFLOP/s; 32x512x128: 57 -> 109). A short depth
+/// (a classifier's 10) stays in the usual frame, where an epilogue runs over 64-wide
+/// row pieces rather than 6-wide column pieces (32x10x128 with its epilogue: 7 -> 20 us
+/// in the other frame).
+fn few_rows_b_down(p: &Product) -> bool {
+    p.m <= SMALL_M && p.b_rs == 1 && p.b_cs != 1 && p.n >= 2 * p.m && p.k >= 2 * SMALL_M
+}
+
+/// At most this many rows make a product "few rows" (`few_rows_b_down`).
+const SMALL_M: usize = 64;
+
 /// The crate's frame for `p`. Vectors run along the output's contiguous rows (`outᵀ =
 /// bᵀ aᵀ`), unless the output is narrower than a vector while `a` is contiguous down its
 /// columns (a weight gradient `hᵀ dy` of a 10-class layer): then along its columns, with
 /// `a` read in place and every lane useful.
 fn frame(isa: &Isa, p: &Product) -> Frame {
-    if p.n < isa.lanes && p.a_rs == 1 && p.m >= isa.lanes {
+    if (p.n < isa.lanes && p.a_rs == 1 && p.m >= isa.lanes) || few_rows_b_down(p) {
         Frame {
             mm: p.m,
             nn: p.n,
@@ -331,7 +372,7 @@ pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
         return dots_len(p);
     }
     let f = frame(isa, p);
-    blocked_len(&blocking(isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs))
+    blocked_len(&blocking(isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs))
 }
 
 /// Workspace floats of a blocked product: both packed operands, aligned.
@@ -425,7 +466,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
         return;
     }
     let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
-    let b = blocking(isa, mm, nn, k, lhs_rs, rhs_rs);
+    let b = blocking(isa, mm, nn, k, (lhs_rs, lhs_cs), rhs_rs);
     if blocked_len(&b) > ws_len {
         // SAFETY: as for this function.
         return unsafe { crate_gemm(p) };
@@ -459,65 +500,82 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                     mb = mb / lanes * lanes;
                 }
                 let pack_chunk = !b.prepack_lhs && (mb % lanes != 0 || lhs_rs != 1 || nb > LHS_PACK_TILES * nr);
-                let l_cs = if b.prepack_lhs || pack_chunk { mr as isize } else { lhs_cs };
-                for j in 0..nb.div_ceil(nr) {
+                // One micro-tile: rows `i` and columns `j` of this block, the left
+                // operand's panel at `lhs_tile` read with column stride `l_cs`.
+                let tile = |i: usize, j: usize, lhs_tile: *const f32, l_cs: isize| {
                     let nbi = nr.min(nb - j * nr);
                     let rhs_tile = if b.pack_rhs {
                         ws_rhs.wrapping_add(j * b.kc * nr) as *const f32
                     } else {
                         rhs_block.wrapping_offset((j * nr) as isize * rhs_cs)
                     };
+                    let mbi = mr.min(mb - i * mr);
+                    let r = row + i * mr;
+                    let c = col + j * nr;
+                    let out = dst.wrapping_offset(r as isize * dst_rs + c as isize * dst_cs);
+                    let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
+                    // SAFETY: the tile lies inside the output; the operands are either
+                    // packed with zero padding or read in place with whole vectors
+                    // (`mb` a multiple of the lanes).
+                    unsafe {
+                        ukr(
+                            mbi,
+                            nbi,
+                            kb,
+                            out,
+                            lhs_tile,
+                            rhs_tile,
+                            dst_cs,
+                            dst_rs,
+                            l_cs,
+                            r_rs,
+                            r_cs,
+                            1.0,
+                            p.scale,
+                            status,
+                            false,
+                            false,
+                            false,
+                            std::ptr::null(),
+                        )
+                    };
+                    if depth + kb == k {
+                        // The tile is final: (r.., c..) in the crate's frame.
+                        let (tr, tc) = ((r, r + mbi), (c, c + nbi));
+                        if along_m {
+                            finish(p, tr, tc);
+                        } else {
+                            finish(p, tc, tr);
+                        }
+                    }
+                };
+                let src = |i: usize| lhs.wrapping_offset((row + i * mr) as isize * lhs_rs + depth as isize * lhs_cs);
+                if b.panel_outer {
+                    // Each left panel packed once into one buffer, then used by every
+                    // column tile while it is in cache.
                     for i in 0..mb.div_ceil(mr) {
                         let mbi = mr.min(mb - i * mr);
-                        let r = row + i * mr;
-                        let src = lhs.wrapping_offset(r as isize * lhs_rs + depth as isize * lhs_cs);
-                        let lhs_tile = if b.prepack_lhs {
-                            ws_lhs.wrapping_add(r / mr * b.kc * mr) as *const f32
-                        } else if pack_chunk {
-                            let panel = ws_lhs.wrapping_add(i * b.kc * mr);
-                            if j == 0 {
-                                // SAFETY: the slab holds kc x round_up(mb, mr) floats.
-                                unsafe { (isa.pack_lhs)(mbi, kb, panel, src, lhs_cs, lhs_rs, b.kc * mr) };
-                            }
-                            panel as *const f32
-                        } else {
-                            src
-                        };
-                        let c = col + j * nr;
-                        let out = dst.wrapping_offset(r as isize * dst_rs + c as isize * dst_cs);
-                        let ukr = (isa.ukr)(mbi.div_ceil(lanes) - 1, nbi - 1);
-                        // SAFETY: the tile lies inside the output; the operands are either
-                        // packed with zero padding or read in place with whole vectors
-                        // (`mb` a multiple of the lanes).
-                        unsafe {
-                            ukr(
-                                mbi,
-                                nbi,
-                                kb,
-                                out,
-                                lhs_tile,
-                                rhs_tile,
-                                dst_cs,
-                                dst_rs,
-                                l_cs,
-                                r_rs,
-                                r_cs,
-                                1.0,
-                                p.scale,
-                                status,
-                                false,
-                                false,
-                                false,
-                                std::ptr::null(),
-                            )
-                        };
-                        if depth + kb == k {
-                            // The tile is final: (r.., c..) in the crate's frame.
-                            let (tr, tc) = ((r, r + mbi), (c, c + nbi));
-                            if along_m {
-                                finish(p, tr, tc);
+                        // SAFETY: ws_lhs holds kc x mr floats.
+                        unsafe { (isa.pack_lhs)(mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                        for j in 0..nb.div_ceil(nr) {
+                            tile(i, j, ws_lhs, mr as isize);
+                        }
+                    }
+                } else {
+                    for j in 0..nb.div_ceil(nr) {
+                        for i in 0..mb.div_ceil(mr) {
+                            if b.prepack_lhs {
+                                tile(i, j, ws_lhs.wrapping_add((row / mr + i) * b.kc * mr), mr as isize);
+                            } else if pack_chunk {
+                                let panel = ws_lhs.wrapping_add(i * b.kc * mr);
+                                if j == 0 {
+                                    let mbi = mr.min(mb - i * mr);
+                                    // SAFETY: the slab holds kc x round_up(mb, mr) floats.
+                                    unsafe { (isa.pack_lhs)(mbi, kb, panel, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                                }
+                                tile(i, j, panel, mr as isize);
                             } else {
-                                finish(p, tc, tr);
+                                tile(i, j, src(i), lhs_cs);
                             }
                         }
                     }
@@ -592,13 +650,16 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         (false, isa.h_m)
     } else {
         let f = frame(&isa, p);
-        let b = blocking(&isa, f.mm, f.nn, p.k, f.lhs_rs, f.rhs_rs);
+        let b = blocking(&isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs);
         // Each thread packs all of the operand it does not split: split along the
         // dimension whose other operand is cheaper to pack twice (the MLP's forward
         // 128x784x512 splits its 512 columns, each thread packing half of W1).
         let twice_if_mm = if b.pack_rhs { f.nn * p.k } else { 0 };
         let twice_if_nn = if b.lhs_len > 0 { f.mm * p.k } else { 0 };
-        let along_mm = twice_if_mm < twice_if_nn;
+        // A dimension with fewer micro-tiles than threads cannot be split among them
+        // all (a recurrent step's 32 rows); split the other.
+        let (units_mm, units_nn) = (f.mm.div_ceil(isa.mr), f.nn.div_ceil(isa.nr));
+        let along_mm = if units_mm < t || units_nn < t { units_mm >= units_nn } else { twice_if_mm < twice_if_nn };
         (along_mm != f.along_m, if along_mm { isa.mr } else { isa.nr })
     };
     let len = if by_cols { p.n } else { p.m };
@@ -666,6 +727,9 @@ mod tests {
             (64, 64, 64),
             (7, 100, 600),
             (130, 10, 256),
+            (32, 300, 520),
+            (20, 1100, 160),
+            (33, 700, 1040),
             (100, 3, 50),
             (9, 5, 40),
             (64, 15, 33),
