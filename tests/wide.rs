@@ -138,7 +138,8 @@ fn host_functions_tails() {
                 assert!(wide::apply(f, &mut buf[start..start + n]));
                 fp::set_fp_mode(saved);
                 for (i, y) in buf.iter().enumerate() {
-                    let expect = if i >= start && i < start + n { want[i - start] } else { f32::from_bits(0x7fa5_a5a5) };
+                    let expect =
+                        if i >= start && i < start + n { want[i - start] } else { f32::from_bits(0x7fa5_a5a5) };
                     assert_eq!(y.to_bits(), expect.to_bits(), "{name}, start {start}, n {n}, index {i}");
                 }
             }
@@ -233,7 +234,9 @@ fn training_steps_equal_four_lanes() {
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (file, batch) in [("benches/workloads/lstm.nn", 32), ("examples/row_attention.nn", 16), ("examples/row_lstm.nn", 32)] {
+    for (file, batch) in
+        [("benches/workloads/lstm.nn", 32), ("examples/row_attention.nn", 16), ("examples/row_lstm.nn", 32)]
+    {
         let text = std::fs::read_to_string(root.join(file)).expect("model file");
         for threads in [1, 2] {
             let narrow = trained(&text, batch, true, threads);

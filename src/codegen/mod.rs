@@ -1122,7 +1122,8 @@ fn elementwise(
                         }
                         for (i, &(t, level, _)) in st.trans.iter().enumerate() {
                             if level == k + 1 {
-                                let x = emit_arg(&mut e, g, s, &loads, &mut memo, &recips[kk], g.nodes[t].args[0], pos)?;
+                                let x =
+                                    emit_arg(&mut e, g, s, &loads, &mut memo, &recips[kk], g.nodes[t].args[0], pos)?;
                                 let a = at(&mut e, i);
                                 e.b.ins().store(flags(), x, a, 0);
                             }
