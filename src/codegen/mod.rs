@@ -3,6 +3,8 @@
 //! Elementwise kernels become f32x4 loops (a flat loop when every operand is read
 //! element for element, else rows x columns with row/column/scalar broadcasts), with a
 //! scalar tail; reductions become vector loops with a horizontal combine at the end.
+//! On AVX-512, elementwise kernels run their transcendentals in strips through the
+//! 16-lane host functions of `wide` (bit-identical to `math`'s 4-lane code).
 //! GEMMs call `gemm` (the `gemm` crates' microkernels, packing into a workspace planned
 //! here), and data-movement kernels call precomputed host routines (`host`). The step function calls every kernel in schedule order, then
 //! copies the updates that were not computed in place. Takes `(&Schedule, &Plan)`:
