@@ -222,7 +222,7 @@ pub fn regrouped_access(g: &Graph, x: Value, v: Value, cols: usize) -> Option<Ac
     if own == cols {
         return Some(a);
     }
-    if own == 0 || cols % own != 0 {
+    if own == 0 || !cols.is_multiple_of(own) {
         return None;
     }
     let f = cols / own;

@@ -240,7 +240,8 @@ pub fn build(req: &Request) -> Result<Report, String> {
         _ => None,
     };
 
-    let opts = CodegenOptions { threads: req.threads.max(1), ..Default::default() };
+    // Narrow math: an object file cannot hold the addresses of the 16-lane host functions.
+    let opts = CodegenOptions { threads: req.threads.max(1), narrow_math: true, ..Default::default() };
     let isa = codegen::isa(&opts, true)?;
     let builder =
         cranelift_object::ObjectBuilder::new(isa, format!("{name}.o"), cranelift_module::default_libcall_names())

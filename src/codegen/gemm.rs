@@ -256,8 +256,8 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs: (isize, isize), rhs_
     let mc = p.mc.max(mr);
     let nc = if p.nc > 0 { round_up(p.nc, nr) } else { 128 * nr };
     let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
-    let prepack_lhs = mm <= 2 * mc && (mm % isa.lanes != 0 || lhs_rs != 1);
-    let chunk_packs = lhs_rs != 1 || mm % isa.lanes != 0 || nc.min(nn) > LHS_PACK_TILES * nr;
+    let prepack_lhs = mm <= 2 * mc && (!mm.is_multiple_of(isa.lanes) || lhs_rs != 1);
+    let chunk_packs = lhs_rs != 1 || !mm.is_multiple_of(isa.lanes) || nc.min(nn) > LHS_PACK_TILES * nr;
     let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr && lhs_cs.unsigned_abs() >= PANEL_STRIDE;
     Blocking {
         kc,

@@ -361,7 +361,9 @@ impl<'a, 'b> E<'a, 'b> {
     }
 
     /// erf x: x P(x^2) below |x| = 1; above, 1 - e^{-x^2} Q(1/|x|) / |x| with the sign
-    /// of x (piecewise fits, see `erf_coefficients` in the tests).
+    /// of x (piecewise fits, see `erf_coefficients` in the tests). A NaN comes back as it
+    /// came (its sign and payload are otherwise up to which NaN operand an instruction
+    /// keeps, and `wide`'s 16-lane erf must give the same bits).
     pub fn erf(&mut self, x: Value) -> Value {
         let ax = self.abs(x);
         let z = self.mul(x, x);
@@ -387,7 +389,9 @@ impl<'a, 'b> E<'a, 'b> {
         let big = self.sub(one, erfc);
         let big = self.copysign(big, x);
         let is_small = self.cmp(FloatCC::LessThan, ax, one);
-        self.sel(is_small, small, big)
+        let y = self.sel(is_small, small, big);
+        let nan = self.nan_of(x);
+        self.sel(nan, x, y)
     }
 
     /// sin x or cos x, computed in f64 and rounded once to f32 (within 1 ulp of the

@@ -137,7 +137,7 @@ fn work(w: &'static Worker) {
             }
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 512 == 0 {
+            if spins.is_multiple_of(512) {
                 let start = *since.get_or_insert_with(Instant::now);
                 if start.elapsed() >= SPIN {
                     // `parked` is published before the state is read again, and the owner

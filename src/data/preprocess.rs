@@ -277,7 +277,7 @@ impl Preprocessor {
         if self.kind == PreprocessKind::None {
             return Ok(());
         }
-        if d == 0 || x.len() % d != 0 {
+        if d == 0 || !x.len().is_multiple_of(d) {
             return Err(format!(
                 "preprocess: `{}` has {} values, not a whole number of {d}-value samples",
                 self.input,
