@@ -300,6 +300,11 @@ impl Executable {
         (self.compiled.functions, self.compiled.shared)
     }
 
+    /// A hash of the step's machine code (`codegen::Compiled::code_hash`).
+    pub fn code_hash(&self) -> u64 {
+        self.compiled.code_hash
+    }
+
     /// The Cranelift IR of every kernel and of the step (with `keep_clif`).
     pub fn clif(&self) -> &str {
         &self.compiled.clif
