@@ -181,7 +181,11 @@ fn prelude_ast(id: FileId, words: &std::collections::HashSet<&str>) -> Result<(a
         let parsed = it.parsed.get_or_init(|| {
             let f = syntax::parse_at(&PRELUDE[it.start..it.end], FileId(0), it.start)?;
             f.items.into_iter().next().ok_or_else(|| {
-                Diagnostic::new("E0100", Span::new(FileId(0), it.start, it.end), "internal error: an empty prelude item")
+                Diagnostic::new(
+                    "E0100",
+                    Span::new(FileId(0), it.start, it.end),
+                    "internal error: an empty prelude item",
+                )
             })
         });
         items.push(parsed.clone()?);

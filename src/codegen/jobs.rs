@@ -97,7 +97,9 @@ impl Jobs {
     /// return); the first error if any failed.
     pub fn results(&self) -> Result<Vec<Done>, String> {
         let done = std::mem::take(&mut self.lock().done);
-        done.into_iter().map(|d| d.unwrap_or_else(|| Err("internal error: a function was not compiled".into()))).collect()
+        done.into_iter()
+            .map(|d| d.unwrap_or_else(|| Err("internal error: a function was not compiled".into())))
+            .collect()
     }
 }
 
