@@ -56,10 +56,6 @@ fn compile_source_at(
     let main = sources.add(name, text);
     let mut files: Vec<(FileId, ast::File)> = Vec::new();
     let mut diagnostics = Vec::new();
-    match prelude_ast(prelude) {
-        Ok(f) => files.push((prelude, f)),
-        Err(d) => diagnostics.push(d),
-    }
     let mut queue: Vec<(FileId, Option<PathBuf>)> = vec![(main, dir.map(Path::to_path_buf))];
     let mut dirs = std::collections::HashMap::new();
     let mut seen: Vec<PathBuf> = path.and_then(|p| p.canonicalize().ok()).into_iter().collect();
@@ -85,22 +81,116 @@ fn compile_source_at(
         }
         files.push((id, file));
     }
+    // The prelude's items the sources may name (`prelude_ast`).
+    let mut words: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for &(id, _) in &files {
+        words.extend(identifier_words(sources.text(id)));
+    }
+    for (_, v) in args {
+        if let lower::ArgValue::Str(s) = v {
+            words.extend(identifier_words(s));
+        }
+    }
+    let (prelude_file, prelude_unparsed) = match prelude_ast(prelude, &words) {
+        Ok(p) => p,
+        Err(d) => {
+            diagnostics.push(d);
+            (ast::File { items: Vec::new() }, Vec::new())
+        }
+    };
+    files.insert(0, (prelude, prelude_file));
     if !diagnostics.is_empty() {
         return Err(CompileError { sources, diagnostics });
     }
-    let items = Items { files, prelude, dirs };
+    let items = Items { files, prelude, dirs, prelude_unparsed };
     match lower::lower_with(&items, main, args) {
         Ok(programs) => Ok(Compiled { sources, programs }),
         Err(diagnostics) => Err(CompileError { sources, diagnostics }),
     }
 }
 
-/// The prelude, parsed once per process (its spans carry file id 0, which
-/// `compile_source` always gives it).
-fn prelude_ast(id: FileId) -> Result<ast::File, Diagnostic> {
-    static PARSED: std::sync::OnceLock<Result<ast::File, Diagnostic>> = std::sync::OnceLock::new();
+/// One top-level item of the prelude: its name, where its text is (from its `fn` or
+/// `layer` line to the next item's, comments included), the identifiers that text
+/// mentions, and its AST once parsed (once per process).
+struct PreludeItem {
+    name: &'static str,
+    start: usize,
+    end: usize,
+    words: Vec<&'static str>,
+    parsed: std::sync::OnceLock<Result<ast::Item, Diagnostic>>,
+}
+
+/// The prelude cut into items by a scan of its lines (an item starts at a line that
+/// begins with `fn ` or `layer `), without parsing it.
+fn prelude_items() -> &'static [PreludeItem] {
+    static ITEMS: std::sync::OnceLock<Vec<PreludeItem>> = std::sync::OnceLock::new();
+    ITEMS.get_or_init(|| {
+        let mut starts = Vec::new();
+        let mut at = 0;
+        for line in PRELUDE.split_inclusive('\n') {
+            if line.starts_with("fn ") || line.starts_with("layer ") {
+                starts.push(at);
+            }
+            at += line.len();
+        }
+        let ends = starts.iter().skip(1).copied().chain([PRELUDE.len()]).collect::<Vec<_>>();
+        starts
+            .into_iter()
+            .zip(ends)
+            .map(|(start, end)| {
+                let text = &PRELUDE[start..end];
+                let name = identifier_words(text).nth(1).unwrap_or("");
+                PreludeItem { name, start, end, words: identifier_words(text).collect(), parsed: Default::default() }
+            })
+            .collect()
+    })
+}
+
+/// The identifiers (and keywords, and the digits of numbers) in `text`: its maximal runs
+/// of ASCII letters, digits and `_`. Comments and strings are not skipped: a name they
+/// mention only costs parsing an item that is not used.
+fn identifier_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+}
+
+/// The prelude's items that sources mentioning `words` can reach (by name, and through
+/// the items they reach), parsed (each once per process; spans carry file id 0, which
+/// `compile_source` always gives the prelude, and positions in the whole prelude), in
+/// the prelude's order; and the names of the other items (for suggestions). Parsing only
+/// these saves most of the 2.7 ms pest took to parse the whole prelude in every process.
+/// An item named nowhere cannot be looked up: a lookup is by an identifier of some
+/// source, and every identifier is among `words`.
+fn prelude_ast(id: FileId, words: &std::collections::HashSet<&str>) -> Result<(ast::File, Vec<String>), Diagnostic> {
     debug_assert_eq!(id, FileId(0));
-    PARSED.get_or_init(|| syntax::parse(PRELUDE, FileId(0))).clone()
+    let all = prelude_items();
+    let mut used = vec![false; all.len()];
+    let mut todo: Vec<usize> = (0..all.len()).filter(|&i| words.contains(all[i].name)).collect();
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut used[i], true) {
+            continue;
+        }
+        todo.extend((0..all.len()).filter(|&j| !used[j] && all[i].words.contains(&all[j].name)));
+    }
+    let mut items = Vec::new();
+    let mut unparsed = Vec::new();
+    for (it, used) in all.iter().zip(used) {
+        if !used {
+            unparsed.push(it.name.to_string());
+            continue;
+        }
+        let parsed = it.parsed.get_or_init(|| {
+            let f = syntax::parse_at(&PRELUDE[it.start..it.end], FileId(0), it.start)?;
+            f.items.into_iter().next().ok_or_else(|| {
+                Diagnostic::new(
+                    "E0100",
+                    Span::new(FileId(0), it.start, it.end),
+                    "internal error: an empty prelude item",
+                )
+            })
+        });
+        items.push(parsed.clone()?);
+    }
+    Ok((ast::File { items }, unparsed))
 }
 
 fn load_use(
@@ -333,4 +423,44 @@ pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Pr
         .map_err(|d| usage(format!("{} ({})", d.message, d.help)))?;
     // Quantization-aware graphs, so that every command runs the model as it trains.
     crate::train::quantize::with_qat(&p).map_err(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prelude parsed item by item is the prelude parsed whole: the same items, in
+    /// the same order, with the same spans.
+    #[test]
+    fn prelude_items_parse_as_the_whole_prelude() {
+        let whole = syntax::parse(PRELUDE, FileId(0)).expect("the prelude parses");
+        let names: std::collections::HashSet<&str> = prelude_items().iter().map(|i| i.name).collect();
+        let (file, unparsed) = prelude_ast(FileId(0), &names).expect("every item parses");
+        assert!(unparsed.is_empty(), "{unparsed:?}");
+        assert_eq!(whole.items.len(), file.items.len());
+        assert!(whole.items == file.items, "the items differ");
+    }
+
+    /// Only what the source names, and what that names in turn, is parsed; the rest is
+    /// still suggested for a misspelled name.
+    #[test]
+    fn prelude_items_reached_from_the_source() {
+        let words: std::collections::HashSet<&str> = identifier_words("l = LSTM(4, 8)").collect();
+        let (file, unparsed) = prelude_ast(FileId(0), &words).expect("parses");
+        let parsed: Vec<String> = file
+            .items
+            .iter()
+            .map(|i| match i {
+                ast::Item::Fn(d) => d.name.name.clone(),
+                ast::Item::Layer(d) => d.name.name.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        assert!(parsed.contains(&"LSTM".to_string()) && parsed.contains(&"seq_dropout".to_string()), "{parsed:?}");
+        assert!(unparsed.contains(&"softmax".to_string()) && !parsed.contains(&"softmax".to_string()));
+        let src = "model M {\n input x: [B, 4]\n output y = sofmax(x)\n}\n";
+        let Err(e) = compile_source("m.nn", src, None) else { panic!("compiled") };
+        let help: Vec<String> = e.diagnostics.iter().filter_map(|d| d.help.clone()).collect();
+        assert!(help.iter().any(|h| h.contains("`softmax`")), "{help:?}");
+    }
 }

@@ -31,10 +31,13 @@ pub struct Args {
     /// (experimental; slower on the MLP workload so far).
     #[arg(long)]
     pub fuse_updates: bool,
+    /// Threads for Cranelift's compile of the step's functions (default: one per core).
+    #[arg(long, value_parser = thread_count)]
+    pub compile_threads: Option<usize>,
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let Args { file, batch, threads, steps, profile, top, mode, model, fuse_updates } = a;
+    let Args { file, batch, threads, steps, profile, top, mode, model, fuse_updates, compile_threads } = a;
     let model = model.as_deref();
     let t0 = std::time::Instant::now();
     let Some(c) = compile(&file, opts) else { return 1 };
@@ -47,7 +50,13 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(b) => b,
         Err(m) => return fail(&m),
     };
-    let cg = crate::codegen::CodegenOptions { threads: threads.max(1), profile, fuse_updates, ..Default::default() };
+    let cg = crate::codegen::CodegenOptions {
+        threads: threads.max(1),
+        profile,
+        fuse_updates,
+        compile_threads: compile_threads.unwrap_or(0),
+        ..Default::default()
+    };
     let t = std::time::Instant::now();
     let graph = match mode {
         RunMode::Train => crate::pipeline::step_graph_timed(p, b),
@@ -84,7 +93,12 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         RunMode::Eval => "eval step, as nnc predict runs it".to_string(),
     };
     outln!("model {} ({what}, batch {b}, {threads} thread{})", p.name, if threads == 1 { "" } else { "s" });
-    outln!("compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms)", exe.compile_seconds * 1e3);
+    outln!(
+        "compile: {compile_ms:.1} ms (source to native code; codegen {:.1} ms, Cranelift on {} thread{})",
+        exe.compile_seconds * 1e3,
+        crate::codegen::compile_threads(&cg),
+        if crate::codegen::compile_threads(&cg) == 1 { "" } else { "s" }
+    );
     // Where the compile time went, stage by stage (`pipeline`'s list).
     let [t_simplify, t_fusion, t_plan, t_cranelift, t_alloc] = exe.stage_seconds;
     let mut stages = vec![("parse+lower", t_front)];

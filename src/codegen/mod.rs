@@ -13,6 +13,7 @@
 pub mod fp;
 pub mod gemm;
 pub mod host;
+pub mod jobs;
 pub mod math;
 pub mod team;
 pub mod wide;
@@ -64,6 +65,19 @@ pub struct CodegenOptions {
     /// or erf run them in strips through the 16-lane host functions of `wide` (the same
     /// results bit for bit). Object files (`aot`) always get the 4-lane code.
     pub narrow_math: bool,
+    /// Threads that run Cranelift's compile of the step's functions (`jobs`); 0: one per
+    /// core this process may run on. Independent of `threads`: compiling is done before
+    /// the step runs.
+    pub compile_threads: usize,
+}
+
+/// The threads `compile` uses: `opts.compile_threads`, or one per core this process may
+/// run on (its CPU affinity: a run pinned to one core compiles on one thread).
+pub fn compile_threads(opts: &CodegenOptions) -> usize {
+    match opts.compile_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// Native code for one step, and the tables its callbacks read.
@@ -77,6 +91,9 @@ pub struct Compiled {
     /// compiled before (`define`).
     pub functions: usize,
     pub shared: usize,
+    /// A hash of the machine code of every function, in the order they were defined
+    /// (the same whether Cranelift ran on one thread or several: tests compare them).
+    pub code_hash: u64,
 }
 
 /// What `emit` added to a module: the step function, the functions the tables point to
@@ -94,6 +111,25 @@ pub struct Emitted {
     /// As in `Compiled`.
     pub functions: usize,
     pub shared: usize,
+    /// The machine code defined here (`Compiled::code_hash`; without the functions
+    /// handed to `jobs`).
+    pub code: CodeHash,
+}
+
+/// `Compiled::code_hash`: each function's id and machine code, in definition order.
+#[derive(Default)]
+pub struct CodeHash(std::collections::hash_map::DefaultHasher);
+
+impl CodeHash {
+    fn add(&mut self, id: FuncId, bytes: &[u8]) {
+        use std::hash::Hash;
+        id.as_u32().hash(&mut self.0);
+        bytes.hash(&mut self.0);
+    }
+
+    fn finish(&self) -> u64 {
+        std::hash::Hasher::finish(&self.0)
+    }
 }
 
 /// The target: this CPU's features; position-independent code for an object file that
@@ -116,15 +152,41 @@ pub const CALLBACKS: [&str; 5] = ["nnc_host", "nnc_gemm", "nnc_poison", "nnc_tic
 /// Compiles the step of a concrete graph (JIT).
 pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> Result<Compiled, String> {
     let isa = isa(opts, false)?;
-    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    let mut jb = JITBuilder::with_isa(isa.clone(), default_libcall_names());
     jb.symbol("nnc_host", host::nnc_host as *const u8);
     jb.symbol("nnc_gemm", host::nnc_gemm as *const u8);
     jb.symbol("nnc_poison", host::nnc_poison as *const u8);
     jb.symbol("nnc_tick", host::nnc_tick as *const u8);
     jb.symbol("nnc_par", host::nnc_par as *const u8);
     let mut module = JITModule::new(jb);
-    let e = emit(&mut module, "", g, s, plan, opts)?;
     let err = |e: cranelift_module::ModuleError| format!("cranelift: {e}");
+    let threads = compile_threads(opts);
+    let (e, code_hash) = if threads > 1 && !opts.keep_clif {
+        // Workers compile functions as `emit` submits them; this thread joins them once
+        // it has built the last one. The code is defined in submission order: the same
+        // module as a sequential compile.
+        let jobs = jobs::Jobs::default();
+        let e = std::thread::scope(|scope| {
+            let (jobs, isa) = (&jobs, &*isa);
+            for _ in 1..threads {
+                scope.spawn(move || jobs.work(isa));
+            }
+            let e = emit_with(&mut module, "", g, s, plan, opts, Some(jobs));
+            jobs.close();
+            jobs.work(isa);
+            e
+        })?;
+        let mut code = CodeHash::default();
+        for d in jobs.results()? {
+            module.define_function_bytes(d.id, d.alignment, &d.bytes, &d.relocs).map_err(err)?;
+            code.add(d.id, &d.bytes);
+        }
+        (e, code.finish())
+    } else {
+        let e = emit(&mut module, "", g, s, plan, opts)?;
+        let code = e.code.finish();
+        (e, code)
+    };
     module.finalize_definitions().map_err(err)?;
     let mut tables = e.tables;
     for (op, id) in tables.par.iter_mut().zip(&e.par) {
@@ -149,6 +211,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
         clif: e.clif,
         functions: e.functions,
         shared: e.shared,
+        code_hash,
     })
 }
 
@@ -162,6 +225,20 @@ pub fn emit<M: Module>(
     s: &Schedule,
     plan: &Plan,
     opts: &CodegenOptions,
+) -> Result<Emitted, String> {
+    emit_with(module, prefix, g, s, plan, opts, None)
+}
+
+/// `emit`; with `jobs`, each function's IR is handed to `jobs` instead of being compiled
+/// and defined here (the caller defines the results, in submission order).
+fn emit_with<M: Module>(
+    module: &mut M,
+    prefix: &str,
+    g: &Graph,
+    s: &Schedule,
+    plan: &Plan,
+    opts: &CodegenOptions,
+    jobs: Option<&jobs::Jobs>,
 ) -> Result<Emitted, String> {
     let frontend_config = module.target_config();
     let ptr = frontend_config.pointer_type();
@@ -210,6 +287,7 @@ pub fn emit<M: Module>(
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut clif = String::new();
+    let mut code = CodeHash::default();
     // What the step does, in order.
     enum Call {
         /// A kernel over its whole index space [0, n).
@@ -237,6 +315,8 @@ pub fn emit<M: Module>(
         fctx: &mut fctx,
         clif: &mut clif,
         keep_clif: opts.keep_clif,
+        jobs: jobs.filter(|_| !opts.keep_clif),
+        code: &mut code,
         done: HashMap::new(),
         shared: 0,
     };
@@ -434,9 +514,19 @@ pub fn emit<M: Module>(
     if opts.keep_clif {
         clif.push_str(&format!("; step\n{}\n", ctx.func.display()));
     }
-    module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
+    match jobs.filter(|_| !opts.keep_clif) {
+        Some(jobs) => {
+            jobs.submit(step_id, "step", std::mem::replace(&mut ctx.func, cranelift_codegen::ir::Function::new()))
+        }
+        None => {
+            module.define_function(step_id, &mut ctx).map_err(|e| format!("cranelift: step: {e:?}"))?;
+            if let Some(c) = ctx.compiled_code() {
+                code.add(step_id, c.code_buffer());
+            }
+        }
+    }
     module.clear_context(&mut ctx);
-    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif, functions, shared })
+    Ok(Emitted { step: step_id, par: par_ids, epilogues: epilogue_ids, tables, clif, functions, shared, code })
 }
 
 /// What `define` needs to add a function to the module (and its text to `clif`).
@@ -446,6 +536,10 @@ struct FnCtx<'a, M: Module> {
     fctx: &'a mut FunctionBuilderContext,
     clif: &'a mut String,
     keep_clif: bool,
+    /// Where functions go to be compiled (on other threads), if not compiled here.
+    jobs: Option<&'a jobs::Jobs>,
+    /// The machine code defined here.
+    code: &'a mut CodeHash,
     /// The functions compiled so far, by a hash of their body: the body, the function
     /// and its name.
     done: HashMap<u64, Vec<(Stencil, FuncId, String)>>,
@@ -454,6 +548,53 @@ struct FnCtx<'a, M: Module> {
 }
 
 type Stencil = cranelift_codegen::ir::function::FunctionStencil;
+
+/// The hash `define` files function bodies under: a multiply-rotate hash of the words
+/// written (as rustc's FxHasher), not SipHash, which took a quarter of the time `emit`
+/// spent outside Cranelift's compile on the LSTM step (`perf`); equal hashes are
+/// compared as stencils.
+struct StencilHasher(u64);
+
+impl StencilHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for StencilHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A kernel's function and the slots of its pointer parameters (after `sig`'s), in order:
 /// what a call passes.
@@ -493,7 +634,7 @@ fn define<M: Module>(
     let slots = bases.slots();
     let hash = {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = StencilHasher(0);
         fc.ctx.func.stencil.hash(&mut h);
         h.finish()
     };
@@ -513,11 +654,20 @@ fn define<M: Module>(
         .map_err(|e| format!("cranelift: {e}"))?;
     fc.ctx.func.name = UserFuncName::user(0, id.as_u32());
     let stencil = fc.ctx.func.stencil.clone();
+    if let Some(jobs) = fc.jobs {
+        jobs.submit(id, name, std::mem::replace(&mut fc.ctx.func, cranelift_codegen::ir::Function::new()));
+        fc.module.clear_context(fc.ctx);
+        fc.done.entry(hash).or_default().push((stencil, id, name.to_string()));
+        return Ok(Defined { id, slots });
+    }
     if fc.keep_clif {
         fc.clif.push_str(&format!("; {label}\n{}\n", fc.ctx.func.display()));
         fc.ctx.set_disasm(true);
     }
     fc.module.define_function(id, fc.ctx).map_err(|e| format!("cranelift: {name}: {e:?}"))?;
+    if let Some(c) = fc.ctx.compiled_code() {
+        fc.code.add(id, c.code_buffer());
+    }
     if let Some(asm) = fc.ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
         fc.clif.push_str(&format!("; {name}: machine code\n{asm}\n"));
     }
@@ -567,7 +717,15 @@ fn wrapper<M: Module>(
     if fc.keep_clif {
         fc.clif.push_str(&format!("; {name}\n{}\n", fc.ctx.func.display()));
     }
+    if let Some(jobs) = fc.jobs {
+        jobs.submit(id, name, std::mem::replace(&mut fc.ctx.func, cranelift_codegen::ir::Function::new()));
+        fc.module.clear_context(fc.ctx);
+        return Ok(id);
+    }
     fc.module.define_function(id, fc.ctx).map_err(|e| format!("cranelift: {name}: {e:?}"))?;
+    if let Some(c) = fc.ctx.compiled_code() {
+        fc.code.add(id, c.code_buffer());
+    }
     fc.module.clear_context(fc.ctx);
     Ok(id)
 }

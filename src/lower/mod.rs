@@ -252,6 +252,8 @@ pub(crate) struct Lowerer {
     models: Rc<HashMap<String, Rc<ast::ModelDef>>>,
     /// The folder of each source file, for paths relative to the file that says them.
     dirs: Rc<HashMap<FileId, PathBuf>>,
+    /// Prelude items not parsed (`Items::prelude_unparsed`): suggested for unknown names.
+    prelude_unparsed: Rc<Vec<String>>,
     /// Set while a teacher's body is lowered inside this model.
     teacher: Option<TeacherMode>,
 }
@@ -275,6 +277,9 @@ pub struct Items {
     pub prelude: FileId,
     /// The folder of each file read from disk (relative paths in it are joined to it).
     pub dirs: HashMap<FileId, PathBuf>,
+    /// The names of the prelude's items left out of its file (no source names them):
+    /// in scope only for suggestions.
+    pub prelude_unparsed: Vec<String>,
 }
 
 /// Lowers every model in `main` (a file id among `items.files`). Returns one program per
@@ -334,6 +339,7 @@ pub fn lower_with(
                 .collect(),
         ),
         dirs: Rc::new(items.dirs.clone()),
+        prelude_unparsed: Rc::new(items.prelude_unparsed.clone()),
     };
     let mut programs = Vec::new();
     let models: Vec<&ast::ModelDef> = items
@@ -455,6 +461,7 @@ type Lowered = (Graph, TrainSettings, Vec<(String, String)>);
 struct World {
     models: Rc<HashMap<String, Rc<ast::ModelDef>>>,
     dirs: Rc<HashMap<FileId, PathBuf>>,
+    prelude_unparsed: Rc<Vec<String>>,
 }
 
 fn lower_model(
@@ -503,6 +510,7 @@ fn lower_model(
         model_name: m.name.name.clone(),
         models: world.models.clone(),
         dirs: world.dirs.clone(),
+        prelude_unparsed: world.prelude_unparsed.clone(),
         teacher: None,
     };
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
@@ -1413,7 +1421,10 @@ impl Lowerer {
         if self.errors.len() >= limits::MAX_RENDERED_DIAGNOSTICS {
             return d; // not shown: no suggestion to look for
         }
-        let names = all_names(env);
+        let mut names = all_names(env);
+        names.extend(self.prelude_unparsed.iter().cloned());
+        names.sort();
+        names.dedup();
         if let Some(c) = crate::diagnostic::closest(name, names.iter().map(String::as_str)) {
             d = d.with_help(format!("did you mean `{c}`?"));
         }

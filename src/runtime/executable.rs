@@ -82,13 +82,15 @@ pub struct Executable {
 
 /// Binds every symbol of `g` to the batch size (the graph must then be concrete).
 pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
-    let mut out = g.clone();
-    for name in g.symbols.clone() {
-        if out.inputs.iter().any(|i| i.ty.shape.iter().any(|d| d.symbols().any(|s| g.symbols[s.0 as usize] == name))) {
-            out = ir::bind_symbol(&out, &name, batch as i64)?;
+    // `bind_symbol` returns a new graph: `g` is cloned only when nothing is bound.
+    let mut out: Option<Graph> = None;
+    for name in &g.symbols {
+        let cur = out.as_ref().unwrap_or(g);
+        if cur.inputs.iter().any(|i| i.ty.shape.iter().any(|d| d.symbols().any(|s| g.symbols[s.0 as usize] == *name))) {
+            out = Some(ir::bind_symbol(cur, name, batch as i64)?);
         }
     }
-    Ok(out)
+    Ok(out.unwrap_or_else(|| g.clone()))
 }
 
 /// The stages before code generation, for a concrete graph: simplified, fused, planned,
@@ -298,6 +300,11 @@ impl Executable {
     /// them compiled for another (the same code over other buffers).
     pub fn functions(&self) -> (usize, usize) {
         (self.compiled.functions, self.compiled.shared)
+    }
+
+    /// A hash of the step's machine code (`codegen::Compiled::code_hash`).
+    pub fn code_hash(&self) -> u64 {
+        self.compiled.code_hash
     }
 
     /// The Cranelift IR of every kernel and of the step (with `keep_clif`).

@@ -20,10 +20,17 @@ struct NnParser;
 
 /// Parses one source file. `file` is the id its spans will carry.
 pub fn parse(source: &str, file: FileId) -> Result<ast::File, Diagnostic> {
+    parse_at(source, file, 0)
+}
+
+/// `parse` of a piece of a file that starts at byte `offset` of it: the AST's spans are
+/// positions in the whole file (the prelude parses its items one at a time). Diagnostics
+/// of the piece itself (bracket balance, syntax errors) are positions in the piece.
+pub fn parse_at(source: &str, file: FileId, offset: usize) -> Result<ast::File, Diagnostic> {
     let prepared = prepare(source, file)?;
     pest::set_call_limit(std::num::NonZeroUsize::new(limits::PARSER_CALL_LIMIT));
     let mut pairs = NnParser::parse(Rule::file, &prepared).map_err(|e| syntax_error(e, source, file))?;
-    let b = Builder { file };
+    let b = Builder { file, offset };
     let file_pair = pairs.next().ok_or_else(|| Diagnostic::new("E0100", Span::new(file, 0, 0), "empty parse"))?;
     let mut items = Vec::new();
     for p in file_pair.into_inner() {
@@ -46,7 +53,7 @@ pub fn parse_expr(source: &str, file: FileId) -> Result<Expr, Diagnostic> {
         let at = p.as_span().end();
         return Err(Diagnostic::new("E0100", Span::new(file, at, source.len()), "unexpected text after the value"));
     }
-    Builder { file }.expr(p)
+    Builder { file, offset: 0 }.expr(p)
 }
 
 /// Blanks comments, joins lines inside `( )` and `[ ]`, and checks the limits.
@@ -265,6 +272,8 @@ fn found_at(source: &str, at: usize) -> String {
 
 struct Builder {
     file: FileId,
+    /// Where the parsed text starts in its file (`parse_at`).
+    offset: usize,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -275,7 +284,7 @@ fn bug(span: Span, what: &str) -> Diagnostic {
 
 impl Builder {
     fn span(&self, p: &Pair<Rule>) -> Span {
-        Span::new(self.file, p.as_span().start(), p.as_span().end())
+        Span::new(self.file, self.offset + p.as_span().start(), self.offset + p.as_span().end())
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
