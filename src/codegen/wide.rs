@@ -9,6 +9,10 @@
 //! either floating-point mode (MXCSR's FTZ and DAZ apply to EVEX code as to SSE). The
 //! tests (`tests/wide.rs`) compare them bit for bit against the JIT's own code.
 //!
+//! Square root and division are not here: Adam's update, the kernel they weigh on, runs
+//! at its memory floor in 4 lanes, and strips of them were twice as slow
+//! (`examples/adam_lanes.rs`, docs/gemm.md).
+//!
 //! Each function is `extern "C" fn(*mut f32, usize)` (the JIT calls it by address), never
 //! panics and never allocates; the caller guarantees AVX-512F and AVX-512DQ (`available`).
 
