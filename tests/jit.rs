@@ -676,6 +676,27 @@ fn elementwise_epilogues_run_per_block() {
     compare_program("epilogues per block", &p, 70, 700);
 }
 
+/// An epilogue runs once per column of micro-tiles over all of a row block's rows (a
+/// row of the result 1040 wide here: the 16-wide unrolled loop; 3 wide backward: the scalar tail
+/// ), or per left panel over a column block's tiles when a product of few
+/// rows packs its weight panel by panel (rows 1040 floats apart, batch 20): bias and
+/// ReLU and a scale forward, the ReLU's backward epilogue, on one thread and on two.
+#[test]
+fn epilogues_over_wide_blocks() {
+    let src = "model W {\n input x: [B, 40]\n param w: [40, 1040] = normal(0.2)\n param c: [1040] = normal(0.3)\n \
+               param v: [1040, 3] = normal(0.05)\n \
+               h = relu(x @ w + c) * 0.5\n \
+               output y = h @ v\n \
+               loss = mean(y * y)\n \
+               train { optimizer = sgd(lr = 0.1) }\n}\n";
+    let p = program("w.nn", src);
+    let fused = kernels(&p.eval, 20);
+    let wide = |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { n: 1040, epilogue: Some(_), .. });
+    assert!(fused.kernels.iter().any(wide), "{:?}", fused.kernels);
+    compare_program("wide epilogues, few rows", &p, 20, 20);
+    compare_program("wide epilogues", &p, 130, 700);
+}
+
 /// Softmax, log-softmax, layer norm and cross-entropy rows run as row groups (one loop
 /// over rows, every part of a row in turn), with rows of 1 to 130 elements, forward and
 /// backward, on 1 thread and split across 2.

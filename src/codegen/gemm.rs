@@ -539,14 +539,16 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                             std::ptr::null(),
                         )
                     };
-                    if depth + kb == k {
-                        // The tile is final: (r.., c..) in the crate's frame.
-                        let (tr, tc) = ((r, r + mbi), (c, c + nbi));
-                        if along_m {
-                            finish(p, tr, tc);
-                        } else {
-                            finish(p, tc, tr);
-                        }
+                };
+                // The epilogue runs once per column of micro-tiles (per left panel when
+                // panel by panel) once the last depth block has made them final, rather
+                // than per micro-tile: (r.., c..) in the crate's frame.
+                let last = depth + kb == k;
+                let done = |tr: (usize, usize), tc: (usize, usize)| {
+                    if along_m {
+                        finish(p, tr, tc);
+                    } else {
+                        finish(p, tc, tr);
                     }
                 };
                 let src = |i: usize| lhs.wrapping_offset((row + i * mr) as isize * lhs_rs + depth as isize * lhs_cs);
@@ -559,6 +561,10 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                         unsafe { (isa.pack_lhs)(mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
                         for j in 0..nb.div_ceil(nr) {
                             tile(i, j, ws_lhs, mr as isize);
+                        }
+                        if last {
+                            // The panel's tiles are final: all of the block's columns.
+                            done((row + i * mr, row + i * mr + mbi), (col, col + nb));
                         }
                     }
                 } else {
@@ -577,6 +583,11 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                             } else {
                                 tile(i, j, src(i), lhs_cs);
                             }
+                        }
+                        if last {
+                            // The column of tiles is final: all of the block's rows.
+                            let c = col + j * nr;
+                            done((row, row + mb), (c, c + nr.min(nb - j * nr)));
                         }
                     }
                 }

@@ -1337,9 +1337,24 @@ fn elementwise(
                     return strips(b, c0, c1, Some(r), memos);
                 }
                 let len = b.ins().isub(c1, c0);
+                // Unrolled 4x like the flat loop: the driver runs an epilogue over a
+                // column of micro-tiles at once, rows of up to a row block's 512 columns.
+                let mut start = c0;
+                if nodes.len() <= UNROLL_MAX_NODES {
+                    let len16 = b.ins().band_imm_s(len, !15);
+                    let mid16 = b.ins().iadd(c0, len16);
+                    dyn_loop(b, c0, mid16, 16, |b, c| {
+                        for k in 0..4 {
+                            let ck = if k == 0 { c } else { b.ins().iadd_imm_s(c, 4 * k) };
+                            body(b, true, Pos::Grid(r, ck), memos)?;
+                        }
+                        Ok(())
+                    })?;
+                    start = mid16;
+                }
                 let len4 = b.ins().band_imm_s(len, !3);
                 let mid = b.ins().iadd(c0, len4);
-                dyn_loop(b, c0, mid, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
+                dyn_loop(b, start, mid, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
                 dyn_loop(b, mid, c1, 1, |b, c| body(b, false, Pos::Grid(r, c), memos))
             })?;
             return Ok(false);
