@@ -1181,20 +1181,27 @@ fn elementwise(
         e.b.ins().store(flags(), val, a, 0);
     };
     let (pre, recips) = invariants(b, g, s, &loads, &nodes)?;
+    // Computes every output, then stores them all: an update written in place is read
+    // (at this index) before it is overwritten.
+    let outputs = |e: &mut E,
+                   memo: &mut HashMap<Value, ClValue>,
+                   recips: &HashMap<Value, ClValue>,
+                   pos: Pos|
+     -> Result<(), String> {
+        let mut vals = Vec::with_capacity(outs.len());
+        for &o in outs {
+            vals.push(emit_node(e, g, s, &loads, memo, recips, o, pos)?);
+        }
+        for ((slot, stride), v) in out_slots.iter().zip(&strides).zip(vals) {
+            store(e, *slot, *stride, v, pos);
+        }
+        Ok(())
+    };
     let body = |b: &mut FunctionBuilder, vec: bool, pos: Pos, (pre, recips): (&Memo, &Memo)| -> Result<(), String> {
         let mut e = E { b, vec };
         let k = usize::from(vec);
         let mut memo = pre[k].clone();
-        // Compute every output, then store them all: an update written in place is
-        // read (at this index) before it is overwritten.
-        let mut vals = Vec::with_capacity(outs.len());
-        for &o in outs {
-            vals.push(emit_node(&mut e, g, s, &loads, &mut memo, &recips[k], o, pos)?);
-        }
-        for ((slot, stride), v) in out_slots.iter().zip(&strides).zip(vals) {
-            store(&mut e, *slot, *stride, v, pos);
-        }
-        Ok(())
+        outputs(&mut e, &mut memo, &recips[k], pos)
     };
     let c4 = (cols / 4 * 4) as i64;
     // What depends only on the row (per-row scalars read through column broadcasts, a
@@ -1289,13 +1296,7 @@ fn elementwise(
                             }
                         }
                     } else {
-                        let mut vals = Vec::with_capacity(outs.len());
-                        for &o in outs {
-                            vals.push(emit_node(&mut e, g, s, &loads, &mut memo, &recips[kk], o, pos)?);
-                        }
-                        for ((slot, stride), v) in out_slots.iter().zip(&strides).zip(vals) {
-                            store(&mut e, *slot, *stride, v, pos);
-                        }
+                        outputs(&mut e, &mut memo, &recips[kk], pos)?;
                     }
                     Ok(())
                 };
