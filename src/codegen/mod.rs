@@ -901,17 +901,7 @@ fn emit_node(
     }
     let node = &g.nodes[v];
     let arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
-        let a = node.args[i];
-        // An output computed earlier in the same loop (or a view of one) comes from a
-        // register: its store happens at the end of the iteration.
-        if let Some(&c) = memo.get(&a).or_else(|| memo.get(&s.storage[a.as_u32() as usize])) {
-            return Ok(c);
-        }
-        if s.materialized[a.as_u32() as usize] {
-            loads.load(e, a, Access::Full, pos)
-        } else {
-            emit_node(e, g, s, loads, memo, recip, a, pos)
-        }
+        emit_arg(e, g, s, loads, memo, recip, node.args[i], pos)
     };
     let out = match &node.op {
         Op::Fill(x) => e.c(*x as f32),
@@ -1525,6 +1515,8 @@ fn emit_arg(
     a: Value,
     pos: Pos,
 ) -> Result<ClValue, String> {
+    // An output computed earlier in the same loop (or a view of one) comes from a
+    // register: its store happens at the end of the iteration.
     if let Some(&c) = memo.get(&a).or_else(|| memo.get(&s.storage[a.as_u32() as usize])) {
         return Ok(c);
     }
