@@ -444,13 +444,19 @@ impl<'a> Reader<'a> {
         let (a_batch_stride, b_batch_stride) = (self.usize()?, self.usize()?);
         let (batch, m, k, n) = (self.usize()?, self.usize()?, self.usize()?, self.usize()?);
         let (scale, accumulate) = (self.f32()?, self.bool()?);
-        let pieces = self.list(|r| {
+        let mut pieces = self.list(|r| {
             let mut x = [0usize; 7];
             for v in &mut x {
                 *v = r.usize()?;
             }
-            Ok(GemmPiece { piece: Piece { mats: (x[0], x[1]), rows: (x[2], x[3]), cols: (x[4], x[5]) }, part: x[6] })
+            let piece = Piece { mats: (x[0], x[1]), rows: (x[2], x[3]), cols: (x[4], x[5]), concurrent: false };
+            Ok(GemmPiece { piece, part: x[6] })
         })?;
+        // Pieces run beside each other when there are several (as `gemm::pieces` sets it).
+        let concurrent = pieces.len() > 1;
+        for p in &mut pieces {
+            p.piece.concurrent = concurrent;
+        }
         // SAFETY: the table's entry for an epilogue is the address of a function
         // compiled with the `TileFn` signature (`aot::build` writes both).
         let epilogue = self.func()?.map(|f| unsafe { std::mem::transmute::<*const u8, TileFn>(f) });

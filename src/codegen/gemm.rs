@@ -154,6 +154,9 @@ pub struct Product {
     pub epilogue: Option<Epilogue>,
     pub row0: usize,
     pub col0: usize,
+    /// Other threads compute other pieces of the same product at the same time (they
+    /// share the memory system: `packs_chunk`).
+    pub concurrent: bool,
 }
 
 impl Product {
@@ -187,6 +190,7 @@ impl Product {
             epilogue: None,
             row0: 0,
             col0: 0,
+            concurrent: false,
         }
     }
 }
@@ -219,8 +223,26 @@ struct Blocking {
 }
 
 /// A column-block wider than this many micro-tiles reuses each packed left panel enough
-/// to pack it even when it could be read in place (the crate's single-thread threshold).
+/// to pack it even when it could be read in place (the crate's single-thread threshold),
+/// if its rows lie a page (`PANEL_STRIDE`) or more apart (`packs_chunk`).
 const LHS_PACK_TILES: usize = 8;
+
+/// Whether a block of `mb` rows and `nb` columns (crate's frame) packs its left operand,
+/// read at strides `lhs` (rows, columns), chunk by chunk: when the microkernels cannot
+/// read it in place (not contiguous along the vectors, or a partial vector), or when many
+/// column tiles reuse its panels and either their rows lie a page or more apart or other
+/// threads run beside this one (`concurrent`). On a thread of its own, rows closer
+/// together are read in place whatever the reuse: the MLP's forward `x @ W1` (W1's rows
+/// 2 KB apart, 22 column tiles) took 0.78-0.80 ms a step packing W1, just updated and out
+/// of L2, and 0.68-0.70 ms reading it in place, where the first column tile's reads
+/// overlap the arithmetic (level with the operand hot in L2: 0.79 ms both ways). With
+/// two threads each reading half of W1 at once, in place was the slower (0.51-0.52 ms
+/// against 0.45-0.51 packed).
+fn packs_chunk(mb: usize, nb: usize, (lhs_rs, lhs_cs): (isize, isize), concurrent: bool, isa: &Isa) -> bool {
+    lhs_rs != 1
+        || !mb.is_multiple_of(isa.lanes)
+        || (nb > LHS_PACK_TILES * isa.nr && (concurrent || lhs_cs.unsigned_abs() >= PANEL_STRIDE))
+}
 /// The right operand, when contiguous along the depth, is packed only for more than this
 /// many micro-tile rows (the crate's x86 threshold).
 const RHS_PACK_TILES: usize = 128;
@@ -242,7 +264,8 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs: (isize, isize), rhs_rs: isize) -> Blocking {
+fn blocking(isa: &Isa, f: &Frame, k: usize, concurrent: bool) -> Blocking {
+    let (mm, nn, lhs, rhs_rs) = (f.mm, f.nn, (f.lhs_rs, f.lhs_cs), f.rhs_rs);
     let (lhs_rs, lhs_cs) = lhs;
     let (mr, nr) = (isa.mr, isa.nr);
     let p = if mm <= 64 && nn <= 64 {
@@ -257,7 +280,7 @@ fn blocking(isa: &Isa, mm: usize, nn: usize, k: usize, lhs: (isize, isize), rhs_
     let nc = if p.nc > 0 { round_up(p.nc, nr) } else { 128 * nr };
     let pack_rhs = if rhs_rs.unsigned_abs() == 1 { mm > RHS_PACK_TILES * mr } else { mm > 2 * mr };
     let prepack_lhs = mm <= 2 * mc && (!mm.is_multiple_of(isa.lanes) || lhs_rs != 1);
-    let chunk_packs = lhs_rs != 1 || !mm.is_multiple_of(isa.lanes) || nc.min(nn) > LHS_PACK_TILES * nr;
+    let chunk_packs = packs_chunk(mm, nc.min(nn), lhs, concurrent, isa);
     let panel_outer = !prepack_lhs && nn <= PANEL_NN && mm >= 2 * mr && lhs_cs.unsigned_abs() >= PANEL_STRIDE;
     Blocking {
         kc,
@@ -372,7 +395,7 @@ pub fn workspace_len_with(isa: &Isa, p: &Product) -> usize {
         return dots_len(p);
     }
     let f = frame(isa, p);
-    blocked_len(&blocking(isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs))
+    blocked_len(&blocking(isa, &f, p.k, p.concurrent))
 }
 
 /// Workspace floats of a blocked product: both packed operands, aligned.
@@ -448,7 +471,8 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
             }
         };
     }
-    let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, along_m } = frame(isa, p);
+    let f = frame(isa, p);
+    let Frame { mm, nn, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, dst_rs, dst_cs, along_m } = f;
     let (k, dst) = (p.k, p.out);
     if mm == 0 || nn == 0 {
         return;
@@ -466,7 +490,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
         return;
     }
     let (lanes, mr, nr) = (isa.lanes, isa.mr, isa.nr);
-    let b = blocking(isa, mm, nn, k, (lhs_rs, lhs_cs), rhs_rs);
+    let b = blocking(isa, &f, k, p.concurrent);
     if blocked_len(&b) > ws_len {
         // SAFETY: as for this function.
         return unsafe { crate_gemm(p) };
@@ -499,7 +523,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                 if mb > lanes && !b.prepack_lhs {
                     mb = mb / lanes * lanes;
                 }
-                let pack_chunk = !b.prepack_lhs && (mb % lanes != 0 || lhs_rs != 1 || nb > LHS_PACK_TILES * nr);
+                let pack_chunk = !b.prepack_lhs && packs_chunk(mb, nb, (lhs_rs, lhs_cs), p.concurrent, isa);
                 // One micro-tile: rows `i` and columns `j` of this block, the left
                 // operand's panel at `lhs_tile` read with column stride `l_cs`.
                 let tile = |i: usize, j: usize, lhs_tile: *const f32, l_cs: isize| {
@@ -640,20 +664,24 @@ pub struct Piece {
     pub mats: (usize, usize),
     pub rows: (usize, usize),
     pub cols: (usize, usize),
+    /// Other pieces run beside this one (`Product::concurrent`).
+    pub concurrent: bool,
 }
 
 /// How to split a batch of `batch` products of shape `p` (pointers unused) across
 /// `threads`: by matrices when there are several, else along the dimension of the crate's
 /// frame that leaves less packing done twice. Piece edges fall on micro-tile edges.
 pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
-    let whole = Piece { mats: (0, batch), rows: (0, p.m), cols: (0, p.n) };
     let t = threads.max(1);
+    let whole = Piece { mats: (0, batch), rows: (0, p.m), cols: (0, p.n), concurrent: false };
     if t == 1 {
         return vec![whole];
     }
     if batch >= 2 {
         let t = t.min(batch);
-        return (0..t).map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), ..whole }).collect();
+        return (0..t)
+            .map(|i| Piece { mats: (batch * i / t, batch * (i + 1) / t), concurrent: t > 1, ..whole })
+            .collect();
     }
     let Some(isa) = isa() else { return vec![whole] };
     let (by_cols, unit) = if dots(&isa, p) {
@@ -661,12 +689,14 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         (false, isa.h_m)
     } else {
         let f = frame(&isa, p);
-        let b = blocking(&isa, f.mm, f.nn, p.k, (f.lhs_rs, f.lhs_cs), f.rhs_rs);
-        // Each thread packs all of the operand it does not split: split along the
-        // dimension whose other operand is cheaper to pack twice (the MLP's forward
-        // 128x784x512 splits its 512 columns, each thread packing half of W1).
+        let b = blocking(&isa, &f, p.k, t > 1);
+        // Each thread packs (or reads in place, across many column tiles) all of the
+        // operand it does not split: split along the dimension whose other operand is
+        // cheaper to handle twice (the MLP's forward 128x784x512 splits its 512 columns,
+        // each thread reading half of W1: split the other way, both read all of it and
+        // the forward product took 0.45 ms instead of 0.38 on two threads).
         let twice_if_mm = if b.pack_rhs { f.nn * p.k } else { 0 };
-        let twice_if_nn = if b.lhs_len > 0 { f.mm * p.k } else { 0 };
+        let twice_if_nn = if b.lhs_len > 0 || f.nn > LHS_PACK_TILES * isa.nr { f.mm * p.k } else { 0 };
         // A dimension with fewer micro-tiles than threads cannot be split among them
         // all (a recurrent step's 32 rows); split the other.
         let (units_mm, units_nn) = (f.mm.div_ceil(isa.mr), f.nn.div_ceil(isa.nr));
@@ -681,9 +711,9 @@ pub fn pieces(p: &Product, batch: usize, threads: usize) -> Vec<Piece> {
         .map(|i| {
             let r = (edge(i), edge(i + 1));
             if by_cols {
-                Piece { cols: r, ..whole }
+                Piece { cols: r, concurrent: t > 1, ..whole }
             } else {
-                Piece { rows: r, ..whole }
+                Piece { rows: r, concurrent: t > 1, ..whole }
             }
         })
         .filter(|q| q.rows.0 < q.rows.1 && q.cols.0 < q.cols.1)
@@ -704,6 +734,7 @@ pub fn piece_product(p: &Product, q: &Piece, i: usize, a_stride: usize, b_stride
         out: p.out.wrapping_add(i * p.m * p.n).wrapping_offset(r0 as isize * p.out_rs + c0 as isize),
         row0: p.row0 + i * p.m + r0,
         col0: p.col0 + c0,
+        concurrent: q.concurrent,
         ..*p
     }
 }
@@ -813,6 +844,7 @@ mod tests {
             epilogue: None,
             row0: 0,
             col0: 0,
+            concurrent: false,
         };
         for (batch, threads) in [(1, 1), (1, 2), (1, 3), (5, 2), (2, 4)] {
             let ps = pieces(&p, batch, threads);
