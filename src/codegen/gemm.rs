@@ -120,6 +120,32 @@ pub fn isa() -> Option<Isa> {
     *ISA.get_or_init(|| isas().first().copied())
 }
 
+/// Packs `m` rows by `k` depth steps of a left operand (depth `cs` apart, rows `rs`) into
+/// panels `stride` floats apart: the crate's routine, or, for an operand contiguous along
+/// the depth on AVX-512, `pack::pack_lhs_t`, which transposes 16 x 16 blocks in registers
+/// where the crate's gathers a float at a time (the MLP's `128x256 @ (512x256)ᵀ`).
+/// # Safety
+/// As for the crate's routine: `src` addresses the rows and depths, `dst` the panels.
+unsafe fn pack_left(
+    isa: &Isa,
+    m: usize,
+    k: usize,
+    dst: *mut f32,
+    src: *const f32,
+    cs: isize,
+    rs: isize,
+    stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if cs == 1 && rs != 1 && isa.lanes == 16 && isa.mr == super::pack::MR {
+        // SAFETY: a 16-lane family is AVX-512F; the layout is the crate's (as for this
+        // function).
+        return unsafe { super::pack::pack_lhs_t(m, k, dst, src, rs, stride) };
+    }
+    // SAFETY: as for this function.
+    unsafe { (isa.pack_lhs)(m, k, dst, src, cs, rs, stride) }
+}
+
 /// A JIT-compiled epilogue over a block of a product's result: (arena, persistent, first
 /// row, end row, first column, end column).
 pub type TileFn = unsafe extern "C" fn(*mut f32, *mut f32, i64, i64, i64, i64);
@@ -515,7 +541,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
             if b.prepack_lhs {
                 let src = lhs.wrapping_offset(depth as isize * lhs_cs);
                 // SAFETY: ws_lhs holds kc x round_up(mm, mr) floats.
-                unsafe { (isa.pack_lhs)(mm, kb, ws_lhs, src, lhs_cs, lhs_rs, b.kc * mr) };
+                unsafe { pack_left(isa, mm, kb, ws_lhs, src, lhs_cs, lhs_rs, b.kc * mr) };
             }
             let mut row = 0;
             while row < mm {
@@ -582,7 +608,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                     for i in 0..mb.div_ceil(mr) {
                         let mbi = mr.min(mb - i * mr);
                         // SAFETY: ws_lhs holds kc x mr floats.
-                        unsafe { (isa.pack_lhs)(mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                        unsafe { pack_left(isa, mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
                         for j in 0..nb.div_ceil(nr) {
                             tile(i, j, ws_lhs, mr as isize);
                         }
@@ -601,7 +627,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                                 if j == 0 {
                                     let mbi = mr.min(mb - i * mr);
                                     // SAFETY: the slab holds kc x round_up(mb, mr) floats.
-                                    unsafe { (isa.pack_lhs)(mbi, kb, panel, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                                    unsafe { pack_left(isa, mbi, kb, panel, src(i), lhs_cs, lhs_rs, b.kc * mr) };
                                 }
                                 tile(i, j, panel, mr as isize);
                             } else {

@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod host;
 pub mod jobs;
 pub mod math;
+pub mod pack;
 pub mod team;
 pub mod wide;
 

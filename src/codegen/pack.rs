@@ -1,0 +1,163 @@
+//! Packing a left operand stored across the vectors: the GEMM driver's left panels hold,
+//! for each depth step, `MR` consecutive rows of the crate's frame (its vector dimension).
+//! When the operand is stored with its depth contiguous instead (`dy @ Wᵀ`, the backward
+//! product through a weight read as stored: rows of `W` along the vectors, each row
+//! contiguous along the depth), the `gemm-common` routine gathers one float at a time.
+//! Here the AVX-512 version moves 16 x 16 blocks through registers with the usual
+//! three-stage transpose (64 shuffles per 256 floats): the MLP's `128x256 @ (512x256)ᵀ`
+//! packs 512 x 256 floats a step.
+//!
+//! The layout is the crate's (`gemm_common::pack_operands::pack_lhs`), so either routine
+//! feeds the same microkernels; the tests compare the two bit for bit over every float a
+//! microkernel reads (the crate also zeroes a partial panel's rows up to 64).
+
+/// The panel width this routine packs (the AVX-512 microkernels' `MR`).
+pub const MR: usize = 64;
+
+/// Whether `pack_lhs_t` runs on this CPU (AVX-512F).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Packs `m` rows by `k` depth steps of `src` (row `i`, depth `d` at `src[i * rs + d]`)
+/// into panels of `MR` rows, `stride` floats apart: panel `p` holds at `d * MR + j` the
+/// element of row `p * MR + j` and depth `d`, zeros past the last row up to a multiple of
+/// 16 (the microkernels read whole vectors of a panel, no more than its rows need).
+/// # Safety
+/// The CPU must have AVX-512F (`available`); `src` must address every (row, depth) above,
+/// and `dst` hold `m.div_ceil(MR)` panels of `stride >= k * MR` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pack_lhs_t(m: usize, k: usize, dst: *mut f32, src: *const f32, rs: isize, stride: usize) {
+    use std::arch::x86_64::*;
+    for panel in 0..m.div_ceil(MR) {
+        let width = (m - panel * MR).min(MR);
+        let psrc = src.wrapping_offset((panel * MR) as isize * rs);
+        let pdst = dst.wrapping_add(panel * stride);
+        for d0 in (0..k).step_by(16) {
+            let dk = (k - d0).min(16);
+            let mask: __mmask16 = if dk == 16 { 0xFFFF } else { (1u16 << dk) - 1 };
+            for i0 in (0..width).step_by(16) {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (r, x) in v.iter_mut().enumerate() {
+                    if i0 + r < width {
+                        // SAFETY: row i0 + r exists; the mask keeps the load to depths < k.
+                        *x = unsafe {
+                            _mm512_maskz_loadu_ps(mask, psrc.wrapping_offset((i0 + r) as isize * rs + d0 as isize))
+                        };
+                    }
+                }
+                let t = transpose(v);
+                for (dd, x) in t.iter().enumerate().take(dk) {
+                    // SAFETY: depth d0 + dd < k of a panel of `stride` floats.
+                    unsafe { _mm512_storeu_ps(pdst.add((d0 + dd) * MR + i0), *x) };
+                }
+            }
+        }
+    }
+}
+
+/// The 16 x 16 transpose: `v[r]` holds row `r`; the result's `c` holds column `c`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    // Pairs of rows interleaved within each 128-bit lane: [a0 b0 a1 b1], [a2 b2 a3 b3].
+    let mut t = [_mm512_setzero_ps(); 16];
+    for j in 0..8 {
+        t[2 * j] = _mm512_unpacklo_ps(v[2 * j], v[2 * j + 1]);
+        t[2 * j + 1] = _mm512_unpackhi_ps(v[2 * j], v[2 * j + 1]);
+    }
+    // Quads: u[4q + c] holds, in lane L, column 4L + c of rows 4q..4q+4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        let (t0, t1, t2, t3) = (t[4 * q], t[4 * q + 1], t[4 * q + 2], t[4 * q + 3]);
+        let pd = |a: __m512, b: __m512, hi: bool| {
+            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+            _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(a, b) } else { _mm512_unpacklo_pd(a, b) })
+        };
+        u[4 * q] = pd(t0, t2, false);
+        u[4 * q + 1] = pd(t0, t2, true);
+        u[4 * q + 2] = pd(t1, t3, false);
+        u[4 * q + 3] = pd(t1, t3, true);
+    }
+    // Lanes gathered across the four quads: column 4L + c is lane L of u[c], u[4 + c],
+    // u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let x0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let y0 = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+        let x1 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let y1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(x0, x1);
+        out[8 + c] = _mm512_shuffle_f32x4::<0xDD>(x0, x1);
+        out[4 + c] = _mm512_shuffle_f32x4::<0x88>(y0, y1);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(y0, y1);
+    }
+    out
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Every shape edge (partial panels, partial 16-row groups, depth tails, several
+    /// panels) against the crate's own packing routine, bit for bit over the vectors the
+    /// microkernels read (each panel's rows rounded up to 16, zero padding included).
+    #[test]
+    fn matches_the_crates_packing() {
+        if !available() {
+            return;
+        }
+        for &(m, k, rs) in &[
+            (1usize, 1usize, 1usize),
+            (5, 3, 7),
+            (16, 16, 16),
+            (17, 33, 40),
+            (64, 16, 64),
+            (70, 45, 70),
+            (130, 100, 131),
+            (512, 256, 256),
+        ] {
+            let src: Vec<f32> = (0..m * rs + k).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let stride = k.next_multiple_of(16) * MR + 16;
+            let panels = m.div_ceil(MR);
+            let mut ours = vec![f32::NAN; panels * stride];
+            let mut theirs = ours.clone();
+            // SAFETY: AVX-512F is present; the buffers hold the source rows and the panels.
+            unsafe {
+                pack_lhs_t(m, k, ours.as_mut_ptr(), src.as_ptr(), rs as isize, stride);
+                gemm_common::pack_operands::pack_lhs::<f32, 16, MR, _>(
+                    gemm_common::simd::Avx512f,
+                    m,
+                    k,
+                    gemm_common::Ptr(theirs.as_mut_ptr()),
+                    gemm_common::Ptr(src.as_ptr() as *mut f32),
+                    1,
+                    rs as isize,
+                    stride,
+                );
+            }
+            for p in 0..panels {
+                let read = (m - p * MR).min(MR).next_multiple_of(16);
+                for d in 0..k {
+                    for j in 0..read {
+                        let i = p * stride + d * MR + j;
+                        let (a, b) = (ours[i], theirs[i]);
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{m}x{k} (rows {rs} apart): panel {p} depth {d} row {j}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
