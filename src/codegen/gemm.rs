@@ -120,7 +120,7 @@ pub fn isa() -> Option<Isa> {
     *ISA.get_or_init(|| isas().first().copied())
 }
 
-/// Packs `m` rows by `k` depth steps of a left operand (depth `cs` apart, rows `rs`) into
+/// Packs `m` rows by `k` depth steps of a left operand (strides `(cs, rs)`: depth, rows) into
 /// panels `stride` floats apart: the crate's routine, or, for an operand contiguous along
 /// the depth on AVX-512, `pack::pack_lhs_t`, which transposes 16 x 16 blocks in registers
 /// where the crate's gathers a float at a time (the MLP's `128x256 @ (512x256)ᵀ`).
@@ -132,8 +132,7 @@ unsafe fn pack_left(
     k: usize,
     dst: *mut f32,
     src: *const f32,
-    cs: isize,
-    rs: isize,
+    (cs, rs): (isize, isize),
     stride: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -541,7 +540,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
             if b.prepack_lhs {
                 let src = lhs.wrapping_offset(depth as isize * lhs_cs);
                 // SAFETY: ws_lhs holds kc x round_up(mm, mr) floats.
-                unsafe { pack_left(isa, mm, kb, ws_lhs, src, lhs_cs, lhs_rs, b.kc * mr) };
+                unsafe { pack_left(isa, mm, kb, ws_lhs, src, (lhs_cs, lhs_rs), b.kc * mr) };
             }
             let mut row = 0;
             while row < mm {
@@ -608,7 +607,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                     for i in 0..mb.div_ceil(mr) {
                         let mbi = mr.min(mb - i * mr);
                         // SAFETY: ws_lhs holds kc x mr floats.
-                        unsafe { pack_left(isa, mbi, kb, ws_lhs, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                        unsafe { pack_left(isa, mbi, kb, ws_lhs, src(i), (lhs_cs, lhs_rs), b.kc * mr) };
                         for j in 0..nb.div_ceil(nr) {
                             tile(i, j, ws_lhs, mr as isize);
                         }
@@ -627,7 +626,7 @@ pub unsafe fn drive(isa: &Isa, p: &Product, ws: *mut f32, ws_len: usize) {
                                 if j == 0 {
                                     let mbi = mr.min(mb - i * mr);
                                     // SAFETY: the slab holds kc x round_up(mb, mr) floats.
-                                    unsafe { pack_left(isa, mbi, kb, panel, src(i), lhs_cs, lhs_rs, b.kc * mr) };
+                                    unsafe { pack_left(isa, mbi, kb, panel, src(i), (lhs_cs, lhs_rs), b.kc * mr) };
                                 }
                                 tile(i, j, panel, mr as isize);
                             } else {
