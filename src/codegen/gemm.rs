@@ -16,7 +16,10 @@
 //! left operand whose rows lie a page or more apart is packed one panel at a time, the
 //! panel used by every column tile before the next (`PANEL_NN`), and a right operand
 //! stored down its columns is read in place with the vectors down the output's columns
-//! (`few_rows_b_down`).
+//! (`few_rows_b_down`). And a left operand contiguous along the vectors, its rows under a
+//! page apart, is read in place however many column tiles reuse it, unless other threads
+//! run other pieces of the product beside it (`packs_chunk`); one stored with its depth
+//! contiguous is packed by register transposes (`pack_left`, `super::pack`).
 //!
 //! A product is split across threads into pieces, each with its own part of the
 //! workspace: the matrices of a batch, or else the output's rows or columns, whichever
