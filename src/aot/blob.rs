@@ -179,6 +179,15 @@ impl Writer {
                 self.slot(*dst);
                 self.u32(*stream);
             }
+            HostOp::Transpose { src, dst, starts, rows, cols, cs } => {
+                self.u8(13);
+                self.slot(*src);
+                self.slot(*dst);
+                self.u32s(starts);
+                self.usize(*rows);
+                self.usize(*cols);
+                self.usize(*cs);
+            }
             HostOp::Copy { src, dst } => {
                 self.u8(9);
                 self.slot(*src);
@@ -434,6 +443,14 @@ impl<'a> Reader<'a> {
                 bufs: self.list(|r| r.slot())?,
             },
             12 => HostOp::CollectiveWait { bucket: self.u32()? },
+            13 => HostOp::Transpose {
+                src: self.slot()?,
+                dst: self.slot()?,
+                starts: self.u32s()?,
+                rows: self.usize()?,
+                cols: self.usize()?,
+                cs: self.usize()?,
+            },
             t => return Err(format!("the model blob holds an unknown host kernel {t}")),
         })
     }

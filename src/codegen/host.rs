@@ -74,6 +74,16 @@ pub enum HostOp {
         dst: Slot,
         stream: u32,
     },
+    /// `dst[b][r][c] = src[starts[b] + c * cs + r]`: a read that transposes two axes, one
+    /// matrix per start (`pack::transpose`'s 16 x 16 register blocks, not an index map).
+    Transpose {
+        src: Slot,
+        dst: Slot,
+        starts: Vec<u32>,
+        rows: usize,
+        cols: usize,
+        cs: usize,
+    },
     /// `dst = src` (updates that could not be computed in place).
     Copy {
         src: Slot,
@@ -375,6 +385,15 @@ unsafe fn run_host(ctx: &HostCtx, op: &HostOp) {
                 *o = rng::uniform(key, i as u32);
             }
         }
+        HostOp::Transpose { src, dst, starts, rows, cols, cs } => {
+            let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
+            let n = rows.saturating_mul(*cols).max(1);
+            for (&start, to) in starts.iter().zip(d.chunks_exact_mut(n)) {
+                // (A start past the source leaves its matrix alone, as `transpose` does a
+                // short source; the plan never makes one.)
+                super::pack::transpose(s.get(start as usize..).unwrap_or(&[]), to, *rows, *cols, *cs);
+            }
+        }
         HostOp::Copy { src, dst } => {
             let (s, d) = (slice(ctx, *src), slice(ctx, *dst));
             d.copy_from_slice(&s[..d.len()]);
@@ -599,10 +618,28 @@ fn runs(map: &[u32]) -> Vec<Run> {
 /// 200K to 400K elements, 1 to 2.4 ms each through the map), else as the map (`compact`
 /// decides).
 fn gather(src: Slot, dst: Slot, shape: &[usize], src_strides: &[usize]) -> HostOp {
+    if let Some((starts, rows, cols, cs)) = batched_transpose(shape, src_strides) {
+        return HostOp::Transpose { src, dst, starts, rows, cols, cs };
+    }
     match block_runs(shape, src_strides) {
         Some(runs) => HostOp::GatherRuns { src, dst, runs },
         None => HostOp::Gather { src, dst, map: offsets(shape, src_strides, 0) },
     }
+}
+
+/// `(starts, rows, cols, cs)` when reading a `shape` at `strides` transposes the last two
+/// axes (axes of size 1 aside): the last axis (`cols`) read `cs` apart, the one before
+/// (`rows`) contiguous, at least 8 of each, and every matrix's first float at `starts`
+/// (one per position of the leading axes). Smaller blocks stay index maps.
+fn batched_transpose(shape: &[usize], strides: &[usize]) -> Option<(Vec<u32>, usize, usize, usize)> {
+    let axes: Vec<(usize, usize)> = shape.iter().zip(strides).map(|(&d, &s)| (d, s)).filter(|&(d, _)| d != 1).collect();
+    let [lead @ .., (rows, 1), (cols, cs)] = axes.as_slice() else { return None };
+    if *rows < 8 || *cols < 8 || *cs < 2 || u32::try_from(shape.iter().product::<usize>()).is_err() {
+        return None;
+    }
+    let (ls, lt): (Vec<usize>, Vec<usize>) = lead.iter().copied().unzip();
+    let starts = crate::ir::layout::gather_offsets(&ls, &lt, 0).into_iter().map(|o| o as u32).collect();
+    Some((starts, *rows, *cols, *cs))
 }
 
 /// `runs(offsets(shape, strides, 0))` when the map's innermost contiguous block (the
@@ -867,11 +904,54 @@ mod tests {
                 assert_eq!(b, runs(&map), "{shape:?} at {strides:?}");
                 assert!(b.len() * 4 <= map.len(), "{shape:?}: runs that compact would not keep");
             }
+            // (Transposes of the last two axes become `Transpose` kernels instead: tested
+            // in `batched_transposes_are_recognized`.)
             let fast = compact(gather(slot0(), slot0(), &shape, &strides));
+            if batched_transpose(&shape, &strides).is_some() {
+                assert!(matches!(fast, HostOp::Transpose { .. }), "{shape:?} at {strides:?}");
+                continue;
+            }
             let full = compact(HostOp::Gather { src: slot0(), dst: slot0(), map });
             assert_eq!(format!("{full:?}"), format!("{fast:?}"), "{shape:?} at {strides:?}");
         }
         assert_eq!(answered, 7);
+    }
+
+    /// Reads that transpose the last two axes become `Transpose` kernels that move what the
+    /// index map would (attention's `Kᵀ` among them); other reads do not.
+    #[test]
+    fn batched_transposes_are_recognized() {
+        let t = |shape: &[usize], strides: &[usize]| {
+            batched_transpose(shape, strides).map(|(s, r, c, cs)| (s.len(), r, c, cs))
+        };
+        // [2048, 512] from a [512, 2048] source: an LSTM's Whᵀ.
+        assert_eq!(t(&[2048, 512], &[1, 2048]), Some((1, 2048, 512, 2048)));
+        // Attention's Kᵀ: [16, 4, 32, 256] from [16, 256, 4, 32].
+        assert_eq!(t(&[16, 4, 32, 256], &[32768, 32, 1, 128]), Some((64, 32, 256, 128)));
+        // A batch of [8, 9] from [3, 9, 8], with an axis of size 1.
+        assert_eq!(t(&[3, 1, 8, 9], &[72, 7, 1, 8]), Some((3, 8, 9, 8)));
+        // Not transposes: a copy, a middle-axis swap, a broadcast, small blocks.
+        assert_eq!(t(&[8, 9], &[9, 1]), None);
+        assert_eq!(t(&[2, 9, 8], &[8, 16, 1]), None);
+        assert_eq!(t(&[8, 9], &[1, 0]), None);
+        assert_eq!(t(&[4, 5], &[1, 4]), None);
+        let cases = [
+            (vec![2048usize, 512], vec![1usize, 2048]),
+            (vec![16, 4, 32, 256], vec![32768, 32, 1, 128]),
+            (vec![3, 1, 8, 9], vec![72, 7, 1, 8]),
+        ];
+        for (shape, strides) in cases {
+            let HostOp::Transpose { starts, rows, cols, cs, .. } = gather(slot0(), slot0(), &shape, &strides) else {
+                panic!("{shape:?}: not a Transpose kernel");
+            };
+            // The kernel's definition against the index map of the same read.
+            let map = offsets(&shape, &strides, 0);
+            assert_eq!(starts.len() * rows * cols, map.len());
+            for (k, &m) in map.iter().enumerate() {
+                let (b, r, c) = (k / (rows * cols), k / cols % rows, k % cols);
+                assert_eq!(m as usize, starts[b] as usize + c * cs + r, "{shape:?} at {k}");
+            }
+        }
     }
 
     fn slot0() -> Slot {

@@ -7,6 +7,10 @@
 //! three-stage transpose (64 shuffles per 256 floats): the MLP's `128x256 @ (512x256)ᵀ`
 //! packs 512 x 256 floats a step.
 //!
+//! The same register transpose runs the host's transposes of two axes (`transpose`: an
+//! attention's `Kᵀ`, [16, 256, 4, 32] read as [16, 4, 32, 256]), which an index map moved
+//! one float at a time.
+//!
 //! The layout is the crate's (`gemm_common::pack_operands::pack_lhs`), so either routine
 //! feeds the same microkernels; the tests compare the two bit for bit over every float a
 //! microkernel reads (the crate also zeroes a partial panel's rows up to 64).
@@ -52,7 +56,7 @@ pub unsafe fn pack_lhs_t(m: usize, k: usize, dst: *mut f32, src: *const f32, rs:
                         };
                     }
                 }
-                let t = transpose(v);
+                let t = transpose16(v);
                 for (dd, x) in t.iter().enumerate().take(dk) {
                     // SAFETY: depth d0 + dd < k of a panel of `stride` floats.
                     unsafe { _mm512_storeu_ps(pdst.add((d0 + dd) * MR + i0), *x) };
@@ -62,11 +66,78 @@ pub unsafe fn pack_lhs_t(m: usize, k: usize, dst: *mut f32, src: *const f32, rs:
     }
 }
 
+/// `dst[r * cols + c] = src[c * cs + r]`: `src` holds `cols` rows of `rows` floats, `cs`
+/// apart, `dst` gets their transpose, `rows` x `cols`, row-major. Slices too short for
+/// that are left alone. 16 x 16 blocks through AVX-512 registers, edges with masks; a
+/// blocked scalar loop on other CPUs.
+pub fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, cs: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let need = (cols - 1).checked_mul(cs).and_then(|x| x.checked_add(rows));
+    match (need, rows.checked_mul(cols)) {
+        (Some(a), Some(b)) if src.len() >= a && dst.len() >= b => {}
+        _ => return,
+    }
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512F is present; the lengths were checked above.
+        return unsafe { transpose_avx512(src.as_ptr(), dst.as_mut_ptr(), rows, cols, cs) };
+    }
+    transpose_blocked(src, dst, rows, cols, cs);
+}
+
+/// `transpose` in 32 x 32 blocks of scalar moves (lengths checked there).
+fn transpose_blocked(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, cs: usize) {
+    const B: usize = 32;
+    for c0 in (0..cols).step_by(B) {
+        for r0 in (0..rows).step_by(B) {
+            for c in c0..(c0 + B).min(cols) {
+                for r in r0..(r0 + B).min(rows) {
+                    dst[r * cols + c] = src[c * cs + r];
+                }
+            }
+        }
+    }
+}
+
+/// `transpose` in 16 x 16 register blocks.
+/// # Safety
+/// AVX-512F; `src` holds `(cols - 1) * cs + rows` floats and `dst` `rows * cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_avx512(src: *const f32, dst: *mut f32, rows: usize, cols: usize, cs: usize) {
+    use std::arch::x86_64::*;
+    let mask = |n: usize| -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    };
+    for c0 in (0..cols).step_by(16) {
+        let dc = (cols - c0).min(16);
+        for r0 in (0..rows).step_by(16) {
+            let dr = (rows - r0).min(16);
+            let mut v = [_mm512_setzero_ps(); 16];
+            for (i, x) in v.iter_mut().enumerate().take(dc) {
+                // SAFETY: source row c0 + i < cols, its floats r0.. masked to < rows.
+                *x = unsafe { _mm512_maskz_loadu_ps(mask(dr), src.add((c0 + i) * cs + r0)) };
+            }
+            let t = transpose16(v);
+            for (j, x) in t.iter().enumerate().take(dr) {
+                // SAFETY: destination row r0 + j < rows, its columns c0.. masked to < cols.
+                unsafe { _mm512_mask_storeu_ps(dst.add((r0 + j) * cols + c0), mask(dc), *x) };
+            }
+        }
+    }
+}
+
 /// The 16 x 16 transpose: `v[r]` holds row `r`; the result's `c` holds column `c`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+fn transpose16(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // Pairs of rows interleaved within each 128-bit lane: [a0 b0 a1 b1], [a2 b2 a3 b3].
     let mut t = [_mm512_setzero_ps(); 16];
@@ -103,13 +174,48 @@ fn transpose(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 
     out
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every shape edge (partial panels, partial 16-row groups, depth tails, several
-    /// panels) against the crate's own packing routine, bit for bit over the vectors the
-    /// microkernels read (each panel's rows rounded up to 16, zero padding included).
+    /// Every edge (partial blocks on either side, one row, one column, rows further
+    /// apart than their length) against the definition, on this CPU's path and the
+    /// scalar one, never writing past the result.
+    #[test]
+    fn transposes_match_the_definition() {
+        let cases = [
+            (1usize, 1usize, 1usize),
+            (1, 37, 1),
+            (37, 1, 40),
+            (16, 16, 16),
+            (17, 15, 17),
+            (33, 70, 50),
+            (512, 256, 512),
+            (100, 3, 100),
+            (32, 256, 128),
+        ];
+        for &(rows, cols, cs) in &cases {
+            let src: Vec<f32> = (0..(cols - 1) * cs + rows).map(|i| i as f32).collect();
+            type Transpose = fn(&[f32], &mut [f32], usize, usize, usize);
+            let paths: [(&str, Transpose); 2] = [("this CPU's", transpose), ("scalar", transpose_blocked)];
+            for (path, f) in paths {
+                let mut dst = vec![f32::NAN; rows * cols + 5];
+                f(&src, &mut dst, rows, cols, cs);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(dst[r * cols + c], src[c * cs + r], "{path}: {rows}x{cols} ({cs}) at ({r}, {c})");
+                    }
+                }
+                assert!(dst[rows * cols..].iter().all(|x| x.is_nan()), "{path}: {rows}x{cols}: wrote past the result");
+            }
+            // A source one float short is left alone.
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src[..src.len() - 1], &mut dst, rows, cols, cs);
+            assert!(dst.iter().all(|x| x.is_nan()));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn matches_the_crates_packing() {
         if !available() {
