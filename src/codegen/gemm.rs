@@ -271,6 +271,7 @@ fn packs_chunk(mb: usize, nb: usize, (lhs_rs, lhs_cs): (isize, isize), concurren
         || !mb.is_multiple_of(isa.lanes)
         || (nb > LHS_PACK_TILES * isa.nr && (concurrent || lhs_cs.unsigned_abs() >= PANEL_STRIDE))
 }
+
 /// The right operand, when contiguous along the depth, is packed only for more than this
 /// many micro-tile rows (the crate's x86 threshold).
 const RHS_PACK_TILES: usize = 128;
@@ -293,8 +294,8 @@ fn round_up(x: usize, to: usize) -> usize {
 }
 
 fn blocking(isa: &Isa, f: &Frame, k: usize, concurrent: bool) -> Blocking {
-    let (mm, nn, lhs, rhs_rs) = (f.mm, f.nn, (f.lhs_rs, f.lhs_cs), f.rhs_rs);
-    let (lhs_rs, lhs_cs) = lhs;
+    let (mm, nn, rhs_rs) = (f.mm, f.nn, f.rhs_rs);
+    let lhs @ (lhs_rs, lhs_cs) = (f.lhs_rs, f.lhs_cs);
     let (mr, nr) = (isa.mr, isa.nr);
     let p = if mm <= 64 && nn <= 64 {
         let kc = k.clamp(1, 512);
