@@ -38,31 +38,48 @@ pub fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn pack_lhs_t(m: usize, k: usize, dst: *mut f32, src: *const f32, rs: isize, stride: usize) {
-    use std::arch::x86_64::*;
     for panel in 0..m.div_ceil(MR) {
         let width = (m - panel * MR).min(MR);
         let psrc = src.wrapping_offset((panel * MR) as isize * rs);
         let pdst = dst.wrapping_add(panel * stride);
         for d0 in (0..k).step_by(16) {
-            let dk = (k - d0).min(16);
-            let mask: __mmask16 = if dk == 16 { 0xFFFF } else { (1u16 << dk) - 1 };
             for i0 in (0..width).step_by(16) {
-                let mut v = [_mm512_setzero_ps(); 16];
-                for (r, x) in v.iter_mut().enumerate() {
-                    if i0 + r < width {
-                        // SAFETY: row i0 + r exists; the mask keeps the load to depths < k.
-                        *x = unsafe {
-                            _mm512_maskz_loadu_ps(mask, psrc.wrapping_offset((i0 + r) as isize * rs + d0 as isize))
-                        };
-                    }
-                }
-                let t = transpose16(v);
-                for (dd, x) in t.iter().enumerate().take(dk) {
-                    // SAFETY: depth d0 + dd < k of a panel of `stride` floats.
-                    unsafe { _mm512_storeu_ps(pdst.add((d0 + dd) * MR + i0), *x) };
-                }
+                let from = psrc.wrapping_offset(i0 as isize * rs + d0 as isize);
+                // SAFETY: rows i0.. < width and depths d0.. < k exist in `src`; depths
+                // d0.. of the panel lie in its `stride` floats, rows up to i0 + 16 <= MR
+                // (those past `width` get zeros).
+                unsafe { block(from, rs, (width - i0).min(16), (k - d0).min(16), pdst.add(d0 * MR + i0), MR, 16) };
             }
         }
+    }
+}
+
+/// One 16 x 16 block through the registers: `n` source rows (`ss` apart) of `m` floats
+/// become `m` destination rows (`ds` apart), each the `n` floats of one column, zeros
+/// after them, of which the first `keep` are stored.
+/// # Safety
+/// AVX-512F; `src` holds the source rows, `dst` the first `keep` floats of each
+/// destination row; `n`, `m` and `keep` at most 16.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block(src: *const f32, ss: isize, n: usize, m: usize, dst: *mut f32, ds: usize, keep: usize) {
+    use std::arch::x86_64::*;
+    let mask = |n: usize| -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    };
+    let mut v = [_mm512_setzero_ps(); 16];
+    for (i, x) in v.iter_mut().enumerate().take(n) {
+        // SAFETY: source row i < n, its floats masked to the first m.
+        *x = unsafe { _mm512_maskz_loadu_ps(mask(m), src.wrapping_offset(i as isize * ss)) };
+    }
+    for (j, x) in transpose16(v).iter().enumerate().take(m) {
+        // SAFETY: destination row j < m, its floats masked to the first `keep`.
+        unsafe { _mm512_mask_storeu_ps(dst.add(j * ds), mask(keep), *x) };
     }
 }
 
@@ -107,28 +124,14 @@ fn transpose_blocked(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, cs:
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_avx512(src: *const f32, dst: *mut f32, rows: usize, cols: usize, cs: usize) {
-    use std::arch::x86_64::*;
-    let mask = |n: usize| -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            (1u16 << n) - 1
-        }
-    };
     for c0 in (0..cols).step_by(16) {
         let dc = (cols - c0).min(16);
         for r0 in (0..rows).step_by(16) {
-            let dr = (rows - r0).min(16);
-            let mut v = [_mm512_setzero_ps(); 16];
-            for (i, x) in v.iter_mut().enumerate().take(dc) {
-                // SAFETY: source row c0 + i < cols, its floats r0.. masked to < rows.
-                *x = unsafe { _mm512_maskz_loadu_ps(mask(dr), src.add((c0 + i) * cs + r0)) };
-            }
-            let t = transpose16(v);
-            for (j, x) in t.iter().enumerate().take(dr) {
-                // SAFETY: destination row r0 + j < rows, its columns c0.. masked to < cols.
-                unsafe { _mm512_mask_storeu_ps(dst.add((r0 + j) * cols + c0), mask(dc), *x) };
-            }
+            // SAFETY: source rows c0.. < cols with floats r0.. < rows; destination rows
+            // r0.. < rows with columns c0.. < cols (as for this function).
+            unsafe {
+                block(src.add(c0 * cs + r0), cs as isize, dc, (rows - r0).min(16), dst.add(r0 * cols + c0), cols, dc)
+            };
         }
     }
 }
