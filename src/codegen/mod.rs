@@ -1306,6 +1306,34 @@ fn elementwise(
             Ok(())
         })
     };
+    // Positions [lo, hi) (lo a multiple of 4) as `at` places them: small bodies unrolled
+    // 4x (they are bound by loads and stores, and one vector per iteration leaves the
+    // loop's own overhead on the critical path; an epilogue's rows run up to a row
+    // block's 512 columns), then vectors, then the scalar tail.
+    let vector_loops = |b: &mut FunctionBuilder,
+                        (lo, hi): (ClValue, ClValue),
+                        at: &dyn Fn(ClValue) -> Pos,
+                        memos: (&Memo, &Memo)|
+     -> Result<(), String> {
+        let len = b.ins().isub(hi, lo);
+        let mut start = lo;
+        if nodes.len() <= UNROLL_MAX_NODES {
+            let len16 = b.ins().band_imm_s(len, !15);
+            let mid16 = b.ins().iadd(lo, len16);
+            dyn_loop(b, lo, mid16, 16, |b, i| {
+                for k in 0..4 {
+                    let ik = if k == 0 { i } else { b.ins().iadd_imm_s(i, 4 * k) };
+                    body(b, true, at(ik), memos)?;
+                }
+                Ok(())
+            })?;
+            start = mid16;
+        }
+        let len4 = b.ins().band_imm_s(len, !3);
+        let mid = b.ins().iadd(lo, len4);
+        dyn_loop(b, start, mid, 4, |b, i| body(b, true, at(i), memos))?;
+        dyn_loop(b, mid, hi, 1, |b, i| body(b, false, at(i), memos))
+    };
     let row = |b: &mut FunctionBuilder, r: ClValue| {
         let (row_pre, row_recips) = row_memos(b, r)?;
         let memos = (&row_pre, &row_recips);
@@ -1328,26 +1356,8 @@ fn elementwise(
                 if staged.is_some() {
                     return strips(b, c0, c1, Some(r), memos);
                 }
-                let len = b.ins().isub(c1, c0);
-                // Unrolled 4x like the flat loop: the driver runs an epilogue over a
-                // column of micro-tiles at once, rows of up to a row block's 512 columns.
-                let mut start = c0;
-                if nodes.len() <= UNROLL_MAX_NODES {
-                    let len16 = b.ins().band_imm_s(len, !15);
-                    let mid16 = b.ins().iadd(c0, len16);
-                    dyn_loop(b, c0, mid16, 16, |b, c| {
-                        for k in 0..4 {
-                            let ck = if k == 0 { c } else { b.ins().iadd_imm_s(c, 4 * k) };
-                            body(b, true, Pos::Grid(r, ck), memos)?;
-                        }
-                        Ok(())
-                    })?;
-                    start = mid16;
-                }
-                let len4 = b.ins().band_imm_s(len, !3);
-                let mid = b.ins().iadd(c0, len4);
-                dyn_loop(b, start, mid, 4, |b, c| body(b, true, Pos::Grid(r, c), memos))?;
-                dyn_loop(b, mid, c1, 1, |b, c| body(b, false, Pos::Grid(r, c), memos))
+                // The driver runs an epilogue over a column of micro-tiles at once.
+                vector_loops(b, (c0, c1), &|c| Pos::Grid(r, c), memos)
             })?;
             return Ok(false);
         }
@@ -1356,27 +1366,7 @@ fn elementwise(
     if flat && staged.is_some() {
         strips(b, lo, hi, None, (&pre, &recips))?;
     } else if flat {
-        // Elements [lo, hi): lo is a multiple of 4; vectors, then the scalar tail.
-        let len = b.ins().isub(hi, lo);
-        // Small bodies are unrolled 4x: they are bound by loads and stores, and one
-        // vector per iteration leaves the loop's own overhead on the critical path.
-        let mut start = lo;
-        if nodes.len() <= UNROLL_MAX_NODES {
-            let len16 = b.ins().band_imm_s(len, !15);
-            let mid16 = b.ins().iadd(lo, len16);
-            dyn_loop(b, lo, mid16, 16, |b, i| {
-                for k in 0..4 {
-                    let ik = if k == 0 { i } else { b.ins().iadd_imm_s(i, 4 * k) };
-                    body(b, true, Pos::Flat(ik), (&pre, &recips))?;
-                }
-                Ok(())
-            })?;
-            start = mid16;
-        }
-        let len4 = b.ins().band_imm_s(len, !3);
-        let mid = b.ins().iadd(lo, len4);
-        dyn_loop(b, start, mid, 4, |b, i| body(b, true, Pos::Flat(i), (&pre, &recips)))?;
-        dyn_loop(b, mid, hi, 1, |b, i| body(b, false, Pos::Flat(i), (&pre, &recips)))?;
+        vector_loops(b, (lo, hi), &Pos::Flat, (&pre, &recips))?;
     } else {
         dyn_loop(b, lo, hi, 1, row)?;
     }
