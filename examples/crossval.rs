@@ -4,7 +4,7 @@
 //!
 //! Run: cargo run --release --example crossval
 
-use nnc::train::cv::{self, Folds};
+use nnc::select::cv::{self, Folds};
 use nnc::train::session::{Progress, Quiet, Session};
 use std::sync::atomic::AtomicBool;
 

@@ -1190,7 +1190,7 @@ fn early_updates(g: &Graph, s: &mut Schedule) {
 pub const BUCKET_BYTES: usize = 256 * 1024;
 
 /// Places the collectives of `Op::AllReduce` nodes (a data-parallel step's gradient
-/// sums, `train::distributed`). Each sum runs in place in its operand's buffer when the
+/// sums, `dist::comm`). Each sum runs in place in its operand's buffer when the
 /// operand (and every value sharing its buffer) is read only by sums; else it gets a
 /// buffer of its own that the operand is copied into. The *late* sums (those no other
 /// sum depends on: the gradients) are grouped into buckets of about `BUCKET_BYTES` in the

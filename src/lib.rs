@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! source -> syntax::parse -> ast::File -> lower -> ir::Program (train + eval graphs)
-//!        -> autodiff::grad (backward graph) -> train::update (regularization, clipping,
+//!        -> autodiff::grad (backward graph) -> optim::update (regularization, clipping,
 //!           the optimizer update) -> simplify -> fusion::fuse (kernels)
 //!        -> buffers::plan (one arena) -> codegen::compile (Cranelift)
 //!        -> runtime::executable::Executable (a native step)
@@ -13,7 +13,7 @@
 //! builds step graphs; `runtime::interp` is the reference interpreter every stage is
 //! tested against. On top sits the run layer: `train::session::Session` (a recipe with
 //! its compiled steps, fitted and scored on any rows), used by `train::trainer` (one run
-//! with checkpoints), `train::cv` (cross-validation) and `train::compare`; `cli` is the
+//! with checkpoints), `select::cv` (cross-validation) and `select::compare`; `cli` is the
 //! command line (one file per command).
 //!
 //! ```
@@ -30,8 +30,10 @@ pub mod autodiff;
 pub mod buffers;
 pub mod cli;
 pub mod codegen;
+pub mod compress;
 pub mod data;
 pub mod diagnostic;
+pub mod dist;
 pub mod export;
 pub mod fusion;
 pub mod gradcheck;
@@ -39,10 +41,12 @@ pub mod ir;
 pub mod limits;
 pub mod lower;
 pub mod metrics;
+pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod rng;
 pub mod runtime;
+pub mod select;
 pub mod settings;
 pub mod simplify;
 pub mod stats;

@@ -768,6 +768,12 @@ pub fn format_short(v: f64) -> String {
     }
 }
 
+/// One `name value` pair per metric on one line, values as `format_short` writes them
+/// (`accuracy 0.975  loss 0.0778913`).
+pub fn format_pairs(m: &Metrics) -> String {
+    m.iter().map(|(k, v)| format!("{k} {}", format_short(*v))).collect::<Vec<_>>().join("  ")
+}
+
 /// One `name: value` line per metric, in name order, values to 6 significant digits.
 pub fn format_lines(metrics: &Metrics) -> String {
     let mut out = String::new();

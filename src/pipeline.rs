@@ -2,7 +2,7 @@
 //! file and the files it `use`s, add the prelude, lower every model (`lower`), verify the
 //! IR (`ir::verify`): `compile_file` / `compile_source` return one `Program` per model.
 //! `step_graph` continues the line for one batch size: the backward pass
-//! (`autodiff`) and the optimizer update (`train::update`); `Executable::new` then
+//! (`autodiff`) and the optimizer update (`optim::update`); `Executable::new` then
 //! simplifies, fuses, plans and compiles it (`simplify`, `fusion`, `buffers`, `codegen`).
 
 use crate::diagnostic::{Diagnostic, FileId, SourceMap, Span};
@@ -320,7 +320,7 @@ pub fn step_graph_timed(p: &Program, batch: usize) -> Result<(Graph, f64), Strin
         settings.optimizer =
             crate::settings::Choice { name: "sgd".into(), args: vec![("lr".into(), crate::settings::Lit::Num(1.0))] };
     }
-    let (g, t_grad) = crate::train::update::step_graph_timed(&p.train, &settings)?;
+    let (g, t_grad) = crate::optim::update::step_graph_timed(&p.train, &settings)?;
     Ok((crate::runtime::executable::concrete(&g, batch)?, t_grad))
 }
 
@@ -422,7 +422,7 @@ pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Pr
     crate::settings::augment::plan(&p.settings, &crate::settings::augment::inputs_of(&p.train))
         .map_err(|d| usage(format!("{} ({})", d.message, d.help)))?;
     // Quantization-aware graphs, so that every command runs the model as it trains.
-    crate::train::quantize::with_qat(&p).map_err(usage)
+    crate::compress::quantize::with_qat(&p).map_err(usage)
 }
 
 #[cfg(test)]

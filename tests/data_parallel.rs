@@ -1,5 +1,5 @@
 //! Data-parallel training without MPI: ranks are threads of one process, summing through
-//! the in-process group (`train::distributed::Local`). Two ranks end with the parameters
+//! the in-process group (`dist::comm::Local`). Two ranks end with the parameters
 //! of one process at the same global batch (MLP, CNN, LSTM), ranks stay equal with
 //! per-rank batch norm, and shards of a batch not divisible by the ranks are handled.
 //! The same runs under `mpirun` are in tests/distributed.rs (feature `mpi`).
@@ -9,8 +9,8 @@
 //! equal parameters; with the parameters of a distributed run (equal to one process's
 //! within reassociation) metrics.csv equals one process's log within that tolerance.
 
+use nnc::dist::comm::{Communicator, Local};
 use nnc::tensors::TensorMap;
-use nnc::train::distributed::{Communicator, Local};
 use nnc::train::session::Session;
 use nnc::train::trainer::{train_with, Distributed, Report, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -303,7 +303,7 @@ fn on_ranks<T: Send + 'static>(
 /// process, bit for bit: a fold's result depends only on its rows and the recipe.
 #[test]
 fn folds_over_ranks_equal_one_process() {
-    use nnc::train::cv::{cross_validate, cross_validate_with, Folds};
+    use nnc::select::cv::{cross_validate, cross_validate_with, Folds};
     let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let stop = AtomicBool::new(false);
@@ -363,8 +363,8 @@ fn tune_model(name: &str, tune: &str, epochs: u32) -> PathBuf {
 
 /// Runs `nnc tune`'s search on `file` on one process with `jobs` (`ranks` 0) or on
 /// `ranks` in-process ranks; returns every rank's report.
-fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::train::tune::TuneReport, String>> {
-    use nnc::train::tune::{tune_with, TuneOptions};
+fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::select::tune::TuneReport, String>> {
+    use nnc::select::tune::{tune_with, TuneOptions};
     let file = file.to_path_buf();
     let go = move |comm: Option<&mut dyn Communicator>| {
         let p = nnc::pipeline::configure(&file, &[], None).map_err(|_| "the model compiles".to_string())?;
@@ -385,7 +385,7 @@ fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::train::tune
 
 /// Compares two searches trial for trial (values, states, metrics and curves bit for
 /// bit), their best trial and model, and on rank 0 their test metrics.
-fn assert_same_search(one: &nnc::train::tune::TuneReport, r: &nnc::train::tune::TuneReport, rank: usize) {
+fn assert_same_search(one: &nnc::select::tune::TuneReport, r: &nnc::select::tune::TuneReport, rank: usize) {
     assert_eq!(one.trials.len(), r.trials.len(), "rank {rank}");
     for (a, b) in one.trials.iter().zip(&r.trials) {
         assert_eq!((a.index, &a.values, &a.state, a.epochs), (b.index, &b.values, &b.state, b.epochs), "rank {rank}");
@@ -437,7 +437,7 @@ fn pruned_trials_over_ranks_equal_one_process() {
             4,
         );
         let one = search(&file, 3, 0).remove(0).expect("one-process search");
-        let pruned = one.trials.iter().filter(|t| matches!(t.state, nnc::train::tune::State::Pruned(_))).count();
+        let pruned = one.trials.iter().filter(|t| matches!(t.state, nnc::select::tune::State::Stopped(_))).count();
         assert!(
             pruned >= 2,
             "{name}: the search prunes trials: {:?}",
@@ -462,7 +462,7 @@ fn gradient_sums_start_during_the_backward_pass() {
                layer b = Dense(512, 256)\n layer c = Dense(256, 10)\n output logits = c(relu(b(relu(a(x)))))\n \
                loss = cross_entropy(logits, y)\n train { optimizer = adam(lr = 1e-3)  batch = 64 }\n}\n";
     let p = program(src);
-    let g = nnc::train::update::distributed_step_graph(&p.train, &p.settings).expect("step graph");
+    let g = nnc::optim::update::distributed_step_graph(&p.train, &p.settings).expect("step graph");
     let g = nnc::runtime::executable::concrete(&g, 32).expect("batch bound");
     let (g, s, _) = nnc::runtime::executable::prepare(&g).expect("scheduled");
     let at = |bucket: u32, wait: bool| {

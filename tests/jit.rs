@@ -54,7 +54,7 @@ fn grads(p: &nnc::ir::Program) -> Graph {
 fn sgd_step(p: &nnc::ir::Program) -> Graph {
     let mut settings = nnc::settings::TrainSettings::default();
     settings.optimizer.name = "sgd".into();
-    with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"))
+    with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"))
 }
 
 /// `p`'s eval graph, gradients and SGD step at `batch`, and its gradients at
@@ -195,14 +195,14 @@ fn all_graphs(path: &Path, batch: usize) {
             clip_norm: Some(1.0),
             ..Default::default()
         };
-        let step = nnc::train::update::step_graph(&p.train, &settings).expect("step");
+        let step = nnc::optim::update::step_graph(&p.train, &settings).expect("step");
         compare(&format!("{what} (momentum step)"), &with_hyper(step), batch);
     }
 }
 
 /// The hyper inputs become constants so `random_inputs` does not draw them.
 fn with_hyper(mut g: Graph) -> Graph {
-    let n = nnc::train::update::HYPER.len();
+    let n = nnc::optim::update::HYPER.len();
     let keep = g.inputs.len() - n;
     let hyper: Vec<Value> = g.inputs[keep..].iter().map(|i| i.value).collect();
     for (v, x) in hyper.iter().zip([1e-3, 0.1, 0.001]) {
@@ -228,7 +228,7 @@ fn every_optimizer_step() {
             let mut settings = nnc::settings::TrainSettings::default();
             settings.optimizer.name = opt.into();
             settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
-            let step = nnc::train::update::step_graph(&p.train, &settings).expect("step");
+            let step = nnc::optim::update::step_graph(&p.train, &settings).expect("step");
             compare(&format!("{f} ({opt} step)"), &with_hyper(step), 8);
         }
     }
@@ -877,7 +877,7 @@ fn fused_step(opt: &str, f: impl Fn(&mut nnc::settings::TrainSettings)) -> Graph
     settings.optimizer.name = opt.into();
     settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
     f(&mut settings);
-    with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"))
+    with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"))
 }
 
 /// The parameters (by index) whose update is the epilogue of a GEMM, and those written
@@ -1005,7 +1005,7 @@ fn sync_batch_norm_in_one_process() {
     compare_program("sync batch norm", &p, 8, 64);
     let mut settings = nnc::settings::TrainSettings::default();
     settings.optimizer.name = "adam".into();
-    let step = with_hyper(nnc::train::update::step_graph(&p.train, &settings).expect("step"));
+    let step = with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"));
     for b in [8, 29, 64] {
         compare(&format!("sync batch norm: adam step at {b}"), &step, b);
     }

@@ -1,9 +1,9 @@
 //! Optimizers compiled into the step graph: a hand-computed few-step trajectory for
 //! each (PyTorch's formulas), and convergence on a small convex problem.
 
+use nnc::optim::update::{hyper_values, step_graph};
 use nnc::runtime::interp::{self, Feeds, Tensor};
 use nnc::settings::{Choice, Lit, TrainSettings};
-use nnc::train::update::{hyper_values, step_graph};
 
 const MODEL: &str = "model Q {\n input a: [3]\n param w: [3] = zeros, decay = false\n param m: [2, 2] = zeros\n loss = sum(w * a) + 0.5 * sum(w * w) + 0.25 * sum(m * m * m * m)\n}\n";
 
@@ -203,7 +203,7 @@ fn every_optimizer_converges_on_a_convex_problem() {
 // pieces: the objective-and-gradient graph and the Hessian-vector graph the session
 // compiles, run in the f64 interpreter so that convergence is seen down to rounding.
 
-use nnc::train::second_order::{self, Iterate, Method, Objective};
+use nnc::optim::second_order::{self, Iterate, Method, Objective};
 
 /// A model's full-batch objective in f64: the host optimizers' step graph and the
 /// Hessian-vector graph, with the data fed once.
@@ -293,7 +293,7 @@ fn minimize(obj: &mut Interp64, x0: &[f64], m: Method) -> (Vec<f64>, Vec<Iterate
 
 fn lbfgs(obj: &mut Interp64, x0: &[f64]) -> (Vec<f64>, f64, f64) {
     let mut x = x0.to_vec();
-    let o = nnc::train::lbfgs::Options {
+    let o = nnc::optim::lbfgs::Options {
         lr: 1.0,
         history: 10,
         max_iter: 500,
@@ -301,7 +301,7 @@ fn lbfgs(obj: &mut Interp64, x0: &[f64]) -> (Vec<f64>, f64, f64) {
         tolerance_change: 0.0,
     };
     let mut f = |p: &[f64]| obj.eval(p);
-    let v = nnc::train::lbfgs::minimize(&mut f, &mut x, &mut Default::default(), &o).expect("runs");
+    let v = nnc::optim::lbfgs::minimize(&mut f, &mut x, &mut Default::default(), &o).expect("runs");
     let g = obj.eval(&x).expect("eval").1;
     (x, v, g.iter().map(|a| a * a).sum::<f64>().sqrt())
 }

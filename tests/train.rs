@@ -272,8 +272,8 @@ fn grad_norms_off_changes_nothing() {
     let off = program(&NORMS.replace("  log_grad_norms = true", ""));
     assert!(!off.settings.log_grad_norms);
     let outputs = |p: &nnc::ir::Program| {
-        let g = nnc::train::update::step_graph(&p.train, &p.settings).expect("step graph");
-        g.outputs.iter().filter(|(n, _)| n.starts_with(nnc::train::update::MONITOR_PREFIX)).count()
+        let g = nnc::optim::update::step_graph(&p.train, &p.settings).expect("step graph");
+        g.outputs.iter().filter(|(n, _)| n.starts_with(nnc::optim::update::MONITOR_PREFIX)).count()
     };
     assert_eq!(outputs(&off), 0);
     assert_eq!(outputs(&on), 3 * on.train.params.len());

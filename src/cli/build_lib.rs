@@ -44,7 +44,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     }
     // A quantized checkpoint is built with its int8 activations, as `predict` runs it.
     let mut p = p;
-    match crate::train::quantize::eval_graph(&p.eval, &tensors, &meta, &checkpoint.display().to_string()) {
+    match crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &checkpoint.display().to_string()) {
         Ok(g) => p.eval = g,
         Err(m) => return fail(&m),
     }

@@ -10,7 +10,7 @@ pub struct Args {
     pub b: PathBuf,
     /// Compare on K cross-validation folds (or `loo`) instead of the first model's test split.
     #[arg(long)]
-    pub folds: Option<crate::train::cv::Folds>,
+    pub folds: Option<crate::select::cv::Folds>,
     /// Override a train setting of both models, e.g. `--set epochs=5`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -32,7 +32,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let (da, db) = (dir(&a.a), dir(&a.b));
     let stop = AtomicBool::new(false);
     let t0 = std::time::Instant::now();
-    let r = match crate::train::compare::compare(
+    let r = match crate::select::compare::compare(
         (&pa, &da),
         (&pb, &db),
         a.folds,

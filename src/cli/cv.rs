@@ -8,7 +8,7 @@ pub struct Args {
     pub file: PathBuf,
     /// Number of folds (stratified for classifiers), or `loo` for leave-one-out.
     #[arg(long, default_value = "5")]
-    pub folds: crate::train::cv::Folds,
+    pub folds: crate::select::cv::Folds,
     /// Override a train setting, e.g. `--set epochs=5 --set lr=0.01`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -38,18 +38,13 @@ pub struct Args {
     pub collective_timeout: Option<u64>,
 }
 
-/// One `name value` pair per metric.
-pub(super) fn metric_pairs(m: &crate::metrics::Metrics) -> String {
-    m.iter().map(|(k, v)| format!("{k} {}", crate::metrics::format_short(*v))).collect::<Vec<_>>().join("  ")
-}
-
 /// With `--distributed` every rank runs its folds; rank 0 prints and writes.
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let (distributed, timeout) = (a.distributed, a.collective_timeout);
-    super::train::on_ranks(distributed, timeout, |comm| run_rank(a, opts, comm))
+    super::ranks::on_ranks(distributed, timeout, |comm| run_rank(a, opts, comm))
 }
 
-fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::distributed::Communicator>) -> i32 {
+fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::dist::comm::Communicator>) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let quiet = comm.as_ref().is_some_and(|c| c.rank() != 0);
@@ -77,27 +72,27 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     let k = match a.folds {
-        crate::train::cv::Folds::K(k) => k.to_string(),
-        crate::train::cv::Folds::LeaveOneOut => "leave-one-out".into(),
+        crate::select::cv::Folds::K(k) => k.to_string(),
+        crate::select::cv::Folds::LeaveOneOut => "leave-one-out".into(),
     };
     if !quiet {
         let ranks = comm.as_ref().map(|c| format!(" over {} ranks", c.size())).unwrap_or_default();
         errln!("cross-validating {} from {} ({k} folds{ranks})", p.name, a.file.display());
     }
-    let mut on_fold = |f: &crate::train::cv::FoldResult| {
+    let mut on_fold = |f: &crate::select::cv::FoldResult| {
         if quiet {
             return;
         }
         outln!(
             "fold {}: {}  ({} train / {} held-out rows, {:.2} s)",
             f.fold,
-            metric_pairs(&f.metrics),
+            crate::metrics::format_pairs(&f.metrics),
             f.train_rows,
             f.test_rows,
             f.seconds
         );
     };
-    let r = match crate::train::cv::cross_validate_with(
+    let r = match crate::select::cv::cross_validate_with(
         &p,
         &dir,
         a.folds,
@@ -125,7 +120,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
         return fail(&format!("cannot create `{}`: {e}", out_dir.display()));
     }
     let csv = out_dir.join("cv.csv");
-    if let Err(m) = crate::tensors::write_atomic(&csv, crate::train::cv::to_csv(&r).as_bytes()) {
+    if let Err(m) = crate::tensors::write_atomic(&csv, crate::select::cv::to_csv(&r).as_bytes()) {
         return fail(&m);
     }
     for note in &r.notes {

@@ -156,9 +156,9 @@ fn ensemble(p: &crate::ir::Program, dir: &std::path::Path, a: &Args, source: &st
             }
             outln!("on {rows}:");
             for (i, (m, c)) in members.iter().zip(&a.checkpoint).enumerate() {
-                outln!("member {} ({}): {}", i + 1, c.display(), super::cv::metric_pairs(&m.eval.shown));
+                outln!("member {} ({}): {}", i + 1, c.display(), crate::metrics::format_pairs(&m.eval.shown));
             }
-            outln!("ensemble of {}: {}", members.len(), super::cv::metric_pairs(&ens.shown));
+            outln!("ensemble of {}: {}", members.len(), crate::metrics::format_pairs(&ens.shown));
             0
         }
         Err(m) => fail(&m),

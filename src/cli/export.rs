@@ -42,10 +42,10 @@ fn export(p: &Program, ck: &std::path::Path, source: &str) -> Result<(Vec<u8>, S
     };
     // A quantized checkpoint: its int8 activations as rounding ops, its int8 weights as
     // INT8 initializers with DequantizeLinear.
-    let q = crate::train::quantize::eval_graph(&p.eval, &ps, &meta, &ck.display().to_string())?;
+    let q = crate::compress::quantize::eval_graph(&p.eval, &ps, &meta, &ck.display().to_string())?;
     let g = export_graph(&Program { eval: q, ..p.clone() });
     let raw = crate::tensors::read(ck)?;
-    let int8 = crate::train::quantize::int8_weights(&raw)
+    let int8 = crate::compress::quantize::int8_weights(&raw)
         .into_iter()
         .map(|(name, axis, values, scales)| (name, crate::export::onnx::Int8Weight { axis, values, scales }))
         .collect();

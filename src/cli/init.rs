@@ -36,7 +36,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
     }
     // A teacher's frozen tensors stay in the teacher's checkpoint.
-    for (d, v) in p.train.states.iter().zip(states).filter(|(d, _)| crate::train::teacher::source(d).is_none()) {
+    for (d, v) in p.train.states.iter().zip(states).filter(|(d, _)| d.teacher_source().is_none()) {
         map.insert(d.name.clone(), crate::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
     }
     let meta = std::collections::BTreeMap::from([

@@ -52,6 +52,7 @@ mod plan;
 mod predict;
 mod prune;
 mod quantize;
+mod ranks;
 mod train;
 mod tune;
 

@@ -97,7 +97,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let mut quantized: Option<Option<Vec<f64>>> = None;
     for ck in checkpoint.iter().chain(params.iter()) {
         let scales = match crate::train::checkpoint::read(ck)
-            .and_then(|(t, m)| crate::train::quantize::act_scales(&t, &m, &ck.display().to_string()))
+            .and_then(|(t, m)| crate::compress::quantize::act_scales(&t, &m, &ck.display().to_string()))
         {
             Ok(s) => s,
             Err(m) => return fail(&m),
@@ -110,7 +110,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         }
     }
     if let Some(Some(scales)) = &quantized {
-        match crate::train::quantize::fake_quant_graph(&p.eval, scales) {
+        match crate::compress::quantize::fake_quant_graph(&p.eval, scales) {
             Ok(g) => p.eval = g,
             Err(m) => return fail(&format!("`{}`: {m}", first.display())),
         }

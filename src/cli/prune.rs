@@ -2,7 +2,7 @@
 //! the masks fixed, scored on the rows the checkpoint held out.
 
 use super::*;
-use crate::train::prune::{Scope, Structure};
+use crate::compress::prune::{Scope, Structure};
 
 #[derive(clap::Args)]
 pub struct Args {

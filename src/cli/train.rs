@@ -68,7 +68,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
 /// `--distributed`: MPI first (every rank compiles the model itself); only rank 0 prints.
 #[cfg(feature = "mpi")]
 fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
-    let world = match crate::train::mpi::init() {
+    let world = match crate::dist::mpi::init() {
         Ok(w) => w,
         Err(m) => return fail(&m),
     };
@@ -91,50 +91,7 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
 
 #[cfg(not(feature = "mpi"))]
 fn distributed(_a: Args, _opts: RenderOptions, _jit: bool) -> i32 {
-    no_mpi()
-}
-
-/// The error of `--distributed` in a build without MPI.
-#[cfg(not(feature = "mpi"))]
-fn no_mpi() -> i32 {
-    fail("`--distributed` needs nnc built with MPI: `cargo build --release --features mpi` (docs/distributed.md)")
-}
-
-/// Runs `body` in this process alone, or with `distributed` as one rank of an MPI job
-/// (`tune` and `cv`; refused in a build without MPI).
-pub(super) fn on_ranks(
-    distributed: bool,
-    timeout: Option<u64>,
-    body: impl FnOnce(Option<&mut dyn crate::train::distributed::Communicator>) -> i32,
-) -> i32 {
-    if !distributed {
-        return body(None);
-    }
-    #[cfg(feature = "mpi")]
-    return with_world(timeout, |comm| body(Some(comm)));
-    #[cfg(not(feature = "mpi"))]
-    {
-        let _ = timeout;
-        no_mpi()
-    }
-}
-
-/// Runs `body` as one rank of an MPI job: MPI first, a communicator whose collectives
-/// abort the job after `timeout` seconds when given, and `MPI_Abort` when `body` fails
-/// on this rank (so that no rank waits for it).
-#[cfg(feature = "mpi")]
-fn with_world(timeout: Option<u64>, body: impl FnOnce(&mut dyn crate::train::distributed::Communicator) -> i32) -> i32 {
-    let world = match crate::train::mpi::init() {
-        Ok(w) => w,
-        Err(m) => return fail(&m),
-    };
-    let timeout = timeout.map(|t| std::time::Duration::from_secs(t.max(1)));
-    let mut comm = world.communicator(timeout, Box::new(|m: &str| errln!("error: {m}")));
-    let code = body(&mut comm);
-    if code != 0 && code != 130 {
-        world.abort(code);
-    }
-    code
+    super::ranks::no_mpi()
 }
 
 fn run_rank(
@@ -237,7 +194,7 @@ fn run_rank(
                 }
                 Ok(r) => {
                     bar.finish_and_clear();
-                    outln!("member {}: {}", i + 1, super::cv::metric_pairs(&r.test));
+                    outln!("member {}: {}", i + 1, crate::metrics::format_pairs(&r.test));
                     lasts.push(o.out_dir.join("last.safetensors"));
                 }
                 Err(m) => return fail(&m),
@@ -255,7 +212,7 @@ fn run_rank(
                 for note in &ens.notes {
                     errln!("note: {note}");
                 }
-                outln!("ensemble of {n}: {}", super::cv::metric_pairs(&ens.shown));
+                outln!("ensemble of {n}: {}", crate::metrics::format_pairs(&ens.shown));
                 0
             }
             Err(m) => fail(&m),

@@ -1,7 +1,7 @@
 //! `nnc tune`: hyperparameter search over a model's train settings and arguments.
 
 use super::*;
-use crate::train::tune::{State, TrialResult};
+use crate::select::tune::{State, TrialResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,10 +103,10 @@ fn values_text(t: &TrialResult) -> String {
 /// With `--distributed` every rank runs its trials; rank 0 prints and writes.
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let (distributed, timeout) = (a.distributed, a.collective_timeout);
-    super::train::on_ranks(distributed, timeout, |comm| run_rank(a, opts, comm))
+    super::ranks::on_ranks(distributed, timeout, |comm| run_rank(a, opts, comm))
 }
 
-fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::distributed::Communicator>) -> i32 {
+fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::dist::comm::Communicator>) -> i32 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let quiet = comm.as_ref().is_some_and(|c| c.rank() != 0);
@@ -166,7 +166,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
             crate::pipeline::ConfigureError::Model(m) | crate::pipeline::ConfigureError::Set(m) => m,
         })
     };
-    let topts = crate::train::tune::TuneOptions {
+    let topts = crate::select::tune::TuneOptions {
         compile: &compile,
         fixed: a.set.iter().map(|s| s.split_once('=').map(|(k, _)| k.trim()).unwrap_or(s).to_string()).collect(),
         jit: a.backend == Backend::Jit,
@@ -188,7 +188,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
             p.name,
             a.file.display(),
             spec.method,
-            spec.prune.render()
+            spec.stopper.render()
         );
         errln!("  space: {}", space.join(", "));
     }
@@ -201,13 +201,13 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
             State::Complete => {
                 outln!("trial {}: {}  {m}  ({} epochs, {:.2} s)", t.index + 1, values_text(t), t.epochs, t.seconds)
             }
-            State::Pruned(e) => {
+            State::Stopped(e) => {
                 outln!("trial {}: {}  {m}  pruned at epoch {e} ({:.2} s)", t.index + 1, values_text(t), t.seconds)
             }
             State::Failed(why) => outln!("trial {}: {}  failed: {why}", t.index + 1, values_text(t)),
         }
     };
-    let r = match crate::train::tune::tune_with(&p, &spec, &dir, &topts, &stop, &on_trial, comm) {
+    let r = match crate::select::tune::tune_with(&p, &spec, &dir, &topts, &stop, &on_trial, comm) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };
@@ -220,12 +220,12 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
     crate::tensors::remove_stale_temps(&out_dir);
     let mut files = Vec::new();
     let csv = out_dir.join("tune.csv");
-    if let Err(m) = crate::tensors::write_atomic(&csv, crate::train::tune::to_csv(&r, &spec.space).as_bytes()) {
+    if let Err(m) = crate::tensors::write_atomic(&csv, crate::select::tune::to_csv(&r, &spec.space).as_bytes()) {
         return fail(&m);
     }
     files.push(csv);
     let png = out_dir.join("tune.png");
-    match crate::train::tune::plot(&png, &p.name, &r, &spec.space) {
+    match crate::select::tune::plot(&png, &p.name, &r, &spec.space) {
         Ok(()) => files.push(png),
         Err(e) => errln!("note: tune.png not drawn: {e}"),
     }
@@ -264,7 +264,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::train::di
     }
     let count = |f: &dyn Fn(&State) -> bool| r.trials.iter().filter(|t| f(&t.state)).count();
     let complete = count(&|s| *s == State::Complete);
-    let pruned = count(&|s| matches!(s, State::Pruned(_)));
+    let pruned = count(&|s| matches!(s, State::Stopped(_)));
     let failed = count(&|s| matches!(s, State::Failed(_)));
     let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     errln!(

@@ -6,7 +6,7 @@
 //! accurate to rounding for any symmetric matrix, including repeated and zero eigenvalues.
 //!
 //! The Cholesky factorization A = L Lᵀ and its solve, for Newton's method
-//! (`train::second_order`): O(n³/3), and the test of positive definiteness.
+//! (`optim::second_order`): O(n³/3), and the test of positive definiteness.
 
 /// The Cholesky factor of the symmetric matrix `a` (row-major n×n; only its lower
 /// triangle is read): the lower-triangular L (row-major, zeros above the diagonal) with

@@ -135,6 +135,25 @@ pub struct StateDecl {
     pub span: Span,
 }
 
+impl ParamDecl {
+    /// Whether the parameter is a weight (rank >= 2): what pruning may zero and int8
+    /// quantization stores per output channel (biases and scales stay dense f32).
+    pub fn is_weight(&self) -> bool {
+        self.shape.len() >= 2
+    }
+}
+
+impl StateDecl {
+    /// The checkpoint file and tensor a frozen state is read from (a distilled model's
+    /// teacher, `Init::Load`), if it is one.
+    pub fn teacher_source(&self) -> Option<(&str, &str)> {
+        match &self.init {
+            Init::Load { path, tensor, .. } => Some((path.as_str(), tensor.as_str())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Train,
@@ -166,6 +185,22 @@ pub struct Scored {
 }
 
 impl Graph {
+    /// Whether the graph holds a teacher's frozen states.
+    pub fn has_teacher(&self) -> bool {
+        self.states.iter().any(|s| s.teacher_source().is_some())
+    }
+
+    /// The distinct teacher checkpoints of the graph, in declaration order.
+    pub fn teacher_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (p, _) in self.states.iter().filter_map(StateDecl::teacher_source) {
+            if !out.iter().any(|q| q == p) {
+                out.push(p.to_string());
+            }
+        }
+        out
+    }
+
     pub fn new(mode: Mode) -> Graph {
         Graph {
             mode,

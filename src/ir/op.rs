@@ -216,7 +216,7 @@ pub enum Op {
     /// (overlapping windows add up).
     Col2im { window: Window, h: i64, w: i64 },
     /// `[x]` f32 -> same shape: the element-wise sum of `x` over the ranks of a
-    /// data-parallel run (`train::distributed`); the identity in one process. The
+    /// data-parallel run (`dist::comm`); the identity in one process. The
     /// gradient of a rank's input is the sum of every rank's output gradient, so the VJP
     /// is the same collective. Never folded, merged or fused: each is one collective
     /// call, and every rank runs the same ones in the same order.

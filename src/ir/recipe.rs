@@ -103,7 +103,7 @@ pub struct TrainSettings {
     /// Magnitude pruning while training: `gradual(final, start, end, scope)`, or
     /// `fixed` (masks set from outside, kept by every step: `nnc prune`'s fine-tuning).
     pub prune: Option<Choice>,
-    /// Quantization-aware training: `qat(momentum = 0.9)` (`train::quantize::qat_graph`).
+    /// Quantization-aware training: `qat(momentum = 0.9)` (`compress::quantize::qat_graph`).
     pub quantize: Option<Choice>,
     /// Data augmentation of the training rows, in order (`flip_horizontal(p)`,
     /// `shift(max)`, `crop(size, padding)`, `noise(std)`, `rotate(degrees)`); empty: none.
@@ -115,7 +115,7 @@ pub struct TrainSettings {
     /// A flat input read as an image: `[C, H, W]` or `[H, W]`.
     pub augment_shape: Option<Vec<i64>>,
     /// Log every parameter's gradient L2 norm and update/parameter norm ratio per epoch
-    /// (`train::update::MONITOR_PREFIX` outputs of the step graph).
+    /// (`optim::update::MONITOR_PREFIX` outputs of the step graph).
     pub log_grad_norms: bool,
 }
 
@@ -169,8 +169,9 @@ pub struct TuneSettings {
     pub mode: Option<String>,
     /// The seed of the sampler (trials keep the recipe's own `seed`).
     pub seed: i64,
-    /// `none`, `median(startup, warmup)` or `asha(reduction, min_epochs)`.
-    pub prune: Choice,
+    /// The trial stopper (the block's `prune` key, Optuna's "pruner"): `none`,
+    /// `median(startup, warmup)` or `asha(reduction, min_epochs)`.
+    pub stopper: Choice,
     /// Folds of a `cv_*` metric.
     pub folds: i64,
     /// Trials run at once (`None`: two where two CPUs are available).
@@ -186,7 +187,7 @@ impl Default for TuneSettings {
             metric: None,
             mode: None,
             seed: 0,
-            prune: Choice {
+            stopper: Choice {
                 name: "median".into(),
                 args: vec![("startup".into(), Lit::Num(5.0)), ("warmup".into(), Lit::Num(3.0))],
             },

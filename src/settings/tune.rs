@@ -19,7 +19,7 @@ pub const TUNE_KEYS: [&str; 8] = ["method", "trials", "metric", "mode", "seed", 
 /// same metrics.
 const FIXED: [&str; 7] = ["data", "split", "split_seed", "metrics", "metrics_on", "monitor", "mode"];
 
-fn prune_spec(name: &str) -> Option<Vec<ArgSpec>> {
+fn stopper_spec(name: &str) -> Option<Vec<ArgSpec>> {
     Some(match name {
         "none" => vec![],
         "median" => vec![
@@ -92,7 +92,7 @@ pub fn apply(t: &mut TuneSettings, key: &Ident, v: &Expr, args: &[(String, Optio
             _ => return Err(err(v.span, "`mode` is `min` or `max`")),
         },
         "seed" => t.seed = int(v, "`seed`", 0, i64::MAX)?,
-        "prune" => t.prune = choice(v, "pruner", prune_spec, "none, median, asha")?,
+        "prune" => t.stopper = choice(v, "pruner", stopper_spec, "none, median, asha")?,
         "folds" => t.folds = int(v, "`folds`", 2, 1000)?,
         "jobs" => t.jobs = Some(int(v, "`jobs`", 1, 1024)?),
         k => {

@@ -169,10 +169,10 @@ pub fn recipe(p: &Program) -> BTreeMap<String, String> {
 }
 
 /// Reads a checkpoint: its tensors and metadata.
-/// Int8 weights of a quantized checkpoint are dequantized (`train::quantize`).
+/// Int8 weights of a quantized checkpoint are dequantized (`compress::quantize`).
 pub fn read(path: &Path) -> Result<(TensorMap, BTreeMap<String, String>), String> {
     let mut tensors = crate::tensors::read(path)?;
-    super::quantize::dequantize(&mut tensors, &path.display().to_string())?;
+    crate::compress::quantize::dequantize(&mut tensors, &path.display().to_string())?;
     let bytes = std::fs::read(path).map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|err| format!("`{}` is not a valid checkpoint: {err}", path.display()))?;
@@ -207,7 +207,7 @@ pub fn validate(g: &Graph, tensors: &TensorMap, path: &Path, states: bool) -> Re
         check(&p.name, &p.shape, "parameter")?;
     }
     if states {
-        for s in g.states.iter().filter(|s| super::teacher::source(s).is_none()) {
+        for s in g.states.iter().filter(|s| s.teacher_source().is_none()) {
             check(&s.name, &s.shape, "state")?;
         }
     }

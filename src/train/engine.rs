@@ -115,7 +115,7 @@ impl Engine {
     }
     /// `run` for a data-parallel step: its sums (`Op::AllReduce`) go through `hook`
     /// (the interpreter sums each one, blocking, in graph order).
-    pub fn run_with(&mut self, seed: u64, step: u64, hook: &mut super::distributed::Hook) -> Result<(), String> {
+    pub fn run_with(&mut self, seed: u64, step: u64, hook: &mut crate::dist::comm::Hook) -> Result<(), String> {
         match self {
             Engine::Jit(e) => e.run_with(seed, step, hook),
             Engine::Interp { g, feeds, run } => {

@@ -1,4 +1,4 @@
-//! `nnc prune`'s run: a trained checkpoint pruned by magnitude (`train::prune`) at one
+//! `nnc prune`'s run: a trained checkpoint pruned by magnitude (`compress::prune`) at one
 //! or more sparsities, each scored on the rows the checkpoint held out, then optionally
 //! fine-tuned with its masks fixed (pruned weights stay exact zeros) on the
 //! checkpoint's own training rows and scored again. Every level starts from the dense
@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use super::prune::{self, Scope, Structure};
 use super::session::{Progress, Quiet, Session};
 use super::target::{self, Evaluation};
 use super::trainer::{rebuild, roles, EvalData};
+use crate::compress::prune::{self, Scope, Structure};
 use crate::data::Preprocessor;
 use crate::ir::recipe::Choice;
 use crate::ir::Program;
@@ -93,8 +93,7 @@ pub fn prune_checkpoint(
     notes.push(dense_session.target_note());
     let dense = score(&mut dense_session)?;
     let graph = dense_session.step_graph();
-    let chosen =
-        |d: &crate::ir::ParamDecl| prune::prunable(d) && (opts.params.is_empty() || opts.params.contains(&d.name));
+    let chosen = |d: &crate::ir::ParamDecl| d.is_weight() && (opts.params.is_empty() || opts.params.contains(&d.name));
     let weights: usize =
         graph.params.iter().filter(|d| chosen(d)).map(|d| d.shape.iter().product::<i64>() as usize).sum();
     let chosen_names: Vec<String> = graph.params.iter().filter(|d| chosen(d)).map(|d| d.name.clone()).collect();

@@ -15,14 +15,15 @@
 //! input's rows are read raw (`augment_from`), augmented, then preprocessed
 //! (`data::augment::batch`); validation and scoring read the preprocessed rows as they are.
 
-use super::distributed::{self, Communicator};
 use super::engine::{labels_of, set_arrays, set_batch, sync, Engine, Scorer};
-use super::second_order::{self, Method, Objective};
 use super::target::{self, Scores, Target};
-use super::{prune, schedule, update};
+use crate::compress::prune;
 use crate::data::{self, Array, ArrayData, Dataset, Preprocessor};
+use crate::dist::comm::{self, Communicator};
 use crate::ir::{Graph, Program};
 use crate::metrics::{self, ScoreKind};
+use crate::optim::second_order::{self, Method, Objective};
+use crate::optim::{schedule, update};
 use crate::settings::augment::Plan;
 use crate::tensors::{HostTensor, TensorMap};
 use std::collections::HashMap;
@@ -124,7 +125,7 @@ pub struct Session {
     scorer: Scorer,
     /// The target without the loss (inputs without labels), made on first use.
     predictor: Option<Scorer>,
-    lbfgs_state: super::lbfgs::State,
+    lbfgs_state: crate::optim::lbfgs::State,
     /// BFGS's inverse Hessian (not saved in checkpoints: a resumed fit starts it afresh).
     second_state: second_order::State,
     best_snapshot: Option<TensorMap>,
@@ -178,7 +179,7 @@ pub struct StepTimes {
 impl Session {
     /// Compiles nothing yet: steps are compiled on first use, per batch size.
     pub fn new(p: &Program, jit: bool, threads: usize) -> Result<Session, String> {
-        let qat = super::quantize::with_qat(p)?;
+        let qat = crate::compress::quantize::with_qat(p)?;
         let p = &qat;
         let target = target::target(p);
         let mut program = p.clone();
@@ -231,7 +232,7 @@ impl Session {
     }
 
     /// Makes this session one rank of a data-parallel run over `comm`: each global batch
-    /// is split into disjoint shards (`distributed::shard`), the gradients of the ranks'
+    /// is split into disjoint shards (`comm::shard`), the gradients of the ranks'
     /// shares of the loss are summed by `comm`, and every rank applies the same update.
     /// Call it before `init` or `load_tensors`. `check` compares a hash of the parameters
     /// across ranks after every epoch (an error when they differ).
@@ -394,7 +395,7 @@ impl Session {
         }
         let g = e.graph().clone();
         for (i, v) in states.iter().enumerate() {
-            if super::teacher::source(&g.states[i]).is_none() {
+            if g.states[i].teacher_source().is_none() {
                 e.set_state(i, &v.iter().map(|&x| x as f32).collect::<Vec<_>>())?;
             }
         }
@@ -421,7 +422,7 @@ impl Session {
             map.insert(p.name.clone(), HostTensor::f32(p.shape.iter().map(|&d| d as usize).collect(), f(e.param(i))));
         }
         for (i, s) in g.states.iter().enumerate() {
-            if super::teacher::source(s).is_some() {
+            if s.teacher_source().is_some() {
                 continue;
             }
             map.insert(s.name.clone(), HostTensor::f32(s.shape.iter().map(|&d| d as usize).collect(), f(e.state(i))));
@@ -452,7 +453,7 @@ impl Session {
             }
         }
         // A teacher's tensors come from its own checkpoint (read once per session).
-        if !loaded && super::teacher::has_teacher(&g) {
+        if !loaded && g.has_teacher() {
             for (i, v) in super::teacher::load(&g)? {
                 e.set_state(i, &v)?;
             }
@@ -461,7 +462,7 @@ impl Session {
         Ok(())
     }
 
-    /// Prunes the current weights to `sparsity` by magnitude (`train::prune`): pruned
+    /// Prunes the current weights to `sparsity` by magnitude (`compress::prune`): pruned
     /// weights become exact zeros and, when the step keeps masks (a `prune` setting),
     /// their masks zeros, so that training keeps them zero. Returns the sparsity reached
     /// over the prunable weights.
@@ -477,10 +478,10 @@ impl Session {
         let e = self.steps.get_mut(&cur).ok_or("prune before init: no parameters")?;
         let g = e.graph().clone();
         let idx: Vec<usize> = (0..g.params.len())
-            .filter(|&i| prune::prunable(&g.params[i]) && (only.is_empty() || only.contains(&g.params[i].name)))
+            .filter(|&i| g.params[i].is_weight() && (only.is_empty() || only.contains(&g.params[i].name)))
             .collect();
-        if let Some(bad) = only.iter().find(|n| !g.params.iter().any(|p| prune::prunable(p) && p.name == **n)) {
-            let names: Vec<&str> = g.params.iter().filter(|p| prune::prunable(p)).map(|p| p.name.as_str()).collect();
+        if let Some(bad) = only.iter().find(|n| !g.params.iter().any(|p| p.is_weight() && p.name == **n)) {
+            let names: Vec<&str> = g.params.iter().filter(|p| p.is_weight()).map(|p| p.name.as_str()).collect();
             return Err(format!(
                 "`{bad}` is not a weight of the model (parameters of rank >= 2: {})",
                 names.join(", ")
@@ -525,15 +526,14 @@ impl Session {
     pub fn sparsity(&self) -> Result<f64, String> {
         let e = self.steps.get(&self.current).ok_or("no parameters yet: call init or load_tensors first")?;
         let g = e.graph();
-        let ws: Vec<Vec<f32>> =
-            (0..g.params.len()).filter(|&i| prune::prunable(&g.params[i])).map(|i| e.param(i)).collect();
+        let ws: Vec<Vec<f32>> = (0..g.params.len()).filter(|&i| g.params[i].is_weight()).map(|i| e.param(i)).collect();
         Ok(prune::sparsity_of(ws.iter().map(Vec::as_slice)))
     }
 
     /// The loss and the target's values over `rows` (eval mode, chunks of 256).
     ///
     /// In a distributed session this is a collective (every rank calls it with the same
-    /// rows): the chunks are split over ranks (`distributed::block`: whole chunks, so each
+    /// rows): the chunks are split over ranks (`comm::block`: whole chunks, so each
     /// row is scored by the same compiled step as in one process), each rank scores its
     /// own, and the chunks' loss sums and the target's values are gathered to every rank
     /// (summed into zero buffers, which is exact). The loss is then added up chunk by
@@ -549,7 +549,7 @@ impl Session {
         };
         let chunk = self.scorer.batch.max(1);
         let chunks = rows.len().div_ceil(chunk);
-        let mine = distributed::block(chunks, d.comm.rank(), d.comm.size());
+        let mine = comm::block(chunks, d.comm.rank(), d.comm.size());
         let (from, to) = ((mine.start * chunk).min(rows.len()), (mine.end * chunk).min(rows.len()));
         let (sums, values, width) = self.scorer.run_chunks(holder, ds, &rows[from..to])?;
         // The chunks' loss sums at their places, then the rows' width (from the ranks
@@ -888,7 +888,7 @@ impl Session {
         stop: bool,
     ) -> Result<DistStep, String> {
         let (rank, size) = self.rank();
-        let local = distributed::shard(rows, rank, size);
+        let local = comm::shard(rows, rank, size);
         let t0 = std::time::Instant::now();
         let mut stats = [0.0f64; 3];
         let kind = self.kind;
@@ -920,7 +920,7 @@ impl Session {
             let model_states: Vec<(usize, Vec<f32>)> =
                 if local.is_empty() { (0..model_state_count).map(|i| (i, e.state(i))).collect() } else { Vec::new() };
             let mut hook =
-                distributed::Hook { comm: d.comm.as_mut(), overlap: d.overlap, error: None, times: Default::default() };
+                comm::Hook { comm: d.comm.as_mut(), overlap: d.overlap, error: None, times: Default::default() };
             // Each rank draws its own dropout masks.
             e.run_with(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), step, &mut hook)?;
             d.times.sum_start += hook.times.start;
@@ -963,7 +963,7 @@ impl Session {
         let e = self.steps.get_mut(&self.current).ok_or("internal error: no engine holds the parameters")?;
         let g = e.graph().clone();
         for (i, st) in g.states.iter().enumerate() {
-            if st.update.is_none() || super::teacher::source(st).is_some() {
+            if st.update.is_none() || st.teacher_source().is_some() {
                 continue;
             }
             let mut v = e.state(i);
@@ -982,8 +982,8 @@ impl Session {
         }
         let e = self.steps.get(&self.current).ok_or("internal error: no engine holds the parameters")?;
         let params: Vec<Vec<f32>> = (0..e.graph().params.len()).map(|i| e.param(i)).collect();
-        let h = distributed::hash_f32(params.iter().map(Vec::as_slice));
-        if !distributed::all_equal(d.comm.as_mut(), h)? {
+        let h = comm::hash_f32(params.iter().map(Vec::as_slice));
+        if !comm::all_equal(d.comm.as_mut(), h)? {
             return Err(format!(
                 "after epoch {}: the parameters differ between ranks (rank {} has hash {h:016x})",
                 epoch + 1,
@@ -1056,7 +1056,7 @@ impl Session {
             Compiled { e, hv: hv.as_mut(), sizes: &sizes, seed: s.seed as u64, step, evals: 0, hvps: 0, progress };
         let value = match method_of(s) {
             None => {
-                let o = super::lbfgs::Options {
+                let o = crate::optim::lbfgs::Options {
                     lr: s.optimizer.num("lr").unwrap_or(1.0),
                     history: s.optimizer.num("history").unwrap_or(10.0) as usize,
                     max_iter: s.optimizer.num("max_iter").unwrap_or(20.0) as usize,
@@ -1064,7 +1064,7 @@ impl Session {
                     tolerance_change: 1e-12,
                 };
                 let mut f = |x: &[f64]| obj.eval(x);
-                super::lbfgs::minimize(&mut f, &mut x, &mut self.lbfgs_state, &o)?
+                crate::optim::lbfgs::minimize(&mut f, &mut x, &mut self.lbfgs_state, &o)?
             }
             Some(method) => {
                 let o = second_order::Options {

@@ -11,46 +11,20 @@
 //! other preprocessing statistics rather than feed it inputs it was not trained on.
 
 use crate::data::KIND_TENSOR;
-use crate::ir::{Graph, Init, StateDecl};
+use crate::ir::{Graph, StateDecl};
 use crate::tensors::{HostTensor, TensorMap};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// The file and tensor a frozen state is read from, if it is one.
-pub fn source(s: &StateDecl) -> Option<(&str, &str)> {
-    match &s.init {
-        Init::Load { path, tensor, .. } => Some((path.as_str(), tensor.as_str())),
-        _ => None,
-    }
-}
-
-/// Whether `g` has a teacher.
-pub fn has_teacher(g: &Graph) -> bool {
-    g.states.iter().any(|s| source(s).is_some())
-}
-
-/// The distinct teacher checkpoints of `g`, in declaration order.
-pub fn files(g: &Graph) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for s in &g.states {
-        if let Some((p, _)) = source(s) {
-            if !out.iter().any(|q| q == p) {
-                out.push(p.to_string());
-            }
-        }
-    }
-    out
-}
 
 /// Reads every frozen state of `g` from its file (each file once), checked by name,
 /// shape and dtype: (state index, values).
 pub fn load(g: &Graph) -> Result<Vec<(usize, Vec<f32>)>, String> {
     let mut out = Vec::new();
-    for file in files(g) {
+    for file in g.teacher_files() {
         let (tensors, meta) = super::checkpoint::read(Path::new(&file))
             .map_err(|e| format!("the teacher's checkpoint cannot be read: {e}"))?;
         for (i, s) in g.states.iter().enumerate() {
-            let Some((p, name)) = source(s) else { continue };
+            let Some((p, name)) = s.teacher_source() else { continue };
             if p != file {
                 continue;
             }
@@ -97,7 +71,7 @@ fn tensor(
 /// Adds the teacher tensors of `g` to `map` under their state names (for tools that bind
 /// tensors by name: `predict`, `grad`, `init`). Names already present are kept.
 pub fn fill(g: &Graph, map: &mut TensorMap) -> Result<(), String> {
-    if !g.states.iter().any(|s| source(s).is_some() && !map.contains_key(&s.name)) {
+    if !g.states.iter().any(|s| s.teacher_source().is_some() && !map.contains_key(&s.name)) {
         return Ok(());
     }
     for (i, v) in load(g)? {
@@ -114,7 +88,7 @@ pub fn fill(g: &Graph, map: &mut TensorMap) -> Result<(), String> {
 /// teacher reads the student's preprocessed inputs, so other statistics would feed it
 /// inputs it never saw.
 pub fn check_preprocessing(g: &Graph, student: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), String> {
-    for file in files(g) {
+    for file in g.teacher_files() {
         let (tensors, meta) = super::checkpoint::read(Path::new(&file))
             .map_err(|e| format!("the teacher's checkpoint cannot be read: {e}"))?;
         let mut teacher: BTreeMap<String, (Vec<usize>, Vec<f64>)> = BTreeMap::new();

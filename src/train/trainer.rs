@@ -388,7 +388,7 @@ fn resume_point(
             _ => Err(bad(k)),
         }
     };
-    let plateau = super::schedule::Plateau {
+    let plateau = crate::optim::schedule::Plateau {
         scale: number("nnc.lr_scale", &|x| x > 0.0 && x <= 1.0)?.unwrap_or(1.0),
         best: number("nnc.plateau_best", &f64::is_finite)?,
         bad: int("nnc.plateau_bad", epoch as u64)? as usize,
@@ -456,9 +456,9 @@ pub fn train(
 }
 
 /// A data-parallel run's communicator and whether to compare parameter hashes across
-/// ranks after every epoch (`train::distributed`).
+/// ranks after every epoch (`dist::comm`).
 pub struct Distributed {
-    pub comm: Box<dyn super::distributed::Communicator>,
+    pub comm: Box<dyn crate::dist::comm::Communicator>,
     pub check_params: bool,
     /// Overlap the gradient sums with the backward pass (`Session::distribute_with`).
     pub overlap: bool,
@@ -791,7 +791,7 @@ fn rebuild_from(
     let mut notes: Vec<String> = source_warning(&meta, source, checkpoint_path).into_iter().collect();
     let mut q = p.clone();
     // A quantized checkpoint is scored with its int8 activations.
-    q.eval = super::quantize::eval_graph(&p.eval, &tensors, &meta, &shown.to_string())?;
+    q.eval = crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &shown.to_string())?;
     q.settings.split = record.split.clone();
     if record.split_seed != p.settings.split_seed() || record.split != p.settings.split {
         notes.push(format!(

@@ -8,12 +8,12 @@
 //! beside it. On one shared test split it is McNemar's test on the rows one model gets
 //! right and the other wrong.
 
-use super::checkpoint::data_hash;
 use super::cv::{self, Folds};
-use super::session::Session;
-use super::trainer::{load_data, split_rows};
 use crate::ir::Program;
 use crate::stats::{McNemar, TTest};
+use crate::train::checkpoint::data_hash;
+use crate::train::session::Session;
+use crate::train::trainer::{load_data, split_rows};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 

@@ -48,8 +48,8 @@ impl Value {
 pub enum Outcome {
     /// Finished with this score (higher is better: the caller negates metrics to minimize).
     Complete(f64),
-    /// Stopped by the pruner after `epochs` epochs, with its score then (higher is better).
-    Pruned { epochs: usize, score: f64 },
+    /// Stopped by the trial stopper after `epochs` epochs, with its score then (higher is better).
+    Stopped { epochs: usize, score: f64 },
     /// Diverged or failed: no score.
     Failed,
 }
@@ -210,10 +210,10 @@ impl Range {
 
 /// Trial `index`'s values by TPE given the trials that finished before it (`history`, in index
 /// order). Random (exactly `random(space, seed, index)`) while fewer than `opts.startup` trials in
-/// history are Complete or Pruned (as Optuna counts them), or none is Complete. Deterministic in
+/// history are Complete or Stopped (as Optuna counts them), or none is Complete. Deterministic in
 /// (space, history, seed, index).
 ///
-/// Ranking: Complete by score (best first), then Pruned by epochs reached (more first) then score,
+/// Ranking: Complete by score (best first), then Stopped by epochs reached (more first) then score,
 /// then Failed (a diverging learning rate is information, so failed trials join the bad group).
 /// Scores must be finite; a non-finite one is ranked as Failed in release builds.
 pub fn tpe(space: &[Param], history: &[Trial], seed: u64, index: usize, opts: &TpeOptions) -> Vec<Value> {
@@ -238,11 +238,11 @@ pub fn tpe(space: &[Param], history: &[Trial], seed: u64, index: usize, opts: &T
     space.iter().enumerate().map(&mut propose).collect()
 }
 
-/// Sort key of a trial: (group, epochs, score) with group 0 Complete, 1 Pruned, 2 Failed.
+/// Sort key of a trial: (group, epochs, score) with group 0 Complete, 1 Stopped, 2 Failed.
 fn rank_key(t: &Trial) -> (u8, usize, f64) {
     match t.outcome {
         Outcome::Complete(s) if s.is_finite() => (0, 0, s),
-        Outcome::Pruned { epochs, score } if score.is_finite() => (1, epochs, score),
+        Outcome::Stopped { epochs, score } if score.is_finite() => (1, epochs, score),
         _ => (2, 0, 0.0),
     }
 }
@@ -458,7 +458,7 @@ mod tests {
             let score = -(lr.log10() + 4.0).powi(2);
             let outcome = match i % 3 {
                 _ if lr > 1e-2 => Outcome::Failed,
-                0 => Outcome::Pruned { epochs: i % 5, score },
+                0 => Outcome::Stopped { epochs: i % 5, score },
                 _ => Outcome::Complete(score),
             };
             Trial { values, outcome }
@@ -466,7 +466,7 @@ mod tests {
         let history: Vec<Trial> = (0..30).map(trial).collect();
         assert!(history.iter().any(|t| t.outcome == Outcome::Failed));
         let t = |outcome| Trial { values: vec![], outcome };
-        let (pruned, complete) = (|epochs, score| t(Outcome::Pruned { epochs, score }), |s| t(Outcome::Complete(s)));
+        let (pruned, complete) = (|epochs, score| t(Outcome::Stopped { epochs, score }), |s| t(Outcome::Complete(s)));
         let mixed =
             [t(Outcome::Failed), pruned(2, -1.0), complete(0.5), pruned(3, -5.0), complete(0.9), pruned(2, 0.0)];
         assert_eq!(rank(&mixed), [4, 2, 3, 5, 1, 0]);
@@ -475,7 +475,7 @@ mod tests {
         assert!(proposals.iter().all(|v| in_range(v, &space)));
         let near = proposals.iter().filter(|v| matches!(v[0], Value::Num(lr) if (1e-5..1e-3).contains(&lr))).count();
         assert!(near >= 15, "only {near}/20 proposals near the good lr");
-        // Fewer than `startup` Complete or Pruned trials: exactly random, whatever else (failed
+        // Fewer than `startup` Complete or Stopped trials: exactly random, whatever else (failed
         // trials) is in the history; pruned trials count towards `startup`.
         let (complete, other): (Vec<Trial>, Vec<Trial>) =
             history.into_iter().partition(|t| matches!(t.outcome, Outcome::Complete(_)));

@@ -10,17 +10,17 @@
 //!
 //! Over several ranks (`cross_validate_with` given a communicator), fold `i` runs on rank
 //! `i mod N` with the rank's own session; the folds' results are gathered to every rank
-//! (`distributed::allgather_bytes`) and summarized as one process does. A fold's result
+//! (`comm::allgather_bytes`) and summarized as one process does. A fold's result
 //! depends only on its rows and the recipe (every fold starts from the seeded
 //! initialization), so the folds and the summary equal a one-process run's.
 
-use super::distributed::{self, Communicator, Unwire, Wire};
-use super::session::{Progress, Quiet, Session};
-use super::target;
-use super::trainer::load_data;
 use crate::data::{self, Dataset, Preprocessor};
+use crate::dist::comm::{self, Communicator, Unwire, Wire};
 use crate::ir::Program;
 use crate::metrics::Metrics;
+use crate::train::session::{Progress, Quiet, Session};
+use crate::train::target;
+use crate::train::trainer::load_data;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -82,7 +82,7 @@ pub struct CvReport {
 /// The label array to stratify by: the labels of a classifier, none for a regressor.
 fn class_labels(ds: &Dataset) -> Option<&'static str> {
     let all: Vec<usize> = (0..ds.n).collect();
-    super::engine::labels_of(ds, &all).map(|_| data::LABEL_INPUT)
+    crate::train::engine::labels_of(ds, &all).map(|_| data::LABEL_INPUT)
 }
 
 /// The folds of `ds` for a program (stratified by its labels when it has any).
@@ -113,9 +113,9 @@ pub fn run_fold(
     } else {
         (train.to_vec(), None)
     };
-    let specs = super::engine::input_specs(&p.train)?;
+    let specs = crate::train::engine::input_specs(&p.train)?;
     let pre = Preprocessor::fit(&s.preprocess, raw, &fit_rows, &specs)?;
-    super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
+    crate::train::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = raw.clone();
     pre.apply_dataset(&mut ds)?;
     session.init(s.seed as u64, fit_rows.len())?;
@@ -124,7 +124,7 @@ pub fn run_fold(
     session.fit(&ds, &fit_rows, val_rows.as_deref(), &mut at, stop, &mut Quiet)?;
     let scores = session.score(&ds, held)?;
     let ev = target::report(&ds, held, &scores, session.kind, "", &s.metrics);
-    let correct = super::engine::labels_of(&ds, held).and_then(|labels| {
+    let correct = crate::train::engine::labels_of(&ds, held).and_then(|labels| {
         crate::metrics::predicted_classes(&scores.values, scores.width.max(1), session.kind)
             .ok()
             .map(|pred| pred.iter().zip(&labels).map(|(a, b)| a == b).collect())
@@ -217,7 +217,7 @@ pub fn cross_validate_with(
         }
         let mut all: Vec<(FoldResult, Vec<String>)> = Vec::new();
         compiled_steps = 0;
-        for bytes in distributed::allgather_bytes(c, &w.0)? {
+        for bytes in comm::allgather_bytes(c, &w.0)? {
             let mut u = Unwire::new(&bytes);
             compiled_steps += u.u64()? as usize;
             for _ in 0..u.u64()? {

@@ -1,6 +1,6 @@
 //! Data-parallel training: the communicator a session sums gradients through, the shard
 //! of a global batch each rank takes, and an in-process group of communicators (threads)
-//! for embedders and tests. The MPI communicator is `train::mpi` (feature `mpi`).
+//! for embedders and tests. The MPI communicator is `dist::mpi` (feature `mpi`).
 //!
 //! The step of a distributed session is one compiled graph
 //! (`update::distributed_step_graph`): the forward and backward pass of the rank's share

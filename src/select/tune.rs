@@ -1,6 +1,6 @@
 //! Hyperparameter search: trials of a recipe with values from a search space (`search`:
 //! grid, random or TPE), each a `Session` fitted on the same training rows and scored on
-//! the same validation rows, bad ones stopped early by a pruner, two at a time where two
+//! the same validation rows, bad ones stopped early by a trial stopper (Optuna's pruner; the `prune` key), two at a time where two
 //! CPUs are there.
 //!
 //! Rows: the test part of the model's `split` is never seen by the search. The
@@ -11,7 +11,7 @@
 //!
 //! Determinism: a trial's values and its training depend only on its index, the seeds
 //! and the trials before it, never on timing. TPE proposes trial `i` from trials
-//! `0..=i-jobs` (waiting for them when needed), and the pruner decides trial `i` at
+//! `0..=i-jobs` (waiting for them when needed), and the trial stopper decides trial `i` at
 //! epoch `e` from the trials before it that reached `e` (waiting for those still short
 //! of it), so a search with `jobs = 2` gives the same results as with `jobs = 1`, given
 //! the same `jobs`.
@@ -26,25 +26,25 @@
 //!
 //! Over N ranks (`tune_with` given a communicator) the trials run in rounds: in round
 //! `k` rank `r` runs trial `k N + r`, one at a time, then the round's results are
-//! gathered to every rank (`distributed::allgather_bytes`). TPE proposes trial `i` from
-//! trials `0..=i-N`, all of earlier rounds; the pruner needs the values at each epoch of
+//! gathered to every rank (`comm::allgather_bytes`). TPE proposes trial `i` from
+//! trials `0..=i-N`, all of earlier rounds; the trial stopper needs the values at each epoch of
 //! the trials running beside it, so the ranks of a round exchange them after every epoch
 //! (`exchange`: a rank whose trial has ended takes part until every rank's has). So the
 //! search is the one-process search with `jobs = N`, trial for trial; the best trial's
 //! model is sent to every rank by the rank that trained it.
 
-use super::checkpoint::SplitRecord;
 use super::cv::run_fold;
-use super::distributed::{self, Communicator, Unwire, Wire};
 use super::search::{self, Outcome, TpeOptions, Trial, Value};
-use super::session::{End, Next, Observer, Progress, Session};
-use super::target;
-use super::trainer::{load_data, split_rows};
 use crate::data::{self, Dataset, InputSpec, Preprocessor};
+use crate::dist::comm::{self, Communicator, Unwire, Wire};
 use crate::ir::recipe::{higher_is_better, Param, TuneSettings};
 use crate::ir::Program;
 use crate::metrics::Metrics;
 use crate::tensors::TensorMap;
+use crate::train::checkpoint::SplitRecord;
+use crate::train::session::{End, Next, Observer, Progress, Session};
+use crate::train::target;
+use crate::train::trainer::{load_data, split_rows};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -72,8 +72,8 @@ pub struct TuneOptions<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
     Complete,
-    /// Stopped by the pruner after this epoch.
-    Pruned(usize),
+    /// Stopped by the trial stopper after this epoch.
+    Stopped(usize),
     /// Diverged or could not run; the reason.
     Failed(String),
 }
@@ -82,7 +82,7 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Complete => "complete",
-            State::Pruned(_) => "pruned",
+            State::Stopped(_) => "pruned",
             State::Failed(_) => "failed",
         }
     }
@@ -190,8 +190,8 @@ struct Search<'a> {
     grid: Option<Vec<Vec<Value>>>,
     trials: usize,
     jobs: usize,
-    /// Trials run in rounds over ranks, which exchange the pruner's values after every
-    /// epoch (`exchange`): the pruner never waits.
+    /// Trials run in rounds over ranks, which exchange the trial stopper's values after every
+    /// epoch (`exchange`): the trial stopper never waits.
     lockstep: bool,
     stop: &'a AtomicBool,
     shared: Mutex<Shared>,
@@ -235,7 +235,7 @@ pub fn tune_with(
     }
     let (raw, specs) = load_data(base, base_dir)?;
     let (fit, val, test) = search_rows(base, &raw, &mut notes)?;
-    let classifier = super::engine::labels_of(&raw, &fit).is_some();
+    let classifier = crate::train::engine::labels_of(&raw, &fit).is_some();
     let metric = spec.metric.clone().unwrap_or_else(|| if classifier { "val_accuracy" } else { "val_loss" }.into());
     let maximize = match spec.mode.as_deref() {
         Some(m) => m == "max",
@@ -256,7 +256,7 @@ pub fn tune_with(
     // Over ranks, TPE's lag is the number of ranks (one trial per rank at a time).
     let jobs = if comm.is_some() { ranks } else { opts.jobs.clamp(1, trials.max(1)) };
     check_values(&spec.space, opts)?;
-    if metric.starts_with("cv_") && spec.prune.name != "none" {
+    if metric.starts_with("cv_") && spec.stopper.name != "none" {
         notes.push("trials scored by cross-validation are not pruned (a pruner watches epochs of one fit)".into());
     }
     let search = Search {
@@ -327,7 +327,7 @@ pub fn tune_with(
                 encode_model(&mut w, m);
             }
         }
-        let sent = distributed::allgather_bytes(c, &w.0)?;
+        let sent = comm::allgather_bytes(c, &w.0)?;
         if let (Some(o), Some(i)) = (owner, best) {
             if best_model.is_none() && !sent[o].is_empty() {
                 let p = trial_program(opts, &results[i].values)?;
@@ -457,7 +457,7 @@ fn fit_trial(
     decide: &mut dyn FnMut(usize, Option<f64>) -> Next,
 ) -> Result<(FitEnd, BestModel), String> {
     let pre = Preprocessor::fit(&p.settings.preprocess, d.raw, fit, d.specs)?;
-    super::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
+    crate::train::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = d.raw.clone();
     pre.apply_dataset(&mut ds)?;
     let mut session = Session::new(p, d.jit, d.threads)?;
@@ -575,7 +575,7 @@ fn rounds(
         if let Some((r, _)) = &mine {
             encode_trial(&mut w, r);
         }
-        let sent = distributed::allgather_bytes(comm, &w.0)?;
+        let sent = comm::allgather_bytes(comm, &w.0)?;
         let mut model = mine.and_then(|(_, m)| m);
         for (from, bytes) in sent.iter().enumerate() {
             if bytes.is_empty() {
@@ -603,7 +603,7 @@ use Said::{Ended, Nothing};
 
 /// One exchange of a round over ranks (see the module doc): every rank says what its
 /// trial did at this epoch; the values join the round's curves and ended trials count
-/// as done for the pruner. Returns whether every rank's trial has ended.
+/// as done for the trial stopper. Returns whether every rank's trial has ended.
 fn exchange(s: &Search, comm: &mut dyn Communicator, round: usize, said: Said, value: f64) -> Result<bool, String> {
     let (rank, ranks) = (comm.rank(), comm.size());
     let mut buf = vec![0.0f64; 2 * ranks];
@@ -653,7 +653,7 @@ fn encode_trial(w: &mut Wire, r: &TrialResult) {
     }
     match &r.state {
         State::Complete => w.u64(0),
-        State::Pruned(e) => {
+        State::Stopped(e) => {
             w.u64(1);
             w.u64(*e as u64);
         }
@@ -688,7 +688,7 @@ fn decode_trial(u: &mut Unwire) -> Result<TrialResult, String> {
     }
     let state = match u.u64()? {
         0 => State::Complete,
-        1 => State::Pruned(u.u64()? as usize),
+        1 => State::Stopped(u.u64()? as usize),
         _ => State::Failed(u.str()?),
     };
     let metric = match u.u64()? {
@@ -813,7 +813,7 @@ fn propose(s: &Search, index: usize) -> Option<Vec<Value>> {
             values: r.raw.clone(),
             outcome: match (&r.state, r.metric) {
                 (State::Complete, Some(m)) => Outcome::Complete(if s.maximize { m } else { -m }),
-                (State::Pruned(e), Some(m)) => Outcome::Pruned { epochs: *e, score: if s.maximize { m } else { -m } },
+                (State::Stopped(e), Some(m)) => Outcome::Stopped { epochs: *e, score: if s.maximize { m } else { -m } },
                 _ => Outcome::Failed,
             },
         })
@@ -842,7 +842,7 @@ fn run_trial(
     }
     let total_epochs = p.settings.epochs as usize;
     let mut best_so_far: Option<f64> = None;
-    let mut pruned_at = None;
+    let mut stopped_at = None;
     // Over ranks, every epoch takes part in the round's exchange (a failed one ends the
     // search: the error is the search's).
     let mut tell = |said: Said, value: f64| -> bool {
@@ -873,8 +873,8 @@ fn run_trial(
         if !tell(Said::Value, b) {
             return Next::Stop;
         }
-        if prune(s, index, epoch, b, total_epochs) {
-            pruned_at = Some((epoch, b));
+        if stopper_stops(s, index, epoch, b, total_epochs) {
+            stopped_at = Some((epoch, b));
             Next::Stop
         } else {
             Next::Continue
@@ -882,8 +882,8 @@ fn run_trial(
     };
     match fit_trial(&d, &p, s.fit, Some(s.val), s.stop, &mut decide) {
         Ok(((End::Stopped, _, epochs), _)) => {
-            let (e, v) = pruned_at.unwrap_or((epochs, f64::NAN));
-            (State::Pruned(e), Some(v), epochs, None)
+            let (e, v) = stopped_at.unwrap_or((epochs, f64::NAN));
+            (State::Stopped(e), Some(v), epochs, None)
         }
         Ok(((End::Interrupted, _, epochs), _)) => (State::Failed("interrupted".into()), None, epochs, None),
         Ok(((_, Some(v), epochs), model)) if v.is_finite() => (State::Complete, Some(v), epochs, Some(model)),
@@ -906,8 +906,8 @@ fn better(maximize: bool, a: f64, b: f64) -> bool {
 }
 
 /// Whether trial `index` is stopped at `epoch` (1-based) with value `v`.
-fn prune(s: &Search, index: usize, epoch: usize, v: f64, total_epochs: usize) -> bool {
-    let pr = &s.spec.prune;
+fn stopper_stops(s: &Search, index: usize, epoch: usize, v: f64, total_epochs: usize) -> bool {
+    let pr = &s.spec.stopper;
     let arg = |n: &str, d: f64| pr.num(n).unwrap_or(d) as usize;
     let at_rung = match pr.name.as_str() {
         "median" => index >= arg("startup", 5.0) && epoch > arg("warmup", 3.0),
@@ -986,7 +986,7 @@ pub fn to_csv(r: &TuneReport, space: &[Param]) -> String {
         out.push(',');
         out.push_str(&p.name);
     }
-    out.push_str(&format!(",state,{},pruned_at_epoch,epochs,seconds,note\n", r.metric));
+    out.push_str(&format!(",state,{},stopped_at_epoch,epochs,seconds,note\n", r.metric));
     for t in &r.trials {
         out.push_str(&(t.index + 1).to_string());
         for (_, v) in &t.values {
@@ -994,7 +994,7 @@ pub fn to_csv(r: &TuneReport, space: &[Param]) -> String {
             out.push_str(&csv_field(v));
         }
         let pruned = match t.state {
-            State::Pruned(e) => e.to_string(),
+            State::Stopped(e) => e.to_string(),
             _ => String::new(),
         };
         let note = match &t.state {
@@ -1048,7 +1048,7 @@ pub fn plot(path: &Path, model: &str, r: &TuneReport, space: &[Param]) -> Result
             _ => p.name.clone(),
         };
         let mut series = vec![Series { name: "complete".into(), points: points(&|s| *s == State::Complete) }];
-        let pruned = points(&|s| matches!(s, State::Pruned(_)));
+        let pruned = points(&|s| matches!(s, State::Stopped(_)));
         if !pruned.is_empty() {
             series.push(Series { name: "pruned (value when stopped)".into(), points: pruned });
         }

@@ -167,7 +167,7 @@ pub const SHARE: &str = "hyper.share";
 /// of an update graph).
 pub const GRAD_PREFIX: &str = "grad.";
 
-/// The first half of a data-parallel step (`train::distributed`): the forward and
+/// The first half of a data-parallel step (`dist::comm`): the forward and
 /// backward pass of the model's loss times `hyper.share`, with every parameter's
 /// gradient an output `grad.<param>` (after the train graph's own outputs). With each
 /// rank's loss the mean over its rows and its share its rows over the global batch, the
@@ -191,7 +191,7 @@ pub fn gradient_graph(train: &Graph) -> Result<Graph, String> {
     Ok(g)
 }
 
-/// The step of a data-parallel run (`train::distributed`) as one graph: the forward and
+/// The step of a data-parallel run (`dist::comm`) as one graph: the forward and
 /// backward pass of the model's loss times `hyper.share` (as `gradient_graph`), each
 /// gradient summed over the ranks by an `Op::AllReduce` (created in the order the
 /// gradients are computed: fusion buckets them in this order), then the rest of the step
@@ -262,17 +262,17 @@ pub fn update_graph(train: &Graph, settings: &TrainSettings) -> Result<Graph, St
 fn apply_gradients(mut b: B, mut grads: Vec<Value>, settings: &TrainSettings) -> Result<Graph, String> {
     // The gradients before masks and clipping, for `log_grad_norms`.
     let raw_grads = grads.clone();
-    // Pruning masks (`train::prune`): a pruned weight gets no gradient, so clipping's norm
+    // Pruning masks (`compress::prune`): a pruned weight gets no gradient, so clipping's norm
     // and the optimizer's state never see it, and its update is multiplied by 0 as well.
     let mut masks: Vec<Option<Value>> = vec![None; grads.len()];
     if settings.prune.is_some() {
         for (i, gv) in grads.iter_mut().enumerate() {
-            if !crate::train::prune::prunable(&b.g.params[i]) {
+            if !b.g.params[i].is_weight() {
                 continue;
             }
             let (si, m) = b.state("mask", i)?;
             let st = &mut b.g.states[si];
-            st.name = format!("{}{}", crate::train::prune::MASK_PREFIX, b.g.params[i].name);
+            st.name = format!("{}{}", crate::compress::prune::MASK_PREFIX, b.g.params[i].name);
             st.init = Init::Ones;
             *gv = b.mul(*gv, m)?;
             masks[i] = Some(m);

@@ -17,15 +17,8 @@
 //!   kernel's is one filter); channels are output units (a Dense matrix's columns, a
 //!   kernel's filters: the last axis of a matrix, the first of a kernel).
 
-use crate::ir::ParamDecl;
-
 /// The prefix of the mask states in a step graph.
 pub const MASK_PREFIX: &str = "prune.mask.";
-
-/// Whether a parameter is a weight that pruning may zero (rank >= 2).
-pub fn prunable(p: &ParamDecl) -> bool {
-    p.shape.len() >= 2
-}
 
 /// Over which weights the sparsity is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

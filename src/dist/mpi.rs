@@ -4,7 +4,7 @@
 //! collective waits longer than a timeout (a rank that died or left the loop), so that no
 //! rank hangs.
 
-use super::distributed::Communicator;
+use super::comm::Communicator;
 use crate::codegen::host::Bucket;
 use ::mpi::collective::SystemOperation;
 use ::mpi::datatype::Equivalence;
