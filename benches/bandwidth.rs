@@ -10,7 +10,7 @@
 //! GiB/s; compare the lines.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nnc::runtime::executable::{concrete, Executable};
+use nnc::internals::runtime::executable::{concrete, Executable};
 use std::hint::black_box;
 
 const N: usize = 8 << 20;
@@ -20,14 +20,14 @@ fn compile(src: &str, batch: usize) -> Executable {
 }
 
 fn compile_threads(src: &str, batch: usize, threads: usize) -> Executable {
-    let c = nnc::pipeline::compile_source("bench.nn", src, None).ok().expect("compiles");
+    let c = nnc::internals::pipeline::compile_source("bench.nn", src, None).expect("compiles");
     let p = &c.programs[0];
     let g = if p.train.loss.is_some() {
-        nnc::pipeline::step_graph(p, batch).expect("step")
+        nnc::internals::pipeline::step_graph(p, batch).expect("step")
     } else {
         concrete(&p.eval, batch).expect("bind")
     };
-    Executable::new(&g, &nnc::codegen::CodegenOptions { threads, ..Default::default() }).expect("jit")
+    Executable::new(&g, &nnc::internals::codegen::CodegenOptions { threads, ..Default::default() }).expect("jit")
 }
 
 fn x_small(n: usize) -> Vec<f32> {

@@ -19,7 +19,7 @@ fn compile_examples(c: &mut Criterion) {
         let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         group.bench_function(&name, |b| {
             b.iter(|| {
-                let r = nnc::pipeline::compile_source(&name, black_box(&text), Some(&dir));
+                let r = nnc::internals::pipeline::compile_source(&name, black_box(&text), Some(&dir));
                 assert!(r.is_ok());
                 r.ok().map(|c| c.programs.len())
             })
@@ -32,10 +32,10 @@ fn compile_examples(c: &mut Criterion) {
 fn autodiff_residual(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let text = std::fs::read_to_string(dir.join("residual.nn")).expect("residual example");
-    let compiled = nnc::pipeline::compile_source("residual", &text, Some(&dir)).ok().expect("compiles");
+    let compiled = nnc::internals::pipeline::compile_source("residual", &text, Some(&dir)).expect("compiles");
     let g = &compiled.programs[0].train;
     c.bench_function("autodiff/residual", |b| {
-        b.iter(|| nnc::autodiff::grad_program(black_box(g)).map(|r| r.graph.len()))
+        b.iter(|| nnc::internals::autodiff::grad_program(black_box(g)).map(|r| r.graph.len()))
     });
 }
 

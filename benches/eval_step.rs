@@ -4,7 +4,7 @@
 //! `cargo bench --bench eval_step -- FILE [BATCH...]` (default batches 1 and 256).
 //! Parameters are the model's initializers (seed 0); inputs fixed pseudo-random values.
 
-use nnc::runtime::executable::Executable;
+use nnc::internals::runtime::executable::Executable;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -14,12 +14,13 @@ fn main() -> Result<(), String> {
     };
     let batches: Vec<usize> =
         if args.len() > 1 { args[1..].iter().filter_map(|b| b.parse().ok()).collect() } else { vec![1, 256] };
-    let c = nnc::pipeline::compile_file(std::path::Path::new(file)).map_err(|_| format!("{file} does not compile"))?;
+    let c = nnc::internals::pipeline::compile_file(std::path::Path::new(file))
+        .map_err(|_| format!("{file} does not compile"))?;
     let p = c.programs.first().ok_or("no model")?;
     for b in batches {
-        let cg = nnc::pipeline::predict_graph(p, b)?;
+        let cg = nnc::internals::pipeline::predict_graph(p, b)?;
         let mut exe = Executable::new(&cg, &Default::default())?;
-        let (params, states) = nnc::runtime::init::init_all(&exe.graph, 0);
+        let (params, states) = nnc::internals::runtime::init::init_all(&exe.graph, 0);
         for (i, v) in params.iter().enumerate() {
             exe.set_param(i, &v.iter().map(|&x| x as f32).collect::<Vec<f32>>())?;
         }
@@ -35,7 +36,7 @@ fn main() -> Result<(), String> {
                     ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
                 })
                 .collect();
-            if decl.ty.dtype == nnc::ir::DType::I32 {
+            if decl.ty.dtype == nnc::internals::ir::DType::I32 {
                 exe.set_input_i32(i, &v.iter().map(|&f| (f.abs() * 4.0) as i32).collect::<Vec<i32>>())?;
             } else {
                 exe.set_input_f32(i, &v)?;

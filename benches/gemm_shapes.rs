@@ -52,7 +52,7 @@ fn driver(
     b_t: bool,
     ws: &mut Vec<f32>,
 ) {
-    use nnc::codegen::gemm;
+    use nnc::internals::codegen::gemm;
     let p = gemm::Product::row_major((m, k, n), a.as_ptr(), a_t, b.as_ptr(), b_t, c.as_mut_ptr());
     let len = gemm::workspace_len(&p);
     if ws.len() < len {

@@ -12,15 +12,15 @@ fn team(c: &mut Criterion) {
     let noop = |p: usize| {
         black_box(p);
     };
-    nnc::codegen::team::run(2, &noop); // start the worker
-    group.bench_function("two_parts_spinning", |b| b.iter(|| nnc::codegen::team::run(2, &noop)));
+    nnc::internals::codegen::team::run(2, &noop); // start the worker
+    group.bench_function("two_parts_spinning", |b| b.iter(|| nnc::internals::codegen::team::run(2, &noop)));
     group.bench_function("two_parts_after_park", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 std::thread::sleep(Duration::from_millis(3));
                 let t = Instant::now();
-                nnc::codegen::team::run(2, &noop);
+                nnc::internals::codegen::team::run(2, &noop);
                 total += t.elapsed();
             }
             total

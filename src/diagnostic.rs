@@ -14,8 +14,11 @@ pub struct FileId(pub u32);
 /// A byte range in one source file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Span {
+    /// The file (`SourceMap::name`, `SourceMap::text`).
     pub file: FileId,
+    /// Byte offset of the first byte.
     pub start: u32,
+    /// Byte offset one past the last byte.
     pub end: u32,
 }
 
@@ -63,7 +66,9 @@ impl SourceMap {
 /// A secondary label: another place that explains the error.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Label {
+    /// What it underlines.
     pub span: Span,
+    /// What it says there.
     pub message: String,
 }
 
@@ -71,11 +76,15 @@ pub struct Label {
 pub struct Diagnostic {
     /// Stable error code, documented in docs/errors.md.
     pub code: &'static str,
+    /// The one-line message.
     pub message: String,
+    /// Where the error is (`SourceMap::line_col` gives line and column).
     pub span: Span,
     /// What to write under the primary underline (empty: the message is enough).
     pub label: String,
+    /// Related places (another definition, the other operand).
     pub labels: Vec<Label>,
+    /// How to fix it, when there is something to say.
     pub help: Option<String>,
 }
 
@@ -116,6 +125,7 @@ impl From<Diagnostic> for Diagnostics {
 /// How `render` draws.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RenderOptions {
+    /// ANSI colours.
     pub color: bool,
 }
 

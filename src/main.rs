@@ -2,7 +2,7 @@
 //! pathological inputs within the documented limits cannot overflow it.
 
 fn main() {
-    let handle = std::thread::Builder::new().name("nnc".into()).stack_size(256 << 20).spawn(nnc::cli::run);
+    let handle = std::thread::Builder::new().name("nnc".into()).stack_size(256 << 20).spawn(nnc::internals::cli::run);
     let code = match handle.map(|h| h.join()) {
         Ok(Ok(code)) => code,
         _ => {

@@ -19,9 +19,9 @@
 //! only one class is present) are NaN, printed `nan` and written as JSON `null`.
 //!
 //! ```
-//! use nnc::metrics::{classification_metrics, format_lines, ScoreKind};
+//! use nnc::internals::metrics::{classification_metrics, format_lines, ScoreKind};
 //! let scores = [2.0f32, -1.0, 0.5, 1.5, -0.3, 0.2];
-//! let m = classification_metrics(&scores, 2, &[0, 1, 0], ScoreKind::Logits, "test_").ok().expect("valid");
+//! let m = classification_metrics(&scores, 2, &[0, 1, 0], ScoreKind::Logits, "test_").expect("valid");
 //! assert_eq!(m["test_accuracy"], 2.0 / 3.0);
 //! assert!(format_lines(&m).contains("test_accuracy: 0.666667\n"));
 //! ```
@@ -242,9 +242,9 @@ impl ConfusionMatrix {
     /// are NaN.
     ///
     /// ```
-    /// use nnc::metrics::ConfusionMatrix;
+    /// use nnc::internals::metrics::ConfusionMatrix;
     /// // true 0 0 0 1, predicted 0 0 1 1: class 0 P 1, R 2/3; class 1 P 1/2, R 1.
-    /// let cm = ConfusionMatrix::new(&[0, 0, 1, 1], &[0, 0, 0, 1], 2).ok().expect("valid");
+    /// let cm = ConfusionMatrix::new(&[0, 0, 1, 1], &[0, 0, 0, 1], 2).expect("valid");
     /// let w = cm.weighted_scores();
     /// assert_eq!(w.precision, (3.0 * 1.0 + 1.0 * 0.5) / 4.0);
     /// assert_eq!(w.recall, 0.75);
@@ -341,8 +341,8 @@ pub fn confusion_table(cm: &ConfusionMatrix, names: Option<&[String]>) -> String
 /// per predicted class, on one line without a trailing newline.
 ///
 /// ```
-/// use nnc::metrics::{confusion_to_json, ConfusionMatrix};
-/// let cm = ConfusionMatrix::new(&[0, 1, 1], &[0, 0, 1], 2).ok().expect("valid");
+/// use nnc::internals::metrics::{confusion_to_json, ConfusionMatrix};
+/// let cm = ConfusionMatrix::new(&[0, 1, 1], &[0, 0, 1], 2).expect("valid");
 /// assert_eq!(confusion_to_json(&cm), "[[1, 1], [0, 1]]");
 /// ```
 pub fn confusion_to_json(cm: &ConfusionMatrix) -> String {
@@ -418,10 +418,10 @@ pub fn roc_auc<T: Copy + Into<f64>>(scores: &[T], k: usize, labels: &[i32], kind
 /// [`num_classes`]`(k)` classes.
 ///
 /// ```
-/// use nnc::metrics::{positive_scores, ScoreKind};
+/// use nnc::internals::metrics::{positive_scores, ScoreKind};
 /// let logits = [1.0f32, 3.0, 2.0, 0.5];
 /// assert_eq!(positive_scores(&logits, 2, ScoreKind::Logits, 0).ok(), Some(vec![-2.0, 1.5]));
-/// let p = positive_scores(&[0.0f64, 0.0, 0.0], 3, ScoreKind::Logits, 2).ok().expect("valid");
+/// let p = positive_scores(&[0.0f64, 0.0, 0.0], 3, ScoreKind::Logits, 2).expect("valid");
 /// assert!((p[0] - 1.0 / 3.0).abs() < 1e-15);
 /// ```
 pub fn positive_scores<T: Copy + Into<f64>>(
@@ -512,8 +512,8 @@ fn threshold_counts(pos_scores: &[f64], labels01: &[i32]) -> Result<ThresholdCou
 /// occur.
 ///
 /// ```
-/// use nnc::metrics::roc_curve;
-/// let roc = roc_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// use nnc::internals::metrics::roc_curve;
+/// let roc = roc_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).expect("valid");
 /// assert_eq!(roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
 /// ```
 pub fn roc_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>, String> {
@@ -537,8 +537,8 @@ pub fn roc_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>
 /// warns and sets it to 1).
 ///
 /// ```
-/// use nnc::metrics::pr_curve;
-/// let pr = pr_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// use nnc::internals::metrics::pr_curve;
+/// let pr = pr_curve(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).expect("valid");
 /// assert_eq!(pr, vec![(1.0, 0.5), (1.0, 2.0 / 3.0), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)]);
 /// ```
 pub fn pr_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>, String> {
@@ -565,8 +565,8 @@ pub fn pr_curve(pos_scores: &[f64], labels01: &[i32]) -> Result<Vec<(f64, f64)>,
 /// NaN scores count as the lowest.
 ///
 /// ```
-/// use nnc::metrics::average_precision;
-/// let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).ok().expect("valid");
+/// use nnc::internals::metrics::average_precision;
+/// let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).expect("valid");
 /// assert!((ap - (0.5 * 1.0 + 0.5 * 2.0 / 3.0)).abs() < 1e-15);
 /// ```
 pub fn average_precision(pos_scores: &[f64], labels01: &[i32]) -> Result<f64, String> {
@@ -594,11 +594,11 @@ pub fn average_precision(pos_scores: &[f64], labels01: &[i32]) -> Result<f64, St
 /// outside `0..classes`.
 ///
 /// ```
-/// use nnc::metrics::{roc_auc_ovr, ScoreKind};
+/// use nnc::internals::metrics::{roc_auc_ovr, ScoreKind};
 /// // Every class ranked perfectly against the rest.
 /// let logits = [3.0f32, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 3.0];
 /// assert_eq!(roc_auc_ovr(&logits, 3, &[0, 1, 2], ScoreKind::Logits).ok(), Some(1.0));
-/// assert!(roc_auc_ovr(&logits, 3, &[0, 1, 1], ScoreKind::Logits).ok().expect("valid").is_nan());
+/// assert!(roc_auc_ovr(&logits, 3, &[0, 1, 1], ScoreKind::Logits).expect("valid").is_nan());
 /// ```
 pub fn roc_auc_ovr<T: Copy + Into<f64>>(
     scores: &[T],
@@ -712,10 +712,10 @@ pub fn rmse<T: Copy + Into<f64>, U: Copy + Into<f64>>(predicted: &[T], targets: 
 /// default `force_finite=True` gives 1 for a perfect fit there and 0 otherwise).
 ///
 /// ```
-/// use nnc::metrics::r2;
+/// use nnc::internals::metrics::r2;
 /// assert_eq!(r2(&[1.0f64, 2.0, 3.0], &[1.0f64, 2.0, 3.0]).ok(), Some(1.0));
 /// assert_eq!(r2(&[2.0f64, 2.0, 2.0], &[1.0f64, 2.0, 3.0]).ok(), Some(0.0));
-/// assert!(r2(&[1.0f64, 2.0], &[5.0f64, 5.0]).ok().expect("valid").is_nan());
+/// assert!(r2(&[1.0f64, 2.0], &[5.0f64, 5.0]).expect("valid").is_nan());
 /// ```
 pub fn r2<T: Copy + Into<f64>, U: Copy + Into<f64>>(predicted: &[T], targets: &[U]) -> Result<f64, String> {
     let ss_res: f64 = regression_pairs(predicted, targets)?.map(|d| d * d).sum();

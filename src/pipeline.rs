@@ -23,9 +23,12 @@ pub struct Compiled {
 }
 
 /// A failed compilation: every diagnostic, and the sources to render them against.
-pub struct CompileError {
-    pub sources: SourceMap,
-    pub diagnostics: Vec<Diagnostic>,
+pub type CompileError = crate::error::CompileErrors;
+
+impl From<CompileError> for crate::Error {
+    fn from(e: CompileError) -> crate::Error {
+        crate::Error::Compile(Box::new(e))
+    }
 }
 
 /// Parses one source text (no `use` resolution, no prelude): the `--stage ast` view.
@@ -357,6 +360,7 @@ pub fn pick<'a>(c: &'a Compiled, name: Option<&str>) -> Result<&'a Program, Stri
 }
 
 /// Why `configure` failed.
+#[derive(Debug)]
 pub enum ConfigureError {
     /// The model does not compile (with these arguments).
     Compile(CompileError),
@@ -366,11 +370,41 @@ pub enum ConfigureError {
     Set(String),
 }
 
+impl From<ConfigureError> for crate::Error {
+    fn from(e: ConfigureError) -> crate::Error {
+        match e {
+            ConfigureError::Compile(c) => c.into(),
+            ConfigureError::Model(m) | ConfigureError::Set(m) => crate::Error::Usage(m),
+        }
+    }
+}
+
 /// Compiles a model file with `key=value` pairs, as `--set` gives them: keys of the train
 /// block go to its settings (`settings::apply`, the same checks as in the file), any other
 /// key binds the model argument of that name. A key given twice, or one that is neither,
 /// is a `Set` error that names the known keys.
 pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Program, ConfigureError> {
+    configure_with(&|args| compile_file_with(file, args), sets, model)
+}
+
+/// `configure` for source text (`name` is shown in diagnostics; `use` paths resolve
+/// against `dir`, when given).
+pub fn configure_source(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    sets: &[String],
+    model: Option<&str>,
+) -> Result<Program, ConfigureError> {
+    configure_with(&|args| compile_source_at(name, text, dir, None, args), sets, model)
+}
+
+/// A compilation given model arguments bound from outside.
+type CompileWith<'a> = dyn Fn(&[(String, lower::ArgValue)]) -> Result<Compiled, CompileError> + 'a;
+
+/// Compiles with `compile` (given the model arguments of `sets`), then applies the train
+/// settings of `sets`: `configure`'s work for any source.
+fn configure_with(compile: &CompileWith, sets: &[String], model: Option<&str>) -> Result<Program, ConfigureError> {
     use crate::settings::KEYS;
     let usage = ConfigureError::Set;
     let (mut train_sets, mut args) = (Vec::new(), Vec::new());
@@ -391,7 +425,7 @@ pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Pr
             .ok_or_else(|| usage(format!("--set {s}: a model argument takes a number, true or false, or a string")))?;
         args.push((k, val));
     }
-    let c = compile_file_with(file, &args).map_err(ConfigureError::Compile)?;
+    let c = compile(&args).map_err(ConfigureError::Compile)?;
     let mut p = pick(&c, model).map_err(ConfigureError::Model)?.clone();
     for (k, _) in &args {
         if !p.args.iter().any(|(n, _)| n == k) {

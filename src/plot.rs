@@ -494,7 +494,7 @@ const UNIT_RANGE: (f64, f64) = (-0.02, 1.02);
 /// decimals (`n/a` when not finite).
 ///
 /// ```
-/// use nnc::plot::roc_pr_series;
+/// use nnc::internals::plot::roc_pr_series;
 /// let (roc, pr) = roc_pr_series("val", &[(0.0, 0.0), (1.0, 1.0)], 0.98123, &[(1.0, 0.5), (0.0, 1.0)], f64::NAN);
 /// assert_eq!(roc.name, "val (AUC 0.981)");
 /// assert_eq!(pr.name, "val (AP n/a)");

@@ -22,8 +22,8 @@
 //! `Result<_, String>` errors for unusable data.
 //!
 //! ```
-//! use nnc::stats::{paired_t_test, t_two_sided_p};
-//! let t = paired_t_test(&[0.91, 0.93, 0.90, 0.94], &[0.89, 0.92, 0.90, 0.91]).ok().expect("valid");
+//! use nnc::internals::stats::{paired_t_test, t_two_sided_p};
+//! let t = paired_t_test(&[0.91, 0.93, 0.90, 0.94], &[0.89, 0.92, 0.90, 0.91]).expect("valid");
 //! assert_eq!(t.df, 3.0);
 //! assert!(t.p_value > 0.05 && t.p_value < 0.2);
 //! assert!((t_two_sided_p(2.262, 9.0) - 0.05).abs() < 1e-4);
@@ -45,7 +45,7 @@ const TINY: f64 = 1e-300;
 /// NaN for NaN.
 ///
 /// ```
-/// use nnc::stats::ln_gamma;
+/// use nnc::internals::stats::ln_gamma;
 /// assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-13);
 /// assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-14);
 /// ```
@@ -161,7 +161,7 @@ fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
 /// `I_x(a, b) = 1 - I_(1-x)(b, a)` where that converges faster. NaN outside the domain.
 ///
 /// ```
-/// use nnc::stats::regularized_beta;
+/// use nnc::internals::stats::regularized_beta;
 /// // I_x(1, 1) = x; I_x(2, 1) = x².
 /// assert!((regularized_beta(0.3, 1.0, 1.0) - 0.3).abs() < 1e-15);
 /// assert!((regularized_beta(0.3, 2.0, 1.0) - 0.09).abs() < 1e-15);
@@ -265,7 +265,7 @@ fn regularized_gamma(a: f64, x: f64) -> (f64, f64) {
 /// NaN outside the domain.
 ///
 /// ```
-/// use nnc::stats::regularized_gamma_q;
+/// use nnc::internals::stats::regularized_gamma_q;
 /// // Q(1, x) = exp(-x).
 /// assert!((regularized_gamma_q(1.0, 2.5) - (-2.5f64).exp()).abs() < 1e-15);
 /// ```
@@ -277,7 +277,7 @@ pub fn regularized_gamma_q(a: f64, x: f64) -> f64 {
 /// for `x >= 0` and `2 - erfc(-x)` below.
 ///
 /// ```
-/// use nnc::stats::erfc;
+/// use nnc::internals::stats::erfc;
 /// assert_eq!(erfc(0.0), 1.0);
 /// assert!((erfc(1.0) - 0.157_299_207_050_285_13).abs() < 1e-15);
 /// ```
@@ -298,7 +298,7 @@ pub fn erfc(x: f64) -> f64 {
 /// NaN arguments or `df <= 0`.
 ///
 /// ```
-/// use nnc::stats::student_t_cdf;
+/// use nnc::internals::stats::student_t_cdf;
 /// assert_eq!(student_t_cdf(0.0, 5.0), 0.5);
 /// // df = 1 is the Cauchy distribution: 1/2 + atan(t)/π.
 /// assert!((student_t_cdf(1.0, 1.0) - 0.75).abs() < 1e-15);
@@ -332,7 +332,7 @@ pub fn student_t_cdf(t: f64, df: f64) -> f64 {
 /// about `df·ε`. NaN for NaN arguments or `df <= 0`.
 ///
 /// ```
-/// use nnc::stats::t_two_sided_p;
+/// use nnc::internals::stats::t_two_sided_p;
 /// assert!((t_two_sided_p(2.262, 9.0) - 0.05).abs() < 1e-4);
 /// assert!((t_two_sided_p(1.959964, f64::INFINITY) - 0.05).abs() < 1e-6);
 /// ```
@@ -371,7 +371,7 @@ pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
 /// `x <= 0`; NaN for NaN arguments or `df <= 0`.
 ///
 /// ```
-/// use nnc::stats::chi2_sf;
+/// use nnc::internals::stats::chi2_sf;
 /// assert!((chi2_sf(3.841_458_820_694_124, 1.0) - 0.05).abs() < 1e-14);
 /// // df = 2 is the exponential distribution with mean 2.
 /// assert!((chi2_sf(3.0, 2.0) - (-1.5f64).exp()).abs() < 1e-15);
@@ -397,7 +397,7 @@ pub fn chi2_sf(x: f64, df: f64) -> f64 {
 /// not underflow or take long. NaN when `k > n`; 1 for `n = 0`.
 ///
 /// ```
-/// use nnc::stats::binomial_two_sided_p;
+/// use nnc::internals::stats::binomial_two_sided_p;
 /// // 1 of 10: 2 * (1 + 10) / 1024.
 /// assert!((binomial_two_sided_p(1, 10) - 22.0 / 1024.0).abs() < 1e-15);
 /// assert_eq!(binomial_two_sided_p(5, 10), 1.0);
@@ -430,7 +430,7 @@ pub fn binomial_two_sided_p(k: u64, n: u64) -> f64 {
 /// divided by `n - 1`). One value has standard deviation 0; no values give NaN for both.
 ///
 /// ```
-/// use nnc::stats::mean_std;
+/// use nnc::internals::stats::mean_std;
 /// assert_eq!(mean_std(&[1.0, 2.0, 3.0]), (2.0, 1.0));
 /// assert_eq!(mean_std(&[4.0]), (4.0, 0.0));
 /// ```

@@ -23,7 +23,7 @@ thread_local! {
 
 fn count() {
     let mine = COUNTED.try_with(|c| c.get()).unwrap_or(false);
-    let worker = nnc::codegen::team::in_worker() && POOL_COUNTED.load(Ordering::Relaxed);
+    let worker = nnc::internals::codegen::team::in_worker() && POOL_COUNTED.load(Ordering::Relaxed);
     if mine || worker {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
@@ -52,15 +52,15 @@ fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usi
     {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
         let w = "model";
-        let p = nnc::pipeline::compile_source(w, text, None).ok().expect("compiles").programs.remove(0);
-        let g = nnc::pipeline::step_graph(&p, batch).expect("step graph");
-        let opts = nnc::codegen::CodegenOptions { threads, ..Default::default() };
-        let mut exe = nnc::runtime::executable::Executable::new(&g, &opts).expect("jit");
-        let inputs = nnc::gradcheck::random_inputs::<f32>(&exe.graph, batch, 0).expect("inputs");
+        let p = nnc::internals::pipeline::compile_source(w, text, None).expect("compiles").programs.remove(0);
+        let g = nnc::internals::pipeline::step_graph(&p, batch).expect("step graph");
+        let opts = nnc::internals::codegen::CodegenOptions { threads, ..Default::default() };
+        let mut exe = nnc::internals::runtime::executable::Executable::new(&g, &opts).expect("jit");
+        let inputs = nnc::internals::gradcheck::random_inputs::<f32>(&exe.graph, batch, 0).expect("inputs");
         for (i, t) in inputs.iter().enumerate() {
             match &t.data {
-                nnc::runtime::interp::Data::F(d) => exe.set_input_f32(i, d).expect("input"),
-                nnc::runtime::interp::Data::I(d) => exe.set_input_i32(i, d).expect("input"),
+                nnc::internals::runtime::interp::Data::F(d) => exe.set_input_f32(i, d).expect("input"),
+                nnc::internals::runtime::interp::Data::I(d) => exe.set_input_i32(i, d).expect("input"),
             }
         }
         exe.run(0, 0); // warm-up: anything lazily set up once happens here
@@ -78,7 +78,7 @@ fn allocations_per_step(text: &str, batch: usize, threads: usize) -> (usize, usi
             .schedule
             .kernels
             .iter()
-            .map(|k| if let nnc::fusion::Kernel::MatMul { batch, .. } = k { *batch } else { 0 })
+            .map(|k| if let nnc::internals::fusion::Kernel::MatMul { batch, .. } = k { *batch } else { 0 })
             .sum();
         (after - before, gemms)
     }
@@ -106,7 +106,7 @@ fn training_steps_do_not_allocate() {
                 "{w}, batch {batch}, {threads} threads: {n} allocations in {STEPS} steps, {gemms} gemm calls each"
             );
             assert!(gemms > 0);
-            if nnc::codegen::gemm::isa().is_none() {
+            if nnc::internals::codegen::gemm::isa().is_none() {
                 // No AVX2+FMA: products go through `gemm::gemm`, which allocates its
                 // packing buffers (and a flag vector) on every call.
                 assert!(n <= 2 * gemms * STEPS as usize, "{w}: {n} allocations in {STEPS} steps");
@@ -124,10 +124,38 @@ fn training_steps_do_not_allocate() {
 fn mlp_arena_within_xla_temporaries() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads/mlp.nn");
     let text = std::fs::read_to_string(path).expect("workload");
-    let p = nnc::pipeline::compile_source("mlp", &text, None).ok().expect("compiles").programs.remove(0);
-    let g = nnc::pipeline::step_graph(&p, 128).expect("step graph");
-    let exe = nnc::runtime::executable::Executable::new(&g, &Default::default()).expect("jit");
+    let p = nnc::internals::pipeline::compile_source("mlp", &text, None).expect("compiles").programs.remove(0);
+    let g = nnc::internals::pipeline::step_graph(&p, 128).expect("step graph");
+    let exe = nnc::internals::runtime::executable::Executable::new(&g, &Default::default()).expect("jit");
     let bytes = exe.plan.arena_len * 4;
     assert!(bytes <= 2_390_000, "arena {bytes} bytes");
     assert!(exe.plan.copies.is_empty(), "{} updates copied", exe.plan.copies.len());
+}
+
+/// The library's `Predictor` (`nnc::Model::predictor_from`) answers a call at its batch
+/// with no heap allocation: the rows are copied into its buffers, preprocessed in place
+/// (standardize), run, and copied out into the caller's.
+#[test]
+fn predictor_calls_do_not_allocate() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let src = "model P {\n input x: [B, 2]\n input y: i32[B]\n layer h = Dense(2, 32)\n layer o = Dense(32, 3)\n \
+               output logits = o(relu(h(x)))\n loss = cross_entropy(logits, y)\n \
+               train { data = blobs(n = 60, centers = 3, seed = 0)  preprocess = standardize  epochs = 2  batch = 20 }\n}\n";
+    let model = nnc::Model::from_source("p.nn", src).expect("compiles");
+    let out = std::env::temp_dir().join("nnc-alloc-predictor");
+    let run = model.train(&nnc::TrainConfig::new(&out).replace(true), &mut nnc::Quiet).expect("trains");
+    let ck = model.load_checkpoint(run.best_checkpoint()).expect("checkpoint");
+    let mut p = model.predictor_from(&ck, 8, 1).expect("predictor");
+    let x: Vec<f32> = (0..8 * 2).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut y = vec![0.0f32; 8 * 3];
+    p.predict_into(&x, &mut y).expect("warm-up");
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTED.with(|c| c.set(true));
+    for rows in [8usize, 5, 1, 8] {
+        p.predict_into(&x[..rows * 2], &mut y[..rows * 3]).expect("predict");
+    }
+    COUNTED.with(|c| c.set(false));
+    let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(n, 0, "{n} allocations in 4 predictor calls");
+    assert!(y.iter().all(|v| v.is_finite()));
 }

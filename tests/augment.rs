@@ -8,8 +8,8 @@
 //! the epochs' validation rows are never augmented, `--set` and `tune` take the setting,
 //! and augmentations that do not fit the input are refused.
 
-use nnc::train::session::{Progress, Quiet, Session};
-use nnc::train::trainer::prepare;
+use nnc::internals::train::session::{Progress, Quiet, Session};
+use nnc::internals::train::trainer::prepare;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -17,24 +17,24 @@ use std::sync::atomic::AtomicBool;
 /// per pixel (so the order of augmentation and preprocessing matters).
 const DIGITS: &str = "model D {\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, 32)\n layer b = Dense(32, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n train { data = csv(\"examples/data/digits.csv.gz\")  preprocess = standardize  split = [0.7, 0.15, 0.15]\n optimizer = adam(lr = 0.01)  batch = 64  epochs = 2  seed = 4  augment_shape = [8, 8] AUG }\n}\n";
 
-fn program(aug: &str) -> nnc::ir::Program {
+fn program(aug: &str) -> nnc::internals::ir::Program {
     let src = DIGITS.replace("AUG", aug);
-    match nnc::pipeline::compile_source("d.nn", &src, None) {
+    match nnc::internals::pipeline::compile_source("d.nn", &src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
 fn compile_error(src: &str) -> String {
-    match nnc::pipeline::compile_source("m.nn", src, None) {
+    match nnc::internals::pipeline::compile_source("m.nn", src, None) {
         Ok(_) => panic!("should not compile:\n{src}"),
-        Err(e) => nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default()),
+        Err(e) => nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default()),
     }
 }
 
 /// Trains `aug` from the same initialization; returns the parameters, the last epoch's
 /// validation loss as the fit logged it, and the validation loss scored afterwards.
-fn fit(aug: &str) -> (nnc::tensors::TensorMap, f64, f64) {
+fn fit(aug: &str) -> (nnc::internals::tensors::TensorMap, f64, f64) {
     let p = program(aug);
     let prep = prepare(&p, Path::new(".")).expect("data");
     let (train, val) = (&prep.parts[0], &prep.parts[1]);
@@ -42,16 +42,16 @@ fn fit(aug: &str) -> (nnc::tensors::TensorMap, f64, f64) {
     s.init(4, train.len()).expect("init");
     s.augment_from(&prep.raw, &prep.pre).expect("raw rows");
     struct Last(f64);
-    impl nnc::train::session::Observer for Last {
+    impl nnc::internals::train::session::Observer for Last {
         fn epoch(
             &mut self,
             _: &Session,
             _: &Progress,
             row: &[(String, f64)],
             _: bool,
-        ) -> Result<nnc::train::session::Next, String> {
+        ) -> Result<nnc::internals::train::session::Next, String> {
             self.0 = row.iter().find(|(k, _)| k == "val_loss").map(|(_, v)| *v).unwrap_or(f64::NAN);
-            Ok(nnc::train::session::Next::Continue)
+            Ok(nnc::internals::train::session::Next::Continue)
         }
     }
     let mut last = Last(f64::NAN);
@@ -110,7 +110,7 @@ fn preprocessing_without_the_raw_rows_is_refused() {
 fn set_takes_augment_and_checks_it_against_the_input() {
     let cnn = Path::new("examples/mnist_cnn.nn");
     let sets = ["augment=[flip_horizontal(p = 0.5), crop(size = 28, padding = 4), rotate(degrees = 10)]".to_string()];
-    match nnc::pipeline::configure(cnn, &sets, None) {
+    match nnc::internals::pipeline::configure(cnn, &sets, None) {
         Ok(p) => {
             assert_eq!(p.settings.augment.len(), 3);
             assert_eq!(p.settings.augment[1].num("padding"), Some(4.0));
@@ -118,20 +118,22 @@ fn set_takes_augment_and_checks_it_against_the_input() {
         Err(_) => panic!("--set augment should configure mnist_cnn.nn"),
     }
     let bad = ["augment=[crop(size = 24, padding = 4)]".to_string()];
-    match nnc::pipeline::configure(cnn, &bad, None) {
-        Err(nnc::pipeline::ConfigureError::Set(m)) => assert!(m.contains("images are 28x28"), "{m}"),
+    match nnc::internals::pipeline::configure(cnn, &bad, None) {
+        Err(nnc::internals::pipeline::ConfigureError::Set(m)) => assert!(m.contains("images are 28x28"), "{m}"),
         _ => panic!("a 24x24 crop does not fit a 28x28 input"),
     }
     // digits.nn's input is flat: image augmentations need `augment_shape`.
     let digits = Path::new("examples/digits.nn");
-    match nnc::pipeline::configure(digits, &["augment=shift(max = 1)".to_string()], None) {
-        Err(nnc::pipeline::ConfigureError::Set(m)) => assert!(m.contains("is a vector"), "{m}"),
+    match nnc::internals::pipeline::configure(digits, &["augment=shift(max = 1)".to_string()], None) {
+        Err(nnc::internals::pipeline::ConfigureError::Set(m)) => assert!(m.contains("is a vector"), "{m}"),
         _ => panic!("shift on a flat input without augment_shape"),
     }
     let sets = ["augment=shift(max = 1)".to_string(), "augment_shape=[8, 8]".to_string()];
-    assert!(nnc::pipeline::configure(digits, &sets, None).is_ok());
-    match nnc::pipeline::configure(digits, &["augment=[mirror]".to_string()], None) {
-        Err(nnc::pipeline::ConfigureError::Set(m)) => assert!(m.contains("unknown augmentation `mirror`"), "{m}"),
+    assert!(nnc::internals::pipeline::configure(digits, &sets, None).is_ok());
+    match nnc::internals::pipeline::configure(digits, &["augment=[mirror]".to_string()], None) {
+        Err(nnc::internals::pipeline::ConfigureError::Set(m)) => {
+            assert!(m.contains("unknown augmentation `mirror`"), "{m}")
+        }
         _ => panic!("an unknown augmentation"),
     }
 }
@@ -160,7 +162,7 @@ fn bad_settings_point_at_the_setting() {
     let ok = base
         .replace("[B, 1, 4, 4]", "[B, 4, 4]")
         .replace("SETTINGS", "augment = [crop(size = 4, padding = 1), flip_horizontal]");
-    assert!(nnc::pipeline::compile_source("m.nn", &ok, None).is_ok());
+    assert!(nnc::internals::pipeline::compile_source("m.nn", &ok, None).is_ok());
     // No float input to augment (ids only).
     let ids = "model E {\n input t: i32[B, 4]\n input y: i32[B]\n layer e = Embedding(10, 2)\n output logits = sum(e(t), 1)\n loss = cross_entropy(logits, y)\n train { data = npz(\"d.npz\")  augment = noise(std = 1) }\n}\n";
     assert!(compile_error(ids).contains("E0616"));
@@ -172,14 +174,14 @@ fn tune_searches_augmentations_as_choices() {
         "}\n}\n",
         "}\n tune { method = grid  augment = choice([[], [noise(std = 0.1)], [shift(max = 1), noise(std = 0.3)]]) }\n}\n",
     );
-    let p = match nnc::pipeline::compile_source("d.nn", &src, None) {
+    let p = match nnc::internals::pipeline::compile_source("d.nn", &src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     };
     let t = p.settings.tune.expect("tune block");
     assert_eq!(
         t.space[0].dist,
-        nnc::ir::recipe::Dist::Choice(vec![
+        nnc::internals::ir::recipe::Dist::Choice(vec![
             "[]".into(),
             "[noise(std = 0.1)]".into(),
             "[shift(max = 1), noise(std = 0.3)]".into()

@@ -4,7 +4,7 @@
 //! `nnc predict` (the JIT) on the same inputs. Batch sizes that are not compiled sizes
 //! exercise the padding; the shared and the static library are both linked.
 
-use nnc::tensors::{HostData, HostTensor, TensorMap};
+use nnc::internals::tensors::{HostData, HostTensor, TensorMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -191,9 +191,9 @@ fn predict(file: &Path, weights: &Path, dir: &Path, ins: &[Port], data: &[(Vec<u
         map.insert(p.name.clone(), t);
     }
     let (inp, outp) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
-    nnc::tensors::write(&inp, &map, None).expect("write inputs");
+    nnc::internals::tensors::write(&inp, &map, None).expect("write inputs");
     nnc(&["predict", s(file), "--checkpoint", s(weights), "--inputs", s(&inp), "--out", s(&outp)], 0);
-    nnc::tensors::read(&outp).expect("read predictions")
+    nnc::internals::tensors::read(&outp).expect("read predictions")
 }
 
 /// The largest relative error of the library's outputs against predict's; asserts each
@@ -345,7 +345,7 @@ fn a_trained_checkpoint_with_preprocessing_matches_predict() {
         .map(|n| run.join(n))
         .find(|p| p.is_file())
         .expect("a checkpoint in the run folder");
-    let meta = nnc::train::checkpoint::read(&ck).expect("read checkpoint").1;
+    let meta = nnc::internals::train::checkpoint::read(&ck).expect("read checkpoint").1;
     assert!(meta.get("nnc.preprocess").is_some_and(|p| p.starts_with("standardize")), "{meta:?}");
     // Pixel-like raw features (0..16), where standardizing matters.
     check_model("trained", "digits.nn", Some(&ck), &["--max-batch", "16"], &[1, 11], 16.0);

@@ -541,7 +541,7 @@ fn deep_inputs_compile_or_get_a_clear_error() {
 /// Every argument of every command has a one-line description in `--help`.
 #[test]
 fn every_argument_is_described() {
-    let missing = nnc::cli::undocumented_args();
+    let missing = nnc::internals::cli::undocumented_args();
     assert!(missing.is_empty(), "arguments without a description: {missing:?}");
 }
 
@@ -551,7 +551,7 @@ fn the_readme_table_matches_the_cli() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
     let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `nnc ")).collect();
     let mut problems = Vec::new();
-    for (cmd, longs) in nnc::cli::command_options() {
+    for (cmd, longs) in nnc::internals::cli::command_options() {
         let Some(row) =
             rows.iter().find(|r| r.starts_with(&format!("| `nnc {cmd} ")) || r.starts_with(&format!("| `nnc {cmd}`")))
         else {

@@ -1,4 +1,4 @@
-//! The data layer (`nnc::data`): consumes fixtures in tests/data/datasets/, files built
+//! The data layer (`nnc::internals::data`): consumes fixtures in tests/data/datasets/, files built
 //! here byte by byte (IDX, .npy, .npz, safetensors) and the bundled example data; checks
 //! loaders, bad-data errors, splits, batches and preprocessing.
 //!
@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nnc::data::{
+use nnc::internals::data::{
     self, batches, epoch_seed, gather, linalg, load, split, Array, ArrayData, DType, Dataset, InputSpec,
     PreprocessKind, Preprocessor,
 };
-use nnc::settings::{Choice, Lit};
+use nnc::internals::settings::{Choice, Lit};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -53,7 +53,7 @@ fn i32s(ds: &Dataset, name: &str) -> Vec<i32> {
 fn load_err(c: &Choice, base: &Path, inputs: &[InputSpec]) -> String {
     match load(c, base, inputs) {
         Ok(ds) => panic!("expected an error, loaded {} samples", ds.n),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -732,7 +732,7 @@ fn standardize_on_the_train_split() {
 
 /// 2000 samples of a correlated 4-D Gaussian (as x) with labels.
 fn correlated() -> Dataset {
-    let mut rng = nnc::rng::SplitMix64::new(5);
+    let mut rng = nnc::internals::rng::SplitMix64::new(5);
     let mix = [[2.0, 0.0, 0.0, 0.0], [1.5, 0.5, 0.0, 0.0], [-1.0, 0.3, 0.8, 0.0], [0.5, 0.5, 0.5, 3.0]];
     let mut x = Vec::new();
     for _ in 0..2000 {
@@ -799,7 +799,7 @@ fn whitening_gives_identity_covariance() {
 
 #[test]
 fn symmetric_eigen_reconstructs() {
-    let mut rng = nnc::rng::SplitMix64::new(11);
+    let mut rng = nnc::internals::rng::SplitMix64::new(11);
     for &size in &[1usize, 2, 5, 17] {
         let b: Vec<f64> = (0..size * size).map(|_| rng.normal()).collect();
         // A = B + Bᵀ, plus a rank-deficient and a repeated-eigenvalue case.

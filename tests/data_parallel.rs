@@ -9,17 +9,18 @@
 //! equal parameters; with the parameters of a distributed run (equal to one process's
 //! within reassociation) metrics.csv equals one process's log within that tolerance.
 
-use nnc::dist::comm::{Communicator, Local};
-use nnc::tensors::TensorMap;
-use nnc::train::session::Session;
-use nnc::train::trainer::{train_with, Distributed, Report, TrainOptions};
+use nnc::internals::dist::comm::{Communicator, Local};
+use nnc::internals::tensors::TensorMap;
+use nnc::internals::train::session::Next;
+use nnc::internals::train::session::Session;
+use nnc::internals::train::trainer::{train_with, Distributed, Report, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-fn program(src: &str) -> nnc::ir::Program {
-    match nnc::pipeline::compile_source("m.nn", src, None) {
+fn program(src: &str) -> nnc::internals::ir::Program {
+    match nnc::internals::pipeline::compile_source("m.nn", src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
@@ -47,7 +48,8 @@ fn run_report(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -
     let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: src.into() };
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let report = if ranks == 0 {
-        train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| {}, None).expect("single-process run")
+        train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| Next::Continue, None)
+            .expect("single-process run")
     } else {
         let handles: Vec<_> = Local::group(ranks)
             .into_iter()
@@ -56,7 +58,7 @@ fn run_report(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -
                 std::thread::spawn(move || {
                     let rank = c.rank();
                     let d = Distributed { comm: Box::new(c), check_params: check, overlap };
-                    train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| {}, Some(d))
+                    train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| Next::Continue, Some(d))
                         .map_err(|e| format!("rank {rank}: {e}"))
                 })
             })
@@ -67,7 +69,7 @@ fn run_report(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -
         reports.swap_remove(0)
     };
     let log = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
-    (nnc::tensors::read(&dir.join("last.safetensors")).expect("checkpoint"), report, log)
+    (nnc::internals::tensors::read(&dir.join("last.safetensors")).expect("checkpoint"), report, log)
 }
 
 /// The largest difference between the parameters (and optimizer state) of two
@@ -169,7 +171,7 @@ fn per_rank_batch_norm_keeps_ranks_equal() {
 }
 
 /// Every value of two metric maps, bit for bit (NaN equal to NaN).
-fn assert_same_metrics(a: &nnc::metrics::Metrics, b: &nnc::metrics::Metrics, what: &str) {
+fn assert_same_metrics(a: &nnc::internals::metrics::Metrics, b: &nnc::internals::metrics::Metrics, what: &str) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{what}: the same metrics");
     for (k, x) in a {
         let y = b[k];
@@ -185,7 +187,7 @@ fn assert_same_metrics(a: &nnc::metrics::Metrics, b: &nnc::metrics::Metrics, wha
 fn sharded_scoring_equals_one_process_bit_for_bit() {
     let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let (ds, _) = nnc::train::trainer::load_data(&p, &base).expect("data");
+    let (ds, _) = nnc::internals::train::trainer::load_data(&p, &base).expect("data");
     let all: Vec<usize> = (0..ds.n).rev().collect();
     let few: Vec<usize> = (0..100).collect();
     let mut one = Session::new(&p, true, 1).expect("session");
@@ -193,7 +195,7 @@ fn sharded_scoring_equals_one_process_bit_for_bit() {
     let tensors = one.tensors().expect("tensors");
     for rows in [&all, &few] {
         let want = one.score(&ds, rows).expect("score");
-        let ev = nnc::train::target::report(&ds, rows, &want, one.kind, "val_", &[]);
+        let ev = nnc::internals::train::target::report(&ds, rows, &want, one.kind, "val_", &[]);
         assert!(ev.all.contains_key("val_auc_ovr") && ev.all.contains_key("val_f1_macro"), "{:?}", ev.all);
         for ranks in [2, 3] {
             let handles: Vec<_> = Local::group(ranks)
@@ -217,7 +219,7 @@ fn sharded_scoring_equals_one_process_bit_for_bit() {
                 assert_eq!(got.loss.to_bits(), want.loss.to_bits(), "{what}: loss {} and {}", got.loss, want.loss);
                 assert!(got.values.iter().zip(&want.values).all(|(a, b)| a == b), "{what}: the scores");
                 assert_eq!(got.values.len(), want.values.len(), "{what}");
-                let ev2 = nnc::train::target::report(&ds, rows, &got, kind, "val_", &[]);
+                let ev2 = nnc::internals::train::target::report(&ds, rows, &got, kind, "val_", &[]);
                 assert_same_metrics(&ev.all, &ev2.all, &what);
             }
         }
@@ -303,7 +305,7 @@ fn on_ranks<T: Send + 'static>(
 /// process, bit for bit: a fold's result depends only on its rows and the recipe.
 #[test]
 fn folds_over_ranks_equal_one_process() {
-    use nnc::select::cv::{cross_validate, cross_validate_with, Folds};
+    use nnc::internals::select::cv::{cross_validate, cross_validate_with, Folds};
     let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let stop = AtomicBool::new(false);
@@ -363,15 +365,15 @@ fn tune_model(name: &str, tune: &str, epochs: u32) -> PathBuf {
 
 /// Runs `nnc tune`'s search on `file` on one process with `jobs` (`ranks` 0) or on
 /// `ranks` in-process ranks; returns every rank's report.
-fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::select::tune::TuneReport, String>> {
-    use nnc::select::tune::{tune_with, TuneOptions};
+fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::internals::select::tune::TuneReport, String>> {
+    use nnc::internals::select::tune::{tune_with, TuneOptions};
     let file = file.to_path_buf();
     let go = move |comm: Option<&mut dyn Communicator>| {
-        let p = nnc::pipeline::configure(&file, &[], None).map_err(|_| "the model compiles".to_string())?;
+        let p = nnc::internals::pipeline::configure(&file, &[], None).map_err(|_| "the model compiles".to_string())?;
         let spec = p.settings.tune.clone().ok_or("a tune block")?;
-        let compile = |values: &[(String, String)]| -> Result<nnc::ir::Program, String> {
+        let compile = |values: &[(String, String)]| -> Result<nnc::internals::ir::Program, String> {
             let sets: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            nnc::pipeline::configure(&file, &sets, None).map_err(|_| "a trial compiles".to_string())
+            nnc::internals::pipeline::configure(&file, &sets, None).map_err(|_| "a trial compiles".to_string())
         };
         let opts = TuneOptions { compile: &compile, fixed: vec![], jit: true, jobs, threads: 1, source: String::new() };
         let base = file.parent().expect("folder").to_path_buf();
@@ -385,7 +387,11 @@ fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::select::tun
 
 /// Compares two searches trial for trial (values, states, metrics and curves bit for
 /// bit), their best trial and model, and on rank 0 their test metrics.
-fn assert_same_search(one: &nnc::select::tune::TuneReport, r: &nnc::select::tune::TuneReport, rank: usize) {
+fn assert_same_search(
+    one: &nnc::internals::select::tune::TuneReport,
+    r: &nnc::internals::select::tune::TuneReport,
+    rank: usize,
+) {
     assert_eq!(one.trials.len(), r.trials.len(), "rank {rank}");
     for (a, b) in one.trials.iter().zip(&r.trials) {
         assert_eq!((a.index, &a.values, &a.state, a.epochs), (b.index, &b.values, &b.state, b.epochs), "rank {rank}");
@@ -437,7 +443,8 @@ fn pruned_trials_over_ranks_equal_one_process() {
             4,
         );
         let one = search(&file, 3, 0).remove(0).expect("one-process search");
-        let pruned = one.trials.iter().filter(|t| matches!(t.state, nnc::select::tune::State::Stopped(_))).count();
+        let pruned =
+            one.trials.iter().filter(|t| matches!(t.state, nnc::internals::select::tune::State::Stopped(_))).count();
         assert!(
             pruned >= 2,
             "{name}: the search prunes trials: {:?}",
@@ -457,14 +464,14 @@ fn pruned_trials_over_ranks_equal_one_process() {
 /// nothing touches a gradient while its sum is in flight.)
 #[test]
 fn gradient_sums_start_during_the_backward_pass() {
-    use nnc::fusion::Kernel;
+    use nnc::internals::fusion::Kernel;
     let src = "model M {\n input x: [B, 784]\n input y: i32[B]\n layer a = Dense(784, 512)\n \
                layer b = Dense(512, 256)\n layer c = Dense(256, 10)\n output logits = c(relu(b(relu(a(x)))))\n \
                loss = cross_entropy(logits, y)\n train { optimizer = adam(lr = 1e-3)  batch = 64 }\n}\n";
     let p = program(src);
-    let g = nnc::optim::update::distributed_step_graph(&p.train, &p.settings).expect("step graph");
-    let g = nnc::runtime::executable::concrete(&g, 32).expect("batch bound");
-    let (g, s, _) = nnc::runtime::executable::prepare(&g).expect("scheduled");
+    let g = nnc::internals::optim::update::distributed_step_graph(&p.train, &p.settings).expect("step graph");
+    let g = nnc::internals::runtime::executable::concrete(&g, 32).expect("batch bound");
+    let (g, s, _) = nnc::internals::runtime::executable::prepare(&g).expect("scheduled");
     let at = |bucket: u32, wait: bool| {
         s.kernels
             .iter()
@@ -480,7 +487,8 @@ fn gradient_sums_start_during_the_backward_pass() {
     let products_in_flight = s.kernels[start0..wait0].iter().filter(|k| matches!(k, Kernel::MatMul { .. })).count();
     assert!(products_in_flight >= 1, "no matrix product runs while bucket 0 is summed");
     // Every sum in place: no gradient is copied.
-    let sums: Vec<_> = g.nodes.iter().filter(|(_, n)| n.op == nnc::ir::Op::AllReduce).map(|(v, _)| v).collect();
+    let sums: Vec<_> =
+        g.nodes.iter().filter(|(_, n)| n.op == nnc::internals::ir::Op::AllReduce).map(|(v, _)| v).collect();
     assert_eq!(sums.len(), 6);
     for v in sums {
         let x = g.nodes[v].args[0];

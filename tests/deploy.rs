@@ -3,7 +3,7 @@
 //! and gradual pruning while training) whose pruned weights are exact zeros that
 //! fine-tuning keeps.
 
-use nnc::tensors::{HostData, TensorMap};
+use nnc::internals::tensors::{HostData, TensorMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -90,14 +90,14 @@ fn predict_on_a_csv_equals_predict_on_the_same_tensors() {
     let rows = digits_rows(50);
     write_csv(&d.join("x.csv"), &rows, 0..64);
     let x: Vec<f64> = rows.iter().flat_map(|r| r[..64].to_vec()).collect();
-    let t = TensorMap::from([("x".to_string(), nnc::tensors::HostTensor::f32(vec![50, 64], x))]);
-    nnc::tensors::write(&d.join("x.safetensors"), &t, None).expect("write");
+    let t = TensorMap::from([("x".to_string(), nnc::internals::tensors::HostTensor::f32(vec![50, 64], x))]);
+    nnc::internals::tensors::write(&d.join("x.safetensors"), &t, None).expect("write");
     let ck = trained();
     for (inp, out) in [("x.csv", "a.safetensors"), ("x.safetensors", "b.safetensors")] {
         ok(&["predict", digits(), "--checkpoint", s(ck), "--inputs", s(&d.join(inp)), "--out", s(&d.join(out))]);
     }
-    let a = nnc::tensors::read(&d.join("a.safetensors")).expect("a");
-    let b = nnc::tensors::read(&d.join("b.safetensors")).expect("b");
+    let a = nnc::internals::tensors::read(&d.join("a.safetensors")).expect("a");
+    let b = nnc::internals::tensors::read(&d.join("b.safetensors")).expect("b");
     assert_eq!(a["logits"].shape, vec![50, 10]);
     assert_eq!(floats(&a, "logits"), floats(&b, "logits"));
     // The same rows with their label column: the column is named and left out.
@@ -126,7 +126,7 @@ fn predict_on_a_csv_equals_predict_on_the_same_tensors() {
         "--out",
         s(&d.join("c.safetensors")),
     ]);
-    let c = nnc::tensors::read(&d.join("c.safetensors")).expect("c");
+    let c = nnc::internals::tensors::read(&d.join("c.safetensors")).expect("c");
     assert_eq!(floats(&a, "logits"), floats(&c, "logits"));
 }
 
@@ -145,7 +145,7 @@ fn predictions_as_csv_and_npy_agree_with_the_logits_and_with_eval() {
         a.extend(["--out", s(&o)]);
         ok(&a);
     }
-    let logits = floats(&nnc::tensors::read(&out("p.safetensors")).expect("logits"), "logits");
+    let logits = floats(&nnc::internals::tensors::read(&out("p.safetensors")).expect("logits"), "logits");
     let (head, table) = read_csv(&out("p.csv"));
     assert_eq!(head.len(), 11);
     assert_eq!(head[0], "class");
@@ -224,8 +224,8 @@ fn eval_on_npy_features_needs_their_labels() {
     for (i, o) in [("x.npy", "a.safetensors"), ("x.csv", "b.safetensors")] {
         ok(&["predict", digits(), "--checkpoint", s(ck), "--inputs", s(&d.join(i)), "--out", s(&d.join(o))]);
     }
-    let a = nnc::tensors::read(&d.join("a.safetensors")).expect("a");
-    let b = nnc::tensors::read(&d.join("b.safetensors")).expect("b");
+    let a = nnc::internals::tensors::read(&d.join("a.safetensors")).expect("a");
+    let b = nnc::internals::tensors::read(&d.join("b.safetensors")).expect("b");
     assert_eq!(floats(&a, "logits"), floats(&b, "logits"));
     let (code, _, err) = nnc(&[
         "predict",
@@ -255,7 +255,7 @@ fn weights(t: &TensorMap) -> Vec<(String, Vec<usize>, Vec<f64>)> {
 fn pruned_weights_are_exact_zeros_that_fine_tuning_keeps() {
     let d = fresh("prune");
     let ck = trained();
-    let dense = nnc::tensors::read(ck).expect("dense");
+    let dense = nnc::internals::tensors::read(ck).expect("dense");
     let n: usize = weights(&dense).iter().map(|w| w.2.len()).sum();
     for (extra, label) in [(&[][..], "one-shot"), (&["--finetune-epochs", "3"][..], "fine-tuned")] {
         let out = d.join(format!("{}.safetensors", label));
@@ -263,7 +263,7 @@ fn pruned_weights_are_exact_zeros_that_fine_tuning_keeps() {
         a.extend(extra);
         let table = ok(&a);
         assert!(table.contains("dense") && table.contains("0.8"), "{table}");
-        let p = nnc::tensors::read(&out).expect("pruned");
+        let p = nnc::internals::tensors::read(&out).expect("pruned");
         let zeros: usize = weights(&p).iter().map(|w| w.2.iter().filter(|&&x| x == 0.0).count()).sum();
         assert_eq!(zeros, (0.8 * n as f64).round() as usize, "{label}: exactly 80% of the weights are zero");
         // Biases are never pruned, and no optimizer state or mask is left in the file.
@@ -306,7 +306,7 @@ fn structured_pruning_removes_whole_output_units() {
         "-o",
         s(&out),
     ]);
-    let p = nnc::tensors::read(&out).expect("pruned");
+    let p = nnc::internals::tensors::read(&out).expect("pruned");
     for (name, shape, v) in weights(&p) {
         let (rows, cols) = (shape[0], shape[1]);
         let dead: Vec<usize> = (0..cols).filter(|&c| (0..rows).all(|r| v[r * cols + c] == 0.0)).collect();
@@ -329,8 +329,8 @@ fn structured_pruning_removes_whole_output_units() {
         "fc1.W",
     ];
     ok(&[&args[..], &["-o", s(&only)]].concat());
-    let p = nnc::tensors::read(&only).expect("pruned");
-    let dense = nnc::tensors::read(trained()).expect("dense");
+    let p = nnc::internals::tensors::read(&only).expect("pruned");
+    let dense = nnc::internals::tensors::read(trained()).expect("dense");
     assert_eq!(p["fc2.W"], dense["fc2.W"]);
     assert_ne!(p["fc1.W"], dense["fc1.W"]);
     let (code, _, err) = nnc(&[&args[..9], &["fc1.b", "-o", s(&only)]].concat());
@@ -387,7 +387,7 @@ fn gradual_pruning_ramps_to_the_final_sparsity_and_keeps_it() {
         assert!((x - 0.75).abs() < 1e-3, "held at 0.75 after epoch 5: {sp:?}");
     }
     // The best checkpoint is chosen among the epochs at the final sparsity.
-    let best = nnc::tensors::read(&out.join("best.safetensors")).expect("best");
+    let best = nnc::internals::tensors::read(&out.join("best.safetensors")).expect("best");
     let n: usize = weights(&best).iter().map(|w| w.2.len()).sum();
     let zeros: usize = weights(&best).iter().map(|w| w.2.iter().filter(|&&x| x == 0.0).count()).sum();
     assert!(zeros as f64 >= 0.75 * n as f64 - 1.0, "{zeros} of {n}");
@@ -440,7 +440,8 @@ fn int8_checkpoints_store_int8_weights_and_score_the_int8_arithmetic() {
     assert_eq!(types.get("fc1.b").map(String::as_str), Some("F32"), "{types:?}");
     assert!(types.keys().all(|k| !k.starts_with("opt.")), "{types:?}");
     // Read back (dequantized): every weight within half a step of the f32 one.
-    let (dense, qt) = (nnc::tensors::read(ck).expect("dense"), nnc::train::checkpoint::read(&q).expect("q").0);
+    let (dense, qt) =
+        (nnc::internals::tensors::read(ck).expect("dense"), nnc::internals::train::checkpoint::read(&q).expect("q").0);
     for w in ["fc1.W", "fc2.W"] {
         let (a, b) = (floats(&dense, w), floats(&qt, w));
         let cols = dense[w].shape[1];
@@ -455,7 +456,7 @@ fn int8_checkpoints_store_int8_weights_and_score_the_int8_arithmetic() {
     write_csv(&d.join("x.csv"), &rows, 0..64);
     let out = d.join("p.safetensors");
     ok(&["predict", digits(), "--checkpoint", s(&q), "--inputs", s(&d.join("x.csv")), "--out", s(&out)]);
-    let got = floats(&nnc::tensors::read(&out).expect("out"), "logits");
+    let got = floats(&nnc::internals::tensors::read(&out).expect("out"), "logits");
     let f = |n: &str| floats(&qt, n);
     let (mean, sd, s0, s1) = (f("preprocess.mean"), f("preprocess.scale"), f("quant.act.0")[0], f("quant.act.1")[0]);
     let (w1, b1, w2, b2) = (f("fc1.W"), f("fc1.b"), f("fc2.W"), f("fc2.b"));
@@ -489,10 +490,10 @@ fn int8_checkpoints_store_int8_weights_and_score_the_int8_arithmetic() {
     let (code, _, err) = nnc(&["quantize", digits(), "--checkpoint", s(&q), "-o", s(&d.join("qq.safetensors"))]);
     assert_eq!(code, 1);
     assert!(err.contains("quantized already"), "{err}");
-    let mut bad = nnc::tensors::read(&q).expect("raw");
-    bad.insert("quant.scale.fc1.W".into(), nnc::tensors::HostTensor::f32(vec![3], vec![1.0; 3]));
-    let (_, meta) = nnc::train::checkpoint::read(&q).expect("meta");
-    nnc::tensors::write(&d.join("bad.safetensors"), &bad, Some(meta)).expect("write");
+    let mut bad = nnc::internals::tensors::read(&q).expect("raw");
+    bad.insert("quant.scale.fc1.W".into(), nnc::internals::tensors::HostTensor::f32(vec![3], vec![1.0; 3]));
+    let (_, meta) = nnc::internals::train::checkpoint::read(&q).expect("meta");
+    nnc::internals::tensors::write(&d.join("bad.safetensors"), &bad, Some(meta)).expect("write");
     let (code, _, err) = nnc(&["eval", digits(), "--checkpoint", s(&d.join("bad.safetensors"))]);
     assert_eq!(code, 1);
     assert!(err.contains("quant.scale.fc1.W") && err.contains("needs [1, 128]"), "{err}");
@@ -510,7 +511,7 @@ fn quantization_aware_training_runs_the_int8_model_it_trains() {
         .expect("a test accuracy");
     assert!(acc > 0.95, "{log}");
     let ck = out.join("last.safetensors");
-    let t = nnc::train::checkpoint::read(&ck).expect("read").0;
+    let t = nnc::internals::train::checkpoint::read(&ck).expect("read").0;
     let f = |n: &str| floats(&t, n);
     let (s0, s1) = (f("quant.act.0")[0], f("quant.act.1")[0]);
     assert!(s0 > 0.0 && s1 > 0.0, "scales learned: {s0} {s1}");
@@ -520,7 +521,7 @@ fn quantization_aware_training_runs_the_int8_model_it_trains() {
     write_csv(&d.join("x.csv"), &rows, 0..64);
     let p = d.join("p.safetensors");
     ok(&["predict", digits(), "--checkpoint", s(&ck), "--inputs", s(&d.join("x.csv")), "--out", s(&p)]);
-    let got = floats(&nnc::tensors::read(&p).expect("out"), "logits");
+    let got = floats(&nnc::internals::tensors::read(&p).expect("out"), "logits");
     let q8 = |v: f64, s: f64| (v / s).round_ties_even().clamp(-127.0, 127.0) * s;
     let per_channel = |w: Vec<f64>, cols: usize| -> Vec<f64> {
         let amax: Vec<f64> =
@@ -557,8 +558,8 @@ fn pytorch_state_dicts_give_pytorchs_outputs() {
         let io = data.join(format!("{model}_io.safetensors"));
         let o = d.join(format!("{model}.safetensors"));
         ok(&["predict", &file, "--torch", s(&sd), "--inputs", s(&io), "--out", s(&o)]);
-        let got = floats(&nnc::tensors::read(&o).expect("out"), out);
-        let want = floats(&nnc::tensors::read(&io).expect("io"), "y");
+        let got = floats(&nnc::internals::tensors::read(&o).expect("out"), out);
+        let want = floats(&nnc::internals::tensors::read(&io).expect("io"), "y");
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{model}[{i}]: nnc {g}, PyTorch {w}");
@@ -614,7 +615,7 @@ fn a_logistic_model_on_float_labels_predicts_classes_and_probabilities() {
     for o in ["p.csv", "z.safetensors"] {
         ok(&["predict", s(&m), "--params", s(&init), "--inputs", s(&x), "--out", s(&d.join(o))]);
     }
-    let z = floats(&nnc::tensors::read(&d.join("z.safetensors")).expect("z"), "z");
+    let z = floats(&nnc::internals::tensors::read(&d.join("z.safetensors")).expect("z"), "z");
     let (head, rows) = read_csv(&d.join("p.csv"));
     assert_eq!(head, vec!["class", "probability_1"]);
     for (r, row) in rows.iter().enumerate() {
@@ -667,7 +668,7 @@ fn a_teacher_inside_a_student_computes_the_teachers_outputs_and_learns_nothing()
         let (a, b) = (metric(&out, &format!("test_{k}")), metric(&teacher_eval, k));
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{k}: student {a}, teacher {b}");
     }
-    let t = nnc::tensors::read(&run.join("last.safetensors")).expect("checkpoint");
+    let t = nnc::internals::tensors::read(&run.join("last.safetensors")).expect("checkpoint");
     assert!(t.keys().all(|k| !k.starts_with("teacher.")), "the teacher is stored: {:?}", t.keys());
     assert!(floats(&t, "shift")[0] != 0.0, "the student's own parameter was not trained");
     // predict reads the teacher's tensors too: the same probabilities as the teacher's.

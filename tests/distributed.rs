@@ -43,8 +43,8 @@ fn train(model: &Path, out: &Path, ranks: usize, sets: &[&str]) -> String {
 }
 
 fn max_rel_diff(a: &Path, b: &Path) -> (f64, String) {
-    let a = nnc::tensors::read(&a.join("last.safetensors")).expect("checkpoint");
-    let b = nnc::tensors::read(&b.join("last.safetensors")).expect("checkpoint");
+    let a = nnc::internals::tensors::read(&a.join("last.safetensors")).expect("checkpoint");
+    let b = nnc::internals::tensors::read(&b.join("last.safetensors")).expect("checkpoint");
     assert_eq!(a.len(), b.len());
     let mut worst = (0.0, String::new());
     for (k, t) in &a {

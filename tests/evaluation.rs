@@ -4,15 +4,16 @@
 //! is; cross-validation, comparison and ensembles on top; and writes that never destroy a
 //! file that is not nnc's to replace.
 
-use nnc::train::trainer::{evaluate, train, TrainOptions};
+use nnc::internals::train::session::Next;
+use nnc::internals::train::trainer::{evaluate, train, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-fn program(src: &str) -> nnc::ir::Program {
-    match nnc::pipeline::compile_source("m.nn", src, None) {
+fn program(src: &str) -> nnc::internals::ir::Program {
+    match nnc::internals::pipeline::compile_source("m.nn", src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
@@ -23,9 +24,9 @@ fn fresh(name: &str) -> PathBuf {
     d
 }
 
-fn fit(p: &nnc::ir::Program, src: &str, base: &Path, out: &Path) -> nnc::train::trainer::Report {
+fn fit(p: &nnc::internals::ir::Program, src: &str, base: &Path, out: &Path) -> nnc::internals::train::trainer::Report {
     let opts = TrainOptions { out_dir: out.to_path_buf(), resume: false, jit: true, threads: 1, source: src.into() };
-    train(p, base, &opts, &AtomicBool::new(false), &mut |_| {}).expect("train")
+    train(p, base, &opts, &AtomicBool::new(false), &mut |_| Next::Continue).expect("train")
 }
 
 fn nnc(args: &[&str], dir: &Path) -> (i32, String, String) {
@@ -43,7 +44,7 @@ const HIDDEN_FIRST: &str = "model M {\n input x: [B, 2]\n input y: i32[B]\n laye
 #[test]
 fn metrics_follow_the_prediction_the_loss_scores() {
     let p = program(HIDDEN_FIRST);
-    let t = nnc::train::target::target(&p).expect("a target");
+    let t = nnc::internals::train::target::target(&p).expect("a target");
     assert_eq!(t.output, "logits");
     let out = fresh("hidden_first");
     let r = fit(&p, HIDDEN_FIRST, Path::new("."), &out);
@@ -56,20 +57,20 @@ fn metrics_follow_the_prediction_the_loss_scores() {
 fn a_loss_that_does_not_settle_the_prediction_gets_no_guess() {
     // Two predictions scored by two losses: nnc cannot tell which one the metrics are for.
     let two = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer a = Dense(2, 3)\n layer b = Dense(2, 3)\n output p = a(x)\n output q = b(x)\n loss = cross_entropy(p, y) + cross_entropy(q, y)\n}\n";
-    let e = nnc::train::target::target(&program(two)).expect_err("ambiguous");
+    let e = nnc::internals::train::target::target(&program(two)).expect_err("ambiguous");
     assert!(e.contains("metrics_on"), "{e}");
     let chosen = two.replace(
         "loss = cross_entropy(p, y) + cross_entropy(q, y)\n",
         "loss = cross_entropy(p, y) + cross_entropy(q, y)\n train { metrics_on = q }\n",
     );
-    assert_eq!(nnc::train::target::target(&program(&chosen)).expect("chosen").output, "q");
+    assert_eq!(nnc::internals::train::target::target(&program(&chosen)).expect("chosen").output, "q");
     // A name that is no output is a compile error with the outputs listed.
     let bad = two.replace(
         "loss = cross_entropy(p, y) + cross_entropy(q, y)\n",
         "loss = cross_entropy(p, y)\n train { metrics_on = r }\n",
     );
-    let Err(e) = nnc::pipeline::compile_source("m.nn", &bad, None) else { panic!("compiled") };
-    let text = nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default());
+    let Err(e) = nnc::internals::pipeline::compile_source("m.nn", &bad, None) else { panic!("compiled") };
+    let text = nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default());
     assert!(text.contains("E0613") && text.contains("has no output `r`") && text.contains("p, q"), "{text}");
 }
 
@@ -78,8 +79,8 @@ fn a_prediction_that_is_not_an_output_is_still_scored() {
     // neuron.nn's shape: the loss scores the logit z, the declared output is sigmoid(z).
     let src = "model N {\n input x: [B, 2]\n input y: [B]\n param w: [2] = normal(0.1)\n param b: [] = zeros\n z = x @ w + b\n output p = sigmoid(z)\n loss = bce_logits(z, y)\n train { data = blobs(n = 200, centers = 2, std = 0.5, seed = 1)  preprocess = standardize  split = [0.7, 0.3]  optimizer = sgd(lr = 0.1)  epochs = 10 }\n}\n";
     let p = program(src);
-    let t = nnc::train::target::target(&p).expect("target");
-    assert_eq!(t.output, nnc::train::target::SCORED_OUTPUT);
+    let t = nnc::internals::train::target::target(&p).expect("target");
+    assert_eq!(t.output, nnc::internals::train::target::SCORED_OUTPUT);
     let r = fit(&p, src, Path::new("."), &fresh("scored_output"));
     assert!(r.test["test_accuracy"] > 0.9, "{:?}", r.test);
 }
@@ -128,19 +129,19 @@ fn the_split_seed_is_separate_from_the_init_seed() {
     let a = program(&src);
     let mut b = a.clone();
     b.settings.seed = 11;
-    let (raw, _) = nnc::train::trainer::load_data(&a, Path::new(".")).expect("data");
-    let pa = nnc::train::trainer::split_rows(&a, &raw).expect("split");
-    let pb = nnc::train::trainer::split_rows(&b, &raw).expect("split");
+    let (raw, _) = nnc::internals::train::trainer::load_data(&a, Path::new(".")).expect("data");
+    let pa = nnc::internals::train::trainer::split_rows(&a, &raw).expect("split");
+    let pb = nnc::internals::train::trainer::split_rows(&b, &raw).expect("split");
     assert_eq!(pa, pb);
     let mut c = a.clone();
     c.settings.split_seed = Some(8);
-    assert_ne!(pa, nnc::train::trainer::split_rows(&c, &raw).expect("split"));
+    assert_ne!(pa, nnc::internals::train::trainer::split_rows(&c, &raw).expect("split"));
 }
 
 #[test]
 fn binary_metrics_are_the_positive_classs_and_multiclass_ones_say_macro() {
-    use nnc::data::{Array, ArrayData, Dataset};
-    use nnc::train::target::{report, Scores};
+    use nnc::internals::data::{Array, ArrayData, Dataset};
+    use nnc::internals::train::target::{report, Scores};
     use std::collections::BTreeMap;
     // Labels 1 1 1 0 0, one logit: predictions 1 1 0 0 1 (logit > 0).
     let ds = Dataset {
@@ -153,7 +154,7 @@ fn binary_metrics_are_the_positive_classs_and_multiclass_ones_say_macro() {
     let rows: Vec<usize> = (0..5).collect();
     let sc = Scores { loss: 0.5, values: vec![2.0, 1.0, -1.0, -2.0, 0.5], width: 1 };
     let want: Vec<String> = ["accuracy", "precision", "recall", "f1"].iter().map(|s| s.to_string()).collect();
-    let e = report(&ds, &rows, &sc, nnc::metrics::ScoreKind::Logits, "test_", &want);
+    let e = report(&ds, &rows, &sc, nnc::internals::metrics::ScoreKind::Logits, "test_", &want);
     // Positive class: tp 2, fp 1, fn 1.
     assert_eq!(e.shown["test_precision"], 2.0 / 3.0);
     assert_eq!(e.shown["test_recall"], 2.0 / 3.0);
@@ -166,7 +167,7 @@ fn binary_metrics_are_the_positive_classs_and_multiclass_ones_say_macro() {
     };
     let sc3 = Scores { loss: 0.1, values: vec![3., 0., 0., 0., 3., 0., 3., 0., 0.], width: 3 };
     let want3: Vec<String> = ["accuracy", "f1", "auc"].iter().map(|s| s.to_string()).collect();
-    let e3 = report(&ds3, &[0, 1, 2], &sc3, nnc::metrics::ScoreKind::Logits, "", &want3);
+    let e3 = report(&ds3, &[0, 1, 2], &sc3, nnc::internals::metrics::ScoreKind::Logits, "", &want3);
     assert!(e3.shown.contains_key("f1_macro") && !e3.shown.contains_key("f1"), "{:?}", e3.shown);
     assert!(e3.shown.contains_key("auc_ovr"));
     assert!(e3.notes.iter().any(|n| n.contains("macro")), "{:?}", e3.notes);
@@ -179,7 +180,14 @@ fn binary_metrics_are_the_positive_classs_and_multiclass_ones_say_macro() {
         )]),
     };
     let scr = Scores { loss: 0.1, values: vec![0.4, 1.5, 2.0], width: 1 };
-    let er = report(&dsr, &[0, 1, 2], &scr, nnc::metrics::ScoreKind::Logits, "", &["accuracy".into(), "auc".into()]);
+    let er = report(
+        &dsr,
+        &[0, 1, 2],
+        &scr,
+        nnc::internals::metrics::ScoreKind::Logits,
+        "",
+        &["accuracy".into(), "auc".into()],
+    );
     assert!(er.shown.contains_key("mse") && !er.shown.contains_key("accuracy"));
     assert!(er.notes.iter().any(|n| n.contains("auc skipped")), "{:?}", er.notes);
 }
@@ -205,13 +213,15 @@ fn cli_predict_applies_a_checkpoints_preprocessing_however_it_is_passed() {
     let (code, _, err) = nnc(&["train", "digits.nn", "--set", "epochs=2", "--out", "run"], &d);
     assert_eq!(code, 0, "{err}");
     // Inputs: the first 5 raw rows of the data.
-    let (raw, _) =
-        nnc::train::trainer::load_data(&program(&std::fs::read_to_string(d.join("digits.nn")).expect("read")), &d)
-            .expect("data");
+    let (raw, _) = nnc::internals::train::trainer::load_data(
+        &program(&std::fs::read_to_string(d.join("digits.nn")).expect("read")),
+        &d,
+    )
+    .expect("data");
     let x = raw.get("x").and_then(|a| a.as_f32()).expect("x")[..5 * 64].iter().map(|&v| f64::from(v)).collect();
-    let mut m = nnc::tensors::TensorMap::new();
-    m.insert("x".into(), nnc::tensors::HostTensor::f32(vec![5, 64], x));
-    nnc::tensors::write(&d.join("in.safetensors"), &m, None).expect("write inputs");
+    let mut m = nnc::internals::tensors::TensorMap::new();
+    m.insert("x".into(), nnc::internals::tensors::HostTensor::f32(vec![5, 64], x));
+    nnc::internals::tensors::write(&d.join("in.safetensors"), &m, None).expect("write inputs");
     for (flag, out) in [("--params", "a.safetensors"), ("--checkpoint", "b.safetensors")] {
         let (code, _, err) = nnc(
             &["predict", "digits.nn", flag, "run/last.safetensors", "--inputs", "in.safetensors", "--out", out],
@@ -219,17 +229,17 @@ fn cli_predict_applies_a_checkpoints_preprocessing_however_it_is_passed() {
         );
         assert_eq!(code, 0, "{err}");
     }
-    let a = nnc::tensors::read(&d.join("a.safetensors")).expect("a");
-    let b = nnc::tensors::read(&d.join("b.safetensors")).expect("b");
+    let a = nnc::internals::tensors::read(&d.join("a.safetensors")).expect("a");
+    let b = nnc::internals::tensors::read(&d.join("b.safetensors")).expect("b");
     assert_eq!(a["logits"].floats(), b["logits"].floats());
     // The same logits as eval's model sees: train with no preprocessing differs.
     let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "run/last.safetensors", "--json"], &d);
     assert_eq!(code, 0, "{err}");
     // A checkpoint stripped of its preprocessing is refused, not scored raw.
-    let mut t = nnc::tensors::read(&d.join("run/last.safetensors")).expect("ck");
+    let mut t = nnc::internals::tensors::read(&d.join("run/last.safetensors")).expect("ck");
     t.retain(|k, _| !k.starts_with("preprocess."));
-    let (_, meta) = nnc::train::checkpoint::read(&d.join("run/last.safetensors")).expect("meta");
-    nnc::tensors::write(&d.join("stripped.safetensors"), &t, Some(meta)).expect("write");
+    let (_, meta) = nnc::internals::train::checkpoint::read(&d.join("run/last.safetensors")).expect("meta");
+    nnc::internals::tensors::write(&d.join("stripped.safetensors"), &t, Some(meta)).expect("write");
     let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "stripped.safetensors"], &d);
     assert_eq!(code, 1);
     assert!(err.contains("no `preprocess.*` tensors"), "{err}");
@@ -330,13 +340,15 @@ fn cli_cv_compare_and_ensembles() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("member 1 (") && out.contains("ensemble of 2:"), "{out}");
     // predict with both members: each member's outputs and the mean probabilities.
-    let (raw, _) =
-        nnc::train::trainer::load_data(&program(&std::fs::read_to_string(d.join("digits.nn")).expect("read")), &d)
-            .expect("data");
+    let (raw, _) = nnc::internals::train::trainer::load_data(
+        &program(&std::fs::read_to_string(d.join("digits.nn")).expect("read")),
+        &d,
+    )
+    .expect("data");
     let x = raw.get("x").and_then(|a| a.as_f32()).expect("x")[..3 * 64].iter().map(|&v| f64::from(v)).collect();
-    let mut m = nnc::tensors::TensorMap::new();
-    m.insert("x".into(), nnc::tensors::HostTensor::f32(vec![3, 64], x));
-    nnc::tensors::write(&d.join("in.safetensors"), &m, None).expect("write inputs");
+    let mut m = nnc::internals::tensors::TensorMap::new();
+    m.insert("x".into(), nnc::internals::tensors::HostTensor::f32(vec![3, 64], x));
+    nnc::internals::tensors::write(&d.join("in.safetensors"), &m, None).expect("write inputs");
     let (code, _, err) = nnc(
         &[
             "predict",
@@ -353,7 +365,7 @@ fn cli_cv_compare_and_ensembles() {
         &d,
     );
     assert_eq!(code, 0, "{err}");
-    let t = nnc::tensors::read(&d.join("ens.safetensors")).expect("read");
+    let t = nnc::internals::tensors::read(&d.join("ens.safetensors")).expect("read");
     let pr = t["ensemble.probabilities"].floats().expect("floats");
     assert_eq!(t["ensemble.probabilities"].shape, vec![3, 10]);
     for row in pr.chunks(10) {
@@ -400,11 +412,11 @@ fn resume_refuses_another_run_and_bad_metadata() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("already finished"), "{err}");
     let ck = d.join("run/last.safetensors");
-    let (t, meta) = nnc::train::checkpoint::read(&ck).expect("read");
+    let (t, meta) = nnc::internals::train::checkpoint::read(&ck).expect("read");
     for (k, v) in [("nnc.step", "abc"), ("nnc.epoch", "1000000000"), ("nnc.best", "nan"), ("nnc.best_epoch", "9")] {
         let mut m = meta.clone();
         m.insert(k.into(), v.into());
-        nnc::tensors::write(&ck, &t, Some(m)).expect("write");
+        nnc::internals::tensors::write(&ck, &t, Some(m)).expect("write");
         let (code, _, err) = nnc(&["train", "digits.nn", "--set", "epochs=4", "--out", "run", "--resume"], &d);
         assert_eq!(code, 1, "{k}={v}: {err}");
         assert!(err.contains(k), "{k}: {err}");
@@ -414,14 +426,14 @@ fn resume_refuses_another_run_and_bad_metadata() {
         t.keys().find(|k| !k.starts_with("fc") && !k.starts_with("preprocess")).cloned().expect("an optimizer state");
     let mut broken = t.clone();
     broken.remove(&opt);
-    nnc::tensors::write(&ck, &broken, Some(meta.clone())).expect("write");
+    nnc::internals::tensors::write(&ck, &broken, Some(meta.clone())).expect("write");
     let (code, _, err) = nnc(&["train", "digits.nn", "--set", "epochs=4", "--out", "run", "--resume"], &d);
     assert_eq!(code, 1);
     assert!(err.contains(&opt), "{err}");
     let mut reshaped = t.clone();
     let w = reshaped.get_mut("fc1.W").expect("fc1.W");
     w.shape = vec![128, 64];
-    nnc::tensors::write(&ck, &reshaped, Some(meta)).expect("write");
+    nnc::internals::tensors::write(&ck, &reshaped, Some(meta)).expect("write");
     let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "run/last.safetensors"], &d);
     assert_eq!(code, 1);
     assert!(err.contains("`fc1.W` has shape [128, 64], the model needs [64, 128]"), "{err}");
@@ -434,29 +446,29 @@ fn writes_never_replace_what_is_not_a_regular_file() {
     // A FIFO and a device are refused and stay what they were.
     let fifo = d.join("fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
-    let e = nnc::tensors::write_atomic(&fifo, b"x").expect_err("fifo");
+    let e = nnc::internals::tensors::write_atomic(&fifo, b"x").expect_err("fifo");
     assert!(e.contains("a FIFO") && e.contains("fifo`"), "{e}");
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::symlink_metadata(&fifo).expect("stat").file_type().is_fifo());
-    let e = nnc::tensors::write_atomic(Path::new("/dev/null"), b"x").expect_err("device");
+    let e = nnc::internals::tensors::write_atomic(Path::new("/dev/null"), b"x").expect_err("device");
     assert!(e.contains("character device"), "{e}");
     assert!(std::fs::metadata("/dev/null").expect("stat").file_type().is_char_device());
     // A symlink is written through: the link stays, its target changes.
     std::fs::write(d.join("target.txt"), b"old").expect("write");
     std::os::unix::fs::symlink(d.join("target.txt"), d.join("link.txt")).expect("symlink");
-    nnc::tensors::write_atomic(&d.join("link.txt"), b"new").expect("through the link");
+    nnc::internals::tensors::write_atomic(&d.join("link.txt"), b"new").expect("through the link");
     assert!(std::fs::symlink_metadata(d.join("link.txt")).expect("stat").file_type().is_symlink());
     assert_eq!(std::fs::read(d.join("target.txt")).expect("read"), b"new");
     // A failed write names the final path, leaves no temporary file and the old file intact.
     let ro = d.join("ro");
     std::fs::create_dir_all(&ro).expect("mkdir");
-    let e = nnc::tensors::write_atomic(&ro.join("sub/none.csv"), b"x").expect_err("no folder");
+    let e = nnc::internals::tensors::write_atomic(&ro.join("sub/none.csv"), b"x").expect_err("no folder");
     assert!(e.contains("sub/none.csv`") && !e.contains(".tmp"), "{e}");
     // Stale temporary files of a dead process are removed, live ones kept.
     std::fs::write(d.join(".last.safetensors.tmp999999999"), b"stale").expect("write");
     let mine = format!(".x.tmp{}", std::process::id());
     std::fs::write(d.join(&mine), b"live").expect("write");
-    nnc::tensors::remove_stale_temps(&d);
+    nnc::internals::tensors::remove_stale_temps(&d);
     assert!(!d.join(".last.safetensors.tmp999999999").exists());
     assert!(d.join(&mine).exists());
 }
@@ -465,19 +477,22 @@ fn writes_never_replace_what_is_not_a_regular_file() {
 fn jit_writes_i32_outputs_as_i32() {
     let src = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer fc = Dense(2, 3)\n output logits = fc(x)\n output ids = y\n}\n";
     let p = program(src);
-    let mut params = nnc::tensors::TensorMap::new();
-    params.insert("fc.W".into(), nnc::tensors::HostTensor::f32(vec![2, 3], vec![0.5; 6]));
-    params.insert("fc.b".into(), nnc::tensors::HostTensor::f32(vec![3], vec![0.0; 3]));
-    let mut inputs = nnc::tensors::TensorMap::new();
-    inputs.insert("x".into(), nnc::tensors::HostTensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+    let mut params = nnc::internals::tensors::TensorMap::new();
+    params.insert("fc.W".into(), nnc::internals::tensors::HostTensor::f32(vec![2, 3], vec![0.5; 6]));
+    params.insert("fc.b".into(), nnc::internals::tensors::HostTensor::f32(vec![3], vec![0.0; 3]));
+    let mut inputs = nnc::internals::tensors::TensorMap::new();
+    inputs.insert("x".into(), nnc::internals::tensors::HostTensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
     inputs.insert(
         "y".into(),
-        nnc::tensors::HostTensor { shape: vec![2], data: nnc::tensors::HostData::I32(vec![7, -3]) },
+        nnc::internals::tensors::HostTensor {
+            shape: vec![2],
+            data: nnc::internals::tensors::HostData::I32(vec![7, -3]),
+        },
     );
     for jit in [true, false] {
-        let opts = nnc::runtime::exec::ExecOptions { jit, ..Default::default() };
-        let r = nnc::runtime::exec::run_named(&p.eval, &params, &inputs, opts).expect("run");
-        assert_eq!(r["ids"].data, nnc::tensors::HostData::I32(vec![7, -3]), "jit {jit}");
+        let opts = nnc::internals::runtime::exec::ExecOptions { jit, ..Default::default() };
+        let r = nnc::internals::runtime::exec::run_named(&p.eval, &params, &inputs, opts).expect("run");
+        assert_eq!(r["ids"].data, nnc::internals::tensors::HostData::I32(vec![7, -3]), "jit {jit}");
         assert_eq!(r["ids"].dtype_name(), "i32");
     }
 }
@@ -487,9 +502,9 @@ fn model_arguments_are_set_recorded_and_rebuilt() {
     let d = examples_copy("model_args");
     let (code, _, err) = nnc(&["train", "digits.nn", "--set", "hidden=16", "--set", "epochs=1", "--out", "run"], &d);
     assert_eq!(code, 0, "{err}");
-    let t = nnc::tensors::read(&d.join("run/last.safetensors")).expect("read");
+    let t = nnc::internals::tensors::read(&d.join("run/last.safetensors")).expect("read");
     assert_eq!(t["fc1.W"].shape, vec![64, 16]);
-    let (_, meta) = nnc::train::checkpoint::read(&d.join("run/last.safetensors")).expect("meta");
+    let (_, meta) = nnc::internals::train::checkpoint::read(&d.join("run/last.safetensors")).expect("meta");
     assert_eq!(meta.get("nnc.arg.hidden").map(String::as_str), Some("16"));
     // eval and predict rebuild the model the checkpoint was trained as.
     let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "run/last.safetensors"], &d);
@@ -515,11 +530,11 @@ fn a_wrong_preprocessing_tensor_is_named() {
     let (code, _, err) = nnc(&["train", "digits.nn", "--set", "epochs=1", "--out", "run"], &d);
     assert_eq!(code, 0, "{err}");
     let ck = d.join("run/last.safetensors");
-    let (t, meta) = nnc::train::checkpoint::read(&ck).expect("read");
+    let (t, meta) = nnc::internals::train::checkpoint::read(&ck).expect("read");
     for (name, n) in [("preprocess.mean", 63usize), ("preprocess.scale", 63)] {
         let mut u = t.clone();
-        u.insert(name.into(), nnc::tensors::HostTensor::f32(vec![n], vec![1.0; n]));
-        nnc::tensors::write(&d.join("bad.safetensors"), &u, Some(meta.clone())).expect("write");
+        u.insert(name.into(), nnc::internals::tensors::HostTensor::f32(vec![n], vec![1.0; n]));
+        nnc::internals::tensors::write(&d.join("bad.safetensors"), &u, Some(meta.clone())).expect("write");
         let (code, _, err) = nnc(&["eval", "digits.nn", "--checkpoint", "bad.safetensors"], &d);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains(name), "{name}: {err}");

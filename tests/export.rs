@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nnc::ir::{DType, Dim, Graph, Mode, Op, Type};
-use nnc::tensors::{HostData, HostTensor, TensorMap};
+use nnc::internals::ir::{DType, Dim, Graph, Mode, Op, Type};
+use nnc::internals::tensors::{HostData, HostTensor, TensorMap};
 use tract_onnx::prelude::*;
 
 /// Agreement: |onnx - nnc| <= REL * |nnc| + ABS * max(1, max |nnc| of the tensor).
@@ -68,15 +68,15 @@ fn numbers(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
 
 /// The eval graph that `nnc predict` and `nnc export` run (outputs only).
 fn eval_graph(file: &Path) -> Graph {
-    let c = nnc::pipeline::compile_file(file).ok().expect("the model compiles");
+    let c = nnc::internals::pipeline::compile_file(file).expect("the model compiles");
     let mut g = c.programs[0].eval.clone();
     g.loss = None;
-    nnc::simplify::drop_unused_inputs(&nnc::simplify::dead_code(&g))
+    nnc::internals::simplify::drop_unused_inputs(&nnc::internals::simplify::dead_code(&g))
 }
 
 /// Inputs of `g` at batch size `b`: f32 in [lo, hi), i32 ids below their bound.
 fn inputs(g: &Graph, b: usize, seed: u64, (lo, hi): (f64, f64)) -> TensorMap {
-    let bounds = nnc::ir::id_bounds(g);
+    let bounds = nnc::internals::ir::id_bounds(g);
     let mut m = TensorMap::new();
     for (i, decl) in g.inputs.iter().enumerate() {
         let shape: Vec<usize> =
@@ -179,9 +179,9 @@ fn check_against_predict(dir: &Path, file: &Path, ck: &Path, range: (f64, f64)) 
         let ins = inputs(&g, b, 17 + k as u64, range);
         let in_path = dir.join(format!("{stem}-in{b}.safetensors"));
         let out_path = dir.join(format!("{stem}-out{b}.safetensors"));
-        nnc::tensors::write(&in_path, &ins, None).expect("write inputs");
+        nnc::internals::tensors::write(&in_path, &ins, None).expect("write inputs");
         nnc_ok(&["predict", s(file), "--checkpoint", s(ck), "--inputs", s(&in_path), "--out", s(&out_path)]);
-        let want = nnc::tensors::read(&out_path).expect("read predictions");
+        let want = nnc::internals::tensors::read(&out_path).expect("read predictions");
         let got = tract.run(&ins);
         assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{stem}: output names");
         for (name, t) in &want {
@@ -245,7 +245,7 @@ fn trained_checkpoints_with_preprocessing_take_raw_features() {
         check_against_predict(&sub, &file, &ck, (0.0, 16.0));
         // The leading ops are there: the same file without the preprocessing tensors
         // would be a different model.
-        let (ps, _) = nnc::train::checkpoint::read(&ck).expect("read the checkpoint");
+        let (ps, _) = nnc::internals::train::checkpoint::read(&ck).expect("read the checkpoint");
         assert!(ps.contains_key("preprocess.mean"), "{pre}: the checkpoint has its preprocessing");
         let msg = nnc_ok(&["export", s(&file), "--checkpoint", s(&ck), "-o", s(&sub.join("again.onnx"))]);
         let kind = pre.split('(').next().unwrap_or(pre);
@@ -303,14 +303,14 @@ fn the_other_primitives_run_in_tract_as_in_nnc_predict() {
 fn batch_graph() -> (Graph, Dim) {
     let mut g = Graph::new(Mode::Eval);
     g.symbols.push("B".into());
-    let b = Dim::sym(nnc::ir::Sym(0));
+    let b = Dim::sym(nnc::internals::ir::Sym(0));
     (g, b)
 }
 
-fn input(g: &mut Graph, name: &str, shape: Vec<Dim>) -> nnc::ir::Value {
+fn input(g: &mut Graph, name: &str, shape: Vec<Dim>) -> nnc::internals::ir::Value {
     let ty = Type::f32(shape);
     let v = g.push(Op::Input(g.inputs.len() as u32), vec![], Some(ty.clone())).expect("input");
-    g.inputs.push(nnc::ir::InputDecl { name: name.into(), ty, value: v, span: Default::default() });
+    g.inputs.push(nnc::internals::ir::InputDecl { name: name.into(), ty, value: v, span: Default::default() });
     v
 }
 
@@ -318,24 +318,24 @@ fn input(g: &mut Graph, name: &str, shape: Vec<Dim>) -> nnc::ir::Value {
 /// sizes.
 fn check_graph(g: &Graph, what: &str) {
     let d = scratch(what);
-    let opts = nnc::export::Options {
+    let opts = nnc::internals::export::Options {
         model_name: what.into(),
         batch_symbol: Some("B".into()),
         metadata: vec![],
         int8: Default::default(),
     };
-    let bytes = nnc::export::to_onnx(g, &TensorMap::new(), None, &opts).expect("export");
+    let bytes = nnc::internals::export::to_onnx(g, &TensorMap::new(), None, &opts).expect("export");
     let path = d.join("g.onnx");
     std::fs::write(&path, bytes).expect("write");
     let tract = Tract::load(&path);
     for (k, b) in BATCHES.into_iter().enumerate() {
         let ins = inputs(g, b, 40 + k as u64, (-1.0, 1.0));
-        let bound = nnc::ir::bind_symbol(g, "B", b as i64).expect("bind B");
-        let want = nnc::runtime::exec::run_named(
+        let bound = nnc::internals::ir::bind_symbol(g, "B", b as i64).expect("bind B");
+        let want = nnc::internals::runtime::exec::run_named(
             &bound,
             &TensorMap::new(),
             &ins,
-            nnc::runtime::exec::ExecOptions { jit: true, ..Default::default() },
+            nnc::internals::runtime::exec::ExecOptions { jit: true, ..Default::default() },
         )
         .expect("the JIT runs the graph");
         let got = tract.run(&ins);
@@ -360,7 +360,7 @@ fn pads_and_symbolic_sizes_run_in_tract_as_in_the_jit() {
     let two_b1 = b.mul(&Dim::konst(2)).and_then(|d| d.add(&Dim::konst(1))).expect("2B+1");
     let n = g.push(Op::DimValue(two_b1), vec![], None).expect("dim");
     let nb = g.push(Op::Broadcast { shape: vec![b.clone(), Dim::konst(3)] }, vec![n], None).expect("broadcast");
-    outs.push(g.push(Op::Binary(nnc::ir::BinaryOp::Mul), vec![x, nb], None).expect("mul"));
+    outs.push(g.push(Op::Binary(nnc::internals::ir::BinaryOp::Mul), vec![x, nb], None).expect("mul"));
     // A broadcast read whole (an output): an Expand whose target holds B.
     let row = g.push(Op::Slice { axis: 1, start: 0, end: 1, step: 1 }, vec![x], None).expect("slice");
     let flat = g.push(Op::Reshape { shape: vec![b.clone()] }, vec![row], None).expect("reshape");
@@ -373,7 +373,7 @@ fn pads_and_symbolic_sizes_run_in_tract_as_in_the_jit() {
     for (i, v) in outs.into_iter().enumerate() {
         g.outputs.push((format!("o{i}"), v));
     }
-    let problems = nnc::ir::verify::verify(&g);
+    let problems = nnc::internals::ir::verify::verify(&g);
     assert!(problems.is_empty(), "{problems:?}");
     check_graph(&g, "pads");
 }
@@ -385,12 +385,12 @@ fn primitives_without_an_onnx_form_are_refused_by_name() {
     let img =
         g.push(Op::Reshape { shape: vec![b.clone(), Dim::konst(1), Dim::konst(1), Dim::konst(3)] }, vec![x], None);
     let img = img.expect("reshape");
-    let w = nnc::ir::Window { kh: 1, kw: 2, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0 };
+    let w = nnc::internals::ir::Window { kh: 1, kw: 2, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0 };
     let cols = g.push(Op::Im2col(w), vec![img], None).expect("im2col");
     let back = g.push(Op::Col2im { window: w, h: 1, w: 3 }, vec![cols], None).expect("col2im");
     g.outputs.push(("y".into(), back));
-    let opts = nnc::export::Options::default();
-    let err = nnc::export::to_onnx(&g, &TensorMap::new(), None, &opts).expect_err("col2im has no export");
+    let opts = nnc::internals::export::Options::default();
+    let err = nnc::internals::export::to_onnx(&g, &TensorMap::new(), None, &opts).expect_err("col2im has no export");
     assert!(err.contains("cannot export `col2im` (value v3, f32[B, 1, 1, 3])"), "{err}");
 }
 
@@ -398,18 +398,19 @@ fn primitives_without_an_onnx_form_are_refused_by_name() {
 /// in training (`if training`), they leave the eval graph and it exports.
 #[test]
 fn normal_like_is_refused_in_an_eval_graph_only() {
-    let compile = |src: &str| match nnc::pipeline::compile_source("n.nn", src, None) {
+    let compile = |src: &str| match nnc::internals::pipeline::compile_source("n.nn", src, None) {
         Ok(mut c) => c.programs.remove(0),
         Err(_) => panic!("compiles"),
     };
-    let opts = nnc::export::Options::default();
+    let opts = nnc::internals::export::Options::default();
     let eval_noise = compile("model N {\n input x: [B, 4]\n output y = x + normal_like(x, std = 0.1)\n}\n");
-    let err = nnc::export::to_onnx(&eval_noise.eval, &TensorMap::new(), None, &opts).expect_err("refused");
+    let err = nnc::internals::export::to_onnx(&eval_noise.eval, &TensorMap::new(), None, &opts).expect_err("refused");
     assert!(err.contains("cannot export `rand`") && err.contains("`normal_like`"), "{err}");
     let train_noise = compile(
         "model N {\n input x: [B, 4]\n h = x\n if training { h = x + normal_like(x, std = 0.1) }\n output y = h * 2\n}\n",
     );
-    nnc::export::to_onnx(&train_noise.eval, &TensorMap::new(), None, &opts).expect("no random op in the eval graph");
+    nnc::internals::export::to_onnx(&train_noise.eval, &TensorMap::new(), None, &opts)
+        .expect("no random op in the eval graph");
 }
 
 #[test]
@@ -445,11 +446,11 @@ fn cli_refuses_another_models_checkpoint_naming_the_tensor() {
     assert!(!out.exists(), "no file is written on an error");
     // A tensor of the right name and the wrong shape is named too.
     let spirals = root().join("examples/spirals.nn");
-    let mut ps = nnc::tensors::read(&ck).expect("read");
+    let mut ps = nnc::internals::tensors::read(&ck).expect("read");
     ps.clear();
     ps.insert("W1".into(), HostTensor::f32(vec![3, 64], vec![0.0; 192]));
     let bad = d.join("bad.safetensors");
-    nnc::tensors::write(&bad, &ps, None).expect("write");
+    nnc::internals::tensors::write(&bad, &ps, None).expect("write");
     let (code, err) = nnc(&["export", s(&spirals), "--checkpoint", s(&bad), "-o", s(&out)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("`W1` has shape [3, 64], the model needs [2, 64]"), "{err}");
@@ -469,11 +470,12 @@ fn int8_checkpoints_export_int8_weights_and_their_rounding() {
     nnc_ok(&["quantize", s(&file), "--checkpoint", s(&run.join("last.safetensors")), "-o", s(&q)]);
     check_against_predict(&d, &file, &q, (0.0, 16.0));
     let onnx = std::fs::read(d.join("digits.onnx")).expect("the export");
-    let model = <nnc::export::onnx_pb::ModelProto as prost::Message>::decode(onnx.as_slice()).expect("decode");
+    let model =
+        <nnc::internals::export::onnx_pb::ModelProto as prost::Message>::decode(onnx.as_slice()).expect("decode");
     let graph = model.graph.expect("graph");
     let dq = graph.node.iter().filter(|n| n.op_type.as_deref() == Some("DequantizeLinear")).count();
     assert_eq!(dq, 2, "one DequantizeLinear per weight");
-    let int8_code = nnc::export::onnx_pb::tensor_proto::DataType::Int8 as i32;
+    let int8_code = nnc::internals::export::onnx_pb::tensor_proto::DataType::Int8 as i32;
     let int8 = graph.initializer.iter().filter(|t| t.data_type == Some(int8_code));
     assert_eq!(int8.map(|t| t.dims.iter().product::<i64>()).sum::<i64>(), 64 * 128 + 128 * 10);
     nnc_ok(&["export", s(&file), "--checkpoint", s(&run.join("last.safetensors")), "-o", s(&d.join("f32.onnx"))]);

@@ -4,8 +4,8 @@
 //! fail; their rendered diagnostics are snapshotted. Stages: `parse` (the AST printer)
 //! and `lower` (the IR of both graphs).
 
-use nnc::diagnostic::{render, RenderOptions};
-use nnc::pipeline;
+use nnc::internals::diagnostic::{render, RenderOptions};
+use nnc::internals::pipeline;
 use std::path::Path;
 
 fn name_of(path: &Path) -> String {
@@ -27,8 +27,8 @@ fn check_lower(path: &Path) -> Result<String, String> {
             let mut out = String::new();
             for p in &c.programs {
                 out.push_str(&format!("model {}\n", p.name));
-                out.push_str(&nnc::ir::print::print(&p.train));
-                out.push_str(&nnc::ir::print::print(&p.eval));
+                out.push_str(&nnc::internals::ir::print::print(&p.train));
+                out.push_str(&nnc::internals::ir::print::print(&p.eval));
             }
             Ok(out)
         }
@@ -39,7 +39,7 @@ fn check_lower(path: &Path) -> Result<String, String> {
 fn check_parse(path: &Path) -> Result<String, String> {
     let text = read(path);
     match pipeline::parse_source(&name_of(path), &text) {
-        Ok((_, ast)) => Ok(nnc::syntax::print::print(&ast)),
+        Ok((_, ast)) => Ok(nnc::internals::syntax::print::print(&ast)),
         Err(e) => Err(render(&e.diagnostics, &e.sources, RenderOptions { color: false })),
     }
 }
@@ -102,10 +102,10 @@ fn grad_stage() {
         let text = read(path);
         let c = pipeline::compile_source(&name_of(path), &text, None)
             .unwrap_or_else(|e| panic!("{}", render(&e.diagnostics, &e.sources, RenderOptions { color: false })));
-        let g = nnc::autodiff::grad_program(&c.programs[0].train).expect("differentiable").graph;
-        let errs = nnc::ir::verify::verify(&g);
+        let g = nnc::internals::autodiff::grad_program(&c.programs[0].train).expect("differentiable").graph;
+        let errs = nnc::internals::ir::verify::verify(&g);
         assert!(errs.is_empty(), "{}: the verifier rejects the backward graph: {errs:?}", path.display());
-        insta::assert_snapshot!(nnc::ir::print::print(&g));
+        insta::assert_snapshot!(nnc::internals::ir::print::print(&g));
     });
 }
 
@@ -121,12 +121,12 @@ fn simplify_stage() {
         let g = if p.train.loss.is_some() {
             pipeline::step_graph(p, 4).expect("step graph")
         } else {
-            nnc::runtime::executable::concrete(&p.eval, 4).expect("bind")
+            nnc::internals::runtime::executable::concrete(&p.eval, 4).expect("bind")
         };
-        let s = nnc::simplify::simplify(&g);
-        let errs = nnc::ir::verify::verify(&s);
+        let s = nnc::internals::simplify::simplify(&g);
+        let errs = nnc::internals::ir::verify::verify(&s);
         assert!(errs.is_empty(), "{}: the verifier rejects the simplified graph: {errs:?}", path.display());
         assert!(s.len() <= g.len());
-        insta::assert_snapshot!(nnc::ir::print::print(&s));
+        insta::assert_snapshot!(nnc::internals::ir::print::print(&s));
     });
 }

@@ -11,11 +11,11 @@
 //! conditioned it is (gradients that cancel to zero, like a bias before batch norm,
 //! come out as rounding residues of large sums in any f32 order).
 
-use nnc::codegen::CodegenOptions;
-use nnc::gradcheck::{random_inputs, random_params};
-use nnc::ir::{DType, Graph, Value};
-use nnc::runtime::executable::{concrete, Executable};
-use nnc::runtime::interp::{self, Data, Feeds, Tensor};
+use nnc::internals::codegen::CodegenOptions;
+use nnc::internals::gradcheck::{random_inputs, random_params};
+use nnc::internals::ir::{DType, Graph, Value};
+use nnc::internals::runtime::executable::{concrete, Executable};
+use nnc::internals::runtime::interp::{self, Data, Feeds, Tensor};
 use std::path::{Path, PathBuf};
 
 fn nn_files(dir: &str) -> Vec<PathBuf> {
@@ -29,37 +29,37 @@ fn nn_files(dir: &str) -> Vec<PathBuf> {
     files
 }
 
-fn compile(path: &Path) -> nnc::ir::Program {
+fn compile(path: &Path) -> nnc::internals::ir::Program {
     let text = std::fs::read_to_string(path).expect("readable");
-    match nnc::pipeline::compile_source(&path.display().to_string(), &text, path.parent()) {
+    match nnc::internals::pipeline::compile_source(&path.display().to_string(), &text, path.parent()) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
 /// The first model of `src`, or a panic with the rendered diagnostics.
-fn program(name: &str, src: &str) -> nnc::ir::Program {
-    match nnc::pipeline::compile_source(name, src, None) {
+fn program(name: &str, src: &str) -> nnc::internals::ir::Program {
+    match nnc::internals::pipeline::compile_source(name, src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
 /// The gradient graph of `p` (loss, outputs and every parameter's gradient).
-fn grads(p: &nnc::ir::Program) -> Graph {
-    nnc::autodiff::grad_program(&p.train).expect("grad").graph
+fn grads(p: &nnc::internals::ir::Program) -> Graph {
+    nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph
 }
 
 /// The training step of `p`: forward, backward and an SGD update, as nnc runs it.
-fn sgd_step(p: &nnc::ir::Program) -> Graph {
-    let mut settings = nnc::settings::TrainSettings::default();
+fn sgd_step(p: &nnc::internals::ir::Program) -> Graph {
+    let mut settings = nnc::internals::settings::TrainSettings::default();
     settings.optimizer.name = "sgd".into();
-    with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"))
+    with_hyper(nnc::internals::optim::update::step_graph(&p.train, &settings).expect("step"))
 }
 
 /// `p`'s eval graph, gradients and SGD step at `batch`, and its gradients at
 /// `big_batch` on two threads.
-fn compare_program(what: &str, p: &nnc::ir::Program, batch: usize, big_batch: usize) {
+fn compare_program(what: &str, p: &nnc::internals::ir::Program, batch: usize, big_batch: usize) {
     compare(&format!("{what}: eval"), &p.eval, batch);
     compare(&format!("{what}: gradients"), &grads(p), batch);
     compare(&format!("{what}: step"), &sgd_step(p), batch);
@@ -67,18 +67,18 @@ fn compare_program(what: &str, p: &nnc::ir::Program, batch: usize, big_batch: us
 }
 
 /// Kernels with row groups replaced by their parts.
-fn parts(kernels: &[nnc::fusion::Kernel]) -> Vec<nnc::fusion::Kernel> {
+fn parts(kernels: &[nnc::internals::fusion::Kernel]) -> Vec<nnc::internals::fusion::Kernel> {
     kernels
         .iter()
         .flat_map(|k| match k {
-            nnc::fusion::Kernel::Rows { parts, .. } => parts.clone(),
+            nnc::internals::fusion::Kernel::Rows { parts, .. } => parts.clone(),
             k => vec![k.clone()],
         })
         .collect()
 }
 
 /// The kernels `g` is scheduled into at batch `batch`.
-fn kernels(g: &Graph, batch: usize) -> nnc::fusion::Schedule {
+fn kernels(g: &Graph, batch: usize) -> nnc::internals::fusion::Schedule {
     Executable::new(&concrete(g, batch).expect("bind"), &opts(1)).expect("jit").schedule
 }
 
@@ -182,31 +182,34 @@ fn all_graphs(path: &Path, batch: usize) {
     let what = path.display().to_string();
     compare(&format!("{what} (eval)"), &p.eval, batch);
     if p.train.loss.is_some() {
-        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
         compare(&format!("{what} (train + grad)"), &g, batch);
         // Momentum here: Adam divides by sqrt(v), so on gradients that cancel to zero it
         // turns rounding residues into full-size steps (see `adam_step_on_digits`).
-        let settings = nnc::settings::TrainSettings {
-            optimizer: nnc::settings::Choice {
+        let settings = nnc::internals::settings::TrainSettings {
+            optimizer: nnc::internals::settings::Choice {
                 name: "momentum".into(),
-                args: vec![("lr".into(), nnc::settings::Lit::Num(0.1)), ("mu".into(), nnc::settings::Lit::Num(0.9))],
+                args: vec![
+                    ("lr".into(), nnc::internals::settings::Lit::Num(0.1)),
+                    ("mu".into(), nnc::internals::settings::Lit::Num(0.9)),
+                ],
             },
             l2: 1e-3,
             clip_norm: Some(1.0),
             ..Default::default()
         };
-        let step = nnc::optim::update::step_graph(&p.train, &settings).expect("step");
+        let step = nnc::internals::optim::update::step_graph(&p.train, &settings).expect("step");
         compare(&format!("{what} (momentum step)"), &with_hyper(step), batch);
     }
 }
 
 /// The hyper inputs become constants so `random_inputs` does not draw them.
 fn with_hyper(mut g: Graph) -> Graph {
-    let n = nnc::optim::update::HYPER.len();
+    let n = nnc::internals::optim::update::HYPER.len();
     let keep = g.inputs.len() - n;
     let hyper: Vec<Value> = g.inputs[keep..].iter().map(|i| i.value).collect();
     for (v, x) in hyper.iter().zip([1e-3, 0.1, 0.001]) {
-        g.nodes[*v].op = nnc::ir::Op::Fill(x);
+        g.nodes[*v].op = nnc::internals::ir::Op::Fill(x);
     }
     g.inputs.truncate(keep);
     g
@@ -225,10 +228,10 @@ fn every_optimizer_step() {
     ] {
         let p = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
         for &opt in opts {
-            let mut settings = nnc::settings::TrainSettings::default();
+            let mut settings = nnc::internals::settings::TrainSettings::default();
             settings.optimizer.name = opt.into();
-            settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
-            let step = nnc::optim::update::step_graph(&p.train, &settings).expect("step");
+            settings.optimizer.args.push(("mu".into(), nnc::internals::settings::Lit::Num(0.9)));
+            let step = nnc::internals::optim::update::step_graph(&p.train, &settings).expect("step");
             compare(&format!("{f} ({opt} step)"), &with_hyper(step), 8);
         }
     }
@@ -252,7 +255,7 @@ fn examples_jit_equal_interpreter() {
 #[test]
 fn large_odd_batches() {
     let p = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits.nn"));
-    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
     compare("digits grad at batch 1437", &g, 1437);
     compare("digits eval at batch 333", &p.eval, 333);
     // Kernels of 1437 x 128 elements are split across threads (in parts of odd sizes).
@@ -313,15 +316,15 @@ fn random_programs_jit_equals_interpreter() {
         let src = format!(
             "model R {{\n input a: [B, 4]\n input b: [B, 4]\n param w: [4, 4] = normal(0.5)\n param v: [4] = normal(1.0)\n output y = {body}\n loss = mean(y * y) + sum(y[:, 0])\n}}\n"
         );
-        let p = match nnc::pipeline::compile_source("random.nn", &src, None) {
+        let p = match nnc::internals::pipeline::compile_source("random.nn", &src, None) {
             Ok(mut c) => c.programs.remove(0),
             Err(e) => panic!(
                 "program {i} does not compile:\n{src}\n{}",
-                nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
+                nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
             ),
         };
         compare(&format!("random program {i}: {body}"), &p.eval, 3);
-        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
         compare(&format!("random program {i} (grad): {body}"), &g, 3);
         if i % 3 == 0 {
             // Vector loops with tails, row groups of many rows, two threads.
@@ -344,16 +347,19 @@ fn transposes_blocked_and_copied_for_gemm() {
         let p = program("t.nn", &src);
         let fused = kernels(&p.eval, 1);
         assert!(
-            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })),
+            fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Transpose { .. })),
             "[{batch}, {rows}, {cols}]: not a transpose kernel"
         );
         compare(&format!("transpose [{batch}, {rows}, {cols}]"), &p.eval, 1);
     }
     let src = "model G {\n input x: [B, 70]\n param w: [36, 70] = xavier_uniform\n param u: [36, 70] = xavier_uniform\n output y = tanh(x @ w.T) @ u\n loss = sum(y * y)\n}\n";
     let p = program("g.nn", src);
-    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
     let fused = kernels(&g, 300);
-    assert!(fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Transpose { .. })), "w.T is not copied");
+    assert!(
+        fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Transpose { .. })),
+        "w.T is not copied"
+    );
     compare("x @ w.T at batch 300, with gradients", &g, 300);
 }
 
@@ -388,7 +394,7 @@ fn concats_elided_into_place() {
     assert!(fused.view_offset.iter().any(|&o| o > 0), "no concat was elided:\n{:?}", fused.kernels);
     assert!(fused.row_stride.contains(&24), "the column blocks of q were not placed:\n{:?}", fused.kernels);
     compare("concats (eval)", &p.eval, 5);
-    let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+    let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
     compare("concats (train + grad)", &g, 5);
     compare_threads("concats (train + grad), 2 threads", &g, 37, 2);
 }
@@ -412,12 +418,18 @@ fn convolution_windows() {
             "model W {{\n input x: [B, 2, {h}, {w}]\n param k: [3, 2, {kh}, {kw}] = normal(1.0)\n param s: [2, {h}, {w}] = normal(1.0)\n loss = sum(tanh(conv2d(x * s, k, stride = {stride}, padding = {pad})))\n}}\n"
         );
         let p = program("w.nn", &src);
-        let g = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        let g = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
         let fused = kernels(&g, 3);
         let kinds: Vec<bool> = fused
             .kernels
             .iter()
-            .filter_map(|k| if let nnc::fusion::Kernel::Window { adjoint, .. } = k { Some(*adjoint) } else { None })
+            .filter_map(|k| {
+                if let nnc::internals::fusion::Kernel::Window { adjoint, .. } = k {
+                    Some(*adjoint)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert!(kinds.contains(&false) && kinds.contains(&true), "window {kh}x{kw}/{stride}/{pad}: {kinds:?}");
         compare(&format!("window {kh}x{kw} stride {stride} padding {pad} on {h}x{w}"), &g, 3);
@@ -459,8 +471,8 @@ fn pooling_reads_the_image() {
             let p = program("p.nn", &src);
             let fused = kernels(&p.eval, 1);
             assert!(
-                fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Pool { .. }))
-                    && !fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Window { .. })),
+                fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Pool { .. }))
+                    && !fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Window { .. })),
                 "{what}: not a window reduction: {:?}",
                 fused.kernels
             );
@@ -472,7 +484,7 @@ fn pooling_reads_the_image() {
                 let windows = kernels(&g, 1)
                     .kernels
                     .iter()
-                    .filter(|k| matches!(k, nnc::fusion::Kernel::Window { adjoint: false, .. }))
+                    .filter(|k| matches!(k, nnc::internals::fusion::Kernel::Window { adjoint: false, .. }))
                     .count();
                 assert_eq!(windows, 0, "{what}: the gradient graph stores the windows");
             }
@@ -498,8 +510,8 @@ fn convolution_bias_in_gemm_epilogue() {
         let p = program("c.nn", &src);
         let fused = kernels(&p.eval, 3);
         assert!(
-            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. }))
-                && !fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Elementwise { .. })),
+            fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::MatMul { epilogue: Some(_), .. }))
+                && !fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Elementwise { .. })),
             "{what}: the bias is not in the GEMM's epilogue: {:?}",
             fused.kernels
         );
@@ -527,7 +539,7 @@ fn row_broadcasts_over_middle_dims() {
         let p = program("r.nn", &src);
         let fused = kernels(&p.eval, 3);
         assert!(
-            fused.kernels.iter().all(|k| !matches!(k, nnc::fusion::Kernel::Host { .. })),
+            fused.kernels.iter().all(|k| !matches!(k, nnc::internals::fusion::Kernel::Host { .. })),
             "{x} -> {out}: a broadcast was not fused: {:?}",
             fused.kernels
         );
@@ -552,7 +564,7 @@ fn row_permutes() {
         let p = program("p.nn", &src);
         let fused = kernels(&p.eval, 3);
         assert!(
-            fused.kernels.iter().any(|k| matches!(k, nnc::fusion::Kernel::Permute { .. })),
+            fused.kernels.iter().any(|k| matches!(k, nnc::internals::fusion::Kernel::Permute { .. })),
             "{shape} by {perm}: {:?}",
             fused.kernels
         );
@@ -590,7 +602,7 @@ fn reductions_fuse_their_producers() {
         let fused = kernels(&sgd_step(&p), 5);
         let with_producer = parts(&fused.kernels)
             .iter()
-            .filter(|k| matches!(k, nnc::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
+            .filter(|k| matches!(k, nnc::internals::fusion::Kernel::Reduce { x, .. } if !fused.materialized[x.as_u32() as usize]))
             .count();
         assert!(with_producer >= 4, "{x} over {red}: {with_producer} reductions fused their producer");
         compare_program(&format!("{x} over {red}"), &p, 5, 70);
@@ -627,7 +639,7 @@ fn gemm_epilogues() {
     let fused = kernels(&p.eval, 2);
     let (mut scaled, mut accumulated) = (0, 0);
     for k in &fused.kernels {
-        if let nnc::fusion::Kernel::MatMul { scale, accumulate, .. } = k {
+        if let nnc::internals::fusion::Kernel::MatMul { scale, accumulate, .. } = k {
             scaled += usize::from(*scale != 1.0);
             accumulated += usize::from(*accumulate);
         }
@@ -662,15 +674,20 @@ fn elementwise_epilogues_run_per_block() {
     let p = program("e.nn", src);
     for (what, g) in [("eval", p.eval.clone()), ("gradients", grads(&p))] {
         let fused = kernels(&g, 70);
-        let epilogues =
-            fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::MatMul { epilogue: Some(_), .. })).count();
+        let epilogues = fused
+            .kernels
+            .iter()
+            .filter(|k| matches!(k, nnc::internals::fusion::Kernel::MatMul { epilogue: Some(_), .. }))
+            .count();
         assert!(epilogues >= 4, "{what}: {epilogues} epilogues in {:?}", fused.kernels);
         // The product over two depth blocks (k = 600) has one, and so has the batch.
-        let deep =
-            |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { k: 600, n: 40, epilogue: Some(_), .. });
+        let deep = |k: &nnc::internals::fusion::Kernel| {
+            matches!(k, nnc::internals::fusion::Kernel::MatMul { k: 600, n: 40, epilogue: Some(_), .. })
+        };
         assert!(fused.kernels.iter().any(deep), "{what}: {:?}", fused.kernels);
-        let batched =
-            |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { batch: 70, epilogue: Some(_), .. });
+        let batched = |k: &nnc::internals::fusion::Kernel| {
+            matches!(k, nnc::internals::fusion::Kernel::MatMul { batch: 70, epilogue: Some(_), .. })
+        };
         assert!(fused.kernels.iter().any(batched), "{what}: {:?}", fused.kernels);
     }
     compare_program("epilogues per block", &p, 70, 700);
@@ -691,7 +708,9 @@ fn epilogues_over_wide_blocks() {
                train { optimizer = sgd(lr = 0.1) }\n}\n";
     let p = program("w.nn", src);
     let fused = kernels(&p.eval, 20);
-    let wide = |k: &nnc::fusion::Kernel| matches!(k, nnc::fusion::Kernel::MatMul { n: 1040, epilogue: Some(_), .. });
+    let wide = |k: &nnc::internals::fusion::Kernel| {
+        matches!(k, nnc::internals::fusion::Kernel::MatMul { n: 1040, epilogue: Some(_), .. })
+    };
     assert!(fused.kernels.iter().any(wide), "{:?}", fused.kernels);
     compare_program("wide epilogues, few rows", &p, 20, 20);
     compare_program("wide epilogues", &p, 130, 700);
@@ -717,15 +736,15 @@ fn row_groups_fuse_softmax_and_norm_rows() {
         let grouped: usize = fused
             .kernels
             .iter()
-            .map(|k| if let nnc::fusion::Kernel::Rows { parts, .. } = k { parts.len() } else { 0 })
+            .map(|k| if let nnc::internals::fusion::Kernel::Rows { parts, .. } = k { parts.len() } else { 0 })
             .sum();
         assert!(grouped >= 12, "n = {n}: {grouped} kernels in row groups: {:?}", fused.kernels);
         // Every row of the step, forward and backward, is in one group: the batch means
         // between the loss rows and their gradient's rows are held back until it closes.
-        let groups = fused.kernels.iter().filter(|k| matches!(k, nnc::fusion::Kernel::Rows { .. })).count();
+        let groups = fused.kernels.iter().filter(|k| matches!(k, nnc::internals::fusion::Kernel::Rows { .. })).count();
         let outside = fused.kernels.iter().any(|k| match k {
-            nnc::fusion::Kernel::Elementwise { rows, .. } => *rows == 5,
-            nnc::fusion::Kernel::Reduce { outer, inner, .. } => *outer == 5 && *inner == 1,
+            nnc::internals::fusion::Kernel::Elementwise { rows, .. } => *rows == 5,
+            nnc::internals::fusion::Kernel::Reduce { outer, inner, .. } => *outer == 5 && *inner == 1,
             _ => false,
         });
         assert!(groups == 1 && !outside, "n = {n}: {:?}", fused.kernels);
@@ -776,8 +795,10 @@ fn cheap_values_recomputed_not_stored() {
         .nodes
         .iter()
         .filter(|(v, n)| {
-            matches!(n.op, nnc::ir::Op::Binary(nnc::ir::BinaryOp::Add | nnc::ir::BinaryOp::Mul))
-                && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::ir::Op::MatMul))
+            matches!(
+                n.op,
+                nnc::internals::ir::Op::Binary(nnc::internals::ir::BinaryOp::Add | nnc::internals::ir::BinaryOp::Mul)
+            ) && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::internals::ir::Op::MatMul))
                 && g.ty(*v).shape.last().and_then(|d| d.as_const()) == Some(33)
                 && fused.materialized[v.as_u32() as usize]
         })
@@ -786,8 +807,8 @@ fn cheap_values_recomputed_not_stored() {
         .nodes
         .iter()
         .filter(|(v, n)| {
-            matches!(n.op, nnc::ir::Op::Binary(nnc::ir::BinaryOp::Mul))
-                && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::ir::Op::Fill(_)))
+            matches!(n.op, nnc::internals::ir::Op::Binary(nnc::internals::ir::BinaryOp::Mul))
+                && n.args.iter().any(|a| matches!(g.nodes[*a].op, nnc::internals::ir::Op::Fill(_)))
                 && g.ty(*v).shape.last().and_then(|d| d.as_const()) == Some(33)
                 && fused.materialized[v.as_u32() as usize]
         })
@@ -871,13 +892,13 @@ const FUSED_UPDATES: &str = "model U {\n input x: [B, 128]\n input t: [B, 16]\n 
     output y = fc2(tanh(fc1(x)))\n loss = mean((y - t) * (y - t))\n}\n";
 
 /// The step graph of `FUSED_UPDATES` with optimizer `opt` and the given settings.
-fn fused_step(opt: &str, f: impl Fn(&mut nnc::settings::TrainSettings)) -> Graph {
+fn fused_step(opt: &str, f: impl Fn(&mut nnc::internals::settings::TrainSettings)) -> Graph {
     let p = program("u.nn", FUSED_UPDATES);
-    let mut settings = nnc::settings::TrainSettings::default();
+    let mut settings = nnc::internals::settings::TrainSettings::default();
     settings.optimizer.name = opt.into();
-    settings.optimizer.args.push(("mu".into(), nnc::settings::Lit::Num(0.9)));
+    settings.optimizer.args.push(("mu".into(), nnc::internals::settings::Lit::Num(0.9)));
     f(&mut settings);
-    with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"))
+    with_hyper(nnc::internals::optim::update::step_graph(&p.train, &settings).expect("step"))
 }
 
 /// The parameters (by index) whose update is the epilogue of a GEMM, and those written
@@ -892,7 +913,7 @@ fn fused_and_in_place(g: &Graph, batch: usize, fuse_updates: bool) -> (Vec<usize
         .enumerate()
         .filter(|(_, p)| {
             exe.schedule.kernels.iter().any(|k| match k {
-                nnc::fusion::Kernel::MatMul { epilogue: Some(e), .. } => {
+                nnc::internals::fusion::Kernel::MatMul { epilogue: Some(e), .. } => {
                     p.update.is_some_and(|u| e.outs().contains(&u))
                 }
                 _ => false,
@@ -1003,9 +1024,9 @@ fn sync_batch_norm_in_one_process() {
          loss = cross_entropy(logits, y)\n}\n",
     );
     compare_program("sync batch norm", &p, 8, 64);
-    let mut settings = nnc::settings::TrainSettings::default();
+    let mut settings = nnc::internals::settings::TrainSettings::default();
     settings.optimizer.name = "adam".into();
-    let step = with_hyper(nnc::optim::update::step_graph(&p.train, &settings).expect("step"));
+    let step = with_hyper(nnc::internals::optim::update::step_graph(&p.train, &settings).expect("step"));
     for b in [8, 29, 64] {
         compare(&format!("sync batch norm: adam step at {b}"), &step, b);
     }
@@ -1019,7 +1040,7 @@ fn sync_batch_norm_in_one_process() {
 fn parallel_compile_defines_the_sequential_code() {
     for w in ["mlp", "cnn", "lstm"] {
         let p = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/workloads/{w}.nn")));
-        let g = nnc::pipeline::step_graph(&p, 8).expect("step graph");
+        let g = nnc::internals::pipeline::step_graph(&p, 8).expect("step graph");
         for threads in [1, 2] {
             let mut seen: Option<(u64, (usize, usize), Vec<u32>)> = None;
             for compile_threads in [1, 2, 3] {

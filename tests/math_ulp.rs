@@ -3,13 +3,13 @@
 //! result, over the whole f32 range: every exponent is sampled, plus ±0, ±inf, NaN, the
 //! denormals and the values around each function's thresholds.
 
-use nnc::codegen::CodegenOptions;
-use nnc::runtime::executable::{concrete, Executable};
+use nnc::internals::codegen::CodegenOptions;
+use nnc::internals::runtime::executable::{concrete, Executable};
 
 /// Runs `fname(x)` for every x through a compiled kernel.
 fn jit(fname: &str, xs: &[f32]) -> Vec<f32> {
     let src = format!("model M {{\n input x: [B]\n output y = {fname}(x)\n}}\n");
-    let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
+    let p = nnc::internals::pipeline::compile_source("m.nn", &src, None).expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, xs.len()).expect("bind");
     let mut exe =
         Executable::new(&g, &CodegenOptions { verify: true, threads: 1, keep_denormals: true, ..Default::default() })
@@ -104,7 +104,7 @@ fn sigmoid_ulps() {
 
 #[test]
 fn erf_ulps() {
-    check("erf", nnc::runtime::erf64, 4.0, |_| true);
+    check("erf", nnc::internals::runtime::erf64, 4.0, |_| true);
 }
 
 /// sin and cos over every exponent up to f32::MAX: above 2^28 π/2 a vector takes the
@@ -166,7 +166,7 @@ fn round_floor_ceil_are_exact() {
 #[test]
 fn denormals_flushed_by_default_and_mode_restored() {
     let src = "model M {\n input x: [B]\n output y = x * 1e-30\n output z = x * 1e30\n}\n";
-    let p = nnc::pipeline::compile_source("m.nn", src, None).ok().expect("compiles").programs.remove(0);
+    let p = nnc::internals::pipeline::compile_source("m.nn", src, None).expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, 4).expect("bind");
     let xs = [1e-10f32, 1.0, 1e-39, -1e-39];
     let run = |keep_denormals: bool| {
@@ -218,7 +218,7 @@ fn max_min_nan_from_either_side() {
     ];
     for (expr, want) in cases {
         let src = format!("model M {{\n input x: [B]\n input y: [B]\n output z = {expr}\n}}\n");
-        let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
+        let p = nnc::internals::pipeline::compile_source("m.nn", &src, None).expect("compiles").programs.remove(0);
         let g = concrete(&p.eval, xs.len()).expect("bind");
         let mut exe = Executable::new(
             &g,

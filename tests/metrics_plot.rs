@@ -1,13 +1,13 @@
-//! Known-answer tests of `nnc::metrics` (hand-computed small cases) and smoke tests of the
-//! PNG plots in `nnc::plot` (valid PNG, expected size, the expected colours present).
+//! Known-answer tests of `nnc::internals::metrics` (hand-computed small cases) and smoke tests of the
+//! PNG plots in `nnc::internals::plot` (valid PNG, expected size, the expected colours present).
 
-use nnc::metrics::{
+use nnc::internals::metrics::{
     accuracy, average_precision, classification_metrics, confusion_matrix, confusion_table, confusion_to_json,
     format_lines, format_number, format_short, mae, mse, num_classes, positive_scores, pr_curve, predicted_classes, r2,
     regression_metrics, rmse, roc_auc, roc_auc_binary, roc_auc_ovr, roc_curve, to_json, ConfusionMatrix, Metrics,
     MetricsLog, ScoreKind,
 };
-use nnc::plot::{
+use nnc::internals::plot::{
     curve_panels, plot_curves, plot_decision_boundary, plot_panels, plot_roc_pr, roc_pr_series, Panel, Series, GRID,
 };
 use std::path::{Path, PathBuf};

@@ -2,17 +2,17 @@
 //! prelude layer, loss and example; second derivatives; known-answer tests of the course
 //! formulas (with the corrections of docs/language.md); kink handling; dropout.
 
-use nnc::autodiff;
-use nnc::gradcheck::{gradcheck, table, GradcheckOptions};
-use nnc::ir::{Graph, Program};
-use nnc::pipeline;
-use nnc::runtime::interp::{self, Feeds, Tensor};
+use nnc::internals::autodiff;
+use nnc::internals::gradcheck::{gradcheck, table, GradcheckOptions};
+use nnc::internals::ir::{Graph, Program};
+use nnc::internals::pipeline;
+use nnc::internals::runtime::interp::{self, Feeds, Tensor};
 use std::path::{Path, PathBuf};
 
 fn compile_text(name: &str, text: &str) -> Program {
     match pipeline::compile_source(name, text, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
@@ -20,7 +20,7 @@ fn compile(path: &Path) -> Program {
     let text = std::fs::read_to_string(path).expect("readable");
     match pipeline::compile_source(&path.display().to_string(), &text, path.parent()) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
@@ -92,9 +92,9 @@ fn hessian_vector_product_matches_finite_differences() {
     let wrt: Vec<_> = hv_graph.params.iter().map(|d| d.value).collect();
     let (hv_full, hv) = autodiff::grad(&hv_graph, hv_graph.loss.expect("loss"), &wrt).expect("second grad");
     let (grad_graph, grads) = autodiff::grad(g, g.loss.expect("loss"), &wrt).expect("grad");
-    let inputs = nnc::gradcheck::random_inputs::<f64>(g, 4, 1).expect("inputs");
-    let (params, states) = nnc::gradcheck::random_params(g, 1);
-    let mut rng = nnc::rng::SplitMix64::new(9);
+    let inputs = nnc::internals::gradcheck::random_inputs::<f64>(g, 4, 1).expect("inputs");
+    let (params, states) = nnc::internals::gradcheck::random_params(g, 1);
+    let mut rng = nnc::internals::rng::SplitMix64::new(9);
     let v: Vec<Vec<f64>> = params.iter().map(|p| p.iter().map(|_| rng.normal()).collect()).collect();
     // H v from the twice-differentiated graph.
     let mut hv_inputs = inputs.clone();
@@ -124,7 +124,7 @@ fn hessian_vector_product_matches_finite_differences() {
 }
 
 fn run_f64(g: &Graph, inputs: Vec<Tensor<f64>>, params: Vec<Vec<f64>>) -> interp::Run<f64> {
-    let states = nnc::runtime::init::init_all(g, 0).1;
+    let states = nnc::internals::runtime::init::init_all(g, 0).1;
     interp::run(g, &Feeds { inputs, params, states, seed: 0, step: 0 }).expect("run")
 }
 
@@ -286,7 +286,7 @@ fn batchnorm_running_statistics() {
     );
     let g = &p.train;
     let x = Tensor::f(vec![3, 2], vec![1.0, 10.0, 2.0, 20.0, 6.0, 0.0]);
-    let params = nnc::runtime::init::init_all(g, 0).0;
+    let params = nnc::internals::runtime::init::init_all(g, 0).0;
     let r = run_f64(g, vec![x], params);
     let mean_u = g.states[0].update.expect("mean updated");
     let var_u = g.states[1].update.expect("var updated");
@@ -306,7 +306,7 @@ const SMOOTH: &str = "model S {\n input x: [B, 3]\n input t: [B, 2]\n param W1: 
 /// about tenfold (central's about a hundredfold).
 #[test]
 fn forward_differences_are_less_accurate_than_central() {
-    use nnc::gradcheck::Method;
+    use nnc::internals::gradcheck::Method;
     let p = compile_text("s.nn", SMOOTH);
     let worst = |eps: f64| {
         let opts = GradcheckOptions { eps, method: Method::Both, batch: 4, ..Default::default() };
@@ -337,7 +337,7 @@ fn forward_differences_are_less_accurate_than_central() {
 /// fails with a gradient 1% off.
 #[test]
 fn input_gradients_match_an_independent_computation() {
-    use nnc::gradcheck::{check, compare, Slot, Wrt};
+    use nnc::internals::gradcheck::{check, compare, Slot, Wrt};
     let p = compile_text(
         "lin.nn",
         "model L {\n input x: [B, 3]\n input t: [B, 2]\n input k: i32[B]\n param W: [3, 2] = normal(1.0)\n param e: [4, 2] = normal(1.0)\n loss = mean((x @ W + gather(e, k) - t) * (x @ W + gather(e, k) - t))\n}\n",
@@ -350,8 +350,8 @@ fn input_gradients_match_an_independent_computation() {
     assert_eq!(names, ["x", "t"]);
     assert!(reports.iter().all(|r| r.checked == r.size && r.max_rel_err < 1e-6), "{}", table(&reports, 1e-6));
     // The closed form at the same point.
-    let inputs = nnc::gradcheck::random_inputs::<f64>(g, 4, opts.seed).expect("inputs");
-    let (params, states) = nnc::gradcheck::random_params(g, opts.seed);
+    let inputs = nnc::internals::gradcheck::random_inputs::<f64>(g, 4, opts.seed).expect("inputs");
+    let (params, states) = nnc::internals::gradcheck::random_params(g, opts.seed);
     let (x, t, k) = (inputs[0].floats(), inputs[1].floats(), inputs[2].ints());
     let (w, e) = (&params[0], &params[1]);
     let n = 4 * 2;
@@ -397,8 +397,8 @@ fn input_gradients_match_an_independent_computation() {
 /// a smaller tensor; the sample depends on the seed only.
 #[test]
 fn coordinates_are_distinct() {
-    use nnc::gradcheck::distinct_sample;
-    let mut rng = nnc::rng::SplitMix64::new(7);
+    use nnc::internals::gradcheck::distinct_sample;
+    let mut rng = nnc::internals::rng::SplitMix64::new(7);
     for (n, k) in [(100, 64), (100, 99), (100, 100), (10, 64), (1, 1), (1_000_000, 64), (65, 64)] {
         let s = distinct_sample(n, k, &mut rng);
         assert_eq!(s.len(), k.min(n), "n = {n}, k = {k}");
@@ -509,7 +509,8 @@ fn recurrent_dropout_mask_is_constant_over_time() {
         }
     }
 
-    let rands = |g: &Graph| g.nodes.iter().filter(|(_, node)| matches!(node.op, nnc::ir::Op::Rand { .. })).count();
+    let rands =
+        |g: &Graph| g.nodes.iter().filter(|(_, node)| matches!(node.op, nnc::internals::ir::Op::Rand { .. })).count();
     let both =
         compile_text("l.nn", "model L {\n input x: [B, 9, 3]\n layer lstm = LSTM(3, 4, dropout = 0.2, recurrent_dropout = 0.3)\n output h = lstm(x)\n}\n");
     assert_eq!(rands(&both.train), 2, "one input mask and one state mask for 9 steps");
@@ -527,7 +528,7 @@ fn additive_attention_weights_and_context() {
         "model A {\n input s: [B, 3]\n input h: [B, 5, 2]\n layer att = AdditiveAttention(3, 2, 4)\n output c = att(s, h)\n output w = att.weights(s, h)\n}\n",
     );
     let g = &p.eval;
-    let mut rng = nnc::rng::SplitMix64::new(3);
+    let mut rng = nnc::internals::rng::SplitMix64::new(3);
     let mut draw = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f64>>();
     let s = Tensor::f(vec![2, 3], draw(6));
     let keys = draw(20);

@@ -1,9 +1,9 @@
 //! Optimizers compiled into the step graph: a hand-computed few-step trajectory for
 //! each (PyTorch's formulas), and convergence on a small convex problem.
 
-use nnc::optim::update::{hyper_values, step_graph};
-use nnc::runtime::interp::{self, Feeds, Tensor};
-use nnc::settings::{Choice, Lit, TrainSettings};
+use nnc::internals::optim::update::{hyper_values, step_graph};
+use nnc::internals::runtime::interp::{self, Feeds, Tensor};
+use nnc::internals::settings::{Choice, Lit, TrainSettings};
 
 const MODEL: &str = "model Q {\n input a: [3]\n param w: [3] = zeros, decay = false\n param m: [2, 2] = zeros\n loss = sum(w * a) + 0.5 * sum(w * w) + 0.25 * sum(m * m * m * m)\n}\n";
 
@@ -19,7 +19,7 @@ fn settings(name: &str, args: &[(&str, f64)]) -> TrainSettings {
 
 /// Runs `steps` steps in the interpreter; returns the trajectory of every parameter.
 fn run(s: &TrainSettings, w0: &[f64], m0: &[f64], steps: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
-    let prog = nnc::pipeline::compile_source("q.nn", MODEL, None).ok().expect("compiles").programs.remove(0);
+    let prog = nnc::internals::pipeline::compile_source("q.nn", MODEL, None).expect("compiles").programs.remove(0);
     let g = step_graph(&prog.train, s).expect("step graph");
     let lr = s.optimizer.num("lr").expect("lr");
     let mut feeds = Feeds {
@@ -203,13 +203,13 @@ fn every_optimizer_converges_on_a_convex_problem() {
 // pieces: the objective-and-gradient graph and the Hessian-vector graph the session
 // compiles, run in the f64 interpreter so that convergence is seen down to rounding.
 
-use nnc::optim::second_order::{self, Iterate, Method, Objective};
+use nnc::internals::optim::second_order::{self, Iterate, Method, Objective};
 
 /// A model's full-batch objective in f64: the host optimizers' step graph and the
 /// Hessian-vector graph, with the data fed once.
 struct Interp64 {
-    obj: nnc::ir::Graph,
-    hvp: nnc::ir::Graph,
+    obj: nnc::internals::ir::Graph,
+    hvp: nnc::internals::ir::Graph,
     data: Vec<Tensor<f64>>,
     shapes: Vec<Vec<usize>>,
     evals: usize,
@@ -217,12 +217,12 @@ struct Interp64 {
 
 impl Interp64 {
     fn new(src: &str, l2: f64, data: Vec<Tensor<f64>>) -> (Interp64, Vec<f64>) {
-        let prog = nnc::pipeline::compile_source("m.nn", src, None).ok().expect("compiles").programs.remove(0);
+        let prog = nnc::internals::pipeline::compile_source("m.nn", src, None).expect("compiles").programs.remove(0);
         let s = TrainSettings { l2, ..TrainSettings::default() };
-        let obj = nnc::train::session::objective_graph(&prog.train, &s).expect("objective graph");
-        let hvp = nnc::train::session::hvp_graph(&prog.train, &s).expect("hvp graph");
+        let obj = nnc::internals::train::session::objective_graph(&prog.train, &s).expect("objective graph");
+        let hvp = nnc::internals::train::session::hvp_graph(&prog.train, &s).expect("hvp graph");
         let shapes = prog.train.params.iter().map(|p| p.shape.iter().map(|&d| d as usize).collect()).collect();
-        let x0 = nnc::runtime::init::init_all(&prog.train, 1).0.concat();
+        let x0 = nnc::internals::runtime::init::init_all(&prog.train, 1).0.concat();
         (Interp64 { obj, hvp, data, shapes, evals: 0 }, x0)
     }
 
@@ -269,7 +269,7 @@ const MLP: &str = "model M {\n input x: [B, 2]\n input y: [B]\n param W: [2, 4] 
 
 /// 80 noisy rows: labels from a linear rule (logistic) or a circle (MLP), a tenth flipped.
 fn rows(features: usize, circle: bool) -> Vec<Tensor<f64>> {
-    let mut rng = nnc::rng::SplitMix64::new(11);
+    let mut rng = nnc::internals::rng::SplitMix64::new(11);
     let n = 80;
     let x: Vec<f64> = (0..n * features).map(|_| rng.normal()).collect();
     let mut y = Vec::new();
@@ -293,7 +293,7 @@ fn minimize(obj: &mut Interp64, x0: &[f64], m: Method) -> (Vec<f64>, Vec<Iterate
 
 fn lbfgs(obj: &mut Interp64, x0: &[f64]) -> (Vec<f64>, f64, f64) {
     let mut x = x0.to_vec();
-    let o = nnc::optim::lbfgs::Options {
+    let o = nnc::internals::optim::lbfgs::Options {
         lr: 1.0,
         history: 10,
         max_iter: 500,
@@ -301,7 +301,7 @@ fn lbfgs(obj: &mut Interp64, x0: &[f64]) -> (Vec<f64>, f64, f64) {
         tolerance_change: 0.0,
     };
     let mut f = |p: &[f64]| obj.eval(p);
-    let v = nnc::optim::lbfgs::minimize(&mut f, &mut x, &mut Default::default(), &o).expect("runs");
+    let v = nnc::internals::optim::lbfgs::minimize(&mut f, &mut x, &mut Default::default(), &o).expect("runs");
     let g = obj.eval(&x).expect("eval").1;
     (x, v, g.iter().map(|a| a * a).sum::<f64>().sqrt())
 }
@@ -359,7 +359,7 @@ fn every_method_reaches_the_same_optimum() {
         let (xn, tn) = minimize(&mut obj, &x0, Method::Newton { damping: 1e-4, line_search: true });
         let (fn_, gn) = (tn.last().expect("a point").value, tn.last().expect("a point").grad_norm);
         let h = second_order::hessian(&mut obj, &xn).expect("hessian");
-        let eig = nnc::data::linalg::symmetric_eigen(&h, xn.len()).expect("eigen");
+        let eig = nnc::internals::data::linalg::symmetric_eigen(&h, xn.len()).expect("eigen");
         let mu = *eig.values.last().expect("values");
         let floor = (2.0 * eig.values[0] * f64::EPSILON * fn_.abs()).sqrt();
         if what == "logistic" {
@@ -367,7 +367,7 @@ fn every_method_reaches_the_same_optimum() {
         }
         assert!(mu > 0.0, "{what}: Newton's point is not a strict minimum (smallest eigenvalue {mu})");
         let (start, slack) = if what == "mlp" {
-            let mut rng = nnc::rng::SplitMix64::new(5);
+            let mut rng = nnc::internals::rng::SplitMix64::new(5);
             (xn.iter().map(|v| v + 0.05 * rng.normal()).collect::<Vec<f64>>(), 2.0)
         } else {
             (x0.clone(), 1.0)

@@ -3,18 +3,18 @@
 //! wrote the .safetensors files); nnc's autodiff and interpreter, in f64, must agree to
 //! 1e-9 relative (both are exact up to rounding; the issue asks for about 1e-5).
 
-use nnc::runtime::exec::{run_named, ExecOptions};
+use nnc::internals::runtime::exec::{run_named, ExecOptions};
 use std::path::Path;
 
 fn check(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference");
     let text = std::fs::read_to_string(dir.join(format!("{name}.nn"))).expect("model");
-    let prog = match nnc::pipeline::compile_source(name, &text, None) {
+    let prog = match nnc::internals::pipeline::compile_source(name, &text, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     };
-    let tensors = nnc::tensors::read(&dir.join(format!("{name}.safetensors"))).expect("reference tensors");
-    let graph = nnc::autodiff::grad_program(&prog.train).expect("grad").graph;
+    let tensors = nnc::internals::tensors::read(&dir.join(format!("{name}.safetensors"))).expect("reference tensors");
+    let graph = nnc::internals::autodiff::grad_program(&prog.train).expect("grad").graph;
     let out = run_named(&graph, &tensors, &tensors, ExecOptions { f64: true, ..Default::default() }).expect("run");
     let mut compared = 0;
     let mut worst: f64 = 0.0;

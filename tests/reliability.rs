@@ -120,32 +120,42 @@ fn values_that_cannot_work_do_not_pass_check() {
 #[test]
 fn ids_out_of_range_are_refused_at_the_boundary_on_both_backends() {
     let src = "model M {\n input x: [B, 2]\n input y: i32[B]\n input t: i32[B]\n layer fc = Dense(2, 3)\n layer emb = Embedding(5, 3)\n output logits = fc(x) + emb(t)\n loss = cross_entropy(logits, y)\n}\n";
-    let p = match nnc::pipeline::compile_source("m.nn", src, None) {
+    let p = match nnc::internals::pipeline::compile_source("m.nn", src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     };
-    let (ps, ss) = nnc::runtime::init::init_all(&p.train, 0);
-    let mut params = nnc::tensors::TensorMap::new();
+    let (ps, ss) = nnc::internals::runtime::init::init_all(&p.train, 0);
+    let mut params = nnc::internals::tensors::TensorMap::new();
     for (d, v) in p.train.params.iter().zip(ps) {
-        params.insert(d.name.clone(), nnc::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+        params.insert(
+            d.name.clone(),
+            nnc::internals::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v),
+        );
     }
     for (d, v) in p.train.states.iter().zip(ss) {
-        params.insert(d.name.clone(), nnc::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v));
+        params.insert(
+            d.name.clone(),
+            nnc::internals::tensors::HostTensor::f32(d.shape.iter().map(|&x| x as usize).collect(), v),
+        );
     }
-    let ints = |v: Vec<i32>| nnc::tensors::HostTensor { shape: vec![v.len()], data: nnc::tensors::HostData::I32(v) };
+    let ints = |v: Vec<i32>| nnc::internals::tensors::HostTensor {
+        shape: vec![v.len()],
+        data: nnc::internals::tensors::HostData::I32(v),
+    };
     for (y, t, want) in [
         (vec![0, 3], vec![0, 1], "input `y`: element 1 is 3, outside 0..3"),
         (vec![0, -1], vec![0, 1], "input `y`: element 1 is -1, outside 0..3"),
         (vec![0, 1], vec![5, 1], "input `t`: element 0 is 5, outside 0..5"),
         (vec![i32::MAX, 1], vec![0, 1], "element 0 is 2147483647"),
     ] {
-        let mut inputs = nnc::tensors::TensorMap::new();
-        inputs.insert("x".into(), nnc::tensors::HostTensor::f32(vec![2, 2], vec![0.1, 0.2, 0.3, 0.4]));
+        let mut inputs = nnc::internals::tensors::TensorMap::new();
+        inputs.insert("x".into(), nnc::internals::tensors::HostTensor::f32(vec![2, 2], vec![0.1, 0.2, 0.3, 0.4]));
         inputs.insert("y".into(), ints(y));
         inputs.insert("t".into(), ints(t));
         for jit in [true, false] {
-            let opts = nnc::runtime::exec::ExecOptions { jit, ..Default::default() };
-            let e = nnc::runtime::exec::run_named(&p.train, &params, &inputs, opts).expect_err("out of range");
+            let opts = nnc::internals::runtime::exec::ExecOptions { jit, ..Default::default() };
+            let e =
+                nnc::internals::runtime::exec::run_named(&p.train, &params, &inputs, opts).expect_err("out of range");
             assert!(e.contains(want), "jit {jit}: {e}");
         }
     }
@@ -157,7 +167,7 @@ fn ids_out_of_range_are_refused_at_the_boundary_on_both_backends() {
     }
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![2], &bytes).expect("view");
     safetensors::serialize_to_file(vec![("y", view)], None, &d.join("y.safetensors")).expect("write");
-    let e = nnc::tensors::read(&d.join("y.safetensors")).expect_err("beyond i32");
+    let e = nnc::internals::tensors::read(&d.join("y.safetensors")).expect_err("beyond i32");
     assert!(e.contains("tensor `y` element 1 is 1099511627776"), "{e}");
 }
 
@@ -287,21 +297,23 @@ fn a_gzip_bomb_stops_at_the_data_limit() {
 /// never panic.
 #[test]
 fn corrupted_checkpoints_are_refused_by_every_command_that_reads_them() {
-    use nnc::tensors::{HostData, HostTensor};
+    use nnc::internals::tensors::{HostData, HostTensor};
     let d = fresh("corrupt");
     let model = MODEL.replace("moons(n = 64)  epochs = 1", "moons(n = 64)  split = [0.75, 0.25]  epochs = 1");
     std::fs::write(d.join("m.nn"), &model).expect("write");
     let (code, err) = nnc(&["train", "m.nn", "--out", "run"], &d);
     assert_eq!(code, 0, "{err}");
     let good = d.join("run/last.safetensors");
-    let (tensors, meta) = nnc::train::checkpoint::read(&good).expect("read");
+    let (tensors, meta) = nnc::internals::train::checkpoint::read(&good).expect("read");
     // Parameters and (optimizer) states; `preprocess.*` corruptions have their own test.
     let names: Vec<String> = tensors.keys().filter(|k| !k.starts_with("preprocess.")).cloned().collect();
     let bytes = std::fs::read(&good).expect("read");
-    let inputs =
-        nnc::tensors::TensorMap::from([("x".to_string(), HostTensor::f32(vec![2, 2], vec![0.5, -1.0, 1.5, 0.25]))]);
-    nnc::tensors::write(&d.join("x.safetensors"), &inputs, None).expect("write inputs");
-    let mut rng = nnc::rng::SplitMix64::new(7);
+    let inputs = nnc::internals::tensors::TensorMap::from([(
+        "x".to_string(),
+        HostTensor::f32(vec![2, 2], vec![0.5, -1.0, 1.5, 0.25]),
+    )]);
+    nnc::internals::tensors::write(&d.join("x.safetensors"), &inputs, None).expect("write inputs");
+    let mut rng = nnc::internals::rng::SplitMix64::new(7);
     for case in 0..24 {
         let name = &names[rng.below(names.len() as u64) as usize];
         let mut t = tensors.clone();
@@ -340,7 +352,7 @@ fn corrupted_checkpoints_are_refused_by_every_command_that_reads_them() {
             let cut = 1 + rng.below(bytes.len() as u64 - 2) as usize;
             std::fs::write(&path, &bytes[..cut]).expect("write");
         } else {
-            nnc::tensors::write(&path, &t, Some(m)).expect("write");
+            nnc::internals::tensors::write(&path, &t, Some(m)).expect("write");
         }
         // Resume reads the run folder's last.safetensors.
         let resume = d.join(format!("resume{case}"));

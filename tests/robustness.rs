@@ -14,8 +14,8 @@
 //!
 //! Set `NNC_FUZZ_SEED` to vary the mutants and `NNC_FUZZ_SCALE` (default 1) to run more.
 
-use nnc::diagnostic::{render, RenderOptions, SourceMap, Span};
-use nnc::pipeline::{self, CompileError, Compiled};
+use nnc::internals::diagnostic::{render, RenderOptions, SourceMap, Span};
+use nnc::internals::pipeline::{self, CompileError, Compiled};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -166,13 +166,13 @@ fn check_error(e: &CompileError) -> Result<(), String> {
 fn check_ok(c: &Compiled) -> Result<(), String> {
     for p in &c.programs {
         for g in [&p.train, &p.eval] {
-            let problems = nnc::ir::verify::verify(g);
+            let problems = nnc::internals::ir::verify::verify(g);
             if !problems.is_empty() {
                 return Err(format!("model {}: the IR verifier complains: {problems:?}", p.name));
             }
-            let _ = nnc::ir::print::print(g);
+            let _ = nnc::internals::ir::print::print(g);
             if let Some(sym) = pipeline::batch_symbol(g) {
-                let _ = nnc::ir::bind_symbol(g, &sym, 32);
+                let _ = nnc::internals::ir::bind_symbol(g, &sym, 32);
             }
         }
     }
@@ -184,7 +184,7 @@ fn compile_checked(name: &str, text: &str, dir: Option<&Path>) -> Result<(), Str
     let r = panic::catch_unwind(AssertUnwindSafe(|| {
         match pipeline::parse_source(name, text) {
             Ok((_, ast)) => {
-                let _ = nnc::syntax::print::print(&ast);
+                let _ = nnc::internals::syntax::print::print(&ast);
             }
             Err(e) => check_error(&e).map_err(|m| format!("parse_source: {m}"))?,
         }
@@ -762,9 +762,9 @@ fn mutated_expressions() {
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     let mut sources = SourceMap::default();
                     let id = sources.add("--set", t.as_str());
-                    match nnc::syntax::parse_expr(&t, id) {
+                    match nnc::internals::syntax::parse_expr(&t, id) {
                         Ok(e) => {
-                            let _ = nnc::syntax::print::expr(&e);
+                            let _ = nnc::internals::syntax::print::expr(&e);
                             Ok(())
                         }
                         Err(d) => check_error(&CompileError { sources, diagnostics: vec![d] }),
@@ -1106,7 +1106,7 @@ fn pathological_files() {
     let (o, took) = compile("a 64 MB file", big);
     assert_rejected("a 64 MB file", &o, took, &["E0107"], "the limit for a source file");
     // The same through the string API.
-    let huge = " ".repeat(nnc::limits::MAX_SOURCE_BYTES + 1);
+    let huge = " ".repeat(nnc::internals::limits::MAX_SOURCE_BYTES + 1);
     expect_err("a 8 MB + 1 string", huge, &["E0101"], "the limit is");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1154,5 +1154,5 @@ fn use_of_itself_is_read_once() {
     let dir = scratch("self_use");
     let path = dir.join("self.nn");
     std::fs::write(&path, "use \"self.nn\"\nmodel M {\n    input x: [B, 4]\n    output o = x\n}\n").expect("write");
-    assert!(nnc::pipeline::compile_file(&path).is_ok(), "a self-use must not define M twice");
+    assert!(nnc::internals::pipeline::compile_file(&path).is_ok(), "a self-use must not define M twice");
 }

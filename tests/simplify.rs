@@ -10,10 +10,10 @@
 //! plus four times the unsimplified f32 graph's own error on that tensor (how badly
 //! conditioned it is: gradients that cancel to zero come out as rounding residues).
 
-use nnc::gradcheck::{random_inputs, random_params};
-use nnc::ir::Graph;
-use nnc::runtime::executable::concrete;
-use nnc::runtime::interp::{self, Feeds};
+use nnc::internals::gradcheck::{random_inputs, random_params};
+use nnc::internals::ir::Graph;
+use nnc::internals::runtime::executable::concrete;
+use nnc::internals::runtime::interp::{self, Feeds};
 
 fn run(g: &Graph, inputs: &[interp::Tensor<f32>], params: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let feeds = Feeds { inputs: inputs.to_vec(), params: params.to_vec(), states: vec![], seed: 1, step: 0 };
@@ -80,18 +80,18 @@ fn random_programs_keep_their_results() {
         let src = format!(
             "model R {{\n input a: [B, 4]\n input b: [B, 4]\n param w: [4, 4] = normal(0.5)\n output y = {body}\n loss = mean(y * y)\n}}\n"
         );
-        let p = match nnc::pipeline::compile_source("random.nn", &src, None) {
+        let p = match nnc::internals::pipeline::compile_source("random.nn", &src, None) {
             Ok(mut c) => c.programs.remove(0),
             Err(e) => panic!(
                 "program {i} does not compile:\n{src}\n{}",
-                nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
+                nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())
             ),
         };
-        let grad = nnc::autodiff::grad_program(&p.train).expect("grad").graph;
+        let grad = nnc::internals::autodiff::grad_program(&p.train).expect("grad").graph;
         for (what, g) in [("eval", &p.eval), ("grad", &grad)] {
             let g = concrete(g, 3).expect("bind");
-            let simple = nnc::simplify::simplify(&g);
-            let errs = nnc::ir::verify::verify(&simple);
+            let simple = nnc::internals::simplify::simplify(&g);
+            let errs = nnc::internals::ir::verify::verify(&simple);
             assert!(errs.is_empty(), "program {i} ({what}): {errs:?}\n{body}");
             removed += g.len() - simple.len();
             let inputs = random_inputs::<f32>(&g, 3, i).expect("inputs");

@@ -1,10 +1,10 @@
-//! Known-answer tests of `nnc::stats`: the distribution functions against table values
+//! Known-answer tests of `nnc::internals::stats`: the distribution functions against table values
 //! and scipy 1.17.1 (`scipy.special.gammaln`, `betainc`, `gammaincc`, `erfc`,
 //! `scipy.stats.t`, `chi2`, `binomtest`, `ttest_rel`; the reference numbers below are
 //! scipy's, printed with `repr(float(x))`, except where a comment names mpmath), and the
 //! tests on worked examples (McNemar's also against statsmodels 0.15's `mcnemar`).
 
-use nnc::stats::{
+use nnc::internals::stats::{
     binomial_two_sided_p, chi2_sf, corrected_paired_t_test, erfc, ln_gamma, mcnemar, mean_std, paired_t_test,
     regularized_beta, regularized_gamma_q, student_t_cdf, t_two_sided_p,
 };

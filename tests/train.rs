@@ -1,16 +1,17 @@
 //! The training loop: resuming is bit-identical, the partial last batch is trained on,
 //! bad labels and a diverging loss are clear errors, Ctrl-C saves a checkpoint.
 
-use nnc::train::trainer::{train, TrainOptions};
+use nnc::internals::train::session::Next;
+use nnc::internals::train::trainer::{train, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 const MODEL: &str = "model M {\n input x: [B, 2]\n input y: i32[B]\n layer a = Dense(2, 8)\n layer b = Dense(8, 2)\n output logits = b(dropout(tanh(a(x)), 0.1))\n loss = cross_entropy(logits, y)\n train { data = moons(n = 200, seed = 3)  split = [0.7, 0.15, 0.15]  optimizer = adam(lr = 0.01)\n batch = 32  epochs = 4  seed = 5 }\n}\n";
 
-fn program(src: &str) -> nnc::ir::Program {
-    match nnc::pipeline::compile_source("m.nn", src, None) {
+fn program(src: &str) -> nnc::internals::ir::Program {
+    match nnc::internals::pipeline::compile_source("m.nn", src, None) {
         Ok(mut c) => c.programs.remove(0),
-        Err(e) => panic!("{}", nnc::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
+        Err(e) => panic!("{}", nnc::internals::diagnostic::render(&e.diagnostics, &e.sources, Default::default())),
     }
 }
 
@@ -20,13 +21,18 @@ fn out_dir(name: &str) -> PathBuf {
     d
 }
 
-fn run(p: &nnc::ir::Program, dir: &Path, resume: bool, jit: bool) -> Result<nnc::train::trainer::Report, String> {
+fn run(
+    p: &nnc::internals::ir::Program,
+    dir: &Path,
+    resume: bool,
+    jit: bool,
+) -> Result<nnc::internals::train::trainer::Report, String> {
     let opts = TrainOptions { out_dir: dir.to_path_buf(), resume, jit, threads: 1, source: MODEL.into() };
-    train(p, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| {})
+    train(p, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| Next::Continue).map_err(String::from)
 }
 
-fn params(dir: &Path) -> nnc::tensors::TensorMap {
-    nnc::tensors::read(&dir.join("last.safetensors")).expect("checkpoint")
+fn params(dir: &Path) -> nnc::internals::tensors::TensorMap {
+    nnc::internals::tensors::read(&dir.join("last.safetensors")).expect("checkpoint")
 }
 
 /// 140 training rows in batches of 32: four full batches and a partial one of 12, every
@@ -66,12 +72,13 @@ fn resume_mid_epoch_is_bit_identical() {
     let stop = AtomicBool::new(false);
     let mut batches = 0;
     let r = train(&p, Path::new("."), &opts, &stop, &mut |e| {
-        if let nnc::train::trainer::Event::Batch { .. } = e {
+        if let nnc::internals::train::trainer::Event::Batch { .. } = e {
             batches += 1;
             if batches == 7 {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
+        Next::Continue
     })
     .expect("interrupted run");
     assert!(r.interrupted);
@@ -102,12 +109,13 @@ fn resume_with_augmentation_is_bit_identical() {
         let stop = AtomicBool::new(false);
         let mut batches = 0;
         train(&p, Path::new("."), &opts, &stop, &mut |e| {
-            if let nnc::train::trainer::Event::Batch { .. } = e {
+            if let nnc::internals::train::trainer::Event::Batch { .. } = e {
                 batches += 1;
                 if batches == stop_after {
                     stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
+            Next::Continue
         })
         .expect("train")
     };
@@ -124,8 +132,9 @@ fn resume_with_augmentation_is_bit_identical() {
     // A resume with other augmentations is another run.
     let other = program(&AUG.replace("noise(std = 0.5)", "noise(std = 0.4)"));
     let opts = TrainOptions { out_dir: resumed.clone(), resume: true, jit: true, threads: 1, source: AUG.into() };
-    let err = train(&other, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| {}).expect_err("other recipe");
-    assert!(err.contains("augment:"), "{err}");
+    let err = train(&other, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| Next::Continue)
+        .expect_err("other recipe");
+    assert!(err.to_string().contains("augment:"), "{err}");
 }
 
 /// The interpreter backend trains to the same place as the JIT, up to f32 rounding.
@@ -165,7 +174,8 @@ fn a_diverging_loss_names_the_step() {
 fn stopping_saves_a_checkpoint() {
     let dir = out_dir("stop");
     let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: MODEL.into() };
-    let r = train(&program(MODEL), Path::new("."), &opts, &AtomicBool::new(true), &mut |_| {}).expect("train");
+    let r =
+        train(&program(MODEL), Path::new("."), &opts, &AtomicBool::new(true), &mut |_| Next::Continue).expect("train");
     assert!(r.interrupted);
     assert!(dir.join("last.safetensors").exists());
 }
@@ -203,12 +213,12 @@ fn log_of(dir: &Path) -> Vec<std::collections::BTreeMap<String, f64>> {
 /// backends; `grad_norms.png` is drawn.
 #[test]
 fn grad_norms_match_an_independent_gradient() {
-    use nnc::runtime::interp::{self, Feeds, Tensor};
+    use nnc::internals::runtime::interp::{self, Feeds, Tensor};
     let p = program(NORMS);
-    let prep = nnc::train::trainer::prepare(&p, Path::new(".")).expect("data");
-    let rows = nnc::train::trainer::roles(&prep.parts).0.to_vec();
+    let prep = nnc::internals::train::trainer::prepare(&p, Path::new(".")).expect("data");
+    let rows = nnc::internals::train::trainer::roles(&prep.parts).0.to_vec();
     assert_eq!(rows.len(), 60);
-    let arrays = nnc::data::gather(&prep.ds, &rows);
+    let arrays = nnc::internals::data::gather(&prep.ds, &rows);
     let inputs: Vec<Tensor<f64>> = p
         .train
         .inputs
@@ -216,13 +226,15 @@ fn grad_norms_match_an_independent_gradient() {
         .map(|i| {
             let a = &arrays[&i.name];
             match &a.data {
-                nnc::data::ArrayData::F32(v) => Tensor::f(a.shape.clone(), v.iter().map(|&x| f64::from(x)).collect()),
-                nnc::data::ArrayData::I32(v) => Tensor::i(a.shape.clone(), v.clone()),
+                nnc::internals::data::ArrayData::F32(v) => {
+                    Tensor::f(a.shape.clone(), v.iter().map(|&x| f64::from(x)).collect())
+                }
+                nnc::internals::data::ArrayData::I32(v) => Tensor::i(a.shape.clone(), v.clone()),
             }
         })
         .collect();
-    let gr = nnc::autodiff::grad_program(&p.train).expect("grad");
-    let (mut params, states) = nnc::runtime::init::init_all(&p.train, 2);
+    let gr = nnc::internals::autodiff::grad_program(&p.train).expect("grad");
+    let (mut params, states) = nnc::internals::runtime::init::init_all(&p.train, 2);
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     // Per epoch: (name, ||g||, ||w||) at the epoch's start, then the sgd step.
     let mut want = Vec::new();
@@ -271,9 +283,9 @@ fn grad_norms_off_changes_nothing() {
     let on = program(NORMS);
     let off = program(&NORMS.replace("  log_grad_norms = true", ""));
     assert!(!off.settings.log_grad_norms);
-    let outputs = |p: &nnc::ir::Program| {
-        let g = nnc::optim::update::step_graph(&p.train, &p.settings).expect("step graph");
-        g.outputs.iter().filter(|(n, _)| n.starts_with(nnc::optim::update::MONITOR_PREFIX)).count()
+    let outputs = |p: &nnc::internals::ir::Program| {
+        let g = nnc::internals::optim::update::step_graph(&p.train, &p.settings).expect("step graph");
+        g.outputs.iter().filter(|(n, _)| n.starts_with(nnc::internals::optim::update::MONITOR_PREFIX)).count()
     };
     assert_eq!(outputs(&off), 0);
     assert_eq!(outputs(&on), 3 * on.train.params.len());
@@ -302,10 +314,10 @@ fn grad_norms_off_changes_nothing() {
 #[test]
 fn grad_norms_setting_is_checked() {
     let bad = NORMS.replace("log_grad_norms = true", "log_grad_norms = 1");
-    let e = nnc::pipeline::compile_source("m.nn", &bad, None).err().expect("a number is refused");
+    let e = nnc::internals::pipeline::compile_source("m.nn", &bad, None).err().expect("a number is refused");
     assert!(e.diagnostics.iter().any(|d| d.code == "E0603" && d.message.contains("true or false")));
     let lbfgs = NORMS.replace("sgd(lr = 0.1)", "lbfgs");
-    let e = nnc::pipeline::compile_source("m.nn", &lbfgs, None).err().expect("lbfgs is refused");
+    let e = nnc::internals::pipeline::compile_source("m.nn", &lbfgs, None).err().expect("lbfgs is refused");
     assert!(e.diagnostics.iter().any(|d| d.code == "E0612" && d.message.contains("log_grad_norms")));
 }
 /// BFGS, Newton and Newton-CG train a small MLP through the compiled objective, gradient
@@ -379,14 +391,14 @@ fn dense_second_order_methods_refuse_large_models() {
     let src = MODEL.replace("Dense(2, 8)", "Dense(2, 800)").replace("Dense(8, 2)", "Dense(800, 2)");
     let n = 2 * 800 + 800 + 800 * 2 + 2;
     let with = |opt: &str| program(&src.replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}")));
-    let err = nnc::train::session::Session::new(&with("newton"), true, 1).err().expect("newton refuses");
+    let err = nnc::internals::train::session::Session::new(&with("newton"), true, 1).err().expect("newton refuses");
     assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 2000"), "{err}");
-    assert!(nnc::train::session::Session::new(&with("bfgs"), true, 1).is_ok());
-    assert!(nnc::train::session::Session::new(&with("newton_cg"), true, 1).is_ok());
+    assert!(nnc::internals::train::session::Session::new(&with("bfgs"), true, 1).is_ok());
+    assert!(nnc::internals::train::session::Session::new(&with("newton_cg"), true, 1).is_ok());
     let big = MODEL.replace("Dense(2, 8)", "Dense(2, 2000)").replace("Dense(8, 2)", "Dense(2000, 2)");
     let n = 2 * 2000 + 2000 + 2000 * 2 + 2;
     let p = program(&big.replace("optimizer = adam(lr = 0.01)", "optimizer = bfgs"));
-    let err = nnc::train::session::Session::new(&p, true, 1).err().expect("bfgs refuses");
+    let err = nnc::internals::train::session::Session::new(&p, true, 1).err().expect("bfgs refuses");
     assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 5000"), "{err}");
 }
 
@@ -397,7 +409,7 @@ fn host_optimizers_refuse_proximal_l1_and_pruning() {
     for opt in ["lbfgs", "bfgs", "newton", "newton_cg"] {
         for extra in ["l1 = 1e-3  l1_method = proximal", "prune = gradual(final = 0.5, start = 1, end = 2)"] {
             let src = MODEL.replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}  {extra}"));
-            let e = nnc::pipeline::compile_source("m.nn", &src, None).err().expect("refused");
+            let e = nnc::internals::pipeline::compile_source("m.nn", &src, None).err().expect("refused");
             let d = e.diagnostics.iter().find(|d| d.code == "E0612").expect("E0612");
             assert!(d.message.contains(&format!("`{opt}` has none")), "{opt}, {extra}: {}", d.message);
         }

@@ -6,10 +6,10 @@
 //! one and two threads. Without AVX-512 the wide path is never taken; each test then
 //! says so in its output.
 
-use nnc::codegen::wide::{self, Func};
-use nnc::codegen::{fp, CodegenOptions};
-use nnc::runtime::executable::{concrete, Executable};
-use nnc::runtime::interp::Data;
+use nnc::internals::codegen::wide::{self, Func};
+use nnc::internals::codegen::{fp, CodegenOptions};
+use nnc::internals::runtime::executable::{concrete, Executable};
+use nnc::internals::runtime::interp::Data;
 
 /// Whether the machine runs the wide path; prints why not.
 fn wide_here(test: &str) -> bool {
@@ -26,7 +26,7 @@ const FUNCS: [(Func, &str); 5] =
 /// `fname(x)` for every x through a compiled flat kernel.
 fn jit(fname: &str, xs: &[f32], narrow: bool, keep_denormals: bool) -> Vec<f32> {
     let src = format!("model M {{\n input x: [B]\n output y = {fname}(x)\n}}\n");
-    let p = nnc::pipeline::compile_source("m.nn", &src, None).ok().expect("compiles").programs.remove(0);
+    let p = nnc::internals::pipeline::compile_source("m.nn", &src, None).expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, xs.len()).expect("bind");
     let opts = CodegenOptions { verify: true, threads: 1, keep_denormals, narrow_math: narrow, ..Default::default() };
     let mut exe = Executable::new(&g, &opts).expect("jit");
@@ -149,15 +149,15 @@ fn host_functions_tails() {
 
 /// Runs the eval graph of `src` at `batch` with random inputs: every output.
 fn eval_outputs(src: &str, batch: usize, narrow: bool, threads: usize) -> Vec<(String, Vec<f32>)> {
-    let p = nnc::pipeline::compile_source("m.nn", src, None).ok().expect("compiles").programs.remove(0);
+    let p = nnc::internals::pipeline::compile_source("m.nn", src, None).expect("compiles").programs.remove(0);
     let g = concrete(&p.eval, batch).expect("bind");
     let opts = CodegenOptions { verify: true, threads, narrow_math: narrow, ..Default::default() };
     let mut exe = Executable::new(&g, &opts).expect("jit");
-    let (params, _) = nnc::gradcheck::random_params(&exe.graph, 5);
+    let (params, _) = nnc::internals::gradcheck::random_params(&exe.graph, 5);
     for (i, p) in params.iter().enumerate() {
         exe.set_param(i, &p.iter().map(|&x| x as f32).collect::<Vec<_>>()).expect("param");
     }
-    let inputs = nnc::gradcheck::random_inputs::<f32>(&exe.graph, batch, 1).expect("inputs");
+    let inputs = nnc::internals::gradcheck::random_inputs::<f32>(&exe.graph, batch, 1).expect("inputs");
     for (i, t) in inputs.iter().enumerate() {
         match &t.data {
             Data::F(d) => exe.set_input_f32(i, &d.iter().map(|x| x * 3.0).collect::<Vec<_>>()).expect("input"),
@@ -201,11 +201,11 @@ fn kernels_in_strips_equal_four_lanes() {
 
 /// Parameters after a few training steps of `text` (batch `batch`).
 fn trained(text: &str, batch: usize, narrow: bool, threads: usize) -> Vec<Vec<f32>> {
-    let p = nnc::pipeline::compile_source("model", text, None).ok().expect("compiles").programs.remove(0);
-    let g = nnc::pipeline::step_graph(&p, batch).expect("step graph");
+    let p = nnc::internals::pipeline::compile_source("model", text, None).expect("compiles").programs.remove(0);
+    let g = nnc::internals::pipeline::step_graph(&p, batch).expect("step graph");
     let opts = CodegenOptions { threads, narrow_math: narrow, ..Default::default() };
     let mut exe = Executable::new(&g, &opts).expect("jit");
-    let (params, states) = nnc::gradcheck::random_params(&exe.graph, 11);
+    let (params, states) = nnc::internals::gradcheck::random_params(&exe.graph, 11);
     for (i, p) in params.iter().enumerate() {
         exe.set_param(i, &p.iter().map(|&x| x as f32).collect::<Vec<_>>()).expect("param");
     }
@@ -213,7 +213,7 @@ fn trained(text: &str, batch: usize, narrow: bool, threads: usize) -> Vec<Vec<f3
         exe.set_state(i, &s.iter().map(|&x| x as f32).collect::<Vec<_>>()).expect("state");
     }
     for step in 0..4 {
-        let inputs = nnc::gradcheck::random_inputs::<f32>(&exe.graph, batch, step).expect("inputs");
+        let inputs = nnc::internals::gradcheck::random_inputs::<f32>(&exe.graph, batch, step).expect("inputs");
         for (i, t) in inputs.iter().enumerate() {
             match &t.data {
                 Data::F(d) => exe.set_input_f32(i, d).expect("input"),

@@ -10,13 +10,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let text = nnc::pipeline::normalize_source(text.to_string());
-    let Ok(compiled) = nnc::pipeline::compile_source("fuzz.nn", &text, None) else { return };
+    let text = nnc::internals::pipeline::normalize_source(text.to_string());
+    let Ok(compiled) = nnc::internals::pipeline::compile_source("fuzz.nn", &text, None) else { return };
     for p in &compiled.programs {
-        let Ok(g) = nnc::pipeline::step_graph(p, 2) else { continue };
-        let g = nnc::simplify::simplify(&g);
-        if let Ok(schedule) = nnc::fusion::fuse(&g) {
-            let _ = nnc::buffers::plan(&g, &schedule);
+        let Ok(g) = nnc::internals::pipeline::step_graph(p, 2) else { continue };
+        let g = nnc::internals::simplify::simplify(&g);
+        if let Ok(schedule) = nnc::internals::fusion::fuse(&g) {
+            let _ = nnc::internals::buffers::plan(&g, &schedule);
         }
     }
 });

@@ -35,72 +35,19 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let (tensors, meta) = match crate::train::checkpoint::read(&checkpoint) {
-        Ok(t) => t,
-        Err(m) => return fail(&m),
-    };
-    if let Err(m) = crate::train::checkpoint::validate(&p.eval, &tensors, &checkpoint, true) {
-        return fail(&m);
-    }
-    // A quantized checkpoint is built with its int8 activations, as `predict` runs it.
-    let mut p = p;
-    match crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &checkpoint.display().to_string()) {
-        Ok(g) => p.eval = g,
-        Err(m) => return fail(&m),
-    }
-    // A teacher's tensors only when the outputs read them (a distilled model's do not).
-    let mut tensors = tensors;
-    let mut used = p.eval.clone();
-    used.loss = None;
-    let used = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&used));
-    if let Err(m) = crate::train::teacher::fill(&used, &mut tensors) {
-        return fail(&m);
-    }
-    let source = std::fs::read_to_string(&file).unwrap_or_default();
-    if let Some(w) = crate::train::trainer::source_warning(&meta, &source, &checkpoint) {
-        errln!("{w}");
-    }
-    // The checkpoint's preprocessing, as `nnc predict` applies it.
-    let preprocess = match crate::train::trainer::input_specs(&p.train) {
-        Ok(specs) => match crate::data::preprocess_input(&specs) {
-            Some(spec) => {
-                let n = spec.per_sample_shape.iter().product();
-                match crate::train::trainer::checked_preprocessor(&tensors, &meta, &spec.name, Some(n), &checkpoint) {
-                    Ok(pre) => Some(pre),
-                    Err(m) => return fail(&m),
-                }
-            }
-            None => None,
-        },
-        Err(m) => return fail(&m),
-    };
-    let runtime = match crate::aot::find_runtime() {
-        Ok(r) => r,
-        Err(m) => return fail(&m),
-    };
-    let (batches, exact) = match batch {
-        Some(n) => (vec![n], true),
-        None => (crate::aot::batch_sizes(max_batch), false),
-    };
-    let req = crate::aot::Request {
-        model: &p.name,
-        graph: &p.eval,
-        tensors: &tensors,
-        preprocess,
-        batches,
-        exact,
-        threads,
-        out: &out,
-        runtime,
-    };
-    match crate::aot::build(&req) {
+    let model = crate::Model::from_program(p, &file);
+    let cfg = crate::BuildConfig { batch, max_batch, threads };
+    match model.build_library(&checkpoint, &out, &cfg) {
         Ok(r) => {
+            if let Some(w) = &r.warning {
+                errln!("{w}");
+            }
             for (f, size) in &r.files {
                 errln!("wrote {} ({:.1} KB)", f.display(), *size as f64 / 1024.0);
             }
             errln!("compiled in {:.2} s, linked in {:.2} s", r.compile_seconds, r.link_seconds);
             0
         }
-        Err(m) => fail(&m),
+        Err(e) => fail_with(&e, opts),
     }
 }

@@ -131,7 +131,7 @@ fn load(p: &crate::ir::Program, path: &std::path::Path, a: &Args) -> Result<crat
             f.header
         );
     }
-    crate::data::load_file(&f, &specs)
+    Ok(crate::data::load_file(&f, &specs)?)
 }
 
 fn ensemble(p: &crate::ir::Program, dir: &std::path::Path, a: &Args, source: &str, rows: EvalData) -> i32 {

@@ -270,6 +270,16 @@ fn fail(m: &str) -> i32 {
     1
 }
 
+/// Prints an error of the library (a compile error as its diagnostics) and returns its
+/// exit code.
+fn fail_with(e: &crate::Error, opts: RenderOptions) -> i32 {
+    match e {
+        crate::Error::Compile(c) => report(c, opts),
+        e => errln!("error: {e}"),
+    }
+    e.exit_code()
+}
+
 fn pick<'a>(c: &'a Compiled, name: Option<&str>) -> Result<&'a Program, String> {
     pipeline::pick(c, name)
 }

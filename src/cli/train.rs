@@ -139,41 +139,44 @@ fn run_rank(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let (name, file) = (p.name.clone(), a.file.clone());
-    let mut on_event = |e: crate::train::trainer::Event| match e {
-        _ if rank != 0 => {}
-        crate::train::trainer::Event::Start { resumed, out_dir } => {
-            errln!(
-                "training {name} from {} ({} backend) -> {}",
-                file.display(),
-                if jit { "jit" } else { "interp" },
-                out_dir.display()
-            );
-            if let Some((epoch, step)) = resumed {
-                errln!("resuming from epoch {epoch}, step {step}");
+    let mut on_event = |e: crate::train::trainer::Event| {
+        match e {
+            _ if rank != 0 => {}
+            crate::train::trainer::Event::Start { resumed, out_dir } => {
+                errln!(
+                    "training {name} from {} ({} backend) -> {}",
+                    file.display(),
+                    if jit { "jit" } else { "interp" },
+                    out_dir.display()
+                );
+                if let Some((epoch, step)) = resumed {
+                    errln!("resuming from epoch {epoch}, step {step}");
+                }
+            }
+            crate::train::trainer::Event::Batch { epoch, batch, batches, loss, lr } => {
+                bar.set_length(batches as u64);
+                bar.set_position(batch as u64);
+                bar.set_prefix(format!("epoch {}", epoch + 1));
+                bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+            }
+            crate::train::trainer::Event::Epoch(r) => {
+                // One format per column: the learning rate always in exponent form. The
+                // per-parameter norms of `log_grad_norms` go to metrics.csv only.
+                use crate::train::session::{GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX};
+                let parts: Vec<String> = r
+                    .metrics
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(GRAD_NORM_PREFIX) && !k.starts_with(UPDATE_RATIO_PREFIX))
+                    .map(|(k, v)| match k.as_str() {
+                        "lr" => format!("lr {v:.3e}"),
+                        "samples_per_sec" => format!("samples_per_sec {v:.0}"),
+                        _ => format!("{k} {}", crate::metrics::format_short(*v)),
+                    })
+                    .collect();
+                bar.suspend(|| errln!("{}", parts.join("  ")));
             }
         }
-        crate::train::trainer::Event::Batch { epoch, batch, batches, loss, lr } => {
-            bar.set_length(batches as u64);
-            bar.set_position(batch as u64);
-            bar.set_prefix(format!("epoch {}", epoch + 1));
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
-        }
-        crate::train::trainer::Event::Epoch(r) => {
-            // One format per column: the learning rate always in exponent form. The
-            // per-parameter norms of `log_grad_norms` go to metrics.csv only.
-            use crate::train::session::{GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX};
-            let parts: Vec<String> = r
-                .metrics
-                .iter()
-                .filter(|(k, _)| !k.starts_with(GRAD_NORM_PREFIX) && !k.starts_with(UPDATE_RATIO_PREFIX))
-                .map(|(k, v)| match k.as_str() {
-                    "lr" => format!("lr {v:.3e}"),
-                    "samples_per_sec" => format!("samples_per_sec {v:.0}"),
-                    _ => format!("{k} {}", crate::metrics::format_short(*v)),
-                })
-                .collect();
-            bar.suspend(|| errln!("{}", parts.join("  ")));
-        }
+        crate::train::session::Next::Continue
     };
     if let Some(n) = a.ensemble {
         // Every member on the first member's split: the split seed stays put while the
@@ -197,7 +200,7 @@ fn run_rank(
                     outln!("member {}: {}", i + 1, crate::metrics::format_pairs(&r.test));
                     lasts.push(o.out_dir.join("last.safetensors"));
                 }
-                Err(m) => return fail(&m),
+                Err(e) => return fail_with(&e, opts),
             }
         }
         return match crate::train::trainer::evaluate_ensemble(
@@ -275,6 +278,6 @@ fn run_rank(
             outs!("{}", crate::metrics::format_lines(&r.test));
             0
         }
-        Err(m) => fail(&m),
+        Err(e) => fail_with(&e, opts),
     }
 }

@@ -10,21 +10,27 @@
 use std::path::Path;
 
 use super::{formats::read_file, Locator, Raw};
+use crate::Error;
 
-pub(crate) fn load(path: &Path, label: Option<i64>, header: bool) -> Result<Raw, String> {
+pub(crate) fn load(path: &Path, label: Option<i64>, header: bool) -> crate::Result<Raw> {
     let file = path.display().to_string();
-    let bytes = read_file(path)?;
+    let bytes = read_file(path).map_err(|m| Error::data(path, m))?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
         Err(e) => {
             let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-            return Err(format!("{file}:{line}: not UTF-8 text; expected comma-separated numbers"));
+            return Err(Error::data_at(
+                path,
+                line,
+                None,
+                format!("{file}:{line}: not UTF-8 text; expected comma-separated numbers"),
+            ));
         }
     };
     parse(text.strip_prefix('\u{feff}').unwrap_or(text), &file, label, header)
 }
 
-fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw, String> {
+fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> crate::Result<Raw> {
     let mut columns: Option<(usize, usize)> = None; // (count, label column or usize::MAX)
     let mut first_row = 0;
     let mut header_pending = header;
@@ -53,25 +59,33 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
                 let lab = match label {
                     None => usize::MAX as i64,
                     Some(_) if count < 2 => {
-                        return Err(format!(
-                            "{file}:{row}: found {count} column; expected at least 2 (features and a label)"
+                        return Err(Error::data_at(
+                            file,
+                            row,
+                            None,
+                            format!("{file}:{row}: found {count} column; expected at least 2 (features and a label)"),
                         ));
                     }
                     Some(label) => {
                         let lab = if label < 0 { count as i64 + label } else { label };
                         if lab < 0 || lab >= count as i64 {
-                            return Err(format!(
+                            return Err(Error::data_at(file, row, None, format!(
                                 "{file}:{row}: the label column is {label}, but the rows have {count} columns (0..{} or -1..-{count})",
                                 count - 1
-                            ));
+                            )));
                         }
                         lab
                     }
                 };
                 if let Some((h, hrow)) = header_cols {
                     if h != count {
-                        return Err(format!(
-                            "{file}:{row}: the header (line {hrow}) names {h} columns but the rows have {count}"
+                        return Err(Error::data_at(
+                            file,
+                            row,
+                            None,
+                            format!(
+                                "{file}:{row}: the header (line {hrow}) names {h} columns but the rows have {count}"
+                            ),
                         ));
                     }
                 }
@@ -81,9 +95,11 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
             }
         };
         if cells.len() != count {
-            return Err(format!(
-                "{file}:{row}: expected {count} columns (as in row {first_row}), found {}",
-                cells.len()
+            return Err(Error::data_at(
+                file,
+                row,
+                None,
+                format!("{file}:{row}: expected {count} columns (as in row {first_row}), found {}", cells.len()),
             ));
         }
         for (j, cell) in cells.iter().enumerate() {
@@ -93,7 +109,12 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
             let v: f64 = match t.parse() {
                 Ok(v) => v,
                 Err(_) if t.is_empty() => {
-                    return Err(format!("{file}:{row}:{col}: empty value; expected a number"));
+                    return Err(Error::data_at(
+                        file,
+                        row,
+                        Some(col),
+                        format!("{file}:{row}:{col}: empty value; expected a number"),
+                    ));
                 }
                 Err(_) => {
                     let hint = if !header && lines.is_empty() {
@@ -101,12 +122,20 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
                     } else {
                         ""
                     };
-                    return Err(format!("{file}:{row}:{col}: `{t}` is not a number{hint}"));
+                    return Err(Error::data_at(
+                        file,
+                        row,
+                        Some(col),
+                        format!("{file}:{row}:{col}: `{t}` is not a number{hint}"),
+                    ));
                 }
             };
             if !v.is_finite() {
-                return Err(format!(
-                    "{file}:{row}:{col}: `{t}` is not a finite number (NaN and infinities are not data)"
+                return Err(Error::data_at(
+                    file,
+                    row,
+                    Some(col),
+                    format!("{file}:{row}:{col}: `{t}` is not a finite number (NaN and infinities are not data)"),
                 ));
             }
             if j == lab {
@@ -114,7 +143,12 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
             } else {
                 let f = v as f32;
                 if !f.is_finite() {
-                    return Err(format!("{file}:{row}:{col}: {t} is too large for f32"));
+                    return Err(Error::data_at(
+                        file,
+                        row,
+                        Some(col),
+                        format!("{file}:{row}:{col}: {t} is too large for f32"),
+                    ));
                 }
                 features.push(f);
             }
@@ -122,7 +156,7 @@ fn parse(text: &str, file: &str, label: Option<i64>, header: bool) -> Result<Raw
         lines.push(row);
     }
     let Some((count, lab)) = columns else {
-        return Err(format!("`{file}` is empty: it has no data rows"));
+        return Err(Error::data(file, format!("`{file}` is empty: it has no data rows")));
     };
     let labeled = lab != usize::MAX;
     Ok(Raw {

@@ -16,8 +16,8 @@
 //! A training run strings these together:
 //!
 //! ```
-//! use nnc::data::{self, DType, InputSpec, Preprocessor};
-//! use nnc::settings::{Choice, Lit};
+//! use nnc::internals::data::{self, DType, InputSpec, Preprocessor};
+//! use nnc::internals::settings::{Choice, Lit};
 //! let inputs = [InputSpec::new("x", DType::F32, &[2]), InputSpec::new("y", DType::I32, &[])];
 //! let source = Choice { name: "moons".into(), args: vec![("n".into(), Lit::Num(100.0))] };
 //! let mut ds = data::load(&source, std::path::Path::new("."), &inputs)?;
@@ -217,38 +217,52 @@ pub fn preprocess_input(inputs: &[InputSpec]) -> Option<&InputSpec> {
 /// Loads the data source of a `train` block. Paths are relative to `base_dir` (the `.nn`
 /// file's folder); a path ending in `.gz` (or starting with the gzip magic bytes) is
 /// decompressed. The result binds every input in `inputs`.
-pub fn load(choice: &Choice, base_dir: &Path, inputs: &[InputSpec]) -> Result<Dataset, String> {
+pub fn load(choice: &Choice, base_dir: &Path, inputs: &[InputSpec]) -> crate::Result<Dataset> {
     let path = |arg: &str| -> Result<std::path::PathBuf, String> { Ok(base_dir.join(str_arg(choice, arg)?)) };
-    let raw = match choice.name.as_str() {
+    // Errors of a file's reader are data errors about that file.
+    let (raw, file) = match choice.name.as_str() {
         "csv" => {
             let label = int_arg(choice, "label", -1)?;
             let header = match choice.arg("header") {
                 None => false,
                 Some(Lit::Bool(b)) => *b,
-                Some(other) => return Err(format!("csv: `header` must be true or false, found {}", other.render())),
+                Some(other) => return Err(format!("csv: `header` must be true or false, found {}", other.render()).into()),
             };
-            csv::load(&path("path")?, Some(label), header)?
+            let p = path("path")?;
+            (csv::load(&p, Some(label), header)?, p)
         }
-        "idx" => formats::load_idx(&path("images")?, Some(&path("labels")?))?,
-        "npy" => formats::load_npy_pair(&path("features")?, Some(&path("labels")?))?,
+        "idx" => {
+            let p = path("images")?;
+            (formats::load_idx(&p, Some(&path("labels")?)).map_err(data_error(&p))?, p)
+        }
+        "npy" => {
+            let p = path("features")?;
+            (formats::load_npy_pair(&p, Some(&path("labels")?)).map_err(data_error(&p))?, p)
+        }
         "npz" => {
             let p = path("path")?;
-            let arrays = formats::load_npz(&p)?;
-            return bind_named(arrays, &p.display().to_string(), inputs);
+            let arrays = formats::load_npz(&p).map_err(data_error(&p))?;
+            return bind_named(arrays, &p.display().to_string(), inputs).map_err(data_error(&p));
         }
         "safetensors" => {
             let p = path("path")?;
-            let arrays = formats::load_safetensors(&p)?;
-            return bind_named(arrays, &p.display().to_string(), inputs);
+            let arrays = formats::load_safetensors(&p).map_err(data_error(&p))?;
+            return bind_named(arrays, &p.display().to_string(), inputs).map_err(data_error(&p));
         }
-        "spirals" | "moons" | "blobs" | "xor" => synthetic::generate(choice)?,
+        "spirals" | "moons" | "blobs" | "xor" => return Ok(bind_raw(synthetic::generate(choice)?, inputs)?),
         other => {
             return Err(format!(
                 "unknown data source `{other}`; expected one of: csv, idx, npy, npz, safetensors, spirals, moons, blobs, xor"
-            ))
+            )
+            .into())
         }
     };
-    bind_raw(raw, inputs)
+    bind_raw(raw, inputs).map_err(data_error(&file))
+}
+
+/// A reader's message as a data error about `file`.
+fn data_error(file: &Path) -> impl Fn(String) -> crate::Error + '_ {
+    move |m| crate::Error::data(file, m)
 }
 
 /// A data file named on the command line (`nnc predict --inputs`, `nnc eval --data`),
@@ -302,32 +316,39 @@ pub fn file_format(path: &Path) -> Result<FileFormat, String> {
 /// Loads a data file for `inputs`: csv, npy and IDX give the features input (and the
 /// labels input `y` when the file has labels: a csv label column, a labels file); npz
 /// and safetensors give every input by name. Values are checked as `load` checks them.
-pub fn load_file(f: &DataFile, inputs: &[InputSpec]) -> Result<Dataset, String> {
-    let format = file_format(&f.path)?;
+pub fn load_file(f: &DataFile, inputs: &[InputSpec]) -> crate::Result<Dataset> {
+    let data = |m: String| crate::Error::data(&f.path, m);
+    let format = file_format(&f.path).map_err(crate::Error::Usage)?;
     let shown = f.path.display();
     if f.label_column.is_some() && format != FileFormat::Csv {
-        return Err(format!("`{shown}`: a label column is for csv files; this is {format:?}"));
+        return Err(crate::Error::Usage(format!("`{shown}`: a label column is for csv files; this is {format:?}")));
     }
     if f.header && format != FileFormat::Csv {
-        return Err(format!("`{shown}`: a header row is for csv files; this is {format:?}"));
+        return Err(crate::Error::Usage(format!("`{shown}`: a header row is for csv files; this is {format:?}")));
     }
     if f.labels.is_some() && !matches!(format, FileFormat::Npy | FileFormat::Idx) {
-        return Err(format!(
+        return Err(crate::Error::Usage(format!(
             "`{shown}`: a separate labels file goes with npy or IDX features; a {format:?} file holds its own labels"
-        ));
+        )));
     }
     let mut raw = match format {
         FileFormat::Csv => csv::load(&f.path, f.label_column, f.header)?,
-        FileFormat::Npy => formats::load_npy_pair(&f.path, f.labels.as_deref())?,
-        FileFormat::Idx => formats::load_idx(&f.path, f.labels.as_deref())?,
-        FileFormat::Npz => return bind_named(formats::load_npz(&f.path)?, &shown.to_string(), inputs),
-        FileFormat::Safetensors => return bind_named(formats::load_safetensors(&f.path)?, &shown.to_string(), inputs),
+        FileFormat::Npy => formats::load_npy_pair(&f.path, f.labels.as_deref()).map_err(data)?,
+        FileFormat::Idx => formats::load_idx(&f.path, f.labels.as_deref()).map_err(data)?,
+        FileFormat::Npz => {
+            let arrays = formats::load_npz(&f.path).map_err(data)?;
+            return bind_named(arrays, &shown.to_string(), inputs).map_err(data);
+        }
+        FileFormat::Safetensors => {
+            let arrays = formats::load_safetensors(&f.path).map_err(data)?;
+            return bind_named(arrays, &shown.to_string(), inputs).map_err(data);
+        }
     };
     if !inputs.iter().any(|i| i.name == LABEL_INPUT) {
         // Labels nothing reads (predictions): the column is left out, the values unused.
         raw.labels = None;
     }
-    bind_raw(raw, inputs)
+    bind_raw(raw, inputs).map_err(data)
 }
 
 fn str_arg(choice: &Choice, name: &str) -> Result<String, String> {

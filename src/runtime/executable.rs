@@ -80,6 +80,12 @@ pub struct Executable {
     flush_denormals: bool,
 }
 
+// SAFETY: the raw pointers of `ctx` point into memory this executable owns (its arena,
+// persistent region and GEMM workspace, and the tables of its compiled code), which
+// moves with it; nothing in it belongs to the thread that made it. A step runs through
+// `&mut self`, so one thread at a time uses it.
+unsafe impl Send for Executable {}
+
 /// Binds every symbol of `g` to the batch size (the graph must then be concrete).
 pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
     // `bind_symbol` returns a new graph: `g` is cloned only when nothing is bound.

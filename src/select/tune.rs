@@ -986,7 +986,7 @@ pub fn to_csv(r: &TuneReport, space: &[Param]) -> String {
         out.push(',');
         out.push_str(&p.name);
     }
-    out.push_str(&format!(",state,{},stopped_at_epoch,epochs,seconds,note\n", r.metric));
+    out.push_str(&format!(",state,{},pruned_at_epoch,epochs,seconds,note\n", r.metric));
     for t in &r.trials {
         out.push_str(&(t.index + 1).to_string());
         for (_, v) in &t.values {

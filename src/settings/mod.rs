@@ -165,38 +165,6 @@ const QUANTIZE_NAMES: &str = "none, qat";
 
 const METRIC_NAMES: [&str; 8] = ["accuracy", "precision", "recall", "f1", "confusion", "auc", "mse", "mae"];
 
-pub const KEYS: [&str; 29] = [
-    "data",
-    "preprocess",
-    "split",
-    "optimizer",
-    "schedule",
-    "warmup",
-    "batch",
-    "batch_at",
-    "epochs",
-    "l1",
-    "l1_method",
-    "l2",
-    "clip_norm",
-    "clip_value",
-    "early_stop",
-    "monitor",
-    "mode",
-    "min_delta",
-    "seed",
-    "split_seed",
-    "metrics",
-    "metrics_on",
-    "prune",
-    "quantize",
-    "augment",
-    "augment_input",
-    "augment_shape",
-    "lr",
-    "log_grad_norms",
-];
-
 fn err(span: Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::new("E0601", span, msg)
 }
@@ -325,189 +293,521 @@ fn choice(e: &Expr, key: &str, spec: fn(&str) -> Option<Vec<ArgSpec>>, names: &s
     Ok(Choice { name, args: out })
 }
 
-/// Checks one setting and stores it.
-pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Diagnostic> {
-    let v = value;
-    match key.name.as_str() {
-        "data" => s.data = Some(choice(v, "data source", data_spec, DATA_NAMES)?),
-        "preprocess" => s.preprocess = choice(v, "preprocessing", preprocess_spec, PREPROCESS_NAMES)?,
-        "optimizer" => s.optimizer = choice(v, "optimizer", optimizer_spec, OPTIMIZER_NAMES)?,
-        "schedule" => s.schedule = choice(v, "schedule", schedule_spec, SCHEDULE_NAMES)?,
-        "prune" => {
+/// Whether a resumed run may change a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnResume {
+    /// Recorded in every checkpoint (`nnc.recipe.<name>`, by `record`); a resumed run
+    /// with another value is a different run and is refused.
+    Recipe,
+    /// Recorded, and a resumed run may change it (`epochs` extends a run).
+    Extend,
+    /// Checked through the checkpoint's split record (`checkpoint::SplitRecord`: the
+    /// data's rows and hash, the fractions, the split seed, the preprocessing).
+    Split,
+    /// Not recorded: it only watches the run (metrics, early stopping, logging).
+    Free,
+}
+
+/// What a checkpoint records of a setting: (name, the value rendered), or nothing.
+type Record = fn(&TrainSettings) -> Vec<(&'static str, String)>;
+
+/// One train setting, declared once: its key, its meaning and default (for people and
+/// editors), the parser that checks a value and stores it (the same for the train block
+/// and `--set`), and what a checkpoint records of it.
+pub struct Setting {
+    /// The key in the train block and in `--set`.
+    pub key: &'static str,
+    /// What it sets, and its default.
+    pub doc: &'static str,
+    apply: fn(&mut TrainSettings, &Expr) -> Result<(), Diagnostic>,
+    /// Whether a resumed run may change it.
+    pub on_resume: OnResume,
+    record: Record,
+}
+
+fn none(_: &TrainSettings) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+fn or_none(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "none".into())
+}
+
+/// Every train setting, in the order error messages list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "data",
+        doc: "the data source: csv(path, label = -1, header = false), idx, npy, npz, safetensors, or a synthetic set (spirals, moons, blobs, xor)",
+        apply: |s, v| {
+            s.data = Some(choice(v, "data source", data_spec, DATA_NAMES)?);
+            Ok(())
+        },
+        on_resume: OnResume::Split,
+        record: none,
+    },
+    Setting {
+        key: "preprocess",
+        doc: "fitted on the training rows: none (default), center, standardize, whiten(method = \"zca\", eps = 1e-5)",
+        apply: |s, v| {
+            s.preprocess = choice(v, "preprocessing", preprocess_spec, PREPROCESS_NAMES)?;
+            Ok(())
+        },
+        on_resume: OnResume::Split,
+        record: none,
+    },
+    Setting {
+        key: "split",
+        doc: "fractions [train, test] or [train, validation, test] adding up to 1 (default: no split)",
+        apply: apply_split,
+        on_resume: OnResume::Split,
+        record: none,
+    },
+    Setting {
+        key: "optimizer",
+        doc: "sgd(lr), momentum, nesterov, adagrad, rmsprop, adam (default, lr = 1e-3), adamw, lbfgs, bfgs, newton, newton_cg",
+        apply: |s, v| {
+            s.optimizer = choice(v, "optimizer", optimizer_spec, OPTIMIZER_NAMES)?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("optimizer", s.optimizer.render())],
+    },
+    Setting {
+        key: "schedule",
+        doc: "the learning-rate schedule: constant (default), step, exponential, inverse_time, linear_warmup, cosine, cyclic, triangular, plateau",
+        apply: |s, v| {
+            s.schedule = choice(v, "schedule", schedule_spec, SCHEDULE_NAMES)?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("schedule", s.schedule.render())],
+    },
+    Setting {
+        key: "warmup",
+        doc: "a warmup before the schedule: linear(steps) or cosine(steps) (default: none)",
+        apply: |s, v| {
+            s.warmup = Some(choice(v, "warmup", warmup_spec, WARMUP_NAMES)?);
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("warmup", s.warmup.as_ref().map(|w| w.render()).unwrap_or_else(|| "none".into()))],
+    },
+    Setting {
+        key: "batch",
+        doc: "rows per step (default 32), or a batch-size schedule [32, 64, 256] with batch_at",
+        apply: apply_batch,
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("batch", s.batch.to_string()), ("batch_sizes", format!("{:?}", s.batch_sizes))],
+    },
+    Setting {
+        key: "batch_at",
+        doc: "the epochs after which a batch-size schedule moves to its next size",
+        apply: apply_batch_at,
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("batch_at", format!("{:?}", s.batch_at))],
+    },
+    Setting {
+        key: "epochs",
+        doc: "passes over the training rows (default 10); the one setting a resumed run may raise",
+        apply: |s, v| {
+            s.epochs = int(v, "`epochs`", 1, 1 << 24)?;
+            Ok(())
+        },
+        on_resume: OnResume::Extend,
+        record: |s| vec![("epochs", s.epochs.to_string())],
+    },
+    Setting {
+        key: "l1",
+        doc: "L1 weight penalty on weights (default 0)",
+        apply: |s, v| {
+            s.l1 = number(v, "`l1`")?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("l1", s.l1.to_string())],
+    },
+    Setting {
+        key: "l1_method",
+        doc: "how L1 is applied: subgradient (default) or proximal (soft thresholding after the update)",
+        apply: |s, v| match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) if n == "subgradient" || n == "proximal" => {
+                s.l1_proximal = n == "proximal";
+                Ok(())
+            }
+            _ => Err(err(v.span, "`l1_method` is `subgradient` or `proximal`")),
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| if s.l1_proximal { vec![("l1_method", "proximal".into())] } else { Vec::new() },
+    },
+    Setting {
+        key: "l2",
+        doc: "L2 weight decay on weights (default 0)",
+        apply: |s, v| {
+            s.l2 = number(v, "`l2`")?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("l2", s.l2.to_string())],
+    },
+    Setting {
+        key: "clip_norm",
+        doc: "clip the gradient to this global L2 norm (default: none)",
+        apply: |s, v| {
+            s.clip_norm = Some(positive(v, "`clip_norm`")?);
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("clip_norm", or_none(s.clip_norm))],
+    },
+    Setting {
+        key: "clip_value",
+        doc: "clip every gradient value to [-v, v] (default: none)",
+        apply: |s, v| {
+            s.clip_value = Some(positive(v, "`clip_value`")?);
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("clip_value", or_none(s.clip_value))],
+    },
+    Setting {
+        key: "early_stop",
+        doc: "stop after this many epochs without improvement of the monitored metric (needs a validation part)",
+        apply: |s, v| {
+            s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?);
+            Ok(())
+        },
+        on_resume: OnResume::Free,
+        record: none,
+    },
+    Setting {
+        key: "monitor",
+        doc: "the metric that chooses the best epoch and drives early stopping (default val_loss, or train_loss)",
+        apply: apply_monitor,
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("monitor", s.monitor())],
+    },
+    Setting {
+        key: "mode",
+        doc: "min or max: whether the monitored metric improves downwards (default: from its name)",
+        apply: |s, v| match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) if n == "min" || n == "max" => {
+                s.mode = Some(n.clone());
+                Ok(())
+            }
+            _ => Err(err(v.span, "`mode` is `min` or `max`")),
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("mode", if s.maximize() { "max" } else { "min" }.to_string())],
+    },
+    Setting {
+        key: "min_delta",
+        doc: "the smallest change of the monitored metric that counts as an improvement (default 0)",
+        apply: |s, v| {
+            s.min_delta = number(v, "`min_delta`")?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("min_delta", s.min_delta.to_string())],
+    },
+    Setting {
+        key: "seed",
+        doc: "the seed of initialization, shuffling and dropout (default 0)",
+        apply: |s, v| {
+            s.seed = int(v, "`seed`", 0, i64::MAX)?;
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        record: |s| vec![("seed", s.seed.to_string())],
+    },
+    Setting {
+        key: "split_seed",
+        doc: "the seed of the split and the folds (default: seed)",
+        apply: |s, v| {
+            s.split_seed = Some(int(v, "`split_seed`", 0, i64::MAX)?);
+            Ok(())
+        },
+        on_resume: OnResume::Split,
+        record: none,
+    },
+    Setting {
+        key: "metrics",
+        doc: "the metrics printed: accuracy, precision, recall, f1, confusion, auc, mse, mae",
+        apply: apply_metrics,
+        on_resume: OnResume::Free,
+        record: none,
+    },
+    Setting {
+        key: "metrics_on",
+        doc: "the output the metrics are computed on (default: the prediction the loss scores)",
+        apply: |s, v| match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) => {
+                s.metrics_on = Some(n.clone());
+                Ok(())
+            }
+            _ => Err(err(v.span, "`metrics_on` names an output, like `metrics_on = logits`")),
+        },
+        on_resume: OnResume::Free,
+        record: none,
+    },
+    Setting {
+        key: "prune",
+        doc: "pruning while training: none (default) or gradual(final, start = 1, end, scope = \"global\")",
+        apply: |s, v| {
             let c = choice(v, "pruning", prune_spec, PRUNE_NAMES)?;
             s.prune = (c.name != "none").then_some(c);
-        }
-        "quantize" => {
+            Ok(())
+        },
+        on_resume: OnResume::Recipe,
+        // Only when set: checkpoints from before the setting existed still resume.
+        record: |s| s.prune.iter().map(|c| ("prune", c.render())).collect(),
+    },
+    Setting {
+        key: "quantize",
+        doc: "quantization-aware training: none (default) or qat(momentum = 0.9)",
+        apply: |s, v| {
             let c = choice(v, "quantization", quantize_spec, QUANTIZE_NAMES)?;
             s.quantize = (c.name != "none").then_some(c);
-        }
-        "augment" => {
-            // A list of augmentations (one alone may go without brackets); `[]`: none.
-            let items = match &v.kind {
-                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
-                _ => vec![v],
-            };
-            let mut out = Vec::new();
-            for it in items {
-                out.push(choice(it, "augmentation", augment::augment_spec, augment::AUGMENT_NAMES)?);
-            }
-            s.augment = out;
-        }
-        "augment_input" => match &v.kind {
-            ExprKind::Name(n) | ExprKind::Str(n) => s.augment_input = Some(n.clone()),
-            _ => return Err(err(v.span, "`augment_input` names an input, like `augment_input = x`")),
+            Ok(())
         },
-        "augment_shape" => {
-            let ExprKind::List(items) = &v.kind else {
-                return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
-            };
-            if items.len() != 2 && items.len() != 3 {
-                return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
+        on_resume: OnResume::Recipe,
+        record: |s| s.quantize.iter().map(|c| ("quantize", c.render())).collect(),
+    },
+    Setting {
+        key: "augment",
+        doc: "augmentations of the training rows: a list of flip_horizontal, shift, crop, noise, rotate (default: none)",
+        apply: apply_augment,
+        on_resume: OnResume::Recipe,
+        record: |s| {
+            if s.augment.is_empty() {
+                return Vec::new();
             }
-            let mut dims = Vec::new();
-            for it in items {
-                dims.push(int(it, "a dimension of `augment_shape`", 1, 1 << 24)?);
+            let mut r = vec![("augment", augment::render(&s.augment))];
+            if let Some(i) = &s.augment_input {
+                r.push(("augment_input", i.clone()));
             }
-            s.augment_shape = Some(dims);
-        }
-        "lr" => {
-            // A shortcut for the optimizer's learning rate (handy with --set lr=0.01).
+            if let Some(sh) = &s.augment_shape {
+                r.push(("augment_shape", format!("{sh:?}")));
+            }
+            r
+        },
+    },
+    Setting {
+        key: "augment_input",
+        doc: "the input that augment changes (default: the features input)",
+        apply: |s, v| match &v.kind {
+            ExprKind::Name(n) | ExprKind::Str(n) => {
+                s.augment_input = Some(n.clone());
+                Ok(())
+            }
+            _ => Err(err(v.span, "`augment_input` names an input, like `augment_input = x`")),
+        },
+        // Recorded with `augment`.
+        on_resume: OnResume::Recipe,
+        record: none,
+    },
+    Setting {
+        key: "augment_shape",
+        doc: "the image shape [C, H, W] or [H, W] of the augmented input's rows",
+        apply: apply_augment_shape,
+        // Recorded with `augment`.
+        on_resume: OnResume::Recipe,
+        record: none,
+    },
+    Setting {
+        key: "lr",
+        doc: "a shortcut for the optimizer's learning rate (`--set lr=0.01`)",
+        apply: |s, v| {
             let lr = lit_of(Ty::Pos, v, "`lr`")?;
             match s.optimizer.args.iter_mut().find(|(n, _)| n == "lr") {
                 Some(slot) => slot.1 = lr,
                 None => s.optimizer.args.push(("lr".into(), lr)),
             }
-        }
-        "split" => {
-            let ExprKind::List(items) = &v.kind else {
-                return Err(err(v.span, "`split` must be a list like [0.8, 0.1, 0.1]"));
-            };
-            if items.len() != 2 && items.len() != 3 {
-                return Err(Diagnostic::new(
-                    "E0609",
-                    v.span,
-                    "`split` needs two (train, test) or three (train, validation, test) parts",
-                ));
+            Ok(())
+        },
+        // Recorded in the optimizer's arguments.
+        on_resume: OnResume::Recipe,
+        record: none,
+    },
+    Setting {
+        key: "log_grad_norms",
+        doc: "log each parameter's gradient norm and update ratio per epoch (default false)",
+        apply: |s, v| {
+            s.log_grad_norms = lit_of(Ty::Bool, v, "`log_grad_norms`")? == Lit::Bool(true);
+            Ok(())
+        },
+        on_resume: OnResume::Free,
+        record: none,
+    },
+];
+
+/// The keys of `SETTINGS`, in order.
+pub const KEYS: [&str; SETTINGS.len()] = {
+    let mut keys = [""; SETTINGS.len()];
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        keys[i] = SETTINGS[i].key;
+        i += 1;
+    }
+    keys
+};
+
+/// The setting of `key`.
+pub fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// What checkpoints record of the settings that a resumed run must keep (`nnc.recipe.*`).
+pub fn recorded(s: &TrainSettings) -> Vec<(&'static str, String)> {
+    SETTINGS
+        .iter()
+        .filter(|k| matches!(k.on_resume, OnResume::Recipe | OnResume::Extend))
+        .flat_map(|k| (k.record)(s))
+        .collect()
+}
+
+/// Checks one setting and stores it.
+pub fn apply(s: &mut TrainSettings, key: &Ident, value: &Expr) -> Result<(), Diagnostic> {
+    if let Some(k) = setting(&key.name) {
+        return (k.apply)(s, value);
+    }
+    let mut d = Diagnostic::new("E0610", key.span, format!("unknown train setting `{}`", key.name))
+        .with_label("not a train setting");
+    if let Some(close) = crate::diagnostic::closest(&key.name, KEYS.iter().copied()) {
+        d = d.with_help(format!("did you mean `{close}`? Settings are: {}", KEYS.join(", ")));
+    } else {
+        d = d.with_help(format!("settings are: {}", KEYS.join(", ")));
+    }
+    Err(d)
+}
+
+fn apply_augment(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    // A list of augmentations (one alone may go without brackets); `[]`: none.
+    let items = match &v.kind {
+        ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+        _ => vec![v],
+    };
+    let mut out = Vec::new();
+    for it in items {
+        out.push(choice(it, "augmentation", augment::augment_spec, augment::AUGMENT_NAMES)?);
+    }
+    s.augment = out;
+    Ok(())
+}
+
+fn apply_augment_shape(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    let ExprKind::List(items) = &v.kind else {
+        return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
+    };
+    if items.len() != 2 && items.len() != 3 {
+        return Err(err(v.span, "`augment_shape` is an image shape: `[C, H, W]` or `[H, W]`"));
+    }
+    let mut dims = Vec::new();
+    for it in items {
+        dims.push(int(it, "a dimension of `augment_shape`", 1, 1 << 24)?);
+    }
+    s.augment_shape = Some(dims);
+    Ok(())
+}
+
+fn apply_split(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    let ExprKind::List(items) = &v.kind else {
+        return Err(err(v.span, "`split` must be a list like [0.8, 0.1, 0.1]"));
+    };
+    if items.len() != 2 && items.len() != 3 {
+        return Err(Diagnostic::new(
+            "E0609",
+            v.span,
+            "`split` needs two (train, test) or three (train, validation, test) parts",
+        ));
+    }
+    let mut parts = Vec::new();
+    for it in items {
+        parts.push(lit_of(Ty::Num(0.0, 1.0), it, "a split fraction")?.as_f64().unwrap_or(0.0));
+    }
+    let total: f64 = parts.iter().sum();
+    if (total - 1.0).abs() > 1e-6 {
+        return Err(Diagnostic::new("E0609", v.span, format!("split fractions must add up to 1, found {total}")));
+    }
+    if parts[0] <= 0.0 {
+        return Err(Diagnostic::new("E0609", v.span, "the training part of `split` must be above 0"));
+    }
+    s.split = parts;
+    Ok(())
+}
+
+fn apply_batch(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    match &v.kind {
+        // A batch-size schedule: the sizes in order, switched after `batch_at` epochs.
+        ExprKind::List(items) => {
+            if items.is_empty() {
+                return Err(err(v.span, "`batch` needs at least one size"));
             }
-            let mut parts = Vec::new();
+            let mut sizes = Vec::new();
             for it in items {
-                parts.push(lit_of(Ty::Num(0.0, 1.0), it, "a split fraction")?.as_f64().unwrap_or(0.0));
+                sizes.push(int(it, "a batch size", 1, 1 << 24)?);
             }
-            let total: f64 = parts.iter().sum();
-            if (total - 1.0).abs() > 1e-6 {
-                return Err(Diagnostic::new(
-                    "E0609",
-                    v.span,
-                    format!("split fractions must add up to 1, found {total}"),
-                ));
-            }
-            if parts[0] <= 0.0 {
-                return Err(Diagnostic::new("E0609", v.span, "the training part of `split` must be above 0"));
-            }
-            s.split = parts;
+            s.batch = sizes[0];
+            s.batch_sizes = sizes;
         }
-        "warmup" => s.warmup = Some(choice(v, "warmup", warmup_spec, WARMUP_NAMES)?),
-        "batch" => match &v.kind {
-            // A batch-size schedule: the sizes in order, switched after `batch_at` epochs.
-            ExprKind::List(items) => {
-                if items.is_empty() {
-                    return Err(err(v.span, "`batch` needs at least one size"));
-                }
-                let mut sizes = Vec::new();
-                for it in items {
-                    sizes.push(int(it, "a batch size", 1, 1 << 24)?);
-                }
-                s.batch = sizes[0];
-                s.batch_sizes = sizes;
-            }
-            _ => {
-                s.batch = int(v, "`batch`", 1, 1 << 24)?;
-                s.batch_sizes = vec![];
-            }
-        },
-        "batch_at" => {
-            let items = match &v.kind {
-                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
-                _ => vec![v],
-            };
-            let mut at = Vec::new();
-            for it in items {
-                let e = int(it, "an epoch of `batch_at`", 1, 1 << 24)?;
-                if at.last().is_some_and(|&l| e <= l) {
-                    return Err(Diagnostic::new("E0602", it.span, "the epochs of `batch_at` must increase"));
-                }
-                at.push(e);
-            }
-            s.batch_at = at;
-        }
-        "monitor" => match &v.kind {
-            ExprKind::Name(n) | ExprKind::Str(n) if n.starts_with("val_") || n.starts_with("train_") => {
-                s.monitor = Some(n.clone())
-            }
-            _ => {
-                return Err(err(
-                    v.span,
-                    "`monitor` names a metric of an epoch: `val_loss`, `val_accuracy`, `val_f1`, `train_loss`, ...",
-                )
-                .with_help("metrics of the validation rows start with `val_`, of the training batches with `train_`"))
-            }
-        },
-        "mode" => match &v.kind {
-            ExprKind::Name(n) | ExprKind::Str(n) if n == "min" || n == "max" => s.mode = Some(n.clone()),
-            _ => return Err(err(v.span, "`mode` is `min` or `max`")),
-        },
-        "min_delta" => s.min_delta = number(v, "`min_delta`")?,
-        "epochs" => s.epochs = int(v, "`epochs`", 1, 1 << 24)?,
-        "l1" => s.l1 = number(v, "`l1`")?,
-        "l1_method" => match &v.kind {
-            ExprKind::Name(n) | ExprKind::Str(n) if n == "subgradient" || n == "proximal" => {
-                s.l1_proximal = n == "proximal"
-            }
-            _ => return Err(err(v.span, "`l1_method` is `subgradient` or `proximal`")),
-        },
-        "l2" => s.l2 = number(v, "`l2`")?,
-        "log_grad_norms" => s.log_grad_norms = lit_of(Ty::Bool, v, "`log_grad_norms`")? == Lit::Bool(true),
-        "clip_norm" => s.clip_norm = Some(positive(v, "`clip_norm`")?),
-        "clip_value" => s.clip_value = Some(positive(v, "`clip_value`")?),
-        "early_stop" => s.early_stop = Some(int(v, "`early_stop`", 1, 1 << 24)?),
-        "seed" => s.seed = int(v, "`seed`", 0, i64::MAX)?,
-        "split_seed" => s.split_seed = Some(int(v, "`split_seed`", 0, i64::MAX)?),
-        "metrics_on" => match &v.kind {
-            ExprKind::Name(n) | ExprKind::Str(n) => s.metrics_on = Some(n.clone()),
-            _ => return Err(err(v.span, "`metrics_on` names an output, like `metrics_on = logits`")),
-        },
-        "metrics" => {
-            let items = match &v.kind {
-                ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
-                _ => vec![v],
-            };
-            let mut out = Vec::new();
-            for it in items {
-                let ExprKind::Name(n) = &it.kind else {
-                    return Err(err(it.span, "a metric is a name like `accuracy`"));
-                };
-                if !METRIC_NAMES.contains(&n.as_str()) {
-                    let help = match crate::diagnostic::closest(n, METRIC_NAMES.iter().copied()) {
-                        Some(c) => format!("did you mean `{c}`? Expected one of: {}", METRIC_NAMES.join(", ")),
-                        None => format!("expected one of: {}", METRIC_NAMES.join(", ")),
-                    };
-                    return Err(Diagnostic::new("E0604", it.span, format!("unknown metric `{n}`")).with_help(help));
-                }
-                out.push(n.clone());
-            }
-            s.metrics = out;
-        }
-        other => {
-            let mut d = Diagnostic::new("E0610", key.span, format!("unknown train setting `{other}`"))
-                .with_label("not a train setting");
-            if let Some(close) = crate::diagnostic::closest(other, KEYS.iter().copied()) {
-                d = d.with_help(format!("did you mean `{close}`? Settings are: {}", KEYS.join(", ")));
-            } else {
-                d = d.with_help(format!("settings are: {}", KEYS.join(", ")));
-            }
-            return Err(d);
+        _ => {
+            s.batch = int(v, "`batch`", 1, 1 << 24)?;
+            s.batch_sizes = vec![];
         }
     }
+    Ok(())
+}
+
+fn apply_batch_at(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    let items = match &v.kind {
+        ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+        _ => vec![v],
+    };
+    let mut at = Vec::new();
+    for it in items {
+        let e = int(it, "an epoch of `batch_at`", 1, 1 << 24)?;
+        if at.last().is_some_and(|&l| e <= l) {
+            return Err(Diagnostic::new("E0602", it.span, "the epochs of `batch_at` must increase"));
+        }
+        at.push(e);
+    }
+    s.batch_at = at;
+    Ok(())
+}
+
+fn apply_monitor(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    match &v.kind {
+        ExprKind::Name(n) | ExprKind::Str(n) if n.starts_with("val_") || n.starts_with("train_") => {
+            s.monitor = Some(n.clone());
+            Ok(())
+        }
+        _ => Err(err(
+            v.span,
+            "`monitor` names a metric of an epoch: `val_loss`, `val_accuracy`, `val_f1`, `train_loss`, ...",
+        )
+        .with_help("metrics of the validation rows start with `val_`, of the training batches with `train_`")),
+    }
+}
+
+fn apply_metrics(s: &mut TrainSettings, v: &Expr) -> Result<(), Diagnostic> {
+    let items = match &v.kind {
+        ExprKind::List(items) => items.iter().collect::<Vec<_>>(),
+        _ => vec![v],
+    };
+    let mut out = Vec::new();
+    for it in items {
+        let ExprKind::Name(n) = &it.kind else {
+            return Err(err(it.span, "a metric is a name like `accuracy`"));
+        };
+        if !METRIC_NAMES.contains(&n.as_str()) {
+            let help = match crate::diagnostic::closest(n, METRIC_NAMES.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`? Expected one of: {}", METRIC_NAMES.join(", ")),
+                None => format!("expected one of: {}", METRIC_NAMES.join(", ")),
+            };
+            return Err(Diagnostic::new("E0604", it.span, format!("unknown metric `{n}`")).with_help(help));
+        }
+        out.push(n.clone());
+    }
+    s.metrics = out;
     Ok(())
 }
 
@@ -664,4 +964,89 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::FileId;
+
+    /// A `key = value` pair as text.
+    type Pair = (&'static str, &'static str);
+
+    /// A value other than the default for every setting, and a setting it needs first.
+    const SAMPLES: &[(&str, &str, Option<Pair>)] = &[
+        ("data", "moons(n = 10)", None),
+        ("preprocess", "standardize", None),
+        ("split", "[0.5, 0.5]", None),
+        ("optimizer", "sgd(lr = 0.1)", None),
+        ("schedule", "cosine(warmup = 2)", None),
+        ("warmup", "linear(steps = 5)", None),
+        ("batch", "[8, 16]", None),
+        ("batch_at", "[3]", None),
+        ("epochs", "7", None),
+        ("l1", "0.01", None),
+        ("l1_method", "proximal", None),
+        ("l2", "0.01", None),
+        ("clip_norm", "1.5", None),
+        ("clip_value", "0.5", None),
+        ("early_stop", "3", None),
+        ("monitor", "val_accuracy", None),
+        ("mode", "max", None),
+        ("min_delta", "0.01", None),
+        ("seed", "5", None),
+        ("split_seed", "9", None),
+        ("metrics", "[f1]", None),
+        ("metrics_on", "logits", None),
+        ("prune", "gradual(final = 0.5, end = 2)", None),
+        ("quantize", "qat", None),
+        ("augment", "[flip_horizontal]", None),
+        ("augment_input", "x", Some(("augment", "[noise(std = 0.1)]"))),
+        ("augment_shape", "[1, 8, 8]", Some(("augment", "[noise(std = 0.1)]"))),
+        ("lr", "0.5", None),
+        ("log_grad_norms", "true", None),
+    ];
+
+    fn set(s: &mut TrainSettings, key: &str, value: &str) {
+        let e = crate::syntax::parse_expr(value, FileId(0)).expect("parses");
+        let k = Ident { name: key.to_string(), span: Span::default() };
+        apply(s, &k, &e).unwrap_or_else(|d| panic!("{key} = {value}: {}", d.message));
+    }
+
+    /// Every setting has a sample here (a new one without fails), parses it, and is
+    /// recorded for resume exactly when it says so: a setting a resumed run must keep
+    /// changes the recorded recipe, one that only watches does not.
+    #[test]
+    fn every_setting_is_recorded_as_it_declares() {
+        for k in SETTINGS {
+            let (_, value, base) =
+                SAMPLES.iter().find(|(n, ..)| *n == k.key).unwrap_or_else(|| panic!("no sample for `{}`", k.key));
+            let mut before = TrainSettings::default();
+            if let Some((bk, bv)) = base {
+                set(&mut before, bk, bv);
+            }
+            let mut after = before.clone();
+            set(&mut after, k.key, value);
+            let changed = recorded(&after) != recorded(&before);
+            match k.on_resume {
+                OnResume::Recipe | OnResume::Extend => assert!(changed, "`{}` is not recorded", k.key),
+                OnResume::Split | OnResume::Free => assert!(!changed, "`{}` is recorded", k.key),
+            }
+            assert!(!k.doc.is_empty());
+        }
+        assert_eq!(KEYS.len(), SAMPLES.len());
+    }
+
+    /// The recipe of the defaults, as checkpoints have recorded it since the recipe
+    /// existed (a change here makes old checkpoints refuse to resume).
+    #[test]
+    fn the_default_recipe_is_unchanged() {
+        let r: Vec<String> = recorded(&TrainSettings::default()).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            r.join(" "),
+            "optimizer=adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-8) schedule=constant warmup=none \
+             batch=32 batch_sizes=[] batch_at=[] epochs=10 l1=0 l2=0 clip_norm=none clip_value=none monitor=train_loss \
+             mode=min min_delta=0 seed=0"
+        );
+    }
 }

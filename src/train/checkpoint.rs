@@ -121,46 +121,11 @@ impl SplitRecord {
     }
 }
 
-/// The recipe keys whose change makes a resumed run a different run, rendered.
+/// The recipe a resumed run must keep, rendered: the settings declared
+/// `OnResume::Recipe` or `Extend` (`settings::recorded`) and the model's arguments.
 pub fn recipe(p: &Program) -> BTreeMap<String, String> {
-    let s = &p.settings;
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_else(|| "none".into());
-    let mut r = BTreeMap::from([
-        ("optimizer".to_string(), s.optimizer.render()),
-        ("schedule".to_string(), s.schedule.render()),
-        ("batch".to_string(), s.batch.to_string()),
-        ("batch_sizes".to_string(), format!("{:?}", s.batch_sizes)),
-        ("batch_at".to_string(), format!("{:?}", s.batch_at)),
-        ("warmup".to_string(), s.warmup.as_ref().map(|w| w.render()).unwrap_or_else(|| "none".into())),
-        ("monitor".to_string(), s.monitor()),
-        ("mode".to_string(), if s.maximize() { "max" } else { "min" }.to_string()),
-        ("min_delta".to_string(), s.min_delta.to_string()),
-        ("l1".to_string(), s.l1.to_string()),
-        ("l2".to_string(), s.l2.to_string()),
-        ("clip_norm".to_string(), opt(s.clip_norm)),
-        ("clip_value".to_string(), opt(s.clip_value)),
-        ("seed".to_string(), s.seed.to_string()),
-        ("epochs".to_string(), s.epochs.to_string()),
-    ]);
-    // Only when set: checkpoints from before the setting existed still resume.
-    if let Some(c) = &s.prune {
-        r.insert("prune".into(), c.render());
-    }
-    if let Some(c) = &s.quantize {
-        r.insert("quantize".into(), c.render());
-    }
-    if !s.augment.is_empty() {
-        r.insert("augment".into(), crate::settings::augment::render(&s.augment));
-        if let Some(i) = &s.augment_input {
-            r.insert("augment_input".into(), i.clone());
-        }
-        if let Some(sh) = &s.augment_shape {
-            r.insert("augment_shape".into(), format!("{sh:?}"));
-        }
-    }
-    if s.l1_proximal {
-        r.insert("l1_method".into(), "proximal".into());
-    }
+    let mut r: BTreeMap<String, String> =
+        crate::settings::recorded(&p.settings).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     // The model's arguments shape it as much as the settings do.
     for (k, v) in &p.args {
         r.insert(format!("arg.{k}"), v.clone());

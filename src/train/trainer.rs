@@ -43,7 +43,9 @@ pub struct EpochReport {
     pub metrics: Vec<(String, f64)>,
 }
 
-/// Progress events for the caller to show.
+/// Progress events for the caller to show. The callback returns `Next::Stop` after an
+/// epoch to end the run there (its test metrics are still computed); what it returns
+/// for the other events is not used.
 pub enum Event<'a> {
     /// Everything is checked and training starts (`resumed`: from this epoch and step).
     Start {
@@ -94,7 +96,7 @@ pub struct Prepared {
 }
 
 /// Loads the data of a program's `train` block (raw) and checks its labels.
-pub fn load_data(p: &Program, base_dir: &Path) -> Result<(Dataset, Vec<InputSpec>), String> {
+pub fn load_data(p: &Program, base_dir: &Path) -> crate::Result<(Dataset, Vec<InputSpec>)> {
     let s = &p.settings;
     let source = s.data.as_ref().ok_or_else(|| match (p.train.loss.is_some(), s.present) {
         (false, false) => format!("model `{}` has no loss and no `train` block: there is nothing to train", p.name),
@@ -123,7 +125,8 @@ pub fn load_data(p: &Program, base_dir: &Path) -> Result<(Dataset, Vec<InputSpec
                 "{}: the {name} of sample {} (counting from 0) is {x}, outside 0..{b} (the {what})",
                 source.render(),
                 i / per
-            ));
+            )
+            .into());
         }
     }
     Ok((ds, specs))
@@ -142,7 +145,7 @@ pub fn split_rows(p: &Program, ds: &Dataset) -> Result<Vec<Vec<usize>>, String> 
 }
 
 /// Loads the data, splits it, and fits preprocessing on the training part.
-pub fn prepare(p: &Program, base_dir: &Path) -> Result<Prepared, String> {
+pub fn prepare(p: &Program, base_dir: &Path) -> crate::Result<Prepared> {
     let (raw, specs) = load_data(p, base_dir)?;
     let parts = split_rows(p, &raw)?;
     let pre = Preprocessor::fit(&p.settings.preprocess, &raw, &parts[0], &specs)?;
@@ -328,7 +331,7 @@ fn resume_point(
         if *then == now {
             continue;
         }
-        if k == "epochs" {
+        if crate::settings::setting(&k).is_some_and(|s| s.on_resume == crate::settings::OnResume::Extend) {
             if matches!(p.settings.schedule.name.as_str(), "cosine" | "cyclic" | "inverse_time" | "linear_warmup") {
                 notes.push(format!(
                     "epochs changed from {then} to {now}: the {} schedule now spans the new total, so the learning \
@@ -407,14 +410,14 @@ struct Files<'a> {
     pre: &'a Preprocessor,
     log: &'a mut MetricsLog,
     epochs: usize,
-    progress: &'a mut dyn FnMut(Event),
+    progress: &'a mut dyn FnMut(Event) -> Next,
     /// Whether this process writes the run's files (rank 0 of a distributed run).
     writer: bool,
 }
 
 impl Observer for Files<'_> {
     fn batch(&mut self, epoch: usize, batch: usize, batches: usize, loss: f64, lr: f64) {
-        (self.progress)(Event::Batch { epoch, batch, batches, loss, lr });
+        let _ = (self.progress)(Event::Batch { epoch, batch, batches, loss, lr });
     }
     fn epoch(&mut self, s: &Session, at: &Progress, row: &[(String, f64)], improved: bool) -> Result<Next, String> {
         self.log.push(row)?;
@@ -426,13 +429,12 @@ impl Observer for Files<'_> {
             }
             save(&self.opts.out_dir.join("last.safetensors"), s, self.pre, meta)?;
         }
-        (self.progress)(Event::Epoch(&EpochReport {
+        Ok((self.progress)(Event::Epoch(&EpochReport {
             epoch: at.epoch,
             epochs: self.epochs,
             step: at.step,
             metrics: row.to_vec(),
-        }));
-        Ok(Next::Continue)
+        })))
     }
     fn interrupted(&mut self, s: &Session, at: &Progress) -> Result<(), String> {
         if !self.writer {
@@ -450,8 +452,8 @@ pub fn train(
     base_dir: &Path,
     opts: &TrainOptions,
     stop: &AtomicBool,
-    progress: &mut dyn FnMut(Event),
-) -> Result<Report, String> {
+    progress: &mut dyn FnMut(Event) -> Next,
+) -> crate::Result<Report> {
     train_with(p, base_dir, opts, stop, progress, None)
 }
 
@@ -472,9 +474,9 @@ pub fn train_with(
     base_dir: &Path,
     opts: &TrainOptions,
     stop: &AtomicBool,
-    progress: &mut dyn FnMut(Event),
+    progress: &mut dyn FnMut(Event) -> Next,
     dist: Option<Distributed>,
-) -> Result<Report, String> {
+) -> crate::Result<Report> {
     let t0 = std::time::Instant::now();
     let prep = prepare(p, base_dir)?;
     let (train_rows, val_rows, held, prefix) = roles(&prep.parts);
@@ -495,7 +497,7 @@ pub fn train_with(
     let mut resumed = None;
     if opts.resume {
         if !last_path.exists() {
-            return Err(format!("there is no run to resume: `{}` does not exist", last_path.display()));
+            return Err(format!("there is no run to resume: `{}` does not exist", last_path.display()).into());
         }
         let (tensors, meta) = checkpoint::read(&last_path)?;
         let (point, more) = resume_point(&meta, p, opts, &prep.record, &last_path, &|e| {
@@ -522,7 +524,7 @@ pub fn train_with(
     }
     let epochs = p.settings.epochs as usize;
     let already_finished = opts.resume && at.epoch >= epochs;
-    progress(Event::Start { resumed, out_dir: &opts.out_dir });
+    let _ = progress(Event::Start { resumed, out_dir: &opts.out_dir });
     let end = {
         let mut files = Files {
             p,
