@@ -1,0 +1,159 @@
+//! The collectives of a data-parallel step: allreduce sums in place or copied, grouped
+//! into buckets that start as their gradients are written.
+
+use super::nodes::reads;
+use super::schedule::{Kernel, Schedule};
+use super::uses::{pinned, users};
+use crate::ir::{Graph, Op, Value};
+
+/// Gradient bytes per allreduce bucket: a bucket's sum starts when its last gradient
+/// is written. Smaller buckets start earlier and overlap more of the backward pass, but
+/// cost one collective call (and its latency) each.
+pub const BUCKET_BYTES: usize = 256 * 1024;
+
+/// Places the collectives of `Op::AllReduce` nodes (a data-parallel step's gradient
+/// sums, `dist::comm`). Each sum runs in place in its operand's buffer when the
+/// operand (and every value sharing its buffer) is read only by sums; else it gets a
+/// buffer of its own that the operand is copied into. The *late* sums (those no other
+/// sum depends on: the gradients) are grouped into buckets of about `BUCKET_BYTES` in the
+/// order their operands are written; every kernel that depends on a late sum (the
+/// optimizer update, clipping) moves after every kernel that does not (the backward
+/// pass), keeping its order. A bucket's start runs right after its last operand is
+/// written, its wait right before the first kernel that reads one of its sums, so the
+/// communication of early buckets overlaps the rest of the backward pass. Other sums
+/// (synchronized batch statistics inside the forward and backward pass) are buckets of
+/// their own, started after their operand and waited for before their first reader.
+pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
+    let idx = |v: Value| v.as_u32() as usize;
+    let is_ar = |k: &Kernel| matches!(k, Kernel::Host { out } if g.nodes[*out].op == Op::AllReduce);
+    if !s.kernels.iter().any(is_ar) {
+        return;
+    }
+    let n = g.len();
+    let users = users(g);
+    let pinned = pinned(g);
+    let sums: Vec<Value> = s.kernels.iter().filter(|k| is_ar(k)).map(|k| k.out()).collect();
+    s.kernels.retain(|k| !is_ar(k));
+    // In place or copied.
+    for &v in &sums {
+        let x = g.nodes[v].args[0];
+        let root = s.storage[idx(x)];
+        let sharing: Vec<usize> =
+            (0..n).filter(|&w| s.materialized[w] && s.storage[w] == root && w != idx(v)).collect();
+        let only_sums = sharing.iter().all(|&w| {
+            !pinned[w]
+                && !matches!(g.nodes[Value::from_u32(w as u32)].op, Op::Input(_) | Op::Param(_) | Op::State(_))
+                && s.row_stride[w] == 0
+                && users[w].iter().all(|&u| g.nodes[u].op == Op::AllReduce || s.storage[idx(u)] == root)
+        });
+        if only_sums && s.materialized[idx(x)] && s.row_stride[idx(x)] == 0 {
+            // The sum and its views (a reshape of it) now live in the operand's buffer.
+            let off = s.view_offset[idx(x)];
+            for w in 0..n {
+                if s.storage[w] == v {
+                    s.storage[w] = root;
+                    s.view_offset[w] += off;
+                }
+            }
+        } else {
+            s.storage[idx(v)] = v;
+            s.view_offset[idx(v)] = 0;
+        }
+    }
+    // Late sums, and what depends on them.
+    let mut feeds_sum = vec![false; n];
+    for (v, _) in g.nodes.iter().rev() {
+        feeds_sum[idx(v)] = users[idx(v)].iter().any(|&u| g.nodes[u].op == Op::AllReduce || feeds_sum[idx(u)]);
+    }
+    let late = |v: Value| !feeds_sum[idx(v)];
+    let mut dep = vec![false; n];
+    for (v, node) in g.nodes.iter() {
+        dep[idx(v)] = (node.op == Op::AllReduce && late(v)) || node.args.iter().any(|a| dep[idx(*a)]);
+    }
+    // A kernel moves when it computes something that depends on a late sum, or when it
+    // reads what a moved kernel writes, or writes what a moved kernel reads (a
+    // multi-output kernel computes values of both kinds: whatever reads its other
+    // outputs moves with it).
+    let mut moved_writes = std::collections::HashSet::new();
+    let mut moved_reads = std::collections::HashSet::new();
+    let mut moves = Vec::with_capacity(s.kernels.len());
+    for k in &s.kernels {
+        let outs: Vec<Value> = k.outs().iter().map(|o| s.storage[idx(*o)]).collect();
+        let read = reads(g, s, k);
+        let m = k.outs().iter().any(|o| dep[idx(*o)])
+            || read.iter().any(|r| moved_writes.contains(r))
+            || outs.iter().any(|o| moved_reads.contains(o) || moved_writes.contains(o));
+        if m {
+            moved_writes.extend(outs);
+            moved_reads.extend(read);
+        }
+        moves.push(m);
+    }
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (k, m) in std::mem::take(&mut s.kernels).into_iter().zip(moves) {
+        if m {
+            after.push(k);
+        } else {
+            before.push(k);
+        }
+    }
+    let kernels: Vec<Kernel> = before.into_iter().chain(after).collect();
+    // Where each sum's operand is last written (-1: before every kernel).
+    let written_at = |x: Value| -> i64 {
+        let root = s.storage[idx(x)];
+        kernels.iter().rposition(|k| k.outs().iter().any(|o| s.storage[idx(*o)] == root)).map_or(-1, |p| p as i64)
+    };
+    // Buckets follow the sums' order in the graph (the order their gradients are
+    // computed in), not the schedule, so that ranks whose shards differ in size (and whose
+    // schedules may differ) start the same buckets in the same order; a bucket starts
+    // after its last operand is written and never before the previous bucket.
+    let mut in_order = sums.clone();
+    in_order.sort_by_key(|v| v.as_u32());
+    let mut groups: Vec<(i64, Vec<Value>)> = Vec::new();
+    let mut open: Option<(i64, Vec<Value>, usize)> = None;
+    let mut at = -1i64;
+    for &v in &in_order {
+        let p = written_at(g.nodes[v].args[0]);
+        if !late(v) {
+            at = at.max(p);
+            groups.push((at, vec![v]));
+            continue;
+        }
+        let bytes = 4 * g.ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).product::<usize>();
+        let (q, mut vals, mut size) = open.take().unwrap_or((at, Vec::new(), 0));
+        let q = q.max(p);
+        vals.push(v);
+        size += bytes;
+        if size >= BUCKET_BYTES {
+            at = q;
+            groups.push((q, vals));
+        } else {
+            open = Some((q, vals, size));
+        }
+    }
+    if let Some((q, vals, _)) = open {
+        groups.push((q, vals));
+    }
+    // Each wait goes before the first kernel after its start that reads one of its sums.
+    let mut starts: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
+    let mut waits: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
+    for (b, (p, values)) in groups.into_iter().enumerate() {
+        let roots: Vec<Value> = values.iter().map(|&v| s.storage[idx(v)]).collect();
+        let from = (p + 1) as usize;
+        let reader = (from..kernels.len())
+            .find(|&k| reads(g, s, &kernels[k]).iter().any(|r| roots.contains(r)))
+            .unwrap_or(kernels.len());
+        starts[from].push(Kernel::Collective { values: values.clone(), bucket: b as u32, wait: false });
+        waits[reader].push(Kernel::Collective { values, bucket: b as u32, wait: true });
+    }
+    let mut out = Vec::with_capacity(kernels.len() + 2 * starts.len());
+    for (i, k) in kernels.into_iter().enumerate() {
+        out.append(&mut starts[i]);
+        out.append(&mut waits[i]);
+        out.push(k);
+    }
+    let last = starts.len() - 1;
+    out.append(&mut starts[last]);
+    out.append(&mut waits[last]);
+    s.kernels = out;
+}
