@@ -24,18 +24,30 @@ pub const BUCKET_BYTES: usize = 256 * 1024;
 /// (synchronized batch statistics inside the forward and backward pass) are buckets of
 /// their own, started after their operand and waited for before their first reader.
 pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
-    let idx = |v: Value| v.as_u32() as usize;
     let is_ar = |k: &Kernel| matches!(k, Kernel::Host { out } if g.nodes[*out].op == Op::AllReduce);
     if !s.kernels.iter().any(is_ar) {
         return;
     }
-    let n = g.len();
     let users = users(g);
-    let pinned = pinned(g);
     let sums: Vec<Value> = s.kernels.iter().filter(|k| is_ar(k)).map(|k| k.out()).collect();
     s.kernels.retain(|k| !is_ar(k));
-    // In place or copied.
-    for &v in &sums {
+    place_sums(g, s, &sums, &users);
+    let feeds_sum = feeds_sum(g, &users);
+    let kernels = std::mem::take(&mut s.kernels);
+    let kernels = move_late_dependents(g, s, kernels, &feeds_sum);
+    let groups = group(g, s, &kernels, &sums, &feeds_sum);
+    s.kernels = with_collectives(g, s, kernels, groups);
+}
+
+fn idx(v: Value) -> usize {
+    v.as_u32() as usize
+}
+
+/// Each sum in place in its operand's buffer, or copied into its own.
+fn place_sums(g: &Graph, s: &mut Schedule, sums: &[Value], users: &[Vec<Value>]) {
+    let n = g.len();
+    let pinned = pinned(g);
+    for &v in sums {
         let x = g.nodes[v].args[0];
         let root = s.storage[idx(x)];
         let sharing: Vec<usize> =
@@ -60,24 +72,32 @@ pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
             s.view_offset[idx(v)] = 0;
         }
     }
-    // Late sums, and what depends on them.
-    let mut feeds_sum = vec![false; n];
+}
+
+/// Per value: whether a sum depends on it (a late sum is one that does not).
+fn feeds_sum(g: &Graph, users: &[Vec<Value>]) -> Vec<bool> {
+    let mut feeds_sum = vec![false; g.len()];
     for (v, _) in g.nodes.iter().rev() {
         feeds_sum[idx(v)] = users[idx(v)].iter().any(|&u| g.nodes[u].op == Op::AllReduce || feeds_sum[idx(u)]);
     }
-    let late = |v: Value| !feeds_sum[idx(v)];
-    let mut dep = vec![false; n];
+    feeds_sum
+}
+
+/// The kernels with every kernel that depends on a late sum moved after the others.
+///
+/// A kernel moves when it computes something that depends on a late sum, or when it
+/// reads what a moved kernel writes, or writes what a moved kernel reads (a
+/// multi-output kernel computes values of both kinds: whatever reads its other
+/// outputs moves with it).
+fn move_late_dependents(g: &Graph, s: &Schedule, kernels: Vec<Kernel>, feeds_sum: &[bool]) -> Vec<Kernel> {
+    let mut dep = vec![false; g.len()];
     for (v, node) in g.nodes.iter() {
-        dep[idx(v)] = (node.op == Op::AllReduce && late(v)) || node.args.iter().any(|a| dep[idx(*a)]);
+        dep[idx(v)] = (node.op == Op::AllReduce && !feeds_sum[idx(v)]) || node.args.iter().any(|a| dep[idx(*a)]);
     }
-    // A kernel moves when it computes something that depends on a late sum, or when it
-    // reads what a moved kernel writes, or writes what a moved kernel reads (a
-    // multi-output kernel computes values of both kinds: whatever reads its other
-    // outputs moves with it).
     let mut moved_writes = std::collections::HashSet::new();
     let mut moved_reads = std::collections::HashSet::new();
-    let mut moves = Vec::with_capacity(s.kernels.len());
-    for k in &s.kernels {
+    let mut moves = Vec::with_capacity(kernels.len());
+    for k in &kernels {
         let outs: Vec<Value> = k.outs().iter().map(|o| s.storage[idx(*o)]).collect();
         let read = reads(g, s, k);
         let m = k.outs().iter().any(|o| dep[idx(*o)])
@@ -90,31 +110,36 @@ pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
         moves.push(m);
     }
     let (mut before, mut after) = (Vec::new(), Vec::new());
-    for (k, m) in std::mem::take(&mut s.kernels).into_iter().zip(moves) {
+    for (k, m) in kernels.into_iter().zip(moves) {
         if m {
             after.push(k);
         } else {
             before.push(k);
         }
     }
-    let kernels: Vec<Kernel> = before.into_iter().chain(after).collect();
+    before.into_iter().chain(after).collect()
+}
+
+/// The buckets, each with the kernel position it starts after (-1: before every kernel).
+///
+/// Buckets follow the sums' order in the graph (the order their gradients are
+/// computed in), not the schedule, so that ranks whose shards differ in size (and whose
+/// schedules may differ) start the same buckets in the same order; a bucket starts
+/// after its last operand is written and never before the previous bucket.
+fn group(g: &Graph, s: &Schedule, kernels: &[Kernel], sums: &[Value], feeds_sum: &[bool]) -> Vec<(i64, Vec<Value>)> {
     // Where each sum's operand is last written (-1: before every kernel).
     let written_at = |x: Value| -> i64 {
         let root = s.storage[idx(x)];
         kernels.iter().rposition(|k| k.outs().iter().any(|o| s.storage[idx(*o)] == root)).map_or(-1, |p| p as i64)
     };
-    // Buckets follow the sums' order in the graph (the order their gradients are
-    // computed in), not the schedule, so that ranks whose shards differ in size (and whose
-    // schedules may differ) start the same buckets in the same order; a bucket starts
-    // after its last operand is written and never before the previous bucket.
-    let mut in_order = sums.clone();
+    let mut in_order = sums.to_vec();
     in_order.sort_by_key(|v| v.as_u32());
     let mut groups: Vec<(i64, Vec<Value>)> = Vec::new();
     let mut open: Option<(i64, Vec<Value>, usize)> = None;
     let mut at = -1i64;
     for &v in &in_order {
         let p = written_at(g.nodes[v].args[0]);
-        if !late(v) {
+        if feeds_sum[idx(v)] {
             at = at.max(p);
             groups.push((at, vec![v]));
             continue;
@@ -134,7 +159,12 @@ pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
     if let Some((q, vals, _)) = open {
         groups.push((q, vals));
     }
-    // Each wait goes before the first kernel after its start that reads one of its sums.
+    groups
+}
+
+/// The kernels with each bucket's start after its position and its wait before the
+/// first kernel after its start that reads one of its sums.
+fn with_collectives(g: &Graph, s: &Schedule, kernels: Vec<Kernel>, groups: Vec<(i64, Vec<Value>)>) -> Vec<Kernel> {
     let mut starts: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
     let mut waits: Vec<Vec<Kernel>> = vec![Vec::new(); kernels.len() + 1];
     for (b, (p, values)) in groups.into_iter().enumerate() {
@@ -155,5 +185,5 @@ pub(super) fn buckets(g: &Graph, s: &mut Schedule) {
     let last = starts.len() - 1;
     out.append(&mut starts[last]);
     out.append(&mut waits[last]);
-    s.kernels = out;
+    out
 }

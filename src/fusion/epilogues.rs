@@ -161,7 +161,7 @@ pub(super) fn tile_epilogues(g: &Graph, s: &mut Schedule, updates: bool) {
                 }
             }
         };
-        let Kernel::MatMul { out: p, a, b, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
+        let Kernel::MatMul { out: p, batch, m, n, accumulate: false, epilogue: None, .. } = s.kernels[i] else {
             step_past(s, &mut writers, i);
             i += 1;
             continue;
@@ -189,51 +189,14 @@ pub(super) fn tile_epilogues(g: &Graph, s: &mut Schedule, updates: bool) {
                 k.outs().iter().filter_map(|o| replaces.get(o)).map(|&v| s.storage[idx(v)]).collect();
             if !olds.is_empty() {
                 // An update: the product moves down to it (see above).
-                let operands = [s.storage[idx(a)], s.storage[idx(b)]];
-                if !updates
-                    || batch != 1
-                    || operands.iter().any(|r| olds.contains(r))
-                    || (i + 1..j).any(|q| {
-                        read_of[q].contains(&p)
-                            || s.kernels[q].outs().iter().any(|&o| {
-                                let r = s.storage[idx(o)];
-                                r == p || operands.contains(&r)
-                            })
-                    })
-                {
+                if !updates || batch != 1 || !update_may_take(s, &read_of, i, j, &olds) {
                     return false;
                 }
             }
-            if regroup
-                && !k.outs().into_iter().all(|o| {
-                    s.row_stride[idx(o)] == 0
-                        && fused_nodes(g, s, o).into_iter().all(|v| {
-                            let node = &g.nodes[v];
-                            match node.op {
-                                Op::Slice { .. } => false,
-                                Op::Broadcast { .. } if s.materialized[idx(node.args[0])] => {
-                                    regrouped_access(g, node.args[0], v, n).is_some()
-                                }
-                                _ => true,
-                            }
-                        })
-                })
-            {
+            if regroup && !regroups(g, s, k, n) {
                 return false;
             }
-            // The product (or a view of all of it) is read only element for element, at
-            // the loop's position.
-            let in_place = k.outs().into_iter().all(|o| {
-                fused_nodes(g, s, o).into_iter().all(|v| {
-                    let node = &g.nodes[v];
-                    node.args.iter().all(|&a| {
-                        s.storage[idx(a)] != p
-                            || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
-                                && reshapes_of(g, a, p)
-                                && s.row_stride[idx(a)] == 0)
-                    })
-                })
-            });
+            let in_place = reads_in_place(g, s, k, p);
             // What else it reads (but its own outputs) exists before the product runs
             // (before the update, where an update takes the product).
             let own: Vec<Value> = k.outs();
@@ -266,6 +229,59 @@ pub(super) fn tile_epilogues(g: &Graph, s: &mut Schedule, updates: bool) {
             i += 1;
         }
     }
+}
+
+/// Whether the product at `i` may move down to the update at `j` (replacing the buffers
+/// `olds`) to take it as its epilogue: its operands are not what the update replaces,
+/// and no kernel in between reads the product or writes it or its operands.
+fn update_may_take(s: &Schedule, read_of: &[Vec<Value>], i: usize, j: usize, olds: &[Value]) -> bool {
+    let idx = |v: Value| v.as_u32() as usize;
+    let Kernel::MatMul { out: p, a, b, .. } = s.kernels[i] else { return false };
+    let operands = [s.storage[idx(a)], s.storage[idx(b)]];
+    !(operands.iter().any(|r| olds.contains(r))
+        || (i + 1..j).any(|q| {
+            read_of[q].contains(&p)
+                || s.kernels[q].outs().iter().any(|&o| {
+                    let r = s.storage[idx(o)];
+                    r == p || operands.contains(&r)
+                })
+        }))
+}
+
+/// Whether every read of the elementwise kernel `k` has a form in its loop regrouped to
+/// rows of `n` (`regrouped_access`): no slices, broadcasts that regroup, dense outputs.
+fn regroups(g: &Graph, s: &Schedule, k: &Kernel, n: usize) -> bool {
+    let idx = |v: Value| v.as_u32() as usize;
+    k.outs().into_iter().all(|o| {
+        s.row_stride[idx(o)] == 0
+            && fused_nodes(g, s, o).into_iter().all(|v| {
+                let node = &g.nodes[v];
+                match node.op {
+                    Op::Slice { .. } => false,
+                    Op::Broadcast { .. } if s.materialized[idx(node.args[0])] => {
+                        regrouped_access(g, node.args[0], v, n).is_some()
+                    }
+                    _ => true,
+                }
+            })
+    })
+}
+
+/// Whether the elementwise kernel `k` reads the product `p` (or a view of all of it)
+/// only element for element, at the loop's position.
+fn reads_in_place(g: &Graph, s: &Schedule, k: &Kernel, p: Value) -> bool {
+    let idx = |v: Value| v.as_u32() as usize;
+    k.outs().into_iter().all(|o| {
+        fused_nodes(g, s, o).into_iter().all(|v| {
+            let node = &g.nodes[v];
+            node.args.iter().all(|&a| {
+                s.storage[idx(a)] != p
+                    || (matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                        && reshapes_of(g, a, p)
+                        && s.row_stride[idx(a)] == 0)
+            })
+        })
+    })
 }
 
 /// Whether `a` is `p` or reshapes of it (the same elements in the same order; not a
