@@ -148,3 +148,93 @@ pub(super) fn swaps_last_two(perm: &[u32]) -> bool {
         && perm[r - 1] as usize == r - 2
         && perm[..r - 2].iter().enumerate().all(|(i, &p)| p as usize == i)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::testing::Builder;
+    use crate::ir::ReduceOp;
+
+    #[test]
+    fn loop_shapes_are_all_but_the_last_dim_by_the_last() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[2, 3, 4]);
+        let s = b.input("s", &[]);
+        assert_eq!(loop_shape(&b.g, x), (6, 4));
+        assert_eq!(loop_shape(&b.g, s), (1, 1));
+        assert_eq!((numel(&b.g, x), dims(&b.g, x)), (24, vec![2, 3, 4]));
+    }
+
+    #[test]
+    fn broadcasts_read_as_scalars_rows_columns_and_channels() {
+        let mut b = Builder::new();
+        let out = b.input("out", &[4, 8]);
+        let cases = [
+            (b.input("one", &[1]), Some(Access::Scalar)),
+            (b.input("full", &[1, 4, 8]), Some(Access::Full)),
+            (b.input("row", &[8]), Some(Access::Row)),
+            (b.input("col", &[4, 1]), Some(Access::Col)),
+        ];
+        for (x, want) in cases {
+            assert_eq!(broadcast_access(&b.g, x, out), want, "{}", b.g.inputs[x.as_u32() as usize].name);
+        }
+        // A channel bias [3, 1, 1] over [2, 3, 4, 5]: row r reads element (r / 4) % 3.
+        let image = b.input("image", &[2, 3, 4, 5]);
+        let bias = b.input("bias", &[3, 1, 1]);
+        assert_eq!(broadcast_access(&b.g, bias, image), Some(Access::Chan { div: 4, modulo: 3 }));
+    }
+
+    #[test]
+    fn rows_repeated_over_middle_dims_need_rows_of_32() {
+        let mut b = Builder::new();
+        let wide = b.input("wide", &[2, 3, 32]);
+        let wide_max = b.input("wide_max", &[2, 1, 32]);
+        assert_eq!(broadcast_access(&b.g, wide_max, wide), Some(Access::Rows { div: 3, modulo: 1 }));
+        let narrow = b.input("narrow", &[2, 3, 8]);
+        let narrow_max = b.input("narrow_max", &[2, 1, 8]);
+        assert_eq!(broadcast_access(&b.g, narrow_max, narrow), None);
+    }
+
+    #[test]
+    fn regrouped_loops_keep_full_scalar_and_divisible_channel_reads() {
+        let mut b = Builder::new();
+        let v = b.input("v", &[2, 3, 4, 5]);
+        let bias = b.input("bias", &[3, 1, 1]);
+        let full = b.input("full", &[2, 3, 4, 5]);
+        let row = b.input("row", &[5]);
+        // Rows of 20 (4 of v's rows of 5): the channel changes every row.
+        assert_eq!(regrouped_access(&b.g, bias, v, 20), Some(Access::Chan { div: 1, modulo: 3 }));
+        assert_eq!(regrouped_access(&b.g, full, v, 20), Some(Access::Full));
+        assert_eq!(regrouped_access(&b.g, row, v, 20), None);
+        assert_eq!(regrouped_access(&b.g, bias, v, 5), Some(Access::Chan { div: 4, modulo: 3 }));
+        assert_eq!(regrouped_access(&b.g, bias, v, 7), None);
+    }
+
+    #[test]
+    fn slices_of_the_last_dim_are_fusible() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let last = b.op(Op::Slice { axis: 1, start: 2, end: 6, step: 1 }, &[x]);
+        let first = b.op(Op::Slice { axis: 0, start: 0, end: 2, step: 1 }, &[x]);
+        let strided = b.op(Op::Slice { axis: 1, start: 0, end: 8, step: 2 }, &[x]);
+        assert!(fusible_slice(&b.g, last));
+        assert!(!fusible_slice(&b.g, first));
+        assert!(!fusible_slice(&b.g, strided));
+        let r = b.reduce(ReduceOp::Sum, x, &[1]);
+        assert!(!fusible_slice(&b.g, r));
+    }
+
+    #[test]
+    fn reductions_of_one_run_of_axes_and_last_two_swaps() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[2, 3, 4]);
+        assert_eq!(reduce_dims(&b.g, x, &[1]), Some((2, 3, 4)));
+        assert_eq!(reduce_dims(&b.g, x, &[1, 2]), Some((2, 12, 1)));
+        assert_eq!(reduce_dims(&b.g, x, &[0, 2]), None);
+        assert!(swaps_last_two(&[0, 2, 1]));
+        assert!(swaps_last_two(&[1, 0]));
+        assert!(!swaps_last_two(&[1, 0, 2]));
+        assert!(!swaps_last_two(&[0]));
+        assert!(is_elementwise(&Op::Select) && !is_elementwise(&Op::MatMul));
+    }
+}

@@ -187,3 +187,72 @@ fn with_collectives(g: &Graph, s: &Schedule, kernels: Vec<Kernel>, groups: Vec<(
     out.append(&mut waits[last]);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::describe::lines;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+    use crate::ir::BinaryOp;
+
+    /// A gradient `x @ d` of [8, 16], its allreduce, and the SGD update of a parameter.
+    fn layer(b: &mut Builder, name: &str) -> (Value, Value, Value) {
+        let x = b.input(&format!("x_{name}"), &[8, 4]);
+        let d = b.input(&format!("d_{name}"), &[4, 16]);
+        let grad = b.matmul(x, d);
+        let sum = b.op(Op::AllReduce, &[grad]);
+        let w = b.param(name, &[8, 16]);
+        let lr = b.fill(0.1, &[8, 16]);
+        let step = b.binary(BinaryOp::Mul, sum, lr);
+        let w2 = b.binary(BinaryOp::Sub, w, step);
+        b.update(w, w2);
+        (grad, sum, w2)
+    }
+
+    #[test]
+    fn a_sum_runs_in_place_between_its_gradient_and_its_update() {
+        let mut b = Builder::new();
+        let (grad, sum, w2) = layer(&mut b, "w");
+        let (mut s, _, _) = initial(&b.g);
+        buckets(&b.g, &mut s);
+        assert_eq!(s.storage[sum.as_u32() as usize], grad);
+        assert_eq!(
+            lines(&b.g, &s)[1..3],
+            [
+                format!("start allreduce bucket 0: {sum} <- {grad} (in place)"),
+                format!("wait for allreduce bucket 0: {sum} <- {grad} (in place)"),
+            ]
+        );
+        assert_eq!(s.kernels[0].out(), grad);
+        assert_eq!(s.kernels[3].out(), w2);
+    }
+
+    #[test]
+    fn updates_move_after_the_backward_pass_and_small_sums_share_a_bucket() {
+        let mut b = Builder::new();
+        let (g1, s1, w1) = layer(&mut b, "w1");
+        let (g2, s2, w2) = layer(&mut b, "w2");
+        let (mut s, _, _) = initial(&b.g);
+        let order = |s: &Schedule| s.kernels.iter().map(Kernel::out).collect::<Vec<_>>();
+        assert_eq!(order(&s), vec![g1, s1, w1, g2, s2, w2]);
+        buckets(&b.g, &mut s);
+        assert!(matches!(
+            &s.kernels[..],
+            [_, _, Kernel::Collective { values: a, wait: false, .. }, Kernel::Collective { values: b, wait: true, .. }, _, _]
+                if *a == [s1, s2] && *b == [s1, s2]
+        ));
+        assert_eq!(order(&s), vec![g1, g2, s1, s1, w1, w2]);
+    }
+
+    #[test]
+    fn the_sum_of_an_output_is_copied() {
+        let mut b = Builder::new();
+        let (grad, sum, _) = layer(&mut b, "w");
+        b.output("grad", grad);
+        let (mut s, _, _) = initial(&b.g);
+        buckets(&b.g, &mut s);
+        assert_eq!(s.storage[sum.as_u32() as usize], sum);
+        assert!(lines(&b.g, &s)[1].ends_with("(copied)"));
+    }
+}

@@ -92,3 +92,48 @@ pub(super) fn merge_chains(g: &Graph, s: &mut Schedule) {
     }
     s.kernels = out;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+    use crate::ir::{BinaryOp, UnaryOp};
+
+    #[test]
+    fn kernels_that_load_the_same_gradient_merge_into_one_loop() {
+        let mut b = Builder::new();
+        let grad = b.input("grad", &[4, 8]);
+        let m = b.state("m", &[4, 8]);
+        let v = b.state("v", &[4, 8]);
+        let m2 = b.binary(BinaryOp::Add, m, grad);
+        let sq = b.binary(BinaryOp::Mul, grad, grad);
+        let v2 = b.binary(BinaryOp::Add, v, sq);
+        b.update(m, m2);
+        b.update(v, v2);
+        let (mut s, _, _) = initial(&b.g);
+        assert_eq!(s.kernels.len(), 2);
+        merge_chains(&b.g, &mut s);
+        assert_eq!(s.kernels, vec![Kernel::Elementwise { out: v2, rows: 4, cols: 8, also: vec![m2] }]);
+    }
+
+    #[test]
+    fn unrelated_kernels_or_other_shapes_stay_apart() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let z = b.input("z", &[4, 8]);
+        let w = b.input("w", &[2, 16]);
+        let ex = b.unary(UnaryOp::Exp, x);
+        let ez = b.unary(UnaryOp::Exp, z);
+        let flat = b.reshape(x, &[2, 16]);
+        let other = b.binary(BinaryOp::Add, flat, w);
+        for (i, o) in [ex, ez, other].into_iter().enumerate() {
+            b.output(&format!("o{i}"), o);
+        }
+        let (mut s, _, _) = initial(&b.g);
+        let before = s.kernels.clone();
+        merge_chains(&b.g, &mut s);
+        assert_eq!(s.kernels, before);
+        assert_eq!(s.kernels.len(), 3);
+    }
+}

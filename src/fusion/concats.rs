@@ -100,3 +100,63 @@ pub(super) fn elide_concats(g: &Graph, s: &mut Schedule, pinned: &[bool]) {
     }
     s.kernels.retain(|k| !matches!(k, Kernel::Host { out } if elided.contains(out)));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+    use crate::ir::UnaryOp;
+
+    fn at(s: &Schedule, v: Value) -> (Value, usize, usize) {
+        let i = v.as_u32() as usize;
+        (s.storage[i], s.view_offset[i], s.row_stride[i])
+    }
+
+    #[test]
+    fn products_are_computed_into_their_blocks_of_a_concat() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w1 = b.param("w1", &[8, 16]);
+        let w2 = b.param("w2", &[8, 16]);
+        let p1 = b.matmul(x, w1);
+        let p2 = b.matmul(x, w2);
+        let c = b.op(Op::Concat { axis: 0 }, &[p1, p2]);
+        b.output("c", c);
+        let (mut s, _, pinned) = initial(&b.g);
+        assert_eq!(s.kernels.len(), 3);
+        elide_concats(&b.g, &mut s, &pinned);
+        assert_eq!(s.kernels.iter().map(Kernel::out).collect::<Vec<_>>(), vec![p1, p2]);
+        assert_eq!((at(&s, p1), at(&s, p2)), ((c, 0, 0), (c, 64, 0)));
+    }
+
+    #[test]
+    fn elementwise_pieces_are_stored_into_their_columns() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let e = b.unary(UnaryOp::Exp, x);
+        let t = b.unary(UnaryOp::Tanh, x);
+        let c = b.op(Op::Concat { axis: 1 }, &[e, t]);
+        b.output("c", c);
+        let (mut s, _, pinned) = initial(&b.g);
+        elide_concats(&b.g, &mut s, &pinned);
+        assert_eq!(s.kernels.iter().map(Kernel::out).collect::<Vec<_>>(), vec![e, t]);
+        assert_eq!((at(&s, e), at(&s, t)), ((c, 0, 16), (c, 8, 16)));
+    }
+
+    #[test]
+    fn a_concat_of_an_output_is_copied() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w1 = b.param("w1", &[8, 16]);
+        let p1 = b.matmul(x, w1);
+        let p2 = b.matmul(x, w1);
+        let c = b.op(Op::Concat { axis: 0 }, &[p1, p2]);
+        b.output("c", c);
+        b.output("p2", p2);
+        let (mut s, _, pinned) = initial(&b.g);
+        elide_concats(&b.g, &mut s, &pinned);
+        assert!(matches!(s.kernels[..], [_, _, Kernel::Host { out }] if out == c));
+        assert_eq!(at(&s, p1), (p1, 0, 0));
+    }
+}

@@ -295,3 +295,137 @@ fn reshapes_of(g: &Graph, mut a: Value, p: Value) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::describe::lines;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+
+    #[test]
+    fn a_constant_scale_becomes_the_gemm_s_beta() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let p = b.matmul(x, w);
+        let half = b.fill(0.5, &[4, 16]);
+        let y = b.binary(BinaryOp::Mul, p, half);
+        b.output("y", y);
+        let (mut s, users, pinned) = initial(&b.g);
+        assert_eq!(s.kernels.len(), 2);
+        gemm_epilogues(&b.g, &mut s, &users, &pinned);
+        assert_eq!(lines(&b.g, &s), vec![format!("gemm {y} <- 0.5 * {x} @ {w} [1 x 4x8 @ 8x16]")]);
+        assert!(!s.materialized[p.as_u32() as usize]);
+    }
+
+    #[test]
+    fn a_product_is_added_into_an_addend_only_it_reads() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let p = b.matmul(x, w);
+        let x2 = b.input("x2", &[4, 8]);
+        let w2 = b.param("w2", &[8, 16]);
+        let c = b.matmul(x2, w2);
+        let y = b.binary(BinaryOp::Add, p, c);
+        // (Read by a product, the sum is stored, and not as an output.)
+        let w3 = b.param("w3", &[16, 4]);
+        let q = b.matmul(y, w3);
+        b.output("q", q);
+        let (mut s, users, pinned) = initial(&b.g);
+        gemm_epilogues(&b.g, &mut s, &users, &pinned);
+        assert_eq!(
+            lines(&b.g, &s),
+            vec![
+                format!("gemm {c} <- {x2} @ {w2} [1 x 4x8 @ 8x16]"),
+                format!("gemm {y} <- {x} @ {w} + {y} (into {c}) [1 x 4x8 @ 8x16]"),
+                format!("gemm {q} <- {y} @ {w3} [1 x 4x16 @ 16x4]"),
+            ]
+        );
+        assert_eq!(s.storage[y.as_u32() as usize], c);
+    }
+
+    #[test]
+    fn an_addend_read_twice_stays_apart() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let p = b.matmul(x, w);
+        let w2 = b.param("w2", &[8, 16]);
+        let c = b.matmul(x, w2);
+        let y = b.binary(BinaryOp::Add, p, c);
+        let z = b.unary(crate::ir::UnaryOp::Exp, c);
+        let w3 = b.param("w3", &[16, 4]);
+        let q = b.matmul(y, w3);
+        b.output("q", q);
+        b.output("z", z);
+        let (mut s, users, pinned) = initial(&b.g);
+        let before = s.kernels.clone();
+        gemm_epilogues(&b.g, &mut s, &users, &pinned);
+        assert_eq!(s.kernels, before);
+    }
+
+    /// x @ w, then max(p + bias, 0).
+    fn dense_relu(b: &mut Builder) -> (Value, Value) {
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let p = b.matmul(x, w);
+        let bias = b.param("bias", &[16]);
+        let bb = b.broadcast(bias, &[4, 16]);
+        let s = b.binary(BinaryOp::Add, p, bb);
+        let zero = b.fill(0.0, &[4, 16]);
+        let y = b.binary(BinaryOp::Max, s, zero);
+        b.output("y", y);
+        (p, y)
+    }
+
+    #[test]
+    fn a_bias_and_activation_run_per_block_of_the_product() {
+        let mut b = Builder::new();
+        let (p, y) = dense_relu(&mut b);
+        let (mut s, _, _) = initial(&b.g);
+        tile_epilogues(&b.g, &mut s, false);
+        let [Kernel::MatMul { out, epilogue: Some(e), .. }] = &s.kernels[..] else { panic!("{:?}", s.kernels) };
+        assert_eq!(*out, p);
+        assert_eq!(**e, Kernel::Elementwise { out: y, rows: 4, cols: 16, also: vec![] });
+    }
+
+    #[test]
+    fn an_update_takes_its_gradient_s_product_only_with_the_option() {
+        let build = || {
+            let mut b = Builder::new();
+            let x = b.input("x", &[8, 4]);
+            let d = b.input("d", &[4, 16]);
+            let grad = b.matmul(x, d);
+            let w = b.param("w", &[8, 16]);
+            let lr = b.fill(0.1, &[8, 16]);
+            let step = b.binary(BinaryOp::Mul, grad, lr);
+            let w2 = b.binary(BinaryOp::Sub, w, step);
+            b.update(w, w2);
+            (b, grad, w2)
+        };
+        let (b, _, _) = build();
+        let (mut s, _, _) = initial(&b.g);
+        let before = s.kernels.clone();
+        tile_epilogues(&b.g, &mut s, false);
+        assert_eq!(s.kernels, before);
+        let (b, grad, w2) = build();
+        let (mut s, _, _) = initial(&b.g);
+        tile_epilogues(&b.g, &mut s, true);
+        let [Kernel::MatMul { out, epilogue: Some(e), .. }] = &s.kernels[..] else { panic!("{:?}", s.kernels) };
+        assert_eq!((*out, e.outs()), (grad, vec![w2]));
+    }
+
+    #[test]
+    fn only_reshapes_of_the_product_count_as_the_product() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 4]);
+        let r = b.reshape(x, &[16]);
+        let rr = b.reshape(r, &[2, 8]);
+        let e = b.unary(crate::ir::UnaryOp::Exp, x);
+        assert!(reshapes_of(&b.g, rr, x));
+        assert!(reshapes_of(&b.g, x, x));
+        assert!(!reshapes_of(&b.g, e, x));
+    }
+}

@@ -51,6 +51,16 @@ pub(super) fn schedule(g: &Graph, mat: Vec<bool>, users: &[Vec<Value>], pinned: 
     Ok(Schedule { kernels, materialized: mat, storage, view_offset, row_stride: vec![0; n] })
 }
 
+/// The schedule the sub-passes start from (materialization and one kernel per
+/// materialized value), with each value's users and the pinned values: what their unit
+/// tests run on.
+#[cfg(test)]
+pub(super) fn initial(g: &Graph) -> (Schedule, Vec<Vec<Value>>, Vec<bool>) {
+    let (users, pinned) = (super::uses::users(g), super::uses::pinned(g));
+    let mat = super::materialize::materialized(g, &users, &pinned);
+    (schedule(g, mat, &users, &pinned).expect("schedule"), users, pinned)
+}
+
 /// Per value: a transpose of the last two dims that only matmuls read, which they read
 /// through strides (unless a copy pays).
 ///
@@ -227,5 +237,77 @@ fn permute(g: &Graph, v: Value, perm: &[u32]) -> Kernel {
         dims: od[..r - 1].to_vec(),
         src_strides: perm[..r - 1].iter().map(|&p| xs[p as usize]).collect(),
         row: od[r - 1],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::describe::lines;
+    use crate::fusion::testing::Builder;
+    use crate::ir::{ReduceOp, UnaryOp};
+
+    #[test]
+    fn a_transposed_weight_is_read_through_strides_unless_a_copy_pays() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[16, 8]);
+        let wt = b.transpose(w, &[1, 0]);
+        let y = b.matmul(x, wt);
+        b.output("y", y);
+        // k = 64 and 256 rows of results: the transpose is copied once.
+        let x2 = b.input("x2", &[256, 64]);
+        let w2 = b.param("w2", &[128, 64]);
+        let w2t = b.transpose(w2, &[1, 0]);
+        let y2 = b.matmul(x2, w2t);
+        b.output("y2", y2);
+        let (s, _, _) = initial(&b.g);
+        assert_eq!(
+            lines(&b.g, &s),
+            vec![
+                format!("gemm {y} <- {x} @ {w}^T [1 x 4x8 @ 8x16]"),
+                format!("transpose {w2t} <- {w2} [1 x 128x64]"),
+                format!("gemm {y2} <- {x2} @ {w2t} [1 x 256x64 @ 64x128]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_matrix_broadcast_over_a_batch_is_shared() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[2, 4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let wb = b.broadcast(w, &[2, 8, 16]);
+        let y = b.matmul(x, wb);
+        b.output("y", y);
+        let (s, _, _) = initial(&b.g);
+        assert_eq!(lines(&b.g, &s), vec![format!("gemm {y} <- {x} @ {w} (shared) [2 x 4x8 @ 8x16]")]);
+    }
+
+    #[test]
+    fn reshapes_and_contiguous_slices_are_views() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[3, 4, 8]);
+        let e = b.unary(UnaryOp::Exp, x);
+        let flat = b.reshape(e, &[96]);
+        let step = b.op(Op::Slice { axis: 0, start: 1, end: 2, step: 1 }, &[e]);
+        let r1 = b.reduce(ReduceOp::Sum, flat, &[0]);
+        let r2 = b.reduce(ReduceOp::Sum, step, &[2]);
+        b.output("r1", r1);
+        b.output("r2", r2);
+        let (s, _, _) = initial(&b.g);
+        let at = |v: Value| (s.storage[idx(v)], s.view_offset[idx(v)]);
+        assert_eq!((at(flat), at(step)), ((e, 0), (e, 32)));
+        assert_eq!(s.kernels.iter().map(Kernel::out).collect::<Vec<_>>(), vec![e, r1, r2]);
+    }
+
+    #[test]
+    fn a_transpose_that_keeps_rows_copies_them() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[2, 3, 4]);
+        let t = b.transpose(x, &[1, 0, 2]);
+        b.output("t", t);
+        let (s, _, _) = initial(&b.g);
+        assert_eq!(s.kernels, vec![Kernel::Permute { out: t, x, dims: vec![3, 2], src_strides: vec![4, 12], row: 4 }]);
     }
 }

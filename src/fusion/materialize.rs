@@ -175,3 +175,79 @@ fn into_reductions(g: &Graph, users: &[Vec<Value>], pinned: &[bool], mat: &mut [
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::testing::Builder;
+    use crate::fusion::uses::{pinned, users};
+    use crate::ir::ReduceOp;
+
+    fn stored(g: &Graph) -> Vec<Value> {
+        let m = materialized(g, &users(g), &pinned(g));
+        g.nodes.keys().filter(|v| m[idx(*v)]).collect()
+    }
+
+    #[test]
+    fn a_chain_of_one_user_each_is_fused_into_its_end() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let one = b.fill(1.0, &[4, 8]);
+        let a = b.binary(BinaryOp::Add, x, one);
+        let e = b.unary(UnaryOp::Exp, a);
+        let y = b.unary(UnaryOp::Neg, e);
+        b.output("y", y);
+        assert_eq!(stored(&b.g), vec![x, y]);
+    }
+
+    #[test]
+    fn a_value_with_two_users_is_stored_unless_it_is_cheap() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let z = b.input("z", &[4, 8]);
+        let dear = b.unary(UnaryOp::Exp, x);
+        let cheap = b.binary(BinaryOp::Mul, x, z);
+        let outs = [
+            b.unary(UnaryOp::Tanh, dear),
+            b.unary(UnaryOp::Sigmoid, dear),
+            b.unary(UnaryOp::Tanh, cheap),
+            b.unary(UnaryOp::Sigmoid, cheap),
+        ];
+        for (i, o) in outs.iter().enumerate() {
+            b.output(&format!("o{i}"), *o);
+        }
+        // The product of two stored values is recomputed in both loops.
+        assert_eq!(stored(&b.g), [vec![x, z, dear], outs.to_vec()].concat());
+    }
+
+    #[test]
+    fn operands_of_products_are_stored_and_reductions_compute_their_producer() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 8]);
+        let h = b.unary(UnaryOp::Tanh, x);
+        let p = b.matmul(h, w);
+        let e = b.unary(UnaryOp::Exp, p);
+        let r = b.reduce(ReduceOp::Sum, e, &[1]);
+        b.output("r", r);
+        // `h` is forced into a buffer by the product; `e` is computed inside the sum.
+        assert_eq!(stored(&b.g), vec![x, w, h, p, r]);
+    }
+
+    #[test]
+    fn a_row_broadcast_is_read_in_place_and_an_unreadable_one_is_stored() {
+        let mut b = Builder::new();
+        let bias = b.param("bias", &[8]);
+        let x = b.input("x", &[4, 8]);
+        let bb = b.broadcast(bias, &[4, 8]);
+        let y = b.binary(BinaryOp::Add, x, bb);
+        b.output("y", y);
+        // [4, 1, 8] over [4, 3, 8] has no loop form (rows shorter than 32).
+        let m = b.param("m", &[4, 1, 8]);
+        let z = b.input("z", &[4, 3, 8]);
+        let mb = b.broadcast(m, &[4, 3, 8]);
+        let zy = b.binary(BinaryOp::Mul, z, mb);
+        b.output("zy", zy);
+        assert_eq!(stored(&b.g), vec![bias, x, y, m, z, mb, zy]);
+    }
+}

@@ -77,3 +77,54 @@ pub fn fuse_with(g: &Graph, opts: &Options) -> Result<Schedule, String> {
     self::buckets::buckets(g, &mut sched);
     Ok(sched)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::testing::Builder;
+    use crate::ir::{BinaryOp, Value};
+
+    /// y = x @ w + bias, and the SGD update of w by a gradient `x2 @ d`.
+    fn layer_and_update(b: &mut Builder) -> [Value; 4] {
+        let x = b.input("x", &[4, 8]);
+        let w = b.param("w", &[8, 16]);
+        let p = b.matmul(x, w);
+        let bias = b.param("bias", &[16]);
+        let bb = b.broadcast(bias, &[4, 16]);
+        let y = b.binary(BinaryOp::Add, p, bb);
+        b.output("y", y);
+        let x2 = b.input("x2", &[8, 4]);
+        let d = b.input("d", &[4, 16]);
+        let grad = b.matmul(x2, d);
+        let lr = b.fill(0.1, &[8, 16]);
+        let step = b.binary(BinaryOp::Mul, grad, lr);
+        let w2 = b.binary(BinaryOp::Sub, w, step);
+        b.update(w, w2);
+        [p, y, grad, w2]
+    }
+
+    #[test]
+    fn fuse_makes_the_bias_an_epilogue_and_keeps_the_update_apart() {
+        let mut b = Builder::new();
+        let [p, y, grad, w2] = layer_and_update(&mut b);
+        let s = fuse(&b.g).expect("fuse");
+        let [Kernel::MatMul { out, epilogue: Some(e), .. }, Kernel::MatMul { out: g, epilogue: None, .. }, update] =
+            &s.kernels[..]
+        else {
+            panic!("{:?}", s.kernels)
+        };
+        assert_eq!((*out, e.outs(), *g), (p, vec![y], grad));
+        assert_eq!(*update, Kernel::Elementwise { out: w2, rows: 8, cols: 16, also: vec![] });
+        assert!(s.materialized[grad.as_u32() as usize]);
+    }
+
+    #[test]
+    fn with_updates_in_epilogues_the_update_is_the_gradient_s_epilogue() {
+        let mut b = Builder::new();
+        let [_, _, grad, w2] = layer_and_update(&mut b);
+        let s = fuse_with(&b.g, &Options { updates_in_epilogues: true }).expect("fuse");
+        assert_eq!(s.kernels.len(), 2);
+        let Kernel::MatMul { out, epilogue: Some(e), .. } = &s.kernels[1] else { panic!("{:?}", s.kernels) };
+        assert_eq!((*out, e.outs()), (grad, vec![w2]));
+    }
+}

@@ -154,3 +154,51 @@ pub fn reads(g: &Graph, s: &Schedule, k: &Kernel) -> Vec<Value> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::testing::{schedule_of, Builder};
+    use crate::ir::{BinaryOp, ReduceOp, UnaryOp};
+
+    #[test]
+    fn a_loop_computes_its_unmaterialized_ancestors_and_reads_the_rest() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let bias = b.param("bias", &[8]);
+        let e = b.unary(UnaryOp::Exp, x);
+        let bb = b.broadcast(bias, &[4, 8]);
+        let y = b.binary(BinaryOp::Add, e, bb);
+        let k = Kernel::Elementwise { out: y, rows: 4, cols: 8, also: vec![] };
+        let s = schedule_of(&b.g, &[x, bias, y], vec![k.clone()]);
+        assert_eq!(fused_nodes(&b.g, &s, y), vec![e, bb, y]);
+        assert_eq!(reads(&b.g, &s, &k), vec![x, bias]);
+        // The bias is read as a row vector: not flat, and strided.
+        assert!(!flat_only(&b.g, &s, y));
+        assert_eq!(strided_sources(&b.g, &s, y), vec![bias]);
+        assert!(flat_only(&b.g, &s, e));
+        // With `e` stored, the loop reads it instead of `x`.
+        let s = schedule_of(&b.g, &[x, bias, e, y], vec![k.clone()]);
+        assert_eq!(fused_nodes(&b.g, &s, y), vec![bb, y]);
+        assert_eq!(reads(&b.g, &s, &k), vec![bias, e]);
+    }
+
+    #[test]
+    fn a_reduction_reads_what_its_fused_producer_reads() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let sq = b.binary(BinaryOp::Mul, x, x);
+        let r = b.reduce(ReduceOp::Sum, sq, &[1]);
+        let k = Kernel::Reduce { out: r, x: sq, op: ReduceOp::Sum, outer: 4, red: 8, inner: 1 };
+        let s = schedule_of(&b.g, &[x, r], vec![k.clone()]);
+        assert_eq!(reads(&b.g, &s, &k), vec![x]);
+        let s = schedule_of(&b.g, &[x, sq, r], vec![k.clone()]);
+        assert_eq!(reads(&b.g, &s, &k), vec![sq]);
+        // A sum in place reads its operand when it starts and itself when it is waited for.
+        let sum = b.op(Op::AllReduce, &[x]);
+        let s = schedule_of(&b.g, &[x, sum], vec![]);
+        let start = Kernel::Collective { values: vec![sum], bucket: 0, wait: false };
+        let wait = Kernel::Collective { values: vec![sum], bucket: 0, wait: true };
+        assert_eq!((reads(&b.g, &s, &start), reads(&b.g, &s, &wait)), (vec![x], vec![sum]));
+    }
+}

@@ -105,3 +105,56 @@ pub(super) fn row_groups(g: &Graph, s: &mut Schedule) {
     close(&mut group, &mut held, &mut out, group_rows);
     s.kernels = out;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+    use crate::ir::{BinaryOp, ReduceOp, UnaryOp};
+
+    /// softmax(x) over rows of 8.
+    fn softmax(b: &mut Builder, x: Value) -> Value {
+        let mx = b.reduce(ReduceOp::Max, x, &[1]);
+        let mr = b.reshape(mx, &[4, 1]);
+        let mb = b.broadcast(mr, &[4, 8]);
+        let d = b.binary(BinaryOp::Sub, x, mb);
+        let e = b.unary(UnaryOp::Exp, d);
+        let s = b.reduce(ReduceOp::Sum, e, &[1]);
+        let sr = b.reshape(s, &[4, 1]);
+        let sb = b.broadcast(sr, &[4, 8]);
+        b.binary(BinaryOp::Div, e, sb)
+    }
+
+    #[test]
+    fn a_softmax_runs_row_by_row() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let y = softmax(&mut b, x);
+        b.output("y", y);
+        let (mut s, _, _) = initial(&b.g);
+        let parts = s.kernels.clone();
+        assert_eq!(parts.len(), 4);
+        row_groups(&b.g, &mut s);
+        assert_eq!(s.kernels, vec![Kernel::Rows { rows: 4, parts }]);
+    }
+
+    #[test]
+    fn rows_without_a_reduction_or_over_other_rows_are_not_grouped() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[4, 8]);
+        let e = b.unary(UnaryOp::Exp, x);
+        let t = b.unary(UnaryOp::Tanh, x);
+        b.output("e", e);
+        b.output("t", t);
+        // A sum over the rows (a column total) reads every row of e.
+        let total = b.reduce(ReduceOp::Sum, e, &[0]);
+        b.output("total", total);
+        let (mut s, _, _) = initial(&b.g);
+        let before = s.kernels.clone();
+        row_groups(&b.g, &mut s);
+        assert_eq!(s.kernels, before);
+        assert_eq!(row_part(&s.kernels[0]), Some(4));
+        assert_eq!(row_part(&s.kernels[2]), None);
+    }
+}

@@ -112,3 +112,58 @@ pub struct Schedule {
     /// of an elided concat (0: dense).
     pub row_stride: Vec<usize>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(i: u32) -> Value {
+        Value::from_u32(i)
+    }
+
+    #[test]
+    fn a_chain_stores_its_earlier_outputs_then_its_own() {
+        let k = Kernel::Elementwise { out: v(5), rows: 2, cols: 3, also: vec![v(1), v(3)] };
+        assert_eq!(k.outs(), vec![v(1), v(3), v(5)]);
+        assert_eq!(k.out(), v(5));
+    }
+
+    #[test]
+    fn a_product_stores_its_epilogue_outputs_too() {
+        let e = Kernel::Elementwise { out: v(7), rows: 4, cols: 4, also: vec![v(6)] };
+        let k = Kernel::MatMul {
+            out: v(2),
+            a: v(0),
+            b: v(1),
+            a_t: false,
+            b_t: false,
+            a_shared: false,
+            b_shared: false,
+            batch: 1,
+            m: 4,
+            k: 4,
+            n: 4,
+            scale: 1.0,
+            accumulate: false,
+            epilogue: Some(Box::new(e)),
+        };
+        assert_eq!(k.outs(), vec![v(2), v(6), v(7)]);
+        assert_eq!(k.out(), v(2));
+    }
+
+    #[test]
+    fn rows_and_collectives_list_every_value() {
+        let rows = Kernel::Rows {
+            rows: 4,
+            parts: vec![
+                Kernel::Reduce { out: v(2), x: v(1), op: ReduceOp::Max, outer: 4, red: 8, inner: 1 },
+                Kernel::Elementwise { out: v(4), rows: 4, cols: 8, also: vec![] },
+            ],
+        };
+        assert_eq!(rows.outs(), vec![v(2), v(4)]);
+        assert_eq!(rows.out(), v(4));
+        let c = Kernel::Collective { values: vec![v(8), v(9)], bucket: 0, wait: true };
+        assert_eq!((c.outs(), c.out()), (vec![v(8), v(9)], v(8)));
+        assert_eq!(Kernel::Host { out: v(3) }.outs(), vec![v(3)]);
+    }
+}

@@ -1,11 +1,8 @@
-//! Test graphs for the sub-passes' unit tests: a small builder over `ir::Graph`, and the
-//! schedule `fuse` starts its sub-passes from.
+//! Test graphs for the fusion steps' unit tests: a small builder over `ir::Graph`, and
+//! schedules written by hand. (`kernels::initial` is the schedule `fuse` starts its
+//! sub-passes from; `describe::lines` its text.)
 
-use super::describe::describe;
-use super::kernels::schedule;
-use super::materialize::materialized;
-use super::schedule::Schedule;
-use super::uses::{pinned, users};
+use super::schedule::{Kernel, Schedule};
 use crate::ir::{BinaryOp, Dim, Graph, InputDecl, Mode, Op, ParamDecl, ReduceOp, StateDecl, Type, UnaryOp, Value};
 
 /// A graph under construction, every dim constant.
@@ -93,15 +90,11 @@ impl Builder {
     }
 }
 
-/// The schedule the sub-passes start from (materialization and one kernel per
-/// materialized value), with each value's users and the pinned values.
-pub(super) fn initial(g: &Graph) -> (Schedule, Vec<Vec<Value>>, Vec<bool>) {
-    let (u, p) = (users(g), pinned(g));
-    let s = schedule(g, materialized(g, &u, &p), &u, &p).expect("schedule");
-    (s, u, p)
-}
-
-/// One line per kernel (`describe`).
-pub(super) fn lines(g: &Graph, s: &Schedule) -> Vec<String> {
-    s.kernels.iter().map(|k| describe(g, s, k)).collect()
+/// A schedule of `kernels` in which exactly the values `stored` are materialized, each in
+/// a buffer of its own.
+pub(super) fn schedule_of(g: &Graph, stored: &[Value], kernels: Vec<Kernel>) -> Schedule {
+    let n = g.len();
+    let materialized = (0..n as u32).map(|i| stored.contains(&Value::from_u32(i))).collect();
+    let storage = (0..n as u32).map(Value::from_u32).collect();
+    Schedule { kernels, materialized, storage, view_offset: vec![0; n], row_stride: vec![0; n] }
 }

@@ -186,3 +186,85 @@ pub(super) fn early_updates(g: &Graph, s: &mut Schedule) {
     let mut slots: Vec<Option<Kernel>> = std::mem::take(&mut s.kernels).into_iter().map(Some).collect();
     s.kernels = order.into_iter().filter_map(|k| slots[k].take()).collect();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::chains::merge_chains;
+    use crate::fusion::kernels::initial;
+    use crate::fusion::testing::Builder;
+    use crate::ir::BinaryOp;
+
+    #[test]
+    fn a_decayed_gradient_is_computed_inside_the_update_that_reads_it() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[8, 4]);
+        let d = b.input("d", &[4, 16]);
+        let grad = b.matmul(x, d);
+        let w = b.param("w", &[8, 16]);
+        let m = b.state("m", &[8, 16]);
+        let wd = b.fill(0.01, &[8, 16]);
+        let decay = b.binary(BinaryOp::Mul, w, wd);
+        let decayed = b.binary(BinaryOp::Add, grad, decay);
+        // Another product in between keeps the chains of `decayed` and the updates apart.
+        let x2 = b.input("x2", &[8, 4]);
+        let other = b.matmul(x2, d);
+        b.output("other", other);
+        let beta = b.fill(0.9, &[8, 16]);
+        let mb = b.binary(BinaryOp::Mul, m, beta);
+        let m2 = b.binary(BinaryOp::Add, mb, decayed);
+        let lr = b.fill(0.1, &[8, 16]);
+        let step = b.binary(BinaryOp::Mul, decayed, lr);
+        let w2 = b.binary(BinaryOp::Sub, w, step);
+        b.update(m, m2);
+        b.update(w, w2);
+        let (mut s, users, pinned) = initial(&b.g);
+        merge_chains(&b.g, &mut s);
+        let outs = |s: &Schedule| s.kernels.iter().map(|k| k.outs()).collect::<Vec<_>>();
+        assert_eq!(outs(&s), vec![vec![grad], vec![decayed], vec![other], vec![m2, w2]]);
+        sink_into_updates(&b.g, &mut s, &users, &pinned);
+        assert_eq!(outs(&s), vec![vec![grad], vec![other], vec![m2, w2]]);
+        assert!(!s.materialized[decayed.as_u32() as usize]);
+        assert!(fused_nodes(&b.g, &s, w2).contains(&decayed));
+    }
+
+    #[test]
+    fn an_update_moves_up_to_just_after_its_gradient() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[8, 4]);
+        let d = b.input("d", &[4, 16]);
+        let grad = b.matmul(x, d);
+        let x2 = b.input("x2", &[8, 4]);
+        let other = b.matmul(x2, d);
+        b.output("other", other);
+        let w = b.param("w", &[8, 16]);
+        let lr = b.fill(0.1, &[8, 16]);
+        let step = b.binary(BinaryOp::Mul, grad, lr);
+        let w2 = b.binary(BinaryOp::Sub, w, step);
+        b.update(w, w2);
+        let (mut s, _, _) = initial(&b.g);
+        let order = |s: &Schedule| s.kernels.iter().map(Kernel::out).collect::<Vec<_>>();
+        assert_eq!(order(&s), vec![grad, other, w2]);
+        early_updates(&b.g, &mut s);
+        assert_eq!(order(&s), vec![grad, w2, other]);
+    }
+
+    #[test]
+    fn an_update_waits_for_the_last_reader_of_what_it_replaces() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[8, 4]);
+        let d = b.input("d", &[4, 16]);
+        let grad = b.matmul(x, d);
+        let w = b.param("w", &[8, 16]);
+        let y = b.input("y", &[2, 8]);
+        let uses_w = b.matmul(y, w);
+        b.output("uses_w", uses_w);
+        let lr = b.fill(0.1, &[8, 16]);
+        let step = b.binary(BinaryOp::Mul, grad, lr);
+        let w2 = b.binary(BinaryOp::Sub, w, step);
+        b.update(w, w2);
+        let (mut s, _, _) = initial(&b.g);
+        early_updates(&b.g, &mut s);
+        assert_eq!(s.kernels.iter().map(Kernel::out).collect::<Vec<_>>(), vec![grad, uses_w, w2]);
+    }
+}
