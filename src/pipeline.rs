@@ -453,6 +453,10 @@ fn configure_with(compile: &CompileWith, sets: &[String], model: Option<&str>) -
         p.settings.present = true;
     }
     crate::settings::cross_check(&p.settings, Span::default()).map_err(|d| usage(d.message))?;
+    crate::settings::fits_outputs(&p.settings, &p.train, &p.name, Span::default()).map_err(|d| {
+        let help = d.help.map(|h| format!(" ({h})")).unwrap_or_default();
+        usage(format!("{}{help}", d.message))
+    })?;
     crate::settings::augment::plan(&p.settings, &crate::settings::augment::inputs_of(&p.train))
         .map_err(|d| usage(format!("{} ({})", d.message, d.help)))?;
     // Quantization-aware graphs, so that every command runs the model as it trains.

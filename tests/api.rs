@@ -67,6 +67,13 @@ fn settings_and_arguments_take_the_command_lines_checks() {
         assert_eq!(e.exit_code(), 2);
     }
     assert!(matches!(m.clone().with("hidden", 0), Err(Error::Compile(_))));
+    // The checks of the train block against the model, for `--set` too (issue 30: both
+    // exited 0 from the command line).
+    let Err(Error::Usage(msg)) = m.clone().with("metrics_on", "nosuch") else { panic!("accepted") };
+    assert!(msg.contains("has no output `nosuch`") && msg.contains("logits"), "{msg}");
+    let Err(Error::Usage(msg)) = m.clone().with("schedule", "plateau(min_lr = 10)") else { panic!("accepted") };
+    assert!(msg.contains("min_lr = 10") && msg.contains("0.02"), "{msg}");
+    assert!(m.clone().with("schedule", "plateau(min_lr = 0.001)").is_ok());
     assert!(matches!(m.clone().select("Other"), Err(Error::Usage(_))));
 }
 

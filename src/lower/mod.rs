@@ -364,23 +364,9 @@ pub fn lower_with(
         let eval = lower_model(m, &global, items.prelude, Mode::Eval, overrides, &world);
         match (train, eval) {
             (Ok((train, settings, args)), Ok((eval, _, _))) => {
-                if let Some(on) = &settings.metrics_on {
-                    if !train.outputs.iter().any(|(n, _)| n == on) {
-                        let names: Vec<&str> = train.outputs.iter().map(|(n, _)| n.as_str()).collect();
-                        errors.push(
-                            Diagnostic::new(
-                                "E0613",
-                                m.name.span,
-                                format!("`metrics_on = {on}`: model `{}` has no output `{on}`", m.name.name),
-                            )
-                            .with_help(if names.is_empty() {
-                                "declare the prediction with `output name = ...`".to_string()
-                            } else {
-                                format!("its outputs are: {}", names.join(", "))
-                            }),
-                        );
-                        continue;
-                    }
+                if let Err(d) = crate::settings::fits_outputs(&settings, &train, &m.name.name, m.name.span) {
+                    errors.push(d);
+                    continue;
                 }
                 programs.push(Program { name: m.name.name.clone(), train, eval, settings, args })
             }

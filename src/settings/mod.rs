@@ -866,6 +866,23 @@ fn check_each<T>(
     errs
 }
 
+/// Rules between the settings and the model's outputs (E0613: `metrics_on` names an
+/// output), checked for the train block and for `--set` alike.
+pub fn fits_outputs(s: &TrainSettings, train: &crate::ir::Graph, model: &str, span: Span) -> Result<(), Diagnostic> {
+    let Some(on) = &s.metrics_on else { return Ok(()) };
+    if train.outputs.iter().any(|(n, _)| n == on) {
+        return Ok(());
+    }
+    let names: Vec<&str> = train.outputs.iter().map(|(n, _)| n.as_str()).collect();
+    Err(Diagnostic::new("E0613", span, format!("`metrics_on = {on}`: model `{model}` has no output `{on}`")).with_help(
+        if names.is_empty() {
+            "declare the prediction with `output name = ...`".to_string()
+        } else {
+            format!("its outputs are: {}", names.join(", "))
+        },
+    ))
+}
+
 /// Rules that involve more than one key.
 pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
     if s.early_stop.is_some() && s.split.len() != 3 {
@@ -904,6 +921,19 @@ pub fn cross_check(s: &TrainSettings, span: Span) -> Result<(), Diagnostic> {
             span,
             "the warmup is given twice: use either `warmup = ...` or the schedule's own `warmup` argument",
         ));
+    }
+    if let (Some(min), Some(lr)) = (s.schedule.num("min_lr"), s.optimizer.num("lr")) {
+        if min > lr {
+            return Err(Diagnostic::new(
+                "E0612",
+                span,
+                format!(
+                    "`schedule = {}`: `min_lr = {min}` is above the learning rate it lowers ({lr}, the optimizer's `lr`)",
+                    s.schedule.render()
+                ),
+            )
+            .with_help("give a `min_lr` below the optimizer's `lr`"));
+        }
     }
     if s.clip_norm.is_some() && s.clip_value.is_some() {
         return Err(Diagnostic::new("E0612", span, "use either `clip_norm` or `clip_value`, not both"));
