@@ -10,9 +10,9 @@ const MODEL: &str = r#"
 model Moons(hidden: int = 16) {
     input x: [B, 2]
     input y: i32[B]
-    layer hidden = Dense(2, hidden)
-    layer out = Dense(hidden, 2)
-    output logits = out(tanh(hidden(x)))
+    layer fc1 = Dense(2, hidden)
+    layer fc2 = Dense(hidden, 2)
+    output logits = fc2(tanh(fc1(x)))
     loss = cross_entropy(logits, y)
     train { data = moons(n = 400, noise = 0.1, seed = 1)  split = [0.8, 0.2]
             optimizer = adam(lr = 0.02)  batch = 32  epochs = 60 }
@@ -43,7 +43,7 @@ fn main() -> nnc::Result<()> {
     }
     // 3. The checkpoint: a safetensors file keyed by parameter names.
     let ck = model.load_checkpoint(run.best_checkpoint())?;
-    println!("checkpoint holds {} tensors, e.g. hidden.W {:?}", ck.names().len(), ck.shape("hidden.W").unwrap_or(&[]));
+    println!("checkpoint holds {} tensors, e.g. fc1.W {:?}", ck.names().len(), ck.shape("fc1.W").unwrap_or(&[]));
     // 4. Predictions on four points of your own: the eval step compiled for 4 rows, on
     //    your buffers (nothing is allocated per call).
     let points = [-1.0f32, 0.5, 0.0, 1.0, 1.0, -0.5, 2.0, 0.5];

@@ -67,12 +67,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The diagnostics of a failed compilation and the sources they point into.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CompileErrors {
     /// The texts spans point into (the model's files and the prelude).
     pub sources: SourceMap,
     /// Every error found, in source order.
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The rendered diagnostics (not the sources they point into: the prelude alone is
+/// many lines), so that `fn main() -> nnc::Result<()>` prints something readable.
+impl std::fmt::Debug for CompileErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\n{}", self.plain())
+    }
 }
 
 impl CompileErrors {

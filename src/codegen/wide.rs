@@ -20,7 +20,7 @@
 
 use super::math::{ERFC_FAR, ERFC_MID, ERF_SMALL};
 
-/// A host transcendental: `f(p, n)` replaces p[0..n] by f(p[i]).
+/// A host transcendental: `f(p, n)` replaces `p[0..n]` by `f(p[i])`.
 pub type WideFn = unsafe extern "C" fn(*mut f32, usize);
 
 /// Whether this CPU runs the functions of this module (AVX-512F and DQ).

@@ -23,7 +23,7 @@ pub fn flip_horizontal(img: &mut [f32], [c, h, w]: [usize; 3]) {
     }
 }
 
-/// Moves the image by `dy` rows down and `dx` columns right: out[i][j] = img[i-dy][j-dx],
+/// Moves the image by `dy` rows down and `dx` columns right: `out[i][j] = img[i-dy][j-dx]`,
 /// zero where that is outside the image.
 pub fn shift(img: &[f32], [c, h, w]: [usize; 3], dy: i64, dx: i64) -> Vec<f32> {
     let mut out = vec![0.0f32; img.len()];
@@ -48,15 +48,15 @@ pub fn shift(img: &[f32], [c, h, w]: [usize; 3], dy: i64, dx: i64) -> Vec<f32> {
 
 /// Pads the image by `padding` zeros on every side and takes the H x W window whose
 /// top-left corner is (`top`, `left`) in the padded image (each in 0..=2·padding):
-/// out[i][j] = img[i + top - padding][j + left - padding].
+/// `out[i][j] = img[i + top - padding][j + left - padding]`.
 pub fn crop(img: &[f32], shape: [usize; 3], padding: usize, top: usize, left: usize) -> Vec<f32> {
     shift(img, shape, padding as i64 - top as i64, padding as i64 - left as i64)
 }
 
 /// Rotates the image counter-clockwise by `degrees` about its centre ((H-1)/2, (W-1)/2),
-/// bilinear, zero outside: out[i][j] is the image at x = cx + cos·(j-cx) − sin·(i-cy),
+/// bilinear, zero outside: `out[i][j]` is the image at x = cx + cos·(j-cx) − sin·(i-cy),
 /// y = cy + sin·(j-cx) + cos·(i-cy) (x to the right, y down). 90 degrees on a square is
-/// out[i][j] = img[j][W-1-i], NumPy's `rot90`.
+/// `out[i][j] = img[j][W-1-i]`, NumPy's `rot90`.
 pub fn rotate(img: &[f32], [c, h, w]: [usize; 3], degrees: f64) -> Vec<f32> {
     let mut out = vec![0.0f32; img.len()];
     let (sin, cos) = degrees.to_radians().sin_cos();

@@ -75,9 +75,9 @@ pub struct Preprocessor {
     pub input: String,
     /// Elements per sample.
     pub dim: usize,
-    /// [dim]; empty for `none`.
+    /// `[dim]`; empty for `none`.
     pub mean: Vec<f32>,
-    /// [dim] divisors (standardize only).
+    /// `[dim]` divisors (standardize only).
     pub scale: Vec<f32>,
     /// [dim, dim] row-major (whiten only).
     pub matrix: Vec<f32>,
