@@ -55,7 +55,8 @@ fn main() -> nnc::Result<()> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let cells: Vec<f32> = line.split(',').filter_map(|c| c.trim().parse().ok()).collect();
         let Some((label, x)) = cells.split_last() else { continue };
-        tx.send((x.to_vec(), *label as i64, reply_tx.clone())).map_err(|_| nnc::Error::Run("the pool stopped".into()))?;
+        tx.send((x.to_vec(), *label as i64, reply_tx.clone()))
+            .map_err(|_| nnc::Error::Run("the pool stopped".into()))?;
     }
     drop((tx, reply_tx));
     let (mut right, mut by_worker) = (0, [0usize; 2]);

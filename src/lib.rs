@@ -84,6 +84,8 @@ mod metrics;
 #[allow(missing_docs)]
 mod optim;
 #[allow(missing_docs)]
+mod passes;
+#[allow(missing_docs)]
 mod pipeline;
 #[allow(missing_docs)]
 mod plot;
@@ -163,6 +165,9 @@ pub mod internals {
     }
     pub mod optim {
         pub use crate::optim::*;
+    }
+    pub mod passes {
+        pub use crate::passes::*;
     }
     pub mod pipeline {
         pub use crate::pipeline::*;

@@ -43,7 +43,22 @@ pub fn parse_source(name: &str, text: &str) -> Result<(SourceMap, ast::File), Co
 
 /// Compiles source text. `use` paths are resolved against `dir`, when given.
 pub fn compile_source(name: &str, text: &str, dir: Option<&Path>) -> Result<Compiled, CompileError> {
-    compile_source_at(name, text, dir, None, &[])
+    finish(compile_source_at(name, text, dir, None, &[])?)
+}
+
+/// The front end's last pass, once per program, after its settings are final: the
+/// quantization-aware rewrite of a `quantize = qat` recipe (`compress::quantize`).
+fn finish(mut c: Compiled) -> Result<Compiled, CompileError> {
+    for p in &mut c.programs {
+        match crate::compress::quantize::with_qat(p) {
+            Ok(q) => *p = q,
+            Err(m) => {
+                let span = p.train.inputs.first().map(|i| i.span).unwrap_or_default();
+                return Err(CompileError { sources: c.sources, diagnostics: vec![Diagnostic::new("E0999", span, m)] });
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// `compile_source` for a file on disk (`path`), so that a `use` of itself is a no-op.
@@ -286,6 +301,12 @@ pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
 
 /// Compiles a file from disk with model arguments bound from outside (`--set hidden=256`).
 pub fn compile_file_with(path: &Path, args: &[(String, lower::ArgValue)]) -> Result<Compiled, CompileError> {
+    finish(compile_file_at(path, args)?)
+}
+
+/// `compile_file_with` before the front end's last pass (`configure` runs it after the
+/// `--set` settings).
+fn compile_file_at(path: &Path, args: &[(String, lower::ArgValue)]) -> Result<Compiled, CompileError> {
     let text = match read_source(path) {
         Ok(t) => t,
         Err(m) => {
@@ -315,16 +336,34 @@ pub fn step_graph(p: &Program, batch: usize) -> Result<Graph, String> {
 }
 
 /// `step_graph`, with the seconds spent in `autodiff::grad` (`nnc bench`'s breakdown).
-pub fn step_graph_timed(p: &Program, batch: usize) -> Result<(Graph, f64), String> {
+/// For a host-loop optimizer the step graph is plain gradient descent standing in for
+/// it (what `plan`, `bench` and `ir` show; training runs the host loop around the
+/// compiled objective instead): `host_stand_in` says so, and each of them prints it.
+pub fn step_graph_timed(p: &Program, batch: usize) -> Result<(Graph, crate::passes::Timings), String> {
     let mut settings = p.settings.clone();
     if settings.host_optimizer() {
-        // L-BFGS, BFGS, Newton and Newton-CG run on the host around the compiled loss and
-        // gradient; their step graph is plain gradient descent (used for benchmarking only).
         settings.optimizer =
             crate::settings::Choice { name: "sgd".into(), args: vec![("lr".into(), crate::settings::Lit::Num(1.0))] };
     }
+    let t = std::time::Instant::now();
     let (g, t_grad) = crate::optim::update::step_graph_timed(&p.train, &settings)?;
-    Ok((crate::runtime::executable::concrete(&g, batch)?, t_grad))
+    let g = crate::runtime::executable::concrete(&g, batch)?;
+    let mut timings = crate::passes::Timings::default();
+    timings.add("autodiff", t_grad);
+    timings.add("update", t.elapsed().as_secs_f64() - t_grad);
+    Ok((crate::passes::checked(g, "autodiff and the update")?, timings))
+}
+
+/// Why `step_graph` is not the step a program trains with: a host-loop optimizer
+/// (L-BFGS, BFGS, Newton, Newton-CG) has none, and plain gradient descent stands in.
+pub fn host_stand_in(p: &Program) -> Option<String> {
+    p.settings.host_optimizer().then(|| {
+        format!(
+            "`{}` runs on the host around the compiled objective and gradient; the step graph here is plain \
+             gradient descent standing in for it",
+            p.settings.optimizer.name
+        )
+    })
 }
 
 /// The eval graph as `nnc predict` runs it: outputs only (no loss, so no labels), dead
@@ -384,7 +423,7 @@ impl From<ConfigureError> for crate::Error {
 /// key binds the model argument of that name. A key given twice, or one that is neither,
 /// is a `Set` error that names the known keys.
 pub fn configure(file: &Path, sets: &[String], model: Option<&str>) -> Result<Program, ConfigureError> {
-    configure_with(&|args| compile_file_with(file, args), sets, model)
+    configure_with(&|args| compile_file_at(file, args), sets, model)
 }
 
 /// `configure` for source text (`name` is shown in diagnostics; `use` paths resolve

@@ -211,6 +211,9 @@ pub struct PlanInfo {
     pub matmul_flops: usize,
     /// Seconds spent compiling the step.
     pub compile_seconds: f64,
+    /// Set when the planned step is not the one training runs: a host-loop optimizer's
+    /// step is planned as plain gradient descent standing in for it.
+    pub stand_in: Option<String>,
 }
 
 pub(crate) fn info_of(g: &Graph, name: &str, v: crate::ir::Value) -> TensorInfo {
@@ -388,6 +391,7 @@ impl Model {
             state_bytes: plan.state_slots.iter().map(|s| s.len * 4).sum(),
             matmul_flops: exe.matmul_flops(),
             compile_seconds: exe.compile_seconds,
+            stand_in: crate::pipeline::host_stand_in(&self.program),
         })
     }
 

@@ -57,16 +57,22 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         compile_threads: compile_threads.unwrap_or(0),
         ..Default::default()
     };
+    if let Some(why) = crate::pipeline::host_stand_in(p).filter(|_| mode == RunMode::Train) {
+        errln!("note: {why}");
+    }
     let t = std::time::Instant::now();
     let graph = match mode {
         RunMode::Train => crate::pipeline::step_graph_timed(p, b),
-        RunMode::Eval => crate::pipeline::predict_graph(p, b).map(|g| (g, 0.0)),
+        RunMode::Eval => crate::pipeline::predict_graph(p, b).map(|g| {
+            let mut eval = crate::passes::Timings::default();
+            eval.add("eval graph", t.elapsed().as_secs_f64());
+            (g, eval)
+        }),
     };
-    let (graph, t_grad) = match graph {
-        Ok((g, t_grad)) => (Ok(g), t_grad),
-        Err(m) => (Err(m), 0.0),
+    let (graph, graph_timings) = match graph {
+        Ok((g, timings)) => (Ok(g), timings),
+        Err(m) => (Err(m), Default::default()),
     };
-    let t_graph = t.elapsed().as_secs_f64() - t_grad;
     let nodes = graph.as_ref().map_or(0, |g| g.nodes.len());
     let mut exe = match graph.and_then(|g| crate::runtime::executable::Executable::new(&g, &cg)) {
         Ok(e) => e,
@@ -100,20 +106,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         if crate::codegen::compile_threads(&cg) == 1 { "" } else { "s" }
     );
     // Where the compile time went, stage by stage (`pipeline`'s list).
-    let [t_simplify, t_fusion, t_plan, t_cranelift, t_alloc] = exe.stage_seconds;
-    let mut stages = vec![("parse+lower", t_front)];
-    match mode {
-        RunMode::Train => stages.extend([("autodiff", t_grad), ("update", t_graph)]),
-        RunMode::Eval => stages.push(("eval graph", t_graph)),
-    }
-    stages.extend([
-        ("simplify", t_simplify),
-        ("fusion", t_fusion),
-        ("plan", t_plan),
-        ("cranelift", t_cranelift),
-        ("alloc", t_alloc),
-    ]);
-    let parts: Vec<String> = stages.iter().map(|(n, t)| format!("{n} {:.1}", t * 1e3)).collect();
+    let mut front = crate::passes::Timings::default();
+    front.add("parse+lower", t_front);
+    let all = front.then(&graph_timings).then(&exe.timings);
+    let parts: Vec<String> = all.stages().iter().map(|(n, t)| format!("{n} {:.1}", t * 1e3)).collect();
     outln!("compile stages (ms): {}", parts.join(", "));
     outln!("graph: {nodes} nodes, {} after simplify, {} kernels", exe.graph.nodes.len(), exe.schedule.kernels.len());
     let (functions, shared) = exe.functions();

@@ -40,6 +40,11 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     }
     let Some(c) = compile(&file, opts) else { return 1 };
     for p in &c.programs {
+        if let Some(why) = crate::pipeline::host_stand_in(p).filter(|_| p.train.loss.is_some()) {
+            if matches!(stage, Stage::Opt | Stage::Fused | Stage::Clif) {
+                errln!("note: {why}");
+            }
+        }
         if stage == Stage::Opt {
             let b = match crate::pipeline::batch_of(p, batch) {
                 Ok(b) => b,

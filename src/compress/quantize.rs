@@ -215,11 +215,12 @@ pub fn eval_graph(
 /// the exponential moving average of max |a| / 127 over steps (the first step takes the
 /// batch's own), in an eval graph it is read. Rounding passes the gradient straight
 /// through (1 inside the range, 0 outside, as the prelude's `fake_quant`); the scales get
-/// none. A graph that already has the states is returned as it is.
+/// none. The rewrite runs once per program (`with_qat`); a graph that has the states
+/// already is refused.
 pub fn qat_graph(g: &Graph, momentum: f64) -> Result<Graph, String> {
     use crate::ir::{Init, ReduceOp, StateDecl};
     if g.states.iter().any(|s| s.name.starts_with(ACT_SCALE)) {
-        return Ok(g.clone());
+        return Err(format!("internal error: the graph is quantization-aware already (it has `{ACT_SCALE}*` states)"));
     }
     let sites = activation_sites(g);
     let site_index: BTreeMap<(Value, usize), usize> = sites.iter().enumerate().map(|(k, s)| (*s, k)).collect();
@@ -352,15 +353,17 @@ pub fn qat_graph(g: &Graph, momentum: f64) -> Result<Graph, String> {
     Ok(out)
 }
 
-/// A program as its `quantize` setting trains it: both graphs quantization-aware.
+/// A program as its `quantize` setting trains it: both graphs quantization-aware. The
+/// front end runs it last (`pipeline`); a program it ran on is returned as it is.
 pub fn with_qat(p: &crate::ir::Program) -> Result<crate::ir::Program, String> {
-    let Some(c) = p.settings.quantize.as_ref().filter(|c| c.name == "qat") else {
+    let Some(c) = p.settings.quantize.as_ref().filter(|c| c.name == "qat" && !p.qat) else {
         return Ok(p.clone());
     };
     let m = c.num("momentum").unwrap_or(0.9);
     let mut q = p.clone();
     q.train = qat_graph(&p.train, m)?;
     q.eval = qat_graph(&p.eval, m)?;
+    q.qat = true;
     Ok(q)
 }
 

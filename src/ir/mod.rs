@@ -259,6 +259,9 @@ pub struct Program {
     pub settings: recipe::TrainSettings,
     /// The model's arguments as bound (defaults or overrides), rendered: `hidden = 256`.
     pub args: Vec<(String, String)>,
+    /// The graphs are quantization-aware: the `quantize = qat` rewrite has run on them
+    /// (once: `compress::quantize::with_qat` checks this, not the graphs).
+    pub qat: bool,
 }
 
 /// A copy of `g` with the symbol `name` replaced by `value` in every type and attribute

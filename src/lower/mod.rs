@@ -368,7 +368,7 @@ pub fn lower_with(
                     errors.push(d);
                     continue;
                 }
-                programs.push(Program { name: m.name.name.clone(), train, eval, settings, args })
+                programs.push(Program { name: m.name.name.clone(), train, eval, settings, args, qat: false })
             }
             (t, e) => {
                 for r in [t, e] {

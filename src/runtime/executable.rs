@@ -74,9 +74,9 @@ pub struct Executable {
     ctx: Box<HostCtx>,
     /// Seconds spent in fusion, planning and code generation.
     pub compile_seconds: f64,
-    /// Of which: simplify, fusion, the arena plan, code generation (Cranelift), and the
-    /// allocation of the arena, parameters and GEMM workspace.
-    pub stage_seconds: [f64; 5],
+    /// Of which, stage by stage: `simplify`, `fusion`, `plan`, `cranelift` (code
+    /// generation) and `alloc` (the arena, parameters and GEMM workspace).
+    pub timings: crate::passes::Timings,
     flush_denormals: bool,
 }
 
@@ -102,24 +102,23 @@ pub fn concrete(g: &Graph, batch: usize) -> Result<Graph, String> {
 /// The stages before code generation, for a concrete graph: simplified, fused, planned,
 /// and the planned bytes checked against the machine's memory.
 pub fn prepare(g: &Graph) -> Result<(Graph, Schedule, Plan), String> {
-    prepare_timed(g, &fusion::Options::default()).map(|(g, s, p, _)| (g, s, p))
+    prepare_timed(g, &fusion::Options::default(), &mut Default::default())
 }
 
-/// `prepare` with fusion options, and the seconds each stage took: simplify, fusion, plan.
-pub fn prepare_timed(g: &Graph, opts: &fusion::Options) -> Result<(Graph, Schedule, Plan, [f64; 3]), String> {
-    let t = std::time::Instant::now();
-    let g = crate::simplify::simplify(g);
-    let t_simplify = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let schedule = fusion::fuse_with(&g, opts)?;
-    let t_fusion = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let plan = buffers::plan(&g, &schedule);
-    let t_plan = t.elapsed().as_secs_f64();
+/// `prepare` with fusion options, each stage timed into `t` (`simplify`, `fusion`,
+/// `plan`), the simplified graph verified between passes (`passes::checked`).
+pub fn prepare_timed(
+    g: &Graph,
+    opts: &fusion::Options,
+    t: &mut crate::passes::Timings,
+) -> Result<(Graph, Schedule, Plan), String> {
+    let g = crate::passes::checked(t.run("simplify", || crate::simplify::simplify(g)), "simplify")?;
+    let schedule = t.run("fusion", || fusion::fuse_with(&g, opts))?;
+    let plan = t.run("plan", || buffers::plan(&g, &schedule));
     // The planned bytes first: refuse what cannot fit before compiling anything.
     let planned = (plan.arena_len as u64 + plan.persistent_len as u64).saturating_mul(4);
     crate::limits::check_alloc(planned, "the step's arena, parameters and states")?;
-    Ok((g, schedule, plan, [t_simplify, t_fusion, t_plan]))
+    Ok((g, schedule, plan))
 }
 
 impl Executable {
@@ -131,11 +130,10 @@ impl Executable {
                 return Err(format!("internal error: {v} has a symbolic shape; bind the batch size first"));
             }
         }
-        let (g, schedule, plan, [t_simplify, t_fusion, t_plan]) =
-            prepare_timed(g, &fusion::Options { updates_in_epilogues: opts.fuse_updates })?;
-        let t = std::time::Instant::now();
-        let compiled = codegen::compile(&g, &schedule, &plan, opts)?;
-        let t_codegen = t.elapsed().as_secs_f64();
+        let mut timings = crate::passes::Timings::default();
+        let (g, schedule, plan) =
+            prepare_timed(g, &fusion::Options { updates_in_epilogues: opts.fuse_updates }, &mut timings)?;
+        let compiled = timings.run("cranelift", || codegen::compile(&g, &schedule, &plan, opts))?;
         let t = std::time::Instant::now();
         let mut arena = Aligned::new(plan.arena_len, "the step's arena")?;
         let mut persistent = Aligned::new(plan.persistent_len, "the parameters and states")?;
@@ -150,7 +148,7 @@ impl Executable {
             workspace: workspace.ptr(),
             collective: std::ptr::null_mut(),
         });
-        let t_alloc = t.elapsed().as_secs_f64();
+        timings.add("alloc", t.elapsed().as_secs_f64());
         Ok(Executable {
             graph: g,
             schedule,
@@ -161,7 +159,7 @@ impl Executable {
             workspace,
             ctx,
             compile_seconds: t0.elapsed().as_secs_f64(),
-            stage_seconds: [t_simplify, t_fusion, t_plan, t_codegen, t_alloc],
+            timings,
             flush_denormals: !opts.keep_denormals,
         })
     }

@@ -178,9 +178,12 @@ pub struct StepTimes {
 
 impl Session {
     /// Compiles nothing yet: steps are compiled on first use, per batch size.
+    /// The program comes from the front end (`pipeline`), which made its graphs
+    /// quantization-aware when its recipe says so.
     pub fn new(p: &Program, jit: bool, threads: usize) -> Result<Session, String> {
-        let qat = crate::compress::quantize::with_qat(p)?;
-        let p = &qat;
+        if p.settings.quantize.as_ref().is_some_and(|c| c.name == "qat") && !p.qat {
+            return Err("internal error: a `quantize = qat` program that the front end did not finish".into());
+        }
         let target = target::target(p);
         let mut program = p.clone();
         let scoring = target::scoring_graph(p, target.as_ref().ok())?;
