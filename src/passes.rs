@@ -95,9 +95,13 @@ mod tests {
     /// A graph that does not verify is refused with the pass's name, when verifying.
     #[test]
     fn a_broken_graph_is_caught_between_passes() {
-        let src = "model M {\n input x: [B, 4]\n output y = relu(x) * 2\n}\n";
-        let c = crate::pipeline::compile_source("m.nn", src, None).expect("compiles");
-        let mut g = c.programs[0].eval.clone();
+        use crate::ir::{Dim, InputDecl, Mode, Op, Type, UnaryOp};
+        let ty = Type::f32(vec![Dim::konst(2), Dim::konst(4)]);
+        let mut g = Graph::new(Mode::Eval);
+        let x = g.push(Op::Input(0), vec![], Some(ty.clone())).expect("input");
+        g.inputs.push(InputDecl { name: "x".into(), ty, value: x, span: Default::default() });
+        let y = g.push(Op::Unary(UnaryOp::Exp), vec![x], None).expect("exp");
+        g.outputs.push(("y".into(), y));
         assert!(checked_if(true, g.clone(), "simplify").is_ok());
         // Break a node's type: the shape rule disagrees.
         let v = g.outputs[0].1;
