@@ -2,7 +2,7 @@
 //! each checks its arguments and emits primitives. The prelude (`src/prelude.nn`) builds
 //! the rest (activations, softmax, losses, layers) from these.
 
-use super::{ArgVal, Env, Lowerer, Val, R};
+use super::context::{ArgVal, Env, Lowerer, Val, R};
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::{BinaryOp, DType, Dim, Init, Op, ReduceOp, Type, UnaryOp, Value, Window};
 use crate::limits;
@@ -62,7 +62,7 @@ pub const BUILTINS: &[&str] = &[
 
 pub(crate) fn register(root: &Env) {
     for name in BUILTINS {
-        super::set(root, name, Val::Builtin(name));
+        super::context::set(root, name, Val::Builtin(name));
     }
 }
 

@@ -13,72 +13,22 @@
 //! poisoned one are poisoned silently, so one mistake gives one message.
 
 mod builtins;
+mod context;
 mod tensor;
+
+use context::{
+    all_names, lookup, lookup_callable, new_scope, set, ArgVal, AugmentSpans, Body, Closure, Ctx, Env, Instance,
+    LayerCtor, Lowerer, TeacherMode, Val, R,
+};
 
 use crate::diagnostic::{Diagnostic, FileId, Span};
 use crate::ir::{self, DType, Dim, Graph, Init, Mode, Op, Program, Sym, Type, Value};
 use crate::limits;
 use crate::settings::{self, TrainSettings};
 use crate::syntax::ast::{self, ArgType, BinOp, Expr, ExprKind, Kind, Stmt, TensorType};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-
-/// A lexical scope. Closures and layer instances keep their scope alive (late binding,
-/// as in Python).
-pub(crate) struct Scope {
-    vars: RefCell<HashMap<String, Val>>,
-    parent: Option<Rc<Scope>>,
-}
-
-pub(crate) type Env = Rc<Scope>;
-
-fn new_scope(parent: Option<&Env>) -> Env {
-    Rc::new(Scope { vars: RefCell::new(HashMap::new()), parent: parent.cloned() })
-}
-
-fn lookup(env: &Env, name: &str) -> Option<Val> {
-    let mut s = Some(env);
-    while let Some(sc) = s {
-        if let Some(v) = sc.vars.borrow().get(name) {
-            return Some(v.clone());
-        }
-        s = sc.parent.as_ref();
-    }
-    None
-}
-
-/// Like `lookup`, but skips tensors: in call position `mean(x)` means the function even
-/// inside a layer with a state named `mean`.
-fn lookup_callable(env: &Env, name: &str) -> Option<Val> {
-    let mut s = Some(env);
-    while let Some(sc) = s {
-        if let Some(v) = sc.vars.borrow().get(name) {
-            if !matches!(v, Val::Tensor(_)) {
-                return Some(v.clone());
-            }
-        }
-        s = sc.parent.as_ref();
-    }
-    None
-}
-
-fn set(env: &Env, name: &str, v: Val) {
-    env.vars.borrow_mut().insert(name.to_string(), v);
-}
-
-fn all_names(env: &Env) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut s = Some(env);
-    while let Some(sc) = s {
-        out.extend(sc.vars.borrow().keys().filter(|k| !k.starts_with('.')).cloned());
-        s = sc.parent.as_ref();
-    }
-    out.sort();
-    out.dedup();
-    out
-}
 
 /// Ranges of prelude arguments that no model can use: (fn, argument, position, the rule).
 /// A rate outside them gives NaN or a silent no-op, so it is a compile error at the call.
@@ -124,153 +74,6 @@ fn check_prelude_args(name: &str, args: &[ArgVal]) -> R<()> {
 /// The prelude's losses whose first argument is the prediction they score.
 const SCORED_LOSSES: [&str; 4] = ["cross_entropy", "hinge", "bce_logits", "mse"];
 
-pub(crate) struct Closure {
-    def: Rc<ast::FnDef>,
-    env: Env,
-    /// Fns of the prelude report their errors at the user's call site.
-    from_prelude: bool,
-}
-
-pub(crate) struct LayerCtor {
-    def: Rc<ast::LayerDef>,
-    from_prelude: bool,
-}
-
-pub(crate) struct Instance {
-    /// The layer definition's name, `Dense`.
-    kind: String,
-    /// The dotted path of the instance, `blocks.3`.
-    path: String,
-    env: Env,
-}
-
-/// A compile-time value.
-#[derive(Clone)]
-pub(crate) enum Val {
-    Tensor(Value),
-    /// An integer, possibly symbolic (`B`, `B*T`).
-    Int(Dim),
-    Float(f64),
-    Bool(bool),
-    /// A string (file paths in settings; `str` arguments).
-    #[allow(dead_code)]
-    Str(String),
-    List(Vec<Val>),
-    Init(Init),
-    Builtin(&'static str),
-    Fn(Rc<Closure>),
-    LayerCtor(Rc<LayerCtor>),
-    Layer(Rc<Instance>),
-    /// The result of a failed statement: uses of it are silently poisoned too.
-    Poison,
-}
-
-impl Val {
-    fn describe(&self) -> &'static str {
-        match self {
-            Val::Tensor(_) => "a tensor",
-            Val::Int(_) => "an integer",
-            Val::Float(_) => "a number",
-            Val::Bool(_) => "a boolean",
-            Val::Str(_) => "a string",
-            Val::List(_) => "a list",
-            Val::Init(_) => "an initializer",
-            Val::Builtin(_) | Val::Fn(_) => "a function",
-            Val::LayerCtor(_) => "a layer definition",
-            Val::Layer(_) => "a layer",
-            Val::Poison => "an invalid value",
-        }
-    }
-}
-
-/// What kind of body a statement runs in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Body {
-    Model,
-    Layer,
-    Fn,
-}
-
-#[derive(Clone)]
-struct Ctx {
-    env: Env,
-    body: Body,
-    /// Prefix of parameter names declared here: "" in the model, "blocks.3." in a layer.
-    path: String,
-}
-
-/// A call argument after evaluation.
-#[derive(Clone)]
-pub(crate) struct ArgVal {
-    pub(crate) name: Option<ast::Ident>,
-    pub(crate) val: Val,
-    pub(crate) span: Span,
-}
-
-/// Lowers one model into the graph of one mode.
-pub(crate) struct Lowerer {
-    g: Graph,
-    /// The scope of the items: layer bodies are evaluated in it.
-    global: Env,
-    mode: Mode,
-    errors: Vec<Diagnostic>,
-    /// Set by a limit error: lowering stops at once.
-    fatal: bool,
-    prelude: FileId,
-    /// Fn definitions currently being inlined (by address), to reject recursion.
-    stack: Vec<*const ast::FnDef>,
-    /// Which state a state leaf is.
-    state_of: HashMap<Value, usize>,
-    /// Names declared in the model (params, states, layers, inputs, outputs), for duplicates.
-    declared: HashMap<String, Span>,
-    rand_streams: u32,
-    /// Current depth of `eval` recursion, all calls included.
-    depth: usize,
-    /// Loop iterations run so far, all loops together.
-    iterations: u64,
-    /// List elements copied by `+` so far (against `limits::MAX_LIST_WORK`).
-    list_work: u64,
-    /// Fn and layer calls inlined so far (against `limits::MAX_TOTAL_CALLS`).
-    calls: u64,
-    /// Layer instances created so far.
-    instances: usize,
-    /// Every scope created, cleared at the end to break closure/scope cycles.
-    scopes: Vec<Env>,
-    settings: Option<TrainSettings>,
-    train_span: Option<Span>,
-    loss_span: Option<Span>,
-    tune: Option<crate::ir::recipe::TuneSettings>,
-    tune_span: Option<Span>,
-    /// Where the train block says `metrics = ...`.
-    metrics_span: Option<Span>,
-    /// Where the train block says `augment = ...` and its other `augment_*` keys.
-    augment_spans: AugmentSpans,
-    /// The model's arguments and their kinds (for the `tune` block's space).
-    model_args: Vec<(String, Option<ast::Kind>)>,
-    /// The model being lowered, and every model of the files (a teacher names one).
-    model_name: String,
-    models: Rc<HashMap<String, Rc<ast::ModelDef>>>,
-    /// The folder of each source file, for paths relative to the file that says them.
-    dirs: Rc<HashMap<FileId, PathBuf>>,
-    /// Prelude items not parsed (`Items::prelude_unparsed`): suggested for unknown names.
-    prelude_unparsed: Rc<Vec<String>>,
-    /// Set while a teacher's body is lowered inside this model.
-    teacher: Option<TeacherMode>,
-}
-
-/// A teacher being lowered: its tensors become states `<name>.<tensor>` read from `path`;
-/// its inputs are this model's inputs of the same names; its outputs are collected.
-struct TeacherMode {
-    prefix: String,
-    path: String,
-    written: String,
-    model: String,
-    outputs: Vec<(String, Val)>,
-}
-
-type R<T> = Result<T, Diagnostic>;
-
-/// The items visible to every model: the prelude's, then the user's files' (which may
 /// shadow the prelude's, but not each other).
 pub struct Items {
     pub files: Vec<(FileId, ast::File)>,
@@ -617,43 +420,6 @@ fn lower_model(
 }
 
 /// The spans of the `augment` settings of a train block, for E0615 and E0616.
-#[derive(Clone, Debug, Default)]
-struct AugmentSpans {
-    block: Span,
-    list: Option<Span>,
-    items: Vec<Span>,
-    input: Option<Span>,
-    shape: Option<Span>,
-}
-
-impl AugmentSpans {
-    fn of(st: &[ast::Setting], block: Span) -> AugmentSpans {
-        let value = |k: &str| st.iter().find(|x| x.key.name == k).map(|x| &x.value);
-        let list = value("augment");
-        let items = match list.map(|v| &v.kind) {
-            Some(ExprKind::List(items)) => items.iter().map(|e| e.span).collect(),
-            _ => list.map(|v| vec![v.span]).unwrap_or_default(),
-        };
-        AugmentSpans {
-            block,
-            list: list.map(|v| v.span),
-            items,
-            input: value("augment_input").map(|v| v.span),
-            shape: value("augment_shape").map(|v| v.span),
-        }
-    }
-    fn at(&self, at: settings::augment::At) -> Span {
-        use settings::augment::At;
-        let span = match at {
-            At::Item(k) => self.items.get(k).copied(),
-            At::Input => self.input,
-            At::Shape => self.shape,
-            At::List => None,
-        };
-        span.or(self.list).unwrap_or(self.block)
-    }
-}
-
 impl Lowerer {
     // ---- statements ------------------------------------------------------------------
 
