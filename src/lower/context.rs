@@ -213,8 +213,6 @@ pub(super) struct TeacherMode {
 
 pub(super) type R<T> = Result<T, Diagnostic>;
 
-/// The items visible to every model: the prelude's, then the user's files' (which may
-
 /// The spans of the `augment` settings of a train block, for E0615 and E0616.
 #[derive(Clone, Debug, Default)]
 pub(super) struct AugmentSpans {

@@ -75,6 +75,7 @@ fn check_prelude_args(name: &str, args: &[ArgVal]) -> R<()> {
 /// The prelude's losses whose first argument is the prediction they score.
 const SCORED_LOSSES: [&str; 4] = ["cross_entropy", "hinge", "bce_logits", "mse"];
 
+/// The items visible to every model: the prelude's, then the user's files' (which may
 /// shadow the prelude's, but not each other).
 pub struct Items {
     pub files: Vec<(FileId, ast::File)>,

@@ -14,7 +14,7 @@ impl Lowerer {
         let t = self.input_type(ty, &ctx.env)?;
         let idx = self.g.inputs.len() as u32;
         let v = self.push(Op::Input(idx), vec![], Some(t.clone()), span)?;
-        self.g.inputs.push(ir::InputDecl { name: name.name.clone(), ty: t, value: v, span: span });
+        self.g.inputs.push(ir::InputDecl { name: name.name.clone(), ty: t, value: v, span });
         set(&ctx.env, &name.name, Val::Tensor(v));
         Ok(())
     }

@@ -82,16 +82,16 @@ impl Lowerer {
             let idx = self.g.states.len();
             v = self.push(Op::State(idx as u32), vec![], Some(t), span)?;
             self.state_of.insert(v, idx);
-            self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span: span });
+            self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span });
         } else if is_param {
             let idx = self.g.params.len() as u32;
             v = self.push(Op::Param(idx), vec![], Some(t), span)?;
-            self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, update: None, span: span });
+            self.g.params.push(ir::ParamDecl { name: full, shape, init, decay, value: v, update: None, span });
         } else {
             let idx = self.g.states.len();
             v = self.push(Op::State(idx as u32), vec![], Some(t), span)?;
             self.state_of.insert(v, idx);
-            self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span: span });
+            self.g.states.push(ir::StateDecl { name: full, shape, init, value: v, update: None, span });
         }
         set(&ctx.env, &name.name, Val::Tensor(v));
         Ok(())
