@@ -2,7 +2,7 @@
 //! matmul with NumPy semantics, reductions and indexing. Each checks the user-level rule
 //! first, so errors say "inner dimensions differ: 64 vs 128", then emits primitives.
 
-use super::{Env, Lowerer, Val, R};
+use super::context::{Env, Lowerer, Val, R};
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::{self, BinaryOp, Dim, Op, ReduceOp, Type, Value};
 use crate::syntax::ast::{self, ExprKind};
