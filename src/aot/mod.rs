@@ -195,7 +195,19 @@ pub fn build(req: &Request) -> Result<Report, String> {
         return Err(format!("the model name `{}` is not a C identifier", req.model));
     }
     let t0 = std::time::Instant::now();
-    // An eval graph: no loss, no updates (batch-norm statistics are only read).
+    let (object, api) = emit(req, &name)?;
+    let compile_seconds = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let (tmp, out_abs) = link(req, &name, &object, &api)?;
+    let link_seconds = t1.elapsed().as_secs_f64();
+    let files = install(req, &name, &tmp, &out_abs)?;
+    Ok(Report { name, files, compile_seconds, link_seconds })
+}
+
+/// The eval graph of a request (no loss, no updates: batch-norm statistics are only
+/// read), its inputs and outputs as the blob describes them, their per-sample shapes,
+/// and the preprocessing bound to its input.
+fn ports(req: &Request) -> Result<Ports, String> {
     let mut g = req.graph.clone();
     g.loss = None;
     g.params.iter_mut().for_each(|p| p.update = None);
@@ -239,7 +251,24 @@ pub fn build(req: &Request) -> Result<Report, String> {
         }
         _ => None,
     };
+    Ok(Ports { g, inputs, outputs, in_shapes, out_shapes, preprocess })
+}
 
+/// What `ports` finds.
+struct Ports {
+    g: Graph,
+    inputs: Vec<blob::Io>,
+    outputs: Vec<blob::Io>,
+    in_shapes: Shapes,
+    out_shapes: Shapes,
+    preprocess: Option<(usize, Preprocessor)>,
+}
+
+/// Compiles every batch size's step into one object file (Cranelift's object backend)
+/// with the function table, the model blob and the weights as data: the object's bytes
+/// and the C API that goes with it.
+fn emit(req: &Request, name: &str) -> Result<(Vec<u8>, c::Api), String> {
+    let Ports { g, inputs, outputs, in_shapes, out_shapes, preprocess } = ports(req)?;
     // Narrow math: an object file cannot hold the addresses of the 16-lane host functions.
     let opts = CodegenOptions { threads: req.threads.max(1), narrow_math: true, ..Default::default() };
     let isa = codegen::isa(&opts, true)?;
@@ -357,12 +386,8 @@ pub fn build(req: &Request) -> Result<Report, String> {
     d.set_align(64);
     data(&mut module, &format!("nnc_{name}_weights"), &d)?;
     let object = module.finish().emit().map_err(|e| format!("cannot write the object file: {e}"))?;
-    let compile_seconds = t0.elapsed().as_secs_f64();
-
-    // The C side, compiled and linked in a temporary folder beside the output.
-    let t1 = std::time::Instant::now();
     let api = c::Api {
-        name: name.clone(),
+        name: name.to_string(),
         model: req.model.to_string(),
         inputs: g
             .inputs
@@ -386,6 +411,12 @@ pub fn build(req: &Request) -> Result<Report, String> {
         fns_len: fns.len(),
         weights_count: image.len(),
     };
+    Ok((object, api))
+}
+
+/// Compiles the C API and links the shared and the static library in a temporary folder
+/// beside the output (removed when dropped), with the system's `cc`, `objcopy` and `ar`.
+fn link(req: &Request, name: &str, object: &[u8], api: &c::Api) -> Result<(TempDir, PathBuf), String> {
     let out_abs = if req.out.is_absolute() {
         req.out.to_path_buf()
     } else {
@@ -400,7 +431,7 @@ pub fn build(req: &Request) -> Result<Report, String> {
     let t = |f: &str| tmp.0.join(f);
     let write =
         |f: &str, b: &[u8]| std::fs::write(t(f), b).map_err(|e| format!("cannot write `{}`: {e}", t(f).display()));
-    write("model.o", &object)?;
+    write("model.o", object)?;
     write(&format!("{name}.h"), api.header().as_bytes())?;
     write("api.c", api.source().as_bytes())?;
     let syms: Vec<String> = API_FUNCTIONS.iter().map(|f| format!("{name}_{f}")).collect();
@@ -460,16 +491,20 @@ pub fn build(req: &Request) -> Result<Report, String> {
     )?;
     let a = format!("lib{name}.a");
     run(Command::new("ar").current_dir(&tmp.0).args(["rcs", &a, &obj]), "archiving the static library")?;
-    let link_seconds = t1.elapsed().as_secs_f64();
+    Ok((tmp, out_abs))
+}
 
+/// Copies the header and the two libraries into the output folder, each atomically.
+fn install(req: &Request, name: &str, tmp: &TempDir, out_abs: &Path) -> Result<Vec<(PathBuf, u64)>, String> {
+    let t = |f: &str| tmp.0.join(f);
     // Every file built: now into the output folder, each written atomically.
-    std::fs::create_dir_all(&out_abs).map_err(|e| format!("cannot create `{}`: {e}", req.out.display()))?;
+    std::fs::create_dir_all(out_abs).map_err(|e| format!("cannot create `{}`: {e}", req.out.display()))?;
     let mut files = Vec::new();
-    for f in [format!("{name}.h"), a, so] {
+    for f in [format!("{name}.h"), format!("lib{name}.a"), format!("lib{name}.so")] {
         let bytes = std::fs::read(t(&f)).map_err(|e| format!("cannot read `{}`: {e}", t(&f).display()))?;
         let dst = req.out.join(&f);
         crate::tensors::write_atomic(&dst, &bytes)?;
         files.push((dst, bytes.len() as u64));
     }
-    Ok(Report { name, files, compile_seconds, link_seconds })
+    Ok(files)
 }
