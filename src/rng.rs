@@ -75,15 +75,38 @@ impl SplitMix64 {
     }
 }
 
+/// The 64-bit FNV-1a hash, fed bytes in pieces: the one hash behind per-name seeds, the
+/// data hash checkpoints record and the parameter hash ranks compare.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Adds bytes.
+    pub fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// The hash of everything eaten.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
 /// FNV-1a of a string: stable per-name seeds (adding a parameter does not change the
 /// initial values of the others).
 pub fn name_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    let mut h = Fnv::default();
+    h.eat(s.as_bytes());
+    h.finish()
 }
 
 #[cfg(test)]

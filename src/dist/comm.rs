@@ -224,16 +224,13 @@ impl<'a> Unwire<'a> {
 
 /// FNV-1a over the bits of `values`: the parameter hash compared across ranks.
 pub fn hash_f32<'a>(values: impl IntoIterator<Item = &'a [f32]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::rng::Fnv::default();
     for v in values {
         for x in v {
-            for byte in x.to_bits().to_le_bytes() {
-                h ^= u64::from(byte);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
+            h.eat(&x.to_bits().to_le_bytes());
         }
     }
-    h
+    h.finish()
 }
 
 /// Whether every rank passed the same `x`. The value is sent as four 16-bit pieces with

@@ -32,13 +32,8 @@ pub struct SplitRecord {
 
 /// FNV-1a over a data set's arrays, in name order.
 pub fn data_hash(ds: &Dataset) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut h = crate::rng::Fnv::default();
+    let mut eat = |bytes: &[u8]| h.eat(bytes);
     eat(&(ds.n as u64).to_le_bytes());
     for (name, a) in &ds.arrays {
         eat(name.as_bytes());
@@ -50,7 +45,7 @@ pub fn data_hash(ds: &Dataset) -> String {
             ArrayData::I32(v) => v.iter().for_each(|x| eat(&x.to_le_bytes())),
         }
     }
-    format!("{h:016x}")
+    format!("{:016x}", h.finish())
 }
 
 impl SplitRecord {
