@@ -602,240 +602,56 @@ impl Session {
     ) -> Result<End, String> {
         let s = self.program.settings.clone();
         let epochs = s.epochs as usize;
-        let total = self.total_steps(train.len());
-        let monitor = s.monitor();
-        let maximize = s.maximize();
-        // Newton's methods take the unit step (scaled by their line search).
-        let base_lr = s.optimizer.num("lr").unwrap_or(if s.host_optimizer() { 1.0 } else { 1e-3 });
         let labels_i32 = matches!(ds.get(data::LABEL_INPUT).map(|a| &a.data), Some(ArrayData::I32(_)));
-        let target_name = self.target.as_ref().ok().map(|t| t.output.clone());
+        let mut cx = EpochCx {
+            // Newton's methods take the unit step (scaled by their line search).
+            base_lr: s.optimizer.num("lr").unwrap_or(if s.host_optimizer() { 1.0 } else { 1e-3 }),
+            total: self.total_steps(train.len()),
+            count_correct: labels_i32,
+            target_name: self.target.as_ref().ok().map(|t| t.output.clone()),
+            // `log_grad_norms`: per parameter, the output indices of its squared gradient,
+            // update and parameter norms, and the epoch's sums of norms and ratios.
+            norm_outputs: if s.log_grad_norms && !self.host { monitor_outputs(&self.step_graph)? } else { vec![] },
+            norm_sums: Vec::new(),
+            norm_steps: 0,
+            s,
+        };
+        cx.norm_sums = vec![(0.0, 0.0, 0); cx.norm_outputs.len()];
         let t0 = std::time::Instant::now();
         let mut end = End::Finished;
-        // `log_grad_norms`: per parameter, the output indices of its squared gradient,
-        // update and parameter norms, and the epoch's sums of norms and ratios.
-        let norm_outputs = if s.log_grad_norms && !self.host { monitor_outputs(&self.step_graph)? } else { vec![] };
-        // (sum of gradient norms, sum of update ratios, steps with a nonzero parameter)
-        let mut norm_sums = vec![(0.0f64, 0.0f64, 0usize); norm_outputs.len()];
-        let mut norm_steps = 0usize;
         while p.epoch < epochs {
             let epoch = p.epoch;
-            let batch = self.batch_for(train.len(), epoch);
             let te = std::time::Instant::now();
-            let order = if self.host {
-                Vec::new()
-            } else {
-                data::batches(train, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
-            };
-            let skip = p.batch;
             let seen_before = p.epoch_seen;
-            let mut lr = base_lr;
-            let mut interrupted = false;
-            // Hessian-vector products of the epoch (Newton, Newton-CG).
-            let mut hvps = None;
-            if self.host {
-                let max_iter = s.optimizer.num("max_iter").unwrap_or(20.0) as usize;
-                // Progress per function evaluation: a full-batch iteration can take seconds.
-                let mut each = |evals: u64, obj: f64| obs.batch(epoch, evals as usize, max_iter, obj, lr);
-                let (loss, evals, products) = self.host_epoch(batch, ds, train, &s, p.step, &mut each)?;
-                if self.hvp_graph.is_some() {
-                    hvps = Some(products);
-                }
-                if !loss.is_finite() {
-                    return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
-                }
-                p.step += evals;
-                p.epoch_loss = loss * train.len() as f64;
-                p.epoch_seen = train.len();
-                obs.batch(epoch, 1, 1, loss, lr);
-                interrupted = stop.load(Ordering::SeqCst);
-            }
-            for (bi, rows) in order.iter().enumerate().skip(skip) {
-                let step = p.step;
-                if self.dist.is_some() {
-                    lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
-                    let hv = update::hyper_values(&s, lr, step + 1);
-                    let count = if labels_i32 { target_name.as_deref() } else { None };
-                    let r = self.dist_step(ds, rows, &hv, (s.seed as u64, step), count, stop.load(Ordering::SeqCst))?;
-                    let loss = r.loss_sum / rows.len().max(1) as f64;
-                    if !loss.is_finite() {
-                        return Err(format!(
-                            "the loss became {loss} at step {step} (epoch {}, batch {})",
-                            epoch + 1,
-                            bi + 1
-                        ));
-                    }
-                    p.epoch_loss += r.loss_sum;
-                    p.epoch_seen += rows.len();
-                    p.epoch_correct += r.correct;
-                    p.step += 1;
-                    obs.batch(epoch, bi + 1, order.len(), loss, lr);
-                    if r.stop {
-                        interrupted = true;
-                        p.batch = bi + 1;
-                        break;
-                    }
-                    continue;
-                }
-                let augmented = self.training_batch(ds, rows, epoch)?;
-                let e = self.engine(rows.len())?;
-                match &augmented {
-                    Some(arrays) => set_arrays(e, arrays)?,
-                    None => set_batch(e, ds, rows)?,
-                }
-                lr = schedule::rate_at(&s, base_lr, step, total, p.plateau.scale);
-                let hv = update::hyper_values(&s, lr, step + 1);
-                for (k, h) in update::HYPER.iter().enumerate() {
-                    if let Some(i) = e.graph().inputs.iter().position(|inp| inp.name == *h) {
-                        e.set_scalar(i, hv[k] as f32)?;
-                    }
-                }
-                e.run(s.seed as u64, step)?;
-                let loss = f64::from(e.loss()?);
-                if !loss.is_finite() {
-                    return Err(format!(
-                        "the loss became {loss} at step {step} (epoch {}, batch {})",
-                        epoch + 1,
-                        bi + 1
-                    ));
-                }
-                p.epoch_loss += loss * rows.len() as f64;
-                p.epoch_seen += rows.len();
-                if !norm_outputs.is_empty() {
-                    for ((_, [gi, ui, pi]), sum) in norm_outputs.iter().zip(norm_sums.iter_mut()) {
-                        let at = |k: usize| -> Result<f64, String> {
-                            Ok(f64::from(e.output(k)?.first().copied().unwrap_or(f32::NAN)))
-                        };
-                        let (g2, u2, p2) = (at(*gi)?, at(*ui)?, at(*pi)?);
-                        sum.0 += g2.sqrt();
-                        // A parameter at exactly 0 (a bias before its first step) has no ratio.
-                        if p2 > 0.0 {
-                            sum.1 += u2.sqrt() / p2.sqrt();
-                            sum.2 += 1;
-                        }
-                    }
-                    norm_steps += 1;
-                }
-                if labels_i32 {
-                    if let Some(name) = &target_name {
-                        let k = e.graph().outputs.iter().position(|(n, _)| n == name);
-                        if let (Some(k), Some(labels)) = (k, labels_of(ds, rows)) {
-                            let out = e.output(k)?;
-                            let w = out.len() / rows.len().max(1);
-                            if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), self.kind) {
-                                p.epoch_correct += pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
-                            }
-                        }
-                    }
-                }
-                p.step += 1;
-                obs.batch(epoch, bi + 1, order.len(), loss, lr);
-                if stop.load(Ordering::SeqCst) {
-                    interrupted = true;
-                    p.batch = bi + 1;
-                    break;
-                }
-            }
-            if interrupted && p.batch < order.len() {
+            // One epoch's steps, by the strategy of this session.
+            let run = match self.strategy() {
+                Strategy::HostLoop => self.epoch_host(&cx, ds, train, p, stop, obs)?,
+                Strategy::Distributed => self.epoch_distributed(&cx, ds, train, p, stop, obs)?,
+                Strategy::Local => self.epoch_local(&mut cx, ds, train, p, stop, obs)?,
+            };
+            if run.interrupted && p.batch < run.batches {
                 self.average_states()?;
                 obs.interrupted(self, p)?;
                 return Ok(End::Interrupted);
             }
-            // A full epoch (or stopped after its last batch: finish it, then stop). Gradual
-            // pruning prunes after it, before it is scored.
+            // A full epoch (or stopped after its last batch: finish it, then stop).
             self.average_states()?;
             self.check_params(epoch)?;
-            let mut sparsity = None;
-            let mut pruning_done = true;
-            if let Some(pr) = s.prune.as_ref().filter(|c| c.name == "gradual") {
-                let start = pr.num("start").unwrap_or(1.0) as usize;
-                let last = pr.num("end").unwrap_or(1.0) as usize;
-                let scope = match pr.arg("scope") {
-                    Some(crate::ir::recipe::Lit::Str(x)) | Some(crate::ir::recipe::Lit::Name(x)) => {
-                        prune::Scope::parse(x)?
-                    }
-                    _ => prune::Scope::Global,
-                };
-                let target = prune::gradual_sparsity(pr.num("final").unwrap_or(0.0), start, last, epoch + 1);
-                if epoch + 1 >= start && epoch < last {
-                    sparsity = Some(self.prune_to(target, scope, prune::Structure::Weights, &[])?);
-                } else {
-                    sparsity = Some(self.sparsity()?);
-                }
-                // The best epoch is chosen among those at the final sparsity.
-                pruning_done = epoch + 1 >= last;
-            }
-            // Proximal l1 makes exact zeros: their share among the decayed parameters.
-            if sparsity.is_none() && s.l1_proximal && s.l1 > 0.0 {
-                sparsity = Some(self.zero_fraction(|q| q.decay)?);
-            }
+            let (sparsity, pruning_done) = self.epoch_pruning(&cx.s, epoch)?;
             let secs = te.elapsed().as_secs_f64();
-            let train_loss = p.epoch_loss / p.epoch_seen.max(1) as f64;
-            let mut row: Vec<(String, f64)> = vec![
-                ("epoch".into(), (epoch + 1) as f64),
-                ("step".into(), p.step as f64),
-                ("train_loss".into(), train_loss),
-            ];
-            if labels_i32 && target_name.is_some() && !self.host {
-                row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
-            }
-            if let Some(sp) = sparsity {
-                row.push(("sparsity".into(), sp));
-            }
-            if let Some(h) = hvps {
-                row.push(("hvps".into(), h as f64));
-            }
-            if let Some(v) = val {
-                let sc = self.score(ds, v)?;
-                row.push(("val_loss".into(), sc.loss));
-                let ev = target::report(ds, v, &sc, self.kind, "val_", &[]);
-                let mut wanted = vec!["val_accuracy".to_string(), monitor.clone()];
-                wanted.extend(self.watched.iter().cloned());
-                for m in wanted {
-                    if let Some(a) = ev.all.get(&m) {
-                        if !row.iter().any(|(k, _)| *k == m) {
-                            row.push((m, *a));
-                        }
-                    }
-                }
-            }
-            let monitored = match row.iter().find(|(k, _)| *k == monitor) {
-                Some((_, v)) => *v,
-                None => {
-                    let have: Vec<&str> = row
-                        .iter()
-                        .map(|(k, _)| k.as_str())
-                        .filter(|k| k.starts_with(monitor.get(..4).unwrap_or("")))
-                        .collect();
-                    return Err(format!(
-                        "`monitor = {monitor}`: the epoch has no such metric (it has {}); the validation metrics are those \
-                         `nnc eval` prints, with `val_` in front",
-                        have.join(", ")
-                    ));
-                }
-            };
-            row.push(("lr".into(), lr));
+            let (mut row, monitored) = self.epoch_row(&cx, ds, val, p, (sparsity, run.hvps))?;
+            row.push(("lr".into(), run.lr));
             row.push(("samples_per_sec".into(), (p.epoch_seen - seen_before) as f64 / secs.max(1e-9)));
             row.push(("seconds".into(), t0.elapsed().as_secs_f64()));
-            // The means over the epoch's steps (those since a resume, in a resumed epoch).
-            if norm_steps > 0 {
-                let n = norm_steps as f64;
-                for ((name, _), sum) in norm_outputs.iter().zip(&norm_sums) {
-                    row.push((format!("{GRAD_NORM_PREFIX}{name}"), sum.0 / n));
-                }
-                for ((name, _), sum) in norm_outputs.iter().zip(&norm_sums) {
-                    let ratio = if sum.2 > 0 { sum.1 / sum.2 as f64 } else { f64::NAN };
-                    row.push((format!("{UPDATE_RATIO_PREFIX}{name}"), ratio));
-                }
-            }
-            norm_sums.iter_mut().for_each(|x| *x = (0.0, 0.0, 0));
-            norm_steps = 0;
+            cx.drain_norms(&mut row);
             p.epoch = epoch + 1;
             p.batch = 0;
             p.epoch_loss = 0.0;
             p.epoch_seen = 0;
             p.epoch_correct = 0;
+            let s = &cx.s;
             let improved = pruning_done && s.improves(monitored, p.best, p.best_epoch.is_some());
-            p.plateau.observe(&s.schedule, monitored, maximize, base_lr);
+            p.plateau.observe(&s.schedule, monitored, s.maximize(), cx.base_lr);
             if improved {
                 p.best = monitored;
                 p.best_epoch = Some(epoch + 1);
@@ -850,7 +666,7 @@ impl Session {
                 end = End::Stopped;
                 break;
             }
-            if interrupted {
+            if run.interrupted {
                 end = End::Interrupted;
                 break;
             }
@@ -859,13 +675,311 @@ impl Session {
                 break;
             }
         }
-        if end != End::Interrupted && s.early_stop.is_some() {
+        if end != End::Interrupted && cx.s.early_stop.is_some() {
             if let Some(best) = self.best_snapshot.take() {
                 self.load_tensors(&best, train.len())?;
             }
         }
         Ok(end)
     }
+
+    /// How this session's steps run.
+    fn strategy(&self) -> Strategy {
+        if self.host {
+            Strategy::HostLoop
+        } else if self.dist.is_some() {
+            Strategy::Distributed
+        } else {
+            Strategy::Local
+        }
+    }
+
+    /// A host-loop optimizer's epoch: its full-batch iterations on the compiled objective.
+    fn epoch_host(
+        &mut self,
+        cx: &EpochCx,
+        ds: &Dataset,
+        train: &[usize],
+        p: &mut Progress,
+        stop: &AtomicBool,
+        obs: &mut dyn Observer,
+    ) -> Result<EpochRun, String> {
+        let (s, epoch, lr) = (&cx.s, p.epoch, cx.base_lr);
+        let batch = self.batch_for(train.len(), epoch);
+        let max_iter = s.optimizer.num("max_iter").unwrap_or(20.0) as usize;
+        // Progress per function evaluation: a full-batch iteration can take seconds.
+        let mut each = |evals: u64, obj: f64| obs.batch(epoch, evals as usize, max_iter, obj, lr);
+        let (loss, evals, products) = self.host_epoch(batch, ds, train, s, p.step, &mut each)?;
+        // Hessian-vector products of the epoch (Newton, Newton-CG).
+        let hvps = self.hvp_graph.is_some().then_some(products);
+        if !loss.is_finite() {
+            return Err(format!("the objective became {loss} in epoch {}", epoch + 1));
+        }
+        p.step += evals;
+        p.epoch_loss = loss * train.len() as f64;
+        p.epoch_seen = train.len();
+        obs.batch(epoch, 1, 1, loss, lr);
+        Ok(EpochRun { lr, interrupted: stop.load(Ordering::SeqCst), batches: 0, hvps })
+    }
+
+    /// A data-parallel epoch: each step on this rank's shard, gradients summed over ranks.
+    fn epoch_distributed(
+        &mut self,
+        cx: &EpochCx,
+        ds: &Dataset,
+        train: &[usize],
+        p: &mut Progress,
+        stop: &AtomicBool,
+        obs: &mut dyn Observer,
+    ) -> Result<EpochRun, String> {
+        let (s, epoch) = (&cx.s, p.epoch);
+        let order = self.epoch_order(s, train, epoch);
+        let mut run = EpochRun { lr: cx.base_lr, interrupted: false, batches: order.len(), hvps: None };
+        for (bi, rows) in order.iter().enumerate().skip(p.batch) {
+            let step = p.step;
+            run.lr = schedule::rate_at(s, cx.base_lr, step, cx.total, p.plateau.scale);
+            let hv = update::hyper_values(s, run.lr, step + 1);
+            let count = if cx.count_correct { cx.target_name.as_deref() } else { None };
+            let r = self.dist_step(ds, rows, &hv, (s.seed as u64, step), count, stop.load(Ordering::SeqCst))?;
+            let loss = r.loss_sum / rows.len().max(1) as f64;
+            if !loss.is_finite() {
+                return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
+            }
+            p.epoch_loss += r.loss_sum;
+            p.epoch_seen += rows.len();
+            p.epoch_correct += r.correct;
+            p.step += 1;
+            obs.batch(epoch, bi + 1, order.len(), loss, run.lr);
+            if r.stop {
+                run.interrupted = true;
+                p.batch = bi + 1;
+                break;
+            }
+        }
+        Ok(run)
+    }
+
+    /// An epoch of compiled steps in this process.
+    fn epoch_local(
+        &mut self,
+        cx: &mut EpochCx,
+        ds: &Dataset,
+        train: &[usize],
+        p: &mut Progress,
+        stop: &AtomicBool,
+        obs: &mut dyn Observer,
+    ) -> Result<EpochRun, String> {
+        let epoch = p.epoch;
+        let order = self.epoch_order(&cx.s, train, epoch);
+        let mut run = EpochRun { lr: cx.base_lr, interrupted: false, batches: order.len(), hvps: None };
+        for (bi, rows) in order.iter().enumerate().skip(p.batch) {
+            let step = p.step;
+            let s = &cx.s;
+            let augmented = self.training_batch(ds, rows, epoch)?;
+            let e = self.engine(rows.len())?;
+            match &augmented {
+                Some(arrays) => set_arrays(e, arrays)?,
+                None => set_batch(e, ds, rows)?,
+            }
+            run.lr = schedule::rate_at(s, cx.base_lr, step, cx.total, p.plateau.scale);
+            let hv = update::hyper_values(s, run.lr, step + 1);
+            for (k, h) in update::HYPER.iter().enumerate() {
+                if let Some(i) = e.graph().inputs.iter().position(|inp| inp.name == *h) {
+                    e.set_scalar(i, hv[k] as f32)?;
+                }
+            }
+            e.run(s.seed as u64, step)?;
+            let loss = f64::from(e.loss()?);
+            if !loss.is_finite() {
+                return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
+            }
+            p.epoch_loss += loss * rows.len() as f64;
+            p.epoch_seen += rows.len();
+            if !cx.norm_outputs.is_empty() {
+                for ((_, [gi, ui, pi]), sum) in cx.norm_outputs.iter().zip(cx.norm_sums.iter_mut()) {
+                    let at = |k: usize| -> Result<f64, String> {
+                        Ok(f64::from(e.output(k)?.first().copied().unwrap_or(f32::NAN)))
+                    };
+                    let (g2, u2, p2) = (at(*gi)?, at(*ui)?, at(*pi)?);
+                    sum.0 += g2.sqrt();
+                    // A parameter at exactly 0 (a bias before its first step) has no ratio.
+                    if p2 > 0.0 {
+                        sum.1 += u2.sqrt() / p2.sqrt();
+                        sum.2 += 1;
+                    }
+                }
+                cx.norm_steps += 1;
+            }
+            if cx.count_correct {
+                if let Some(name) = &cx.target_name {
+                    let k = e.graph().outputs.iter().position(|(n, _)| n == name);
+                    if let (Some(k), Some(labels)) = (k, labels_of(ds, rows)) {
+                        let out = e.output(k)?;
+                        let w = out.len() / rows.len().max(1);
+                        if let Ok(pred) = metrics::predicted_classes(&out, w.max(1), self.kind) {
+                            p.epoch_correct += pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
+                        }
+                    }
+                }
+            }
+            p.step += 1;
+            obs.batch(epoch, bi + 1, order.len(), loss, run.lr);
+            if stop.load(Ordering::SeqCst) {
+                run.interrupted = true;
+                p.batch = bi + 1;
+                break;
+            }
+        }
+        Ok(run)
+    }
+
+    /// The batches of an epoch, shuffled by its seed.
+    fn epoch_order(&self, s: &crate::settings::TrainSettings, train: &[usize], epoch: usize) -> Vec<Vec<usize>> {
+        let batch = self.batch_for(train.len(), epoch);
+        data::batches(train, batch, Some(data::epoch_seed(s.seed as u64, epoch as u64)))
+    }
+
+    /// Gradual pruning after a full epoch, before it is scored: the sparsity reached
+    /// (or proximal l1's share of exact zeros), and whether the final sparsity is (the
+    /// best epoch is chosen among those at it).
+    fn epoch_pruning(
+        &mut self,
+        s: &crate::settings::TrainSettings,
+        epoch: usize,
+    ) -> Result<(Option<f64>, bool), String> {
+        let mut sparsity = None;
+        let mut pruning_done = true;
+        if let Some(pr) = s.prune.as_ref().filter(|c| c.name == "gradual") {
+            let start = pr.num("start").unwrap_or(1.0) as usize;
+            let last = pr.num("end").unwrap_or(1.0) as usize;
+            let scope = match pr.arg("scope") {
+                Some(crate::ir::recipe::Lit::Str(x)) | Some(crate::ir::recipe::Lit::Name(x)) => prune::Scope::parse(x)?,
+                _ => prune::Scope::Global,
+            };
+            let target = prune::gradual_sparsity(pr.num("final").unwrap_or(0.0), start, last, epoch + 1);
+            if epoch + 1 >= start && epoch < last {
+                sparsity = Some(self.prune_to(target, scope, prune::Structure::Weights, &[])?);
+            } else {
+                sparsity = Some(self.sparsity()?);
+            }
+            pruning_done = epoch + 1 >= last;
+        }
+        // Proximal l1 makes exact zeros: their share among the decayed parameters.
+        if sparsity.is_none() && s.l1_proximal && s.l1 > 0.0 {
+            sparsity = Some(self.zero_fraction(|q| q.decay)?);
+        }
+        Ok((sparsity, pruning_done))
+    }
+
+    /// An epoch's log row up to the monitored metric (scoring the validation rows), and
+    /// the monitored value.
+    fn epoch_row(
+        &mut self,
+        cx: &EpochCx,
+        ds: &Dataset,
+        val: Option<&[usize]>,
+        p: &Progress,
+        (sparsity, hvps): (Option<f64>, Option<u64>),
+    ) -> Result<(Vec<(String, f64)>, f64), String> {
+        let monitor = cx.s.monitor();
+        let train_loss = p.epoch_loss / p.epoch_seen.max(1) as f64;
+        let mut row: Vec<(String, f64)> = vec![
+            ("epoch".into(), (p.epoch + 1) as f64),
+            ("step".into(), p.step as f64),
+            ("train_loss".into(), train_loss),
+        ];
+        if cx.count_correct && cx.target_name.is_some() && !self.host {
+            row.push(("train_accuracy".into(), p.epoch_correct as f64 / p.epoch_seen.max(1) as f64));
+        }
+        if let Some(sp) = sparsity {
+            row.push(("sparsity".into(), sp));
+        }
+        if let Some(h) = hvps {
+            row.push(("hvps".into(), h as f64));
+        }
+        if let Some(v) = val {
+            let sc = self.score(ds, v)?;
+            row.push(("val_loss".into(), sc.loss));
+            let ev = target::report(ds, v, &sc, self.kind, "val_", &[]);
+            let mut wanted = vec!["val_accuracy".to_string(), monitor.clone()];
+            wanted.extend(self.watched.iter().cloned());
+            for m in wanted {
+                if let Some(a) = ev.all.get(&m) {
+                    if !row.iter().any(|(k, _)| *k == m) {
+                        row.push((m, *a));
+                    }
+                }
+            }
+        }
+        let monitored = match row.iter().find(|(k, _)| *k == monitor) {
+            Some((_, v)) => *v,
+            None => {
+                let have: Vec<&str> = row
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .filter(|k| k.starts_with(monitor.get(..4).unwrap_or("")))
+                    .collect();
+                return Err(format!(
+                    "`monitor = {monitor}`: the epoch has no such metric (it has {}); the validation metrics are those \
+                     `nnc eval` prints, with `val_` in front",
+                    have.join(", ")
+                ));
+            }
+        };
+        Ok((row, monitored))
+    }
+}
+
+/// How a session's steps run: a host loop's full-batch iterations, data-parallel steps
+/// over ranks, or compiled steps in this process.
+enum Strategy {
+    HostLoop,
+    Distributed,
+    Local,
+}
+
+/// What every epoch of a fit shares.
+struct EpochCx {
+    s: crate::settings::TrainSettings,
+    base_lr: f64,
+    /// Steps of the whole fit (for the schedule).
+    total: u64,
+    /// The labels are classes: count the training batches' right predictions.
+    count_correct: bool,
+    target_name: Option<String>,
+    /// `log_grad_norms`: (parameter, [gradient, update, parameter] output indices).
+    norm_outputs: Vec<(String, [usize; 3])>,
+    /// (sum of gradient norms, sum of update ratios, steps with a nonzero parameter)
+    norm_sums: Vec<(f64, f64, usize)>,
+    norm_steps: usize,
+}
+
+impl EpochCx {
+    /// The epoch's means of the gradient norms and update ratios into its row (those
+    /// since a resume, in a resumed epoch), and the sums reset.
+    fn drain_norms(&mut self, row: &mut Vec<(String, f64)>) {
+        if self.norm_steps > 0 {
+            let n = self.norm_steps as f64;
+            for ((name, _), sum) in self.norm_outputs.iter().zip(&self.norm_sums) {
+                row.push((format!("{GRAD_NORM_PREFIX}{name}"), sum.0 / n));
+            }
+            for ((name, _), sum) in self.norm_outputs.iter().zip(&self.norm_sums) {
+                let ratio = if sum.2 > 0 { sum.1 / sum.2 as f64 } else { f64::NAN };
+                row.push((format!("{UPDATE_RATIO_PREFIX}{name}"), ratio));
+            }
+        }
+        self.norm_sums.iter_mut().for_each(|x| *x = (0.0, 0.0, 0));
+        self.norm_steps = 0;
+    }
+}
+
+/// What an epoch's steps did: the last learning rate, whether the stop flag ended it
+/// (after `p.batch` of `batches` batches), and a host loop's Hessian-vector products.
+struct EpochRun {
+    lr: f64,
+    interrupted: bool,
+    batches: usize,
+    hvps: Option<u64>,
 }
 
 /// What one data-parallel step reports, summed over ranks.
