@@ -339,7 +339,7 @@ fn emit_with<M: Module>(
                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                             let range = Span::Range(params[0], params[1]);
                             let wide_rows = wide.then_some(*rows);
-                            let flat = elementwise(b, g, s, plan, bases, range, &outs, *cols, wide_rows)?;
+                            let flat = elementwise(b, Kcx { g, s, plan, bases }, range, &outs, *cols, wide_rows)?;
                             space = if flat { ((rows * cols) as i64, 4) } else { (*rows as i64, 1) };
                             // One part per thread when the kernel is large enough to pay
                             // for posting a part to the team's spinning workers (about a
@@ -352,7 +352,7 @@ fn emit_with<M: Module>(
                             }
                         }
                         Kernel::Reduce { out, x, op, outer, red, inner } => {
-                            reduce(b, g, s, plan, bases, *out, *x, *op, (*outer, *red, *inner), None)?
+                            reduce(b, Kcx { g, s, plan, bases }, *out, *x, *op, (*outer, *red, *inner), None)?
                         }
                         Kernel::Rows { rows, parts } => {
                             dyn_loop(b, params[0], params[1], 1, |b, o| {
@@ -361,11 +361,11 @@ fn emit_with<M: Module>(
                                         Kernel::Elementwise { out, rows, cols, also } => {
                                             let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                                             let (row, wide_rows) = (Span::Row(o), wide.then_some(*rows));
-                                            elementwise(b, g, s, plan, bases, row, &outs, *cols, wide_rows)?;
+                                            elementwise(b, Kcx { g, s, plan, bases }, row, &outs, *cols, wide_rows)?;
                                         }
                                         Kernel::Reduce { out, x, op, outer, red, inner } => {
                                             let dims = (*outer, *red, *inner);
-                                            reduce(b, g, s, plan, bases, *out, *x, *op, dims, Some(o))?
+                                            reduce(b, Kcx { g, s, plan, bases }, *out, *x, *op, dims, Some(o))?
                                         }
                                         _ => return Err("internal error: a row group part".into()),
                                     }
@@ -385,7 +385,7 @@ fn emit_with<M: Module>(
                             par = opts.threads > 1 && elems >= PAR_MIN_ELEMENTS && *rows >= 2;
                         }
                         Kernel::Transpose { out, x, batch, rows, cols } => {
-                            transpose(b, plan, bases, *out, *x, *batch, *rows, *cols)?
+                            transpose(b, Kcx { g, s, plan, bases }, *out, *x, *batch, *rows, *cols)?
                         }
                         Kernel::Permute { out, x, dims, src_strides, row } => {
                             let src = base(b, bases, slot_of(plan, *x)?);
@@ -399,7 +399,7 @@ fn emit_with<M: Module>(
                         Kernel::Window { out, x, window, adjoint, nc, h, w } => {
                             let (img, pat) = if *adjoint { (*out, *x) } else { (*x, *out) };
                             let range = (params[0], params[1]);
-                            windows(b, plan, bases, img, pat, window, *adjoint, (*nc, *h, *w), range)?;
+                            windows(b, Kcx { g, s, plan, bases }, img, pat, window, *adjoint, ((*nc, *h, *w), range))?;
                             // Each image (and its patches) is one part: parts write
                             // disjoint images (col2im) or patches (im2col).
                             space = (*nc as i64, 1);
@@ -408,7 +408,7 @@ fn emit_with<M: Module>(
                         }
                         Kernel::Pool { out, x, window, op, nc, h, w } => {
                             let range = (params[0], params[1]);
-                            pool(b, plan, bases, *out, *x, window, *op, (*nc, *h, *w), range)?;
+                            pool(b, Kcx { g, s, plan, bases }, *out, *x, window, *op, ((*nc, *h, *w), range))?;
                             space = (*nc as i64, 1);
                             par = opts.threads > 1 && nc * h * w >= PAR_MIN_ELEMENTS && *nc >= 2;
                         }
@@ -434,7 +434,7 @@ fn emit_with<M: Module>(
                     let d = define(&mut fc, &tile_body_sig, &format!("{prefix}k{ki}_tile"), &label, |b, p, bases| {
                         let outs: Vec<Value> = also.iter().copied().chain([*out]).collect();
                         let tile = Span::Tile(p[0], p[1], p[2], p[3]);
-                        elementwise(b, g, s, plan, bases, tile, &outs, *cols, wide.then_some(*rows)).map(drop)
+                        elementwise(b, Kcx { g, s, plan, bases }, tile, &outs, *cols, wide.then_some(*rows)).map(drop)
                     })?;
                     let id = wrapper(&mut fc, &tile_sig, &format!("{prefix}k{ki}_epilogue"), &d)?;
                     epilogue_ids.push((tables.gemm.len(), id));
@@ -885,24 +885,35 @@ impl Loads<'_> {
     }
 }
 
+/// What a kernel body's code reads besides its builder: the graph, its schedule and
+/// plan, and the kernel's buffer bases.
+#[derive(Clone, Copy)]
+struct Kcx<'a> {
+    g: &'a Graph,
+    s: &'a Schedule,
+    plan: &'a Plan,
+    bases: &'a Bases,
+}
+
+/// What emitting a fused node's value reads: the graph and schedule, how the loop loads
+/// stored values, and the reciprocals hoisted out of the loop.
+#[derive(Clone, Copy)]
+struct Ncx<'a> {
+    g: &'a Graph,
+    s: &'a Schedule,
+    loads: &'a Loads<'a>,
+    recip: &'a HashMap<Value, ClValue>,
+}
+
 /// Emits the value of `v` (a fused node) at `pos`.
-#[allow(clippy::too_many_arguments)]
-fn emit_node(
-    e: &mut E,
-    g: &Graph,
-    s: &Schedule,
-    loads: &Loads,
-    memo: &mut HashMap<Value, ClValue>,
-    recip: &HashMap<Value, ClValue>,
-    v: Value,
-    pos: Pos,
-) -> Result<ClValue, String> {
+fn emit_node(e: &mut E, n: Ncx, memo: &mut HashMap<Value, ClValue>, v: Value, pos: Pos) -> Result<ClValue, String> {
+    let Ncx { g, s, loads, recip } = n;
     if let Some(&c) = memo.get(&v) {
         return Ok(c);
     }
     let node = &g.nodes[v];
     let arg = |e: &mut E, memo: &mut HashMap<Value, ClValue>, i: usize| -> Result<ClValue, String> {
-        emit_arg(e, g, s, loads, memo, recip, node.args[i], pos)
+        emit_arg(e, Ncx { g, s, loads, recip }, memo, node.args[i], pos)
     };
     let out = match &node.op {
         Op::Fill(x) => e.c(*x as f32),
@@ -916,7 +927,7 @@ fn emit_node(
                 let acc = regrouped_access(g, x, v, loads.cols).ok_or("internal error: unsupported fused broadcast")?;
                 loads.load(e, x, acc, pos)?
             } else {
-                emit_node(e, g, s, loads, memo, recip, x, pos)?
+                emit_node(e, Ncx { g, s, loads, recip }, memo, x, pos)?
             }
         }
         // A fused slice of the last dim: the source's element (r, start + c).
@@ -1041,7 +1052,7 @@ fn invariants(
         for (k, vec) in [(0usize, false), (1, true)] {
             let mut e = E { b: &mut *b, vec };
             for &v in &invariant {
-                emit_node(&mut e, g, s, loads, &mut pre[k], &HashMap::new(), v, Pos::Flat(zero))?;
+                emit_node(&mut e, Ncx { g, s, loads, recip: &HashMap::new() }, &mut pre[k], v, Pos::Flat(zero))?;
             }
             reciprocals(&mut e, g, nodes, &invariant, &pre[k], &mut recips[k]);
         }
@@ -1101,18 +1112,15 @@ fn row_invariants(g: &Graph, s: &Schedule, nodes: &[Value], pre: &Memo) -> Vec<V
     out
 }
 
-#[allow(clippy::too_many_arguments)]
 fn elementwise(
     b: &mut FunctionBuilder,
-    g: &Graph,
-    s: &Schedule,
-    plan: &Plan,
-    bases: &Bases,
+    k: Kcx,
     span: Span,
     outs: &[Value],
     cols: usize,
     wide_rows: Option<usize>,
 ) -> Result<bool, String> {
+    let Kcx { g, s, plan, bases } = k;
     let mut nodes: Vec<Value> = Vec::new();
     for &o in outs {
         for v in fused_nodes(g, s, o) {
@@ -1181,7 +1189,7 @@ fn elementwise(
      -> Result<(), String> {
         let mut vals = Vec::with_capacity(outs.len());
         for &o in outs {
-            vals.push(emit_node(e, g, s, &loads, memo, recips, o, pos)?);
+            vals.push(emit_node(e, Ncx { g, s, loads: &loads, recip: recips }, memo, o, pos)?);
         }
         for ((slot, stride), v) in out_slots.iter().zip(&strides).zip(vals) {
             store(e, *slot, *stride, v, pos);
@@ -1205,7 +1213,13 @@ fn elementwise(
             for (k, vec) in [(0usize, false), (1, true)] {
                 let mut e = E { b: &mut *b, vec };
                 for &v in &row_inv {
-                    emit_node(&mut e, g, s, &loads, &mut row_pre[k], &recips[k], v, Pos::Grid(r, zero))?;
+                    emit_node(
+                        &mut e,
+                        Ncx { g, s, loads: &loads, recip: &recips[k] },
+                        &mut row_pre[k],
+                        v,
+                        Pos::Grid(r, zero),
+                    )?;
                 }
                 reciprocals(&mut e, g, &nodes, &row_inv, &row_pre[k], &mut row_recips[k]);
             }
@@ -1276,12 +1290,17 @@ fn elementwise(
                     }
                     if k < st.levels {
                         for &o in &st.outs_first[k] {
-                            emit_node(&mut e, g, s, &loads, &mut memo, &recips[kk], o, pos)?;
+                            emit_node(&mut e, Ncx { g, s, loads: &loads, recip: &recips[kk] }, &mut memo, o, pos)?;
                         }
                         for (i, &(t, level, _)) in st.trans.iter().enumerate() {
                             if level == k + 1 {
-                                let x =
-                                    emit_arg(&mut e, g, s, &loads, &mut memo, &recips[kk], g.nodes[t].args[0], pos)?;
+                                let x = emit_arg(
+                                    &mut e,
+                                    Ncx { g, s, loads: &loads, recip: &recips[kk] },
+                                    &mut memo,
+                                    g.nodes[t].args[0],
+                                    pos,
+                                )?;
                                 let a = at(&mut e, i);
                                 e.b.ins().store(flags(), x, a, 0);
                             }
@@ -1495,17 +1514,8 @@ fn stages(g: &Graph, s: &Schedule, nodes: &[Value], outs: &[Value], pre: &Memo, 
 }
 
 /// The value of `a`, an operand read at `pos`, as `emit_node` reads its operands.
-#[allow(clippy::too_many_arguments)]
-fn emit_arg(
-    e: &mut E,
-    g: &Graph,
-    s: &Schedule,
-    loads: &Loads,
-    memo: &mut HashMap<Value, ClValue>,
-    recip: &HashMap<Value, ClValue>,
-    a: Value,
-    pos: Pos,
-) -> Result<ClValue, String> {
+fn emit_arg(e: &mut E, n: Ncx, memo: &mut HashMap<Value, ClValue>, a: Value, pos: Pos) -> Result<ClValue, String> {
+    let Ncx { g, s, loads, recip } = n;
     // An output computed earlier in the same loop (or a view of one) comes from a
     // register: its store happens at the end of the iteration.
     if let Some(&c) = memo.get(&a).or_else(|| memo.get(&s.storage[a.as_u32() as usize])) {
@@ -1514,7 +1524,7 @@ fn emit_arg(
     if s.materialized[a.as_u32() as usize] {
         loads.load(e, a, Access::Full, pos)
     } else {
-        emit_node(e, g, s, loads, memo, recip, a, pos)
+        emit_node(e, Ncx { g, s, loads, recip }, memo, a, pos)
     }
 }
 
@@ -1604,19 +1614,16 @@ const REDUCE_COLUMN_VECTORS: usize = 4;
 /// fused producer is computed in the loop (`fusion` fuses only producers that the loop
 /// can address: flat ones, or by row and column when a row is what is reduced
 /// (`inner` = 1, `red` = the row) or what is kept (`inner` = the row)).
-#[allow(clippy::too_many_arguments)]
 fn reduce(
     b: &mut FunctionBuilder,
-    g: &Graph,
-    s: &Schedule,
-    plan: &Plan,
-    bases: &Bases,
+    k: Kcx,
     out: Value,
     x: Value,
     op: ReduceOp,
     (outer, red, inner): (usize, usize, usize),
     row: Option<ClValue>,
 ) -> Result<(), String> {
+    let Kcx { g, s, plan, bases } = k;
     let ob = base(b, bases, slot_of(plan, out)?);
     let cols = crate::fusion::loop_shape(g, x).1;
     let loads = Loads { plan, bases, cols };
@@ -1636,7 +1643,7 @@ fn reduce(
         let k = usize::from(vec);
         let mut memo = pre[k].clone();
         let pos = if flat { Pos::Flat(at) } else { Pos::Grid(row, col) };
-        emit_node(&mut E { b, vec }, g, s, &loads, &mut memo, &recips[k], x, pos)
+        emit_node(&mut E { b, vec }, Ncx { g, s, loads: &loads, recip: &recips[k] }, &mut memo, x, pos)
     };
     let ident = |b: &mut FunctionBuilder, vec: bool| E { b, vec }.c(identity(op));
     let red_i = red as i64;
@@ -1734,17 +1741,16 @@ fn shuffle4(b: &mut FunctionBuilder, x: ClValue, y: ClValue, lanes: [u8; 4]) -> 
 /// `out[t] = x[t]ᵀ` for `batch` matrices of [rows, cols]: 4x4 blocks are loaded as four
 /// row vectors, transposed in registers (unpcklps / unpckhps / movlhps / movhlps) and
 /// stored as four columns; the edges that do not fill a block are copied one by one.
-#[allow(clippy::too_many_arguments)]
 fn transpose(
     b: &mut FunctionBuilder,
-    plan: &Plan,
-    bases: &Bases,
+    k: Kcx,
     out: Value,
     x: Value,
     batch: usize,
     rows: usize,
     cols: usize,
 ) -> Result<(), String> {
+    let Kcx { plan, bases, .. } = k;
     let xs = slot_of(plan, x)?;
     let os = slot_of(plan, out)?;
     let xb0 = base(b, bases, xs);
@@ -1846,18 +1852,17 @@ fn valid_range(n_in: usize, n_out: usize, k: u32, stride: u32, pad: u32) -> (i64
 /// and a shuffle of their even (or odd) lanes; the row's tail as one more block over its
 /// last four outputs when that fits, else (and with other strides) one output at a time
 /// in lane 0. A vector never reads past its image row.
-#[allow(clippy::too_many_arguments)]
 fn pool(
     b: &mut FunctionBuilder,
-    plan: &Plan,
-    bases: &Bases,
+    k: Kcx,
     out: Value,
     img: Value,
     w: &crate::ir::Window,
     op: ReduceOp,
-    (nc, h, wd): (usize, usize, usize),
-    (lo, hi): (ClValue, ClValue),
+    // The images [lo, hi) of the batch's nc, each h x wd.
+    ((nc, h, wd), (lo, hi)): ((usize, usize, usize), (ClValue, ClValue)),
 ) -> Result<(), String> {
+    let Kcx { plan, bases, .. } = k;
     let _ = nc; // the images are [lo, hi)
     let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, 0).ok_or("internal error: window")?;
     let ow = crate::ir::Window::out_len(wd as i64, w.kw, w.stride_w, 0).ok_or("internal error: window")?;
@@ -1941,18 +1946,17 @@ fn pool(
 /// element is added back at that position. For each of the kh*kw window offsets the
 /// rows and columns that fall inside the image are known at compile time, so each row
 /// is one straight copy (or add), 4 lanes at a time when the stride is 1.
-#[allow(clippy::too_many_arguments)]
 fn windows(
     b: &mut FunctionBuilder,
-    plan: &Plan,
-    bases: &Bases,
+    k: Kcx,
     img: Value,
     pat: Value,
     w: &crate::ir::Window,
     adjoint: bool,
-    (nc, h, wd): (usize, usize, usize),
-    (lo, hi): (ClValue, ClValue),
+    // The images [lo, hi) of the batch's nc, each h x wd.
+    ((nc, h, wd), (lo, hi)): ((usize, usize, usize), (ClValue, ClValue)),
 ) -> Result<(), String> {
+    let Kcx { plan, bases, .. } = k;
     let _ = nc; // the images are [lo, hi)
     let (is, ps) = (slot_of(plan, img)?, slot_of(plan, pat)?);
     let oh = crate::ir::Window::out_len(h as i64, w.kh, w.stride_h, w.pad_h).ok_or("internal error: window")? as usize;
