@@ -129,7 +129,8 @@ fn an_observer_stops_the_run_and_the_predictor_equals_the_eval_graph() {
         "x".to_string(),
         nnc::internals::tensors::HostTensor::f32(vec![4, 2], z),
     )]);
-    let run_opts = nnc::internals::runtime::exec::ExecOptions { jit: false, ..Default::default() };
+    let run_opts =
+        nnc::internals::runtime::exec::ExecOptions { backend: nnc::Backend::Interpreter, ..Default::default() };
     let want = nnc::internals::runtime::exec::run_named(&g, &params, &inputs, run_opts).expect("interp");
     let want = want["logits"].floats().expect("floats");
     for (a, b) in got.iter().zip(want) {

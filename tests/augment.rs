@@ -38,7 +38,7 @@ fn fit(aug: &str) -> (nnc::internals::tensors::TensorMap, f64, f64) {
     let p = program(aug);
     let prep = prepare(&p, Path::new(".")).expect("data");
     let (train, val) = (&prep.parts[0], &prep.parts[1]);
-    let mut s = Session::new(&p, true, 1).expect("session");
+    let mut s = Session::new(&p, nnc::Backend::Jit, 1).expect("session");
     s.init(4, train.len()).expect("init");
     s.augment_from(&prep.raw, &prep.pre).expect("raw rows");
     struct Last(f64);
@@ -83,8 +83,8 @@ fn validation_and_scoring_are_never_augmented() {
     let (p, q) = (program(""), program("augment = noise(std = 50)"));
     let prep = prepare(&p, Path::new(".")).expect("data");
     let rows = &prep.parts[2];
-    let mut a = Session::new(&p, true, 1).expect("session");
-    let mut b = Session::new(&q, true, 1).expect("session");
+    let mut a = Session::new(&p, nnc::Backend::Jit, 1).expect("session");
+    let mut b = Session::new(&q, nnc::Backend::Jit, 1).expect("session");
     assert!(b.augments() && !a.augments());
     a.init(1, rows.len()).expect("init");
     b.init(1, rows.len()).expect("init");
@@ -98,7 +98,7 @@ fn validation_and_scoring_are_never_augmented() {
 fn preprocessing_without_the_raw_rows_is_refused() {
     let p = program("augment = [shift(max = 1)]");
     let prep = prepare(&p, Path::new(".")).expect("data");
-    let mut s = Session::new(&p, true, 1).expect("session");
+    let mut s = Session::new(&p, nnc::Backend::Jit, 1).expect("session");
     s.init(0, prep.parts[0].len()).expect("init");
     let err = s
         .fit(&prep.ds, &prep.parts[0], None, &mut Progress::default(), &AtomicBool::new(false), &mut Quiet)

@@ -45,7 +45,13 @@ fn run_overlap(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) 
 fn run_report(src: &str, name: &str, ranks: usize, check: bool, overlap: bool) -> (TensorMap, Report, String) {
     let p = program(src);
     let dir = out_dir(name);
-    let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: src.into() };
+    let opts = TrainOptions {
+        out_dir: dir.clone(),
+        resume: false,
+        backend: nnc::Backend::Jit,
+        threads: 1,
+        source: src.into(),
+    };
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let report = if ranks == 0 {
         train_with(&p, &base, &opts, &AtomicBool::new(false), &mut |_| Next::Continue, None)
@@ -190,7 +196,7 @@ fn sharded_scoring_equals_one_process_bit_for_bit() {
     let (ds, _) = nnc::internals::train::trainer::load_data(&p, &base).expect("data");
     let all: Vec<usize> = (0..ds.n).rev().collect();
     let few: Vec<usize> = (0..100).collect();
-    let mut one = Session::new(&p, true, 1).expect("session");
+    let mut one = Session::new(&p, nnc::Backend::Jit, 1).expect("session");
     one.init(3, 64).expect("init");
     let tensors = one.tensors().expect("tensors");
     for rows in [&all, &few] {
@@ -203,7 +209,7 @@ fn sharded_scoring_equals_one_process_bit_for_bit() {
                 .map(|c| {
                     let (p, tensors, ds, rows) = (p.clone(), tensors.clone(), ds.clone(), rows.clone());
                     std::thread::spawn(move || -> Result<_, String> {
-                        let mut s = Session::new(&p, true, 1)?;
+                        let mut s = Session::new(&p, nnc::Backend::Jit, 1)?;
                         s.distribute(Box::new(c), false)?;
                         s.init(0, 64)?;
                         s.load_tensors(&tensors, 64)?;
@@ -309,14 +315,14 @@ fn folds_over_ranks_equal_one_process() {
     let p = program(&digits(MLP, "optimizer = adam(lr = 1e-3)"));
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let stop = AtomicBool::new(false);
-    let one = cross_validate(&p, &base, Folds::K(3), true, 1, &stop, &mut |_| {}).expect("cv");
+    let one = cross_validate(&p, &base, Folds::K(3), nnc::Backend::Jit, 1, &stop, &mut |_| {}).expect("cv");
     let runs = on_ranks(2, move |c| {
         let mut seen = Vec::new();
         let r = cross_validate_with(
             &p,
             &base,
             Folds::K(3),
-            true,
+            nnc::Backend::Jit,
             1,
             &AtomicBool::new(false),
             &mut |f| seen.push(f.fold),
@@ -375,7 +381,14 @@ fn search(file: &Path, jobs: usize, ranks: usize) -> Vec<Result<nnc::internals::
             let sets: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
             nnc::internals::pipeline::configure(&file, &sets, None).map_err(|_| "a trial compiles".to_string())
         };
-        let opts = TuneOptions { compile: &compile, fixed: vec![], jit: true, jobs, threads: 1, source: String::new() };
+        let opts = TuneOptions {
+            compile: &compile,
+            fixed: vec![],
+            backend: nnc::Backend::Jit,
+            jobs,
+            threads: 1,
+            source: String::new(),
+        };
         let base = file.parent().expect("folder").to_path_buf();
         tune_with(&p, &spec, &base, &opts, &AtomicBool::new(false), &|_, _| {}, comm)
     };

@@ -25,7 +25,13 @@ fn fresh(name: &str) -> PathBuf {
 }
 
 fn fit(p: &nnc::internals::ir::Program, src: &str, base: &Path, out: &Path) -> nnc::internals::train::trainer::Report {
-    let opts = TrainOptions { out_dir: out.to_path_buf(), resume: false, jit: true, threads: 1, source: src.into() };
+    let opts = TrainOptions {
+        out_dir: out.to_path_buf(),
+        resume: false,
+        backend: nnc::Backend::Jit,
+        threads: 1,
+        source: src.into(),
+    };
     train(p, base, &opts, &AtomicBool::new(false), &mut |_| Next::Continue).expect("train")
 }
 
@@ -98,13 +104,13 @@ fn eval_rebuilds_the_checkpoints_split() {
     let out = dir.join("run");
     let r = fit(&p, src, &dir, &out);
     let ck = out.join("last.safetensors");
-    let e = evaluate(&program(src), &dir, &ck, true, src).expect("eval");
+    let e = evaluate(&program(src), &dir, &ck, nnc::Backend::Jit, src).expect("eval");
     assert_eq!(e.eval.shown["accuracy"], r.test["test_accuracy"], "eval scored other rows than training held out");
     assert!(e.notes.iter().any(|n| n.contains("split_seed 3")), "{:?}", e.notes);
     assert_eq!(e.held_data.1.len(), 359);
     // A changed split in the file does not move the checkpoint's test rows.
     let resplit = src.replace("split = [0.8, 0.2]", "split = [0.5, 0.5]");
-    let e2 = evaluate(&program(&resplit), &dir, &ck, true, &resplit).expect("eval");
+    let e2 = evaluate(&program(&resplit), &dir, &ck, nnc::Backend::Jit, &resplit).expect("eval");
     assert_eq!(e2.held_data.1, e.held_data.1);
     assert!(e2.notes.iter().any(|n| n.contains("different version")), "{:?}", e2.notes);
     // A changed data file: refused, not scored.
@@ -119,7 +125,7 @@ fn eval_rebuilds_the_checkpoints_split() {
     std::fs::remove_file(dir.join("digits.csv.gz")).expect("rm");
     std::fs::write(dir.join("digits.csv"), lines.join("\n")).expect("write csv");
     let changed = src.replace("digits.csv.gz", "digits.csv");
-    let err = evaluate(&program(&changed), &dir, &ck, true, &changed).expect_err("data changed");
+    let err = evaluate(&program(&changed), &dir, &ck, nnc::Backend::Jit, &changed).expect_err("data changed");
     assert!(err.contains("the data changed") && err.contains("1796 rows"), "{err}");
 }
 
@@ -490,7 +496,10 @@ fn jit_writes_i32_outputs_as_i32() {
         },
     );
     for jit in [true, false] {
-        let opts = nnc::internals::runtime::exec::ExecOptions { jit, ..Default::default() };
+        let opts = nnc::internals::runtime::exec::ExecOptions {
+            backend: if jit { nnc::Backend::Jit } else { nnc::Backend::Interpreter },
+            ..Default::default()
+        };
         let r = nnc::internals::runtime::exec::run_named(&p.eval, &params, &inputs, opts).expect("run");
         assert_eq!(r["ids"].data, nnc::internals::tensors::HostData::I32(vec![7, -3]), "jit {jit}");
         assert_eq!(r["ids"].dtype_name(), "i32");

@@ -335,7 +335,7 @@ fn check_graph(g: &Graph, what: &str) {
             &bound,
             &TensorMap::new(),
             &ins,
-            nnc::internals::runtime::exec::ExecOptions { jit: true, ..Default::default() },
+            nnc::internals::runtime::exec::ExecOptions { backend: nnc::Backend::Jit, ..Default::default() },
         )
         .expect("the JIT runs the graph");
         let got = tract.run(&ins);

@@ -153,7 +153,10 @@ fn ids_out_of_range_are_refused_at_the_boundary_on_both_backends() {
         inputs.insert("y".into(), ints(y));
         inputs.insert("t".into(), ints(t));
         for jit in [true, false] {
-            let opts = nnc::internals::runtime::exec::ExecOptions { jit, ..Default::default() };
+            let opts = nnc::internals::runtime::exec::ExecOptions {
+                backend: if jit { nnc::Backend::Jit } else { nnc::Backend::Interpreter },
+                ..Default::default()
+            };
             let e =
                 nnc::internals::runtime::exec::run_named(&p.train, &params, &inputs, opts).expect_err("out of range");
             assert!(e.contains(want), "jit {jit}: {e}");

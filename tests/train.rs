@@ -27,7 +27,13 @@ fn run(
     resume: bool,
     jit: bool,
 ) -> Result<nnc::internals::train::trainer::Report, String> {
-    let opts = TrainOptions { out_dir: dir.to_path_buf(), resume, jit, threads: 1, source: MODEL.into() };
+    let opts = TrainOptions {
+        out_dir: dir.to_path_buf(),
+        resume,
+        backend: if jit { nnc::Backend::Jit } else { nnc::Backend::Interpreter },
+        threads: 1,
+        source: MODEL.into(),
+    };
     train(p, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| Next::Continue).map_err(String::from)
 }
 
@@ -68,7 +74,13 @@ fn resume_mid_epoch_is_bit_identical() {
     let p = program(MODEL);
     run(&p, &straight, false, true).expect("train");
     let resumed = out_dir("resumed_mid");
-    let opts = TrainOptions { out_dir: resumed.clone(), resume: false, jit: true, threads: 1, source: MODEL.into() };
+    let opts = TrainOptions {
+        out_dir: resumed.clone(),
+        resume: false,
+        backend: nnc::Backend::Jit,
+        threads: 1,
+        source: MODEL.into(),
+    };
     let stop = AtomicBool::new(false);
     let mut batches = 0;
     let r = train(&p, Path::new("."), &opts, &stop, &mut |e| {
@@ -105,7 +117,13 @@ fn resume_with_augmentation_is_bit_identical() {
     const AUG: &str = "model D {\n input x: [B, 64]\n input y: i32[B]\n layer a = Dense(64, 16)\n layer b = Dense(16, 10)\n output logits = b(relu(a(x)))\n loss = cross_entropy(logits, y)\n train { data = csv(\"examples/data/digits.csv.gz\")  preprocess = standardize  split = [0.5, 0.5]\n optimizer = adam(lr = 0.01)  batch = 128  epochs = 3  seed = 2\n augment = [flip_horizontal(p = 0.3), shift(max = 1), crop(size = 8, padding = 1), rotate(degrees = 15), noise(std = 0.5)]  augment_shape = [8, 8] }\n}\n";
     let p = program(AUG);
     let go = |dir: &Path, resume: bool, stop_after: usize| {
-        let opts = TrainOptions { out_dir: dir.to_path_buf(), resume, jit: true, threads: 1, source: AUG.into() };
+        let opts = TrainOptions {
+            out_dir: dir.to_path_buf(),
+            resume,
+            backend: nnc::Backend::Jit,
+            threads: 1,
+            source: AUG.into(),
+        };
         let stop = AtomicBool::new(false);
         let mut batches = 0;
         train(&p, Path::new("."), &opts, &stop, &mut |e| {
@@ -131,7 +149,13 @@ fn resume_with_augmentation_is_bit_identical() {
     }
     // A resume with other augmentations is another run.
     let other = program(&AUG.replace("noise(std = 0.5)", "noise(std = 0.4)"));
-    let opts = TrainOptions { out_dir: resumed.clone(), resume: true, jit: true, threads: 1, source: AUG.into() };
+    let opts = TrainOptions {
+        out_dir: resumed.clone(),
+        resume: true,
+        backend: nnc::Backend::Jit,
+        threads: 1,
+        source: AUG.into(),
+    };
     let err = train(&other, Path::new("."), &opts, &AtomicBool::new(false), &mut |_| Next::Continue)
         .expect_err("other recipe");
     assert!(err.to_string().contains("augment:"), "{err}");
@@ -173,7 +197,13 @@ fn a_diverging_loss_names_the_step() {
 #[test]
 fn stopping_saves_a_checkpoint() {
     let dir = out_dir("stop");
-    let opts = TrainOptions { out_dir: dir.clone(), resume: false, jit: true, threads: 1, source: MODEL.into() };
+    let opts = TrainOptions {
+        out_dir: dir.clone(),
+        resume: false,
+        backend: nnc::Backend::Jit,
+        threads: 1,
+        source: MODEL.into(),
+    };
     let r =
         train(&program(MODEL), Path::new("."), &opts, &AtomicBool::new(true), &mut |_| Next::Continue).expect("train");
     assert!(r.interrupted);
@@ -391,14 +421,16 @@ fn dense_second_order_methods_refuse_large_models() {
     let src = MODEL.replace("Dense(2, 8)", "Dense(2, 800)").replace("Dense(8, 2)", "Dense(800, 2)");
     let n = 2 * 800 + 800 + 800 * 2 + 2;
     let with = |opt: &str| program(&src.replace("optimizer = adam(lr = 0.01)", &format!("optimizer = {opt}")));
-    let err = nnc::internals::train::session::Session::new(&with("newton"), true, 1).err().expect("newton refuses");
+    let err = nnc::internals::train::session::Session::new(&with("newton"), nnc::Backend::Jit, 1)
+        .err()
+        .expect("newton refuses");
     assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 2000"), "{err}");
-    assert!(nnc::internals::train::session::Session::new(&with("bfgs"), true, 1).is_ok());
-    assert!(nnc::internals::train::session::Session::new(&with("newton_cg"), true, 1).is_ok());
+    assert!(nnc::internals::train::session::Session::new(&with("bfgs"), nnc::Backend::Jit, 1).is_ok());
+    assert!(nnc::internals::train::session::Session::new(&with("newton_cg"), nnc::Backend::Jit, 1).is_ok());
     let big = MODEL.replace("Dense(2, 8)", "Dense(2, 2000)").replace("Dense(8, 2)", "Dense(2000, 2)");
     let n = 2 * 2000 + 2000 + 2000 * 2 + 2;
     let p = program(&big.replace("optimizer = adam(lr = 0.01)", "optimizer = bfgs"));
-    let err = nnc::internals::train::session::Session::new(&p, true, 1).err().expect("bfgs refuses");
+    let err = nnc::internals::train::session::Session::new(&p, nnc::Backend::Jit, 1).err().expect("bfgs refuses");
     assert!(err.contains(&format!("{n} parameters")) && err.contains("at most 5000"), "{err}");
 }
 

@@ -14,22 +14,7 @@ use std::sync::Arc;
 /// Metrics by name (`test_accuracy`, `val_loss`, ...).
 pub type Metrics = BTreeMap<String, f64>;
 
-/// Native code compiled by Cranelift, or the reference interpreter (f32, slow: the
-/// oracle the native code is tested against).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// JIT-compiled native code (the default).
-    #[default]
-    Jit,
-    /// The reference interpreter.
-    Interpreter,
-}
-
-impl Backend {
-    pub(crate) fn jit(self) -> bool {
-        self == Backend::Jit
-    }
-}
+pub use crate::runtime::backend::Backend;
 
 /// How a run goes: where its files go, whether it continues one, on which backend and
 /// how many threads, and a flag that stops it from another thread (Ctrl-C).
@@ -223,7 +208,7 @@ impl Model {
         let opts = trainer::TrainOptions {
             out_dir: cfg.out_dir.clone(),
             resume: cfg.resume,
-            jit: cfg.backend.jit(),
+            backend: cfg.backend,
             threads: cfg.threads.max(1),
             source: self.source.clone(),
         };
@@ -269,7 +254,7 @@ impl Model {
     /// split), as `nnc eval` does: the metrics, and notes on what they are computed on.
     pub fn evaluate(&self, checkpoint: impl AsRef<Path>, backend: Backend) -> Result<(Metrics, Vec<String>)> {
         let ck = checkpoint.as_ref();
-        let r = trainer::evaluate(&self.program, &self.base_dir(), ck, backend.jit(), &self.source)?;
+        let r = trainer::evaluate(&self.program, &self.base_dir(), ck, backend, &self.source)?;
         let mut notes = r.notes;
         notes.extend(r.eval.notes.iter().cloned());
         Ok((r.eval.shown, notes))

@@ -79,7 +79,7 @@ impl Model {
             &self.program,
             &self.base_dir(),
             cfg.folds,
-            cfg.backend.jit(),
+            cfg.backend,
             cfg.threads.max(1),
             &cfg.stop,
             on_fold,
@@ -113,7 +113,7 @@ impl Model {
                 .iter()
                 .map(|s| s.split_once('=').map_or(s.as_str(), |(k, _)| k.trim()).to_string())
                 .collect(),
-            jit: cfg.backend.jit(),
+            backend: cfg.backend,
             jobs: cfg.jobs.max(1),
             threads: 1,
             source: self.source.clone(),
@@ -127,13 +127,6 @@ impl Model {
     pub fn compare(&self, other: &Model, folds: Option<Folds>, backend: Backend) -> Result<Comparison> {
         let stop = AtomicBool::new(false);
         let (da, db) = (self.base_dir(), other.base_dir());
-        Ok(crate::select::compare::compare(
-            (&self.program, &da),
-            (&other.program, &db),
-            folds,
-            backend.jit(),
-            1,
-            &stop,
-        )?)
+        Ok(crate::select::compare::compare((&self.program, &da), (&other.program, &db), folds, backend, 1, &stop)?)
     }
 }

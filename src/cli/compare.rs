@@ -32,14 +32,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let (da, db) = (dir(&a.a), dir(&a.b));
     let stop = AtomicBool::new(false);
     let t0 = std::time::Instant::now();
-    let r = match crate::select::compare::compare(
-        (&pa, &da),
-        (&pb, &db),
-        a.folds,
-        a.backend == Backend::Jit,
-        a.threads,
-        &stop,
-    ) {
+    let r = match crate::select::compare::compare((&pa, &da), (&pb, &db), a.folds, a.backend.run(), a.threads, &stop) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };

@@ -96,7 +96,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::dist::com
         &p,
         &dir,
         a.folds,
-        a.backend == Backend::Jit,
+        a.backend.run(),
         a.threads,
         &stop,
         &mut on_fold,

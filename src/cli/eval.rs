@@ -64,10 +64,10 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     if a.checkpoint.len() > 1 {
         return ensemble(p, &dir, &a, &source, rows);
     }
-    let jit = a.backend == Backend::Jit;
+    let backend = a.backend.run();
     let report = match (&a.torch, a.checkpoint.first()) {
-        (Some(sd), _) => crate::train::trainer::evaluate_torch(p, sd, jit, rows),
-        (None, Some(ck)) => crate::train::trainer::evaluate_on(p, &dir, ck, jit, &source, rows),
+        (Some(sd), _) => crate::train::trainer::evaluate_torch(p, sd, backend, rows),
+        (None, Some(ck)) => crate::train::trainer::evaluate_on(p, &dir, ck, backend, &source, rows),
         (None, None) => Err("give --checkpoint or --torch".to_string()),
     };
     match report {
@@ -135,7 +135,7 @@ fn load(p: &crate::ir::Program, path: &std::path::Path, a: &Args) -> Result<crat
 }
 
 fn ensemble(p: &crate::ir::Program, dir: &std::path::Path, a: &Args, source: &str, rows: EvalData) -> i32 {
-    match crate::train::trainer::evaluate_ensemble(p, dir, &a.checkpoint, a.backend == Backend::Jit, source, rows) {
+    match crate::train::trainer::evaluate_ensemble(p, dir, &a.checkpoint, a.backend.run(), source, rows) {
         Ok((members, ens)) => {
             let rows = members.first().map(|m| m.rows.clone()).unwrap_or_default();
             for n in members.first().map(|m| m.notes.clone()).unwrap_or_default().iter().chain(&ens.notes) {

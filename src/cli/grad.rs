@@ -48,6 +48,11 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         Err(m) => return fail(&format!("internal compiler error: {m}")),
     };
     // Native code is f32: f64 runs in the reference interpreter.
-    let run = crate::runtime::exec::ExecOptions { f64, seed, step: 0, jit: backend == Backend::Jit && !f64 };
+    let run = crate::runtime::exec::ExecOptions {
+        f64,
+        seed,
+        step: 0,
+        backend: if f64 { crate::runtime::backend::Backend::Interpreter } else { backend.run() },
+    };
     run_and_write(&graph, &params, &inputs, &out, run)
 }

@@ -98,6 +98,16 @@ enum Backend {
     Interp,
 }
 
+impl Backend {
+    /// The runtime's backend this flag names.
+    fn run(self) -> crate::runtime::backend::Backend {
+        match self {
+            Backend::Jit => crate::runtime::backend::Backend::Jit,
+            Backend::Interp => crate::runtime::backend::Backend::Interpreter,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum RunMode {
     Train,

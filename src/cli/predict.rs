@@ -130,7 +130,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     // predict returns outputs only: a loss may need labels the caller lacks.
     g.loss = None;
     let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
-    let run = crate::runtime::exec::ExecOptions { jit: backend == Backend::Jit, ..Default::default() };
+    let run = crate::runtime::exec::ExecOptions { backend: backend.run(), ..Default::default() };
     // `--params` and `--checkpoint` are read the same way: a file that carries a
     // preprocessing (a training checkpoint) has it applied to the features input first.
     let cks: Vec<PathBuf> =

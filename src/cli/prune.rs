@@ -108,7 +108,7 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
         structure,
         params: a.params.clone(),
         finetune_epochs: a.finetune_epochs,
-        jit: a.backend == Backend::Jit,
+        backend: a.backend.run(),
         threads: a.threads,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);

@@ -42,8 +42,8 @@ pub fn run(a: Args, opts: RenderOptions) -> i32 {
     }
     let dir = a.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let source = std::fs::read_to_string(&a.file).unwrap_or_default();
-    let jit = a.backend == Backend::Jit;
-    let r = match crate::train::ptq::quantize_checkpoint(&p, &dir, &a.checkpoint, &source, a.calibrate, jit) {
+    let backend = a.backend.run();
+    let r = match crate::train::ptq::quantize_checkpoint(&p, &dir, &a.checkpoint, &source, a.calibrate, backend) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };

@@ -58,16 +58,16 @@ fn holds_run(dir: &std::path::Path) -> bool {
 }
 
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
-    let jit = a.backend == Backend::Jit;
+    let backend = a.backend.run();
     if !a.distributed {
-        return run_rank(a, opts, jit, 0, None);
+        return run_rank(a, opts, backend, 0, None);
     }
-    distributed(a, opts, jit)
+    distributed(a, opts, backend)
 }
 
 /// `--distributed`: MPI first (every rank compiles the model itself); only rank 0 prints.
 #[cfg(feature = "mpi")]
-fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
+fn distributed(a: Args, opts: RenderOptions, backend: crate::runtime::backend::Backend) -> i32 {
     let world = match crate::dist::mpi::init() {
         Ok(w) => w,
         Err(m) => return fail(&m),
@@ -80,7 +80,7 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
         check_params: a.check_params,
         overlap: !a.no_overlap,
     };
-    let code = run_rank(a, opts, jit, rank, Some(dist));
+    let code = run_rank(a, opts, backend, rank, Some(dist));
     // An error on one rank ends every rank, rather than leaving them waiting in a
     // collective.
     if code != 0 && code != 130 {
@@ -90,14 +90,14 @@ fn distributed(a: Args, opts: RenderOptions, jit: bool) -> i32 {
 }
 
 #[cfg(not(feature = "mpi"))]
-fn distributed(_a: Args, _opts: RenderOptions, _jit: bool) -> i32 {
+fn distributed(_a: Args, _opts: RenderOptions, _backend: crate::runtime::backend::Backend) -> i32 {
     super::ranks::no_mpi()
 }
 
 fn run_rank(
     a: Args,
     opts: RenderOptions,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     rank: usize,
     dist: Option<crate::train::trainer::Distributed>,
 ) -> i32 {
@@ -129,7 +129,7 @@ fn run_rank(
     let topts = crate::train::trainer::TrainOptions {
         out_dir: out_dir.clone(),
         resume: a.resume,
-        jit,
+        backend,
         threads: a.threads,
         source,
     };
@@ -143,12 +143,7 @@ fn run_rank(
         match e {
             _ if rank != 0 => {}
             crate::train::trainer::Event::Start { resumed, out_dir } => {
-                errln!(
-                    "training {name} from {} ({} backend) -> {}",
-                    file.display(),
-                    if jit { "jit" } else { "interp" },
-                    out_dir.display()
-                );
+                errln!("training {name} from {} ({} backend) -> {}", file.display(), backend.name(), out_dir.display());
                 if let Some((epoch, step)) = resumed {
                     errln!("resuming from epoch {epoch}, step {step}");
                 }
@@ -207,7 +202,7 @@ fn run_rank(
             &p,
             &dir,
             &lasts,
-            jit,
+            backend,
             &topts.source,
             crate::train::trainer::EvalData::HeldOut,
         ) {

@@ -169,7 +169,7 @@ fn run_rank(a: Args, opts: RenderOptions, comm: Option<&mut dyn crate::dist::com
     let topts = crate::select::tune::TuneOptions {
         compile: &compile,
         fixed: a.set.iter().map(|s| s.split_once('=').map(|(k, _)| k.trim()).unwrap_or(s).to_string()).collect(),
-        jit: a.backend == Backend::Jit,
+        backend: a.backend.run(),
         jobs,
         threads: 1,
         source,

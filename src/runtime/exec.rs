@@ -15,7 +15,7 @@ pub struct ExecOptions {
     pub seed: u64,
     pub step: u64,
     /// Run JIT-compiled native code (f32) instead of the interpreter.
-    pub jit: bool,
+    pub backend: crate::runtime::backend::Backend,
 }
 
 /// A float tensor of exactly `shape` as f64, or an error naming it as `kind` `name`.
@@ -100,7 +100,7 @@ fn run_t<T: Real>(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecO
 
 /// Runs `g` and returns `loss` and every output (JIT or interpreter).
 pub fn run_named(g: &Graph, params: &TensorMap, inputs: &TensorMap, opts: ExecOptions) -> Result<TensorMap, String> {
-    if opts.jit && !opts.f64 {
+    if opts.backend.jit() && !opts.f64 {
         return run_jit(g, params, inputs, opts);
     }
     if opts.f64 {

@@ -3,6 +3,7 @@
 //! `interp` is the executable definition of every primitive and the oracle for every
 //! later stage. It is generic over `Real` (f32 and f64) so gradient checks run in f64.
 
+pub mod backend;
 pub mod exec;
 pub mod executable;
 pub mod init;

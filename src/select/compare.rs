@@ -82,7 +82,7 @@ pub fn compare(
     a: (&Program, &Path),
     b: (&Program, &Path),
     folds: Option<Folds>,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     threads: usize,
     stop: &AtomicBool,
 ) -> Result<Comparison, String> {
@@ -132,7 +132,7 @@ pub fn compare(
     let mut correct: Vec<Vec<bool>> = Vec::new();
     let mut metric = ("loss".to_string(), false);
     for p in [a.0, &pb] {
-        let mut s = Session::new(p, jit, threads)?;
+        let mut s = Session::new(p, backend, threads)?;
         let mut values = Vec::new();
         let (mut secs, mut steps) = (0.0, 0u64);
         let mut all_correct = Vec::new();

@@ -138,12 +138,12 @@ pub fn cross_validate(
     p: &Program,
     base_dir: &Path,
     folds: Folds,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     threads: usize,
     stop: &AtomicBool,
     on_fold: &mut dyn FnMut(&FoldResult),
 ) -> Result<CvReport, String> {
-    cross_validate_with(p, base_dir, folds, jit, threads, stop, on_fold, None)
+    cross_validate_with(p, base_dir, folds, backend, threads, stop, on_fold, None)
 }
 
 /// `cross_validate` as one rank of a group (`comm`): this rank runs folds `rank, rank +
@@ -154,7 +154,7 @@ pub fn cross_validate_with(
     p: &Program,
     base_dir: &Path,
     folds: Folds,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     threads: usize,
     stop: &AtomicBool,
     on_fold: &mut dyn FnMut(&FoldResult),
@@ -164,7 +164,7 @@ pub fn cross_validate_with(
     let t0 = std::time::Instant::now();
     let (raw, _) = load_data(p, base_dir)?;
     let parts = folds_of(p, &raw, folds)?;
-    let mut session = Session::new(p, jit, threads)?;
+    let mut session = Session::new(p, backend, threads)?;
     let mut notes = Vec::new();
     notes.push(session.target_note());
     if p.settings.split.len() == 3 {

@@ -59,7 +59,7 @@ pub struct TuneOptions<'a> {
     pub compile: &'a Compile<'a>,
     /// Keys fixed for every trial (`--set`), which the space may not search.
     pub fixed: Vec<String>,
-    pub jit: bool,
+    pub backend: crate::runtime::backend::Backend,
     /// Trials at once.
     pub jobs: usize,
     /// Threads of each trial's steps.
@@ -363,7 +363,8 @@ pub fn tune_with(
             let p = trial_program(opts, &r.values)?;
             let quiet = AtomicBool::new(false);
             let val_metric = format!("val_{}", metric.strip_prefix("cv_").unwrap_or(&metric));
-            let d = FitData { raw: &raw, specs: &specs, metric: &val_metric, jit: opts.jit, threads: opts.threads };
+            let d =
+                FitData { raw: &raw, specs: &specs, metric: &val_metric, backend: opts.backend, threads: opts.threads };
             let (_, model) = fit_trial(&d, &p, &fit, Some(&val), &quiet, &mut |_, _| Next::Continue)?;
             best_model = Some(model);
             notes.push(format!(
@@ -374,7 +375,7 @@ pub fn tune_with(
     }
     let mut test_metrics = None;
     if let (Some(m), false) = (&best_model, test.is_empty()) {
-        let mut s = Session::new(&m.program, opts.jit, opts.threads)?;
+        let mut s = Session::new(&m.program, opts.backend, opts.threads)?;
         s.init(0, fit.len())?;
         s.load_tensors(&m.tensors, fit.len())?;
         let mut ds = raw.clone();
@@ -426,7 +427,7 @@ struct FitData<'a> {
     raw: &'a Dataset,
     specs: &'a [InputSpec],
     metric: &'a str,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     threads: usize,
 }
 
@@ -460,7 +461,7 @@ fn fit_trial(
     crate::train::teacher::check_preprocessing(&p.train, &pre.to_tensors())?;
     let mut ds = d.raw.clone();
     pre.apply_dataset(&mut ds)?;
-    let mut session = Session::new(p, d.jit, d.threads)?;
+    let mut session = Session::new(p, d.backend, d.threads)?;
     session.watch(d.metric);
     session.init(p.settings.seed as u64, fit.len())?;
     session.augment_from(d.raw, &pre)?;
@@ -833,7 +834,7 @@ fn run_trial(
         Ok(p) => p,
         Err(e) => return (State::Failed(e), None, 0, None),
     };
-    let d = FitData { raw: s.raw, specs: s.specs, metric: s.metric, jit: s.opts.jit, threads: s.opts.threads };
+    let d = FitData { raw: s.raw, specs: s.specs, metric: s.metric, backend: s.opts.backend, threads: s.opts.threads };
     if let Some(name) = s.metric.strip_prefix("cv_") {
         return match cv_trial(s, &p, name) {
             Ok(m) => (State::Complete, Some(m), p.settings.epochs as usize, None),
@@ -964,7 +965,7 @@ fn cv_trial(s: &Search, p: &Program, name: &str) -> Result<f64, String> {
     let label = s.raw.get(data::LABEL_INPUT).is_some().then_some(data::LABEL_INPUT);
     let folds = data::kfold(&sub, s.spec.folds as usize, p.settings.split_seed(), label)?;
     let folds: Vec<Vec<usize>> = folds.iter().map(|f| f.iter().map(|&r| rows[r]).collect()).collect();
-    let mut session = Session::new(p, s.opts.jit, s.opts.threads)?;
+    let mut session = Session::new(p, s.opts.backend, s.opts.threads)?;
     let mut values = Vec::new();
     for (i, held) in folds.iter().enumerate() {
         let train: Vec<usize> =

@@ -17,9 +17,14 @@ pub enum Engine {
 }
 
 impl Engine {
-    pub fn new(g: &Graph, batch: usize, jit: bool, threads: usize) -> Result<Engine, String> {
+    pub fn new(
+        g: &Graph,
+        batch: usize,
+        backend: crate::runtime::backend::Backend,
+        threads: usize,
+    ) -> Result<Engine, String> {
         let cg = concrete(g, batch)?;
-        if jit {
+        if backend.jit() {
             let opts = CodegenOptions { threads: threads.max(1), ..Default::default() };
             Ok(Engine::Jit(Box::new(Executable::new(&cg, &opts)?)))
         } else {
@@ -215,13 +220,13 @@ pub struct Scorer {
     engines: HashMap<usize, Engine>,
     pub graph: Graph,
     pub batch: usize,
-    pub jit: bool,
+    pub backend: crate::runtime::backend::Backend,
     pub threads: usize,
 }
 
 impl Scorer {
-    pub fn new(graph: Graph, batch: usize, jit: bool, threads: usize) -> Scorer {
-        Scorer { engines: HashMap::new(), graph, batch, jit, threads }
+    pub fn new(graph: Graph, batch: usize, backend: crate::runtime::backend::Backend, threads: usize) -> Scorer {
+        Scorer { engines: HashMap::new(), graph, batch, backend, threads }
     }
     pub fn run(&mut self, from: &Engine, ds: &Dataset, rows: &[usize]) -> Result<(f64, Vec<f32>, usize), String> {
         let (sums, out, width) = self.run_chunks(from, ds, rows)?;
@@ -244,7 +249,7 @@ impl Scorer {
         for chunk in rows.chunks(self.batch.max(1)) {
             let n = chunk.len();
             if !self.engines.contains_key(&n) {
-                let e = Engine::new(&self.graph, n, self.jit, self.threads)?;
+                let e = Engine::new(&self.graph, n, self.backend, self.threads)?;
                 self.engines.insert(n, e);
             }
             let e = self.engines.get_mut(&n).ok_or("internal error: no engine")?;

@@ -27,7 +27,7 @@ pub struct PruneOptions {
     pub params: Vec<String>,
     /// Epochs of fine-tuning with fixed masks after pruning (0: none).
     pub finetune_epochs: usize,
-    pub jit: bool,
+    pub backend: crate::runtime::backend::Backend,
     pub threads: usize,
 }
 
@@ -87,7 +87,7 @@ pub fn prune_checkpoint(
         q.settings.augment.clear();
         notes.push("fine-tuning trains without the recipe's `augment` (on the rows as they are)".into());
     }
-    let mut dense_session = Session::new(&rb.q, opts.jit, opts.threads)?;
+    let mut dense_session = Session::new(&rb.q, opts.backend, opts.threads)?;
     dense_session.init(0, train.len())?;
     dense_session.load_tensors(&model, train.len())?;
     notes.push(dense_session.target_note());
@@ -107,7 +107,7 @@ pub fn prune_checkpoint(
             .collect();
     let mut levels = Vec::new();
     for &asked in &opts.sparsities {
-        let mut s = Session::new(&q, opts.jit, opts.threads)?;
+        let mut s = Session::new(&q, opts.backend, opts.threads)?;
         s.init(q.settings.seed as u64, train.len())?;
         s.load_tensors(&model, train.len())?;
         let reached = s.prune_to(asked, opts.scope, opts.structure, &opts.params)?;

@@ -44,7 +44,7 @@ pub fn quantize_checkpoint(
     checkpoint: &std::path::Path,
     source: &str,
     calibrate: usize,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
 ) -> Result<QuantReport, String> {
     let (_, meta0) = checkpoint::read(checkpoint)?;
     if meta0.contains_key(META_KEY) {
@@ -57,7 +57,7 @@ pub fn quantize_checkpoint(
     let (train, _, held, _) = roles(&rb.parts);
     let metrics = rb.q.settings.metrics.clone();
     let score = |q: &crate::ir::Program, t: &TensorMap| -> Result<(target::Evaluation, String), String> {
-        let mut s = Session::new(q, jit, 1)?;
+        let mut s = Session::new(q, backend, 1)?;
         s.init(0, held.len())?;
         s.load_tensors(t, held.len())?;
         let sc = s.score(&rb.ds, held)?;
@@ -103,7 +103,7 @@ pub fn quantize_checkpoint(
     let rows: Vec<usize> = train.iter().copied().take(calibrate.max(1)).collect();
     let batch = crate::data::gather(&rb.ds, &rows);
     let ins: TensorMap = batch.iter().map(|(k, a)| (k.clone(), tensor_of(a))).collect();
-    let run = crate::runtime::exec::ExecOptions { jit, ..Default::default() };
+    let run = crate::runtime::exec::ExecOptions { backend, ..Default::default() };
     let outs = crate::runtime::exec::run_named(&cal, &wq, &ins, run)?;
     let mut scales = Vec::with_capacity(sites.len());
     for k in 0..sites.len() {

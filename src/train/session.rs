@@ -109,7 +109,7 @@ pub struct Session {
     pub target: Result<Target, String>,
     /// What the target's scores are.
     pub kind: ScoreKind,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     threads: usize,
     /// A full-batch host-loop optimizer (`TrainSettings::host_optimizer`): the step graph
     /// computes the objective and the gradients, and updates nothing.
@@ -180,7 +180,7 @@ impl Session {
     /// Compiles nothing yet: steps are compiled on first use, per batch size.
     /// The program comes from the front end (`pipeline`), which made its graphs
     /// quantization-aware when its recipe says so.
-    pub fn new(p: &Program, jit: bool, threads: usize) -> Result<Session, String> {
+    pub fn new(p: &Program, backend: crate::runtime::backend::Backend, threads: usize) -> Result<Session, String> {
         if p.settings.quantize.as_ref().is_some_and(|c| c.name == "qat") && !p.qat {
             return Err("internal error: a `quantize = qat` program that the front end did not finish".into());
         }
@@ -214,7 +214,7 @@ impl Session {
             augment,
             target,
             kind,
-            jit,
+            backend,
             threads,
             host,
             step_graph,
@@ -222,7 +222,7 @@ impl Session {
             hvp_engines: HashMap::new(),
             steps: HashMap::new(),
             current: 0,
-            scorer: Scorer::new(scoring, 256, jit, threads),
+            scorer: Scorer::new(scoring, 256, backend, threads),
             predictor: None,
             lbfgs_state: Default::default(),
             second_state: Default::default(),
@@ -338,7 +338,7 @@ impl Session {
     /// The step engine for `batch` rows, holding the current parameters.
     fn engine(&mut self, batch: usize) -> Result<&mut Engine, String> {
         if !self.steps.contains_key(&batch) {
-            let e = Engine::new(&self.step_graph, batch, self.jit, self.threads)?;
+            let e = Engine::new(&self.step_graph, batch, self.backend, self.threads)?;
             self.steps.insert(batch, e);
         }
         if self.current != batch && self.current != 0 {
@@ -581,7 +581,7 @@ impl Session {
             let mut g = self.scorer.graph.clone();
             g.loss = None;
             let g = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&g));
-            self.predictor = Some(Scorer::new(g, 1000, self.jit, self.threads));
+            self.predictor = Some(Scorer::new(g, 1000, self.backend, self.threads));
         }
         let holder = self.steps.get(&self.current).ok_or("predict before init: no parameters")?;
         let pr = self.predictor.as_mut().ok_or("internal error: no predictor")?;
@@ -1152,7 +1152,7 @@ impl Session {
         self.engine(batch)?;
         if let Some(hg) = &self.hvp_graph {
             if !self.hvp_engines.contains_key(&batch) {
-                let h = Engine::new(hg, batch, self.jit, self.threads)?;
+                let h = Engine::new(hg, batch, self.backend, self.threads)?;
                 self.hvp_engines.insert(batch, h);
             }
         }

@@ -28,7 +28,7 @@ pub struct TrainOptions {
     /// Continue from `out_dir/last.safetensors`.
     pub resume: bool,
     /// JIT (default) or the reference interpreter.
-    pub jit: bool,
+    pub backend: crate::runtime::backend::Backend,
     pub threads: usize,
     /// The model's source text (its hash goes into checkpoints).
     pub source: String,
@@ -480,7 +480,7 @@ pub fn train_with(
     let t0 = std::time::Instant::now();
     let prep = prepare(p, base_dir)?;
     let (train_rows, val_rows, held, prefix) = roles(&prep.parts);
-    let mut session = Session::new(p, opts.jit, opts.threads)?;
+    let mut session = Session::new(p, opts.backend, opts.threads)?;
     if let Some(d) = dist {
         session.distribute_with(d.comm, d.check_params, d.overlap)?;
     }
@@ -646,13 +646,13 @@ pub fn evaluate_ensemble(
     p: &Program,
     base_dir: &Path,
     checkpoints: &[PathBuf],
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     source: &str,
     rows: EvalData,
 ) -> Result<(Vec<EvalReport>, Evaluation), String> {
     let mut members = Vec::new();
     for c in checkpoints {
-        let r = evaluate_on(p, base_dir, c, jit, source, rows)?;
+        let r = evaluate_on(p, base_dir, c, backend, source, rows)?;
         if let (Some(first), EvalData::HeldOut) = (members.first(), rows) {
             let f: &EvalReport = first;
             if f.record != r.record {
@@ -715,10 +715,10 @@ pub fn evaluate(
     p: &Program,
     base_dir: &Path,
     checkpoint_path: &Path,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     source: &str,
 ) -> Result<EvalReport, String> {
-    evaluate_on(p, base_dir, checkpoint_path, jit, source, EvalData::HeldOut)
+    evaluate_on(p, base_dir, checkpoint_path, backend, source, EvalData::HeldOut)
 }
 
 /// The warning for a checkpoint trained from another version of the model file.
@@ -852,33 +852,38 @@ pub fn evaluate_on(
     p: &Program,
     base_dir: &Path,
     checkpoint_path: &Path,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     source: &str,
     rows: EvalData,
 ) -> Result<EvalReport, String> {
-    evaluate_from(p, base_dir, checkpoint_path, jit, source, rows, None)
+    evaluate_from(p, base_dir, checkpoint_path, backend, source, rows, None)
 }
 
 /// `evaluate_on` a PyTorch state dict (safetensors, torch.nn names and layouts) on the
 /// rows of a data file.
-pub fn evaluate_torch(p: &Program, state_dict: &Path, jit: bool, rows: EvalData) -> Result<EvalReport, String> {
+pub fn evaluate_torch(
+    p: &Program,
+    state_dict: &Path,
+    backend: crate::runtime::backend::Backend,
+    rows: EvalData,
+) -> Result<EvalReport, String> {
     let sd = crate::tensors::read(state_dict)?;
     let t = crate::torch::from_state_dict(&p.eval, &sd, &state_dict.display().to_string())?;
-    evaluate_from(p, Path::new("."), state_dict, jit, "", rows, Some(t))
+    evaluate_from(p, Path::new("."), state_dict, backend, "", rows, Some(t))
 }
 
 fn evaluate_from(
     p: &Program,
     base_dir: &Path,
     checkpoint_path: &Path,
-    jit: bool,
+    backend: crate::runtime::backend::Backend,
     source: &str,
     rows: EvalData,
     given: Option<TensorMap>,
 ) -> Result<EvalReport, String> {
     let Rebuilt { q, tensors, record, ds, held, rows, mut notes, .. } =
         rebuild_from(p, base_dir, checkpoint_path, source, rows, given)?;
-    let mut session = Session::new(&q, jit, 1)?;
+    let mut session = Session::new(&q, backend, 1)?;
     session.init(0, held.len())?;
     session.load_tensors(&tensors, held.len())?;
     notes.push(session.target_note());
