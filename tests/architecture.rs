@@ -2,9 +2,11 @@
 //! no import cycles between the crate's top-level modules, none between the files of any
 //! folder (nor across folders, at file level), and one file per CLI command.
 //!
-//! A file's imports are every `crate::`, `super::` and `self::` path in it, outside
-//! comments and string literals, with `use` groups expanded; each path resolves to the
-//! file that defines the longest module prefix it names.
+//! A file's imports are every `crate::`, `super::` and `self::` path in it, and every
+//! `child::` path of a child module it declares (`mod child;`, read as `self::child::`),
+//! outside comments and string literals, with `use` groups expanded; each path resolves
+//! to the file that defines the longest module prefix it names. Inside an inline
+//! `mod name { .. }` (tests, generated code), `super::` first climbs that block.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -142,19 +144,74 @@ fn ident_at(s: &str, at: usize) -> &str {
     &s[at..end]
 }
 
-/// Every `crate::`/`super::`/`self::` path of a stripped file.
+/// The index of the `}` closing the `{` at `open`.
+fn block_end(text: &str, open: usize) -> usize {
+    let mut depth = 0;
+    for (k, ch) in text[open..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return open + k;
+        }
+    }
+    text.len()
+}
+
+/// The `mod name` items of a stripped file: each name with the index of the `;` or `{`
+/// after it (any visibility or attributes before it).
+fn mod_items(text: &str) -> Vec<(&str, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("mod").map(|i| from + i) {
+        from = i + 3;
+        if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_') {
+            continue;
+        }
+        let after = &text[i + 3..];
+        let name_at = after.len() - after.trim_start().len();
+        let name = ident_at(after, name_at);
+        if name_at == 0 || name.is_empty() {
+            continue;
+        }
+        let tail = &after[name_at + name.len()..];
+        let at = i + 3 + name_at + name.len() + (tail.len() - tail.trim_start().len());
+        if matches!(bytes.get(at), Some(b';' | b'{')) {
+            out.push((name, at));
+        }
+    }
+    out
+}
+
+/// Every `crate::`/`super::`/`self::` path of a stripped file, and every `child::` path
+/// of a child module it declares by `mod child;` (as `self::child::`). Inside an inline
+/// `mod name { .. }`, `self::` and the first `super::`s name that block's own file.
 fn paths_of(text: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
-    for root in ["crate", "super", "self"] {
+    let items = mod_items(text);
+    let kids: Vec<&str> = items.iter().filter(|(_, at)| bytes[*at] == b';').map(|(name, _)| *name).collect();
+    let inline: Vec<(usize, usize)> =
+        items.iter().filter(|(_, at)| bytes[*at] == b'{').map(|(_, at)| (*at, block_end(text, *at))).collect();
+    let roots = ["crate", "super", "self"].into_iter().chain(kids.iter().copied());
+    for (r, root) in roots.enumerate() {
+        let kid = r >= 3;
         let mut from = 0;
         while let Some(i) = text[from..].find(root).map(|i| from + i) {
             from = i + root.len();
             if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':') {
                 continue;
             }
+            // a child's bare name counts only as the head of a path
+            if kid && !text[i + root.len()..].starts_with("::") {
+                continue;
+            }
             // segments: root(::seg)* and, at a `{`, a use group
-            let mut segs = vec![root.to_string()];
+            let mut found = Vec::new();
+            let mut segs = if kid { vec!["self".to_string(), root.to_string()] } else { vec![root.to_string()] };
             let mut j = i + root.len();
             loop {
                 let rest = &text[j..];
@@ -162,22 +219,8 @@ fn paths_of(text: &str) -> Vec<Vec<String>> {
                     break;
                 }
                 j += 2;
-                let rest = &text[j..];
-                if rest.starts_with('{') {
-                    let mut depth = 0;
-                    let mut end = j;
-                    for (k, ch) in rest.char_indices() {
-                        match ch {
-                            '{' => depth += 1,
-                            '}' => depth -= 1,
-                            _ => {}
-                        }
-                        if depth == 0 {
-                            end = j + k;
-                            break;
-                        }
-                    }
-                    out.extend(expand(&segs, &text[j + 1..end]));
+                if text[j..].starts_with('{') {
+                    found.extend(expand(&segs, &text[j + 1..block_end(text, j)]));
                     segs.clear();
                     break;
                 }
@@ -189,7 +232,18 @@ fn paths_of(text: &str) -> Vec<Vec<String>> {
                 j += id.len();
             }
             if segs.len() > 1 {
-                out.push(segs);
+                found.push(segs);
+            }
+            let depth = inline.iter().filter(|(open, close)| *open < i && i < *close).count();
+            if kid || root == "crate" || depth == 0 {
+                out.extend(found);
+                continue;
+            }
+            for path in found {
+                let ups = path.iter().take_while(|s| *s == "super").count();
+                if root == "super" && ups > depth {
+                    out.push(path[depth..].to_vec());
+                }
             }
         }
     }
@@ -335,8 +389,8 @@ fn no_import_cycles_between_files() {
     assert!(c.is_empty(), "files that import each other in a circle:\n{}", c.join("\n"));
 }
 
-/// The checker finds what it is for: a circle through a `use` group, `super::` and a
-/// full path, and nothing in a comment or a string.
+/// The checker finds what it is for: a circle through a `use` group, `super::`, a full
+/// path and a child module named bare, and nothing in a comment or a string.
 #[test]
 fn the_cycle_checker_sees_cycles() {
     let files = |texts: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -359,6 +413,41 @@ fn the_cycle_checker_sees_cycles() {
         ("b.rs", "const R: &str = r#\"crate::a::x\"#; fn f<'a>(c: char) -> bool { c == '\"' }"),
     ]);
     assert!(cycles(&file_graph(&quiet)).is_empty());
+    // a parent naming its child module bare (`kid::f()`, `kid::{..}`) imports it
+    let bare = files(&[
+        ("lib.rs", "mod p;"),
+        ("p/mod.rs", "#[cfg(all())]\npub(crate) mod kid;\npub struct T;\nfn g() { kid::f(); }"),
+        ("p/kid.rs", "use super::T;\npub fn f() {}"),
+    ]);
+    let c = cycles(&file_graph(&bare));
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(show(&c[0]), "p, p::kid");
+    let bare_group = files(&[
+        ("lib.rs", "mod p;"),
+        ("p/mod.rs", "mod kid;\nuse kid::{f, g as _};\npub struct T;"),
+        ("p/kid.rs", "pub fn f() -> super::T { todo() }"),
+    ]);
+    assert_eq!(cycles(&file_graph(&bare_group)).len(), 1);
+    // a name that is no declared child (or only a word) is no path
+    let not_kids = files(&[
+        ("lib.rs", "mod p;"),
+        ("p/mod.rs", "mod kid;\nfn g(kid: u8, other: u8) { other::f(); my_kid::f(); let _ = kid; }"),
+        ("p/kid.rs", "use super::T;"),
+    ]);
+    assert!(cycles(&file_graph(&not_kids)).is_empty());
+    // `super::` in an inline module (tests, generated protobuf) names its own file first
+    let inline = files(&[
+        ("lib.rs", "mod p;"),
+        ("p/mod.rs", "mod kid;\npub use kid::f;"),
+        ("p/kid.rs", "pub fn f() {}\nmod tests { use super::*; use super::super::kid as _; }"),
+    ]);
+    assert!(cycles(&file_graph(&inline)).is_empty());
+    let inline_up = files(&[
+        ("lib.rs", "mod p;"),
+        ("p/mod.rs", "mod kid;\npub use kid::f;\npub struct T;"),
+        ("p/kid.rs", "pub fn f() {}\nmod tests { fn t() -> super::super::T { crate::p::T } }"),
+    ]);
+    assert_eq!(cycles(&file_graph(&inline_up)).len(), 1);
 }
 
 /// One file per command: every variant of `cli/mod.rs`'s `Command` runs `<file>::run` of

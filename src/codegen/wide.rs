@@ -18,8 +18,6 @@
 
 #![allow(clippy::excessive_precision)] // the coefficients of math.rs, as written there
 
-use super::math::{ERFC_FAR, ERFC_MID, ERF_SMALL};
-
 /// A host transcendental: `f(p, n)` replaces `p[0..n]` by `f(p[i])`.
 pub type WideFn = unsafe extern "C" fn(*mut f32, usize);
 
@@ -80,7 +78,7 @@ pub fn apply(f: Func, xs: &mut [f32]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ERFC_FAR, ERFC_MID, ERF_SMALL};
+    use super::super::math::{ERFC_FAR, ERFC_MID, ERF_SMALL};
     use std::arch::x86_64::*;
 
     type V = __m512;

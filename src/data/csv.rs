@@ -9,7 +9,8 @@
 
 use std::path::Path;
 
-use super::{formats::read_file, Locator, Raw};
+use super::formats::read_file;
+use super::raw::{Locator, Raw};
 use crate::Error;
 
 pub(crate) fn load(path: &Path, label: Option<i64>, header: bool) -> crate::Result<Raw> {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::{Locator, NdArray, Raw};
+use super::raw::{Locator, NdArray, Raw};
 
 /// Reads a whole file, gunzipping it when the name ends in `.gz` or the data starts with
 /// the gzip magic bytes. Only regular files are read (a FIFO would block, a device never

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 
 use crate::settings::{Choice, Lit};
 
-use super::{linalg, num_arg, ArrayData, Dataset, InputSpec};
+use super::dataset::{preprocess_input, Array, ArrayData, Dataset, InputSpec};
+use super::linalg;
+use super::raw::num_arg;
 
 /// What a `Preprocessor` does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,13 +116,13 @@ impl Preprocessor {
         self.kind.name()
     }
 
-    /// Fits `choice` on the rows `train` of the features input (`super::preprocess_input`
+    /// Fits `choice` on the rows `train` of the features input (`preprocess_input`
     /// of `inputs`: the first f32 input not named `y`).
     pub fn fit(choice: &Choice, ds: &Dataset, train: &[usize], inputs: &[InputSpec]) -> Result<Preprocessor, String> {
         if choice.name == "none" {
             return Ok(Preprocessor::none());
         }
-        let Some(inp) = super::preprocess_input(inputs) else {
+        let Some(inp) = preprocess_input(inputs) else {
             return Err(format!(
                 "preprocess = {}: the model has no f32 input (other than `y`) to preprocess",
                 choice.name
@@ -330,7 +332,7 @@ impl Preprocessor {
     }
 
     /// Transforms the input's array among `arrays` (e.g. from `gather`), in place.
-    pub fn apply(&self, arrays: &mut BTreeMap<String, super::Array>) -> Result<(), String> {
+    pub fn apply(&self, arrays: &mut BTreeMap<String, Array>) -> Result<(), String> {
         if self.kind == PreprocessKind::None {
             return Ok(());
         }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::rng::SplitMix64;
 
-use super::{ArrayData, Dataset};
+use super::dataset::{ArrayData, Dataset};
 
 /// Fisher-Yates with a `SplitMix64`.
 fn shuffle(rows: &mut [usize], rng: &mut SplitMix64) {

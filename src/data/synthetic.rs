@@ -16,7 +16,7 @@
 use crate::rng::SplitMix64;
 use crate::settings::Choice;
 
-use super::{int_arg, num_arg, Locator, Raw};
+use super::raw::{int_arg, num_arg, Locator, Raw};
 
 /// The most points a synthetic set makes.
 pub const MAX_POINTS: i64 = 1 << 24;

@@ -9,6 +9,7 @@
 //! `verify` checks that, and every stage keeps it.
 
 pub mod layout;
+pub mod num;
 pub mod op;
 pub mod print;
 pub mod recipe;
@@ -80,15 +81,15 @@ impl Init {
             if gain == 1.0 {
                 name.to_string()
             } else {
-                format!("{name}({})", print::num(gain))
+                format!("{name}({})", num::num(gain))
             }
         };
         match self {
             Init::Zeros => "zeros".into(),
             Init::Ones => "ones".into(),
-            Init::Constant(v) => format!("constant({})", print::num(*v)),
-            Init::Normal { std } => format!("normal({})", print::num(*std)),
-            Init::Uniform { lo, hi } => format!("uniform({}, {})", print::num(*lo), print::num(*hi)),
+            Init::Constant(v) => format!("constant({})", num::num(*v)),
+            Init::Normal { std } => format!("normal({})", num::num(*std)),
+            Init::Uniform { lo, hi } => format!("uniform({}, {})", num::num(*lo), num::num(*hi)),
             Init::XavierUniform { gain } => g("xavier_uniform", *gain),
             Init::XavierNormal { gain } => g("xavier_normal", *gain),
             Init::HeUniform { gain } => g("he_uniform", *gain),

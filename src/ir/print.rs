@@ -4,19 +4,11 @@
 //! `v3 = matmul v1, v2 : f32[B, 128]`, in topological order with dense numbers; then
 //! outputs, the loss and state updates. Nothing is printed in hash order.
 
+pub use super::num::num;
 use super::op::Op;
 use super::ty::shape_str;
 use super::{Graph, Mode, Value};
 use std::fmt::Write;
-
-/// Shortest text that reads back as the same f64 (`1`, `0.5`, `1e-5`).
-pub fn num(v: f64) -> String {
-    if v.is_finite() && v == v.trunc() && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:?}")
-    }
-}
 
 fn attrs(g: &Graph, op: &Op) -> String {
     let names = &g.symbols;

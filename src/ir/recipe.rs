@@ -21,7 +21,7 @@ impl Lit {
     }
     pub fn render(&self) -> String {
         match self {
-            Lit::Num(v) => crate::ir::print::num(*v),
+            Lit::Num(v) => crate::ir::num::num(*v),
             Lit::Str(s) => format!("{s:?}"),
             Lit::Name(n) => n.clone(),
             Lit::Bool(b) => b.to_string(),
@@ -137,7 +137,7 @@ pub enum Dist {
 impl Dist {
     /// As written in a `tune` block: `loguniform(0.0001, 0.1)`.
     pub fn render(&self) -> String {
-        let n = crate::ir::print::num;
+        let n = crate::ir::num::num;
         match self {
             Dist::Uniform(a, b) => format!("uniform({}, {})", n(*a), n(*b)),
             Dist::LogUniform(a, b) => format!("loguniform({}, {})", n(*a), n(*b)),

@@ -11,8 +11,8 @@
 //!   bound to the model's input, so a window of another size would not fit it; `size` must
 //!   be H = W (or 0: the image's size, for any H and W).
 
-use super::{ArgSpec, Lit, TrainSettings, Ty, INF, UNIT};
-use crate::ir::recipe::Choice;
+use super::values::{ArgSpec, Ty, INF, UNIT};
+use crate::ir::recipe::{Choice, Lit, TrainSettings};
 
 /// The labels input (`data::LABEL_INPUT`), never augmented.
 const LABELS: &str = "y";

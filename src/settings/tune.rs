@@ -7,7 +7,8 @@
 //! train setting goes through `settings::apply`, an option of a model argument must be a
 //! literal of the argument's kind. A grid over a continuous range is an error.
 
-use super::{choice, err, int, lit_of, ArgSpec, Ty, KEYS};
+use super::values::{choice, err, int, lit_of, ArgSpec, Ty};
+use super::KEYS;
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::recipe::{Dist, Lit, Param, TrainSettings, TuneSettings};
 use crate::syntax::ast::{Expr, ExprKind, Ident, Kind, Setting};
