@@ -742,9 +742,7 @@ impl Session {
             let count = if cx.count_correct { cx.target_name.as_deref() } else { None };
             let r = self.dist_step(ds, rows, &hv, (s.seed as u64, step), count, stop.load(Ordering::SeqCst))?;
             let loss = r.loss_sum / rows.len().max(1) as f64;
-            if !loss.is_finite() {
-                return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
-            }
+            finite_loss(loss, step, epoch, bi)?;
             p.epoch_loss += r.loss_sum;
             p.epoch_seen += rows.len();
             p.epoch_correct += r.correct;
@@ -790,9 +788,7 @@ impl Session {
             }
             e.run(s.seed as u64, step)?;
             let loss = f64::from(e.loss()?);
-            if !loss.is_finite() {
-                return Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, bi + 1));
-            }
+            finite_loss(loss, step, epoch, bi)?;
             p.epoch_loss += loss * rows.len() as f64;
             p.epoch_seen += rows.len();
             if !cx.norm_outputs.is_empty() {
@@ -928,6 +924,15 @@ impl Session {
         };
         Ok((row, monitored))
     }
+}
+
+/// A step's loss, refused when it is not finite (where: the step, the epoch and batch
+/// from 1).
+fn finite_loss(loss: f64, step: u64, epoch: usize, batch: usize) -> Result<(), String> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(format!("the loss became {loss} at step {step} (epoch {}, batch {})", epoch + 1, batch + 1))
 }
 
 /// How a session's steps run: a host loop's full-batch iterations, data-parallel steps
