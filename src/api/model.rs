@@ -94,31 +94,8 @@ impl From<String> for Value {
     }
 }
 
-/// The element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 32-bit floats.
-    F32,
-    /// 32-bit integers (class labels, token ids).
-    I32,
-}
-
-impl DType {
-    pub(crate) fn of(d: crate::ir::DType) -> DType {
-        match d {
-            crate::ir::DType::F32 => DType::F32,
-            crate::ir::DType::I32 => DType::I32,
-        }
-    }
-
-    /// `f32` or `i32`, as the language writes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::I32 => "i32",
-        }
-    }
-}
+/// The element type of a tensor: `F32`, or `I32` (class labels, token ids).
+pub use crate::ir::DType;
 
 /// One dimension of a shape: a number, or a symbol bound when the model runs (`B`, the
 /// batch).
@@ -226,7 +203,7 @@ pub(crate) fn info_of(g: &Graph, name: &str, v: crate::ir::Value) -> TensorInfo 
             None => Dim::Symbol(d.display(&g.symbols).to_string()),
         })
         .collect();
-    TensorInfo { name: name.to_string(), shape, dtype: DType::of(ty.dtype) }
+    TensorInfo { name: name.to_string(), shape, dtype: ty.dtype }
 }
 
 impl Model {

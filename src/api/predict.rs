@@ -95,7 +95,7 @@ impl Predictor {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.name.clone(), i, per_row(&d.ty.shape), DType::of(d.ty.dtype)))
+            .map(|(i, d)| (d.name.clone(), i, per_row(&d.ty.shape), d.ty.dtype))
             .collect();
         let outputs = exe
             .graph

@@ -7,21 +7,8 @@ use std::collections::BTreeMap;
 /// The input that receives the labels of `csv`, `idx`, `npy` and the synthetic sets.
 pub const LABEL_INPUT: &str = "y";
 
-/// Element type of a model input (and of an `Array`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    I32,
-    F32,
-}
-
-impl DType {
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::I32 => "i32",
-            DType::F32 => "f32",
-        }
-    }
-}
+/// Element type of a model input (and of an `Array`): the IR's.
+pub use crate::ir::DType;
 
 /// One model input as the data layer sees it: the name, element type and shape without
 /// the batch dimension (`[B, 8, 8]` gives `[8, 8]`; a `[B]` input gives `[]`).

@@ -207,14 +207,18 @@ impl fmt::Display for DimDisplay<'_> {
 
 pub type Shape = Vec<Dim>;
 
-/// Element types. `I32` appears only where labels and ids belong.
+/// Element types. `I32` appears only where labels and ids belong. The one `DType`: the
+/// syntax, the data layer and the library's front door use it too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit floats.
     F32,
+    /// 32-bit integers (class labels, token ids).
     I32,
 }
 
 impl DType {
+    /// `f32` or `i32`, as the language writes it.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",

@@ -1131,10 +1131,7 @@ impl Lowerer {
     /// Matches a type against a pattern like `i32[..., n]`, binding free names in
     /// `scope`. Ok(Err(text)) is a mismatch, with the expected shape rendered.
     fn match_pattern(&mut self, pat: &TensorType, ty: &Type, scope: &Env) -> R<Result<(), String>> {
-        let want_dtype = match pat.dtype {
-            Some(ast::DType::I32) => DType::I32,
-            _ => DType::F32,
-        };
+        let want_dtype = pat.dtype.unwrap_or(DType::F32);
         let ell = pat.dims.iter().position(|d| matches!(d, ast::DimExpr::Ellipsis(_)));
         let fixed = pat.dims.len() - usize::from(ell.is_some());
         let rank_ok = match ell {

@@ -91,11 +91,8 @@ impl Kind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    F32,
-    I32,
-}
+/// An element type as written (`i32[B]`; f32 when none is): the IR's.
+pub use crate::ir::DType;
 
 /// `i32[B]`, `[N, 5, 50]`, `[..., n]`.
 #[derive(Clone, Debug, PartialEq)]

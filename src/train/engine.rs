@@ -188,7 +188,7 @@ pub fn input_specs(g: &Graph) -> Result<Vec<InputSpec>, String> {
         }
         let rest: Option<Vec<usize>> = i.ty.shape[1..].iter().map(|d| d.as_const().map(|c| c as usize)).collect();
         let rest = rest.ok_or_else(|| format!("input `{}`: only the first dim may be a symbol", i.name))?;
-        let dt = if i.ty.dtype == DType::I32 { data::DType::I32 } else { data::DType::F32 };
+        let dt = i.ty.dtype;
         out.push(InputSpec::new(&i.name, dt, &rest));
     }
     Ok(out)

@@ -60,10 +60,7 @@ impl Lowerer {
     }
 
     fn input_type(&mut self, ty: &TensorType, env: &Env) -> R<Type> {
-        let dtype = match ty.dtype {
-            Some(ast::DType::I32) => DType::I32,
-            _ => DType::F32,
-        };
+        let dtype = ty.dtype.unwrap_or(DType::F32);
         let mut shape = Vec::new();
         for d in &ty.dims {
             match d {
