@@ -144,7 +144,7 @@ pub(super) struct Ctx {
 
 /// A call argument after evaluation.
 #[derive(Clone)]
-pub(crate) struct ArgVal {
+pub(crate) struct CallArg {
     pub(crate) name: Option<ast::Ident>,
     pub(crate) val: Val,
     pub(crate) span: Span,

@@ -18,7 +18,7 @@ mod stmt;
 mod tensor;
 
 use context::{
-    all_names, lookup, lookup_callable, new_scope, set, ArgVal, AugmentSpans, Body, Closure, Ctx, Env, Instance,
+    all_names, lookup, lookup_callable, new_scope, set, AugmentSpans, Body, CallArg, Closure, Ctx, Env, Instance,
     LayerCtor, Lowerer, Val, R,
 };
 
@@ -49,7 +49,7 @@ const PRELUDE_ARG_RULES: [ArgRule; 8] = [
 ];
 
 /// Checks the arguments of a call of the prelude's fn or layer `name`.
-fn check_prelude_args(name: &str, args: &[ArgVal]) -> R<()> {
+fn check_prelude_args(name: &str, args: &[CallArg]) -> R<()> {
     for (f, arg, pos, ok, rule) in PRELUDE_ARG_RULES {
         if name != f {
             continue;
@@ -307,10 +307,10 @@ fn lower_model(
     let ctx = Ctx { env: new_scope(Some(global)), body: Body::Model, path: String::new() };
     lw.scopes.push(ctx.env.clone());
     // Model arguments: overrides by name, then defaults, checked like a layer's.
-    let given: Vec<ArgVal> = overrides
+    let given: Vec<CallArg> = overrides
         .iter()
         .filter(|(n, _)| m.args.iter().any(|d| d.name.name == *n))
-        .map(|(n, v)| ArgVal {
+        .map(|(n, v)| CallArg {
             name: Some(ast::Ident { name: n.clone(), span: m.name.span }),
             val: match v {
                 ArgValue::Int(i) => Val::Int(Dim::konst(*i)),
@@ -411,7 +411,7 @@ impl Lowerer {
     // ---- layer instances ------------------------------------------------------------
 
     /// A layer instance at `path`: its body run in a fresh scope below the items'.
-    fn instantiate(&mut self, ctor: &Rc<LayerCtor>, args: Vec<ArgVal>, path: &str, span: Span) -> R<Val> {
+    fn instantiate(&mut self, ctor: &Rc<LayerCtor>, args: Vec<CallArg>, path: &str, span: Span) -> R<Val> {
         let def = ctor.def.clone();
         if ctor.from_prelude {
             check_prelude_args(&def.name.name, &args)?;
@@ -573,7 +573,7 @@ impl Lowerer {
         self.eval(callee, env)
     }
 
-    fn eval_args(&mut self, args: &[ast::Arg], env: &Env) -> R<Vec<ArgVal>> {
+    fn eval_args(&mut self, args: &[ast::Arg], env: &Env) -> R<Vec<CallArg>> {
         let mut out = Vec::with_capacity(args.len());
         let mut seen_named = false;
         for a in args {
@@ -583,7 +583,7 @@ impl Lowerer {
                 return Err(Diagnostic::new("E0407", a.span, "positional arguments must come before named ones"));
             }
             let val = self.eval(&a.value, env)?;
-            out.push(ArgVal { name: a.name.clone(), val, span: a.value.span });
+            out.push(CallArg { name: a.name.clone(), val, span: a.value.span });
         }
         Ok(out)
     }
@@ -894,7 +894,7 @@ impl Lowerer {
 
     // ---- calls -----------------------------------------------------------------------
 
-    fn call(&mut self, f: Val, args: Vec<ArgVal>, span: Span, callee_span: Span) -> R<Val> {
+    fn call(&mut self, f: Val, args: Vec<CallArg>, span: Span, callee_span: Span) -> R<Val> {
         if args.iter().any(|a| matches!(a.val, Val::Poison)) {
             return Ok(Val::Poison);
         }
@@ -926,7 +926,7 @@ impl Lowerer {
         }
     }
 
-    fn call_fn(&mut self, c: &Rc<Closure>, args: Vec<ArgVal>, span: Span, layer: Option<&str>) -> R<Val> {
+    fn call_fn(&mut self, c: &Rc<Closure>, args: Vec<CallArg>, span: Span, layer: Option<&str>) -> R<Val> {
         let def = c.def.clone();
         let key = Rc::as_ptr(&def);
         if self.stack.contains(&key) {
@@ -967,7 +967,7 @@ impl Lowerer {
                 .iter()
                 .find(|a| a.name.as_ref().map(|n| n.name.as_str()) == first)
                 .or_else(|| args.iter().find(|a| a.name.is_none()));
-            if let Some(ArgVal { val: Val::Tensor(t), .. }) = arg {
+            if let Some(CallArg { val: Val::Tensor(t), .. }) = arg {
                 self.g.scored.push(crate::ir::Scored { loss_fn: def.name.name.clone(), value: *t });
             }
         }
@@ -1004,8 +1004,8 @@ impl Lowerer {
 
     /// Binds call arguments to declarations: positional, then named, then defaults.
     /// Tensor declarations are shape patterns whose free names bind to the actual dims.
-    fn bind_args(&mut self, what: &str, decls: &[ast::ArgDecl], args: Vec<ArgVal>, scope: &Env, span: Span) -> R<()> {
-        let mut slots: Vec<Option<ArgVal>> = vec![None; decls.len()];
+    fn bind_args(&mut self, what: &str, decls: &[ast::ArgDecl], args: Vec<CallArg>, scope: &Env, span: Span) -> R<()> {
+        let mut slots: Vec<Option<CallArg>> = vec![None; decls.len()];
         let mut pos = 0;
         for a in args {
             let idx = match &a.name {

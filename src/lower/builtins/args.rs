@@ -4,29 +4,29 @@
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::{Dim, Value};
 use crate::limits;
-use crate::lower::context::{ArgVal, Lowerer, Val, R};
+use crate::lower::context::{CallArg, Lowerer, Val, R};
 
 /// Arguments matched to parameter names: positional first, then by name.
 pub(super) struct Bound<'a> {
     /// The built-in's name.
     pub(super) fname: &'static str,
     /// Every argument as given (`max(a, b)` and `chunks(...)` read them positionally).
-    pub(super) args: &'a [ArgVal],
-    slots: Vec<Option<&'a ArgVal>>,
+    pub(super) args: &'a [CallArg],
+    slots: Vec<Option<&'a CallArg>>,
     params: &'static [&'static str],
     span: Span,
 }
 
 impl<'a> Bound<'a> {
     /// The arguments of a built-in that binds none by name (`chunks`).
-    pub(super) fn positional(fname: &'static str, args: &'a [ArgVal], span: Span) -> Bound<'a> {
+    pub(super) fn positional(fname: &'static str, args: &'a [CallArg], span: Span) -> Bound<'a> {
         Bound { fname, args, slots: Vec::new(), params: &[], span }
     }
-    pub(super) fn get(&self, name: &str) -> Option<&'a ArgVal> {
+    pub(super) fn get(&self, name: &str) -> Option<&'a CallArg> {
         let i = self.params.iter().position(|p| *p == name)?;
         self.slots[i]
     }
-    pub(super) fn req(&self, name: &str) -> R<&'a ArgVal> {
+    pub(super) fn req(&self, name: &str) -> R<&'a CallArg> {
         self.get(name).ok_or_else(|| {
             Diagnostic::new("E0423", self.span, format!("`{}` needs the argument `{name}`", self.fname))
                 .with_help(format!("`{}({})`", self.fname, self.params.join(", ")))
@@ -36,7 +36,7 @@ impl<'a> Bound<'a> {
 
 pub(super) fn bind<'a>(
     fname: &'static str,
-    args: &'a [ArgVal],
+    args: &'a [CallArg],
     params: &'static [&'static str],
     span: Span,
 ) -> R<Bound<'a>> {
@@ -69,7 +69,7 @@ pub(super) fn bind<'a>(
     Ok(Bound { fname, args, slots, params, span })
 }
 
-pub(super) fn number(a: &ArgVal, what: &str) -> R<f64> {
+pub(super) fn number(a: &CallArg, what: &str) -> R<f64> {
     match &a.val {
         Val::Float(f) => Ok(*f),
         Val::Int(d) if d.is_const() => Ok(d.as_const().unwrap_or(0) as f64),
@@ -77,16 +77,16 @@ pub(super) fn number(a: &ArgVal, what: &str) -> R<f64> {
     }
 }
 
-pub(super) fn boolean(a: Option<&ArgVal>, default: bool) -> R<bool> {
+pub(super) fn boolean(a: Option<&CallArg>, default: bool) -> R<bool> {
     match a {
         None => Ok(default),
-        Some(ArgVal { val: Val::Bool(b), .. }) => Ok(*b),
+        Some(CallArg { val: Val::Bool(b), .. }) => Ok(*b),
         Some(a) => Err(Diagnostic::new("E0424", a.span, format!("expected true or false, found {}", a.val.describe()))),
     }
 }
 
 impl Lowerer {
-    pub(super) fn tensor_arg(&mut self, a: &ArgVal, what: &str) -> R<Value> {
+    pub(super) fn tensor_arg(&mut self, a: &CallArg, what: &str) -> R<Value> {
         match &a.val {
             Val::Tensor(t) => Ok(*t),
             Val::Float(_) | Val::Int(_) | Val::Bool(_) => self.tensor_of(&a.val, &[], a.span),
@@ -96,13 +96,13 @@ impl Lowerer {
         }
     }
 
-    pub(super) fn f32_arg(&mut self, a: &ArgVal, what: &str) -> R<Value> {
+    pub(super) fn f32_arg(&mut self, a: &CallArg, what: &str) -> R<Value> {
         let t = self.tensor_arg(a, what)?;
         self.require_f32(t, a.span, what)?;
         Ok(t)
     }
 
-    pub(super) fn int_arg(&self, a: &ArgVal, what: &str, min: i64) -> R<i64> {
+    pub(super) fn int_arg(&self, a: &CallArg, what: &str, min: i64) -> R<i64> {
         let v = match &a.val {
             Val::Int(d) => d.as_const(),
             _ => None,
@@ -119,7 +119,7 @@ impl Lowerer {
     }
 
     /// A list of dims (`[B, 2, 5]`), as written or from `shape(x)`.
-    pub(super) fn dims_arg(&self, a: &ArgVal, what: &str) -> R<Vec<Dim>> {
+    pub(super) fn dims_arg(&self, a: &CallArg, what: &str) -> R<Vec<Dim>> {
         let Val::List(items) = &a.val else {
             return Err(Diagnostic::new(
                 "E0437",
@@ -130,7 +130,7 @@ impl Lowerer {
         items.iter().map(|v| self.as_dim(v, a.span)).collect()
     }
 
-    pub(super) fn fixed_dims(&self, a: &ArgVal, what: &str) -> R<Vec<Dim>> {
+    pub(super) fn fixed_dims(&self, a: &CallArg, what: &str) -> R<Vec<Dim>> {
         let dims = self.dims_arg(a, what)?;
         if dims.len() > limits::MAX_RANK {
             return Err(Diagnostic::new(

@@ -5,7 +5,7 @@
 use super::args::{boolean, number, Bound};
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::{BinaryOp, Op, ReduceOp, UnaryOp, Value};
-use crate::lower::context::{ArgVal, Lowerer, Val, R};
+use crate::lower::context::{CallArg, Lowerer, Val, R};
 
 /// A unary built-in: folded on a constant when it has an f64 form, else its primitive.
 pub(super) fn unary(lw: &mut Lowerer, b: &Bound, op: UnaryOp, fold: Option<fn(f64) -> f64>, span: Span) -> R<Val> {
@@ -66,7 +66,7 @@ pub(super) fn var(lw: &mut Lowerer, b: &Bound, span: Span) -> R<Val> {
 pub(super) fn clamp(lw: &mut Lowerer, b: &Bound, span: Span) -> R<Val> {
     let (x, lo, hi) = (b.req("x")?, b.req("lo")?, b.req("hi")?);
     let m = elementwise_or_fold(lw, BinaryOp::Max, x, lo, span)?;
-    let m = ArgVal { name: None, val: m, span: x.span };
+    let m = CallArg { name: None, val: m, span: x.span };
     elementwise_or_fold(lw, BinaryOp::Min, &m, hi, span)
 }
 
@@ -106,7 +106,7 @@ pub(super) fn stop_gradient(lw: &mut Lowerer, b: &Bound, span: Span) -> R<Val> {
     Ok(Val::Tensor(lw.push(Op::StopGradient, vec![t], None, span)?))
 }
 
-fn elementwise_or_fold(lw: &mut Lowerer, op: BinaryOp, x: &ArgVal, y: &ArgVal, span: Span) -> R<Val> {
+fn elementwise_or_fold(lw: &mut Lowerer, op: BinaryOp, x: &CallArg, y: &CallArg, span: Span) -> R<Val> {
     if let (Ok(a), Ok(b)) = (number(x, "a"), number(y, "b")) {
         if !matches!(x.val, Val::Tensor(_)) && !matches!(y.val, Val::Tensor(_)) {
             return Ok(Val::Float(if op == BinaryOp::Max { a.max(b) } else { a.min(b) }));

@@ -16,7 +16,7 @@ mod shape;
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::UnaryOp;
-use crate::lower::context::{set, ArgVal, Env, Lowerer, Val, R};
+use crate::lower::context::{set, CallArg, Env, Lowerer, Val, R};
 use args::{bind, Bound};
 
 pub(crate) use init::init_by_name;
@@ -125,7 +125,7 @@ pub(crate) fn register(root: &Env) {
 }
 
 /// Calls the built-in `name`: binds its arguments to its parameters, then lowers it.
-pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<ArgVal>, span: Span) -> R<Val> {
+pub(crate) fn call(lw: &mut Lowerer, name: &'static str, args: Vec<CallArg>, span: Span) -> R<Val> {
     let Some(builtin) = TABLE.iter().find(|b| b.name == name) else {
         return Err(Diagnostic::new("E0999", span, format!("internal error: built-in `{name}` has no lowering")));
     };

@@ -4,7 +4,7 @@
 use super::args::Bound;
 use crate::diagnostic::{Diagnostic, Span};
 use crate::ir::{Dim, Op};
-use crate::lower::context::{ArgVal, Lowerer, Val, R};
+use crate::lower::context::{CallArg, Lowerer, Val, R};
 
 /// `reshape(x, shape)`: one dim may be -1.
 pub(super) fn reshape(lw: &mut Lowerer, b: &Bound, span: Span) -> R<Val> {
@@ -141,7 +141,7 @@ pub(super) fn concat(lw: &mut Lowerer, b: &Bound, span: Span) -> R<Val> {
     }
     let mut ts = Vec::new();
     for it in items {
-        let a = ArgVal { name: None, val: it.clone(), span: xs.span };
+        let a = CallArg { name: None, val: it.clone(), span: xs.span };
         ts.push(lw.tensor_arg(&a, &format!("each element of `{name}`"))?);
     }
     let first = lw.g.ty(ts[0]).clone();
