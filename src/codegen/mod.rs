@@ -82,7 +82,7 @@ pub fn compile_threads(opts: &CodegenOptions) -> usize {
 }
 
 /// Native code for one step, and the tables its callbacks read.
-pub struct Compiled {
+pub struct CompiledStep {
     /// Kept alive: dropping the module would free the code.
     _module: JITModule,
     pub step: StepFn,
@@ -109,15 +109,15 @@ pub struct Emitted {
     pub epilogues: Vec<(usize, FuncId)>,
     pub tables: Tables,
     pub clif: String,
-    /// As in `Compiled`.
+    /// As in `CompiledStep`.
     pub functions: usize,
     pub shared: usize,
-    /// The machine code defined here (`Compiled::code_hash`; without the functions
+    /// The machine code defined here (`CompiledStep::code_hash`; without the functions
     /// handed to `jobs`).
     pub code: CodeHash,
 }
 
-/// `Compiled::code_hash`: each function's id and machine code, in definition order.
+/// `CompiledStep::code_hash`: each function's id and machine code, in definition order.
 #[derive(Default)]
 pub struct CodeHash(std::collections::hash_map::DefaultHasher);
 
@@ -151,7 +151,7 @@ pub fn isa(opts: &CodegenOptions, pic: bool) -> Result<std::sync::Arc<dyn cranel
 pub const CALLBACKS: [&str; 5] = ["nnc_host", "nnc_gemm", "nnc_poison", "nnc_tick", "nnc_par"];
 
 /// Compiles the step of a concrete graph (JIT).
-pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> Result<Compiled, String> {
+pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> Result<CompiledStep, String> {
     let isa = isa(opts, false)?;
     let mut jb = JITBuilder::with_isa(isa.clone(), default_libcall_names());
     jb.symbol("nnc_host", host::nnc_host as *const u8);
@@ -205,7 +205,7 @@ pub fn compile(g: &Graph, s: &Schedule, plan: &Plan, opts: &CodegenOptions) -> R
     let code = module.get_finalized_function(e.step);
     // SAFETY: the function was declared with exactly this signature.
     let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
-    Ok(Compiled {
+    Ok(CompiledStep {
         _module: module,
         step,
         tables: Box::new(tables),

@@ -4,7 +4,7 @@
 //! allocated inside it.
 
 use crate::buffers::{self, Plan, Region, Slot};
-use crate::codegen::{self, host::HostCtx, CodegenOptions, Compiled};
+use crate::codegen::{self, host::HostCtx, CodegenOptions, CompiledStep};
 use crate::fusion::{self, Schedule};
 use crate::ir::{self, DType, Graph, Value};
 
@@ -66,7 +66,7 @@ pub struct Executable {
     pub graph: Graph,
     pub schedule: Schedule,
     pub plan: Plan,
-    compiled: Compiled,
+    compiled: CompiledStep,
     arena: Aligned,
     persistent: Aligned,
     /// GEMM packing space (`Tables::workspace_part` floats per thread).
@@ -306,7 +306,7 @@ impl Executable {
         (self.compiled.functions, self.compiled.shared)
     }
 
-    /// A hash of the step's machine code (`codegen::Compiled::code_hash`).
+    /// A hash of the step's machine code (`codegen::CompiledStep::code_hash`).
     pub fn code_hash(&self) -> u64 {
         self.compiled.code_hash
     }

@@ -1174,8 +1174,16 @@ impl Session {
         let g = e.graph().clone();
         let sizes: Vec<usize> = g.params.iter().map(|q| q.shape.iter().product::<i64>() as usize).collect();
         let mut x: Vec<f64> = (0..sizes.len()).flat_map(|i| e.param(i)).map(f64::from).collect();
-        let mut obj =
-            Compiled { e, hv: hv.as_mut(), sizes: &sizes, seed: s.seed as u64, step, evals: 0, hvps: 0, progress };
+        let mut obj = CompiledObjective {
+            e,
+            hv: hv.as_mut(),
+            sizes: &sizes,
+            seed: s.seed as u64,
+            step,
+            evals: 0,
+            hvps: 0,
+            progress,
+        };
         let value = match method_of(s) {
             None => {
                 let o = crate::optim::lbfgs::Options {
@@ -1319,7 +1327,7 @@ impl<'a> HvpEngine<'a> {
 
 /// The compiled objective as `second_order` sees it: the step engine computes the
 /// objective and gradients, the Hessian-vector engine their directional derivatives.
-struct Compiled<'a, 'b> {
+struct CompiledObjective<'a, 'b> {
     e: &'a mut Engine,
     hv: Option<&'a mut HvpEngine<'b>>,
     sizes: &'a [usize],
@@ -1330,7 +1338,7 @@ struct Compiled<'a, 'b> {
     progress: &'a mut dyn FnMut(u64, f64),
 }
 
-impl Objective for Compiled<'_, '_> {
+impl Objective for CompiledObjective<'_, '_> {
     fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), String> {
         set_flat(self.e, self.sizes, x)?;
         self.e.run(self.seed, self.step + self.evals)?;
