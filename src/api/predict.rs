@@ -49,24 +49,7 @@ impl Model {
     /// [`Model::predictor`] from a checkpoint already read (shared between threads),
     /// with `threads` for its large products.
     pub fn predictor_from(&self, ck: &Checkpoint, batch: usize, threads: usize) -> Result<Predictor> {
-        let path = ck.path();
-        let mut tensors = ck.tensors().clone();
-        let meta = ck.metadata().clone();
-        let p = &self.program;
-        let eval = crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &path.display().to_string())?;
-        let mut graph = eval.clone();
-        graph.loss = None;
-        let graph = crate::simplify::drop_unused_inputs(&crate::simplify::dead_code(&graph));
-        crate::train::teacher::fill(&graph, &mut tensors)?;
-        let specs = crate::train::trainer::input_specs(&p.train)?;
-        let preprocess = match crate::data::preprocess_input(&specs) {
-            Some(spec) => {
-                let n = spec.per_sample_shape.iter().product();
-                Some(crate::train::trainer::checked_preprocessor(&tensors, &meta, &spec.name, Some(n), path)?)
-            }
-            None => None,
-        };
-        let inf = crate::train::inference::Inference { eval, graph, tensors, meta, preprocess, warning: None };
+        let inf = crate::train::inference::of(&self.program, ck.tensors().clone(), ck.metadata().clone(), ck.path())?;
         Predictor::new(inf, batch, threads)
     }
 }

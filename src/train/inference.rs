@@ -33,9 +33,22 @@ pub struct Inference {
 /// Loads `checkpoint` of `p` (from `source`) for inference.
 pub fn load(p: &Program, checkpoint: &Path, source: &str) -> crate::Result<Inference> {
     let ck_error = |m: String| crate::Error::checkpoint(checkpoint, None, m);
-    let (mut tensors, meta) = checkpoint::read(checkpoint).map_err(ck_error)?;
+    let (tensors, meta) = checkpoint::read(checkpoint).map_err(ck_error)?;
     checkpoint::validate(&p.eval, &tensors, checkpoint, true).map_err(ck_error)?;
-    let eval = crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &checkpoint.display().to_string())
+    let warning = source_warning(&meta, source, checkpoint);
+    Ok(Inference { warning, ..of(p, tensors, meta, checkpoint)? })
+}
+
+/// `load` for tensors and metadata read already (from `path`, named in errors) and
+/// checked against the model.
+pub fn of(
+    p: &Program,
+    mut tensors: TensorMap,
+    meta: BTreeMap<String, String>,
+    path: &Path,
+) -> crate::Result<Inference> {
+    let ck_error = |m: String| crate::Error::checkpoint(path, None, m);
+    let eval = crate::compress::quantize::eval_graph(&p.eval, &tensors, &meta, &path.display().to_string())
         .map_err(ck_error)?;
     let mut graph = eval.clone();
     graph.loss = None;
@@ -45,10 +58,9 @@ pub fn load(p: &Program, checkpoint: &Path, source: &str) -> crate::Result<Infer
     let preprocess = match crate::data::preprocess_input(&specs) {
         Some(spec) => {
             let n = spec.per_sample_shape.iter().product();
-            Some(checked_preprocessor(&tensors, &meta, &spec.name, Some(n), checkpoint).map_err(ck_error)?)
+            Some(checked_preprocessor(&tensors, &meta, &spec.name, Some(n), path).map_err(ck_error)?)
         }
         None => None,
     };
-    let warning = source_warning(&meta, source, checkpoint);
-    Ok(Inference { eval, graph, tensors, meta, preprocess, warning })
+    Ok(Inference { eval, graph, tensors, meta, preprocess, warning: None })
 }
