@@ -175,11 +175,6 @@ impl Run {
     }
 }
 
-/// Whether `dir` holds a run (a checkpoint or a log).
-fn holds_run(dir: &Path) -> bool {
-    dir.join("last.safetensors").exists() || dir.join("metrics.csv").exists()
-}
-
 impl Model {
     /// Trains the model with its `train` block into `cfg.out_dir`, as `nnc train` does.
     ///
@@ -199,7 +194,7 @@ impl Model {
     /// # Ok::<(), nnc::Error>(())
     /// ```
     pub fn train(&self, cfg: &TrainConfig, observer: &mut dyn Observer) -> Result<Run> {
-        if holds_run(&cfg.out_dir) && !cfg.resume && !cfg.replace {
+        if trainer::holds_run(&cfg.out_dir) && !cfg.resume && !cfg.replace {
             return Err(Error::Usage(format!(
                 "`{}` holds a run (last.safetensors, metrics.csv); resume it, replace it, or choose another folder",
                 cfg.out_dir.display()

@@ -52,11 +52,6 @@ pub struct Args {
     pub no_overlap: bool,
 }
 
-/// Whether `dir` holds a run (a checkpoint or a log).
-fn holds_run(dir: &std::path::Path) -> bool {
-    dir.join("last.safetensors").exists() || dir.join("metrics.csv").exists()
-}
-
 pub fn run(a: Args, opts: RenderOptions) -> i32 {
     let backend = a.backend.run();
     if !a.distributed {
@@ -113,7 +108,7 @@ fn run_rank(
         &dir,
         &stem,
         a.out,
-        &holds_run,
+        &crate::train::trainer::holds_run,
         a.resume || a.force,
         ("a run (last.safetensors, metrics.csv)", "--resume to continue it, --force to replace it"),
     ) {

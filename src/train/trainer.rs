@@ -95,6 +95,12 @@ pub struct Prepared {
     pub record: SplitRecord,
 }
 
+/// Whether `dir` holds a training run (a checkpoint or a log): a folder `train` does not
+/// replace unless asked.
+pub fn holds_run(dir: &Path) -> bool {
+    dir.join("last.safetensors").exists() || dir.join("metrics.csv").exists()
+}
+
 /// Loads the data of a program's `train` block (raw) and checks its labels.
 pub fn load_data(p: &Program, base_dir: &Path) -> crate::Result<(Dataset, Vec<InputSpec>)> {
     let s = &p.settings;
